@@ -12,9 +12,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from embedscope.embed import load_embeddings
 from embedscope.ingest import UNLABELLED
-from embedscope.layout import Layout, write_npz
+from embedscope.layout import Layout, load_embeddings, write_npz
 
 #: Above this many points neighbours come from an approximate index.
 EXACT_LIMIT = 20_000

@@ -17,7 +17,6 @@ import os
 import time
 import uuid
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +40,6 @@ from embedscope.models import load_model
 POOLINGS = ("auto", "pooler", "cls", "mean", "image_features")
 #: Model types whose ``pooler_output`` is an extra dense layer absent from most checkpoints.
 _CLS_MODEL_TYPES = {"vit", "deit", "beit", "data2vec-vision"}
-
-
-@dataclass
-class Embeddings:
-    """Vectors of the manifest's ok images and which rows they belong to."""
-
-    vectors: np.ndarray
-    rows: pd.DataFrame
-    model_key: str
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -315,20 +305,3 @@ def _run(
     if buf_sha or buf_fail:
         _write_shard(shard_dir, buf_sha, buf_vec, buf_fail)
     bar.close()
-
-
-def load_embeddings(layout: Layout, model: str | None = None) -> Embeddings:
-    """Vectors and rows written by :func:`embed` for ``model`` (the latest run when None)."""
-    index = read_json(layout.data_dir / "embeddings" / "index.json")
-    key = None
-    if index is not None:
-        key = index["latest"] if model is None else index["by_model"].get(model)
-    if key is None:
-        which = f"model {model!r}" if model else "any model"
-        raise FileNotFoundError(f"no embeddings of {layout.name!r} for {which}: run 02_embed first")
-    out_dir = layout.embeddings_dir(key)
-    return Embeddings(
-        vectors=np.load(out_dir / "vectors.npy", mmap_mode="r"),
-        rows=pd.read_parquet(out_dir / "rows.parquet"),
-        model_key=key,
-    )

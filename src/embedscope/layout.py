@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 
 def slug(text: str) -> str:
     """A file-system friendly name: lower case letters, digits, ``-``, ``_`` and ``.``."""
@@ -111,8 +114,6 @@ def write_parquet(path: str | Path, df: Any) -> Path:
 
 
 def write_npy(path: str | Path, array: Any) -> Path:
-    import numpy as np
-
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object stops numpy appending ".npy" to the temp name
             np.save(fh, array)
@@ -121,8 +122,6 @@ def write_npy(path: str | Path, array: Any) -> Path:
 
 
 def write_npz(path: str | Path, **arrays: Any) -> Path:
-    import numpy as np
-
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
@@ -154,3 +153,29 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+@dataclass
+class Embeddings:
+    """Vectors of the manifest's ok images and which rows they belong to."""
+
+    vectors: np.ndarray
+    rows: pd.DataFrame
+    model_key: str
+
+
+def load_embeddings(layout: Layout, model: str | None = None) -> Embeddings:
+    """Vectors and rows written by :func:`embed` for ``model`` (the latest run when None)."""
+    index = read_json(layout.data_dir / "embeddings" / "index.json")
+    key = None
+    if index is not None:
+        key = index["latest"] if model is None else index["by_model"].get(model)
+    if key is None:
+        which = f"model {model!r}" if model else "any model"
+        raise FileNotFoundError(f"no embeddings of {layout.name!r} for {which}: run 02_embed first")
+    out_dir = layout.embeddings_dir(key)
+    return Embeddings(
+        vectors=np.load(out_dir / "vectors.npy", mmap_mode="r"),
+        rows=pd.read_parquet(out_dir / "rows.parquet"),
+        model_key=key,
+    )

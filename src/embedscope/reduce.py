@@ -14,8 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from embedscope.embed import load_embeddings
-from embedscope.layout import Layout, read_json, write_json, write_parquet
+from embedscope.layout import Layout, load_embeddings, read_json, write_json, write_parquet
 
 METHODS = ("pca", "ipca", "umap", "tsne")
 
@@ -59,6 +58,7 @@ def reduce(
             metric="cosine",
             n_neighbors=max(2, min(n_neighbors, n - 1)),
             random_state=random_state,
+            n_jobs=1 if random_state is not None else -1,
             init="spectral" if n > 3 * (dims + 1) else "random",
         )
         return model.fit_transform(x), {"n_neighbors": model.n_neighbors}
