@@ -107,9 +107,10 @@ def pool(model: torch.nn.Module, pixel_values: torch.Tensor, pooling: str) -> to
     return hidden.mean(dim=1)
 
 
-def model_key(spec: str, identity: str, pooling: str) -> str:
-    """Folder name for one model's vectors: readable prefix plus a hash of what defines them."""
-    digest = hashlib.sha256(f"{identity}\n{pooling}".encode()).hexdigest()[:12]
+def model_key(spec: str, identity: str, pooling: str, precision: str = "float32") -> str:
+    """Folder name for one model's vectors: readable prefix plus a hash of what defines them
+    (weights, pooling and precision: bf16 vectors are close to float32 ones, not equal)."""
+    digest = hashlib.sha256(f"{identity}\n{pooling}\n{precision}".encode()).hexdigest()[:12]
     return f"{slug(Path(spec.rstrip('/')).name)}-{digest}"
 
 
@@ -183,7 +184,8 @@ def embed(
     net, processor, identity = load_model(model, device=str(dev))
     pooling = resolve_pooling(net, pooling)
     dtype = resolve_precision(precision, dev)
-    key = model_key(model, identity, pooling)
+    precision_name = str(dtype).removeprefix("torch.") if dtype else "float32"
+    key = model_key(model, identity, pooling, precision_name)
     out_dir = layout.embeddings_dir(key)
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -231,7 +233,7 @@ def embed(
         "identity": identity,
         "pooling": pooling,
         "device": str(dev),
-        "precision": str(dtype).removeprefix("torch.") if dtype else "float32",
+        "precision": precision_name,
         "dim": int(vectors.shape[1]) if vectors.size else 0,
         "images": int(len(rows)),
         "embedded_now": int(len(todo)) - int(len(skipped)),

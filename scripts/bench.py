@@ -1,0 +1,203 @@
+"""`make bench`: embedding throughput and memory, measured side by side in one run.
+
+Ratios taken in the same run on the same images are what we compare (these machines are shared
+and noisy): the kit against the older project's approach, against ``transformers.pipeline`` and
+against the model's bare forward pass on already-decoded tensors (the ceiling). Writes
+``reports/bench/bench.json`` and ``reports/bench/bench.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from embedscope.models import builtin_model_dir, load_model
+from PIL import Image
+
+from embedscope.embed import embed, pool, resolve_pooling, resolve_precision
+from embedscope.images import load_rgb
+from embedscope.ingest import ingest
+from embedscope.layout import Layout, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """The sample's images, topped up with generated 640x480 JPEG 'photos' to reach ``n``."""
+    rng = np.random.default_rng(seed)
+    paths = sorted((ROOT / "data" / "sample").rglob("*.webp"))[:n]
+    for i, src in enumerate(paths):
+        dest = folder / src.parent.name / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+        paths[i] = dest
+    base = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    for i in range(len(paths), n):
+        dest = folder / f"generated-{i % 8}" / f"img{i:05d}.jpg"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        arr = np.roll(base, i, axis=1) // (1 + i % 3)
+        Image.fromarray(arr).resize((640, 480), Image.BILINEAR).save(dest, quality=85)
+        paths.append(dest)
+    return paths
+
+
+def vit_b16_dir(folder: Path) -> Path:
+    """ViT-B/16 with random weights: the FLOPs of google/vit-base-patch16-224, no download."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    if not (folder / "config.json").exists():
+        torch.manual_seed(0)
+        ViTModel(ViTConfig(), add_pooling_layer=False).save_pretrained(folder)
+        ViTImageProcessor().save_pretrained(folder)
+    return folder
+
+
+def old_approach(model_dir: str, paths: list[Path]) -> float:
+    """The older scripts project: PIL decode in the main thread, one image at a time, the
+    image processor, float32, and the flattened last_hidden_state kept in memory."""
+    net, processor, _ = load_model(model_dir)
+    kept = []
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for p in paths:
+            im = Image.open(p).convert("RGB")
+            out = net(**processor(images=im, return_tensors="pt"))
+            kept.append(out.last_hidden_state.flatten().numpy())
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def pipeline_approach(model_dir: str, paths: list[Path], batch_size: int) -> float:
+    from transformers import pipeline
+
+    net, processor, _ = load_model(model_dir)
+    pipe = pipeline("image-feature-extraction", model=net, image_processor=processor, device="cpu")
+    t0 = time.perf_counter()
+    list(pipe([str(p) for p in paths], batch_size=batch_size, pool=hasattr(net, "pooler")))
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def ceiling(model_dir: str, paths: list[Path], batch_size: int) -> float:
+    """Bare forward passes on already-decoded tensors at the kit's precision and layout."""
+    net, processor, _ = load_model(model_dir)
+    pooling = resolve_pooling(net)
+    dtype = resolve_precision("auto", torch.device("cpu"))
+    px = processor(images=[load_rgb(p) for p in paths], return_tensors="pt")["pixel_values"]
+    channels_last = any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        px = px.contiguous(memory_format=torch.channels_last)
+    batches = list(px.split(batch_size))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        pool(net, batches[0], pooling)  # warm-up: oneDNN picks kernels on the first call
+        t0 = time.perf_counter()
+        for b in batches:
+            pool(net, b, pooling)
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def kit(model_dir: str, images: Path, work: Path, batch_size: int) -> dict:
+    layout = Layout("bench", work / "data", work / "reports")
+    ingest(str(images), layout)
+    return embed(layout, model_dir, batch_size=batch_size, progress=False)
+
+
+_PEAK = """
+import resource, sys, json
+from pathlib import Path
+from embedscope.embed import embed
+from embedscope.ingest import ingest
+from embedscope.layout import Layout
+layout = Layout("mem", Path(sys.argv[2]) / "data", Path(sys.argv[2]) / "reports")
+ingest(sys.argv[1], layout)
+facts = embed(layout, "mobilenet_v2", progress=False)
+print(json.dumps({"images": facts["images"],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def peak_memory(images: Path, work: Path) -> dict:
+    """Peak resident memory of a fresh process embedding ``images`` with the kit."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(images), str(work)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "reports" / "bench"))
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--memory-images", type=int, default=5000)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    results: dict = {"torch_threads": torch.get_num_threads(), "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        paths = make_images(tmp / "images", args.images)
+        models = {
+            "mobilenet_v2": (str(builtin_model_dir()), 32, 128),
+            "vit-b16": (str(vit_b16_dir(tmp / "vit-b16")), 16, 48),
+        }
+        for name, (model_dir, batch, n_slow) in models.items():
+            print(f"[bench] {name}", flush=True)
+            facts = kit(model_dir, tmp / "images", tmp / f"kit-{name}", batch)
+            row = {
+                "kit": facts["images_per_second"],
+                "old_approach": old_approach(model_dir, paths[:n_slow]),
+                "pipeline": pipeline_approach(model_dir, paths[:n_slow], batch),
+                "ceiling": ceiling(model_dir, paths[: 4 * batch], batch),
+                "precision": facts["precision"],
+                "batch_size": batch,
+                "images": facts["images"],
+            }
+            for other in ("old_approach", "pipeline", "ceiling"):
+                row[f"kit_over_{other}"] = round(row["kit"] / row[other], 3)
+            results["models"][name] = {
+                k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()
+            }
+        print("[bench] peak memory", flush=True)
+        small = peak_memory(tmp / "images", tmp / "mem-small")
+        make_images(tmp / "many", args.memory_images, seed=1)
+        large = peak_memory(tmp / "many", tmp / "mem-large")
+        results["memory"] = {
+            f"peak_rss_mb_{small['images']}": round(small["peak_rss_mb"], 1),
+            f"peak_rss_mb_{large['images']}": round(large["peak_rss_mb"], 1),
+            "large_over_small": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
+        }
+    write_json(out / "bench.json", results)
+    (out / "bench.md").write_text(table(results), encoding="utf-8")
+    print(table(results))
+    return 0
+
+
+def table(results: dict) -> str:
+    lines = [
+        "| model | kit img/s | old img/s | pipeline img/s | ceiling img/s | kit/old | kit/pipeline "
+        "| kit/ceiling |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["models"].items():
+        lines.append(
+            f"| {name} ({r['precision']}) | {r['kit']} | {r['old_approach']} | {r['pipeline']} "
+            f"| {r['ceiling']} | {r['kit_over_old_approach']} | {r['kit_over_pipeline']} "
+            f"| {r['kit_over_ceiling']} |"
+        )
+    mem = results["memory"]
+    lines += ["", "| peak memory | MB |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in mem.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The embed stage on real (tiny, randomly initialised) transformers models loaded through
+``from_pretrained``, and on the built-in model: pooling, cache, resume, precision."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from embedscope.models import load_model
+from helpers import make_classes
+
+from embedscope.embed import embed, model_key, pool, resolve_pooling
+from embedscope.ingest import ingest
+from embedscope.layout import Layout, load_embeddings
+
+
+def _tiny_vit(path: Path, seed: int = 0) -> Path:
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(seed)
+    cfg = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    ViTModel(cfg, add_pooling_layer=False).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+def _tiny_clip(path: Path) -> Path:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(0)
+    cfg = CLIPConfig(
+        text_config={
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "vocab_size": 100,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=12,
+    )
+    CLIPModel(cfg).save_pretrained(path)
+    CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def dataset(tmp_path: Path) -> Layout:
+    layout = Layout("tiny", tmp_path / "data", tmp_path / "reports")
+    ingest(str(make_classes(tmp_path / "images", per_class=4)), layout)
+    return layout
+
+
+def test_vit_embeds_one_cls_vector_per_image_and_caches(dataset: Layout, tmp_path: Path) -> None:
+    vit = str(_tiny_vit(tmp_path / "vit"))
+    facts = embed(dataset, vit, batch_size=5, progress=False)
+    assert facts["pooling"] == "cls" and facts["dim"] == 32 and facts["images"] == 12
+    assert facts["embedded_now"] == 12 and facts["from_cache"] == 0
+    emb = load_embeddings(dataset, vit)
+    assert emb.vectors.shape == (12, 32) and emb.vectors.dtype == np.float32
+    assert list(emb.rows.columns) == ["row", "path", "label", "sha256"]
+    # the vector of a row equals embedding that image alone
+    net, processor, _ = load_model(vit)
+    from embedscope.images import load_rgb
+
+    root = Path(dataset.data_root).parent / "images"
+    with torch.inference_mode():
+        px = processor(images=load_rgb(root / emb.rows["path"][3]), return_tensors="pt")
+        alone = pool(net, px["pixel_values"], "cls")[0].numpy()
+    np.testing.assert_allclose(emb.vectors[3], alone, rtol=1e-2, atol=1e-2)
+    # re-running embeds nothing; adding images embeds only those
+    again = embed(dataset, vit, progress=False)
+    assert again["embedded_now"] == 0 and again["from_cache"] == 12
+    make_classes(root, per_class=6, seed=1)  # overwrites 12 files with new content, adds 6
+    ingest(str(root), dataset)
+    third = embed(dataset, vit, progress=False)
+    assert third["embedded_now"] == 18 and third["images"] == 18
+
+
+def test_model_identity_keys_the_cache(tmp_path: Path) -> None:
+    a = load_model(str(_tiny_vit(tmp_path / "a", seed=0)))[2]
+    b = load_model(str(_tiny_vit(tmp_path / "b", seed=1)))[2]
+    assert a != b
+    assert model_key("x", a, "cls") != model_key("x", b, "cls")
+    assert model_key("x", a, "cls") != model_key("x", a, "mean")
+
+
+def test_clip_uses_projected_image_features(dataset: Layout, tmp_path: Path) -> None:
+    clip = str(_tiny_clip(tmp_path / "clip"))
+    facts = embed(dataset, clip, progress=False)
+    assert facts["pooling"] == "image_features" and facts["dim"] == 12
+
+
+def test_pooling_never_keeps_the_token_grid(tmp_path: Path) -> None:
+    net, _, _ = load_model(str(_tiny_vit(tmp_path / "vit")))
+    x = torch.rand(2, 3, 32, 32)
+    for how in ("cls", "mean", "pooler"):
+        assert pool(net, x, how).shape == (2, 32)
+    assert resolve_pooling(net) == "cls"
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        resolve_pooling(net, "flatten")
+
+
+def test_builtin_model_pools_1280_and_bf16_stays_faithful(builtin_cache: Path) -> None:
+    net, processor, _ = load_model("mobilenet_v2")
+    assert resolve_pooling(net) == "pooler"
+    sample = sorted((Path(__file__).parents[1] / "data" / "sample").rglob("*.webp"))[::25][:16]
+    from embedscope.images import load_rgb
+
+    px = processor(images=[load_rgb(p) for p in sample], return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        fp32 = pool(net, px, "pooler")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = pool(net, px, "pooler").float()
+    assert fp32.shape == (len(sample), 1280)
+    cos = torch.nn.functional.cosine_similarity(fp32, bf16)
+    assert cos.min() >= 0.99, cos
+
+
+def test_a_file_broken_after_ingest_is_skipped_not_fatal(dataset: Layout, tmp_path: Path) -> None:
+    victim = tmp_path / "images" / "red" / "red_0.png"
+    victim.write_bytes(victim.read_bytes()[:40])  # truncated after the manifest said ok
+    facts = embed(dataset, str(_tiny_vit(tmp_path / "vit")), progress=False)
+    assert facts["images"] == 11
+    assert [s["path"] for s in facts["skipped_files"]] == ["red/red_0.png"]
+
+
+_RUN = """
+import sys
+from embedscope.embed import embed
+from embedscope.layout import Layout
+embed(Layout("big", sys.argv[1], sys.argv[2]), "mobilenet_v2", batch_size=4, shard_size=8,
+      num_workers=0, progress=False, precision="fp32")
+"""
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, builtin_cache: Path
+) -> None:
+    images = make_classes(tmp_path / "big", per_class=40, size=96)
+    data, reports = tmp_path / "data", tmp_path / "reports"
+    layout = Layout("big", data, reports)
+    ingest(str(images), layout)
+    env = {**os.environ, "EMBEDSCOPE_CACHE": str(builtin_cache)}
+    proc = subprocess.Popen([sys.executable, "-c", _RUN, str(data), str(reports)], env=env)
+    shard_glob = data / "big" / "embeddings"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shard_glob.rglob("shards/*.npz"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(list(shard_glob.rglob("shards/*.npz")))
+    assert 3 <= partial < 15, "the run must be killed midway"
+    assert not list(shard_glob.rglob("vectors.npy"))
+    resumed = embed(layout, "mobilenet_v2", progress=False, precision="fp32")
+    assert resumed["from_cache"] >= 24 and resumed["images"] == 120
+    fresh = Layout("fresh", data, reports)
+    ingest(str(images), fresh)
+    embed(fresh, "mobilenet_v2", progress=False, precision="fp32")
+    a, b = load_embeddings(layout), load_embeddings(fresh)
+    assert list(a.rows["sha256"]) == list(b.rows["sha256"])
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-3)

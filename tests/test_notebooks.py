@@ -1,0 +1,117 @@
+"""The notebooks as users run them: committed clean, and executed end to end by papermill."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from helpers import make_classes
+
+from embedscope.cli import NOTEBOOKS, main
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_committed_clean_with_one_parameters_cell(name: str) -> None:
+    nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    nbformat.validate(nb)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs"
+    assert any(c.cell_type == "markdown" for c in nb.cells)
+    for cell in code:  # no logic in notebooks: no function or class definitions, no loops
+        assert not any(
+            line.lstrip().startswith(("def ", "class ", "for ", "while "))
+            for line in cell.source.splitlines()
+        ), cell.source
+
+
+def test_run_all_executes_the_four_notebooks_and_writes_every_output(
+    tmp_path: Path, builtin_cache: Path, capsys
+) -> None:
+    source = make_classes(tmp_path / "tiny set", per_class=5)
+    (source / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    data, reports = tmp_path / "data", tmp_path / "reports"
+    rc = main(
+        [
+            "run-all",
+            "--source",
+            str(source),
+            "--notebooks-dir",
+            str(NOTEBOOK_DIR),
+            "--data-root",
+            str(data),
+            "--reports-root",
+            str(reports),
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    out = reports / "tiny-set"
+    for nb in NOTEBOOKS:
+        executed = nbformat.read(out / nb, as_version=4)
+        assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+        assert (out / nb).with_suffix(".html").stat().st_size > 10_000
+    csv = pd.read_csv(out / "embedding_image_df.csv")
+    assert list(csv.columns) == ["x", "y", "z", "image_path", "label"]
+    assert len(csv) == 15 and csv[["x", "y", "z"]].notna().all().all()
+    assert all(Path(p).is_file() for p in csv["image_path"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ingest"]["images"] == 15
+    assert metrics["ingest"]["skipped_files"][0]["path"] == "red/broken.jpg"
+    assert metrics["knn_accuracy"] == 1.0  # solid-colour classes are trivially separable
+    for stage in ("ingest", "embed", "reduce", "explore"):
+        assert stage in metrics
+    assert metrics["embed"]["seconds_embed"] >= 0 and metrics["embed"]["dim"] == 1280
+    assert set(metrics["notebook_seconds"]) == {n.removesuffix(".ipynb") for n in NOTEBOOKS}
+    html = (out / "explorer.html").read_text(encoding="utf-8")
+    assert '<script src="http' not in html and "cdn.plot.ly" not in html
+    # a second run reuses the manifest rows and the cached embeddings: nothing embedded again
+    assert (
+        main(
+            [
+                "run-all",
+                "--source",
+                str(source),
+                "--notebooks-dir",
+                str(NOTEBOOK_DIR),
+                "--data-root",
+                str(data),
+                "--reports-root",
+                str(reports),
+                "--method",
+                "umap",
+                "--dims",
+                "2",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["embed"]["embedded_now"] == 0 and metrics["embed"]["from_cache"] == 15
+    assert metrics["reduce"]["method"] == "umap"
+    assert pd.read_csv(out / "embedding_image_df.csv")["z"].isna().all()
+
+
+def test_a_failing_notebook_names_itself_and_the_cell(tmp_path: Path, capsys) -> None:
+    rc = main(
+        [
+            "run-all",
+            "--source",
+            str(tmp_path / "missing"),
+            "--notebooks-dir",
+            str(NOTEBOOK_DIR),
+            "--data-root",
+            str(tmp_path / "d"),
+            "--reports-root",
+            str(tmp_path / "r"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "01_download.ipynb failed in cell" in err and "does not exist" in err
+    assert len(err.strip().splitlines()) == 1
