@@ -193,6 +193,9 @@ def test_source_errors_are_one_sentence(tmp_path: Path, monkeypatch) -> None:
     layout = Layout("x", tmp_path / "data", tmp_path / "reports")
     with pytest.raises(SourceError, match="does not exist"):
         resolve_source(str(tmp_path / "nope"), layout)
+    import embedscope.ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "SAMPLE_DIR", tmp_path / "no-sample")
     with pytest.raises(SourceError, match="built-in sample is missing"):
         resolve_source("sample", layout)
     import kagglehub  # Kaggle's servers cannot exist here: fake only the download call

@@ -71,6 +71,8 @@ def run_all(
 ) -> Path:
     """Run the four notebooks in order for one dataset; returns ``reports/<name>``."""
     notebooks_dir = Path(notebooks_dir).resolve()
+    if source != "sample" and not source.startswith("kaggle:"):
+        source = str(Path(source).expanduser().resolve())  # notebooks run in notebooks/
     layout = Layout(
         name or default_name(source), Path(data_root).resolve(), Path(reports_root).resolve()
     )

@@ -26,6 +26,8 @@ from PIL import Image, UnidentifiedImageError
 from embedscope.images import MAX_PIXELS
 from embedscope.layout import Layout, read_json, slug, write_json, write_parquet
 
+#: The vendored sample, committed in the repository beside ``src/``.
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 #: Label given to images that sit directly in the dataset root (no class folder).
 UNLABELLED = "(unlabelled)"
 OS_LITTER = {".DS_Store", "Thumbs.db", "desktop.ini", "Icon\r"}
@@ -57,6 +59,8 @@ def resolve_source(source: str, layout: Layout) -> Path:
     """Return the folder whose files make up the dataset, fetching or unpacking if needed."""
     if source == "sample":
         root = layout.data_root / "sample"
+        if not root.is_dir():
+            root = SAMPLE_DIR  # a data root elsewhere still finds the repository's sample
         if not root.is_dir():
             raise SourceError(f"the built-in sample is missing at {root}; run `make sample`")
         return root.resolve()
@@ -316,6 +320,8 @@ def ingest(
 ) -> pd.DataFrame:
     """Resolve ``source``, build (or refresh) ``data/<name>/manifest.parquet`` and return it."""
     root = resolve_source(source, layout)
+    if source == "sample":
+        exclude = [*exclude, "LICENSE.md"]  # the sample's attribution file, not a data file
     previous = None
     if layout.manifest.exists() and (read_json(layout.source_file) or {}).get("root") == str(root):
         previous = pd.read_parquet(layout.manifest)
