@@ -34,7 +34,7 @@ def test_notebook_is_committed_clean_with_one_parameters_cell(name: str) -> None
 def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     tmp_path: Path, builtin_cache: Path, capsys
 ) -> None:
-    source = make_classes(tmp_path / "tiny set", per_class=5)
+    source = make_classes(tmp_path / "tiny set", per_class=12)  # > k=10 neighbours per class
     (source / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     data, reports = tmp_path / "data", tmp_path / "reports"
     rc = main(
@@ -58,10 +58,10 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
         assert (out / nb).with_suffix(".html").stat().st_size > 10_000
     csv = pd.read_csv(out / "embedding_image_df.csv")
     assert list(csv.columns) == ["x", "y", "z", "image_path", "label"]
-    assert len(csv) == 15 and csv[["x", "y", "z"]].notna().all().all()
+    assert len(csv) == 36 and csv[["x", "y", "z"]].notna().all().all()
     assert all(Path(p).is_file() for p in csv["image_path"])
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["ingest"]["images"] == 15
+    assert metrics["ingest"]["images"] == 36
     assert metrics["ingest"]["skipped_files"][0]["path"] == "red/broken.jpg"
     assert metrics["knn_accuracy"] == 1.0  # solid-colour classes are trivially separable
     for stage in ("ingest", "embed", "reduce", "explore"):
@@ -69,7 +69,7 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     assert metrics["embed"]["seconds_embed"] >= 0 and metrics["embed"]["dim"] == 1280
     assert set(metrics["notebook_seconds"]) == {n.removesuffix(".ipynb") for n in NOTEBOOKS}
     html = (out / "explorer.html").read_text(encoding="utf-8")
-    assert '<script src="http' not in html and "cdn.plot.ly" not in html
+    assert "connect-src 'none'" in html and "<script src=" not in html
     # a second run reuses the manifest rows and the cached embeddings: nothing embedded again
     assert (
         main(
@@ -92,7 +92,7 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
         == 0
     )
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["embed"]["embedded_now"] == 0 and metrics["embed"]["from_cache"] == 15
+    assert metrics["embed"]["embedded_now"] == 0 and metrics["embed"]["from_cache"] == 36
     assert metrics["reduce"]["method"] == "umap"
     assert pd.read_csv(out / "embedding_image_df.csv")["z"].isna().all()
 
