@@ -136,8 +136,9 @@ def show_inline(html_path: str | Path, *, height: int = 720):
 
     page = Path(html_path).read_text(encoding="utf-8")
     return HTML(
-        f'<iframe srcdoc="{html.escape(page, quote=True)}" sandbox="allow-scripts" '
-        f'style="width:100%;height:{int(height)}px;border:0"></iframe>'
+        f'<div class="embedscope-explorer"><iframe srcdoc="{html.escape(page, quote=True)}" '
+        f'sandbox="allow-scripts" style="width:100%;height:{int(height)}px;border:0">'
+        "</iframe></div>"
     )
 
 
