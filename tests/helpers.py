@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -31,3 +32,72 @@ def png_bytes(mode: str = "RGB", size: tuple[int, int] = (16, 16), colour=128) -
     buf = io.BytesIO()
     Image.new(mode, size, colour).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def tiny_vit(path: Path, seed: int = 0, pooling_layer: bool = False) -> Path:
+    """A 2-layer, 32-wide ViT with random weights, saved the way a hub model is."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(seed)
+    cfg = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    ViTModel(cfg, add_pooling_layer=pooling_layer).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+#: Files of :func:`make_messy` that ingest must skip (with ``max_pixels=1_000_000``).
+SKIPPED_IN_MESSY = {"odd/empty.jpg", "odd/notes.jpg", "odd/truncated.jpg", "odd/bomb.png"}
+
+
+def make_messy(root: Path) -> Path:
+    """A folder mixing every case ingest must survive (bomb.png is 9 MP: skipped only under a
+    lower ``max_pixels``)."""
+    make_classes(root, per_class=3)
+    odd = root / "odd"
+    odd.mkdir()
+    good_jpeg = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(good_jpeg, format="JPEG")
+    (odd / "empty.jpg").write_bytes(b"")
+    (odd / "notes.jpg").write_text("this is not an image")
+    (odd / "truncated.jpg").write_bytes(good_jpeg.getvalue()[: len(good_jpeg.getvalue()) // 2])
+    (odd / "png_named.JPG").write_bytes(png_bytes(colour=1))
+    for mode, colour in [("L", 9), ("LA", (9, 128)), ("P", 3), ("RGBA", (255, 0, 0, 0)),
+                         ("CMYK", (0, 0, 0, 0)), ("1", 1), ("I;16", 60000)]:  # fmt: skip
+        ext = "jpg" if mode == "CMYK" else ("tif" if mode == "I;16" else "png")
+        Image.new(mode, (8, 5), colour).save(odd / f"mode_{mode.replace(';', '')}.{ext}")
+    frames = [Image.new("RGB", (10, 10), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    frames[0].save(odd / "anim.gif", save_all=True, append_images=frames[1:])
+    Image.new("RGB", (1, 1), (1, 2, 3)).save(odd / "tiny.bmp")
+    Image.new("RGB", (4000, 20), (5, 5, 5)).save(odd / "panorama.webp")
+    exif_im = Image.new("RGB", (30, 10), (0, 0, 0))
+    exif = exif_im.getexif()
+    exif[0x0112] = 6  # rotate 90: stored 30x10, shown 10x30
+    exif_im.save(odd / "exif.jpg", exif=exif)
+    Image.new("RGB", (3000, 3000)).save(odd / "bomb.png")  # 9 MP: over a 1 MP limit below
+    (odd / "naïve ünïcode 名前.png").write_bytes(png_bytes(colour=2))
+    (odd / "<img src=x onerror=alert(1)>.png").write_bytes(png_bytes(colour=3))
+    (odd / "dup of red.png").write_bytes((root / "red" / "red_0.png").read_bytes())
+    (root / ".hidden.png").write_bytes(png_bytes())
+    (odd / ".DS_Store").write_bytes(b"\0\0")
+    (odd / "Thumbs.db").write_bytes(b"\0\0")
+    (odd / "._resource.png").write_bytes(b"\0\0")
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    (root / "top-level.png").write_bytes(png_bytes(colour=4))
+    return root
+
+
+def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
+    """Content and mtime of every file under ``root``: to prove a stage modified nothing."""
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }

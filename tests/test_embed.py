@@ -13,29 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from embedscope.models import load_model
-from helpers import make_classes
+from helpers import make_classes, tiny_vit
 
 from embedscope.embed import embed, model_key, pool, resolve_pooling
 from embedscope.ingest import ingest
 from embedscope.layout import Layout, load_embeddings
-
-
-def _tiny_vit(path: Path, seed: int = 0) -> Path:
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    torch.manual_seed(seed)
-    cfg = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-    )
-    ViTModel(cfg, add_pooling_layer=False).save_pretrained(path)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
+from embedscope.models import load_model
 
 
 def _tiny_clip(path: Path) -> Path:
@@ -75,7 +58,7 @@ def dataset(tmp_path: Path) -> Layout:
 
 
 def test_vit_embeds_one_cls_vector_per_image_and_caches(dataset: Layout, tmp_path: Path) -> None:
-    vit = str(_tiny_vit(tmp_path / "vit"))
+    vit = str(tiny_vit(tmp_path / "vit"))
     facts = embed(dataset, vit, batch_size=5, progress=False)
     assert facts["pooling"] == "cls" and facts["dim"] == 32 and facts["images"] == 12
     assert facts["embedded_now"] == 12 and facts["from_cache"] == 0
@@ -101,8 +84,8 @@ def test_vit_embeds_one_cls_vector_per_image_and_caches(dataset: Layout, tmp_pat
 
 
 def test_model_identity_keys_the_cache(tmp_path: Path) -> None:
-    a = load_model(str(_tiny_vit(tmp_path / "a", seed=0)))[2]
-    b = load_model(str(_tiny_vit(tmp_path / "b", seed=1)))[2]
+    a = load_model(str(tiny_vit(tmp_path / "a", seed=0)))[2]
+    b = load_model(str(tiny_vit(tmp_path / "b", seed=1)))[2]
     assert a != b
     assert model_key("x", a, "cls") != model_key("x", b, "cls")
     assert model_key("x", a, "cls") != model_key("x", a, "mean")
@@ -115,7 +98,7 @@ def test_clip_uses_projected_image_features(dataset: Layout, tmp_path: Path) -> 
 
 
 def test_pooling_never_keeps_the_token_grid(tmp_path: Path) -> None:
-    net, _, _ = load_model(str(_tiny_vit(tmp_path / "vit")))
+    net, _, _ = load_model(str(tiny_vit(tmp_path / "vit")))
     x = torch.rand(2, 3, 32, 32)
     for how in ("cls", "mean", "pooler"):
         assert pool(net, x, how).shape == (2, 32)
@@ -143,7 +126,7 @@ def test_builtin_model_pools_1280_and_bf16_stays_faithful(builtin_cache: Path) -
 def test_a_file_broken_after_ingest_is_skipped_not_fatal(dataset: Layout, tmp_path: Path) -> None:
     victim = tmp_path / "images" / "red" / "red_0.png"
     victim.write_bytes(victim.read_bytes()[:40])  # truncated after the manifest said ok
-    facts = embed(dataset, str(_tiny_vit(tmp_path / "vit")), progress=False)
+    facts = embed(dataset, str(tiny_vit(tmp_path / "vit")), progress=False)
     assert facts["images"] == 11
     assert [s["path"] for s in facts["skipped_files"]] == ["red/red_0.png"]
 

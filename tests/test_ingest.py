@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tarfile
@@ -12,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import make_classes, png_bytes
-from PIL import Image
+from helpers import SKIPPED_IN_MESSY, make_classes, make_messy, png_bytes, tree_digest
 
 from embedscope.images import load_rgb
 from embedscope.ingest import (
@@ -30,64 +28,23 @@ from embedscope.ingest import (
 from embedscope.layout import Layout
 
 
-def _tree_digest(root: Path) -> dict[str, tuple[str, int]]:
-    return {
-        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    }
-
-
 @pytest.fixture()
 def messy(tmp_path: Path) -> Path:
-    """A folder mixing every case ingest must survive."""
-    root = tmp_path / "messy"
-    make_classes(root, per_class=3)
-    odd = root / "odd"
-    odd.mkdir()
-    good_jpeg = io.BytesIO()
-    Image.new("RGB", (64, 48), (10, 200, 10)).save(good_jpeg, format="JPEG")
-    (odd / "empty.jpg").write_bytes(b"")
-    (odd / "notes.jpg").write_text("this is not an image")
-    (odd / "truncated.jpg").write_bytes(good_jpeg.getvalue()[: len(good_jpeg.getvalue()) // 2])
-    (odd / "png_named.JPG").write_bytes(png_bytes(colour=1))
-    for mode, colour in [("L", 9), ("LA", (9, 128)), ("P", 3), ("RGBA", (255, 0, 0, 0)),
-                         ("CMYK", (0, 0, 0, 0)), ("1", 1), ("I;16", 60000)]:  # fmt: skip
-        ext = "jpg" if mode == "CMYK" else ("tif" if mode == "I;16" else "png")
-        Image.new(mode, (8, 5), colour).save(odd / f"mode_{mode.replace(';', '')}.{ext}")
-    frames = [Image.new("RGB", (10, 10), c) for c in [(255, 0, 0), (0, 0, 255)]]
-    frames[0].save(odd / "anim.gif", save_all=True, append_images=frames[1:])
-    Image.new("RGB", (1, 1), (1, 2, 3)).save(odd / "tiny.bmp")
-    Image.new("RGB", (4000, 20), (5, 5, 5)).save(odd / "panorama.webp")
-    exif_im = Image.new("RGB", (30, 10), (0, 0, 0))
-    exif = exif_im.getexif()
-    exif[0x0112] = 6  # rotate 90: stored 30x10, shown 10x30
-    exif_im.save(odd / "exif.jpg", exif=exif)
-    Image.new("RGB", (3000, 3000)).save(odd / "bomb.png")  # 9 MP: over a 1 MP limit below
-    (odd / "naïve ünïcode 名前.png").write_bytes(png_bytes(colour=2))
-    (odd / "<img src=x onerror=alert(1)>.png").write_bytes(png_bytes(colour=3))
-    (odd / "dup of red.png").write_bytes((root / "red" / "red_0.png").read_bytes())
-    (root / ".hidden.png").write_bytes(png_bytes())
-    (odd / ".DS_Store").write_bytes(b"\0\0")
-    (odd / "Thumbs.db").write_bytes(b"\0\0")
-    (odd / "._resource.png").write_bytes(b"\0\0")
-    (root / "loop").symlink_to(root, target_is_directory=True)
-    (root / "top-level.png").write_bytes(png_bytes(colour=4))
-    return root
+    return make_messy(tmp_path / "messy")
 
 
 def test_every_file_is_accounted_for_and_nothing_changes(messy: Path, tmp_path: Path) -> None:
-    before = _tree_digest(messy)
+    before = tree_digest(messy)
     layout = Layout("messy", tmp_path / "data", tmp_path / "reports")
     m = ingest(str(messy), layout, max_pixels=1_000_000).set_index("path")
-    assert _tree_digest(messy) == before, "ingest must never modify the source folder"
+    assert tree_digest(messy) == before, "ingest must never modify the source folder"
     reason = m["reason"].to_dict()
     assert reason["odd/empty.jpg"] == "empty file (0 bytes)"
     assert reason["odd/notes.jpg"].startswith("not an image")
     assert reason["odd/truncated.jpg"].startswith("truncated or corrupt")
     assert reason["odd/bomb.png"].startswith("too many pixels")
     skipped = set(m.index[m["status"] == "skipped"])
-    assert skipped == {"odd/empty.jpg", "odd/notes.jpg", "odd/truncated.jpg", "odd/bomb.png"}
+    assert skipped == SKIPPED_IN_MESSY
     # hidden files, OS litter and the symlink loop are not candidates
     assert not any(p.startswith((".", "loop/")) or "/." in p for p in m.index)
     assert "odd/Thumbs.db" not in m.index

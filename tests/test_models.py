@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_vit
 from torch import nn
 
 from embedscope.models import (
@@ -128,23 +129,12 @@ def test_builtin_loads_through_from_pretrained_once(builtin_cache: Path) -> None
 
 
 def test_local_folder_loads_and_identity_follows_the_weights(tmp_path: Path) -> None:
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    cfg = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-    )
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
-    ViTModel(cfg).save_pretrained(tmp_path / "vit")
+    tiny_vit(tmp_path / "vit", pooling_layer=True)
     model, proc, first = load_model(str(tmp_path / "vit"))
     assert type(model).__name__ == "ViTModel" and not model.training
     assert load_model(str(tmp_path / "vit"))[2] == first
     time.sleep(0.01)
-    ViTModel(cfg).save_pretrained(tmp_path / "vit")  # new random weights
+    tiny_vit(tmp_path / "vit", seed=1, pooling_layer=True)  # new random weights
     assert load_model(str(tmp_path / "vit"))[2] != first
 
 

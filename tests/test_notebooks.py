@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from helpers import make_classes
+from helpers import SKIPPED_IN_MESSY, make_classes, make_messy, tree_digest
 
 from embedscope.cli import NOTEBOOKS, main
 
@@ -31,25 +31,18 @@ def test_notebook_is_committed_clean_with_one_parameters_cell(name: str) -> None
         ), cell.source
 
 
+def _run_all(source: Path, data: Path, reports: Path, *extra: str) -> int:
+    args = ["--notebooks-dir", str(NOTEBOOK_DIR), "--data-root", str(data)]
+    return main(["run-all", "--source", str(source), *args, "--reports-root", str(reports), *extra])
+
+
 def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     tmp_path: Path, builtin_cache: Path, capsys
 ) -> None:
     source = make_classes(tmp_path / "tiny set", per_class=12)  # > k=10 neighbours per class
     (source / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     data, reports = tmp_path / "data", tmp_path / "reports"
-    rc = main(
-        [
-            "run-all",
-            "--source",
-            str(source),
-            "--notebooks-dir",
-            str(NOTEBOOK_DIR),
-            "--data-root",
-            str(data),
-            "--reports-root",
-            str(reports),
-        ]
-    )
+    rc = _run_all(source, data, reports)
     assert rc == 0, capsys.readouterr().err
     out = reports / "tiny-set"
     for nb in NOTEBOOKS:
@@ -71,26 +64,7 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     html = (out / "explorer.html").read_text(encoding="utf-8")
     assert "connect-src 'none'" in html and "<script src=" not in html
     # a second run reuses the manifest rows and the cached embeddings: nothing embedded again
-    assert (
-        main(
-            [
-                "run-all",
-                "--source",
-                str(source),
-                "--notebooks-dir",
-                str(NOTEBOOK_DIR),
-                "--data-root",
-                str(data),
-                "--reports-root",
-                str(reports),
-                "--method",
-                "umap",
-                "--dims",
-                "2",
-            ]
-        )
-        == 0
-    )
+    assert _run_all(source, data, reports, "--method", "umap", "--dims", "2") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["embed"]["embedded_now"] == 0 and metrics["embed"]["from_cache"] == 36
     assert metrics["reduce"]["method"] == "umap"
@@ -98,20 +72,26 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
 
 
 def test_a_failing_notebook_names_itself_and_the_cell(tmp_path: Path, capsys) -> None:
-    rc = main(
-        [
-            "run-all",
-            "--source",
-            str(tmp_path / "missing"),
-            "--notebooks-dir",
-            str(NOTEBOOK_DIR),
-            "--data-root",
-            str(tmp_path / "d"),
-            "--reports-root",
-            str(tmp_path / "r"),
-        ]
-    )
+    rc = _run_all(tmp_path / "missing", tmp_path / "d", tmp_path / "r")
     err = capsys.readouterr().err
     assert rc == 1
     assert "01_download.ipynb failed in cell" in err and "does not exist" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_messy_folder_goes_through_with_every_file_accounted_for(
+    tmp_path: Path, builtin_cache: Path
+) -> None:
+    source = make_messy(tmp_path / "messy")
+    before = tree_digest(source)
+    data, reports = tmp_path / "data", tmp_path / "reports"
+    assert _run_all(source, data, reports, "--param", "max_pixels=1000000") == 0
+    assert tree_digest(source) == before, "nothing under the source folder may change"
+    out = reports / "messy"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {s["path"] for s in metrics["ingest"]["skipped_files"]} == SKIPPED_IN_MESSY
+    assert metrics["embed"]["images"] == metrics["ingest"]["images"] > 20
+    assert metrics["embed"]["skipped_files"] == []
+    assert len(pd.read_csv(out / "embedding_image_df.csv")) == metrics["ingest"]["images"]
+    shown = json.dumps(nbformat.read(out / "01_download.ipynb", as_version=4).cells)
+    assert all(path in shown for path in SKIPPED_IN_MESSY), "01_download lists every skip"
