@@ -166,3 +166,23 @@ def test_killed_run_resumes_to_the_uninterrupted_result(
     a, b = load_embeddings(layout), load_embeddings(fresh)
     assert list(a.rows["sha256"]) == list(b.rows["sha256"])
     np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-3)
+
+
+def test_fast_pixels_reproduce_the_processors_or_step_aside(builtin_cache: Path) -> None:
+    from PIL import Image
+    from transformers import CLIPImageProcessor, ConvNextImageProcessor, ViTImageProcessor
+
+    from embedscope.embed import FastPixels
+
+    rng = np.random.default_rng(0)
+    sizes = [(480, 640), (300, 301), (1000, 200), (224, 224), (256, 256), (33, 900)]
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+    processors = [load_model("mobilenet_v2")[1], ViTImageProcessor(), CLIPImageProcessor()]
+    for proc in processors:
+        fast = FastPixels(proc)
+        assert fast.matches(images), type(proc).__name__
+        for im in images:
+            ref = proc(images=im, return_tensors="pt")["pixel_values"][0]
+            assert torch.allclose(fast(im), ref, atol=0.025)
+    # ConvNeXt resizes by crop_pct first: a different recipe, so the processor keeps the job
+    assert not FastPixels(ConvNextImageProcessor()).matches(images)
