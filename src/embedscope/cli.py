@@ -130,7 +130,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="extra notebook parameter (JSON values allowed), repeatable",
     )
+    srv = sub.add_parser("serve", help="serve a dataset's map as a Dash app on 127.0.0.1")
+    srv.add_argument("--name", required=True, help="dataset name (as in reports/<name>)")
+    srv.add_argument("--model", default=None, help="whose embeddings (default: the latest run)")
+    srv.add_argument("--method", default="pca", choices=("pca", "ipca", "umap", "tsne"))
+    srv.add_argument("--dims", type=int, default=3, choices=(2, 3))
+    srv.add_argument(
+        "--host", default="127.0.0.1", help="bind address (default: this machine only)"
+    )
+    srv.add_argument("--port", type=int, default=8050)
+    srv.add_argument("--data-root", default="data")
+    srv.add_argument("--reports-root", default="reports")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     extra = {}
     for item in args.param:
         key, sep, value = item.partition("=")
@@ -150,6 +163,25 @@ def main(argv: list[str] | None = None) -> int:
             extra=extra,
         )
     except (NotebookFailed, ValueError, FileNotFoundError) as exc:
+        print(f"embedscope: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from embedscope.explore_dash import serve
+
+    layout = Layout(args.name, Path(args.data_root), Path(args.reports_root))
+    try:
+        serve(
+            layout,
+            host=args.host,
+            port=args.port,
+            model=args.model,
+            method=args.method,
+            dims=args.dims,
+        )
+    except (FileNotFoundError, ValueError) as exc:
         print(f"embedscope: error: {exc}", file=sys.stderr)
         return 1
     return 0
