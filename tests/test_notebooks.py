@@ -8,14 +8,14 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from helpers import SKIPPED_IN_MESSY, make_classes, make_messy, tree_digest
+from helpers import SKIPPED_IN_MESSY, make_classes, make_messy, tiny_vit, tree_digest
 
 from embedscope.cli import NOTEBOOKS, main
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")))
 def test_notebook_is_committed_clean_with_one_parameters_cell(name: str) -> None:
     nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
     nbformat.validate(nb)
@@ -67,6 +67,26 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     assert _run_all(source, data, reports, "--method", "umap", "--dims", "2") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["embed"]["embedded_now"] == 0 and metrics["embed"]["from_cache"] == 36
+    # 05_compare: the built-in model against a local folder, two reducers, side by side
+    vit = tiny_vit(tmp_path / "tiny-vit")
+    args = [
+        "--notebooks-dir",
+        str(NOTEBOOK_DIR),
+        "--data-root",
+        str(data),
+        "--reports-root",
+        str(reports),
+        "--name",
+        "tiny-set",
+        "--methods",
+        "pca",
+        "umap",
+    ]
+    assert main(["compare", "--models", "mobilenet_v2", str(vit), *args]) == 0
+    table = pd.DataFrame(json.loads((out / "metrics.json").read_text())["compare"])
+    assert len(table) == 4 and set(table["method"]) == {"pca", "umap"}
+    assert table.loc[table["model"] == "mobilenet_v2", "knn_accuracy"].eq(1.0).all()
+    assert (out / "05_compare.html").exists()
     assert metrics["reduce"]["method"] == "umap"
     assert pd.read_csv(out / "embedding_image_df.csv")["z"].isna().all()
 

@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 
 from embedscope.analyse import (
+    cluster_table,
+    clusters,
     knn_report,
     knn_vote,
+    near_duplicates,
     neighbors,
     neighbour_scores,
     projection_quality,
@@ -127,3 +130,24 @@ def test_reduce_rejects_bad_input_clearly() -> None:
         reduce(np.zeros((10, 4)), "lda")
     with pytest.raises(ValueError, match="at least"):
         reduce(np.zeros((3, 4)), "pca", 3)
+
+
+def test_near_duplicates_group_planted_copies_only() -> None:
+    x, _ = blobs(n_per=40, dim=64)
+    rng = np.random.default_rng(5)
+    planted = {3: 50, 7: 90, 90: 91}  # 7, 90, 91 form one group through 90
+    for src, dst in planted.items():
+        x[dst] = x[src] + rng.normal(scale=1e-3, size=x.shape[1])
+    idx, sim = neighbors(x, 10)
+    groups = near_duplicates(idx, sim, threshold=0.999)
+    assert groups[3] == groups[50] >= 0
+    assert groups[7] == groups[90] == groups[91] >= 0 and groups[7] != groups[3]
+    assert (groups >= 0).sum() == 5
+
+
+def test_clusters_recover_separated_blobs() -> None:
+    x, labels = blobs(n_per=60, k=4)
+    found = clusters(x)
+    table = cluster_table(labels, found)
+    assert len(table) == 4 and (table["purity"] == 1.0).all()
+    assert (found >= 0).mean() > 0.9

@@ -112,6 +112,60 @@ def neighbour_scores(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> pd
     return pd.DataFrame({"mislabel_score": other.astype(np.float32), "outlier_score": outlier})
 
 
+def near_duplicates(idx: np.ndarray, sim: np.ndarray, threshold: float = 0.97) -> np.ndarray:
+    """Group number per image (-1 when it has no near-duplicate): images joined by a
+    neighbour pair with cosine similarity >= ``threshold``, grouped transitively."""
+    parent = np.arange(len(idx))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(sim >= threshold), strict=True):
+        a, b = find(i), find(int(idx[i, j]))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    roots = np.array([find(i) for i in range(len(idx))])
+    sizes = np.bincount(roots, minlength=len(idx))
+    groups = np.full(len(idx), -1)
+    for g, root in enumerate(np.unique(roots[sizes[roots] > 1])):
+        groups[roots == root] = g
+    return groups
+
+
+def clusters(vectors: np.ndarray, *, min_cluster_size: int | None = None) -> np.ndarray:
+    """Unsupervised clusters (HDBSCAN on 50 PCA dimensions of the normalised vectors); -1 is
+    noise. They show structure the labels do not name."""
+    from sklearn.cluster import HDBSCAN
+    from sklearn.decomposition import PCA
+
+    x = normalize(vectors)
+    if x.shape[1] > 50 and len(x) > 50:
+        x = PCA(50, random_state=0).fit_transform(x)
+    size = min_cluster_size or max(5, len(x) // 100)
+    return HDBSCAN(min_cluster_size=size, copy=True).fit_predict(x)
+
+
+def cluster_table(labels: np.ndarray, found: np.ndarray) -> pd.DataFrame:
+    """Size of each cluster, its most common label and purity (share carrying that label)."""
+    df = pd.DataFrame({"cluster": found, "label": np.asarray(labels, dtype=object)})
+    df = df[df["cluster"] >= 0]
+    rows = []
+    for c, g in df.groupby("cluster"):
+        top = g["label"].value_counts()
+        rows.append(
+            {
+                "cluster": int(c),
+                "size": len(g),
+                "label": top.index[0],
+                "purity": round(float(top.iloc[0] / len(g)), 4),
+            }
+        )
+    return pd.DataFrame(rows, columns=["cluster", "size", "label", "purity"])
+
+
 def projection_quality(
     vectors: np.ndarray, coords: np.ndarray, labels: np.ndarray, *, sample: int = 5000, seed=0
 ) -> dict:
@@ -136,11 +190,14 @@ def projection_quality(
     return out
 
 
-def analyse(layout: Layout, model: str | None = None, *, k: int = 10) -> tuple[dict, dict]:
+def analyse(
+    layout: Layout, model: str | None = None, *, k: int = 10, duplicate_threshold: float = 0.97
+) -> tuple[dict, dict]:
     """Neighbours, k-NN report and per-image scores of a dataset's stored embeddings.
 
     Returns ``(report, per_image)`` where ``per_image`` has ``neighbors`` (n, k) row positions,
-    ``similarity`` and the score columns, aligned with the embeddings' rows. Cached in
+    ``similarity``, the score columns, ``duplicate_group`` and ``cluster``, aligned with the
+    embeddings' rows. Neighbours are cached in
     ``data/<name>/analysis/<model_key>/neighbors.npz`` while the embedded images are unchanged.
     """
     emb = load_embeddings(layout, model)
@@ -160,4 +217,26 @@ def analyse(layout: Layout, model: str | None = None, *, k: int = 10) -> tuple[d
     labels = emb.rows["label"].to_numpy(dtype=object)
     report = knn_report(labels, idx, sim)
     scores = neighbour_scores(labels, idx, sim)
-    return report, {"neighbors": idx, "similarity": sim, **{c: scores[c] for c in scores}}
+    dup = near_duplicates(idx, sim, duplicate_threshold)
+    found = clusters(emb.vectors)
+    table = cluster_table(labels, found)
+    report |= {
+        "near_duplicate_threshold": duplicate_threshold,
+        "near_duplicate_groups": int(dup.max() + 1),
+        "near_duplicate_images": int((dup >= 0).sum()),
+        "clusters": int(len(table)),
+        "cluster_noise_share": round(float((found < 0).mean()), 4),
+        "cluster_purity": round(
+            float((table["purity"] * table["size"]).sum() / table["size"].sum()), 4
+        )
+        if len(table)
+        else None,
+    }
+    per_image = {
+        "neighbors": idx,
+        "similarity": sim,
+        **{c: scores[c] for c in scores},
+        "duplicate_group": dup,
+        "cluster": found,
+    }
+    return report, per_image

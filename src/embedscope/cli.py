@@ -130,6 +130,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="extra notebook parameter (JSON values allowed), repeatable",
     )
+    cmp_ = sub.add_parser(
+        "compare", help="execute 05_compare: several models/reducers side by side"
+    )
+    cmp_.add_argument("--name", required=True, help="dataset name (after run-all or 01_download)")
+    cmp_.add_argument("--models", nargs="+", default=["mobilenet_v2"])
+    cmp_.add_argument(
+        "--methods",
+        nargs="+",
+        default=["pca", "umap", "tsne"],
+        choices=("pca", "ipca", "umap", "tsne"),
+    )
+    cmp_.add_argument("--dims", type=int, default=2, choices=(2, 3))
+    cmp_.add_argument("--notebooks-dir", default="notebooks")
+    cmp_.add_argument("--data-root", default="data")
+    cmp_.add_argument("--reports-root", default="reports")
     srv = sub.add_parser("serve", help="serve a dataset's map as a Dash app on 127.0.0.1")
     srv.add_argument("--name", required=True, help="dataset name (as in reports/<name>)")
     srv.add_argument("--model", default=None, help="whose embeddings (default: the latest run)")
@@ -144,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "compare":
+        return _compare(args)
     extra = {}
     for item in args.param:
         key, sep, value = item.partition("=")
@@ -165,6 +182,32 @@ def main(argv: list[str] | None = None) -> int:
     except (NotebookFailed, ValueError, FileNotFoundError) as exc:
         print(f"embedscope: error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    layout = Layout(args.name, Path(args.data_root).resolve(), Path(args.reports_root).resolve())
+    models = [m if not Path(m).exists() else str(Path(m).resolve()) for m in args.models]
+    params = {
+        "name": layout.name,
+        "models": models,
+        "methods": args.methods,
+        "dims": args.dims,
+        "data_root": str(layout.data_root),
+        "reports_root": str(layout.reports_root),
+    }
+    notebooks = Path(args.notebooks_dir).resolve()
+    try:
+        run_notebook(
+            notebooks / "05_compare.ipynb",
+            layout.reports_dir / "05_compare.ipynb",
+            params,
+            cwd=notebooks,
+        )
+    except NotebookFailed as exc:
+        print(f"embedscope: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"[embedscope] done: {layout.reports_dir / '05_compare.ipynb'}", flush=True)
     return 0
 
 
