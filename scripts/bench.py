@@ -24,7 +24,7 @@ from PIL import Image
 from embedscope.embed import embed, pool, resolve_pooling, resolve_precision
 from embedscope.images import load_rgb
 from embedscope.ingest import ingest
-from embedscope.layout import Layout, write_json
+from embedscope.layout import Layout, read_json, write_json
 from embedscope.models import builtin_model_dir, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,14 +134,85 @@ def peak_memory(images: Path, work: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def manifest_speed(folder: Path, n: int) -> dict:
+    """Manifest of ``n`` small images: cold (every file read and decoded) and warm (reused)."""
+    from embedscope.ingest import build_manifest
+
+    rng = np.random.default_rng(2)
+    base = rng.integers(0, 255, (28, 28), dtype=np.uint8)
+    for i in range(n):
+        dest = folder / f"class-{i % 10}" / f"{i:06d}.png"
+        if i % 10 == 0 or i < 10:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.roll(base, i)).save(dest, compress_level=1)
+    t0 = time.perf_counter()
+    cold = build_manifest(folder)
+    t1 = time.perf_counter()
+    build_manifest(folder, previous=cold)
+    t2 = time.perf_counter()
+    return {
+        "images": n,
+        "ok": int((cold["status"] == "ok").sum()),
+        "seconds_cold": round(t1 - t0, 2),
+        "seconds_warm": round(t2 - t1, 2),
+    }
+
+
+def reduce_speed(n: int, dim: int = 1280) -> dict:
+    """Reducers and neighbours at scale, on clustered vectors shaped like MobileNetV2's."""
+    from embedscope.analyse import neighbors
+    from embedscope.reduce import reduce
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(20, dim)).astype(np.float32) * 3
+    x = centres[rng.integers(0, 20, n)] + rng.normal(size=(n, dim)).astype(np.float32)
+    out = {"points": n, "dim": dim}
+    for name, fn in [
+        ("pca_3d", lambda: reduce(x, "pca", 3)),
+        ("umap_3d", lambda: reduce(x, "umap", 3, random_state=None)),
+        ("tsne_2d", lambda: reduce(x, "tsne", 2, random_state=None)),
+        ("neighbors_k10", lambda: neighbors(x, 10)),
+    ]:
+        print(f"[bench] {name} at {n:,}", flush=True)
+        t0 = time.perf_counter()
+        fn()
+        out[f"seconds_{name}"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench"))
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--memory-images", type=int, default=5000)
+    parser.add_argument("--scale", type=int, default=100_000, help="points for manifest/reduce")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=["embed", "manifest", "reduce"],
+        choices=("embed", "manifest", "reduce"),
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
-    results: dict = {"torch_threads": torch.get_num_threads(), "models": {}}
+    results: dict = read_json(out / "bench.json", default={}) or {}
+    results["torch_threads"] = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        if "manifest" in args.only:
+            print("[bench] manifest", flush=True)
+            results["manifest"] = manifest_speed(Path(tmp) / "small", args.scale)
+        if "reduce" in args.only:
+            results["reduce"] = reduce_speed(args.scale)
+    if "embed" in args.only:
+        results["models"], results["memory"] = embedding_speed(args)
+    write_json(out / "bench.json", results)
+    (out / "bench.md").write_text(table(results), encoding="utf-8")
+    print(table(results))
+    return 0
+
+
+def embedding_speed(args: argparse.Namespace) -> tuple[dict, dict]:
+    """Images/s of each approach per model, and peak memory of the kit at two sizes."""
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = make_images(tmp / "images", args.images)
@@ -163,39 +234,39 @@ def main(argv: list[str] | None = None) -> int:
             }
             for other in ("old_approach", "pipeline", "ceiling"):
                 row[f"kit_over_{other}"] = round(row["kit"] / row[other], 3)
-            results["models"][name] = {
-                k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()
-            }
+            rows[name] = {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
         print("[bench] peak memory", flush=True)
         small = peak_memory(tmp / "images", tmp / "mem-small")
         make_images(tmp / "many", args.memory_images, seed=1)
         large = peak_memory(tmp / "many", tmp / "mem-large")
-        results["memory"] = {
-            f"peak_rss_mb_{small['images']}": round(small["peak_rss_mb"], 1),
-            f"peak_rss_mb_{large['images']}": round(large["peak_rss_mb"], 1),
-            "large_over_small": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
-        }
-    write_json(out / "bench.json", results)
-    (out / "bench.md").write_text(table(results), encoding="utf-8")
-    print(table(results))
-    return 0
+    memory = {
+        f"peak_rss_mb_{small['images']}": round(small["peak_rss_mb"], 1),
+        f"peak_rss_mb_{large['images']}": round(large["peak_rss_mb"], 1),
+        "large_over_small": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
+    }
+    return rows, memory
 
 
 def table(results: dict) -> str:
-    lines = [
-        "| model | kit img/s | old img/s | pipeline img/s | ceiling img/s | kit/old | kit/pipeline "
-        "| kit/ceiling |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in results["models"].items():
-        lines.append(
-            f"| {name} ({r['precision']}) | {r['kit']} | {r['old_approach']} | {r['pipeline']} "
-            f"| {r['ceiling']} | {r['kit_over_old_approach']} | {r['kit_over_pipeline']} "
-            f"| {r['kit_over_ceiling']} |"
-        )
-    mem = results["memory"]
-    lines += ["", "| peak memory | MB |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in mem.items()]
+    lines = []
+    if results.get("models"):
+        lines += [
+            "| model | kit img/s | old img/s | pipeline img/s | ceiling img/s | kit/old "
+            "| kit/pipeline | kit/ceiling |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r in results["models"].items():
+            lines.append(
+                f"| {name} ({r['precision']}) | {r['kit']} | {r['old_approach']} "
+                f"| {r['pipeline']} | {r['ceiling']} | {r['kit_over_old_approach']} "
+                f"| {r['kit_over_pipeline']} | {r['kit_over_ceiling']} |"
+            )
+        lines += ["", "| peak memory | MB |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in results["memory"].items()]
+    for section in ("manifest", "reduce"):
+        if section in results:
+            lines += ["", f"| {section} | value |", "|---|---|"]
+            lines += [f"| {k} | {v} |" for k, v in results[section].items()]
     return "\n".join(lines) + "\n"
 
 

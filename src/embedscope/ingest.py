@@ -260,13 +260,13 @@ def build_manifest(
     rels = discover(root, exclude)
     reused: dict[str, dict] = {}
     if previous is not None and len(previous):
-        prev = previous.set_index("path", drop=False)
-        for rel in rels:
-            if rel in prev.index:
-                st = (root / rel).stat()
-                old = prev.loc[rel]
-                if old["bytes"] == st.st_size and old["mtime_ns"] == st.st_mtime_ns:
-                    reused[rel] = old[[c for c in MANIFEST_COLUMNS if c in old.index]].to_dict()
+        stats = [_stat(root / rel) for rel in rels]
+        now = pd.DataFrame(
+            {"path": rels, "bytes": [s[0] for s in stats], "mtime_ns": [s[1] for s in stats]}
+        )
+        prev = previous[[c for c in MANIFEST_COLUMNS if c in previous.columns]]
+        same = now.merge(prev, on=["path", "bytes", "mtime_ns"], how="inner")
+        reused = {r["path"]: r for r in same.to_dict(orient="records")}
     todo = [rel for rel in rels if rel not in reused]
     rows = {**reused, **{r["path"]: r for r in _inspect_all(root, todo, max_pixels, workers)}}
     df = pd.DataFrame([rows[rel] for rel in rels], columns=MANIFEST_COLUMNS)
@@ -277,6 +277,14 @@ def build_manifest(
     for col in ("bytes", "mtime_ns", "width", "height"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+def _stat(path: Path) -> tuple[int | None, int | None]:
+    try:
+        st = path.stat()
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime_ns
 
 
 def _inspect_all(root: Path, rels: list[str], max_pixels: int, workers: int | None) -> list[dict]:
