@@ -1,29 +1,44 @@
-"""explorer.html in a real headless Chromium, opened straight from disk: hover, click,
-search, no network, file names as text; plus the static plot and the CSV."""
+"""explorer.html in a real headless Chromium opened straight from disk (real mouse hover and
+clicks, search, legend, no network, hostile file names as text), the atlas it carries, the
+inline notebook frame, the static plot and the CSV."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from helpers import make_classes, png_bytes
+from matplotlib.figure import Figure
+from PIL import Image
+from plotly.offline import get_plotlyjs
 
+from embedscope import explore
 from embedscope.explore import (
+    ATLAS_COLS,
     NO_THUMBNAIL,
     UNREADABLE,
+    build_atlases,
+    show_inline,
     static_plot,
+    thumbnail_cell,
     write_embedding_csv,
     write_explorer,
 )
 
 CHROMIUM = "/usr/bin/chromium"
-EVIL = "<img src=x onerror=alert(1)>.png"
+EVIL_LABEL = "<b>bold</b>"  # a label from a labels file; "/" cannot be in a folder name
+EVIL = "<b>bold/<img src=x onerror=alert(1)>.png"
+SCRIPT_BREAKER = "x</script><!--.png"  # folder "x<", file "script><!--.png"
 ARGS = [
     "--headless",
     "--no-sandbox",
@@ -33,17 +48,36 @@ ARGS = [
     "--no-first-run",
     "--disable-quic",
     "--disable-sync",
+    # software WebGL for plotly's 3D and scattergl; without it Chromium refuses WebGL here
     "--use-gl=swiftshader",
     "--enable-unsafe-swiftshader",
 ]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (Debian's package)")
-    from playwright.sync_api import sync_playwright
+class MissingBrowser:
+    """Stands in for Chromium when a tool is missing, so every browser test FAILS (it must
+    never skip) with the command that fixes it."""
 
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def new_page(self, **_: Any) -> None:
+        pytest.fail(self.why, pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium for the module."""
+    if not Path(CHROMIUM).is_file():
+        yield MissingBrowser(
+            f"{CHROMIUM} is missing: run `apt-get update && apt-get install -y chromium`"
+        )
+        return
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        yield MissingBrowser("playwright is missing: run `.venv/bin/pip install playwright`")
+        return
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
@@ -51,9 +85,9 @@ def browser() -> Iterator:
 
 
 class Page:
-    """A page with every request, dialog and console error recorded."""
+    """A page with every request, dialog and script error recorded."""
 
-    def __init__(self, browser, path: Path) -> None:
+    def __init__(self, browser: Any, path: Path | None = None, html: str | None = None) -> None:
         self.requests: list[str] = []
         self.dialogs: list[str] = []
         self.errors: list[str] = []
@@ -61,81 +95,153 @@ class Page:
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.goto(path.as_uri())
-        self.page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        if path is not None:
+            self.page.goto(path.as_uri())
+            self.page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        else:
+            self.page.set_content(html or "")
 
-    def hover_card(self) -> dict:
-        return self.page.evaluate("""() => { const c = document.getElementById('hover');
-            const t = c.querySelector('.thumb');
-            return {index: c.dataset.index === undefined ? null : Number(c.dataset.index),
-                    label: c.querySelector('.label')?.textContent,
-                    path: c.querySelector('.path')?.textContent,
-                    cell: t?.dataset.cell === undefined ? null : Number(t.dataset.cell),
-                    thumbText: t?.textContent}; }""")
-
-    def plotted(self) -> int:
+    def card(self, which: str = "hover") -> dict[str, Any]:
         return self.page.evaluate(
-            "() => document.getElementById('plot').data.filter(t => t.name !== 'selected')"
-            ".reduce((n, t) => n + t.x.length, 0)"
+            """(id) => { const c = document.getElementById(id), t = c.querySelector('.thumb');
+            return {index: c.dataset.index === undefined ? null : Number(c.dataset.index),
+                    hidden: c.hidden, label: c.querySelector('.label')?.textContent,
+                    path: c.querySelector('.path')?.textContent,
+                    cell: t ? Number(t.dataset.cell) : null, thumbText: t?.textContent,
+                    atlas: t ? [...t.classList].find(k => k.startsWith('es-a')) : null,
+                    position: t ? getComputedStyle(t).backgroundPosition : null,
+                    image: t ? getComputedStyle(t).backgroundImage.slice(0, 30) : null}; }""",
+            which,
         )
 
+    def plotted(self) -> int:
+        """Points drawn now: every trace but the selection ring and legend-hidden classes."""
+        return self.page.evaluate(
+            """() => document.getElementById('plot')._fullData
+                .filter(t => t.name !== 'selected' && t.visible === true)
+                .reduce((n, t) => n + t.x.length, 0)"""
+        )
 
-def _points(root: Path, rels: list[str], coords: np.ndarray) -> pd.DataFrame:
-    df = pd.DataFrame(coords, columns=list("xyz")[: coords.shape[1]])
-    df["path"] = rels
-    df["label"] = [Path(r).parent.name or "(unlabelled)" for r in rels]
-    df["mislabel_score"] = np.linspace(0, 1, len(rels))
-    return df
+    def search(self, text: str, expect: int) -> None:
+        """Type into the search box and wait for the page to count ``expect`` matches."""
+        self.page.fill("#search", text)
+        self.page.wait_for_function(
+            "(n) => document.getElementById('count').textContent.startsWith(n + ' of')",
+            arg=f"{expect:,}",
+        )
+
+    def assert_safe(self, allowed: tuple[str, ...] = ("file:", "data:")) -> None:
+        assert self.dialogs == [], f"a script ran: {self.dialogs}"
+        assert self.errors == [], self.errors
+        assert self.page.locator("img[src='x']").count() == 0
+        assert self.page.locator("#side b, #hover b").count() == 0
+        assert all(u.startswith(allowed) for u in self.requests), self.requests
+
+    def close(self) -> None:
+        self.page.close()
 
 
-@pytest.fixture()
-def images(tmp_path: Path) -> tuple[Path, list[str]]:
-    root = make_classes(tmp_path / "imgs", per_class=4)
-    evil_dir = root / "<b>bold"
-    evil_dir.mkdir()
-    (evil_dir / EVIL).write_bytes(png_bytes("RGBA", (40, 20), (0, 0, 255, 128)))
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """Three colour classes plus every awkward case: RGBA, a 10:1 panorama, a corrupt JPEG,
+    a script-tag file name and a path that tries to close the JSON <script> element."""
+    root = make_classes(tmp_path_factory.mktemp("explore") / "imgs", per_class=4)
+    rgba = Image.new("RGBA", (40, 40), (0, 0, 255, 0))
+    rgba.paste((0, 0, 255, 255), (10, 10, 30, 30))
+    rgba.save(root / "blue" / "rgba.png")
+    Image.new("RGB", (400, 40), (30, 200, 60)).save(root / "green" / "wide.jpg", quality=90)
     (root / "red" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
-    rels = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    (root / "<b>bold").mkdir()
+    (root / EVIL).write_bytes(png_bytes("RGBA", (40, 20), (200, 0, 200, 255)))
+    (root / "x<").mkdir()
+    (root / SCRIPT_BREAKER).write_bytes(png_bytes("RGB", (20, 20), (250, 250, 0)))
+    rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     return root, rels
 
 
-def test_hover_in_3d_shows_the_point_under_the_mouse_as_text(browser, images, tmp_path) -> None:
+def _points(rels: list[str], coords: np.ndarray) -> pd.DataFrame:
+    df = pd.DataFrame(coords, columns=list("xyz")[: coords.shape[1]])
+    df["path"] = rels
+    df["label"] = [EVIL_LABEL if r == EVIL else r.split("/")[0] for r in rels]
+    df.loc[df["path"].str.startswith("x<"), "label"] = np.nan  # shown as "(unlabelled)"
+    df["mislabel_score"] = np.linspace(0, 1, len(rels))
+    df["cluster"] = np.arange(len(rels)) % 3
+    df["row"] = np.arange(len(rels))  # bookkeeping: never offered as a colour
+    return df
+
+
+def _expected_position(cell: int, px: int) -> str:
+    k = cell % (ATLAS_COLS * ATLAS_COLS)
+    return f"{-(k % ATLAS_COLS) * px}px {-(k // ATLAS_COLS) * px}px"
+
+
+def _data(page_text: str) -> dict[str, Any]:
+    blob = re.search(
+        r'<script type="application/json" id="es-data">(.*?)</script>', page_text, re.S
+    )
+    assert blob, "the data <script> element must end where it was meant to"
+    return json.loads(blob.group(1))
+
+
+def test_real_mouse_hover_in_3d_shows_that_point_as_text(browser, images, tmp_path) -> None:
     root, rels = images
-    # the malicious file sits at the centre of a star of other points, so it is drawn at the
-    # centre of the 3D viewport under the default camera: a real mouse move hovers it
-    others = [r for r in rels if "corrupt" not in r and EVIL not in r][:8]
-    axes = np.vstack([np.eye(3), -np.eye(3), [[1, -1, 0], [-1, 1, 0]]])  # none on the eye line
-    evil = next(r for r in rels if EVIL in r)
-    pts = _points(root, [evil, *others], np.vstack([[0, 0, 0], axes]))
-    out = write_explorer(pts, root, tmp_path / "explorer.html", title="<i>cube</i>")
+    # the hostile file sits at the origin inside a star of other points, so the default camera
+    # draws it at the centre of the viewport: a real mouse move there hovers it
+    others = [r for r in rels if r != EVIL and "corrupt" not in r][:8]
+    star = np.vstack([np.eye(3), -np.eye(3), [[1, -1, 0], [-1, 1, 0]]])
+    pts = _points([EVIL, *others], np.vstack([[0, 0, 0], star]))
+    nbrs = np.array([[(i + k) % 9 for k in range(0, 5)] for i in range(9)])  # self included
+    out = write_explorer(pts, root, tmp_path / "explorer.html", title="<i>cube</i>", neighbors=nbrs)
     p = Page(browser, out)
     box = p.page.locator("#plot").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    for dx, dy in [(0, 0), (2, 0), (0, 2), (-2, 0), (0, -2), (3, 3)]:
+    for dx, dy in [(0, 0), (1, 0), (0, 1), (-1, 0), (0, -1), (2, 2), (-2, -2)]:
         p.page.mouse.move(cx + dx, cy + dy)
-        p.page.wait_for_timeout(150)
-        if p.hover_card()["index"] == 0:
+        p.page.wait_for_timeout(120)
+        if p.card()["index"] == 0:
             break
-    card = p.hover_card()
-    assert card["index"] == 0, "hovering the centre must show the centre point"
-    assert card["label"] == "<b>bold" and card["path"] == f"<b>bold/{EVIL}"
-    assert p.page.locator("img[src='x']").count() == 0 and p.page.locator("b").count() == 0
-    assert p.dialogs == [] and p.errors == []
+    card = p.card()
+    data = p.page.evaluate("() => window.embedscope.data")
+    assert card["index"] == 0 and not card["hidden"], "the centre point must be hovered"
+    assert card["label"] == EVIL_LABEL and card["path"] == EVIL
+    assert card["cell"] == data["thumb"][0] >= 0
+    assert card["atlas"] == "es-a0" and card["image"].startswith('url("data:image/')
+    assert card["position"] == _expected_position(card["cell"], 2 * data["cell"])
+    legend = p.page.locator(".legendtext").all_text_contents()
+    assert EVIL_LABEL in legend, f"legend shows the label as text: {legend}"
     assert p.page.title() == "<i>cube</i>"
-    assert all(u.startswith(("file:", "data:")) for u in p.requests), p.requests
+
+    # a real click on the point pins it with its neighbours (self left out), a neighbour click
+    # moves the pin; plotly's 3D click fires on a redraw while the button is down, so hold it
+    p.page.mouse.down()
+    p.page.wait_for_timeout(150)
+    p.page.mouse.up()
+    p.page.wait_for_selector("#detail:not([hidden])", timeout=5_000)
+    assert p.card("detail")["path"] == EVIL
+    shown = p.page.locator("#neighbors .thumb")
+    assert [int(x) for x in shown.evaluate_all("ts => ts.map(t => t.dataset.index)")] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    shown.nth(2).click()
+    assert p.card("detail")["index"] == 3 and p.card("detail")["path"] == others[2]
+    p.assert_safe()
+    p.close()
 
 
-def test_hover_in_2d_matches_data_and_thumbnail_cell(browser, images, tmp_path) -> None:
+def test_real_mouse_hover_in_2d_matches_every_point(browser, images, tmp_path) -> None:
     root, rels = images
-    rng = np.random.default_rng(0)
-    pts = _points(root, rels, rng.uniform(-5, 5, (len(rels), 2)))
-    out = write_explorer(pts, root, tmp_path / "explorer.html")
+    grid = np.array([(i % 6, i // 6) for i in range(len(rels))], dtype=float)  # no overlaps
+    pts = _points(rels, grid).assign(z=np.nan)  # all-NaN z: a 2D map
+    out = write_explorer(pts, root, tmp_path / "e2d.html", max_thumbnails=len(rels) - 3)
     p = Page(browser, out)
     data = p.page.evaluate("() => window.embedscope.data")
-    assert data["thumb"][rels.index("red/corrupt.jpg")] == UNREADABLE
+    assert data["is3d"] is False and data["z"] is None
     assert p.plotted() == len(rels), "every point is plotted, the corrupt one too"
-    checked = 0
-    for i in range(0, len(rels), 3):
+    kinds = set()
+    for i in range(len(rels)):
         x, y = p.page.evaluate(
             """(i) => { const gd = document.getElementById('plot'), L = gd._fullLayout,
                 r = gd.getBoundingClientRect(), d = window.embedscope.data;
@@ -144,72 +250,181 @@ def test_hover_in_2d_matches_data_and_thumbnail_cell(browser, images, tmp_path) 
             i,
         )
         p.page.mouse.move(x, y)
-        p.page.wait_for_timeout(120)
-        card = p.hover_card()
-        if card["index"] != i:  # another point may overlap this one; it must still be consistent
-            continue
-        checked += 1
-        assert card["path"] == rels[i] and card["label"] == data["label"][i]
-        if data["thumb"][i] >= 0:
-            assert card["cell"] == data["thumb"][i]
+        p.page.wait_for_function(
+            "(i) => document.getElementById('hover').dataset.index == i", arg=i, timeout=3_000
+        )
+        card = p.card()
+        want = "(unlabelled)" if rels[i].startswith("x<") else pts["label"][i]
+        assert (card["path"], card["label"]) == (rels[i], want)
+        assert card["cell"] == data["thumb"][i]
+        if card["cell"] >= 0:
+            kinds.add("thumb")
+            assert card["position"] == _expected_position(card["cell"], 2 * data["cell"])
+        elif card["cell"] == UNREADABLE:
+            kinds.add("unreadable")
+            assert rels[i] == "red/corrupt.jpg" and card["thumbText"] == "image unreadable"
         else:
-            assert card["thumbText"] == "image unreadable"
-    assert checked >= len(range(0, len(rels), 3)) - 1
+            kinds.add("capped")
+            assert card["cell"] == NO_THUMBNAIL and card["thumbText"] == "no thumbnail"
+    assert kinds == {"thumb", "unreadable", "capped"}
+    p.assert_safe()
+    p.close()
 
 
-def test_search_click_and_neighbours(browser, images, tmp_path) -> None:
+def test_search_legend_and_colour_by(browser, images, tmp_path) -> None:
     root, rels = images
-    rng = np.random.default_rng(1)
-    nbrs = np.array([[(i + k) % len(rels) for k in range(1, 6)] for i in range(len(rels))])
-    out = write_explorer(
-        _points(root, rels, rng.normal(size=(len(rels), 3))),
-        root,
-        tmp_path / "e.html",
-        neighbors=nbrs,
-    )
-    p = Page(browser, out)
+    pts = _points(rels, np.random.default_rng(1).normal(size=(len(rels), 3)))
+    p = Page(browser, write_explorer(pts, root, tmp_path / "s.html"))
+    n_green = sum(r.startswith("green/") for r in rels)
     assert p.plotted() == len(rels)
-    p.page.fill("#search", "green/")
-    p.page.wait_for_timeout(200)
-    assert p.plotted() == sum(r.startswith("green/") for r in rels)
-    assert p.page.locator("#count").text_content().startswith("4 of ")
-    p.page.fill("#search", "")
-    p.page.select_option("#colour", "mislabel_score")
-    p.page.wait_for_timeout(200)
-    assert p.page.evaluate("() => document.getElementById('plot').data[0].marker.showscale")
-    p.page.evaluate("() => window.embedscope.select(2)")
-    shown = p.page.locator("#neighbors .thumb")
-    assert shown.count() == 5
-    shown.nth(0).click()
-    assert p.page.evaluate("() => Number(document.getElementById('detail').dataset.index)") == 3
-    assert all(u.startswith(("file:", "data:")) for u in p.requests)
+    p.search("GREEN/", n_green)  # case-insensitive, path substring
+    assert p.plotted() == n_green
+    p.search("bold</b", 1)  # label substring, typed as plain text
+    p.search("", len(rels))
+
+    # a legend click hides a class, and it stays hidden while searching
+    box = p.page.locator(".legendtext", has_text="red").bounding_box()
+    p.page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    n_red = sum(r.startswith("red/") for r in rels)
+    p.page.wait_for_function(  # plotly first waits to tell a click from a double-click
+        "() => document.getElementById('plot')._fullData.some(t => t.visible === 'legendonly')"
+    )
+    assert p.plotted() == len(rels) - n_red
+    labels = pts["label"].fillna("(unlabelled)")
+    shown = [i for i, r in enumerate(rels) if "e" in r.lower() or "e" in labels[i].lower()]
+    p.search("E", len(shown))
+    assert p.plotted() == sum(not rels[i].startswith("red/") for i in shown) < len(rels)
+    p.search("", len(rels))
+
+    options = p.page.locator("#colour option").all_text_contents()
+    assert options == ["label", "mislabel_score", "cluster"], "row is bookkeeping, not a colour"
+    p.page.select_option("#colour", label="mislabel_score")
+    traces = p.page.evaluate(
+        "() => document.getElementById('plot').data.map(t => [t.name, "
+        "t.marker.showscale === true, t.x.length])"
+    )
+    assert traces == [["mislabel_score", True, len(rels)]], "one trace with a colour scale"
+    p.page.select_option("#colour", label="cluster")
+    assert p.page.locator(".legendtext").all_text_contents() == ["0", "1", "2"]
+    assert p.plotted() == len(rels)
+    p.assert_safe()
+    p.close()
 
 
-def test_thumbnails_are_atlases_and_capped(images, tmp_path) -> None:
+def test_page_carries_atlases_and_safe_json(images, tmp_path) -> None:
     root, rels = images
-    pts = _points(root, rels, np.zeros((len(rels), 3)))
-    out = write_explorer(pts, root, tmp_path / "a.html", max_thumbnails=5)
+    pts = _points(rels, np.random.default_rng(2).normal(size=(len(rels), 3)))
+    out = write_explorer(pts, root, tmp_path / "a.html", max_thumbnails=len(rels) - 4)
     page = out.read_text(encoding="utf-8")
-    assert page.count("data:image/webp;base64,") == 1, "one atlas, not one image per point"
-    from plotly.offline import get_plotlyjs
-
-    ours = page.replace(get_plotlyjs(), "")  # everything but the inlined plotly.js bundle
-    assert len(ours) < len(page) - 4_000_000, "plotly.js is inlined"
+    assert get_plotlyjs() in page, "plotly.js is inlined"
+    ours = page.replace(get_plotlyjs(), "")
+    assert ours.count("base64,") == 1, "one atlas image, not one image per point"
     assert not re.search(r"<(script|link|img|iframe)\b[^>]*\b(src|href)=", ours)
-    assert "connect-src 'none'" in page, "CSP forbids any fetch from the page"
-    assert EVIL not in page, "file names travel escaped inside JSON"
-    blob = re.search(r'<script type="application/json" id="es-data">(.*?)</script>', page, re.S)
-    data = json.loads(blob.group(1))
-    assert data["thumb"][5:] == [NO_THUMBNAIL] * (len(rels) - 5)
-    assert len(data["x"]) == len(rels)
+    assert "connect-src 'none'" in page
+    assert EVIL not in page and "</script><!--" not in ours, "names travel escaped in JSON"
+    data = _data(page)
+    assert len(data["x"]) == len(rels) and data["path"] == rels
+    assert data["classes"][-1] == "(unlabelled)" and EVIL_LABEL in data["classes"]
+    assert data["thumb"].count(NO_THUMBNAIL) == 4
+    assert data["thumb"][rels.index("red/corrupt.jpg")] == UNREADABLE
+    assert data["thumb"][-1] >= 0, "capped thumbnails are spread out, not the first rows"
+
+    # every point's atlas cell holds that point's picture (lossy: compare mean colours)
+    uri = re.search(r"url\(data:image/\w+;base64,([A-Za-z0-9+/=]+)\)", page).group(1)
+    atlas = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))).convert("RGB"), float)
+    size = data["cell"]
+    for i, cell in enumerate(data["thumb"]):
+        if cell < 0:
+            continue
+        r, c = divmod(cell, ATLAS_COLS)
+        got = atlas[r * size : (r + 1) * size, c * size : (c + 1) * size].mean((0, 1))
+        want = np.asarray(thumbnail_cell(root / rels[i], size), float).mean((0, 1))
+        assert np.abs(got - want).max() < 12, (rels[i], got, want)
+
+
+def test_thumbnail_cells_keep_aspect_on_white(images) -> None:
+    root, _ = images
+    wide = np.asarray(thumbnail_cell(root / "green" / "wide.jpg", 64))
+    assert wide.shape == (64, 64, 3)
+    assert (wide[:26] > 245).all() and (wide[-26:] > 245).all(), "letterboxed on white"
+    assert abs(int(wide[32, 32, 1]) - 200) < 12, "the image itself fills the middle band"
+    rgba = np.asarray(thumbnail_cell(root / "blue" / "rgba.png", 64))
+    assert (rgba[2, 2] > 245).all() and rgba[32, 32, 2] > 200, "transparency shows as white"
+    assert thumbnail_cell(root / "red" / "corrupt.jpg", 64) is None
+
+
+def test_atlases_split_and_agree_between_pools(images, monkeypatch) -> None:
+    root, rels = images
+    paths = [root / r for r in rels] * 20  # enough to take the process pool
+    assert len(paths) >= explore.PROCESS_POOL_MIN
+    in_processes = build_atlases(paths, 16, cols=4)
+    monkeypatch.setattr(explore, "PROCESS_POOL_MIN", 10**9)
+    in_threads = build_atlases(paths, 16, cols=4)
+    assert in_processes == in_threads, "same cells, same order, same bytes"
+    atlases, index = in_processes
+    good = [i for i in index if i >= 0]
+    assert good == list(range(len(good))) and index.count(UNREADABLE) == 20
+    assert len(atlases) == -(-len(good) // 16)
+    last = Image.open(io.BytesIO(base64.b64decode(atlases[-1].split(",", 1)[1])))
+    assert last.size == (64, 16 * -(-(len(good) % 16 or 16) // 4)), "last sheet is cropped"
+
+
+def test_write_is_atomic_and_checks_neighbours(images, tmp_path) -> None:
+    root, rels = images
+    pts = _points(rels, np.zeros((len(rels), 2)))
+    out = write_explorer(pts, root, tmp_path / "e.html")
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match="neighbors must have shape"):
+        write_explorer(pts, root, out, neighbors=np.zeros((3, 2), dtype=int))
+    assert out.read_bytes() == before, "a failed run leaves the old page alone"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["e.html"], "no temp files left"
+
+
+def test_show_inline_runs_the_page_in_a_frame(browser, images, tmp_path) -> None:
+    root, rels = images
+    pts = _points(rels, np.random.default_rng(3).normal(size=(len(rels), 3)))
+    out = write_explorer(pts, root, tmp_path / "i.html")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would print into every executed notebook
+        shown = show_inline(out, height=640)
+    assert "height:640px" in shown.data and "<script" not in shown.data.split("srcdoc=")[1][:200]
+    p = Page(browser, html=shown.data)
+    frame = p.page.frame_locator("iframe")
+    frame.locator("body[data-ready='1']").wait_for(timeout=30_000)
+    assert frame.locator(".legendtext").count() == 5
+    count = frame.locator("#count").text_content()
+    assert count == f"{len(rels)} of {len(rels)} points shown"
+    p.assert_safe(allowed=("data:", "about:"))
+    p.close()
 
 
 def test_static_plot_and_csv(images, tmp_path) -> None:
     root, rels = images
-    pts = _points(root, rels, np.random.default_rng(2).normal(size=(len(rels), 3)))
-    img = static_plot(pts, title="t", out=tmp_path / "p.png")
-    assert img.data[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "p.png").stat().st_size > 5000
+    pts = _points(rels, np.random.default_rng(4).normal(size=(len(rels), 3)))
+    fig = static_plot(pts, title="t", out=tmp_path / "p.png")
+    assert isinstance(fig, Figure) and fig.axes[0].name == "3d"
+    assert (
+        fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "p.png").stat().st_size > 5000
+    )
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[-1] == "(unlabelled)" and EVIL_LABEL in legend
+    flat = static_plot(pts.drop(columns="z"))
+    assert flat.axes[0].name == "rectilinear"
     csv = pd.read_csv(write_embedding_csv(pts, root, tmp_path / "e.csv"))
     assert list(csv.columns) == ["x", "y", "z", "image_path", "label"]
     assert Path(csv["image_path"][0]).exists()
+
+
+def test_inputs_outside_the_happy_path(tmp_path) -> None:
+    root = make_classes(tmp_path / "imgs", per_class=2)
+    rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.*"))
+    pts = pd.DataFrame({"x": np.arange(len(rels), dtype=float), "y": 1.0, "path": rels})
+    pts.loc[0, "x"] = np.nan  # a point without coordinates does not break the JSON
+    page = write_explorer(pts, root, tmp_path / "e.html", max_thumbnails=0).read_text()
+    data = _data(page)
+    assert data["x"][0] is None and set(data["classes"]) == {"(unlabelled)"}
+    assert data["thumb"] == [NO_THUMBNAIL] * len(rels)
+    assert "base64," not in page.replace(get_plotlyjs(), ""), "no atlas at all"
+    with pytest.raises(ValueError, match="lacks column"):
+        write_explorer(pts.drop(columns="y"), root, tmp_path / "f.html")
     shutil.rmtree(root)
