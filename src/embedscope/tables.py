@@ -1,0 +1,55 @@
+"""Analyst tables with thumbnails, for the notebooks: a row per image, its picture first.
+
+The thumbnails are inline ``data:`` JPEGs, so the tables survive sharing the executed notebook
+and its HTML export; text cells are escaped, so file names show as text.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from embedscope.explore import thumbnail_cell
+
+
+class ImageTable:
+    """A DataFrame shown with a thumbnail column in Jupyter (``_repr_html_``)."""
+
+    def __init__(self, df: pd.DataFrame, image_root: str | Path, *, size: int = 64) -> None:
+        self.df, self.root, self.size = df.reset_index(drop=True), Path(image_root), size
+
+    def _img(self, rel: str) -> str:
+        cell = thumbnail_cell(self.root / rel, self.size)
+        if cell is None:
+            return '<span style="color:#888">unreadable</span>'
+        buf = io.BytesIO()
+        cell.save(buf, format="JPEG", quality=80)
+        data = base64.b64encode(buf.getvalue()).decode()
+        return f'<img src="data:image/jpeg;base64,{data}" width="{self.size}" alt="">'
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["image", *self.df.columns])
+        rows = []
+        for _, row in self.df.iterrows():
+            cells = [self._img(str(row["path"]))]
+            cells += [html.escape(_fmt(v)) for v in row.to_numpy()]
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+    def __repr__(self) -> str:
+        return repr(self.df)
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def image_table(df: pd.DataFrame, image_root: str | Path, *, size: int = 64) -> ImageTable:
+    """Show ``df`` (which needs a ``path`` column relative to ``image_root``) with thumbnails."""
+    if "path" not in df.columns:
+        raise ValueError("image_table needs a 'path' column")
+    return ImageTable(df, image_root, size=size)
