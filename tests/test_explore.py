@@ -36,6 +36,7 @@ from embedscope.explore import (
 )
 
 CHROMIUM = "/usr/bin/chromium"
+HOVER_PX = 128  # size of the hover card's thumbnail on screen
 EVIL_LABEL = "<b>bold</b>"  # a label from a labels file; "/" cannot be in a folder name
 EVIL = "<b>bold/<img src=x onerror=alert(1)>.png"
 SCRIPT_BREAKER = "x</script><!--.png"  # folder "x<", file "script><!--.png"
@@ -206,7 +207,7 @@ def test_real_mouse_hover_in_3d_shows_that_point_as_text(browser, images, tmp_pa
     assert card["label"] == EVIL_LABEL and card["path"] == EVIL
     assert card["cell"] == data["thumb"][0] >= 0
     assert card["atlas"] == "es-a0" and card["image"].startswith('url("data:image/')
-    assert card["position"] == _expected_position(card["cell"], 2 * data["cell"])
+    assert card["position"] == _expected_position(card["cell"], HOVER_PX)
     legend = p.page.locator(".legendtext").all_text_contents()
     assert EVIL_LABEL in legend, f"legend shows the label as text: {legend}"
     assert p.page.title() == "<i>cube</i>"
@@ -235,7 +236,9 @@ def test_real_mouse_hover_in_2d_matches_every_point(browser, images, tmp_path) -
     root, rels = images
     grid = np.array([(i % 6, i // 6) for i in range(len(rels))], dtype=float)  # no overlaps
     pts = _points(rels, grid).assign(z=np.nan)  # all-NaN z: a 2D map
-    out = write_explorer(pts, root, tmp_path / "e2d.html", max_thumbnails=len(rels) - 3)
+    out = write_explorer(
+        pts, root, tmp_path / "e2d.html", max_thumbnails=len(rels) - 3, thumb_size=48
+    )
     p = Page(browser, out)
     data = p.page.evaluate("() => window.embedscope.data")
     assert data["is3d"] is False and data["z"] is None
@@ -259,7 +262,7 @@ def test_real_mouse_hover_in_2d_matches_every_point(browser, images, tmp_path) -
         assert card["cell"] == data["thumb"][i]
         if card["cell"] >= 0:
             kinds.add("thumb")
-            assert card["position"] == _expected_position(card["cell"], 2 * data["cell"])
+            assert card["position"] == _expected_position(card["cell"], HOVER_PX)
         elif card["cell"] == UNREADABLE:
             kinds.add("unreadable")
             assert rels[i] == "red/corrupt.jpg" and card["thumbText"] == "image unreadable"
