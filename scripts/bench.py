@@ -103,10 +103,10 @@ def ceiling(model_dir: str, paths: list[Path], batch_size: int) -> float:
     return len(paths) / (time.perf_counter() - t0)
 
 
-def kit(model_dir: str, images: Path, work: Path, batch_size: int) -> dict:
+def kit(model_dir: str, images: Path, work: Path) -> dict:
     layout = Layout("bench", work / "data", work / "reports")
     ingest(str(images), layout)
-    return embed(layout, model_dir, batch_size=batch_size, progress=False)
+    return embed(layout, model_dir, progress=False)
 
 
 _PEAK = """
@@ -217,17 +217,18 @@ def embedding_speed(args: argparse.Namespace) -> tuple[dict, dict]:
         tmp = Path(tmp)
         paths = make_images(tmp / "images", args.images)
         models = {
-            "mobilenet_v2": (str(builtin_model_dir()), 32, 128),
-            "vit-b16": (str(vit_b16_dir(tmp / "vit-b16")), 16, 48),
+            "mobilenet_v2": (str(builtin_model_dir()), 128),
+            "vit-b16": (str(vit_b16_dir(tmp / "vit-b16")), 48),
         }
-        for name, (model_dir, batch, n_slow) in models.items():
+        for name, (model_dir, n_slow) in models.items():
             print(f"[bench] {name}", flush=True)
-            facts = kit(model_dir, tmp / "images", tmp / f"kit-{name}", batch)
+            facts = kit(model_dir, tmp / "images", tmp / f"kit-{name}")
+            batch = facts["batch_size"]  # the kit's own choice, used for the others too
             row = {
                 "kit": facts["images_per_second"],
                 "old_approach": old_approach(model_dir, paths[:n_slow]),
                 "pipeline": pipeline_approach(model_dir, paths[:n_slow], batch),
-                "ceiling": ceiling(model_dir, paths[: 4 * batch], batch),
+                "ceiling": ceiling(model_dir, paths[: max(8 * batch, 64)], batch),
                 "precision": facts["precision"],
                 "batch_size": batch,
                 "images": facts["images"],
