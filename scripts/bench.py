@@ -180,6 +180,78 @@ def reduce_speed(n: int, dim: int = 1280) -> dict:
     return out
 
 
+def explorer_speed(folder: Path, sizes: list[int]) -> dict:
+    """explorer.html size and load-to-interactive time in headless Chromium per point count,
+    and hover latency (mouse move to hover card shown) on a 2D page of the largest size."""
+    import pandas as pd
+    from playwright.sync_api import sync_playwright
+
+    from embedscope.explore import write_explorer
+
+    pool = make_images(folder / "pool", 2000, seed=4)
+    rel = [str(p.relative_to(folder)) for p in pool]
+    rng = np.random.default_rng(5)
+    out: dict = {}
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--use-gl=swiftshader",
+        "--enable-unsafe-swiftshader",
+    ]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        for n in sizes:
+            pts = pd.DataFrame(rng.normal(size=(n, 3)), columns=list("xyz"))
+            pts["path"] = [rel[i % len(rel)] for i in range(n)]
+            pts["label"] = [f"class-{i % 8}" for i in range(n)]
+            for dims in (3, 2):
+                page_path = folder / f"explorer-{n}-{dims}d.html"
+                t0 = time.perf_counter()
+                write_explorer(pts if dims == 3 else pts.drop(columns="z"), folder, page_path)
+                written = time.perf_counter() - t0
+                page = browser.new_page(viewport={"width": 1200, "height": 800})
+                t0 = time.perf_counter()
+                page.goto(page_path.as_uri())
+                page.wait_for_selector("body[data-ready='1']", timeout=300_000)
+                loaded = time.perf_counter() - t0
+                if dims == 3:
+                    out[f"{n}_points"] = {
+                        "mb": round(page_path.stat().st_size / 1e6, 2),
+                        "seconds_write": round(written, 2),
+                        "seconds_load_to_interactive": round(loaded, 2),
+                    }
+                else:
+                    out[f"{n}_points"]["hover_ms"] = _hover_latency(page)
+                page.close()
+        browser.close()
+    return out
+
+
+def _hover_latency(page, tries: int = 10) -> float | None:
+    """Median ms from a mouse move onto a point to the hover card showing it (2D page)."""
+    times = []
+    for i in range(tries):
+        x, y = page.evaluate(
+            """(i) => { const gd = document.getElementById('plot'), L = gd._fullLayout,
+                r = gd.getBoundingClientRect(), d = window.embedscope.data;
+                return [r.left + L.xaxis._offset + L.xaxis.l2p(d.x[i]),
+                        r.top + L.yaxis._offset + L.yaxis.l2p(d.y[i])]; }""",
+            i * 97,
+        )
+        page.mouse.move(5, 5)
+        page.wait_for_timeout(100)
+        t0 = time.perf_counter()
+        page.mouse.move(x, y)
+        try:
+            page.wait_for_selector("#hover:not([hidden])", timeout=5_000)
+        except Exception:  # a point hidden under another: try the next one
+            continue
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(float(np.median(times)), 1) if times else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench"))
@@ -189,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["embed", "manifest", "reduce"],
-        choices=("embed", "manifest", "reduce"),
+        default=["embed", "manifest", "reduce", "explorer"],
+        choices=("embed", "manifest", "reduce", "explorer"),
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -202,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             results["manifest"] = manifest_speed(Path(tmp) / "small", args.scale)
         if "reduce" in args.only:
             results["reduce"] = reduce_speed(args.scale)
+        if "explorer" in args.only:
+            print("[bench] explorer", flush=True)
+            sizes = [n for n in (1_000, 10_000, 100_000) if n <= args.scale]
+            results["explorer"] = explorer_speed(Path(tmp) / "explorer", sizes)
     if "embed" in args.only:
         results["models"], results["memory"] = embedding_speed(args)
     write_json(out / "bench.json", results)
@@ -268,6 +344,17 @@ def table(results: dict) -> str:
         if section in results:
             lines += ["", f"| {section} | value |", "|---|---|"]
             lines += [f"| {k} | {v} |" for k, v in results[section].items()]
+    if "explorer" in results:
+        lines += [
+            "",
+            "| explorer | MB | write s | load-to-interactive s | hover ms |",
+            "|---|---|---|---|---|",
+        ]
+        for k, v in results["explorer"].items():
+            lines.append(
+                f"| {k} | {v['mb']} | {v['seconds_write']} | "
+                f"{v['seconds_load_to_interactive']} | {v.get('hover_ms')} |"
+            )
     return "\n".join(lines) + "\n"
 
 
