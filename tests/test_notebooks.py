@@ -8,7 +8,15 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from helpers import SKIPPED_IN_MESSY, make_classes, make_messy, tiny_vit, tree_digest
+from helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    SKIPPED_IN_MESSY,
+    make_classes,
+    make_messy,
+    tiny_vit,
+    tree_digest,
+)
 
 from embedscope.cli import NOTEBOOKS, main
 
@@ -31,6 +39,24 @@ def test_notebook_is_committed_clean_with_one_parameters_cell(name: str) -> None
         ), cell.source
 
 
+def _inline_explorer_runs(exported: Path) -> None:
+    """The explorer shown inline in 04_explore (an iframe carrying the whole page) comes alive
+    when the exported notebook is opened in Chromium, with no server and no network."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(exported.as_uri())
+        frame = page.frame_locator("iframe[srcdoc]").first
+        frame.locator("body[data-ready='1']").wait_for(state="attached", timeout=60_000)
+        assert frame.locator("#plot .main-svg").count() > 0
+        browser.close()
+    assert all(u.startswith(("file:", "data:", "about:")) for u in requests), requests
+
+
 def _run_all(source: Path, data: Path, reports: Path, *extra: str) -> int:
     args = ["--notebooks-dir", str(NOTEBOOK_DIR), "--data-root", str(data)]
     return main(["run-all", "--source", str(source), *args, "--reports-root", str(reports), *extra])
@@ -48,7 +74,8 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     for nb in NOTEBOOKS:
         executed = nbformat.read(out / nb, as_version=4)
         assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
-        assert (out / nb).with_suffix(".html").stat().st_size > 10_000
+        exported = (out / nb).with_suffix(".html").read_text(encoding="utf-8")
+        assert len(exported) > 10_000 and '<script src="http' not in exported  # opens offline
     csv = pd.read_csv(out / "embedding_image_df.csv")
     assert list(csv.columns) == ["x", "y", "z", "image_path", "label"]
     assert len(csv) == 36 and csv[["x", "y", "z"]].notna().all().all()
@@ -63,6 +90,7 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     assert set(metrics["notebook_seconds"]) == {n.removesuffix(".ipynb") for n in NOTEBOOKS}
     html = (out / "explorer.html").read_text(encoding="utf-8")
     assert "connect-src 'none'" in html and "<script src=" not in html
+    _inline_explorer_runs(out / "04_explore.html")
     # a second run reuses the manifest rows and the cached embeddings: nothing embedded again
     assert _run_all(source, data, reports, "--method", "umap", "--dims", "2") == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -9,12 +9,13 @@ one line naming the notebook and the cell.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
 from embedscope.ingest import default_name
-from embedscope.layout import Layout, update_metrics
+from embedscope.layout import Layout, update_metrics, write_atomic
 
 NOTEBOOKS = ("01_download.ipynb", "02_embed.ipynb", "03_reduce.ipynb", "04_explore.ipynb")
 
@@ -53,7 +54,10 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, *, cwd: Path) -
     nb = nbformat.read(output, as_version=4)
     NotebookNotary().sign(nb)
     body, _ = HTMLExporter().from_notebook_node(nb)
-    output.with_suffix(".html").write_text(body, encoding="utf-8")
+    # nbconvert's template loads require.js, MathJax and the widget manager from CDNs; these
+    # notebooks need none of them, and a shared report must open offline without requests.
+    body = re.sub(r'<script src="https?://[^"]*"[^>]*>\s*</script>', "", body)
+    write_atomic(output.with_suffix(".html"), lambda tmp: tmp.write_text(body, encoding="utf-8"))
     return seconds
 
 
