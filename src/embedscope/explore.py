@@ -47,8 +47,9 @@ UNREADABLE, NO_THUMBNAIL = -2, -1
 #: Cells per atlas side: 64 x 64 cells of 64 px is 4096 px, within every browser's image limit.
 ATLAS_COLS = 64
 #: WebP, not JPEG: on 10,000 photo thumbnails JPEG q80 made a 20.1 MB page, WebP q70 (method 6,
-#: same look at this size) 14.8 MB including the 4.8 MB plotly.js; every current browser decodes it.
-ATLAS_FORMAT, ATLAS_QUALITY = "WEBP", 70
+#: same look at this size) 14.8 MB including the 4.8 MB plotly.js, and 15.8 MB on noisier
+#: generated images (make bench), so q60 keeps a margin. Every current browser decodes WebP.
+ATLAS_FORMAT, ATLAS_QUALITY = "WEBP", 60
 #: From this many images thumbnails are made in worker processes (threads below: no start-up).
 PROCESS_POOL_MIN = 256
 #: Class colours, shared by the page and the static plot so both show a class the same way.
