@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import make_classes, png_bytes
+from helpers import CHROMIUM, make_classes, png_bytes
+from helpers import CHROMIUM_ARGS as ARGS
 from matplotlib.figure import Figure
 from PIL import Image
 from plotly.offline import get_plotlyjs
@@ -35,24 +36,10 @@ from embedscope.explore import (
     write_explorer,
 )
 
-CHROMIUM = "/usr/bin/chromium"
 HOVER_PX = 128  # size of the hover card's thumbnail on screen
 EVIL_LABEL = "<b>bold</b>"  # a label from a labels file; "/" cannot be in a folder name
 EVIL = "<b>bold/<img src=x onerror=alert(1)>.png"
 SCRIPT_BREAKER = "x</script><!--.png"  # folder "x<", file "script><!--.png"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-    # software WebGL for plotly's 3D and scattergl; without it Chromium refuses WebGL here
-    "--use-gl=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
 
 
 class MissingBrowser:
