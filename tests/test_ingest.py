@@ -186,3 +186,20 @@ def test_default_names() -> None:
     assert default_name("sample") == "sample"
     assert default_name("/x/My Photos/") == "my-photos"
     assert default_name("/x/pets.tar.gz") == "pets"
+
+
+def test_sample_outputs_beside_its_images_are_not_ingested(tmp_path: Path, monkeypatch) -> None:
+    """data/sample holds the vendored images and is also dataset "sample"'s output folder."""
+    import embedscope.ingest as ingest_mod
+
+    sample = make_classes(tmp_path / "data" / "sample", per_class=2)
+    (sample / "LICENSE.md").write_text("MIT")
+    monkeypatch.setattr(ingest_mod, "SAMPLE_DIR", sample)
+    layout = Layout("sample", tmp_path / "data", tmp_path / "reports")
+    first = ingest("sample", layout)
+    (layout.embeddings_dir("m") / "shards").mkdir(parents=True)
+    (layout.embeddings_dir("m") / "vectors.npy").write_bytes(b"\x93NUMPY")
+    second = ingest("sample", layout)
+    assert len(first) == len(second) == 6 and (second["status"] == "ok").all()
+    other = Layout("sample", tmp_path / "elsewhere", tmp_path / "reports")
+    assert len(ingest("sample", other)) == 6  # another data root still finds the sample

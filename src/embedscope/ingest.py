@@ -58,9 +58,7 @@ def default_name(source: str) -> str:
 def resolve_source(source: str, layout: Layout) -> Path:
     """Return the folder whose files make up the dataset, fetching or unpacking if needed."""
     if source == "sample":
-        root = layout.data_root / "sample"
-        if not root.is_dir():
-            root = SAMPLE_DIR  # a data root elsewhere still finds the repository's sample
+        root = SAMPLE_DIR
         if not root.is_dir():
             raise SourceError(f"the built-in sample is missing at {root}; run `make sample`")
         return root.resolve()
@@ -330,6 +328,9 @@ def ingest(
     root = resolve_source(source, layout)
     if source == "sample":
         exclude = [*exclude, "LICENSE.md"]  # the sample's attribution file, not a data file
+    if root == layout.data_dir.resolve() or (root / "source.json").is_file():
+        # data/sample is both the vendored images and dataset "sample"'s output folder
+        exclude = [*exclude, *layout.generated_names]
     previous = None
     if layout.manifest.exists() and (read_json(layout.source_file) or {}).get("root") == str(root):
         previous = pd.read_parquet(layout.manifest)

@@ -50,6 +50,16 @@ class Layout:
     def reports_dir(self) -> Path:
         return self.reports_root / self.name
 
+    #: What the stages write into ``data_dir`` (never part of a dataset's images).
+    generated_names = (
+        "manifest.parquet",
+        "source.json",
+        "source",
+        "embeddings",
+        "projections",
+        "analysis",
+    )
+
     @property
     def source_file(self) -> Path:
         """JSON naming the folder the manifest's relative paths are relative to."""
