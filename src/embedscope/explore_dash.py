@@ -162,12 +162,16 @@ def create_app(
         ],
     )
 
-    def card(row: int, size: int) -> list:
+    def caption(row: int) -> list:
+        """Label and path as Dash text children: rendered as text, never as HTML."""
         return [
-            html.Img(src=f"/thumb/{row}", style={"width": f"{size}px", "height": f"{size}px"}),
             html.Div(points["label"][row], style={"fontWeight": "600"}),
             html.Div(points["path"][row], style={"fontSize": "11px", "wordBreak": "break-all"}),
         ]
+
+    def card(row: int, size: int) -> list:
+        style = {"width": f"{size}px", "height": f"{size}px"}
+        return [html.Img(src=f"/thumb/{row}", style=style), *caption(row)]
 
     @app.callback(
         Output("tip", "show"),
@@ -197,7 +201,7 @@ def create_app(
         ]
         return [
             html.Img(src=f"/image/{row}", style={"maxWidth": "280px"}),
-            *card(row, 0)[1:],
+            *caption(row),
             html.Div("Nearest neighbours"),
             html.Div(thumbs),
         ]
