@@ -27,7 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image, ImageOps
 
-from embedscope.images import MAX_PIXELS, load_rgb, to_rgb
+from embedscope.images import load_rgb
 from embedscope.ingest import UNLABELLED
 from embedscope.layout import write_atomic
 
@@ -195,8 +195,8 @@ def thumbnail_cell(path: Path, size: int) -> Image.Image | None:
     """A ``size`` x ``size`` cell: the whole image scaled to fit, centred on white; None when
     the file is unreadable. JPEGs decode at reduced scale (``draft``), ~8x faster on photos."""
     try:
-        im = _open_small(path, size)
-    except (ValueError, OSError, Image.DecompressionBombError):
+        im = load_rgb(path, draft=(size, size))
+    except ValueError:
         return None
     im.thumbnail((size, size), Image.Resampling.BICUBIC)
     if im.width < size and im.height < size:  # small icons fill the cell instead of a dot
@@ -277,19 +277,6 @@ def write_embedding_csv(points: pd.DataFrame, image_root: str | Path, out: str |
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _open_small(path: Path, size: int) -> Image.Image:
-    """``load_rgb`` semantics (size guard, EXIF turn, RGB on white), but a JPEG is decoded
-    straight at the smallest DCT scale that still covers ``size``."""
-    with Image.open(path) as im:
-        if im.format != "JPEG":
-            return load_rgb(path)
-        if im.width * im.height > MAX_PIXELS:
-            raise ValueError("too many pixels")
-        im.draft("RGB", (size, size))
-        im.load()
-        return to_rgb(ImageOps.exif_transpose(im))
 
 
 def _encode(sheet: Image.Image) -> str:

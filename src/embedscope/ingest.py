@@ -14,16 +14,14 @@ import os
 import shutil
 import tarfile
 import tempfile
-import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
-from embedscope.images import MAX_PIXELS
+from embedscope.images import MAX_PIXELS, ImageError, decode
 from embedscope.layout import Layout, read_json, slug, write_json, write_parquet
 
 #: The vendored sample, committed in the repository beside ``src/``.
@@ -33,9 +31,19 @@ UNLABELLED = "(unlabelled)"
 OS_LITTER = {".DS_Store", "Thumbs.db", "desktop.ini", "Icon\r"}
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 MANIFEST_COLUMNS = [
-    "path", "label", "status", "reason", "duplicate_of", "sha256", "bytes", "mtime_ns",
-    "width", "height", "mode", "format",
-]  # fmt: skip
+    "path",
+    "label",
+    "status",
+    "reason",
+    "duplicate_of",
+    "sha256",
+    "bytes",
+    "mtime_ns",
+    "width",
+    "height",
+    "mode",
+    "format",
+]
 
 
 class SourceError(RuntimeError):
@@ -219,26 +227,14 @@ def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> di
 
 
 def _check_image(path: Path, row: dict, max_pixels: int) -> str:
-    """Decode the image (reduced-size draft for JPEG) and return a skip reason or ''."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as im:
-                row.update(width=im.width, height=im.height, mode=im.mode, format=im.format)
-                if im.width * im.height > max_pixels:
-                    return (
-                        f"too many pixels ({im.width}x{im.height} > {max_pixels:,}, "
-                        "decompression-bomb limit)"
-                    )
-                if im.format == "JPEG":
-                    im.draft("RGB", (256, 256))
-                im.load()
-        except UnidentifiedImageError:
-            return "not an image (content is not a format Pillow can read)"
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            return f"too many pixels (decompression-bomb limit {max_pixels:,})"
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            return f"truncated or corrupt image data ({str(exc).splitlines()[0][:120]})"
+    """Decode the image (reduced-size draft for JPEG) into ``row``; return a skip reason or ''."""
+    try:
+        im, header = decode(path, max_pixels=max_pixels, draft=(256, 256))
+    except ImageError as exc:
+        row.update(exc.header)
+        return str(exc)
+    im.close()
+    row.update(header)
     return ""
 
 
