@@ -206,6 +206,16 @@ def thumbnail_cell(path: Path, size: int) -> Image.Image | None:
     return cell
 
 
+def thumbnail_jpeg(path: Path, size: int, quality: int = 85) -> bytes | None:
+    """:func:`thumbnail_cell` as JPEG bytes, for the live panel, the Dash routes and tables."""
+    cell = thumbnail_cell(path, size)
+    if cell is None:
+        return None
+    buf = io.BytesIO()
+    cell.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def show_inline(html_path: str | Path, *, height: int = 700) -> HTML:
     """Embed the whole explorer page in the notebook output as an ``<iframe srcdoc>``, so the
     executed notebook carries the explorer itself: it works after sharing, with no server.

@@ -16,23 +16,10 @@ import numpy as np
 import pandas as pd
 
 from embedscope.analyse import analyse
-from embedscope.explore import thumbnail_cell
+from embedscope.explore import PALETTE, thumbnail_jpeg
 from embedscope.ingest import UNLABELLED, load_manifest
 from embedscope.layout import Layout
 from embedscope.reduce import project
-
-PALETTE = [
-    "#4e79a7",
-    "#f28e2b",
-    "#e15759",
-    "#76b7b2",
-    "#59a14f",
-    "#edc948",
-    "#b07aa1",
-    "#ff9da7",
-    "#9c755f",
-    "#bab0ac",
-]
 
 
 def figure(points: pd.DataFrame, labels: list[str] | None = None):
@@ -101,12 +88,7 @@ def create_app(
 
     @lru_cache(maxsize=4096)
     def thumb_bytes(row: int) -> bytes | None:
-        cell = thumbnail_cell(files[row], 160)
-        if cell is None:
-            return None
-        buf = io.BytesIO()
-        cell.save(buf, format="JPEG", quality=85)
-        return buf.getvalue()
+        return thumbnail_jpeg(files[row], 160)
 
     @server.route("/image/<path:anything>")
     @server.route("/thumb/<path:anything>")

@@ -8,13 +8,12 @@ plotly >= 6 renders FigureWidget through ``anywidget``.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from embedscope.explore import thumbnail_cell
+from embedscope.explore import thumbnail_jpeg
 from embedscope.ingest import UNLABELLED
 
 _SCORES = ("cluster", "mislabel_score", "outlier_score")
@@ -68,12 +67,7 @@ class LiveExplorer:
         self.redraw()
 
     def _thumb(self, row: int, size: int) -> bytes:
-        cell = thumbnail_cell(self.root / self.points["path"][row], size)
-        if cell is None:
-            return b""
-        buf = io.BytesIO()
-        cell.save(buf, format="JPEG", quality=85)
-        return buf.getvalue()
+        return thumbnail_jpeg(self.root / self.points["path"][row], size) or b""
 
     def redraw(self) -> None:
         """Rebuild the traces for the current colouring and class filter."""

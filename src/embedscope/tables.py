@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
 import pandas as pd
 
-from embedscope.explore import thumbnail_cell
+from embedscope.explore import thumbnail_jpeg
 
 
 class ImageTable:
@@ -23,12 +22,10 @@ class ImageTable:
         self.df, self.root, self.size = df.reset_index(drop=True), Path(image_root), size
 
     def _img(self, rel: str) -> str:
-        cell = thumbnail_cell(self.root / rel, self.size)
-        if cell is None:
+        jpeg = thumbnail_jpeg(self.root / rel, self.size, quality=80)
+        if jpeg is None:
             return '<span style="color:#888">unreadable</span>'
-        buf = io.BytesIO()
-        cell.save(buf, format="JPEG", quality=80)
-        data = base64.b64encode(buf.getvalue()).decode()
+        data = base64.b64encode(jpeg).decode()
         return f'<img src="data:image/jpeg;base64,{data}" width="{self.size}" alt="">'
 
     def _repr_html_(self) -> str:
