@@ -197,7 +197,7 @@ def analyse(
 
     Returns ``(report, per_image)`` where ``per_image`` has ``neighbors`` (n, k) row positions,
     ``similarity``, the score columns, ``duplicate_group`` and ``cluster``, aligned with the
-    embeddings' rows. Neighbours are cached in
+    embeddings' rows. Neighbours and clusters are cached in
     ``data/<name>/analysis/<model_key>/neighbors.npz`` while the embedded images are unchanged.
     """
     emb = load_embeddings(layout, model)
@@ -206,19 +206,22 @@ def analyse(
     cached = None
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
-            if str(z["fingerprint"]) == fingerprint.hexdigest():
-                cached = z["neighbors"], z["similarity"]
-    if cached is None:
-        cached = neighbors(emb.vectors, k)
+            if str(z["fingerprint"]) == fingerprint.hexdigest() and "cluster" in z:
+                cached = z["neighbors"], z["similarity"], z["cluster"]
+    if cached is None:  # neighbours and HDBSCAN depend on the vectors only: compute them once
+        cached = (*neighbors(emb.vectors, k), clusters(emb.vectors))
         write_npz(
-            path, neighbors=cached[0], similarity=cached[1], fingerprint=fingerprint.hexdigest()
+            path,
+            neighbors=cached[0],
+            similarity=cached[1],
+            cluster=cached[2],
+            fingerprint=fingerprint.hexdigest(),
         )
-    idx, sim = cached
+    idx, sim, found = cached
     labels = emb.rows["label"].to_numpy(dtype=object)
     report = knn_report(labels, idx, sim)
     scores = neighbour_scores(labels, idx, sim)
     dup = near_duplicates(idx, sim, duplicate_threshold)
-    found = clusters(emb.vectors)
     table = cluster_table(labels, found)
     report |= {
         "near_duplicate_threshold": duplicate_threshold,

@@ -308,22 +308,21 @@ def embed(
 
     t1 = time.perf_counter()
     if todo:
-        _run(
+        paths = [first_path[s] for s in todo]
+        loader = _loader(root, paths, processor, batch_size, num_workers)
+        new, new_failed = _run(
             net,
-            processor,
-            root,
-            [first_path[s] for s in todo],
+            loader,
             todo,
             shard_dir,
-            dev,
-            dtype,
-            pooling,
-            batch_size,
-            num_workers,
-            shard_size,
-            progress,
+            dev=dev,
+            dtype=dtype,
+            pooling=pooling,
+            shard_size=shard_size,
+            progress=progress,
         )
-        done, failed = _read_shards(shard_dir)
+        done |= new
+        failed |= new_failed
     t_embed = time.perf_counter() - t1
 
     kept = ok[ok["sha256"].isin(done.keys())]
@@ -336,8 +335,10 @@ def embed(
         }
     )
     vectors = np.stack([done[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, 0))
-    write_npy(out_dir / "vectors.npy", vectors)
-    write_parquet(out_dir / "rows.parquet", rows)
+    rows_path = out_dir / "rows.parquet"
+    if todo or not rows_path.exists() or not pd.read_parquet(rows_path).equals(rows):
+        write_npy(out_dir / "vectors.npy", vectors)  # else unchanged: a re-run writes nothing
+        write_parquet(rows_path, rows)
     skipped = ok[ok["sha256"].isin(failed.keys())]
     facts = {
         "model": model,
@@ -367,30 +368,14 @@ def embed(
     return facts
 
 
-def _run(
-    net,
-    processor,
-    root,
-    paths,
-    shas,
-    shard_dir,
-    dev,
-    dtype,
-    pooling,
-    batch_size,
-    num_workers,
-    shard_size,
-    progress,
-) -> None:
-    """The streaming loop: workers decode, the main process runs the model and writes shards."""
-    from tqdm.auto import tqdm
-
+def _loader(root: Path, paths: list[str], processor, batch_size: int, num_workers: int | None):
+    """Batches of preprocessed pixels, decoded in worker processes; preprocessing runs as
+    :class:`FastPixels` when that reproduces the processor on this dataset's first image."""
     if num_workers is None:
         num_workers = 0 if len(paths) <= batch_size else max(1, min(4, (os.cpu_count() or 2) - 1))
     fast = FastPixels(processor)
-    if not fast.matches([_probe_image(root / paths[0]), _probe_image(None)]):
-        fast.ok = False  # keep the processor's own path
-    loader = DataLoader(
+    fast.ok = fast.matches([_probe_image(root / paths[0]), _probe_image(None)])
+    return DataLoader(
         _Images(root, paths, fast),
         batch_size=batch_size,
         num_workers=num_workers,
@@ -398,6 +383,24 @@ def _run(
         persistent_workers=False,
         prefetch_factor=4 if num_workers else None,
     )
+
+
+def _run(
+    net: torch.nn.Module,
+    loader: DataLoader,
+    shas: list[str],
+    shard_dir: Path,
+    *,
+    dev: torch.device,
+    dtype: torch.dtype | None,
+    pooling: str,
+    shard_size: int,
+    progress: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The streaming loop: workers decode, the main process runs the model and writes shards;
+    returns what it wrote (vectors and failures by sha256)."""
+    from tqdm.auto import tqdm
+
     channels_last = _is_convolutional(net)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -405,7 +408,18 @@ def _run(
     buf_sha: list[str] = []
     buf_vec: list[np.ndarray] = []
     buf_fail: dict[str, str] = {}
-    bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="embedding")
+    vectors: dict[str, np.ndarray] = {}
+    failed: dict[str, str] = {}
+
+    def flush() -> None:
+        _write_shard(shard_dir, buf_sha, buf_vec, buf_fail)
+        vectors.update(zip(buf_sha, buf_vec, strict=True))
+        failed.update(buf_fail)
+        buf_sha.clear()
+        buf_vec.clear()
+        buf_fail.clear()
+
+    bar = tqdm(total=len(shas), unit="img", disable=not progress, desc="embedding")
     with torch.inference_mode(), autocast:
         for ids, pixels, bad in loader:
             if pixels is not None:
@@ -418,8 +432,8 @@ def _run(
             buf_fail.update({shas[i]: reason for i, reason in bad})
             bar.update(len(ids) + len(bad))
             if len(buf_sha) + len(buf_fail) >= shard_size:
-                _write_shard(shard_dir, buf_sha, buf_vec, buf_fail)
-                buf_sha, buf_vec, buf_fail = [], [], {}
+                flush()
     if buf_sha or buf_fail:
-        _write_shard(shard_dir, buf_sha, buf_vec, buf_fail)
+        flush()
     bar.close()
+    return vectors, failed
