@@ -34,13 +34,11 @@ def png_bytes(mode: str = "RGB", size: tuple[int, int] = (16, 16), colour=128) -
     return buf.getvalue()
 
 
-def tiny_vit(path: Path, seed: int = 0, pooling_layer: bool = False) -> Path:
-    """A 2-layer, 32-wide ViT with random weights, saved the way a hub model is."""
-    import torch
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+def vit_config(**overrides):
+    """A small ViT configuration (2 layers, 32 wide, 32 px images unless overridden)."""
+    from transformers import ViTConfig
 
-    torch.manual_seed(seed)
-    cfg = ViTConfig(
+    sizes = dict(
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -48,6 +46,16 @@ def tiny_vit(path: Path, seed: int = 0, pooling_layer: bool = False) -> Path:
         image_size=32,
         patch_size=8,
     )
+    return ViTConfig(**(sizes | overrides))
+
+
+def tiny_vit(path: Path, seed: int = 0, pooling_layer: bool = False) -> Path:
+    """A 2-layer, 32-wide ViT with random weights, saved the way a hub model is."""
+    import torch
+    from transformers import ViTImageProcessor, ViTModel
+
+    torch.manual_seed(seed)
+    cfg = vit_config()
     ViTModel(cfg, add_pooling_layer=pooling_layer).save_pretrained(path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
     return path

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_classes, tiny_vit
+from helpers import make_classes, tiny_vit, vit_config
 
 from embedscope.embed import embed, model_key, pool, resolve_pooling, resolve_precision
 from embedscope.ingest import ingest
@@ -118,22 +118,21 @@ def test_builtin_model_pools_1280_and_stays_float32(builtin_cache: Path) -> None
 
 def test_reduced_precision_stays_faithful_where_auto_picks_it(tmp_path: Path) -> None:
     """Per-image cosine of bf16 vectors to float32 ones >= 0.99 on the sample's images."""
-    from transformers import ViTConfig, ViTModel
+    from transformers import ViTModel
 
     from embedscope.embed import FastPixels
     from embedscope.images import load_rgb
 
     torch.manual_seed(0)
-    net = ViTModel(
-        ViTConfig(
-            hidden_size=192,
-            num_hidden_layers=6,
-            num_attention_heads=3,
-            intermediate_size=768,
-            image_size=96,
-            patch_size=16,
-        )
-    ).eval()
+    cfg = vit_config(
+        hidden_size=192,
+        num_hidden_layers=6,
+        num_attention_heads=3,
+        intermediate_size=768,
+        image_size=96,
+        patch_size=16,
+    )
+    net = ViTModel(cfg).eval()
     from transformers import ViTImageProcessor
 
     fast = FastPixels(ViTImageProcessor(size={"height": 96, "width": 96}))

