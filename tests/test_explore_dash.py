@@ -14,7 +14,7 @@ import pytest
 from helpers import CHROMIUM, CHROMIUM_ARGS, make_classes
 
 from embedscope.embed import embed
-from embedscope.explore_dash import create_app
+from embedscope.explore.dash import create_app
 from embedscope.ingest import ingest
 from embedscope.layout import Layout
 

@@ -13,7 +13,7 @@ import pandas as pd
 from helpers import make_classes, png_bytes
 from plotly.callbacks import InputDeviceState, Points
 
-from embedscope.explore_live import LiveExplorer
+from embedscope.explore.live import LiveExplorer
 
 EVIL = "<img src=x onerror=alert(1)>.png"
 

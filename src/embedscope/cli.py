@@ -216,7 +216,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from embedscope.explore_dash import serve
+    from embedscope.explore.dash import serve
 
     layout = Layout(args.name, Path(args.data_root), Path(args.reports_root))
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from embedscope.explore import thumbnail_jpeg
+from embedscope.explore.atlas import thumbnail_jpeg
 
 
 class ImageTable:

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from embedscope.analyse import analyse
-from embedscope.explore import PALETTE, thumbnail_jpeg
+from embedscope.explore.atlas import thumbnail_jpeg
+from embedscope.explore.palette import PALETTE
 from embedscope.ingest import UNLABELLED, load_manifest
 from embedscope.layout import Layout
 from embedscope.reduce import project

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedscope.explore import thumbnail_jpeg
+from embedscope.explore.atlas import thumbnail_jpeg
 from embedscope.ingest import UNLABELLED
 
 _SCORES = ("cluster", "mislabel_score", "outlier_score")

@@ -1,0 +1,219 @@
+"""``explorer.html``: one offline page that survives sharing.
+
+plotly.js is inlined from the installed plotly package, the points travel as JSON, the
+thumbnails as a few sprite-atlas images, and the page's own ``explorer.css`` and ``explorer.js``
+are inlined at write time, so hovering a point shows its image without a server or a live
+kernel. Plotly cannot put an image in its own hover label, so the page draws its own card on
+``plotly_hover``; every label and path goes in as text, never HTML.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from embedscope.explore.atlas import ATLAS_COLS, NO_THUMBNAIL, build_atlases
+from embedscope.explore.palette import MISSING_COLOUR, PALETTE, class_colour, class_order
+from embedscope.ingest import UNLABELLED
+from embedscope.layout import write_atomic
+
+if TYPE_CHECKING:
+    from IPython.display import HTML
+
+#: Columns that are the map itself, never offered in "colour by".
+POSITION_COLUMNS = ("x", "y", "z", "label", "path")
+#: Bookkeeping columns other stages carry along that are meaningless as colours.
+IGNORED_COLUMNS = ("row", "sha256")
+#: A non-numeric (or small-integer) column with more distinct values than this is not offered.
+MAX_CATEGORIES = 40
+#: Neighbours shown per point: a 4 x 3 grid stays readable and keeps the JSON small.
+MAX_NEIGHBORS = 12
+
+
+def write_explorer(
+    points: pd.DataFrame,
+    image_root: str | Path,
+    out: str | Path,
+    *,
+    title: str = "embedscope",
+    neighbors: np.ndarray | None = None,
+    thumb_size: int = 64,
+    max_thumbnails: int = 20_000,
+) -> Path:
+    """Write the self-contained explorer page for ``points`` to ``out`` (atomically).
+
+    ``points`` has x, y, optional z (a 2D map when absent or all NaN), label, path relative to
+    ``image_root`` and any extra columns to colour by. ``neighbors`` (N, k) row positions feed
+    the click panel. Beyond ``max_thumbnails`` points an evenly spread subset keeps thumbnails,
+    so every class keeps some pictures while the file stays small enough to share.
+    """
+    from plotly.offline import get_plotlyjs
+
+    missing = {"x", "y", "path"} - set(points.columns)
+    if missing:
+        raise ValueError(f"points lacks column(s) {sorted(missing)}")
+    if thumb_size < 8:
+        raise ValueError(f"thumb_size must be at least 8 pixels, got {thumb_size}")
+    points = points.reset_index(drop=True)
+    n = len(points)
+    paths = points["path"].astype(str).tolist()
+    labels = labels_of(points)
+    classes = class_order(labels)
+    code = {c: k for k, c in enumerate(classes)}
+    near = _neighbors(neighbors, n)  # checked before the slow part
+
+    thumbs = np.full(n, NO_THUMBNAIL, dtype=np.int64)
+    keep = _spread(n, max(0, min(max_thumbnails, n)))
+    root = Path(image_root)
+    atlases, cells = build_atlases([root / paths[i] for i in keep], thumb_size)
+    thumbs[keep] = cells
+
+    is3d = "z" in points.columns and bool(points["z"].notna().any())
+    data: dict[str, Any] = {
+        "title": str(title),
+        "is3d": is3d,
+        "x": _numbers(points["x"], 6),
+        "y": _numbers(points["y"], 6),
+        "z": _numbers(points["z"], 6) if is3d else None,
+        "label": [code[c] for c in labels],
+        "classes": classes,
+        "colours": [class_colour(c, k) for k, c in enumerate(classes)],
+        "path": paths,
+        "columns": _extra_columns(points),
+        "neighbors": near,
+        "thumb": thumbs.tolist(),
+        "cell": thumb_size,
+        "cols": ATLAS_COLS,
+        "palette": list(PALETTE),
+        "missingColour": MISSING_COLOUR,
+    }
+    atlas_css = "\n".join(
+        f".es-a{k}{{background-image:url({uri})}}" for k, uri in enumerate(atlases)
+    )
+    here = files("embedscope.explore")
+    page = _fill(
+        here.joinpath("explorer.html").read_text(encoding="utf-8"),
+        {
+            "__TITLE__": html.escape(str(title)),
+            "__CSS__": here.joinpath("explorer.css").read_text(encoding="utf-8"),
+            "__ATLASES__": atlas_css,
+            "__DATA__": _json_for_script(data),
+            "__PLOTLY__": get_plotlyjs(),
+            "__SCRIPT__": here.joinpath("explorer.js").read_text(encoding="utf-8"),
+        },
+    )
+    return write_atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+
+
+def show_inline(html_path: str | Path, *, height: int = 700) -> HTML:
+    """Embed the whole explorer page in the notebook output as an ``<iframe srcdoc>``, so the
+    executed notebook carries the explorer itself: it works after sharing, with no server.
+
+    JupyterLab runs it only for trusted notebooks (``jupyter trust``; ``make run-all`` signs the
+    notebooks it executes); untrusted, the output is sanitised and the frame stays empty.
+    """
+    from IPython.display import HTML
+
+    page = Path(html_path).read_text(encoding="utf-8")
+    return HTML(  # wrapped in a <div>: IPython warns about HTML that starts with <iframe
+        f'<div class="embedscope-explorer"><iframe srcdoc="{html.escape(page, quote=True)}" '
+        'sandbox="allow-scripts allow-downloads" '
+        f'style="width:100%;height:{int(height)}px;border:0"></iframe></div>'
+    )
+
+
+def _spread(n: int, k: int) -> np.ndarray:
+    """``k`` row positions spread evenly over ``n`` rows (rows are usually sorted by path, so
+    taking the first ``k`` would leave whole classes without pictures)."""
+    if k >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+def labels_of(points: pd.DataFrame) -> list[str]:
+    if "label" not in points.columns:
+        return [UNLABELLED] * len(points)
+    raw = points["label"]
+    return [UNLABELLED if pd.isna(v) or str(v) == "" else str(v) for v in raw.tolist()]
+
+
+def _numbers(values: pd.Series, digits: int) -> list[float | None]:
+    """Floats rounded to ``digits`` significant digits of the column's scale (JSON stays small
+    whatever the units); NaN and infinities become null, which plotly leaves out."""
+    arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    finite = np.isfinite(arr)
+    if not finite.any():
+        return [None] * len(arr)
+    scale = float(np.abs(arr[finite]).max()) or 1.0
+    decimals = max(0, digits - 1 - math.floor(math.log10(scale)))
+    rounded = np.round(arr, decimals)
+    return [float(v) if ok else None for v, ok in zip(rounded.tolist(), finite, strict=True)]
+
+
+def _extra_columns(points: pd.DataFrame) -> list[dict[str, Any]]:
+    """Every other column a user could colour by: numbers get a colour scale, labels-like
+    columns (text, booleans, a few distinct integers such as cluster ids) get a legend."""
+    out: list[dict[str, Any]] = []
+    for name in points.columns:
+        if name in POSITION_COLUMNS or name in IGNORED_COLUMNS:
+            continue
+        col = points[name]
+        distinct = col.dropna().unique()
+        numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+        few_ints = pd.api.types.is_integer_dtype(col) and len(distinct) <= MAX_CATEGORIES
+        if numeric and not few_ints:
+            out.append({"name": str(name), "kind": "number", "values": _numbers(col, 4)})
+        elif 0 < len(distinct) <= MAX_CATEGORIES:
+            text = [None if pd.isna(v) else str(v) for v in col.tolist()]
+            cats = sorted({t for t in text if t is not None}, key=_natural)
+            pos = {c: k for k, c in enumerate(cats)}
+            codes = [-1 if t is None else pos[t] for t in text]
+            out.append({"name": str(name), "kind": "category", "categories": cats, "codes": codes})
+    return out
+
+
+def _natural(text: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(text))
+    except ValueError:
+        return (1, text)
+
+
+def _neighbors(neighbors: np.ndarray | None, n: int) -> list[list[int]] | None:
+    """Valid neighbour rows per point, self and out-of-range entries dropped."""
+    if neighbors is None:
+        return None
+    arr = np.asarray(neighbors)
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise ValueError(f"neighbors must have shape ({n}, k), got {arr.shape}")
+    arr = arr.astype(np.int64)
+    return [
+        [j for j in row if 0 <= j < n and j != i][:MAX_NEIGHBORS]
+        for i, row in enumerate(arr.tolist())
+    ]
+
+
+def _json_for_script(obj: Any) -> str:
+    """JSON that cannot end its <script> element early (``</script>``, ``<!--``), whatever a
+    file name contains: every <, > and & travels as a \\u escape, which JSON.parse undoes."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    """Substitute each placeholder once, in one pass, so text inserted for one placeholder
+    (plotly.js, a title) is never searched for the next one."""
+    out, rest = [], template
+    for key, value in values.items():
+        head, sep, rest = rest.partition(key)
+        if not sep:
+            raise ValueError(f"template lacks {key}")
+        out += [head, value]
+    return "".join([*out, rest])
