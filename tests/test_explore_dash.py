@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import launch_chromium, make_classes
+from helpers import FIRST_POINT_JS, launch_chromium, make_classes
 
 from embedscope.embed import embed
 from embedscope.explore.dash import create_app
@@ -78,13 +78,7 @@ def test_hover_shows_the_tooltip_image_and_label(server) -> None:
             "() => document.querySelector('#map .js-plotly-plot')?._fullLayout?.xaxis",
             timeout=30_000,
         )
-        x, y, row, label = page.evaluate(
-            """() => { const gd = document.querySelector('#map .js-plotly-plot');
-                const L = gd._fullLayout, r = gd.getBoundingClientRect(), t = gd._fullData[0];
-                return [r.left + L.xaxis._offset + L.xaxis.l2p(t.x[0]),
-                        r.top + L.yaxis._offset + L.yaxis.l2p(t.y[0]),
-                        t.customdata[0], t.name]; }"""
-        )
+        x, y, row, label = page.evaluate(FIRST_POINT_JS, "#map .js-plotly-plot")
         page.mouse.move(x, y)
         tip = page.locator("#tip img")
         tip.wait_for(timeout=10_000)

@@ -44,14 +44,15 @@ class LiveExplorer:
         self.classes = class_order(self.points["label"])
         self.colours = {c: class_colour(c, k) for k, c in enumerate(self.classes)}
         self._selected: list[int] = []
-        # the legend sits under the map, clear of plotly's toolbar at the top right
-        legend = dict(orientation="h", x=0, xanchor="left", y=0, yanchor="top")
+        # the legend sits above the map on the left, clear of plotly's toolbar at the top right
+        legend = dict(orientation="h", x=0, xanchor="left", y=1.0, yanchor="bottom")
         self.fig = go.FigureWidget(
             layout=dict(
-                height=600, margin=dict(l=0, r=0, t=30, b=0), legend=legend, template="plotly_white"
+                height=600, margin=dict(l=0, r=0, t=40, b=0), legend=legend, template="plotly_white"
             )
         )
-        self.image = w.Image(format="jpeg", layout=w.Layout(max_width="300px"))
+        # hidden until there is a picture: an empty <img> shows as a broken image
+        self.image = w.Image(format="jpeg", layout=w.Layout(max_width="300px", display="none"))
         self.caption = w.Label()  # text, never HTML: file names are shown as typed
         self.path = w.Label()
         self.neighbour_box = w.HBox(layout=w.Layout(flex_flow="row wrap"))
@@ -128,6 +129,7 @@ class LiveExplorer:
         path = self.root / self.points["path"][row]
         picture = preview_jpeg(path, self.preview_size) if large else self._thumb(row, self.size)
         self.image.value = picture or b""
+        self.image.layout.display = None if picture else "none"
         self.caption.value = self.points["label"][row]
         self.path.value = self.points["path"][row]
 
