@@ -78,7 +78,7 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     csv = pd.read_csv(out / "embedding_image_df.csv")
     assert list(csv.columns) == ["x", "y", "z", "image_path", "label"]
     assert len(csv) == 36 and csv[["x", "y", "z"]].notna().all().all()
-    assert all(Path(p).is_file() for p in csv["image_path"])
+    assert all((source / p).is_file() for p in csv["image_path"])  # relative to the dataset
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["ingest"]["images"] == 36
     assert metrics["ingest"]["skipped_files"][0]["path"] == "red/broken.jpg"
