@@ -13,6 +13,7 @@ import pandas as pd
 from helpers import make_classes, png_bytes
 from plotly.callbacks import InputDeviceState, Points
 
+from embedscope.decisions import read_decisions
 from embedscope.explore.live import LiveExplorer
 
 EVIL = "<img src=x onerror=alert(1)>.png"
@@ -55,3 +56,38 @@ def test_hover_click_filter_colour_and_selection(tmp_path: Path) -> None:
     sel = Points(point_inds=[0, 1], trace_index=0)
     live.fig.data[0]._dispatch_on_selection(sel, state)
     assert len(live.selected) == 2 and set(live.selected["label"]) <= {"green", "red"}
+
+
+def test_selection_gallery_and_decisions_round_trip(tmp_path: Path) -> None:
+    live = _explorer(tmp_path)
+    assert live.gallery.children == () and "0 selected" in live.counter.value
+    live.buttons["drop"].click()  # nothing selected: refused, said as text
+    assert "nothing selected" in live.message.value and live.decisions.empty
+    red = live.fig.data[2]  # a box selection in the map arrives per trace
+    red._dispatch_on_selection(Points(point_inds=[0, 1, 3], trace_index=2), InputDeviceState())
+    rows = [int(red.customdata[i]) for i in (0, 1, 3)]
+    assert live.selected.index.tolist() == sorted(rows)
+    assert len(live.gallery.children) == 3
+    tile_text = [[c.value for c in t.children[1:]] for t in live.gallery.children]
+    assert [t[1] for t in tile_text] == live.points["path"][sorted(rows)].tolist()  # as text
+    assert [f"red/{EVIL}"] in [t[1:] for t in tile_text]  # the hostile name, as typed
+    assert all(t.children[0].value[:2] == b"\xff\xd8" for t in live.gallery.children)
+    live.new_label.value = "objects"  # a new label, typed in
+    live.buttons["relabel"].click()
+    assert live.gallery.children[0].children[1].value == "red → objects"
+    evil = int(live.points.index[live.points["path"] == f"red/{EVIL}"][0])
+    live.drop(rows=[evil])
+    live.tag("blurry")
+    live.tag("oops", rows=[0])
+    live.undo()  # takes back "oops"
+    assert "3 relabelled, 1 dropped" in live.counter.value
+    table = live.decisions
+    assert list(table.columns) == ["path", "label", "tags"]
+    by = table.set_index("path")
+    assert by.loc[f"red/{EVIL}"].tolist() == ["objects", "drop;blurry"]
+    assert set(by.index) == set(by.index[by["label"] == "objects"])
+    assert set(by.index) == set(live.points["path"][sorted(rows)])
+    out = live.save_decisions(tmp_path / "curated" / "decisions.csv")
+    pd.testing.assert_frame_equal(read_decisions(out), table)
+    live.buttons["clear selection"].click()
+    assert live.gallery.children == () and live.selected.empty
