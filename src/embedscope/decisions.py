@@ -151,6 +151,13 @@ def describe(report: dict) -> str:
     return "\n".join([head, *lines])
 
 
+def counts_line(table: pd.DataFrame) -> str:
+    """``N decided (a relabelled, b dropped)``: the counter every editor shows."""
+    dropped = int(table["tags"].map(lambda t: DROP in split_tags(t)).sum())
+    relabelled = int((table["label"] != "").sum())
+    return f"{len(table)} decided ({relabelled} relabelled, {dropped} dropped)"
+
+
 class DecisionLog:
     """Decisions made in an editor, kept as a list of operations (plain JSON, so a Dash store
     can hold it): ``undo`` removes the last one and ``table`` folds them into the CSV format.

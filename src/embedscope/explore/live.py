@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedscope.decisions import DROP, DecisionLog
+from embedscope.decisions import DecisionLog, counts_line
 from embedscope.explore.atlas import preview_jpeg, thumbnail_jpeg
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED
@@ -261,12 +261,9 @@ class LiveExplorer:
         """Counter and gallery after a selection or a decision."""
         import ipywidgets as w
 
-        table = self.decisions.set_index("path")
-        dropped = int(table["tags"].str.split(";").map(lambda t: DROP in t).sum())
-        self.counter.value = (
-            f"{len(self._selected)} selected · {len(table)} decided "
-            f"({int((table['label'] != '').sum())} relabelled, {dropped} dropped)"
-        )
+        table = self.decisions
+        self.counter.value = f"{len(self._selected)} selected · {counts_line(table)}"
+        table = table.set_index("path")
         shown = self._selected[: self.gallery_size]
         self.gallery_note.value = (
             f"showing {len(shown)} of {len(self._selected)} selected" if self._selected else ""
