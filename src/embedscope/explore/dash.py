@@ -24,13 +24,11 @@ import pandas as pd
 from embedscope.analyse import analyse
 from embedscope.decisions import DecisionLog, counts_line, decisions_csv
 from embedscope.explore.atlas import thumbnail_jpeg
+from embedscope.explore.live import GALLERY_SIZE
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED, load_manifest
 from embedscope.layout import Layout
 from embedscope.reduce import project
-
-#: Tiles the gallery shows at most (the first ones of the selection, in row order).
-GALLERY_SIZE = 48
 
 
 def figure(points: pd.DataFrame, labels: list[str] | None = None):
@@ -83,6 +81,13 @@ def camera_view(points: pd.DataFrame, camera: dict | None = None) -> pd.DataFram
     right /= np.linalg.norm(right)
     screen_up = np.cross(right, look)
     return points.drop(columns=["z"]).assign(x=xyz @ right, y=xyz @ screen_up)
+
+
+def selection_view(points: pd.DataFrame, camera: dict | None = None, labels=None):
+    """The 2D figure a 3D map is selected in: :func:`camera_view` at equal scale on both axes,
+    lasso ready, its legend left to the 3D map's."""
+    view = figure(camera_view(points, camera), labels)
+    return view.update_layout(dragmode="lasso", showlegend=False, yaxis={"scaleanchor": "x"})
 
 
 def _vec(value: dict | None, default: tuple) -> np.ndarray:
@@ -260,7 +265,7 @@ class _Curation:
         sources = ["select-map"] if is3d else ["map"]
         self.views = []
         if is3d:
-            view = figure(camera_view(points)).update_layout(dragmode="lasso")
+            view = selection_view(points)
             self.views = [
                 dcc.Graph(
                     id="select-map",
@@ -370,8 +375,7 @@ class _Curation:
                 camera = (relayout or {}).get("scene.camera")
                 if camera is None and ctx.triggered_id == "map":
                     return no_update  # a zoom or a legend click: the view stays
-                view = figure(camera_view(points, camera), labels)
-                return view.update_layout(dragmode="lasso")
+                return selection_view(points, camera, labels)
 
         self.tile_clicks = Input({"type": "tile", "row": ALL}, "n_clicks")
 
