@@ -106,10 +106,11 @@ def test_hover_shows_the_tooltip_image_and_label(server) -> None:
         browser.close()
 
 
-def _call(client, outputs: list[str], inputs: dict, state: dict | None = None):
+def _call(client, outputs: list[str], inputs: dict, state: dict | None = None, changed=None):
     """POST one callback to Dash's endpoint, as the browser does; ``outputs`` are
-    ``"id.prop"``, ``inputs`` and ``state`` map ``"id.prop"`` to values (the first input is
-    the one that changed). Returns the response's ``{id: {prop: value}}``."""
+    ``"id.prop"``, ``inputs`` and ``state`` map ``"id.prop"`` to values in the callback's
+    order; ``changed`` (default: the first input) is the one that fired. Returns the
+    response's ``{id: {prop: value}}``."""
 
     def spec(key: str, value=None) -> dict:
         ident, prop = key.rsplit(".", 1)
@@ -121,7 +122,7 @@ def _call(client, outputs: list[str], inputs: dict, state: dict | None = None):
         "outputs": [spec(o) for o in outputs] if many else spec(outputs[0]),
         "inputs": [spec(k, v) for k, v in inputs.items()],
         "state": [spec(k, v) for k, v in (state or {}).items()],
-        "changedPropIds": [next(iter(inputs))],
+        "changedPropIds": [changed or next(iter(inputs))],
     }
     reply = client.post("/_dash-update-component", json=payload)
     assert reply.status_code == 200, reply.get_data(as_text=True)[:500]
@@ -162,11 +163,12 @@ def test_3d_selection_view_gallery_decisions_and_download(dataset, tmp_path: Pat
     assert rows["selection"]["data"] == sorted(blue)
 
     def decide(button: str, ops: list, label: str = "", tag: str = "") -> dict:
-        clicks = {f"{b}.n_clicks": int(b == button) for b in ("relabel", "tag", "drop", "undo")}
-        clicks = {f"{button}.n_clicks": 1, **clicks}  # the clicked one first: it changed
+        clicks = {
+            f"{b}.n_clicks": int(b == button) for b in ("relabel", "tag", "drop", "accept", "undo")
+        }
         state = {"selection.data": sorted(blue), "ops.data": ops, "new-label.value": label,
                  "new-tag.value": tag}  # fmt: skip
-        return _call(client, ["ops.data", "message.children"], clicks, state)
+        return _call(client, ["ops.data", "message.children"], clicks, state, f"{button}.n_clicks")
 
     out = decide("relabel", [], label="purple")
     ops = out["ops"]["data"]
@@ -175,13 +177,20 @@ def test_3d_selection_view_gallery_decisions_and_download(dataset, tmp_path: Pat
     ops = decide("undo", ops)["ops"]["data"]
     refused = decide("tag", ops, tag="a;b")
     assert "without" in refused["message"]["children"] and "ops" not in refused
+    refused = decide("accept", ops)  # solid colours: every suggestion is the image's own label
+    assert "no selected image has a suggestion" in refused["message"]["children"]
+    # the 3D map rings the selection (its scenes have no selection styling of their own)
+    shown_now = {"labels.value": ["red", "green", "blue"], "selection.data": sorted(blue)}
+    ringed = _call(client, ["map.figure"], shown_now, changed="selection.data")
+    last = ringed["map"]["figure"]["data"][-1]
+    assert last["name"] == "selection (3)" and _array(last["customdata"]).tolist() == sorted(blue)
     gallery = _call(client, ["gallery.children", "gallery-note.children", "counter.children"],
                     {"selection.data": sorted(blue), "ops.data": ops})  # fmt: skip
     tiles = gallery["gallery"]["children"]
     assert len(tiles) == 3 and "3 relabelled, 3 dropped" in gallery["counter"]["children"]
     texts = [[c["props"].get("children") for c in t["props"]["children"][1:]] for t in tiles]
     assert texts[0][:2] == ["blue → purple", points["path"][sorted(blue)[0]]]
-    assert texts[0][2] == "drop"
+    assert texts[0][2:] == ["", "drop"]  # no suggestion to show, then the tags
     sent = _call(client, ["download.data"], {"download-decisions.n_clicks": 1}, {"ops.data": ops})
     sent = sent["download"]["data"]
     assert sent["filename"] == "decisions.csv"

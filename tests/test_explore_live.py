@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from helpers import make_classes, png_bytes
 from plotly.callbacks import InputDeviceState, Points
 
@@ -27,6 +28,10 @@ def _explorer(tmp_path: Path) -> LiveExplorer:
     pts = pd.DataFrame(rng.normal(size=(len(rels), 3)), columns=list("xyz"))
     pts["path"], pts["label"] = rels, [r.split("/")[0] for r in rels]
     pts["mislabel_score"] = np.linspace(0, 1, len(rels))
+    pts["suggested_label"] = [
+        "green" if r.startswith("blue/blue_0") else r.split("/")[0] for r in rels
+    ]
+    pts["suggested_share"] = 0.75
     nbrs = np.array([[(i + k) % len(rels) for k in range(1, 5)] for i in range(len(rels))])
     return LiveExplorer(pts, root, neighbors=nbrs)
 
@@ -87,6 +92,14 @@ def test_selection_gallery_and_decisions_round_trip(tmp_path: Path) -> None:
     assert by.loc[f"red/{EVIL}"].tolist() == ["objects", "drop;blurry"]
     assert set(by.index) == set(by.index[by["label"] == "objects"])
     assert set(by.index) == set(live.points["path"][sorted(rows)])
+    blue0 = int(live.points.index[live.points["path"].str.startswith("blue/blue_0")][0])
+    live.select([blue0, evil])  # only blue_0's suggestion differs from its label
+    assert [c.value for c in live.gallery.children[0].children[1:]][-1] == "suggests green (75%)"
+    live.buttons["accept suggestion"].click()
+    assert live.decisions.set_index("path")["label"][live.points["path"][blue0]] == "green"
+    live.undo()
+    with pytest.raises(ValueError, match="no selected image has a suggestion"):
+        live.accept_suggestion(rows=[evil])
     out = live.save_decisions(tmp_path / "curated" / "decisions.csv")
     pd.testing.assert_frame_equal(read_decisions(out), table)
     live.buttons["clear selection"].click()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from embedscope.ingest import DROPPED_REASON, load_manifest, mark_duplicates
+from embedscope.ingest import DROPPED_REASON, UNLABELLED, load_manifest, mark_duplicates
 from embedscope.layout import Layout, write_atomic, write_parquet
 
 #: The columns of a decisions file, in this order.
@@ -151,11 +151,36 @@ def describe(report: dict) -> str:
     return "\n".join([head, *lines])
 
 
+def suggestions(points: pd.DataFrame, rows: Iterable[int]) -> dict[str, str]:
+    """Path -> ``suggested_label`` of ``rows`` of a points table, where the suggestion is a
+    real label other than the image's own (what "accept suggestion" relabels)."""
+    if "suggested_label" not in points.columns:
+        return {}
+    sel = points.iloc[list(rows)]
+    new = sel["suggested_label"].astype(str)
+    keep = (new != sel["label"].astype(str)) & (new != UNLABELLED) & sel["suggested_label"].notna()
+    return dict(zip(sel["path"][keep].astype(str), new[keep], strict=True))
+
+
+def suggestion_text(point: pd.Series) -> str:
+    """``suggests flags (73%)`` when a point's suggested label differs from its label."""
+    new = point.get("suggested_label")
+    if new is None or pd.isna(new) or new in (point["label"], UNLABELLED):
+        return ""
+    return f"suggests {new} ({float(point['suggested_share']):.0%})"
+
+
 def counts_line(table: pd.DataFrame) -> str:
     """``N decided (a relabelled, b dropped)``: the counter every editor shows."""
     dropped = int(table["tags"].map(lambda t: DROP in split_tags(t)).sum())
     relabelled = int((table["label"] != "").sum())
     return f"{len(table)} decided ({relabelled} relabelled, {dropped} dropped)"
+
+
+def _values(op: dict) -> list[str]:
+    """An operation's value per path: one for all, or a list (one per path)."""
+    value = op["value"]
+    return list(value) if isinstance(value, list) else [value] * len(op["paths"])
 
 
 class DecisionLog:
@@ -189,6 +214,13 @@ class DecisionLog:
     def drop(self, paths: Iterable[str]) -> None:
         self._add("tag", paths, DROP)
 
+    def relabel_each(self, labels: dict[str, str]) -> None:
+        """Give each path its own new label in one step (one undo): "accept suggestion"."""
+        labels = {str(p): str(v).strip() for p, v in labels.items() if str(v).strip()}
+        if not labels:
+            raise ValueError("nothing to relabel: no selected image has a suggestion")
+        self.ops.append({"op": "label", "paths": list(labels), "value": list(labels.values())})
+
     def undo(self) -> dict | None:
         """Forget the last operation; returns it (None when there was none)."""
         return self.ops.pop() if self.ops else None
@@ -197,9 +229,9 @@ class DecisionLog:
     def table(self) -> pd.DataFrame:
         """One row per decided path, in the order they were first decided."""
         rows = [
-            (path, *((op["value"], "") if op["op"] == "label" else ("", op["value"])))
+            (path, *((value, "") if op["op"] == "label" else ("", value)))
             for op in self.ops
-            for path in op["paths"]
+            for path, value in zip(op["paths"], _values(op), strict=True)
         ]
         return _per_path(pd.DataFrame(rows, columns=list(COLUMNS)))
 

@@ -22,7 +22,13 @@ import numpy as np
 import pandas as pd
 
 from embedscope.analyse import analyse
-from embedscope.decisions import DecisionLog, counts_line, decisions_csv
+from embedscope.decisions import (
+    DecisionLog,
+    counts_line,
+    decisions_csv,
+    suggestion_text,
+    suggestions,
+)
 from embedscope.explore.atlas import thumbnail_jpeg
 from embedscope.explore.live import GALLERY_SIZE
 from embedscope.explore.palette import class_colour, class_order
@@ -31,9 +37,14 @@ from embedscope.layout import Layout
 from embedscope.reduce import project
 
 
-def figure(points: pd.DataFrame, labels: list[str] | None = None):
+def figure(
+    points: pd.DataFrame, labels: list[str] | None = None, selected: list[int] | None = None
+):
     """One trace per label, always in the same order (hidden, not dropped, when filtered out),
-    so a hover's curve and point numbers name a row; plotly's own hover label is off."""
+    so a hover's curve and point numbers name a row; plotly's own hover label is off.
+
+    ``selected`` rows get ringed by one last trace in a 3D map, which has no selection styling
+    of its own (a 2D map highlights its box/lasso selection itself)."""
     import plotly.graph_objects as go
 
     is3d = "z" in points and points["z"].notna().any()
@@ -54,6 +65,20 @@ def figure(points: pd.DataFrame, labels: list[str] | None = None):
         else:
             # SVG scatter: WebGL's hover events carry no customdata
             fig.add_trace(go.Scatter(x=sel["x"], y=sel["y"], **common))
+    if is3d and selected:
+        sel = points.iloc[selected]
+        fig.add_trace(
+            go.Scatter3d(
+                x=sel["x"],
+                y=sel["y"],
+                z=sel["z"],
+                name=f"selection ({len(sel)})",
+                mode="markers",
+                customdata=sel.index.to_numpy(),
+                hoverinfo="none",
+                marker=dict(size=7, symbol="circle-open", color="#111111"),
+            )
+        )
     fig.update_layout(
         margin=dict(l=0, r=0, t=0, b=0),
         uirevision="keep",
@@ -111,6 +136,9 @@ def create_app(
     points = points.reset_index(drop=True)
     points["label"] = points["label"].fillna(UNLABELLED).astype(str)
     _, per_image = analyse(layout, model)
+    points = points.assign(
+        suggested_label=per_image["suggested_label"], suggested_share=per_image["suggested_share"]
+    )
     neighbors = np.asarray(per_image["neighbors"])
     _, root = load_manifest(layout)
     files = [root / p for p in points["path"]]
@@ -144,6 +172,7 @@ def create_app(
             abort(404)
         return send_file(io.BytesIO(data), mimetype="image/jpeg")
 
+    is3d = "z" in points and points["z"].notna().any()
     classes = class_order(points["label"])
     trace_rows = [points.index[points["label"] == c].to_numpy() for c in classes]
 
@@ -246,9 +275,16 @@ def create_app(
             html.Div(thumbs),
         ]
 
-    @app.callback(Output("map", "figure"), Input("labels", "value"), prevent_initial_call=True)
-    def filter_labels(values):
-        return figure(points, values)
+    @app.callback(
+        Output("map", "figure"),
+        Input("labels", "value"),
+        Input("selection", "data"),
+        prevent_initial_call=True,
+    )
+    def redraw(values, selected):
+        if ctx.triggered_id == "selection" and not is3d:
+            return no_update  # plotly keeps and highlights a 2D selection itself
+        return figure(points, values, selected if is3d else None)
 
     return app
 
@@ -287,6 +323,7 @@ class _Curation:
             dcc.Input(id="new-tag", placeholder="tag"),
             button("tag", "tag"),
             button("drop", "drop"),
+            button("accept", "accept suggestion"),
             button("undo", "undo"),
             button("download-decisions", "download decisions"),
             dcc.Download(id="download"),
@@ -317,6 +354,7 @@ class _Curation:
             Input("relabel", "n_clicks"),
             Input("tag", "n_clicks"),
             Input("drop", "n_clicks"),
+            Input("accept", "n_clicks"),
             Input("undo", "n_clicks"),
             State("selection", "data"),
             State("ops", "data"),
@@ -324,13 +362,14 @@ class _Curation:
             State("new-tag", "value"),
             prevent_initial_call=True,
         )
-        def decide(_relabel, _tag, _drop, _undo, rows, ops, label, tag):
+        def decide(_relabel, _tag, _drop, _accept, _undo, rows, ops, label, tag):
             log = DecisionLog(ops)
             paths = points["path"].iloc[rows or []].tolist()
             act = {
                 "relabel": lambda: log.relabel(paths, label or ""),
                 "tag": lambda: log.tag(paths, tag or ""),
                 "drop": lambda: log.drop(paths),
+                "accept": lambda: log.relabel_each(suggestions(points, rows or [])),
                 "undo": log.undo,
             }[ctx.triggered_id]
             try:
@@ -386,6 +425,7 @@ class _Curation:
         path, label = self.points["path"][row], self.points["label"][row]
         new = decided["label"].get(path, "")
         tags = decided["tags"].get(path, "")
+        hint = suggestion_text(self.points.iloc[row])
         small = {"fontSize": "11px", "wordBreak": "break-all"}
         return html.Div(
             id={"type": "tile", "row": int(row)},
@@ -396,6 +436,7 @@ class _Curation:
                 html.Img(src=f"/thumb/{row}", style={"width": "96px", "height": "96px"}),
                 html.Div(f"{label} → {new}" if new else label, style={"fontWeight": "600"}),
                 html.Div(path, style=small),
+                html.Div(hint, style=small),
                 html.Div(tags.replace(";", ", "), style=small),
             ],
         )

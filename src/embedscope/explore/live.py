@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedscope.decisions import DecisionLog, counts_line
+from embedscope.decisions import DecisionLog, counts_line, suggestion_text, suggestions
 from embedscope.explore.atlas import preview_jpeg, thumbnail_jpeg
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED
@@ -111,6 +111,7 @@ class LiveExplorer:
             "relabel": lambda: self.relabel(self.new_label.value),
             "tag": lambda: self.tag(self.new_tag.value),
             "drop": self.drop,
+            "accept suggestion": self.accept_suggestion,
             "undo": self.undo,
             "clear selection": self.clear_selection,
         }
@@ -119,7 +120,8 @@ class LiveExplorer:
             self.buttons[name].on_click(lambda _, act=act: self._act(act))
         b = self.buttons
         controls = w.HBox(
-            [self.new_label, b["relabel"], self.new_tag, b["tag"], b["drop"], b["undo"]]
+            [self.new_label, b["relabel"], self.new_tag, b["tag"], b["drop"]]
+            + [b["accept suggestion"], b["undo"]]
         )
         status = w.HBox([b["clear selection"], self.counter, self.message])
         self._refresh()
@@ -243,6 +245,12 @@ class LiveExplorer:
         self.log.drop(self._paths(rows))
         self._refresh()
 
+    def accept_suggestion(self, rows=None) -> None:
+        """Relabel ``rows`` (default: the selection) to their ``suggested_label`` where it
+        differs from their label (the neighbours' similarity-weighted majority)."""
+        self.log.relabel_each(suggestions(self.points, self._selected if rows is None else rows))
+        self._refresh()
+
     def undo(self) -> None:
         """Take back the last relabel, tag or drop."""
         self.log.undo()
@@ -273,8 +281,8 @@ class LiveExplorer:
             path, label = self.points["path"][row], self.points["label"][row]
             new, tags = table["label"].get(path, ""), table["tags"].get(path, "")
             text = [w.Label(f"{label} → {new}" if new else label), w.Label(path)]
-            if tags:
-                text.append(w.Label(tags.replace(";", ", ")))
+            hints = (suggestion_text(self.points.iloc[row]), tags.replace(";", ", "))
+            text += [w.Label(t) for t in hints if t]
             picture = w.Image(value=self._thumb(row, 96), format="jpeg", width=96, height=96)
             tiles.append(w.VBox([picture, *text], layout=w.Layout(width="104px")))
         self.gallery.children = tiles
