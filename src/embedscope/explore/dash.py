@@ -229,10 +229,13 @@ def create_app(
     )
 
     def caption(row: int) -> list:
-        """Label and path as Dash text children: rendered as text, never as HTML."""
+        """Label, path and the neighbours' suggestion as Dash text children: rendered as text,
+        never as HTML."""
+        small = {"fontSize": "11px", "wordBreak": "break-all"}
         return [
             html.Div(points["label"][row], style={"fontWeight": "600"}),
-            html.Div(points["path"][row], style={"fontSize": "11px", "wordBreak": "break-all"}),
+            html.Div(points["path"][row], style=small),
+            html.Div(suggestion_text(points.iloc[row]), style=small),
         ]
 
     def card(row: int, size: int) -> list:
