@@ -102,5 +102,9 @@ def test_selection_gallery_and_decisions_round_trip(tmp_path: Path) -> None:
         live.accept_suggestion(rows=[evil])
     out = live.save_decisions(tmp_path / "curated" / "decisions.csv")
     pd.testing.assert_frame_equal(read_decisions(out), table)
+    state = InputDeviceState()
+    for k, trace in enumerate(live.fig.data):  # a new box arrives at every trace: it replaces
+        trace._dispatch_on_selection(Points(point_inds=[0] if k else [], trace_index=k), state)
+    assert len(live.selected) == len(live.fig.data) - 1
     live.buttons["clear selection"].click()
     assert live.gallery.children == () and live.selected.empty

@@ -176,6 +176,7 @@ class LiveExplorer:
             trace.on_hover(self._on_hover)
             trace.on_click(self._on_click)
             trace.on_selection(self._on_selection)
+            trace.on_deselect(lambda *_: self.clear_selection())  # a double click
 
     def show(self, row: int, *, large: bool = False) -> None:
         """Put one point's image (a thumbnail, or a larger view read from the original file),
@@ -209,9 +210,12 @@ class LiveExplorer:
                 for j in self.neighbors[row][:8]
             ]
 
-    def _on_selection(self, trace, points, state) -> None:
+    def _on_selection(self, trace, points, selector) -> None:
+        """plotly reports one box/lasso to every trace in order, so trace 0 starts a new
+        selection (shift-select arrives from plotly as the union already)."""
         rows = [int(trace.customdata[i]) for i in points.point_inds]
-        self.select(sorted(set(self._selected) | set(rows)))
+        before = [] if points.trace_index == 0 else self._selected
+        self.select(sorted(set(before) | set(rows)))
 
     def select(self, rows) -> None:
         """Make ``rows`` (point numbers) the selection and show them in the gallery."""
