@@ -9,6 +9,7 @@ kernel. Plotly cannot put an image in its own hover label, so the page draws its
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import math
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 POSITION_COLUMNS = ("x", "y", "z", "label", "path")
 #: Bookkeeping columns other stages carry along that are meaningless as colours.
 IGNORED_COLUMNS = ("row", "sha256")
+#: Per-point suggestion from analyse (neighbours' weighted majority label and its share): shown
+#: in the gallery and hover card and accepted as a decision, not offered as a colour.
+SUGGESTION_COLUMNS = ("suggested_label", "suggested_share")
 #: A non-numeric (or small-integer) column with more distinct values than this is not offered.
 MAX_CATEGORIES = 40
 #: Neighbours shown per point: a 4 x 3 grid stays readable and keeps the JSON small.
@@ -87,6 +91,8 @@ def write_explorer(
         "colours": [class_colour(c, k) for k, c in enumerate(classes)],
         "path": paths,
         "columns": _extra_columns(points),
+        "suggested": _suggestions(points),
+        "key": report_key(title, paths, labels),
         "neighbors": near,
         "thumb": thumbs.tolist(),
         "cell": thumb_size,
@@ -162,7 +168,7 @@ def _extra_columns(points: pd.DataFrame) -> list[dict[str, Any]]:
     columns (text, booleans, a few distinct integers such as cluster ids) get a legend."""
     out: list[dict[str, Any]] = []
     for name in points.columns:
-        if name in POSITION_COLUMNS or name in IGNORED_COLUMNS:
+        if name in (*POSITION_COLUMNS, *IGNORED_COLUMNS, *SUGGESTION_COLUMNS):
             continue
         col = points[name]
         distinct = col.dropna().unique()
@@ -171,12 +177,36 @@ def _extra_columns(points: pd.DataFrame) -> list[dict[str, Any]]:
         if numeric and not few_ints:
             out.append({"name": str(name), "kind": "number", "values": _numbers(col, 4)})
         elif 0 < len(distinct) <= MAX_CATEGORIES:
-            text = [None if pd.isna(v) else str(v) for v in col.tolist()]
-            cats = sorted({t for t in text if t is not None}, key=_natural)
-            pos = {c: k for k, c in enumerate(cats)}
-            codes = [-1 if t is None else pos[t] for t in text]
+            cats, codes = _categories(col)
             out.append({"name": str(name), "kind": "category", "categories": cats, "codes": codes})
     return out
+
+
+def _suggestions(points: pd.DataFrame) -> dict[str, Any] | None:
+    """Suggested label per point as a code into ``names`` (-1: none) and its share, when
+    analyse provided both columns."""
+    if not set(SUGGESTION_COLUMNS) <= set(points.columns):
+        return None
+    names, codes = _categories(points["suggested_label"])
+    return {"names": names, "codes": codes, "share": _numbers(points["suggested_share"], 3)}
+
+
+def _categories(col: pd.Series) -> tuple[list[str], list[int]]:
+    """Distinct values as text in natural order, and each row's code into them (-1: missing)."""
+    text = [None if pd.isna(v) or str(v) == "" else str(v) for v in col.tolist()]
+    cats = sorted({t for t in text if t is not None}, key=_natural)
+    pos = {c: k for k, c in enumerate(cats)}
+    return cats, [-1 if t is None else pos[t] for t in text]
+
+
+def report_key(title: str, paths: list[str], labels: list[str]) -> str:
+    """Names the page's saved decisions in the browser's storage: the title plus a digest of
+    what the decisions refer to (paths and their labels), so two reports never share them and
+    a report rebuilt after its decisions were applied starts clean."""
+    digest = hashlib.sha256()
+    for path, label in zip(paths, labels, strict=True):
+        digest.update(f"{path}\0{label}\n".encode())
+    return f"{title} · {digest.hexdigest()[:16]}"
 
 
 def _natural(text: str) -> tuple[int, float | str]:
