@@ -184,7 +184,8 @@
     $("select-none").disabled = !n; $("download-selection").disabled = !n;
     paintVeil();
     requestAnimationFrame(() => {  // highlighted on screen: mouse-up (or click) to here, for `make bench`
-      window.embedscope.timing.selectMs = performance.now() - t0;
+      const timing = window.embedscope.timing;
+      timing.selectMs = performance.now() - t0; timing.selections++;
       document.body.dataset.selected = n;
       setTimeout(renderGallery, 0);
     });
@@ -383,8 +384,8 @@
     const out = [], ring = (idx, name, marker, legend) => idx.length && out.push(points(idx, {name: name,
       uid: "ov_" + name.split(" ")[0], hoverinfo: "skip", showlegend: legend !== false, marker: marker}));
     const relabelled = [], dropped = [], tagged = [];
-    decisions.forEach((d, i) => { if (d.label !== null) relabelled.push(i);
-      if (d.tags.includes("drop")) dropped.push(i); else if (d.label === null) tagged.push(i); });
+    decisions.forEach((d, i) => { if (d.label !== null) relabelled.push(i);  // as decisionCounts()
+      if (d.tags.includes("drop")) dropped.push(i); if (d.tags.some((t) => t !== "drop")) tagged.push(i); });
     ring(relabelled, "relabelled · " + relabelled.length, {size: is3d ? 7 : 12, symbol: "diamond-open", color: "#111827"});
     ring(dropped, "dropped · " + dropped.length, {size: is3d ? 6 : 10, symbol: "x", color: "#c0262d"});
     ring(tagged, "tagged · " + tagged.length, {size: is3d ? 7 : 12, symbol: "square-open", color: "#6a3d9a"});
@@ -669,5 +670,5 @@
     if ((e.ctrlKey || e.metaKey) && e.key === "z") undo();
   });
   window.embedscope = {data: D, pin: pin, redraw: redraw, choose: choose, screenPositions: screenPositions,
-    selected: () => Array.from(chosenList), decisionsCsv: decisionsCsv, timing: {}};
+    selected: () => Array.from(chosenList), decisionsCsv: decisionsCsv, timing: {selectMs: null, selections: 0}};
 })();
