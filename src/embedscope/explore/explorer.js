@@ -590,7 +590,8 @@
     const grid = $("grid"), pages = Math.max(1, Math.ceil(nChosen / PAGE));
     galleryPage = Math.min(galleryPage, pages - 1);
     $("gallery-count").textContent = nChosen ? plural(nChosen, "image") : "";
-    $("gallery-empty").hidden = nChosen > 0; $("gallery-body").hidden = !nChosen;
+    $("gallery-empty").hidden = nChosen > 0; $("gallery-body").hidden = $("gallery-pager").hidden = !nChosen;
+    $("gallery").classList.toggle("open", nChosen > 0);
     $("page").textContent = "page " + (galleryPage + 1) + " of " + pages;
     $("prev").disabled = galleryPage === 0; $("next").disabled = galleryPage >= pages - 1;
     const s = SORTS[Number($("sort").value)];
