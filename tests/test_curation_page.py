@@ -62,7 +62,8 @@ def project3d(page: Any) -> np.ndarray:
         """() => { const gd = document.getElementById('plot'), L = gd._fullLayout, sc = L.scene,
             d = window.embedscope.data;
             return {cam: sc.camera, aspect: sc.aspectratio, size: L._size, domain: sc.domain,
-                    ranges: ['xaxis', 'yaxis', 'zaxis'].map(a => sc[a].range), xyz: [d.x, d.y, d.z]}; }"""
+                    ranges: ['xaxis', 'yaxis', 'zaxis'].map(a => sc[a].range),
+                    xyz: [d.x, d.y, d.z]}; }"""
     )
     c = s["cam"]
     eye, centre, up = (np.array([c[k][a] for a in "xyz"], float) for k in ("eye", "center", "up"))
@@ -80,7 +81,11 @@ def project3d(page: Any) -> np.ndarray:
     model = (xyz - (lo + hi) / 2) / (hi - lo) * aspect
     eye_space = np.c_[model, np.ones(len(model))] @ view.T
     depth = -eye_space[:, 2]
-    sx = size["l"] + dom["x"][0] * size["w"] + 0.5 * (1 + focal * h / w * eye_space[:, 0] / depth) * w
+    sx = (
+        size["l"]
+        + dom["x"][0] * size["w"]
+        + 0.5 * (1 + focal * h / w * eye_space[:, 0] / depth) * w
+    )
     sy = size["t"] + (1 - dom["y"][1]) * size["h"] + 0.5 * (1 - focal * eye_space[:, 1] / depth) * h
     return np.c_[sx, sy]
 
@@ -89,7 +94,8 @@ def project2d(page: Any, data: np.ndarray | None = None) -> np.ndarray:
     """Screen pixels (relative to #plot) of ``data`` (default: every point) from the axes'
     ranges, offsets and lengths."""
     s = page.evaluate(
-        """() => { const L = document.getElementById('plot')._fullLayout, d = window.embedscope.data;
+        """() => { const L = document.getElementById('plot')._fullLayout;
+            const d = window.embedscope.data;
             const ax = (a) => ({range: a.range, offset: a._offset, length: a._length});
             return {x: ax(L.xaxis), y: ax(L.yaxis), xy: [d.x, d.y]}; }"""
     )
@@ -266,7 +272,9 @@ def test_lasso_in_2d_and_every_rule(browser, library, tmp_path) -> None:
     p.page.wait_for_function("() => document.body.dataset.selected === '4'")
     assert set(p.page.evaluate("() => window.embedscope.selected()")) == {5, 6, 7, 8}
     p.page.click("#detail button:has-text('Select its cluster')")
-    p.page.wait_for_function("(n) => document.body.dataset.selected === String(n)", arg=len(range(1, n, 4)))
+    p.page.wait_for_function(
+        "(n) => document.body.dataset.selected === String(n)", arg=len(range(1, n, 4))
+    )
     assert set(p.page.evaluate("() => window.embedscope.selected()")) == set(range(1, n, 4))
 
     # the selection is highlighted over the dimmed map: a selected point's pixel is its
@@ -274,7 +282,8 @@ def test_lasso_in_2d_and_every_rule(browser, library, tmp_path) -> None:
     colours = p.page.evaluate(
         """() => { const v = document.getElementById('veil'), c = v.getContext('2d'),
             p = window.embedscope.screenPositions([1, 2]);
-            return [0, 1].map(k => Array.from(c.getImageData(Math.round(p[2*k]), Math.round(p[2*k+1]), 1, 1).data)); }"""
+            const at = (k) => c.getImageData(Math.round(p[2*k]), Math.round(p[2*k+1]), 1, 1);
+            return [0, 1].map(k => Array.from(at(k).data)); }"""
     )
     assert colours[0][3] == 255 and colours[1][:3] == [255, 255, 255] and 0 < colours[1][3] < 255
     p.assert_safe()
@@ -303,7 +312,9 @@ def test_gallery_decisions_storage_and_downloads(browser, library, tmp_path) -> 
     out = write_explorer(pts, root, tmp_path / "g.html", title="curate <me>")
     p = base.Page(browser, out)
     p.page.evaluate("() => localStorage.clear()")
-    p.page.evaluate("() => window.embedscope.choose([...Array(%d).keys()], 'replace', 0)" % len(rels))
+    p.page.evaluate(
+        "(n) => window.embedscope.choose([...Array(n).keys()], 'replace', 0)", len(rels)
+    )
     p.page.wait_for_selector("#grid .tile")
     tiles = p.page.locator("#grid .tile")
     assert tiles.count() == len(rels) and p.page.locator("#gallery-count").text_content() == (
@@ -335,7 +346,9 @@ def test_gallery_decisions_storage_and_downloads(browser, library, tmp_path) -> 
 
     def on_tile(i: int, action: str, text: str | None = None) -> None:
         p.page.locator(f"#grid .tile[data-index='{i}']").click()
-        p.page.wait_for_function("(i) => document.getElementById('detail').dataset.index == i", arg=i)
+        p.page.wait_for_function(
+            "(i) => document.getElementById('detail').dataset.index == i", arg=i
+        )
         if text is not None:
             p.page.fill("#detail .new-" + ("label" if action == "Set label" else "tag"), text)
         p.page.click(f"#detail button:has-text('{action}')")
@@ -389,7 +402,9 @@ def test_gallery_decisions_storage_and_downloads(browser, library, tmp_path) -> 
     assert _decided(p) == {"relabelled": 0, "dropped": 0, "tagged": 0}
 
     # another report (other labels) never sees these decisions
-    other = write_explorer(pts.assign(label="blue"), root, tmp_path / "g2.html", title="curate <me>")
+    other = write_explorer(
+        pts.assign(label="blue"), root, tmp_path / "g2.html", title="curate <me>"
+    )
     keys = [_key(out), _key(other)]
     assert keys[0] != keys[1] and keys[0].startswith("curate <me> · ")
     p.assert_safe()
