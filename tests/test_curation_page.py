@@ -19,6 +19,7 @@ from helpers import make_classes, png_bytes
 from matplotlib.path import Path as Polygon
 
 from embedscope.explore import write_explorer
+from embedscope.ingest import SAMPLE_DIR
 
 browser = base.browser  # one Chromium for this module too
 EVIL = base.EVIL
@@ -154,7 +155,8 @@ def settle(p: base.Page) -> None:
     """Wait until the map has its final size (the gallery opens below it on a selection)."""
     p.page.wait_for_function(
         """() => { const gd = document.getElementById('plot'), L = gd._fullLayout;
-            return L.width === gd.clientWidth && L.height === gd.clientHeight; }"""
+            const r = gd.getBoundingClientRect();
+            return Math.abs(L.width - r.width) < 1 && Math.abs(L.height - r.height) < 1; }"""
     )
     p.page.wait_for_timeout(100)  # the 3D camera matrices follow on the next frame
 
@@ -429,5 +431,80 @@ def test_page_without_suggestions_has_no_suggestion_controls(browser, library, t
     p.page.evaluate("() => window.embedscope.choose([0, 1], 'replace', 0)")
     p.page.wait_for_selector("#grid .tile")
     assert p.page.locator("button:has-text('Accept suggestion'), .suggested").count() == 0
+    p.assert_safe()
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def sample_report(tmp_path_factory: pytest.TempPathFactory, builtin_cache: Path) -> Path:
+    """The built-in sample through the real stages (ingest, MobileNetV2, PCA 3D, analyse) to
+    its explorer.html, as 04_explore writes it."""
+    from embedscope.analyse import analyse
+    from embedscope.embed import embed
+    from embedscope.ingest import ingest, load_manifest
+    from embedscope.layout import Layout
+    from embedscope.reduce import project
+
+    work = tmp_path_factory.mktemp("sample")
+    layout = Layout("sample", work / "data", work / "reports")
+    ingest("sample", layout)
+    embed(layout, "mobilenet_v2", progress=False)
+    coords, _ = project(layout, "pca", 3, model="mobilenet_v2", random_state=0)
+    _, per_image = analyse(layout, "mobilenet_v2")
+    _, root = load_manifest(layout)
+    extra = ("cluster", "mislabel_score", "outlier_score", "suggested_label", "suggested_share")
+    points = coords.assign(**{k: per_image[k] for k in extra if k in per_image})
+    return write_explorer(
+        points, root, layout.explorer, title="sample", neighbors=per_image["neighbors"]
+    )
+
+
+def test_sample_flags_in_3d_relabel_three_drop_two(browser, sample_report, tmp_path) -> None:
+    """The browser half of the round trip: box-select part of the flags cluster in 3D, relabel
+    three, drop two, download decisions.csv (01_download's ``decisions`` input)."""
+    p = base.Page(browser, sample_report)
+    data = p.page.evaluate("() => window.embedscope.data")
+    labels = np.array(data["classes"])[data["label"]]
+    xyz = np.array([data["x"], data["y"], data["z"]], float).T
+    lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+    ranges = {f"scene.{a}axis.range": [lo[k], hi[k]] for k, a in enumerate("xyz")}
+    p.page.evaluate("(r) => Plotly.relayout('plot', r)", ranges)
+    settle(p)
+    xy = project3d(p.page)
+    flags = labels == "flags"
+    assert flags.sum() > 20
+    centre = np.median(xy[flags], axis=0)
+    for half in range(10, 80, 4):  # a box in the flags cluster: mostly flags, at least five
+        box = clear_box(xy, centre, half)
+        inside = sorted(in_box(xy, box))
+        if sum(flags[inside]) >= 5:
+            break
+    assert flags[inside].mean() > 0.5, "the box sits in the flags cluster"
+    p.page.click("#tool [data-tool='box']")
+    assert drag(p, box_corners(box)) == set(inside)
+
+    chosen = [i for i in inside if flags[i]][:5]
+    tiles = p.page.locator("#grid .tile")
+    assert tiles.count() == len(inside)
+    for k, i in enumerate(chosen):
+        p.page.locator(f"#grid .tile[data-index='{i}']").click()
+        p.page.wait_for_function(
+            "(i) => document.getElementById('detail').dataset.index == i", arg=i
+        )
+        if k < 3:
+            p.page.fill("#detail .new-label", "symbols")
+            p.page.click("#detail button:has-text('Set label')")
+        else:
+            p.page.click("#detail button:has-text('Drop')")
+    assert _decided(p) == {"relabelled": 3, "dropped": 2, "tagged": 0}
+    p.page.screenshot(path=str(tmp_path / "gallery.png"))
+
+    name, head, *rows = _download(p, "#download-decisions")
+    paths = [data["path"][i] for i in chosen]
+    assert name == "decisions.csv" and head == ["path", "label", "tags"]
+    assert rows == sorted(
+        [[q, "symbols", ""] for q in paths[:3]] + [[q, "", "drop"] for q in paths[3:]]
+    )
+    assert all((SAMPLE_DIR / q).is_file() for q in paths), "paths relative to the dataset root"
     p.assert_safe()
     p.close()

@@ -665,7 +665,7 @@
   search.addEventListener("input", later);
   colour.addEventListener("change", redraw);
   document.addEventListener("keydown", (e) => {
-    if (e.target.tagName === "INPUT") return;
+    if (["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName)) return;
     if (e.key === "Escape") { if (!$("lightbox").hidden) $("lightbox").hidden = true; else if (pinned !== null) unpin(); else setTool("view"); }
     if (e.key === "b" || e.key === "l") setTool(e.key === "b" ? "box" : "lasso");
     if ((e.ctrlKey || e.metaKey) && e.key === "z") undo();
