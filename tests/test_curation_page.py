@@ -235,6 +235,17 @@ def test_lasso_in_2d_and_every_rule(browser, library, tmp_path) -> None:
     assert 3 <= len(want) < n
     p.page.click("#tool [data-tool='lasso']")
     assert drag(p, [tuple(v) for v in [*tri, tri[0]]]) == want
+    # a class hidden in the legend is not drawn, so a lasso does not take it
+    p.page.evaluate(
+        "() => Plotly.restyle('plot', {visible: 'legendonly'}, "
+        "[document.getElementById('plot').data.findIndex(t => t.name === 'blue')])"
+    )
+    xy = project2d(p.page)
+    tri = project2d(p.page, np.array([[-0.6, -0.15], [4.6, 2.7], [3.35, 4.15]]))
+    blue = {i for i, r in enumerate(rels) if r.startswith("blue/")}
+    want = set(np.flatnonzero(Polygon(tri).contains_points(xy)).tolist())
+    assert want & blue and drag(p, [tuple(v) for v in [*tri, tri[0]]]) == want - blue
+    p.page.evaluate("() => Plotly.restyle('plot', {visible: true})")
 
     def rule(field: str, value: str, op: str | None = None, modifiers: list[str] | None = None):
         p.page.select_option("#where-field", label=field)
@@ -366,6 +377,15 @@ def test_gallery_decisions_storage_and_downloads(browser, library, tmp_path) -> 
     legend = p.page.locator(".legendtext").all_text_contents()
     assert NEW_LABEL in legend, "the new label has a legend entry"
     assert {"relabelled · 2", "dropped · 2", "tagged · 1"} <= set(legend)
+
+    # the larger view: the atlas cell scaled up, and the page says that is what it is
+    p.page.click("#detail button:has-text('Enlarge')")
+    big = p.page.locator("#lightbox:not([hidden])")
+    assert big.locator(".thumb").evaluate("t => t.style.width") == "384px"
+    assert "thumbnail stored in this page" in big.text_content()
+    assert big.locator(".path").text_content() == paths[d]
+    big.click()
+    assert p.page.locator("#lightbox").is_hidden()
 
     suggested = pts["suggested_label"][b]
     want = sorted(
