@@ -310,9 +310,12 @@ def _decided(p: base.Page) -> dict[str, int]:
     )
 
 
-def _download(p: base.Page, button: str) -> list[list[str]]:
+def _download(p: base.Page, button: str, folder: Path | None = None) -> list[list[str]]:
+    """Click ``button``: the downloaded file's name and CSV rows (the file kept in ``folder``)."""
     with p.page.expect_download() as info:
         p.page.click(button)
+    if folder is not None:
+        info.value.save_as(folder / info.value.suggested_filename)
     text = Path(info.value.path()).read_text(encoding="utf-8")
     return [info.value.suggested_filename, *csv.reader(io.StringIO(text, newline=""))]
 
@@ -456,9 +459,9 @@ def test_page_without_suggestions_has_no_suggestion_controls(browser, library, t
 
 
 @pytest.fixture(scope="module")
-def sample_report(tmp_path_factory: pytest.TempPathFactory, builtin_cache: Path) -> Path:
+def sample_report(tmp_path_factory: pytest.TempPathFactory, builtin_cache: Path) -> Any:
     """The built-in sample through the real stages (ingest, MobileNetV2, PCA 3D, analyse) to
-    its explorer.html, as 04_explore writes it."""
+    its explorer.html, as 04_explore writes it; the layout comes along."""
     from embedscope.analyse import analyse
     from embedscope.embed import embed
     from embedscope.ingest import ingest, load_manifest
@@ -474,15 +477,18 @@ def sample_report(tmp_path_factory: pytest.TempPathFactory, builtin_cache: Path)
     _, root = load_manifest(layout)
     extra = ("cluster", "mislabel_score", "outlier_score", "suggested_label", "suggested_share")
     points = coords.assign(**{k: per_image[k] for k in extra if k in per_image})
-    return write_explorer(
-        points, root, layout.explorer, title="sample", neighbors=per_image["neighbors"]
-    )
+    write_explorer(points, root, layout.explorer, title="sample", neighbors=per_image["neighbors"])
+    return layout
 
 
 def test_sample_flags_in_3d_relabel_three_drop_two(browser, sample_report, tmp_path) -> None:
     """The browser half of the round trip: box-select part of the flags cluster in 3D, relabel
-    three, drop two, download decisions.csv (01_download's ``decisions`` input)."""
-    p = base.Page(browser, sample_report)
+    three, drop two, download decisions.csv (01_download's ``decisions`` input) and apply it
+    to the sample's manifest as the next run does."""
+    from embedscope.decisions import apply_decisions, read_decisions
+    from embedscope.ingest import load_manifest
+
+    p = base.Page(browser, sample_report.explorer)
     data = p.page.evaluate("() => window.embedscope.data")
     labels = np.array(data["classes"])[data["label"]]
     xyz = np.array([data["x"], data["y"], data["z"]], float).T
@@ -517,9 +523,8 @@ def test_sample_flags_in_3d_relabel_three_drop_two(browser, sample_report, tmp_p
         else:
             p.page.click("#detail button:has-text('Drop')")
     assert _decided(p) == {"relabelled": 3, "dropped": 2, "tagged": 0}
-    p.page.screenshot(path=str(tmp_path / "gallery.png"))
 
-    name, head, *rows = _download(p, "#download-decisions")
+    name, head, *rows = _download(p, "#download-decisions", tmp_path)
     paths = [data["path"][i] for i in chosen]
     assert name == "decisions.csv" and head == ["path", "label", "tags"]
     assert rows == sorted(
@@ -528,3 +533,10 @@ def test_sample_flags_in_3d_relabel_three_drop_two(browser, sample_report, tmp_p
     assert all((SAMPLE_DIR / q).is_file() for q in paths), "paths relative to the dataset root"
     p.assert_safe()
     p.close()
+
+    manifest, _ = load_manifest(sample_report)
+    applied, report = apply_decisions(manifest, read_decisions(tmp_path / "decisions.csv"))
+    assert (report["relabelled"], report["dropped"], report["unknown"]) == (3, 2, 0)
+    changed = applied.set_index("path").loc[paths]
+    assert changed["label"].tolist()[:3] == ["symbols"] * 3
+    assert changed["reason"].tolist()[3:] == ["dropped by decision"] * 2

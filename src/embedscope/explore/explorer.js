@@ -2,7 +2,8 @@
   "use strict";
   // explorer.html's own code: no framework, no network. Sections, in order: data, small DOM
   // helpers, labels and decisions (with undo and local storage), selection, screen projection
-  // and the box/lasso tool, plot traces, hover and pinned point, gallery, export, wiring.
+  // and the box/lasso tool, plot traces, the selection's highlight (a canvas veil), hover and
+  // pinned point, gallery, export, wiring.
 
   // ---- data --------------------------------------------------------------------------------
   const D = JSON.parse(document.getElementById("es-data").textContent);
