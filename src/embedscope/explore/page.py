@@ -4,7 +4,10 @@ plotly.js is inlined from the installed plotly package, the points travel as JSO
 thumbnails as a few sprite-atlas images, and the page's own ``explorer.css`` and ``explorer.js``
 are inlined at write time, so hovering a point shows its image without a server or a live
 kernel. Plotly cannot put an image in its own hover label, so the page draws its own card on
-``plotly_hover``; every label and path goes in as text, never HTML.
+``plotly_hover``; every label and path goes in as text, never HTML. The page also selects
+(box and lasso in 2D and 3D, or by rule), shows the selection as a gallery, records decisions
+(relabel, tag, drop; kept in the browser under :func:`report_key`) and downloads them as
+``decisions.csv`` for the next run.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ def write_explorer(
     """Write the self-contained explorer page for ``points`` to ``out`` (atomically).
 
     ``points`` has x, y, optional z (a 2D map when absent or all NaN), label, path relative to
-    ``image_root`` and any extra columns to colour by. ``neighbors`` (N, k) row positions feed
+    ``image_root`` and any extra columns to colour by; ``suggested_label`` with
+    ``suggested_share`` (from analyse) travel as each point's suggestion instead. ``neighbors`` (N, k) row positions feed
     the click panel. Beyond ``max_thumbnails`` points an evenly spread subset keeps thumbnails,
     so every class keeps some pictures while the file stays small enough to share.
     """
