@@ -59,8 +59,9 @@ def write_explorer(
     ``points`` has x, y, optional z (a 2D map when absent or all NaN), label, path relative to
     ``image_root`` and any extra columns to colour by; ``suggested_label`` with
     ``suggested_share`` (from analyse) travel as each point's suggestion instead. ``neighbors``
-    (N, k) row positions feed the click panel. Beyond ``max_thumbnails`` points an evenly spread subset keeps thumbnails,
-    so every class keeps some pictures while the file stays small enough to share.
+    (N, k) row positions feed the click panel. Beyond ``max_thumbnails`` points an evenly
+    spread subset keeps thumbnails, so every class keeps some pictures while the file stays
+    small enough to share.
     """
     from plotly.offline import get_plotlyjs
 
