@@ -1,6 +1,8 @@
 """The README's pictures, made from a real run rather than by hand (``make pictures``):
 
 - ``docs/explorer.png``: the built-in sample's ``explorer.html`` with a hover card open;
+- ``docs/gallery.png``: the same page with a box selection in 3D and its gallery
+  (``gallery_screenshot.py``);
 - ``docs/live-panel.png``: ``04_explore`` with ``mode="live"`` in a headless JupyterLab, after a
   real click on a point (larger image and neighbours in the panel).
 
@@ -14,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gallery_screenshot import screenshot as gallery_picture
 from playwright.sync_api import sync_playwright
 
 from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
@@ -81,6 +84,8 @@ def main() -> int:
                 widget.first.screenshot(path=str(DOCS / "live-panel.png"))
                 print(f"[pictures] {DOCS / 'live-panel.png'}")
             browser.close()
+        gallery = gallery_picture(reports / "sample" / "explorer.html", DOCS / "gallery.png")
+        print(f"[pictures] {gallery}")
     return 0
 
 
