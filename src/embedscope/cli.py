@@ -146,7 +146,7 @@ def run_all(
         (layout.data_root, "[data]"),
         (layout.reports_root, "[reports]"),
         (source if Path(source).is_absolute() else None, "[dataset]"),
-        (decisions, "[decisions]"),
+        (Path(decisions).parent if decisions else None, "[decisions folder]"),
         (model if Path(model).is_absolute() else None, f"[{Path(model).name}]"),
     )
     params = {
