@@ -19,7 +19,7 @@ from embedscope.analyse import analyse
 from embedscope.explore.atlas import thumbnail_jpeg
 from embedscope.explore.palette import PALETTE
 from embedscope.ingest import UNLABELLED, load_manifest
-from embedscope.layout import Layout
+from embedscope.layout import Layout, os_path
 from embedscope.reduce import project
 
 
@@ -73,7 +73,7 @@ def create_app(
     _, per_image = analyse(layout, model)
     neighbors = np.asarray(per_image["neighbors"])
     _, root = load_manifest(layout)
-    files = [root / p for p in points["path"]]
+    files = [os_path(root, p) for p in points["path"]]
 
     app = Dash(__name__, title=f"embedscope · {layout.name}")
     server = app.server

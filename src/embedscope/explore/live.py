@@ -15,6 +15,7 @@ import pandas as pd
 
 from embedscope.explore.atlas import thumbnail_jpeg
 from embedscope.ingest import UNLABELLED
+from embedscope.layout import os_path
 
 _SCORES = ("cluster", "mislabel_score", "outlier_score")
 
@@ -67,7 +68,7 @@ class LiveExplorer:
         self.redraw()
 
     def _thumb(self, row: int, size: int) -> bytes:
-        return thumbnail_jpeg(self.root / self.points["path"][row], size) or b""
+        return thumbnail_jpeg(os_path(self.root, self.points["path"][row]), size) or b""
 
     def redraw(self) -> None:
         """Rebuild the traces for the current colouring and class filter."""
