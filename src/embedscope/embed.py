@@ -17,6 +17,7 @@ import os
 import re
 import time
 import uuid
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from embedscope.layout import (
     os_path,
     read_embedding_files,
     read_json,
+    set_aside,
     slug,
     write_json,
     write_npy,
@@ -291,16 +293,22 @@ _SHARD_KEYS = {"sha256", "vectors", "failed_sha256", "failed_reason", "model_key
 def _read_shards(shard_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Vectors by sha256 and failures by sha256 from every shard that passes its checks; a
     damaged or foreign shard is set aside (one line), so its images are embedded again."""
+    key = shard_dir.parent.name
+    shards = sorted(shard_dir.glob("*.npz"))
+    loaded = {p: load_checked(p, lambda p: _load_shard(p, key)) for p in shards}
+    loaded = {p: a for p, a in loaded.items() if a is not None}
+    dims = Counter(a["vectors"].shape[1] for a in loaded.values() if len(a["vectors"]))
     vectors: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
-    key = shard_dir.parent.name
-    for shard in sorted(shard_dir.glob("*.npz")):
-        arrays = load_checked(shard, lambda p: _load_shard(p, key))
-        if arrays is not None:
-            vectors.update(zip(arrays["sha256"].tolist(), arrays["vectors"], strict=True))
-            failed.update(
-                zip(arrays["failed_sha256"].tolist(), arrays["failed_reason"].tolist(), strict=True)
-            )
+    for path, arrays in loaded.items():
+        dim = arrays["vectors"].shape[1]
+        if len(arrays["vectors"]) and dim != dims.most_common(1)[0][0]:
+            set_aside(path, f"vectors of dimension {dim}, the other shards' differ")
+            continue
+        vectors.update(zip(arrays["sha256"].tolist(), arrays["vectors"], strict=True))
+        failed.update(
+            zip(arrays["failed_sha256"].tolist(), arrays["failed_reason"].tolist(), strict=True)
+        )
     return vectors, failed
 
 

@@ -184,16 +184,20 @@ def _no_room_message(text: str) -> bool:
 
 def _no_room(path: Path, need: int | None, written: int) -> str:
     free = shutil.disk_usage(path.parent).free
-    size = f"about {_mb(need)}" if need else f"more than the {_mb(written)} written"
+    size = f"about {_size(need)}" if need else f"more than the {_size(written)} written"
     return (
         f"no room to write {path.name} in {path.parent}: it needs {size} and "
-        f"{_mb(free)} is free there (full disk, quota or file-size limit); free some space "
+        f"{_size(free)} is free there (full disk, quota or file-size limit); free some space "
         "and run again, the work already finished is kept"
     )
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+def _size(n: int) -> str:
+    """A size a person reads at a glance: 812 bytes, 5.4 kB, 4.9 MB, 12.0 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def sweep_temps(folder: str | Path) -> list[Path]:
@@ -251,6 +255,11 @@ def write_npy(path: str | Path, array: Any) -> Path:
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object stops numpy appending ".npy" to the temp name
             np.save(fh, array)
+            fh.flush()
+            # numpy writes through its own C stream and misses a short write (full disk,
+            # file-size limit): compare what landed on disk with what it meant to write
+            if os.fstat(fh.fileno()).st_size < fh.tell():
+                raise OSError(errno.ENOSPC, f"short write of {tmp.name}")
 
     return write_atomic(path, save, np.asarray(array).nbytes + 128)
 
