@@ -34,10 +34,10 @@ def vit(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tiny_vit(tmp_path_factory.mktemp("model") / "vit"))
 
 
-def _dataset(tmp_path: Path, name: str = "tiny", per_class: int = 4) -> Layout:
+def _dataset(tmp_path: Path, name: str = "tiny", per_class: int = 4, size: int = 48) -> Layout:
     images = tmp_path / "images"
     if not images.exists():
-        make_classes(images, per_class=per_class)
+        make_classes(images, per_class=per_class, size=size)
     layout = Layout(name, tmp_path / "data", tmp_path / "reports")
     ingest(str(images), layout)
     return layout
@@ -114,6 +114,18 @@ def test_any_file_name_is_embedded_and_shown_as_text(tmp_path: Path, vit: str) -
     assert json.dumps("odd/\\xff\\xfe.png") in page and "\n" not in "".join(points["path"])
     table = image_table(points[points["path"].isin(ODD_NAMES.values())], images)._repr_html_()
     assert "unreadable" not in table and table.count("<img") == len(ODD_NAMES)
+
+
+def test_a_named_pipe_among_the_images_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    images = make_classes(tmp_path / "images", per_class=2)
+    os.mkfifo(images / "red" / "pipe.png")
+    manifest = ingest(str(images), Layout("pipe", tmp_path / "data", tmp_path / "reports"))
+    row = manifest.set_index("path").loc["red/pipe.png"]
+    assert (row["status"], row["reason"]) == (
+        "skipped",
+        "not a regular file (named pipe, device or socket)",
+    )
+    assert (manifest["status"] == "ok").sum() == 6
 
 
 # --- damaged caches ----------------------------------------------------------------------------
@@ -273,15 +285,13 @@ except DiskFull as exc:
 """
 
 
-def test_a_source_that_disappears_mid_run_is_skipped_then_resumed(
-    tmp_path: Path, builtin_cache: Path
-) -> None:
-    layout = _dataset(tmp_path, "gone", per_class=20)
+def test_a_source_that_disappears_mid_run_is_skipped_then_resumed(tmp_path: Path, vit: str) -> None:
+    layout = _dataset(tmp_path, "gone", per_class=20, size=320)  # decoding sets the pace
     images, away = tmp_path / "images", tmp_path / "moved-away"
-    proc = _python(_EMBED, "gone", layout.data_root, layout.reports_root, "mobilenet_v2", 4)
+    proc = _python(_EMBED, "gone", layout.data_root, layout.reports_root, vit, 4)
     deadline = time.time() + 120
     while time.time() < deadline and not _shards(layout):
-        time.sleep(0.01)
+        time.sleep(0.002)
     images.rename(away)  # an unmounted share, a moved folder
     assert proc.wait(timeout=300) == 0, "the run must finish, not crash"
     (facts_path,) = (layout.data_dir / "embeddings").glob("*/embed.json")
@@ -289,7 +299,7 @@ def test_a_source_that_disappears_mid_run_is_skipped_then_resumed(
     assert 0 < len(skipped) < 60, "the folder must vanish midway"
     assert all(s["reason"].startswith(NOT_AS_INGESTED) for s in skipped)
     away.rename(images)
-    facts = _embed(layout, "mobilenet_v2")
+    facts = _embed(layout, vit)
     assert facts["embedded_now"] == len(skipped) and facts["images"] == 60
 
 

@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import zipfile
@@ -234,6 +235,9 @@ def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> di
     try:
         st = path.stat()
         row["bytes"], row["mtime_ns"] = st.st_size, st.st_mtime_ns
+        if not stat.S_ISREG(st.st_mode):  # reading a named pipe would wait forever
+            row["reason"] = "not a regular file (named pipe, device or socket)"
+            return row
         if st.st_size == 0:
             row["reason"] = "empty file (0 bytes)"
             return row
