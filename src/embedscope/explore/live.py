@@ -126,7 +126,7 @@ class LiveExplorer:
     def show(self, row: int, *, large: bool = False) -> None:
         """Put one point's image (a thumbnail, or a larger view read from the original file),
         label and path in the panel."""
-        path = self.root / self.points["path"][row]
+        path = os_path(self.root, self.points["path"][row])
         picture = preview_jpeg(path, self.preview_size) if large else self._thumb(row, self.size)
         self.image.value = picture or b""
         self.caption.value = self.points["label"][row]
