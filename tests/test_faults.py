@@ -397,23 +397,24 @@ except DiskFull as exc:
 """
 
 
-def _points(layout: Layout, vit: str) -> Path:
-    """The projected points of ``layout`` in a file a subprocess can read."""
+def _explorer_case(tmp_path: Path, vit: str) -> tuple[Path, Path, Path]:
+    """Projected points in a file a subprocess can read, their images, and an explorer.html
+    that a previous run left."""
+    layout = _dataset(tmp_path)
     _embed(layout, vit)
     coords, _ = project(layout, "pca", 3)
-    path = layout.data_dir / "points.parquet"
-    coords.to_parquet(path)
-    return path
+    points = layout.data_dir / "points.parquet"
+    coords.to_parquet(points)
+    out = layout.reports_dir / "explorer.html"
+    out.parent.mkdir(parents=True)
+    out.write_text("the previous explorer")
+    return points, tmp_path / "images", out
 
 
 def test_killed_during_the_explorer_write_then_rerun_equals_an_uninterrupted_run(
     tmp_path: Path, vit: str
 ) -> None:
-    layout = _dataset(tmp_path)
-    points, images = _points(layout, vit), tmp_path / "images"
-    out = layout.reports_dir / "explorer.html"
-    out.parent.mkdir(parents=True)
-    out.write_text("the previous explorer")
+    points, images, out = _explorer_case(tmp_path, vit)
     proc = _python(_EXPLORE, points, images, out)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not _litter(out.parent):
@@ -490,11 +491,7 @@ def test_a_full_disk_while_embedding_says_where_and_how_much_then_resumes(
 def test_a_full_disk_while_writing_the_explorer_keeps_the_old_page(
     tmp_path: Path, vit: str
 ) -> None:
-    layout = _dataset(tmp_path)
-    points, images = _points(layout, vit), tmp_path / "images"
-    out = layout.reports_dir / "explorer.html"
-    out.parent.mkdir(parents=True)
-    out.write_text("the previous explorer")
+    points, images, out = _explorer_case(tmp_path, vit)
     proc = _python(
         _EXPLORE, points, images, out,
         stdout=subprocess.PIPE, text=True, preexec_fn=_file_size_limit(1_000_000),

@@ -298,6 +298,8 @@ def load_checked(path: str | Path, load: Callable[[Path], T]) -> T | None:
         if path.exists():
             raise
         return None  # missing, or set aside by a concurrent run meanwhile
+    except MemoryError:  # says nothing about the file
+        raise
     except Exception as exc:  # a damaged file can raise any parser's error type
         set_aside(path, _first_line(exc), before)
         return None
