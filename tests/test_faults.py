@@ -371,7 +371,7 @@ def test_killed_during_a_projection_then_rerun_equals_an_uninterrupted_run(
     _embed(layout, vit)
     proc = _python(_PROJECT, layout.data_root, layout.reports_root, stdout=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"projecting"
-    time.sleep(1.0)  # importing umap and compiling its numba code alone takes seconds
+    time.sleep(0.5)  # importing umap and compiling its numba code alone takes seconds
     assert proc.poll() is None, "the projection must be killed while it runs"
     _kill(proc)
     assert not list((layout.data_dir / "projections").rglob("*.parquet"))
