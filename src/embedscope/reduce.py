@@ -136,7 +136,8 @@ def project(
     random_state: int | None = 0,
     **params,
 ) -> tuple[pd.DataFrame, dict]:
-    """Project a dataset's stored embeddings; returns rows with x, y[, z] and run facts."""
+    """Project a dataset's stored embeddings; returns rows with x, y[, z] and run facts (the
+    projection's ``path`` relative to the dataset's data folder)."""
     emb = load_embeddings(layout, model)
     settings = {"method": method, "dims": dims, "random_state": random_state, **params}
     fingerprint = hashlib.sha256(
@@ -144,10 +145,11 @@ def project(
     ).hexdigest()[:12]
     path = layout.projection(emb.model_key, method, dims, fingerprint)
     facts_path = path.with_suffix(".json")
+    shown = str(path.relative_to(layout.data_dir))  # relative: reports are shared
     cached = load_checked(path, lambda p: _read_projection(p, emb.rows, dims))
     facts = read_json(facts_path)
     if cached is not None and facts is not None:
-        return cached, {**facts, "cached": True, "path": str(path)}
+        return cached, {**facts, "cached": True, "path": shown}
     t0 = time.perf_counter()
     coords, facts = reduce(emb.vectors, method, dims, random_state=random_state, **params)
     facts = {**settings, **facts, "seconds": round(time.perf_counter() - t0, 3)}
@@ -156,7 +158,7 @@ def project(
         df[axis] = col.astype(np.float32)
     write_parquet(path, df)
     write_json(facts_path, facts)
-    return df, {**facts, "cached": False, "path": str(path)}
+    return df, {**facts, "cached": False, "path": shown}
 
 
 def _read_projection(path: Path, rows: pd.DataFrame, dims: int) -> pd.DataFrame:
