@@ -186,6 +186,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(
     assert not list(shard_glob.rglob("vectors.npy"))
     resumed = embed(layout, "mobilenet_v2", progress=False, precision="fp32")
     assert resumed["from_cache"] >= 24 and resumed["images"] == 120
+    assert not list(shard_glob.rglob("*.tmp")) and not list(shard_glob.rglob("*.damaged-*"))
     fresh = Layout("fresh", data, reports)
     ingest(str(images), fresh)
     embed(fresh, "mobilenet_v2", progress=False, precision="fp32")

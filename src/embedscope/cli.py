@@ -19,7 +19,7 @@ from pathlib import Path
 
 from embedscope.decisions import read_decisions
 from embedscope.ingest import default_name
-from embedscope.layout import Layout, update_metrics, write_atomic
+from embedscope.layout import DiskFull, Layout, update_metrics, write_atomic
 
 NOTEBOOKS = ("01_download.ipynb", "02_embed.ipynb", "03_reduce.ipynb", "04_explore.ipynb")
 
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             decisions=args.decisions or None,
             extra=extra,
         )
-    except (NotebookFailed, ValueError, FileNotFoundError) as exc:
+    except (NotebookFailed, ValueError, FileNotFoundError, DiskFull) as exc:
         print(f"embedscope: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import uuid
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -28,8 +30,13 @@ from torch.utils.data import DataLoader, Dataset
 from embedscope.images import load_rgb
 from embedscope.ingest import load_manifest
 from embedscope.layout import (
+    Damaged,
     Layout,
+    load_checked,
+    os_path,
+    read_embedding_files,
     read_json,
+    set_aside,
     slug,
     write_json,
     write_npy,
@@ -228,19 +235,47 @@ def _probe_image(path: Path | None) -> Image.Image:
 
 
 class _Images(Dataset):
-    """Decode + preprocess in worker processes; a bad file yields its reason, not an error."""
+    """Decode + preprocess in worker processes; a bad file yields its reason, not an error.
 
-    def __init__(self, root: Path, paths: list[str], processor) -> None:
-        self.root, self.paths, self.processor = root, paths, processor
+    ``stamps`` (size, mtime_ns) per path are what the manifest recorded when it hashed the
+    file; a file that no longer matches is not decoded (see :func:`_as_ingested`).
+    """
+
+    def __init__(self, root: Path, paths: list[str], processor, stamps=None) -> None:
+        self.root, self.paths, self.processor, self.stamps = root, paths, processor, stamps
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
+        path = os_path(self.root, self.paths[i])
+        stamp = self.stamps[i] if self.stamps is not None else None
         try:
-            return i, self.processor(load_rgb(self.root / self.paths[i])), ""
+            changed = _as_ingested(path, stamp)
+            pixels = None if changed else self.processor(load_rgb(path))
+            changed = changed or _as_ingested(path, stamp)  # changed while being decoded
         except Exception as exc:  # any decoder error must skip the file, not end the run
             return i, None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (i, None, changed) if changed else (i, pixels, "")
+
+
+#: Start of the reason given to files that are not as the manifest hashed them; such a skip
+#: is reported but never stored in a shard (the file may come back as it was).
+NOT_AS_INGESTED = "changed since 01_download"
+
+
+def _as_ingested(path: Path, stamp: tuple[int, int] | None) -> str:
+    """'' when ``path`` still has the size and mtime the manifest recorded with its sha256,
+    else the skip reason: vectors must never be cached under a hash of other bytes."""
+    if stamp is None:
+        return ""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"{NOT_AS_INGESTED}: {exc.strerror or 'gone'}; run 01_download again"
+    if (st.st_size, st.st_mtime_ns) != tuple(stamp):
+        return f"{NOT_AS_INGESTED} (size or modification time differ); run 01_download again"
+    return ""
 
 
 def _collate(items):
@@ -251,27 +286,75 @@ def _collate(items):
     return ids, pixels, bad
 
 
+_SHA256 = re.compile("[0-9a-f]{64}")
+_SHARD_KEYS = {"sha256", "vectors", "failed_sha256", "failed_reason", "model_key", "digest"}
+
+
 def _read_shards(shard_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Vectors by sha256 and failures by sha256 from every complete shard."""
+    """Vectors by sha256 and failures by sha256 from every shard that passes its checks; a
+    damaged or foreign shard is set aside (one line), so its images are embedded again."""
+    key = shard_dir.parent.name
+    shards = sorted(shard_dir.glob("*.npz"))
+    loaded = {p: load_checked(p, lambda p: _load_shard(p, key)) for p in shards}
+    loaded = {p: a for p, a in loaded.items() if a is not None}
+    dims = Counter(a["vectors"].shape[1] for a in loaded.values() if len(a["vectors"]))
     vectors: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
-    for shard in sorted(shard_dir.glob("*.npz")):
-        with np.load(shard, allow_pickle=False) as z:
-            vectors.update(zip(z["sha256"].tolist(), z["vectors"], strict=True))
-            failed.update(
-                zip(z["failed_sha256"].tolist(), z["failed_reason"].tolist(), strict=True)
-            )
+    for path, arrays in loaded.items():
+        dim = arrays["vectors"].shape[1]
+        if len(arrays["vectors"]) and dim != dims.most_common(1)[0][0]:
+            set_aside(path, f"vectors of dimension {dim}, the other shards' differ")
+            continue
+        vectors.update(zip(arrays["sha256"].tolist(), arrays["vectors"], strict=True))
+        failed.update(
+            zip(arrays["failed_sha256"].tolist(), arrays["failed_reason"].tolist(), strict=True)
+        )
     return vectors, failed
 
 
+def _load_shard(path: Path, key: str) -> dict[str, np.ndarray]:
+    """A shard's arrays, refused (:class:`Damaged`) unless they are what the shard claims:
+    this model's, one 64-hex content hash per vector, a 2-D float32 block, the same digest."""
+    with np.load(path, allow_pickle=False) as z:
+        if set(z.files) != _SHARD_KEYS:
+            raise Damaged(f"arrays {sorted(z.files)} are not a shard's")
+        arrays = {k: z[k] for k in z.files}
+    vecs, shas = arrays["vectors"], arrays["sha256"]
+    if str(arrays["model_key"]) != key:
+        raise Damaged(f"written for model {arrays['model_key']}, not {key}")
+    if vecs.ndim != 2 or vecs.dtype != np.float32 or len(vecs) != len(shas):
+        raise Damaged(f"{len(shas)} hashes for vectors of shape {vecs.shape}")
+    hashes = np.concatenate([shas, arrays["failed_sha256"]]).astype(str)
+    if not all(_SHA256.fullmatch(h) for h in hashes.tolist()):
+        raise Damaged("a content hash is not a sha256")
+    if str(arrays["digest"]) != _shard_digest(arrays):
+        raise Damaged("contents differ from the digest written with them")
+    return arrays
+
+
+def _shard_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over everything a shard holds but its digest."""
+    h = hashlib.sha256()
+    for name in sorted(_SHARD_KEYS - {"digest"}):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _write_shard(shard_dir: Path, shas: list[str], vecs: list[np.ndarray], failed: dict) -> None:
+    """One shard of the model whose folder holds ``shard_dir``, with its digest; failures
+    that say the file was not as ingested are left out (they are not facts about the image)."""
     dim = vecs[0].shape[-1] if vecs else 0
+    failed = {s: r for s, r in failed.items() if not r.startswith(NOT_AS_INGESTED)}
     arrays = {
         "sha256": np.array(shas, dtype="U64"),
         "vectors": np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32),
         "failed_sha256": np.array(list(failed), dtype="U64"),
         "failed_reason": np.array(list(failed.values()), dtype=str),
+        "model_key": np.array(shard_dir.parent.name),
     }
+    arrays["digest"] = np.array(_shard_digest(arrays))
     write_npz(shard_dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz", **arrays)
 
 
@@ -302,14 +385,15 @@ def embed(
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     done, failed = _read_shards(shard_dir)
-    first_path = ok.drop_duplicates("sha256").set_index("sha256")["path"]
-    todo = [sha for sha in first_path.index if sha not in done and sha not in failed]
+    first = ok.drop_duplicates("sha256").set_index("sha256")
+    todo = [sha for sha in first.index if sha not in done and sha not in failed]
     t_load = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     if todo:
-        paths = [first_path[s] for s in todo]
-        loader = _loader(root, paths, processor, batch_size, num_workers)
+        paths = first.loc[todo, "path"].tolist()
+        stamps = first.loc[todo, ["bytes", "mtime_ns"]].to_numpy(dtype=np.int64).tolist()
+        loader = _loader(root, paths, processor, batch_size, num_workers, stamps)
         new, new_failed = _run(
             net,
             loader,
@@ -325,20 +409,7 @@ def embed(
         failed |= new_failed
     t_embed = time.perf_counter() - t1
 
-    kept = ok[ok["sha256"].isin(done.keys())]
-    rows = pd.DataFrame(
-        {
-            "row": kept.index.to_numpy(),
-            "path": kept["path"].to_numpy(),
-            "label": kept["label"].to_numpy(),
-            "sha256": kept["sha256"].to_numpy(),
-        }
-    )
-    vectors = np.stack([done[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, 0))
-    rows_path = out_dir / "rows.parquet"
-    if todo or not rows_path.exists() or not pd.read_parquet(rows_path).equals(rows):
-        write_npy(out_dir / "vectors.npy", vectors)  # else unchanged: a re-run writes nothing
-        write_parquet(rows_path, rows)
+    rows, vectors = _write_outputs(ok, done, out_dir, force=bool(todo))
     skipped = ok[ok["sha256"].isin(failed.keys())]
     facts = {
         "model": model,
@@ -368,15 +439,54 @@ def embed(
     return facts
 
 
-def _loader(root: Path, paths: list[str], processor, batch_size: int, num_workers: int | None):
+def _write_outputs(
+    ok: pd.DataFrame, done: dict[str, np.ndarray], out_dir: Path, *, force: bool
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """``rows.parquet`` and ``vectors.npy`` of the ok images with vectors; written when
+    ``force``d or when what is on disk is missing, damaged or other (else a no-op re-run
+    rewrites nothing)."""
+    kept = ok[ok["sha256"].isin(done.keys())]
+    rows = pd.DataFrame(
+        {
+            "row": kept.index.to_numpy(),
+            "path": kept["path"].to_numpy(),
+            "label": kept["label"].to_numpy(),
+            "sha256": kept["sha256"].to_numpy(),
+        }
+    )
+    vectors = np.stack([done[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, 0))
+    stored = None if force else read_embedding_files(out_dir)
+    if stored is None or not stored[1].equals(rows):
+        write_npy(out_dir / "vectors.npy", vectors)
+        write_parquet(out_dir / "rows.parquet", rows)
+    return rows, vectors
+
+
+def rebuild_outputs(layout: Layout, key: str) -> None:
+    """Write ``vectors.npy``/``rows.parquet`` of model folder ``key`` again from its shards
+    and the manifest (no model needed): how a damaged output file is rebuilt."""
+    manifest, _ = load_manifest(layout)
+    out_dir = layout.embeddings_dir(key)
+    done, _ = _read_shards(out_dir / "shards")
+    _write_outputs(manifest[manifest["status"] == "ok"], done, out_dir, force=True)
+
+
+def _loader(
+    root: Path,
+    paths: list[str],
+    processor,
+    batch_size: int,
+    num_workers: int | None,
+    stamps: list[tuple[int, int]] | None = None,
+):
     """Batches of preprocessed pixels, decoded in worker processes; preprocessing runs as
     :class:`FastPixels` when that reproduces the processor on this dataset's first image."""
     if num_workers is None:
         num_workers = 0 if len(paths) <= batch_size else max(1, min(4, (os.cpu_count() or 2) - 1))
     fast = FastPixels(processor)
-    fast.ok = fast.matches([_probe_image(root / paths[0]), _probe_image(None)])
+    fast.ok = fast.matches([_probe_image(os_path(root, paths[0])), _probe_image(None)])
     return DataLoader(
-        _Images(root, paths, fast),
+        _Images(root, paths, fast, stamps),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
