@@ -338,7 +338,9 @@ def embed(
             progress=progress,
         )
     t_embed = time.perf_counter() - t1
-    return finish(layout, job, new, new_failed, seconds_load=t_load, seconds_embed=t_embed)
+    return finish(
+        layout, job, new, new_failed, seconds_load=t_load, seconds_embed=t_embed, engine="local"
+    )
 
 
 # --- pieces shared by the engines (local here, Ray in embed_ray): plan, preprocess, forward,
