@@ -4,17 +4,14 @@ the local engine, same cache, same skips, and a killed driver resumes."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import ray
-from helpers import make_classes
+from helpers import kill_after_shards, make_classes
 
 from embedscope.embed import embed
 from embedscope.ingest import ingest
@@ -93,17 +90,8 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_result(
     layout = Layout("big", data, reports)
     ingest(str(images), layout)
     env = {**os.environ, "RAY_ADDRESS": local_ray}  # a second driver on the module's Ray
-    proc = subprocess.Popen([sys.executable, "-c", _DRIVER, str(data), str(reports)], env=env)
-    shards = data / "big" / "embeddings"
-    deadline = time.time() + 180
-    while time.time() < deadline and len(list(shards.rglob("shards/*.npz"))) < 2:
-        assert proc.poll() is None, "the driver ended before it was killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    partial = len(list(shards.rglob("shards/*.npz")))
+    partial = kill_after_shards(_DRIVER, data, reports, 2, env)
     assert 2 <= partial < 8, "the driver must be killed midway"
-    assert not list(shards.rglob("vectors.npy"))
     resumed = embed(layout, progress=False, precision="fp32", engine="ray", concurrency=1)
     assert resumed["from_cache"] >= 16 and resumed["images"] == 60
     assert resumed["embedded_now"] == 60 - resumed["from_cache"]
