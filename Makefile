@@ -8,6 +8,7 @@ MODEL  ?= mobilenet_v2
 METHOD ?= pca
 ENGINE ?= local
 DIMS   ?= 3
+DECISIONS ?=
 PYTEST_ARGS ?=
 PORT   ?= 8050
 MODELS ?= mobilenet_v2
@@ -28,6 +29,7 @@ help: ## list targets and variables
 	@echo "  METHOD=$(METHOD)   pca | ipca | umap | tsne"
 	@echo "  DIMS=$(DIMS)   3 | 2"
 	@echo "  ENGINE=$(ENGINE)   local | ray (Ray Data; RAY_ADDRESS=host:port attaches to a cluster)"
+	@echo "  DECISIONS=$(DECISIONS)   a decisions.csv (path,label,tags) from the explorer to apply"
 	@echo "  MODELS=$(MODELS)   METHODS=$(METHODS)   lists for make compare"
 	@echo "  PORT=$(PORT)   port of make serve (binds 127.0.0.1)"
 	@echo "  PYTEST_ARGS=   extra pytest arguments for make test"
@@ -45,7 +47,7 @@ install: $(VENV)/.installed ## create .venv (if missing) and install the kit
 
 run-all: install ## run the four notebooks headlessly into reports/<NAME>/
 	$(BIN)/embedscope run-all --source "$(SOURCE)" --name "$(NAME)" --model "$(MODEL)" \
-		--method "$(METHOD)" --dims "$(DIMS)" --param engine="$(ENGINE)"
+		--method "$(METHOD)" --dims "$(DIMS)" --decisions "$(DECISIONS)" --param engine="$(ENGINE)"
 
 compare: install ## run 05_compare on NAME for MODELS x METHODS (2D)
 	$(BIN)/embedscope compare --name "$(or $(NAME),sample)" --models $(MODELS) --methods $(METHODS)

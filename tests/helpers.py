@@ -150,3 +150,21 @@ def kill_after_shards(script: str, data: Path, reports: Path, shards: int, env: 
     proc.wait()
     assert not list(embeddings.rglob("vectors.npy")), "killed before its end"
     return len(list(embeddings.rglob("shards/*.npz")))
+
+
+#: Screen position, trace name and row (customdata) of a 2D plotly trace's first point, in the
+#: plot found by the CSS selector (plotly's SVG scatter: every point has a known position).
+FIRST_POINT_JS = """(sel) => { const gd = document.querySelector(sel);
+    const L = gd._fullLayout, r = gd.getBoundingClientRect(), t = gd._fullData[0];
+    return [r.left + L.xaxis._offset + L.xaxis.l2p(t.x[0]),
+            r.top + L.yaxis._offset + L.yaxis.l2p(t.y[0]), t.customdata[0], t.name]; }"""
+#: [row, trace name] of every point of that plot within ``r`` px of page position (x, y): the
+#: points a hover there may name (identical embeddings share a position).
+POINTS_NEAR_JS = """([sel, x, y, r]) => { const gd = document.querySelector(sel);
+    const L = gd._fullLayout, b = gd.getBoundingClientRect(), out = [];
+    for (const t of gd._fullData) { if (t.visible !== true) continue;
+      for (let i = 0; i < t.x.length; i++) {
+        const px = b.left + L.xaxis._offset + L.xaxis.l2p(t.x[i]);
+        const py = b.top + L.yaxis._offset + L.yaxis.l2p(t.y[i]);
+        if (Math.hypot(px - x, py - y) <= r) out.push([t.customdata[i], t.name]); } }
+    return out; }"""

@@ -380,9 +380,9 @@ def test_static_plot_and_csv(images, tmp_path) -> None:
     assert legend[-1] == "(unlabelled)" and EVIL_LABEL in legend
     flat = static_plot(pts.drop(columns="z"))
     assert flat.axes[0].name == "rectilinear"
-    csv = pd.read_csv(write_embedding_csv(pts, root, tmp_path / "e.csv"))
+    csv = pd.read_csv(write_embedding_csv(pts, tmp_path / "e.csv"))
     assert list(csv.columns) == ["x", "y", "z", "image_path", "label"]
-    assert Path(csv["image_path"][0]).exists()
+    assert not Path(csv["image_path"][0]).is_absolute() and (root / csv["image_path"][0]).exists()
 
 
 def test_inputs_outside_the_happy_path(tmp_path) -> None:

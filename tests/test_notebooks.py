@@ -78,7 +78,7 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     csv = pd.read_csv(out / "embedding_image_df.csv")
     assert list(csv.columns) == ["x", "y", "z", "image_path", "label"]
     assert len(csv) == 36 and csv[["x", "y", "z"]].notna().all().all()
-    assert all(Path(p).is_file() for p in csv["image_path"])
+    assert all((source / p).is_file() for p in csv["image_path"])  # relative to the dataset
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["ingest"]["images"] == 36
     assert metrics["ingest"]["skipped_files"][0]["path"] == "red/broken.jpg"
@@ -129,19 +129,92 @@ def test_a_failing_notebook_names_itself_and_the_cell(tmp_path: Path, capsys) ->
     assert len(err.strip().splitlines()) == 1
 
 
-def test_a_messy_folder_goes_through_with_every_file_accounted_for(
-    tmp_path: Path, builtin_cache: Path
-) -> None:
-    source = make_messy(tmp_path / "messy")
+@pytest.fixture(scope="module")
+def messy_run(tmp_path_factory, builtin_cache: Path) -> tuple[Path, dict, Path, Path]:
+    """One run-all over the messy folder, shared by the tests that look at it."""
+    tmp = tmp_path_factory.mktemp("messy-run")
+    source = make_messy(tmp / "messy")
     before = tree_digest(source)
-    data, reports = tmp_path / "data", tmp_path / "reports"
+    data, reports = tmp / "data", tmp / "reports"
     assert _run_all(source, data, reports, "--param", "max_pixels=1000000") == 0
+    return source, before, data, reports
+
+
+def test_a_messy_folder_goes_through_with_every_file_accounted_for(messy_run) -> None:
+    source, before, _, reports = messy_run
     assert tree_digest(source) == before, "nothing under the source folder may change"
     out = reports / "messy"
     metrics = json.loads((out / "metrics.json").read_text())
     assert {s["path"] for s in metrics["ingest"]["skipped_files"]} == SKIPPED_IN_MESSY
     assert metrics["embed"]["images"] == metrics["ingest"]["images"] > 20
     assert metrics["embed"]["skipped_files"] == []
+    assert metrics["decisions"]["file"] is None and metrics["decisions"]["relabelled"] == 0
     assert len(pd.read_csv(out / "embedding_image_df.csv")) == metrics["ingest"]["images"]
     shown = json.dumps(nbformat.read(out / "01_download.ipynb", as_version=4).cells)
     assert all(path in shown for path in SKIPPED_IN_MESSY), "01_download lists every skip"
+    reduce_nb = json.dumps(nbformat.read(out / "03_reduce.ipynb", as_version=4).cells)
+    assert "suggested_label" in reduce_nb and "suggested_share" in reduce_nb  # mislabel table
+    page = (out / "explorer.html").read_text(encoding="utf-8")
+    assert '"name":"suggested_label"' in page and '"name":"suggested_share"' in page
+
+
+EVIL = "odd/<img src=x onerror=alert(1)>.png"
+
+
+def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> None:
+    """The round trip: a decisions.csv from the explorer relabels, drops and tags in the next
+    run's manifest, metrics and explorer; the source stays as it was; nothing is re-embedded."""
+    source, before, data, reports = messy_run
+    decided = pd.DataFrame(
+        [
+            ("red/red_1.jpg", "blue", ""),
+            (EVIL, "green", "hostile name"),
+            ("blue/blue_0.png", "", "drop"),
+            ("odd/tiny.bmp", "", "drop;too small"),
+            ("green/green_1.jpg", "", "check"),
+            ("nope/not-there.png", "red", "drop"),
+        ],
+        columns=["path", "label", "tags"],
+    )
+    file = reports.parent / "decisions.csv"
+    decided.to_csv(file, index=False)
+    rc = _run_all(source, data, reports, "--param", "max_pixels=1000000", "--decisions", str(file))
+    assert rc == 0, capsys.readouterr().err
+    assert tree_digest(source) == before, "decisions never touch the source folder"
+    out = reports / "messy"
+    metrics = json.loads((out / "metrics.json").read_text())
+    applied = metrics["decisions"]
+    assert applied["file"] == str(file.resolve())
+    assert (applied["relabelled"], applied["dropped"], applied["tagged"]) == (2, 2, 3)
+    assert applied["unknown_paths"] == ["nope/not-there.png"]
+    assert metrics["embed"]["embedded_now"] == 0  # labels and drops change no image
+    assert metrics["embed"]["from_cache"] == metrics["embed"]["images"]
+    manifest = pd.read_parquet(data / "messy" / "manifest.parquet").set_index("path")
+    assert (
+        manifest.loc["red/red_1.jpg", "label"] == "blue" and manifest.loc[EVIL, "label"] == "green"
+    )
+    for dropped in ("blue/blue_0.png", "odd/tiny.bmp"):
+        assert manifest.loc[dropped, ["status", "reason"]].tolist() == [
+            "skipped",
+            "dropped by decision",
+        ]
+    assert manifest.loc["odd/tiny.bmp", "tags"] == "drop;too small"
+    skipped = {s["path"] for s in metrics["ingest"]["skipped_files"]}
+    assert skipped == SKIPPED_IN_MESSY | {"blue/blue_0.png", "odd/tiny.bmp"}
+    csv = pd.read_csv(out / "embedding_image_df.csv")
+    assert len(csv) == metrics["embed"]["images"] == metrics["ingest"]["images"]
+    rels = csv["image_path"].map(lambda p: Path(p).relative_to(source.resolve()).as_posix())
+    label_of = dict(zip(rels, csv["label"], strict=True))
+    assert label_of["red/red_1.jpg"] == "blue" and "blue/blue_0.png" not in label_of
+    shown = json.dumps(nbformat.read(out / "01_download.ipynb", as_version=4).cells)
+    assert "unknown path (nothing changed): 'nope/not-there.png'" in shown
+
+
+def test_a_bad_decisions_file_stops_the_run_in_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "decisions.csv"
+    bad.write_text("path,label\nred/a.png,blue\n")
+    rc = _run_all(tmp_path / "src", tmp_path / "d", tmp_path / "r", "--decisions", str(bad))
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "needs exactly the columns path,label,tags" in err
+    assert not (tmp_path / "r").exists(), "no notebook ran"

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from embedscope.decisions import read_decisions
 from embedscope.ingest import default_name
 from embedscope.layout import Layout, update_metrics, write_atomic
 
@@ -71,10 +72,17 @@ def run_all(
     notebooks_dir: str | Path = "notebooks",
     data_root: str | Path = "data",
     reports_root: str | Path = "reports",
+    decisions: str | Path | None = None,
     extra: dict | None = None,
 ) -> Path:
-    """Run the four notebooks in order for one dataset; returns ``reports/<name>``."""
+    """Run the four notebooks in order for one dataset; returns ``reports/<name>``.
+
+    ``decisions`` is a ``decisions.csv`` (path,label,tags) for ``01_download`` to apply; it is
+    checked before any notebook starts, so a bad file costs one line, not a run."""
     notebooks_dir = Path(notebooks_dir).resolve()
+    if decisions:
+        decisions = str(Path(decisions).expanduser().resolve())  # notebooks run in notebooks/
+        read_decisions(decisions)
     if source != "sample" and not source.startswith("kaggle:"):
         source = str(Path(source).expanduser().resolve())  # notebooks run in notebooks/
     layout = Layout(
@@ -88,6 +96,7 @@ def run_all(
         "dims": dims,
         "data_root": str(layout.data_root),
         "reports_root": str(layout.reports_root),
+        "decisions": decisions or None,
         **(extra or {}),
     }
     timings = {}
@@ -123,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--model", default="mobilenet_v2", help="mobilenet_v2, a hub id or a folder")
     run.add_argument("--method", default="pca", choices=("pca", "ipca", "umap", "tsne"))
     run.add_argument("--dims", type=int, default=3, choices=(2, 3))
+    run.add_argument(
+        "--decisions", default="", help="decisions.csv (path,label,tags) to apply in 01_download"
+    )
     run.add_argument("--notebooks-dir", default="notebooks")
     run.add_argument("--data-root", default="data")
     run.add_argument("--reports-root", default="reports")
@@ -181,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             notebooks_dir=args.notebooks_dir,
             data_root=args.data_root,
             reports_root=args.reports_root,
+            decisions=args.decisions or None,
             extra=extra,
         )
     except (NotebookFailed, ValueError, FileNotFoundError) as exc:

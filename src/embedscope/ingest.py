@@ -43,7 +43,10 @@ MANIFEST_COLUMNS = [
     "height",
     "mode",
     "format",
+    "tags",
 ]
+#: Skip reason of images a decisions file dropped (see :mod:`embedscope.decisions`).
+DROPPED_REASON = "dropped by decision"
 
 
 class SourceError(RuntimeError):
@@ -259,17 +262,25 @@ def build_manifest(
             {"path": rels, "bytes": [s[0] for s in stats], "mtime_ns": [s[1] for s in stats]}
         )
         prev = previous[[c for c in MANIFEST_COLUMNS if c in previous.columns]]
+        prev = prev[prev["reason"] != DROPPED_REASON]  # decisions apply afresh on each run
         same = now.merge(prev, on=["path", "bytes", "mtime_ns"], how="inner")
         reused = {r["path"]: r for r in same.to_dict(orient="records")}
     todo = [rel for rel in rels if rel not in reused]
     rows = {**reused, **{r["path"]: r for r in _inspect_all(root, todo, max_pixels, workers)}}
     df = pd.DataFrame([rows[rel] for rel in rels], columns=MANIFEST_COLUMNS)
     df["label"] = _labels(df["path"], label_depth, labels)
+    df["tags"] = ""  # set by decisions only
+    for col in ("bytes", "mtime_ns", "width", "height"):
+        df[col] = df[col].astype("Int64")
+    return mark_duplicates(df)
+
+
+def mark_duplicates(manifest: pd.DataFrame) -> pd.DataFrame:
+    """``duplicate_of``: the first ok file with the same bytes, for every later ok copy."""
+    df = manifest.copy()
     first = df[df["status"] == "ok"].drop_duplicates("sha256").set_index("sha256")["path"]
     dup = df["sha256"].map(first)
     df["duplicate_of"] = dup.where((df["status"] == "ok") & (dup != df["path"]))
-    for col in ("bytes", "mtime_ns", "width", "height"):
-        df[col] = df[col].astype("Int64")
     return df
 
 

@@ -127,7 +127,8 @@ def project(
     random_state: int | None = 0,
     **params,
 ) -> tuple[pd.DataFrame, dict]:
-    """Project a dataset's stored embeddings; returns rows with x, y[, z] and run facts."""
+    """Project a dataset's stored embeddings; returns rows with x, y[, z] and run facts (the
+    projection's ``path`` relative to the dataset's data folder)."""
     emb = load_embeddings(layout, model)
     settings = {"method": method, "dims": dims, "random_state": random_state, **params}
     fingerprint = hashlib.sha256(
@@ -135,8 +136,9 @@ def project(
     ).hexdigest()[:12]
     path = layout.projection(emb.model_key, method, dims, fingerprint)
     facts_path = path.with_suffix(".json")
+    shown = str(path.relative_to(layout.data_dir))  # relative: reports are shared
     if path.exists() and facts_path.exists():
-        return pd.read_parquet(path), {**read_json(facts_path), "cached": True, "path": str(path)}
+        return pd.read_parquet(path), {**read_json(facts_path), "cached": True, "path": shown}
     t0 = time.perf_counter()
     coords, facts = reduce(emb.vectors, method, dims, random_state=random_state, **params)
     facts = {**settings, **facts, "seconds": round(time.perf_counter() - t0, 3)}
@@ -145,4 +147,4 @@ def project(
         df[axis] = col.astype(np.float32)
     write_parquet(path, df)
     write_json(facts_path, facts)
-    return df, {**facts, "cached": False, "path": str(path)}
+    return df, {**facts, "cached": False, "path": shown}

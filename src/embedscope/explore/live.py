@@ -4,6 +4,9 @@ Needs a running kernel (unlike ``explorer.html``, which survives sharing): hover
 image, click shows a larger one read from the original file and its nearest neighbours, a
 dropdown changes the colouring, checkboxes filter classes, and a box or lasso selection comes
 back to Python as a DataFrame (``LiveExplorer.selected``). Colours are the page's palette.
+The selection shows as a gallery; ``relabel``, ``tag``, ``drop`` and ``undo`` (buttons or
+methods) record decisions that ``save_decisions`` writes as the ``decisions.csv`` every editor
+shares (:mod:`embedscope.decisions`), for ``make run-all DECISIONS=...``.
 plotly >= 6 renders FigureWidget through ``anywidget``.
 """
 
@@ -14,11 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedscope.decisions import DecisionLog, counts_line, suggestion_text, suggestions
 from embedscope.explore.atlas import preview_jpeg, thumbnail_jpeg
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED
 
 _SCORES = ("cluster", "mislabel_score", "outlier_score")
+#: Tiles the gallery shows at most (the first ones of the selection, in row order).
+GALLERY_SIZE = 48
 
 
 class LiveExplorer:
@@ -32,6 +38,7 @@ class LiveExplorer:
         neighbors: np.ndarray | None = None,
         thumb_size: int = 160,
         preview_size: int = 640,
+        gallery_size: int = GALLERY_SIZE,
     ) -> None:
         import ipywidgets as w
         import plotly.graph_objects as go
@@ -44,14 +51,18 @@ class LiveExplorer:
         self.classes = class_order(self.points["label"])
         self.colours = {c: class_colour(c, k) for k, c in enumerate(self.classes)}
         self._selected: list[int] = []
-        # the legend sits under the map, clear of plotly's toolbar at the top right
-        legend = dict(orientation="h", x=0, xanchor="left", y=0, yanchor="top")
+        self.log = DecisionLog()
+        self._thumbs: dict[tuple[int, int], bytes] = {}
+        self.gallery_size = gallery_size
+        # the legend sits above the map on the left, clear of plotly's toolbar at the top right
+        legend = dict(orientation="h", x=0, xanchor="left", y=1.0, yanchor="bottom")
         self.fig = go.FigureWidget(
             layout=dict(
-                height=600, margin=dict(l=0, r=0, t=30, b=0), legend=legend, template="plotly_white"
+                height=600, margin=dict(l=0, r=0, t=40, b=0), legend=legend, template="plotly_white"
             )
         )
-        self.image = w.Image(format="jpeg", layout=w.Layout(max_width="300px"))
+        # hidden until there is a picture: an empty <img> shows as a broken image
+        self.image = w.Image(format="jpeg", layout=w.Layout(max_width="300px", display="none"))
         self.caption = w.Label()  # text, never HTML: file names are shown as typed
         self.path = w.Label()
         self.neighbour_box = w.HBox(layout=w.Layout(flex_flow="row wrap"))
@@ -81,11 +92,56 @@ class LiveExplorer:
             ],
             layout=w.Layout(width="320px"),
         )
-        self.widget = w.HBox([self.fig, panel])
+        self.widget = w.VBox([w.HBox([self.fig, panel]), self._curation_panel()])
         self.redraw()
 
+    def _curation_panel(self):
+        """Decision buttons, a counter, and the gallery of the selection."""
+        import ipywidgets as w
+
+        self.new_label = w.Combobox(options=self.classes, placeholder="label: existing or new")
+        self.new_tag = w.Text(placeholder="tag")
+        self.counter = w.Label()
+        self.message = w.Label()  # what went wrong ("nothing selected"), as text
+        self.gallery_note = w.Label()
+        self.gallery = w.GridBox(
+            layout=w.Layout(grid_template_columns="repeat(auto-fill, 104px)", grid_gap="4px")
+        )
+        self.gallery.add_class("embedscope-gallery")
+        actions = {
+            "relabel": lambda: self.relabel(self.new_label.value),
+            "tag": lambda: self.tag(self.new_tag.value),
+            "drop": self.drop,
+            "accept suggestion": self.accept_suggestion,
+            "undo": self.undo,
+            "clear selection": self.clear_selection,
+        }
+        self.buttons = {name: w.Button(description=name) for name in actions}
+        for name, act in actions.items():
+            self.buttons[name].on_click(lambda _, act=act: self._act(act))
+        b = self.buttons
+        controls = w.HBox(
+            [self.new_label, b["relabel"], self.new_tag, b["tag"], b["drop"]]
+            + [b["accept suggestion"], b["undo"]]
+        )
+        status = w.HBox([b["clear selection"], self.counter, self.message])
+        self._refresh()
+        return w.VBox([controls, status, self.gallery_note, self.gallery])
+
+    def _act(self, action) -> None:
+        """Run a button's action; a refusal (nothing selected, empty label) shows as text."""
+        try:
+            action()
+            self.message.value = ""
+        except ValueError as exc:
+            self.message.value = str(exc)
+
     def _thumb(self, row: int, size: int) -> bytes:
-        return thumbnail_jpeg(self.root / self.points["path"][row], size) or b""
+        """A JPEG thumbnail, read once: the gallery redraws after every decision."""
+        if (row, size) not in self._thumbs:
+            path = self.root / self.points["path"][row]
+            self._thumbs[row, size] = thumbnail_jpeg(path, size) or b""
+        return self._thumbs[row, size]
 
     def redraw(self) -> None:
         """Rebuild the traces for the current colouring and class filter."""
@@ -121,6 +177,7 @@ class LiveExplorer:
             trace.on_hover(self._on_hover)
             trace.on_click(self._on_click)
             trace.on_selection(self._on_selection)
+            trace.on_deselect(lambda *_: self.clear_selection())  # a double click
 
     def show(self, row: int, *, large: bool = False) -> None:
         """Put one point's image (a thumbnail, or a larger view read from the original file),
@@ -128,6 +185,7 @@ class LiveExplorer:
         path = self.root / self.points["path"][row]
         picture = preview_jpeg(path, self.preview_size) if large else self._thumb(row, self.size)
         self.image.value = picture or b""
+        self.image.layout.display = None if picture else "none"
         self.caption.value = self.points["label"][row]
         self.path.value = self.points["path"][row]
 
@@ -154,14 +212,86 @@ class LiveExplorer:
                 for j in self.neighbors[row][:8]
             ]
 
-    def _on_selection(self, trace, points, state) -> None:
+    def _on_selection(self, trace, points, selector) -> None:
+        """plotly reports one box/lasso to every trace in order, so trace 0 starts a new
+        selection (shift-select arrives from plotly as the union already)."""
         rows = [int(trace.customdata[i]) for i in points.point_inds]
-        self._selected = sorted(set(self._selected) | set(rows))
+        before = [] if points.trace_index == 0 else self._selected
+        self.select(sorted(set(before) | set(rows)))
+
+    def select(self, rows) -> None:
+        """Make ``rows`` (point numbers) the selection and show them in the gallery."""
+        self._selected = sorted({int(r) for r in rows if 0 <= int(r) < len(self.points)})
+        self._refresh()
+
+    def clear_selection(self) -> None:
+        self.select([])
 
     @property
     def selected(self) -> pd.DataFrame:
         """The rows picked with the box or lasso tool so far."""
         return self.points.loc[self._selected]
+
+    def _paths(self, rows) -> list[str]:
+        rows = self._selected if rows is None else rows
+        return self.points["path"].iloc[list(rows)].tolist()
+
+    def relabel(self, label: str, rows=None) -> None:
+        """Give ``rows`` (default: the selection) a new label, an existing one or a new one."""
+        self.log.relabel(self._paths(rows), label)
+        self._refresh()
+
+    def tag(self, tag: str, rows=None) -> None:
+        """Add a free-text tag to ``rows`` (default: the selection)."""
+        self.log.tag(self._paths(rows), tag)
+        self._refresh()
+
+    def drop(self, rows=None) -> None:
+        """Mark ``rows`` (default: the selection) to be left out of the next run."""
+        self.log.drop(self._paths(rows))
+        self._refresh()
+
+    def accept_suggestion(self, rows=None) -> None:
+        """Relabel ``rows`` (default: the selection) to their ``suggested_label`` where it
+        differs from their label (the neighbours' similarity-weighted majority)."""
+        self.log.relabel_each(suggestions(self.points, self._selected if rows is None else rows))
+        self._refresh()
+
+    def undo(self) -> None:
+        """Take back the last relabel, tag or drop."""
+        self.log.undo()
+        self._refresh()
+
+    @property
+    def decisions(self) -> pd.DataFrame:
+        """The decisions so far: one row per image, columns path, label, tags."""
+        return self.log.table
+
+    def save_decisions(self, path: str | Path) -> Path:
+        """Write the decisions (atomically) as a ``decisions.csv`` for ``make run-all``."""
+        return self.log.save(path)
+
+    def _refresh(self) -> None:
+        """Counter and gallery after a selection or a decision."""
+        import ipywidgets as w
+
+        table = self.decisions
+        self.counter.value = f"{len(self._selected)} selected · {counts_line(table)}"
+        table = table.set_index("path")
+        shown = self._selected[: self.gallery_size]
+        self.gallery_note.value = (
+            f"showing {len(shown)} of {len(self._selected)} selected" if self._selected else ""
+        )
+        tiles = []
+        for row in shown:
+            path, label = self.points["path"][row], self.points["label"][row]
+            new, tags = table["label"].get(path, ""), table["tags"].get(path, "")
+            text = [w.Label(f"{label} → {new}" if new else label), w.Label(path)]
+            hints = (suggestion_text(self.points.iloc[row]), tags.replace(";", ", "))
+            text += [w.Label(t) for t in hints if t]
+            picture = w.Image(value=self._thumb(row, 96), format="jpeg", width=96, height=96)
+            tiles.append(w.VBox([picture, *text], layout=w.Layout(width="104px")))
+        self.gallery.children = tiles
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
