@@ -24,6 +24,7 @@ from PIL import Image
 
 from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
 from embedscope.embed import embed, pool, resolve_pooling, resolve_precision
+from embedscope.embed_ray import start_local_ray
 from embedscope.images import load_rgb
 from embedscope.ingest import ingest
 from embedscope.layout import Layout, read_json, write_json
@@ -332,7 +333,7 @@ def ray_speed(n: int) -> dict:
         make_images(tmp / "images", n)
         local = kit("mobilenet_v2", tmp / "images", tmp / "local")
         t0 = time.perf_counter()
-        ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        start_local_ray()
         started = time.perf_counter() - t0
         try:
             layout = Layout("bench", tmp / "on-ray" / "data", tmp / "on-ray" / "reports")

@@ -14,6 +14,7 @@ import ray
 from helpers import kill_after_shards, make_classes
 
 from embedscope.embed import embed
+from embedscope.embed_ray import start_local_ray
 from embedscope.ingest import ingest
 from embedscope.layout import Layout, load_embeddings
 
@@ -22,7 +23,7 @@ from embedscope.layout import Layout, load_embeddings
 def local_ray(builtin_cache: Path) -> Iterator[str]:
     """One local Ray for the module; its workers inherit the test model cache. Yields the
     address another driver process attaches to."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    start_local_ray(num_cpus=2)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -76,6 +77,7 @@ def test_ray_vectors_equal_local_ones_skips_are_recorded_and_reruns_embed_nothin
 _DRIVER = """
 import sys
 from embedscope.embed import embed
+from embedscope.embed_ray import start_local_ray
 from embedscope.layout import Layout
 embed(Layout("big", sys.argv[1], sys.argv[2]), batch_size=4, shard_size=8, progress=False,
       precision="fp32", engine="ray", concurrency=1)

@@ -133,11 +133,34 @@ def _connected(ray, address: str | None) -> Iterator[None]:
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    if address:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    else:
+        start_local_ray()
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """Start a quiet local Ray (no dashboard) in this process, trying twice: Ray 2.60's raylet
+    gives its agents a fixed 15 s to start and exits when a loaded machine is slower
+    (ray-project/ray#65983); a second start usually fits."""
+    ray = _import_ray()
+    for attempt in (1, 2):
+        try:
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                logging_level="ERROR",
+                log_to_driver=False,
+            )
+            return
+        except Exception:  # Ray reports a failed start with a bare Exception
+            ray.shutdown()
+            if attempt == 2:
+                raise
 
 
 def _stream(
