@@ -18,7 +18,9 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,10 @@ def resolve_batch_size(batch_size: int | None, device: torch.device, model: torc
     if device.type != "cpu":
         return 64
     return 8 if _is_convolutional(model) else 16
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    return str(dtype).removeprefix("torch.") if dtype else "float32"
 
 
 def _is_convolutional(model: torch.nn.Module) -> bool:
@@ -369,72 +375,181 @@ def embed(
     num_workers: int | None = None,
     shard_size: int = 512,
     progress: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
+    concurrency: int | None = None,
 ) -> dict:
-    """Embed every ok manifest image not yet cached for this model; return run facts."""
-    t0 = time.perf_counter()
-    manifest, root = load_manifest(layout)
-    ok = manifest[manifest["status"] == "ok"]
-    dev = resolve_device(device)
-    net, processor, identity = load_model(model, device=str(dev))
-    pooling = resolve_pooling(net, pooling)
-    dtype = resolve_precision(precision, dev, net)
-    batch_size = resolve_batch_size(batch_size, dev, net)
-    precision_name = str(dtype).removeprefix("torch.") if dtype else "float32"
-    key = model_key(model, identity, pooling, precision_name)
-    out_dir = layout.embeddings_dir(key)
-    shard_dir = out_dir / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    done, failed = _read_shards(shard_dir)
-    first = ok.drop_duplicates("sha256").set_index("sha256")
-    todo = [sha for sha in first.index if sha not in done and sha not in failed]
-    t_load = time.perf_counter() - t0
+    """Embed every ok manifest image not yet cached for this model; return run facts.
 
-    t1 = time.perf_counter()
-    if todo:
-        paths = first.loc[todo, "path"].tolist()
-        stamps = first.loc[todo, ["bytes", "mtime_ns"]].to_numpy(dtype=np.int64).tolist()
-        loader = _loader(root, paths, processor, batch_size, num_workers, stamps)
-        new, new_failed = _run(
-            net,
-            loader,
-            todo,
-            shard_dir,
-            dev=dev,
-            dtype=dtype,
+    ``engine="ray"`` runs the same step on Ray Data (see :mod:`embedscope.embed_ray`;
+    ``ray_address`` and ``concurrency`` apply to it only; ``num_workers`` to local only).
+    """
+    if engine == "ray":
+        from embedscope.embed_ray import embed_ray
+
+        return embed_ray(
+            layout,
+            model,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
             pooling=pooling,
             shard_size=shard_size,
             progress=progress,
+            ray_address=ray_address,
+            concurrency=concurrency,
         )
-        done |= new
-        failed |= new_failed
+    if engine != "local":
+        raise ValueError(f"engine must be local or ray, not {engine!r}")
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    job = plan(layout, model, dev, precision=precision, pooling=pooling, batch_size=batch_size)
+    t_load = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    new, new_failed = {}, {}
+    if job.todo:
+        loader = _loader(
+            job.root, job.paths, job.processor, job.batch_size, num_workers, job.stamps
+        )
+        new, new_failed = _run(
+            job.net.to(dev),
+            loader,
+            job.todo,
+            job.shard_dir,
+            dev=dev,
+            dtype=job.dtype,
+            pooling=job.pooling,
+            shard_size=shard_size,
+            progress=progress,
+        )
     t_embed = time.perf_counter() - t1
+    return finish(
+        layout, job, new, new_failed, seconds_load=t_load, seconds_embed=t_embed, engine="local"
+    )
 
+
+# --- pieces shared by the engines (local here, Ray in embed_ray): plan, preprocess, forward,
+# --- shard writing, final assembly. An engine only turns job.todo into vectors and failures.
+
+
+@dataclass
+class Job:
+    """What one embedding run must do, decided before any image is read."""
+
+    model: str
+    net: torch.nn.Module
+    processor: object
+    identity: str
+    device: torch.device
+    pooling: str
+    dtype: torch.dtype | None
+    batch_size: int
+    key: str
+    out_dir: Path
+    root: Path
+    ok: pd.DataFrame
+    done: dict[str, np.ndarray]
+    failed: dict[str, str]
+    todo: list[str]  # content hashes still to embed
+    paths: list[str]  # their paths relative to root (as text, see layout.os_path)
+    stamps: list[tuple[int, int]]  # their (size, mtime_ns) when the manifest hashed them
+
+    @property
+    def precision_name(self) -> str:
+        return _dtype_name(self.dtype)
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.out_dir / "shards"
+
+
+def plan(
+    layout: Layout,
+    model: str,
+    device: torch.device,
+    *,
+    precision: str = "auto",
+    pooling: str = "auto",
+    batch_size: int | None = None,
+) -> Job:
+    """Load the model, settle pooling/precision/batch size for ``device`` (where the model
+    will run, which for Ray may be another machine's GPU) and list the hashes not cached yet."""
+    manifest, root = load_manifest(layout)
+    ok = manifest[manifest["status"] == "ok"]
+    net, processor, identity = load_model(model, device="cpu")  # engines move it where it runs
+    pooling = resolve_pooling(net, pooling)
+    dtype = resolve_precision(precision, device, net)
+    batch_size = resolve_batch_size(batch_size, device, net)
+    precision_name = _dtype_name(dtype)
+    out_dir = layout.embeddings_dir(model_key(model, identity, pooling, precision_name))
+    (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+    done, failed = _read_shards(out_dir / "shards")
+    first = ok.drop_duplicates("sha256").set_index("sha256")
+    todo = [sha for sha in first.index if sha not in done and sha not in failed]
+    return Job(
+        model=model,
+        net=net,
+        processor=processor,
+        identity=identity,
+        device=device,
+        pooling=pooling,
+        dtype=dtype,
+        batch_size=batch_size,
+        key=out_dir.name,
+        out_dir=out_dir,
+        root=root,
+        ok=ok,
+        done=done,
+        failed=failed,
+        todo=todo,
+        paths=first.loc[todo, "path"].tolist(),
+        stamps=first.loc[todo, ["bytes", "mtime_ns"]].to_numpy(dtype=np.int64).tolist(),
+    )
+
+
+def finish(
+    layout: Layout,
+    job: Job,
+    new: dict[str, np.ndarray],
+    new_failed: dict[str, str],
+    *,
+    seconds_load: float,
+    seconds_embed: float,
+    **extra,
+) -> dict:
+    """Write ``vectors.npy`` + ``rows.parquet`` (only when they change), ``embed.json`` and the
+    model index from the cached and the new vectors; return the run facts (plus ``extra``)."""
+    done, failed = job.done | new, job.failed | new_failed
+    ok, todo, out_dir = job.ok, job.todo, job.out_dir
     rows, vectors = _write_outputs(ok, done, out_dir, force=bool(todo))
     skipped = ok[ok["sha256"].isin(failed.keys())]
     facts = {
-        "model": model,
-        "model_key": key,
-        "identity": identity,
-        "pooling": pooling,
-        "device": str(dev),
-        "precision": precision_name,
-        "batch_size": batch_size,
+        "model": job.model,
+        "model_key": job.key,
+        "identity": job.identity,
+        "pooling": job.pooling,
+        "device": str(job.device),
+        "precision": job.precision_name,
+        "batch_size": job.batch_size,
         "dim": int(vectors.shape[1]) if vectors.size else 0,
         "images": int(len(rows)),
-        "embedded_now": int(len(todo)) - int(len(skipped)),
+        "embedded_now": len(new),
         "from_cache": int(len(ok) - len(todo)),
         "skipped_files": [
             {"path": p, "reason": failed[s]}
             for p, s in zip(skipped["path"], skipped["sha256"], strict=True)
         ],
-        "seconds_load_model": round(t_load, 3),
-        "seconds_embed": round(t_embed, 3),
-        "images_per_second": round(len(todo) / t_embed, 2) if todo and t_embed else None,
+        "seconds_load_model": round(seconds_load, 3),
+        "seconds_embed": round(seconds_embed, 3),
+        "images_per_second": round(len(todo) / seconds_embed, 2)
+        if todo and seconds_embed
+        else None,
+        **extra,
     }
     write_json(out_dir / "embed.json", facts)
     index_path = layout.data_dir / "embeddings" / "index.json"
     index = read_json(index_path, default={"latest": None, "by_model": {}})
-    index["latest"], index["by_model"][model] = key, key
+    index["latest"], index["by_model"][job.model] = job.key, job.key
     write_json(index_path, index)
     return facts
 
@@ -479,20 +594,43 @@ def _loader(
     num_workers: int | None,
     stamps: list[tuple[int, int]] | None = None,
 ):
-    """Batches of preprocessed pixels, decoded in worker processes; preprocessing runs as
-    :class:`FastPixels` when that reproduces the processor on this dataset's first image."""
+    """Batches of preprocessed pixels, decoded in worker processes."""
     if num_workers is None:
         num_workers = 0 if len(paths) <= batch_size else max(1, min(4, (os.cpu_count() or 2) - 1))
-    fast = FastPixels(processor)
-    fast.ok = fast.matches([_probe_image(os_path(root, paths[0])), _probe_image(None)])
     return DataLoader(
-        _Images(root, paths, fast, stamps),
+        _Images(root, paths, preprocessor(processor, os_path(root, paths[0])), stamps),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
         persistent_workers=False,
         prefetch_factor=4 if num_workers else None,
     )
+
+
+def preprocessor(processor, probe: Path) -> FastPixels:
+    """The processor's recipe as :class:`FastPixels` when that reproduces it on ``probe`` (an
+    image of the dataset) and on odd-sized noise; else the processor itself does the work."""
+    fast = FastPixels(processor)
+    fast.ok = fast.matches([_probe_image(probe), _probe_image(None)])
+    return fast
+
+
+class Forward:
+    """The model on its device: channels-last for CNNs, autocast at ``dtype`` (None: float32);
+    call it on a batch of pixels for float32 numpy vectors."""
+
+    def __init__(self, net: torch.nn.Module, dev: torch.device, dtype, pooling: str) -> None:
+        self.channels_last = _is_convolutional(net)
+        self.net = net.to(memory_format=torch.channels_last) if self.channels_last else net
+        self.dev, self.dtype, self.pooling = dev, dtype, pooling
+
+    def __call__(self, pixels: torch.Tensor) -> np.ndarray:
+        autocast = torch.autocast(self.dev.type, dtype=self.dtype) if self.dtype else nullcontext()
+        with torch.inference_mode(), autocast:
+            pixels = pixels.to(self.dev)
+            if self.channels_last:
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
+            return pool(self.net, pixels, self.pooling).float().cpu().numpy()
 
 
 def _run(
@@ -509,12 +647,30 @@ def _run(
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The streaming loop: workers decode, the main process runs the model and writes shards;
     returns what it wrote (vectors and failures by sha256)."""
+    forward = Forward(net, dev, dtype, pooling)
+
+    def batches() -> Iterator[tuple[list[str], np.ndarray | None, dict[str, str]]]:
+        for ids, pixels, bad in loader:
+            vecs = forward(pixels) if pixels is not None else None
+            yield [shas[i] for i in ids], vecs, {shas[i]: reason for i, reason in bad}
+
+    return write_shards(
+        batches(), shard_dir, total=len(shas), shard_size=shard_size, progress=progress
+    )
+
+
+def write_shards(
+    batches: Iterable[tuple[list[str], np.ndarray | None, dict[str, str]]],
+    shard_dir: Path,
+    *,
+    total: int,
+    shard_size: int,
+    progress: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Write ``(hashes, vectors, failures by hash)`` batches, as any engine yields them, into
+    shards of about ``shard_size`` images; return everything written."""
     from tqdm.auto import tqdm
 
-    channels_last = _is_convolutional(net)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext()
     buf_sha: list[str] = []
     buf_vec: list[np.ndarray] = []
     buf_fail: dict[str, str] = {}
@@ -529,20 +685,15 @@ def _run(
         buf_vec.clear()
         buf_fail.clear()
 
-    bar = tqdm(total=len(shas), unit="img", disable=not progress, desc="embedding")
-    with torch.inference_mode(), autocast:
-        for ids, pixels, bad in loader:
-            if pixels is not None:
-                pixels = pixels.to(dev)
-                if channels_last:
-                    pixels = pixels.contiguous(memory_format=torch.channels_last)
-                vecs = pool(net, pixels, pooling).float().cpu().numpy()
-                buf_sha += [shas[i] for i in ids]
-                buf_vec += list(vecs)
-            buf_fail.update({shas[i]: reason for i, reason in bad})
-            bar.update(len(ids) + len(bad))
-            if len(buf_sha) + len(buf_fail) >= shard_size:
-                flush()
+    bar = tqdm(total=total, unit="img", disable=not progress, desc="embedding")
+    for shas, vecs, bad in batches:
+        if vecs is not None:
+            buf_sha += shas
+            buf_vec += list(vecs)
+        buf_fail.update(bad)
+        bar.update(len(shas) + len(bad))
+        if len(buf_sha) + len(buf_fail) >= shard_size:
+            flush()
     if buf_sha or buf_fail:
         flush()
     bar.close()
