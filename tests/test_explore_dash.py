@@ -153,7 +153,12 @@ def test_3d_selection_view_gallery_decisions_and_download(dataset, tmp_path: Pat
     # a lasso in the selection view -> the selection -> the gallery
     blue = points.index[points["label"] == "blue"][:3].tolist()
     lasso = {"points": [{"curveNumber": 0, "pointNumber": 0, "customdata": r} for r in blue]}
-    rows = _call(client, ["selection.data"], {"select-map.selectedData": lasso})
+    rows = _call(
+        client,
+        ["selection.data", "scores.data"],
+        {"select-map.selectedData": lasso},
+        {"scores.data": {}},
+    )
     assert rows["selection"]["data"] == sorted(blue)
 
     def decide(button: str, ops: list, label: str = "", tag: str = "") -> dict:
@@ -174,12 +179,13 @@ def test_3d_selection_view_gallery_decisions_and_download(dataset, tmp_path: Pat
     refused = decide("accept", ops)  # solid colours: every suggestion is the image's own label
     assert "no selected image has a suggestion" in refused["message"]["children"]
     # the 3D map rings the selection (its scenes have no selection styling of their own)
-    shown_now = {"labels.value": ["red", "green", "blue"], "selection.data": sorted(blue)}
+    shown_now = {"labels.value": ["red", "green", "blue"], "selection.data": sorted(blue),
+                 "scores.data": {}}  # fmt: skip
     ringed = _call(client, ["map.figure"], shown_now, changed="selection.data")
     last = ringed["map"]["figure"]["data"][-1]
     assert last["name"] == "selection (3)" and _array(last["customdata"]).tolist() == sorted(blue)
     gallery = _call(client, ["gallery.children", "gallery-note.children", "counter.children"],
-                    {"selection.data": sorted(blue), "ops.data": ops})  # fmt: skip
+                    {"selection.data": sorted(blue), "ops.data": ops, "scores.data": {}})  # fmt: skip
     tiles = gallery["gallery"]["children"]
     assert len(tiles) == 3 and "3 relabelled, 3 dropped" in gallery["counter"]["children"]
     texts = [[c["props"].get("children") for c in t["props"]["children"][1:]] for t in tiles]

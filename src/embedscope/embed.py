@@ -345,6 +345,7 @@ def embed(
         "model_key": key,
         "identity": identity,
         "pooling": pooling,
+        "text_tower": hasattr(net, "get_text_features"),  # text search and prompts can work
         "device": str(dev),
         "precision": precision_name,
         "batch_size": batch_size,
