@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 from pathlib import Path
@@ -193,3 +194,33 @@ def tiny_clip(path: Path, seed: int = 0) -> Path:
     ).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def dash_call(client, outputs: list[str], inputs: dict, state: dict | None = None, changed=None):
+    """POST one callback to Dash's endpoint, as the browser does; ``outputs`` are
+    ``"id.prop"``, ``inputs`` and ``state`` map ``"id.prop"`` to values in the callback's
+    order; ``changed`` (default: the first input) is the one that fired. Returns the
+    response's ``{id: {prop: value}}``."""
+
+    def spec(key: str, value=None) -> dict:
+        ident, prop = key.rsplit(".", 1)
+        return {"id": ident, "property": prop, "value": value}
+
+    many = len(outputs) > 1
+    payload = {
+        "output": f"..{'...'.join(outputs)}.." if many else outputs[0],
+        "outputs": [spec(o) for o in outputs] if many else spec(outputs[0]),
+        "inputs": [spec(k, v) for k, v in inputs.items()],
+        "state": [spec(k, v) for k, v in (state or {}).items()],
+        "changedPropIds": [changed or next(iter(inputs))],
+    }
+    reply = client.post("/_dash-update-component", json=payload)
+    assert reply.status_code == 200, reply.get_data(as_text=True)[:500]
+    return reply.get_json()["response"]
+
+
+def plotly_array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or plotly >= 6's typed array {dtype, bdata}."""
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    return np.asarray(value)

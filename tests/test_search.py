@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import make_classes, tiny_clip, tiny_vit
+from helpers import dash_call, make_classes, plotly_array, tiny_clip, tiny_vit
 from plotly.callbacks import InputDeviceState, Points
 
 from embedscope.cli import main
 from embedscope.embed import embed
+from embedscope.explore.dash import create_app
 from embedscope.explore.live import FOUND, LiveExplorer
 from embedscope.ingest import ingest, load_manifest
 from embedscope.layout import Layout, load_embeddings
@@ -164,6 +165,45 @@ def test_live_panel_answers_a_typed_query_and_more_like_this(dataset: Layout, cl
     assert not ring[0].showlegend and len(ring[0].customdata) == 0
     plain = LiveExplorer(points, root)  # no searcher: the box is off and says why
     assert plain.query.disabled and plain.search_buttons["more like this"].disabled
+
+
+def test_dash_search_fills_the_gallery_with_scores_and_rings_them(
+    dataset: Layout, clip: str
+) -> None:
+    app = create_app(dataset, model=clip, method="pca", dims=2)
+    client = app.server.test_client()
+    # the search callback shares the selection with the box/lasso one: Dash names its outputs
+    key = next(k for k in app.callback_map if "search-message.children" in k)
+    outputs = key.strip(".").split("...")
+    clicks = {"search.n_clicks": 1, "query.n_submit": None, "more-like.n_clicks": 0}
+    state = {"query.value": "a red square on a sofa", "k.value": 4, "map.clickData": None}
+    got = dash_call(client, outputs, clicks, state)
+    sims = _brute_force(clip, dataset, ["a red square on a sofa"])[:, 0]
+    expected = np.argsort(-sims, kind="stable")[:4].tolist()
+    assert got["selection"]["data"] == expected
+    scores = got["scores"]["data"]
+    np.testing.assert_allclose([scores[str(r)] for r in expected], sims[expected], atol=1e-4)
+    inputs = {"selection.data": expected, "ops.data": [], "scores.data": scores}
+    shown = dash_call(
+        client, ["gallery.children", "gallery-note.children", "counter.children"], inputs
+    )
+    last_line = shown["gallery"]["children"][0]["props"]["children"][-1]["props"]["children"]
+    assert last_line == f"score {scores[str(expected[0])]:.3f}"
+    drawn = {
+        "labels.value": ["blue", "green", "red"],
+        "selection.data": expected,
+        "scores.data": scores,
+    }
+    ring = dash_call(client, ["map.figure"], drawn, changed="scores.data")["map"]["figure"]["data"][
+        -1
+    ]
+    assert ring["name"] == "selection (4)" and plotly_array(ring["customdata"]).tolist() == expected
+    clicked = {"points": [{"curveNumber": 0, "pointNumber": 0, "customdata": 2}]}
+    like = {"search.n_clicks": 1, "query.n_submit": None, "more-like.n_clicks": 1}
+    got = dash_call(client, outputs, like, state | {"map.clickData": clicked}, "more-like.n_clicks")
+    assert len(got["selection"]["data"]) == 4 and 2 not in got["selection"]["data"]
+    refused = dash_call(client, outputs, clicks, state | {"query.value": ""})
+    assert refused["search-message"]["children"] == "type a text to search for"
 
 
 def test_run_all_with_a_clip_folder_writes_prompts_and_zero_shot(tmp_path: Path, clip: str) -> None:
