@@ -46,7 +46,10 @@ class TextTower:
 
         if not texts:
             raise ValueError("no text to encode")
-        tokens = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        # SigLIP was trained on texts padded to the full length; CLIP's pooling ignores padding
+        siglip = "siglip" in getattr(self.model.config, "model_type", "")
+        padding = "max_length" if siglip else True
+        tokens = self.tokenizer(list(texts), padding=padding, truncation=True, return_tensors="pt")
         tokens = {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         with torch.inference_mode():
             out = self.model.get_text_features(**tokens)
@@ -59,7 +62,7 @@ def load_text_tower(model: str) -> TextTower:
     tokenizer; a model without one raises :class:`NoTextTower` in one sentence."""
     from transformers import AutoTokenizer
 
-    from embedscope.models import ModelUnavailable, load_model, resolve_model
+    from embedscope.models import ModelUnavailable, _brief, load_model, resolve_model
 
     net, _, _ = load_model(model)
     if not hasattr(net, "get_text_features"):
@@ -67,7 +70,9 @@ def load_text_tower(model: str) -> TextTower:
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelUnavailable(f"{model} has a text tower but no tokenizer: {exc}") from None
+        raise ModelUnavailable(
+            f"{model} has a text tower but no tokenizer ({_brief(exc)})"
+        ) from None
     return TextTower(net, tokenizer, model)
 
 
@@ -75,12 +80,9 @@ def _no_tower(model: str) -> str:
     return f"text search needs a model with a text tower (CLIP, SigLIP…); {model} has none"
 
 
-def rank(vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row positions and cosine similarities of the ``k`` vectors closest to ``query``,
-    best first (ties: lower row first)."""
-    sims = normalize(vectors) @ normalize(np.atleast_2d(query))[0]
-    k = max(0, min(int(k), len(sims)))
-    order = np.argsort(-sims, kind="stable")[:k]
+def top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest of ``sims``: positions and values, best first (ties: lower first)."""
+    order = np.argsort(-sims, kind="stable")[: max(0, min(int(k), len(sims)))]
     return order, sims[order]
 
 
@@ -103,6 +105,7 @@ class Searcher:
     ) -> None:
         self.vectors = normalize(vectors)
         self.tower, self.model, self.pooling = tower, model, pooling
+        self._image_model: tuple | None = None  # loaded on the first image file given to like()
         self.why = why or _no_tower(model or "this model")
 
     @classmethod
@@ -134,7 +137,7 @@ class Searcher:
             raise NoTextTower(self.why)
         if not query.strip():
             raise ValueError("type a text to search for")
-        return rank(self.vectors, self.tower.encode([query.strip()]), k)
+        return top_k(self.vectors @ self.tower.encode([query.strip()])[0], k)
 
     def like(self, item: int | str | Path, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` (at most :data:`MAX_LIKE`) images closest to a row (itself left out) or to
@@ -145,10 +148,10 @@ class Searcher:
         if isinstance(item, (int, np.integer)):
             if not 0 <= int(item) < len(self.vectors):
                 raise ValueError(f"no row {item}: rows go from 0 to {len(self.vectors) - 1}")
-            rows, sims = rank(self.vectors, self.vectors[int(item)], k + 1)
+            rows, sims = top_k(self.vectors @ self.vectors[int(item)], k + 1)
             keep = rows != int(item)
             return rows[keep][:k], sims[keep][:k]
-        return rank(self.vectors, self._embed_file(Path(item)), k)
+        return top_k(self.vectors @ normalize(self._embed_file(Path(item)))[0], k)
 
     def _embed_file(self, path: Path) -> np.ndarray:
         import torch
@@ -157,7 +160,9 @@ class Searcher:
         from embedscope.images import load_rgb
         from embedscope.models import load_model
 
-        net, processor, _ = load_model(self.model)
+        if self._image_model is None:
+            self._image_model = load_model(self.model)[:2]
+        net, processor = self._image_model
         pixels = processor(images=load_rgb(path), return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
             return pool(net, pixels, self.pooling).float().numpy()
