@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 from helpers import (
@@ -18,6 +19,8 @@ from helpers import (
 )
 
 from embedscope.cli import NOTEBOOKS, main
+from embedscope.compare import small_multiples
+from embedscope.explore.palette import class_colour
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -61,15 +64,30 @@ def _run_all(source: Path, data: Path, reports: Path, *extra: str) -> int:
     return main(["run-all", "--source", str(source), *args, "--reports-root", str(reports), *extra])
 
 
+def _names_no_directory_of_this_machine(folder: Path, *roots: Path) -> None:
+    """Every file of a report, text or not, is free of the run's absolute directories."""
+    needles = {str(r).encode() for r in (*roots, Path.home()) if len(str(r)) > 1}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            leaks = [n.decode() for n in needles if n in blob]
+            assert not leaks, f"{path.name} names {leaks}"
+
+
 def test_run_all_executes_the_four_notebooks_and_writes_every_output(
-    tmp_path: Path, builtin_cache: Path, capsys
+    tmp_path: Path, builtin_cache: Path, capfd
 ) -> None:
     source = make_classes(tmp_path / "tiny set", per_class=12)  # > k=10 neighbours per class
     (source / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     data, reports = tmp_path / "data", tmp_path / "reports"
     rc = _run_all(source, data, reports)
-    assert rc == 0, capsys.readouterr().err
+    printed = capfd.readouterr()
+    assert rc == 0, printed.err
+    # quiet: one line when a stage starts and one when it ends, nothing from kernels or models
+    assert len(printed.out.strip().splitlines()) == 2 * len(NOTEBOOKS) + 1, printed.out
+    assert not printed.err.strip(), printed.err
     out = reports / "tiny-set"
+    _names_no_directory_of_this_machine(out, tmp_path, NOTEBOOK_DIR.parent)
     for nb in NOTEBOOKS:
         executed = nbformat.read(out / nb, as_version=4)
         assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
@@ -114,8 +132,27 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     assert len(table) == 4 and set(table["method"]) == {"pca", "umap"}
     assert table.loc[table["model"] == "mobilenet_v2", "knn_accuracy"].eq(1.0).all()
     assert (out / "05_compare.html").exists()
+    _names_no_directory_of_this_machine(out, tmp_path, NOTEBOOK_DIR.parent)
     assert metrics["reduce"]["method"] == "umap"
     assert pd.read_csv(out / "embedding_image_df.csv")["z"].isna().all()
+
+
+def test_an_empty_source_says_so_at_the_first_notebook(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    junk = tmp_path / "junk" / "cats"
+    junk.mkdir(parents=True)
+    (junk / "a.jpg").write_text("not a picture")
+    (junk / "b.png").write_bytes(b"")
+    for source, why in [("empty", "no files"), ("junk", "2 files, all skipped — reasons: ")]:
+        rc = _run_all(tmp_path / source, tmp_path / "d", tmp_path / "r")
+        err = capsys.readouterr().err
+        assert rc == 1 and len(err.strip().splitlines()) == 1, err
+        assert (
+            "01_download.ipynb failed" in err and f"no images found in {tmp_path / source}" in err
+        )
+        assert why in err and "IndexError" not in err
+    assert "empty file" in err and "not an image" in err
+    _names_no_directory_of_this_machine(tmp_path / "r", tmp_path)
 
 
 def test_a_failing_notebook_names_itself_and_the_cell(tmp_path: Path, capsys) -> None:
@@ -215,3 +252,20 @@ def test_a_bad_decisions_file_stops_the_run_in_one_line(tmp_path: Path, capsys) 
     assert rc == 1 and len(err.strip().splitlines()) == 1
     assert "needs exactly the columns path,label,tags" in err
     assert not (tmp_path / "r").exists(), "no notebook ran"
+
+
+def test_compare_small_multiples_carry_one_legend_in_the_page_palette() -> None:
+    rng = np.random.default_rng(0)
+    maps = {
+        (model, method): pd.DataFrame(
+            {"x": rng.normal(size=6), "y": rng.normal(size=6), "label": list("aabbcc")}
+        )
+        for model in ("m1", "m2")
+        for method in ("pca", "umap")
+    }
+    fig = small_multiples(maps, cols=2)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["a", "b", "c"]
+    colours = [h.get_color() for h in legend.legend_handles]
+    assert colours == [class_colour(c, k) for k, c in enumerate("abc")]
+    assert fig._repr_png_()[:4] == b"\x89PNG"

@@ -363,6 +363,17 @@ def load_manifest(layout: Layout) -> tuple[pd.DataFrame, Path]:
     return pd.read_parquet(layout.manifest), root
 
 
+def require_images(manifest: pd.DataFrame, source: str) -> None:
+    """Stop at the first notebook, in one sentence, when nothing in ``source`` can be embedded
+    (later stages would otherwise fail on an empty array)."""
+    if (manifest["status"] == "ok").any():
+        return
+    reasons = manifest["reason"].value_counts()
+    why = ", ".join(f"{reason} ({count})" for reason, count in reasons.items())
+    files = f"{len(manifest)} files, all skipped — reasons: {why}" if len(manifest) else "no files"
+    raise SourceError(f"no images found in {source}: {files}")
+
+
 def summarize(manifest: pd.DataFrame) -> dict:
     """The counts ``metrics.json`` and ``01_download`` report."""
     ok = manifest[manifest["status"] == "ok"]

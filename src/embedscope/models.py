@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -212,17 +213,22 @@ def _load_local(folder: str, *, quiet: bool) -> tuple[PreTrainedModel, BaseImage
 
     try:
         processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
-        if not quiet:
-            return AutoModel.from_pretrained(folder), processor
-        # The built-in folder also holds the ImageNet head, which AutoModel reports as unexpected
-        # keys on every load; silence that known report, but insist nothing is left random.
+        # transformers prints a multi-line "LOAD REPORT" table whenever a checkpoint's keys and
+        # the class differ (the built-in folder's ImageNet head, a ViT saved without a pooler):
+        # hidden, and what matters said in one line below
         with _quiet():
             model, info = AutoModel.from_pretrained(folder, output_loading_info=True)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelUnavailable(f"cannot load the model in {folder}: {_first_line(exc)}") from None
-    if info["missing_keys"]:
-        raise ModelUnavailable(
-            f"{folder} lacks weights {sorted(info['missing_keys'])[:3]}: delete it to re-convert"
+    missing = sorted(info["missing_keys"])
+    if missing and quiet:  # the built-in model must have every weight
+        raise ModelUnavailable(f"{folder} lacks weights {missing[:3]}: delete it to re-convert")
+    if missing:
+        print(
+            f"[embedscope] note: {len(missing)} weights of {type(model).__name__} are not in "
+            f"{Path(folder).name} and start random: {', '.join(missing[:3])}"
+            + (" …" if len(missing) > 3 else ""),
+            file=sys.stderr,
         )
     return model, processor
 
