@@ -15,7 +15,7 @@ import torch
 from helpers import dash_call, make_classes, plotly_array, tiny_clip, tiny_vit
 from plotly.callbacks import InputDeviceState, Points
 
-from embedscope.cli import main
+from embedscope.cli import run_notebook
 from embedscope.embed import embed
 from embedscope.explore.dash import create_app
 from embedscope.explore.live import FOUND, LiveExplorer
@@ -206,15 +206,17 @@ def test_dash_search_fills_the_gallery_with_scores_and_rings_them(
     assert refused["search-message"]["children"] == "type a text to search for"
 
 
-def test_run_all_with_a_clip_folder_writes_prompts_and_zero_shot(tmp_path: Path, clip: str) -> None:
-    source = make_classes(tmp_path / "set", per_class=11)  # > k=10 neighbours per class
-    args = ["--notebooks-dir", str(NOTEBOOK_DIR), "--data-root", str(tmp_path / "data")]
-    args += ["--reports-root", str(tmp_path / "reports"), "--model", clip, "--method", "pca"]
-    assert main(["run-all", "--source", str(source), *args]) == 0
-    out = tmp_path / "reports" / "set"
+def test_notebooks_02_to_04_with_a_clip_folder_write_prompts_and_zero_shot(
+    dataset: Layout, clip: str
+) -> None:
+    params = {"name": dataset.name, "model": clip, "method": "pca", "dims": 3}
+    params |= {"data_root": str(dataset.data_root), "reports_root": str(dataset.reports_root)}
+    out = dataset.reports_dir
+    for nb in ("02_embed.ipynb", "03_reduce.ipynb", "04_explore.ipynb"):  # 01 is model-free
+        run_notebook(NOTEBOOK_DIR / nb, out / nb, params, cwd=NOTEBOOK_DIR, roots={})
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["prompts"]["prompts"] == [f"a photo of a {c}" for c in ("blue", "green", "red")]
-    assert sum(metrics["prompts"]["zero_shot_labels"].values()) == 33
+    assert sum(metrics["prompts"]["zero_shot_labels"].values()) == 12
     assert metrics["zero_shot"]["zero_shot_disagrees"] == metrics["prompts"]["zero_shot_disagrees"]
     html = (out / "explorer.html").read_text(encoding="utf-8")
     assert '"name":"prompt: a photo of a red","kind":"number"' in html
