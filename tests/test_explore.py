@@ -85,10 +85,10 @@ class Page:
         )
 
     def plotted(self) -> int:
-        """Points drawn now: every trace but the selection ring and legend-hidden classes."""
+        """Points drawn now: every trace but the overlays (pin, decisions) and hidden classes."""
         return self.page.evaluate(
             """() => document.getElementById('plot')._fullData
-                .filter(t => t.name !== 'selected' && t.visible === true)
+                .filter(t => !t.uid.startsWith('ov_') && t.visible === true)
                 .reduce((n, t) => n + t.x.length, 0)"""
         )
 

@@ -8,20 +8,16 @@ The notebooks are 04_explore itself, parameterized by papermill (nothing execute
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 from helpers import FIRST_POINT_JS, POINTS_NEAR_JS, launch_chromium, make_classes, tiny_vit
-from papermill.iorw import load_notebook_node
-from papermill.parameterize import parameterize_notebook
 
 from embedscope.embed import embed
 from embedscope.ingest import ingest
-from embedscope.lab import free_port, running_lab
+from embedscope.lab import free_port, open_and_run_all, parameterized, running_lab
 from embedscope.layout import Layout
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_explore.ipynb"
@@ -51,9 +47,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
         reports_root=str(layout.reports_root),
     )
     for mode in ("live", "dash"):
-        nb = load_notebook_node(str(NOTEBOOK))
-        params = {**common, "mode": mode, "dash_port": free_port()}
-        nbformat.write(parameterize_notebook(nb, params), books / f"{mode}.ipynb")
+        parameterized(NOTEBOOK, books / f"{mode}.ipynb", **common, mode=mode, dash_port=free_port())
     with running_lab(books, home=tmp / "home") as server, sync_playwright() as pw:
         browser = launch_chromium(pw)
         yield server, browser
@@ -63,14 +57,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
 def _open_and_run(lab: tuple[Any, Any], notebook: str) -> Any:
     server, browser = lab
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
-    page.goto(server.url(notebook))
-    page.locator(".jp-Notebook").first.wait_for(timeout=SLOW)
-    # the kernel is up once the status bar says so ("Python 3 (ipykernel) | Idle")
-    page.locator(".jp-StatusBar-TextItem").filter(has_text=re.compile(r"\| Idle$")).first.wait_for(
-        timeout=SLOW
-    )
-    page.locator(".lm-MenuBar-itemLabel").filter(has_text=re.compile("^Run$")).click()
-    page.locator(".lm-Menu-itemLabel").filter(has_text=re.compile("^Run All Cells$")).click()
+    open_and_run_all(page, server, notebook, SLOW)
     return page
 
 

@@ -13,6 +13,7 @@ Both live in ``embedscope/jupyter/`` (JupyterLab's own ``labconfig`` files), put
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -111,6 +112,29 @@ def running_lab(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def parameterized(notebook: str | Path, out: str | Path, **parameters) -> Path:
+    """A copy of ``notebook`` at ``out`` with papermill's parameters cell injected, not run:
+    what a person gets by editing the parameters cell before pressing Run All."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = parameterize_notebook(load_notebook_node(str(notebook)), parameters)
+    nbformat.write(nb, str(out))
+    return Path(out)
+
+
+def open_and_run_all(page, lab: RunningLab, notebook: str, timeout_ms: int = 180_000) -> None:
+    """In a Playwright ``page``: open ``notebook``, wait for its kernel, then Run → Run All
+    Cells through the menus, as a person would (returns once the cells are queued)."""
+    page.goto(lab.url(notebook))
+    page.locator(".jp-Notebook").first.wait_for(timeout=timeout_ms)
+    idle = page.locator(".jp-StatusBar-TextItem").filter(has_text=re.compile(r"\| Idle$"))
+    idle.first.wait_for(timeout=timeout_ms)  # "Python 3 (ipykernel) | Idle": the kernel is up
+    page.locator(".lm-MenuBar-itemLabel").filter(has_text=re.compile("^Run$")).click()
+    page.locator(".lm-Menu-itemLabel").filter(has_text=re.compile("^Run All Cells$")).click()
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:

@@ -63,8 +63,8 @@ class LiveExplorer:
         self.log = DecisionLog()
         self._thumbs: dict[tuple[int, int], bytes] = {}
         self.gallery_size = gallery_size
-        # the legend sits above the map on the left, clear of plotly's toolbar at the top right
-        legend = dict(orientation="h", x=0, xanchor="left", y=1.0, yanchor="bottom")
+        # the toolbar gets the top margin to itself; the legend starts below it, right of the map
+        legend = dict(x=1.0, xanchor="left", y=1.0, yanchor="top", itemsizing="constant")
         self.fig = go.FigureWidget(
             layout=dict(
                 height=600, margin=dict(l=0, r=0, t=40, b=0), legend=legend, template="plotly_white"
