@@ -12,7 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import dash_call, make_classes, plotly_array, tiny_clip, tiny_vit
+from helpers import (
+    dash_call,
+    launch_chromium,
+    make_classes,
+    plotly_array,
+    tiny_clip,
+    tiny_vit,
+)
 from plotly.callbacks import InputDeviceState, Points
 
 from embedscope.cli import run_notebook
@@ -221,6 +228,28 @@ def test_notebooks_02_to_04_with_a_clip_folder_write_prompts_and_zero_shot(
     html = (out / "explorer.html").read_text(encoding="utf-8")
     assert '"name":"prompt: a photo of a red","kind":"number"' in html
     assert '"name":"zero_shot_label","kind":"category"' in html
+    _explorer_colours_by_a_prompt(out / "explorer.html", load_prompt_scores(dataset, clip))
     reduce = nbformat.read(out / "03_reduce.ipynb", as_version=4)
     shown = json.dumps([c.get("outputs") for c in reduce.cells if c.cell_type == "code"])
     assert "zero_shot_label" in shown and "top_mislabel_flagged_by_zero_shot" in shown
+
+
+def _explorer_colours_by_a_prompt(page_file: Path, table: pd.DataFrame) -> None:
+    """In Chromium, "Colour by" offers the prompt and colours every point by its similarity."""
+    from playwright.sync_api import sync_playwright
+
+    prompt = "prompt: a photo of a red"
+    with sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        page = browser.new_page()
+        page.goto(page_file.as_uri())
+        page.locator("body[data-ready='1']").wait_for(state="attached", timeout=60_000)
+        assert prompt in page.locator("#colour option").all_text_contents()
+        page.select_option("#colour", label=prompt)
+        traces = page.evaluate(
+            "() => document.getElementById('plot').data.map(t => [t.name, "
+            "t.marker.showscale === true, Array.from(t.marker.color)])"
+        )
+        browser.close()
+    assert [t[:2] for t in traces] == [[prompt, True]]
+    np.testing.assert_allclose(traces[0][2], table[prompt], rtol=1e-3, atol=1e-4)
