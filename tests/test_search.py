@@ -5,6 +5,7 @@ checked against a brute-force one computed here with transformers directly."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -28,6 +29,7 @@ from embedscope.explore.dash import create_app
 from embedscope.explore.live import FOUND, LiveExplorer
 from embedscope.ingest import ingest, load_manifest
 from embedscope.layout import Layout, load_embeddings
+from embedscope.models import ModelUnavailable
 from embedscope.search import (
     MAX_LIKE,
     NoTextTower,
@@ -143,6 +145,20 @@ def test_a_model_without_a_text_tower_says_so_in_one_sentence(tmp_path: Path) ->
     assert len(searcher.like(0, k=3)[0]) == 3  # "more like this" works with any model
     assert prompt_scores(layout, vit) == {"skipped": NO_TOWER.format(vit)}
     assert load_prompt_scores(layout, vit).empty
+
+
+def test_a_clip_folder_saved_without_its_tokenizer_says_so(clip: str, tmp_path: Path) -> None:
+    folder = tmp_path / "no-tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        shutil.copy(Path(clip) / name, folder / name)
+    with pytest.raises(ModelUnavailable, match="has a text tower but no tokenizer: save it") as err:
+        load_text_tower(str(folder))
+    assert "\n" not in str(err.value)
+    layout = Layout("no-tokenizer", tmp_path / "data", tmp_path / "reports")
+    ingest(str(make_classes(tmp_path / "images", per_class=2)), layout)
+    embed(layout, str(folder), progress=False)
+    assert prompt_scores(layout, str(folder)) == {"skipped": str(err.value)}  # 02 goes on
 
 
 def test_live_panel_answers_a_typed_query_and_more_like_this(dataset: Layout, clip: str) -> None:

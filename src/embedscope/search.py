@@ -19,6 +19,7 @@ import pandas as pd
 from embedscope.analyse import normalize
 from embedscope.ingest import UNLABELLED
 from embedscope.layout import Layout, load_embeddings, read_json, write_parquet
+from embedscope.models import ModelUnavailable
 
 #: The default prompt per class; ``{label}`` is the class name with ``_`` and ``-`` as spaces.
 CLASS_PROMPT = "a photo of a {label}"
@@ -60,20 +61,12 @@ class TextTower:
 def load_text_tower(model: str) -> TextTower:
     """The text half of ``model`` (as given to :func:`embedscope.embed.embed`) and its
     tokenizer; a model without one raises :class:`NoTextTower` in one sentence."""
-    from transformers import AutoTokenizer
-
-    from embedscope.models import ModelUnavailable, _brief, load_model, resolve_model
+    from embedscope.models import load_model, load_tokenizer
 
     net, _, _ = load_model(model)
     if not hasattr(net, "get_text_features"):
         raise NoTextTower(_no_tower(model))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelUnavailable(
-            f"{model} has a text tower but no tokenizer ({_brief(exc)})"
-        ) from None
-    return TextTower(net, tokenizer, model)
+    return TextTower(net, load_tokenizer(model), model)
 
 
 def _no_tower(model: str) -> str:
@@ -129,7 +122,10 @@ class Searcher:
                 f"default for {spec}), not {pooling!r}: run 02_embed again"
             )
         else:
-            tower = load_text_tower(spec)
+            try:
+                tower = load_text_tower(spec)
+            except ModelUnavailable as exc:  # e.g. saved without its tokenizer: say so, go on
+                why = str(exc)
         return cls(emb.vectors, tower=tower, model=spec, pooling=pooling, why=why)
 
     @property
