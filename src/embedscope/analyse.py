@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from embedscope.ingest import UNLABELLED
-from embedscope.layout import Layout, load_embeddings, write_npz
+from embedscope.layout import Damaged, Layout, load_checked, load_embeddings, write_npz
 
 #: Above this many points neighbours come from an approximate index.
 EXACT_LIMIT = 20_000
@@ -260,11 +260,9 @@ def analyse(
     emb = load_embeddings(layout, model)
     fingerprint = hashlib.sha256("\n".join(emb.rows["sha256"]).encode() + f"{k}".encode())
     path = layout.neighbors(emb.model_key)
-    cached = None
-    if path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["fingerprint"]) == fingerprint.hexdigest() and "cluster" in z:
-                cached = z["neighbors"], z["similarity"], z["cluster"]
+    cached = load_checked(path, lambda p: _read_neighbors(p, len(emb.rows)))
+    if cached is not None and cached[3] != fingerprint.hexdigest():
+        cached = None  # written for other vectors or another k: recomputed, not damaged
     if cached is None:  # neighbours and HDBSCAN depend on the vectors only: compute them once
         cached = (*neighbors(emb.vectors, k), clusters(emb.vectors))
         write_npz(
@@ -274,7 +272,7 @@ def analyse(
             cluster=cached[2],
             fingerprint=fingerprint.hexdigest(),
         )
-    idx, sim, found = cached
+    idx, sim, found = cached[:3]
     labels = emb.rows["label"].to_numpy(dtype=object)
     report = knn_report(labels, idx, sim)
     scores = neighbour_scores(labels, idx, sim)
@@ -300,3 +298,16 @@ def analyse(
         "cluster": found,
     }
     return report, per_image
+
+
+def _read_neighbors(path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Cached neighbours, similarities, clusters and fingerprint, refused unless shaped for
+    ``n`` images with indices inside 0..n-1."""
+    with np.load(path, allow_pickle=False) as z:
+        idx, sim, found = z["neighbors"], z["similarity"], z["cluster"]
+        fingerprint = str(z["fingerprint"])
+    if idx.ndim != 2 or idx.shape != sim.shape or len(idx) != n or found.shape != (n,):
+        raise Damaged(f"shapes {idx.shape}, {sim.shape}, {found.shape} for {n} images")
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise Damaged("a neighbour index is out of range")
+    return idx, sim, found, fingerprint

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from embedscope.decisions import read_decisions
 from embedscope.ingest import default_name
-from embedscope.layout import Layout, update_metrics, write_atomic
+from embedscope.layout import DiskFull, Layout, update_metrics, write_atomic
 
 NOTEBOOKS = ("01_download.ipynb", "02_embed.ipynb", "03_reduce.ipynb", "04_explore.ipynb")
 
@@ -146,7 +146,7 @@ def run_all(
         (layout.data_root, "[data]"),
         (layout.reports_root, "[reports]"),
         (source if Path(source).is_absolute() else None, "[dataset]"),
-        (decisions, "[decisions]"),
+        (Path(decisions).parent if decisions else None, "[decisions folder]"),
         (model if Path(model).is_absolute() else None, f"[{Path(model).name}]"),
     )
     params = {
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             decisions=args.decisions or None,
             extra=extra,
         )
-    except (NotebookFailed, ValueError, FileNotFoundError) as exc:
+    except (NotebookFailed, ValueError, FileNotFoundError, DiskFull) as exc:
         print(f"embedscope: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +32,13 @@ from torch.utils.data import DataLoader, Dataset
 from embedscope.images import load_rgb
 from embedscope.ingest import load_manifest
 from embedscope.layout import (
+    Damaged,
     Layout,
+    load_checked,
+    os_path,
+    read_embedding_files,
     read_json,
+    set_aside,
     slug,
     write_json,
     write_npy,
@@ -86,6 +95,10 @@ def resolve_batch_size(batch_size: int | None, device: torch.device, model: torc
     if device.type != "cpu":
         return 64
     return 8 if _is_convolutional(model) else 16
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    return str(dtype).removeprefix("torch.") if dtype else "float32"
 
 
 def _is_convolutional(model: torch.nn.Module) -> bool:
@@ -228,19 +241,47 @@ def _probe_image(path: Path | None) -> Image.Image:
 
 
 class _Images(Dataset):
-    """Decode + preprocess in worker processes; a bad file yields its reason, not an error."""
+    """Decode + preprocess in worker processes; a bad file yields its reason, not an error.
 
-    def __init__(self, root: Path, paths: list[str], processor) -> None:
-        self.root, self.paths, self.processor = root, paths, processor
+    ``stamps`` (size, mtime_ns) per path are what the manifest recorded when it hashed the
+    file; a file that no longer matches is not decoded (see :func:`_as_ingested`).
+    """
+
+    def __init__(self, root: Path, paths: list[str], processor, stamps=None) -> None:
+        self.root, self.paths, self.processor, self.stamps = root, paths, processor, stamps
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
+        path = os_path(self.root, self.paths[i])
+        stamp = self.stamps[i] if self.stamps is not None else None
         try:
-            return i, self.processor(load_rgb(self.root / self.paths[i])), ""
+            changed = _as_ingested(path, stamp)
+            pixels = None if changed else self.processor(load_rgb(path))
+            changed = changed or _as_ingested(path, stamp)  # changed while being decoded
         except Exception as exc:  # any decoder error must skip the file, not end the run
             return i, None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (i, None, changed) if changed else (i, pixels, "")
+
+
+#: Start of the reason given to files that are not as the manifest hashed them; such a skip
+#: is reported but never stored in a shard (the file may come back as it was).
+NOT_AS_INGESTED = "changed since 01_download"
+
+
+def _as_ingested(path: Path, stamp: tuple[int, int] | None) -> str:
+    """'' when ``path`` still has the size and mtime the manifest recorded with its sha256,
+    else the skip reason: vectors must never be cached under a hash of other bytes."""
+    if stamp is None:
+        return ""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"{NOT_AS_INGESTED}: {exc.strerror or 'gone'}; run 01_download again"
+    if (st.st_size, st.st_mtime_ns) != tuple(stamp):
+        return f"{NOT_AS_INGESTED} (size or modification time differ); run 01_download again"
+    return ""
 
 
 def _collate(items):
@@ -251,27 +292,75 @@ def _collate(items):
     return ids, pixels, bad
 
 
+_SHA256 = re.compile("[0-9a-f]{64}")
+_SHARD_KEYS = {"sha256", "vectors", "failed_sha256", "failed_reason", "model_key", "digest"}
+
+
 def _read_shards(shard_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Vectors by sha256 and failures by sha256 from every complete shard."""
+    """Vectors by sha256 and failures by sha256 from every shard that passes its checks; a
+    damaged or foreign shard is set aside (one line), so its images are embedded again."""
+    key = shard_dir.parent.name
+    shards = sorted(shard_dir.glob("*.npz"))
+    loaded = {p: load_checked(p, lambda p: _load_shard(p, key)) for p in shards}
+    loaded = {p: a for p, a in loaded.items() if a is not None}
+    dims = Counter(a["vectors"].shape[1] for a in loaded.values() if len(a["vectors"]))
     vectors: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
-    for shard in sorted(shard_dir.glob("*.npz")):
-        with np.load(shard, allow_pickle=False) as z:
-            vectors.update(zip(z["sha256"].tolist(), z["vectors"], strict=True))
-            failed.update(
-                zip(z["failed_sha256"].tolist(), z["failed_reason"].tolist(), strict=True)
-            )
+    for path, arrays in loaded.items():
+        dim = arrays["vectors"].shape[1]
+        if len(arrays["vectors"]) and dim != dims.most_common(1)[0][0]:
+            set_aside(path, f"vectors of dimension {dim}, the other shards' differ")
+            continue
+        vectors.update(zip(arrays["sha256"].tolist(), arrays["vectors"], strict=True))
+        failed.update(
+            zip(arrays["failed_sha256"].tolist(), arrays["failed_reason"].tolist(), strict=True)
+        )
     return vectors, failed
 
 
+def _load_shard(path: Path, key: str) -> dict[str, np.ndarray]:
+    """A shard's arrays, refused (:class:`Damaged`) unless they are what the shard claims:
+    this model's, one 64-hex content hash per vector, a 2-D float32 block, the same digest."""
+    with np.load(path, allow_pickle=False) as z:
+        if set(z.files) != _SHARD_KEYS:
+            raise Damaged(f"arrays {sorted(z.files)} are not a shard's")
+        arrays = {k: z[k] for k in z.files}
+    vecs, shas = arrays["vectors"], arrays["sha256"]
+    if str(arrays["model_key"]) != key:
+        raise Damaged(f"written for model {arrays['model_key']}, not {key}")
+    if vecs.ndim != 2 or vecs.dtype != np.float32 or len(vecs) != len(shas):
+        raise Damaged(f"{len(shas)} hashes for vectors of shape {vecs.shape}")
+    hashes = np.concatenate([shas, arrays["failed_sha256"]]).astype(str)
+    if not all(_SHA256.fullmatch(h) for h in hashes.tolist()):
+        raise Damaged("a content hash is not a sha256")
+    if str(arrays["digest"]) != _shard_digest(arrays):
+        raise Damaged("contents differ from the digest written with them")
+    return arrays
+
+
+def _shard_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over everything a shard holds but its digest."""
+    h = hashlib.sha256()
+    for name in sorted(_SHARD_KEYS - {"digest"}):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _write_shard(shard_dir: Path, shas: list[str], vecs: list[np.ndarray], failed: dict) -> None:
+    """One shard of the model whose folder holds ``shard_dir``, with its digest; failures
+    that say the file was not as ingested are left out (they are not facts about the image)."""
     dim = vecs[0].shape[-1] if vecs else 0
+    failed = {s: r for s, r in failed.items() if not r.startswith(NOT_AS_INGESTED)}
     arrays = {
         "sha256": np.array(shas, dtype="U64"),
         "vectors": np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32),
         "failed_sha256": np.array(list(failed), dtype="U64"),
         "failed_reason": np.array(list(failed.values()), dtype=str),
+        "model_key": np.array(shard_dir.parent.name),
     }
+    arrays["digest"] = np.array(_shard_digest(arrays))
     write_npz(shard_dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz", **arrays)
 
 
@@ -286,45 +375,192 @@ def embed(
     num_workers: int | None = None,
     shard_size: int = 512,
     progress: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
+    concurrency: int | None = None,
 ) -> dict:
-    """Embed every ok manifest image not yet cached for this model; return run facts."""
-    t0 = time.perf_counter()
-    manifest, root = load_manifest(layout)
-    ok = manifest[manifest["status"] == "ok"]
-    dev = resolve_device(device)
-    net, processor, identity = load_model(model, device=str(dev))
-    pooling = resolve_pooling(net, pooling)
-    dtype = resolve_precision(precision, dev, net)
-    batch_size = resolve_batch_size(batch_size, dev, net)
-    precision_name = str(dtype).removeprefix("torch.") if dtype else "float32"
-    key = model_key(model, identity, pooling, precision_name)
-    out_dir = layout.embeddings_dir(key)
-    shard_dir = out_dir / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    done, failed = _read_shards(shard_dir)
-    first_path = ok.drop_duplicates("sha256").set_index("sha256")["path"]
-    todo = [sha for sha in first_path.index if sha not in done and sha not in failed]
-    t_load = time.perf_counter() - t0
+    """Embed every ok manifest image not yet cached for this model; return run facts.
 
-    t1 = time.perf_counter()
-    if todo:
-        paths = [first_path[s] for s in todo]
-        loader = _loader(root, paths, processor, batch_size, num_workers)
-        new, new_failed = _run(
-            net,
-            loader,
-            todo,
-            shard_dir,
-            dev=dev,
-            dtype=dtype,
+    ``engine="ray"`` runs the same step on Ray Data (see :mod:`embedscope.embed_ray`;
+    ``ray_address`` and ``concurrency`` apply to it only; ``num_workers`` to local only).
+    """
+    if engine == "ray":
+        from embedscope.embed_ray import embed_ray
+
+        return embed_ray(
+            layout,
+            model,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
             pooling=pooling,
             shard_size=shard_size,
             progress=progress,
+            ray_address=ray_address,
+            concurrency=concurrency,
         )
-        done |= new
-        failed |= new_failed
+    if engine != "local":
+        raise ValueError(f"engine must be local or ray, not {engine!r}")
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    job = plan(layout, model, dev, precision=precision, pooling=pooling, batch_size=batch_size)
+    t_load = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    new, new_failed = {}, {}
+    if job.todo:
+        loader = _loader(
+            job.root, job.paths, job.processor, job.batch_size, num_workers, job.stamps
+        )
+        new, new_failed = _run(
+            job.net.to(dev),
+            loader,
+            job.todo,
+            job.shard_dir,
+            dev=dev,
+            dtype=job.dtype,
+            pooling=job.pooling,
+            shard_size=shard_size,
+            progress=progress,
+        )
     t_embed = time.perf_counter() - t1
+    return finish(
+        layout, job, new, new_failed, seconds_load=t_load, seconds_embed=t_embed, engine="local"
+    )
 
+
+# --- pieces shared by the engines (local here, Ray in embed_ray): plan, preprocess, forward,
+# --- shard writing, final assembly. An engine only turns job.todo into vectors and failures.
+
+
+@dataclass
+class Job:
+    """What one embedding run must do, decided before any image is read."""
+
+    model: str
+    net: torch.nn.Module
+    processor: object
+    identity: str
+    device: torch.device
+    pooling: str
+    dtype: torch.dtype | None
+    batch_size: int
+    key: str
+    out_dir: Path
+    root: Path
+    ok: pd.DataFrame
+    done: dict[str, np.ndarray]
+    failed: dict[str, str]
+    todo: list[str]  # content hashes still to embed
+    paths: list[str]  # their paths relative to root (as text, see layout.os_path)
+    stamps: list[tuple[int, int]]  # their (size, mtime_ns) when the manifest hashed them
+
+    @property
+    def precision_name(self) -> str:
+        return _dtype_name(self.dtype)
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.out_dir / "shards"
+
+
+def plan(
+    layout: Layout,
+    model: str,
+    device: torch.device,
+    *,
+    precision: str = "auto",
+    pooling: str = "auto",
+    batch_size: int | None = None,
+) -> Job:
+    """Load the model, settle pooling/precision/batch size for ``device`` (where the model
+    will run, which for Ray may be another machine's GPU) and list the hashes not cached yet."""
+    manifest, root = load_manifest(layout)
+    ok = manifest[manifest["status"] == "ok"]
+    net, processor, identity = load_model(model, device="cpu")  # engines move it where it runs
+    pooling = resolve_pooling(net, pooling)
+    dtype = resolve_precision(precision, device, net)
+    batch_size = resolve_batch_size(batch_size, device, net)
+    precision_name = _dtype_name(dtype)
+    out_dir = layout.embeddings_dir(model_key(model, identity, pooling, precision_name))
+    (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+    done, failed = _read_shards(out_dir / "shards")
+    first = ok.drop_duplicates("sha256").set_index("sha256")
+    todo = [sha for sha in first.index if sha not in done and sha not in failed]
+    return Job(
+        model=model,
+        net=net,
+        processor=processor,
+        identity=identity,
+        device=device,
+        pooling=pooling,
+        dtype=dtype,
+        batch_size=batch_size,
+        key=out_dir.name,
+        out_dir=out_dir,
+        root=root,
+        ok=ok,
+        done=done,
+        failed=failed,
+        todo=todo,
+        paths=first.loc[todo, "path"].tolist(),
+        stamps=first.loc[todo, ["bytes", "mtime_ns"]].to_numpy(dtype=np.int64).tolist(),
+    )
+
+
+def finish(
+    layout: Layout,
+    job: Job,
+    new: dict[str, np.ndarray],
+    new_failed: dict[str, str],
+    *,
+    seconds_load: float,
+    seconds_embed: float,
+    **extra,
+) -> dict:
+    """Write ``vectors.npy`` + ``rows.parquet`` (only when they change), ``embed.json`` and the
+    model index from the cached and the new vectors; return the run facts (plus ``extra``)."""
+    done, failed = job.done | new, job.failed | new_failed
+    ok, todo, out_dir = job.ok, job.todo, job.out_dir
+    rows, vectors = _write_outputs(ok, done, out_dir, force=bool(todo))
+    skipped = ok[ok["sha256"].isin(failed.keys())]
+    facts = {
+        "model": job.model,
+        "model_key": job.key,
+        "identity": job.identity,
+        "pooling": job.pooling,
+        "text_tower": hasattr(job.net, "get_text_features"),  # text search and prompts can work
+        "device": str(job.device),
+        "precision": job.precision_name,
+        "batch_size": job.batch_size,
+        "dim": int(vectors.shape[1]) if vectors.size else 0,
+        "images": int(len(rows)),
+        "embedded_now": len(new),
+        "from_cache": int(len(ok) - len(todo)),
+        "skipped_files": [
+            {"path": p, "reason": failed[s]}
+            for p, s in zip(skipped["path"], skipped["sha256"], strict=True)
+        ],
+        "seconds_load_model": round(seconds_load, 3),
+        "seconds_embed": round(seconds_embed, 3),
+        "images_per_second": round(len(todo) / seconds_embed, 2)
+        if todo and seconds_embed
+        else None,
+        **extra,
+    }
+    write_json(out_dir / "embed.json", facts)
+    index_path = layout.data_dir / "embeddings" / "index.json"
+    index = read_json(index_path, default={"latest": None, "by_model": {}})
+    index["latest"], index["by_model"][job.model] = job.key, job.key
+    write_json(index_path, index)
+    return facts
+
+
+def _write_outputs(
+    ok: pd.DataFrame, done: dict[str, np.ndarray], out_dir: Path, *, force: bool
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """``rows.parquet`` and ``vectors.npy`` of the ok images with vectors; written when
+    ``force``d or when what is on disk is missing, damaged or other (else a no-op re-run
+    rewrites nothing)."""
     kept = ok[ok["sha256"].isin(done.keys())]
     rows = pd.DataFrame(
         {
@@ -335,55 +571,67 @@ def embed(
         }
     )
     vectors = np.stack([done[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, 0))
-    rows_path = out_dir / "rows.parquet"
-    if todo or not rows_path.exists() or not pd.read_parquet(rows_path).equals(rows):
-        write_npy(out_dir / "vectors.npy", vectors)  # else unchanged: a re-run writes nothing
-        write_parquet(rows_path, rows)
-    skipped = ok[ok["sha256"].isin(failed.keys())]
-    facts = {
-        "model": model,
-        "model_key": key,
-        "identity": identity,
-        "pooling": pooling,
-        "text_tower": hasattr(net, "get_text_features"),  # text search and prompts can work
-        "device": str(dev),
-        "precision": precision_name,
-        "batch_size": batch_size,
-        "dim": int(vectors.shape[1]) if vectors.size else 0,
-        "images": int(len(rows)),
-        "embedded_now": int(len(todo)) - int(len(skipped)),
-        "from_cache": int(len(ok) - len(todo)),
-        "skipped_files": [
-            {"path": p, "reason": failed[s]}
-            for p, s in zip(skipped["path"], skipped["sha256"], strict=True)
-        ],
-        "seconds_load_model": round(t_load, 3),
-        "seconds_embed": round(t_embed, 3),
-        "images_per_second": round(len(todo) / t_embed, 2) if todo and t_embed else None,
-    }
-    write_json(out_dir / "embed.json", facts)
-    index_path = layout.data_dir / "embeddings" / "index.json"
-    index = read_json(index_path, default={"latest": None, "by_model": {}})
-    index["latest"], index["by_model"][model] = key, key
-    write_json(index_path, index)
-    return facts
+    stored = None if force else read_embedding_files(out_dir)
+    if stored is None or not stored[1].equals(rows):
+        write_npy(out_dir / "vectors.npy", vectors)
+        write_parquet(out_dir / "rows.parquet", rows)
+    return rows, vectors
 
 
-def _loader(root: Path, paths: list[str], processor, batch_size: int, num_workers: int | None):
-    """Batches of preprocessed pixels, decoded in worker processes; preprocessing runs as
-    :class:`FastPixels` when that reproduces the processor on this dataset's first image."""
+def rebuild_outputs(layout: Layout, key: str) -> None:
+    """Write ``vectors.npy``/``rows.parquet`` of model folder ``key`` again from its shards
+    and the manifest (no model needed): how a damaged output file is rebuilt."""
+    manifest, _ = load_manifest(layout)
+    out_dir = layout.embeddings_dir(key)
+    done, _ = _read_shards(out_dir / "shards")
+    _write_outputs(manifest[manifest["status"] == "ok"], done, out_dir, force=True)
+
+
+def _loader(
+    root: Path,
+    paths: list[str],
+    processor,
+    batch_size: int,
+    num_workers: int | None,
+    stamps: list[tuple[int, int]] | None = None,
+):
+    """Batches of preprocessed pixels, decoded in worker processes."""
     if num_workers is None:
         num_workers = 0 if len(paths) <= batch_size else max(1, min(4, (os.cpu_count() or 2) - 1))
-    fast = FastPixels(processor)
-    fast.ok = fast.matches([_probe_image(root / paths[0]), _probe_image(None)])
     return DataLoader(
-        _Images(root, paths, fast),
+        _Images(root, paths, preprocessor(processor, os_path(root, paths[0])), stamps),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
         persistent_workers=False,
         prefetch_factor=4 if num_workers else None,
     )
+
+
+def preprocessor(processor, probe: Path) -> FastPixels:
+    """The processor's recipe as :class:`FastPixels` when that reproduces it on ``probe`` (an
+    image of the dataset) and on odd-sized noise; else the processor itself does the work."""
+    fast = FastPixels(processor)
+    fast.ok = fast.matches([_probe_image(probe), _probe_image(None)])
+    return fast
+
+
+class Forward:
+    """The model on its device: channels-last for CNNs, autocast at ``dtype`` (None: float32);
+    call it on a batch of pixels for float32 numpy vectors."""
+
+    def __init__(self, net: torch.nn.Module, dev: torch.device, dtype, pooling: str) -> None:
+        self.channels_last = _is_convolutional(net)
+        self.net = net.to(memory_format=torch.channels_last) if self.channels_last else net
+        self.dev, self.dtype, self.pooling = dev, dtype, pooling
+
+    def __call__(self, pixels: torch.Tensor) -> np.ndarray:
+        autocast = torch.autocast(self.dev.type, dtype=self.dtype) if self.dtype else nullcontext()
+        with torch.inference_mode(), autocast:
+            pixels = pixels.to(self.dev)
+            if self.channels_last:
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
+            return pool(self.net, pixels, self.pooling).float().cpu().numpy()
 
 
 def _run(
@@ -400,12 +648,30 @@ def _run(
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The streaming loop: workers decode, the main process runs the model and writes shards;
     returns what it wrote (vectors and failures by sha256)."""
+    forward = Forward(net, dev, dtype, pooling)
+
+    def batches() -> Iterator[tuple[list[str], np.ndarray | None, dict[str, str]]]:
+        for ids, pixels, bad in loader:
+            vecs = forward(pixels) if pixels is not None else None
+            yield [shas[i] for i in ids], vecs, {shas[i]: reason for i, reason in bad}
+
+    return write_shards(
+        batches(), shard_dir, total=len(shas), shard_size=shard_size, progress=progress
+    )
+
+
+def write_shards(
+    batches: Iterable[tuple[list[str], np.ndarray | None, dict[str, str]]],
+    shard_dir: Path,
+    *,
+    total: int,
+    shard_size: int,
+    progress: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Write ``(hashes, vectors, failures by hash)`` batches, as any engine yields them, into
+    shards of about ``shard_size`` images; return everything written."""
     from tqdm.auto import tqdm
 
-    channels_last = _is_convolutional(net)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext()
     buf_sha: list[str] = []
     buf_vec: list[np.ndarray] = []
     buf_fail: dict[str, str] = {}
@@ -420,20 +686,15 @@ def _run(
         buf_vec.clear()
         buf_fail.clear()
 
-    bar = tqdm(total=len(shas), unit="img", disable=not progress, desc="embedding")
-    with torch.inference_mode(), autocast:
-        for ids, pixels, bad in loader:
-            if pixels is not None:
-                pixels = pixels.to(dev)
-                if channels_last:
-                    pixels = pixels.contiguous(memory_format=torch.channels_last)
-                vecs = pool(net, pixels, pooling).float().cpu().numpy()
-                buf_sha += [shas[i] for i in ids]
-                buf_vec += list(vecs)
-            buf_fail.update({shas[i]: reason for i, reason in bad})
-            bar.update(len(ids) + len(bad))
-            if len(buf_sha) + len(buf_fail) >= shard_size:
-                flush()
+    bar = tqdm(total=total, unit="img", disable=not progress, desc="embedding")
+    for shas, vecs, bad in batches:
+        if vecs is not None:
+            buf_sha += shas
+            buf_vec += list(vecs)
+        buf_fail.update(bad)
+        bar.update(len(shas) + len(bad))
+        if len(buf_sha) + len(buf_fail) >= shard_size:
+            flush()
     if buf_sha or buf_fail:
         flush()
     bar.close()

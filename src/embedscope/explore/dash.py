@@ -37,7 +37,7 @@ from embedscope.explore.atlas import thumbnail_jpeg
 from embedscope.explore.live import GALLERY_SIZE
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED, load_manifest
-from embedscope.layout import Layout
+from embedscope.layout import Layout, os_path
 from embedscope.reduce import project
 from embedscope.search import MAX_LIKE, Searcher
 
@@ -145,7 +145,7 @@ def create_app(
     )
     neighbors = np.asarray(per_image["neighbors"])
     _, root = load_manifest(layout)
-    files = [root / p for p in points["path"]]
+    files = [os_path(root, p) for p in points["path"]]
 
     app = Dash(__name__, title=f"embedscope · {layout.name}")
     server = app.server

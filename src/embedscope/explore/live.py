@@ -23,6 +23,7 @@ from embedscope.decisions import DecisionLog, counts_line, suggestion_text, sugg
 from embedscope.explore.atlas import preview_jpeg, thumbnail_jpeg
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED
+from embedscope.layout import os_path
 from embedscope.search import MAX_LIKE, PROMPT_PREFIX, Searcher
 
 _SCORES = ("cluster", "mislabel_score", "outlier_score")
@@ -205,7 +206,7 @@ class LiveExplorer:
     def _thumb(self, row: int, size: int) -> bytes:
         """A JPEG thumbnail, read once: the gallery redraws after every decision."""
         if (row, size) not in self._thumbs:
-            path = self.root / self.points["path"][row]
+            path = os_path(self.root, self.points["path"][row])
             self._thumbs[row, size] = thumbnail_jpeg(path, size) or b""
         return self._thumbs[row, size]
 
@@ -249,7 +250,7 @@ class LiveExplorer:
     def show(self, row: int, *, large: bool = False) -> None:
         """Put one point's image (a thumbnail, or a larger view read from the original file),
         label and path in the panel."""
-        path = self.root / self.points["path"][row]
+        path = os_path(self.root, self.points["path"][row])
         picture = preview_jpeg(path, self.preview_size) if large else self._thumb(row, self.size)
         self.image.value = picture or b""
         self.image.layout.display = None if picture else "none"

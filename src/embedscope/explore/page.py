@@ -26,7 +26,7 @@ import pandas as pd
 from embedscope.explore.atlas import ATLAS_COLS, NO_THUMBNAIL, build_atlases
 from embedscope.explore.palette import MISSING_COLOUR, PALETTE, class_colour, class_order
 from embedscope.ingest import UNLABELLED
-from embedscope.layout import write_atomic
+from embedscope.layout import os_path, write_atomic
 
 if TYPE_CHECKING:
     from IPython.display import HTML
@@ -81,7 +81,7 @@ def write_explorer(
     thumbs = np.full(n, NO_THUMBNAIL, dtype=np.int64)
     keep = _spread(n, max(0, min(max_thumbnails, n)))
     root = Path(image_root)
-    atlases, cells = build_atlases([root / paths[i] for i in keep], thumb_size)
+    atlases, cells = build_atlases([os_path(root, paths[i]) for i in keep], thumb_size)
     thumbs[keep] = cells
 
     is3d = "z" in points.columns and bool(points["z"].notna().any())
@@ -120,7 +120,8 @@ def write_explorer(
             "__SCRIPT__": here.joinpath("explorer.js").read_text(encoding="utf-8"),
         },
     )
-    return write_atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    body = page.encode("utf-8")
+    return write_atomic(out, lambda tmp: tmp.write_bytes(body), len(body))
 
 
 def show_inline(html_path: str | Path, *, height: int = 700) -> HTML:
