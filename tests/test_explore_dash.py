@@ -4,7 +4,6 @@ download) both through Dash's own callback endpoint and with a real mouse in Chr
 
 from __future__ import annotations
 
-import base64
 import socket
 import threading
 import urllib.error
@@ -15,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import FIRST_POINT_JS, launch_chromium, make_classes
+from helpers import dash_call as _call
+from helpers import plotly_array as _array
 
 from embedscope.decisions import read_decisions
 from embedscope.embed import embed
@@ -100,36 +101,6 @@ def test_hover_shows_the_tooltip_image_and_label(server) -> None:
         browser.close()
 
 
-def _call(client, outputs: list[str], inputs: dict, state: dict | None = None, changed=None):
-    """POST one callback to Dash's endpoint, as the browser does; ``outputs`` are
-    ``"id.prop"``, ``inputs`` and ``state`` map ``"id.prop"`` to values in the callback's
-    order; ``changed`` (default: the first input) is the one that fired. Returns the
-    response's ``{id: {prop: value}}``."""
-
-    def spec(key: str, value=None) -> dict:
-        ident, prop = key.rsplit(".", 1)
-        return {"id": ident, "property": prop, "value": value}
-
-    many = len(outputs) > 1
-    payload = {
-        "output": f"..{'...'.join(outputs)}.." if many else outputs[0],
-        "outputs": [spec(o) for o in outputs] if many else spec(outputs[0]),
-        "inputs": [spec(k, v) for k, v in inputs.items()],
-        "state": [spec(k, v) for k, v in (state or {}).items()],
-        "changedPropIds": [changed or next(iter(inputs))],
-    }
-    reply = client.post("/_dash-update-component", json=payload)
-    assert reply.status_code == 200, reply.get_data(as_text=True)[:500]
-    return reply.get_json()["response"]
-
-
-def _array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or plotly >= 6's typed array {dtype, bdata}."""
-    if isinstance(value, dict):
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-    return np.asarray(value)
-
-
 def test_3d_selection_view_gallery_decisions_and_download(dataset, tmp_path: Path) -> None:
     layout, _ = dataset
     app = create_app(layout, method="pca", dims=3)
@@ -153,7 +124,12 @@ def test_3d_selection_view_gallery_decisions_and_download(dataset, tmp_path: Pat
     # a lasso in the selection view -> the selection -> the gallery
     blue = points.index[points["label"] == "blue"][:3].tolist()
     lasso = {"points": [{"curveNumber": 0, "pointNumber": 0, "customdata": r} for r in blue]}
-    rows = _call(client, ["selection.data"], {"select-map.selectedData": lasso})
+    rows = _call(
+        client,
+        ["selection.data", "scores.data"],
+        {"select-map.selectedData": lasso},
+        {"scores.data": {}},
+    )
     assert rows["selection"]["data"] == sorted(blue)
 
     def decide(button: str, ops: list, label: str = "", tag: str = "") -> dict:
@@ -174,12 +150,14 @@ def test_3d_selection_view_gallery_decisions_and_download(dataset, tmp_path: Pat
     refused = decide("accept", ops)  # solid colours: every suggestion is the image's own label
     assert "no selected image has a suggestion" in refused["message"]["children"]
     # the 3D map rings the selection (its scenes have no selection styling of their own)
-    shown_now = {"labels.value": ["red", "green", "blue"], "selection.data": sorted(blue)}
+    shown_now = {"labels.value": ["red", "green", "blue"], "selection.data": sorted(blue),
+                 "scores.data": {}}  # fmt: skip
     ringed = _call(client, ["map.figure"], shown_now, changed="selection.data")
     last = ringed["map"]["figure"]["data"][-1]
     assert last["name"] == "selection (3)" and _array(last["customdata"]).tolist() == sorted(blue)
+    inputs = {"selection.data": sorted(blue), "ops.data": ops, "scores.data": {}}
     gallery = _call(client, ["gallery.children", "gallery-note.children", "counter.children"],
-                    {"selection.data": sorted(blue), "ops.data": ops})  # fmt: skip
+                    inputs)  # fmt: skip
     tiles = gallery["gallery"]["children"]
     assert len(tiles) == 3 and "3 relabelled, 3 dropped" in gallery["counter"]["children"]
     texts = [[c["props"].get("children") for c in t["props"]["children"][1:]] for t in tiles]

@@ -528,6 +528,7 @@ def finish(
         "model_key": job.key,
         "identity": job.identity,
         "pooling": job.pooling,
+        "text_tower": hasattr(job.net, "get_text_features"),  # text search and prompts can work
         "device": str(job.device),
         "precision": job.precision_name,
         "batch_size": job.batch_size,

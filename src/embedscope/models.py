@@ -34,6 +34,8 @@ _WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 _WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 _BUILTIN_DIR = _WEIGHTS_FILE.removesuffix(".pth")
 _BUILTIN_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+#: Any of these in a folder means a tokenizer was saved there.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "spiece.model")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -240,16 +242,10 @@ def _load_hub(repo_id: str) -> tuple[PreTrainedModel, BaseImageProcessor, str | 
     (measured: 97 s with DNS failing), so one short TCP probe decides first. The revision is
     resolved once, so model and processor come from the same commit, which names the weights.
     """
-    from huggingface_hub import constants
     from transformers import AutoImageProcessor, AutoModel
     from transformers.utils.hub import resolve_revision
 
-    if constants.is_offline_mode():
-        offline = "HF_HUB_OFFLINE is set"
-    elif not _reachable(constants.ENDPOINT):
-        offline = f"{urlsplit(constants.ENDPOINT).hostname} cannot be reached"
-    else:
-        offline = ""
+    offline = _offline()
     try:
         revision = resolve_revision(repo_id, None, local_files_only=bool(offline))
         kwargs = {"revision": revision, "local_files_only": bool(offline)}
@@ -269,6 +265,38 @@ def _load_hub(repo_id: str) -> tuple[PreTrainedModel, BaseImageProcessor, str | 
             "model and image processor into DIR) and pass DIR as the model"
         ) from None
     return model, processor, getattr(revision, "resolved", None)
+
+
+def load_tokenizer(spec: str):
+    """The tokenizer saved with ``spec`` (a text tower's), by the same rules as
+    :func:`load_model`: a folder or the local cache when the Hub cannot answer."""
+    from transformers import AutoTokenizer
+
+    resolved = resolve_model(spec)
+    local = Path(resolved).is_dir()
+    # without its files transformers quietly builds an empty tokenizer of the model's class
+    if local and not any((Path(resolved) / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelUnavailable(
+            f"{spec} has a text tower but no tokenizer: save it there too "
+            "(tokenizer.save_pretrained or processor.save_pretrained)"
+        )
+    try:
+        return AutoTokenizer.from_pretrained(resolved, local_files_only=local or bool(_offline()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelUnavailable(
+            f"{spec} has a text tower but no tokenizer ({_brief(exc)})"
+        ) from None
+
+
+def _offline() -> str:
+    """Why the Hub cannot be asked (HF_HUB_OFFLINE, or a probe that failed), else ""."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    if not _reachable(constants.ENDPOINT):
+        return f"{urlsplit(constants.ENDPOINT).hostname} cannot be reached"
+    return ""
 
 
 def _reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:

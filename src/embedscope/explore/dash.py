@@ -10,6 +10,10 @@ decisions (a :class:`~embedscope.decisions.DecisionLog` kept in the browser's ``
 "download decisions" saves the ``decisions.csv`` every editor shares. plotly's 3D scenes have
 no box or lasso, so a 3D map gets a 2D **selection view** beside it: the same points projected
 along the 3D camera's current line of sight (orthographic), redrawn whenever the camera turns.
+
+Search: a typed query (CLIP-family models, :mod:`embedscope.search`) or "more like this" from
+the clicked point fills the same selection and gallery with the top k and their scores, ringed
+on the map.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED, load_manifest
 from embedscope.layout import Layout, os_path
 from embedscope.reduce import project
+from embedscope.search import MAX_LIKE, Searcher
 
 
 def figure(
@@ -43,8 +48,9 @@ def figure(
     """One trace per label, always in the same order (hidden, not dropped, when filtered out),
     so a hover's curve and point numbers name a row; plotly's own hover label is off.
 
-    ``selected`` rows get ringed by one last trace in a 3D map, which has no selection styling
-    of its own (a 2D map highlights its box/lasso selection itself)."""
+    ``selected`` rows get ringed by one last trace: in a 3D map, which has no selection
+    styling of its own, and for search results (a 2D map highlights its box/lasso selection
+    itself)."""
     import plotly.graph_objects as go
 
     is3d = "z" in points and points["z"].notna().any()
@@ -65,20 +71,18 @@ def figure(
         else:
             # SVG scatter: WebGL's hover events carry no customdata
             fig.add_trace(go.Scatter(x=sel["x"], y=sel["y"], **common))
-    if is3d and selected:
+    if selected:
         sel = points.iloc[selected]
-        fig.add_trace(
-            go.Scatter3d(
-                x=sel["x"],
-                y=sel["y"],
-                z=sel["z"],
-                name=f"selection ({len(sel)})",
-                mode="markers",
-                customdata=sel.index.to_numpy(),
-                hoverinfo="none",
-                marker=dict(size=7, symbol="circle-open", color="#111111"),
-            )
+        ring = dict(
+            x=sel["x"],
+            y=sel["y"],
+            name=f"selection ({len(sel)})",
+            mode="markers",
+            customdata=sel.index.to_numpy(),
+            hoverinfo="none",
+            marker=dict(size=7 if is3d else 11, symbol="circle-open", color="#111111"),
         )
+        fig.add_trace(go.Scatter3d(z=sel["z"], **ring) if is3d else go.Scatter(**ring))
     fig.update_layout(
         margin=dict(l=0, r=0, t=0, b=0),
         uirevision="keep",
@@ -183,6 +187,7 @@ def create_app(
         return int(trace_rows[pt["curveNumber"]][pt["pointNumber"]])
 
     curation = _Curation(app, points, classes, row_of)
+    search = _search_controls(app, Searcher.from_layout(layout, model), row_of)
     app.layout = html.Div(
         style={"display": "flex", "height": "96vh", "fontFamily": "system-ui, sans-serif"},
         children=[
@@ -221,6 +226,7 @@ def create_app(
                         value=classes,
                         inputStyle={"marginRight": "4px"},
                     ),
+                    *search,
                     *curation.controls,
                     html.Div(id="detail"),
                 ],
@@ -282,12 +288,14 @@ def create_app(
         Output("map", "figure"),
         Input("labels", "value"),
         Input("selection", "data"),
+        Input("scores", "data"),
         prevent_initial_call=True,
     )
-    def redraw(values, selected):
-        if ctx.triggered_id == "selection" and not is3d:
-            return no_update  # plotly keeps and highlights a 2D selection itself
-        return figure(points, values, selected if is3d else None)
+    def redraw(values, selected, scores):
+        fired = ctx.triggered_prop_ids
+        if not is3d and "labels.value" not in fired and "scores.data" not in fired:
+            return no_update  # plotly keeps and highlights a 2D box/lasso selection itself
+        return figure(points, values, selected if is3d or scores else None)
 
     return app
 
@@ -334,6 +342,7 @@ class _Curation:
             html.Div(id="message", style={"color": "#b00020"}),
             dcc.Store(id="selection", data=[]),
             dcc.Store(id="ops", data=[]),
+            dcc.Store(id="scores", data={}),  # str(row) -> similarity of the last search
         ]
         self.below = [
             html.Div(id="gallery-note", style={"fontSize": "12px"}),
@@ -345,11 +354,14 @@ class _Curation:
 
         @app.callback(
             Output("selection", "data"),
+            Output("scores", "data"),
             Input(sources[0], "selectedData"),
+            State("scores", "data"),
             prevent_initial_call=True,
         )
-        def select(data):
-            return sorted({row_of(pt) for pt in (data or {}).get("points", [])})
+        def select(data, scores):
+            rows = sorted({row_of(pt) for pt in (data or {}).get("points", [])})
+            return rows, {} if scores else no_update  # a box replaces a search's results
 
         @app.callback(
             Output("ops", "data"),
@@ -387,13 +399,14 @@ class _Curation:
             Output("counter", "children"),
             Input("selection", "data"),
             Input("ops", "data"),
+            Input("scores", "data"),
         )
-        def gallery(rows, ops):
+        def gallery(rows, ops, scores):
             rows, table = rows or [], DecisionLog(ops).table
             decided = table.set_index("path")
             shown = rows[:GALLERY_SIZE]
             note = f"showing {len(shown)} of {len(rows)} selected" if rows else ""
-            tiles = [self._tile(row, decided) for row in shown]
+            tiles = [self._tile(row, decided, (scores or {}).get(str(row))) for row in shown]
             return tiles, note, f"{len(rows)} selected · {counts_line(table)}"
 
         @app.callback(
@@ -421,8 +434,9 @@ class _Curation:
 
         self.tile_clicks = Input({"type": "tile", "row": ALL}, "n_clicks")
 
-    def _tile(self, row: int, decided: pd.DataFrame):
-        """One gallery tile: thumbnail, label (and its new label), path and tags, as text."""
+    def _tile(self, row: int, decided: pd.DataFrame, score: float | None = None):
+        """One gallery tile: thumbnail, label (and its new label), path, tags and a search's
+        score, as text."""
         from dash import html
 
         path, label = self.points["path"][row], self.points["label"][row]
@@ -441,8 +455,58 @@ class _Curation:
                 html.Div(path, style=small),
                 html.Div(hint, style=small),
                 html.Div(tags.replace(";", ", "), style=small),
+                *([html.Div(f"score {score:.3f}", style=small)] if score is not None else []),
             ],
         )
+
+
+def _search_controls(app, searcher: Searcher, row_of) -> list:
+    """A query box and "more like this" (from the clicked point) that fill the selection with
+    the top k, best first, and their scores; text search is off when the model has no text
+    tower, and says why."""
+    from dash import Input, Output, State, ctx, dcc, html, no_update
+
+    text = searcher.can_read_text
+    controls = [
+        dcc.Input(
+            id="query",
+            placeholder="search: a dog on a sofa" if text else searcher.why,
+            disabled=not text,
+            debounce=True,
+            style={"width": "100%"},
+        ),
+        html.Button("search", id="search", n_clicks=0, disabled=not text, style={"margin": "2px"}),
+        dcc.Input(id="k", type="number", value=20, min=1, max=MAX_LIKE, style={"width": "60px"}),
+        html.Button("more like this", id="more-like", n_clicks=0, style={"margin": "2px"}),
+        html.Div(id="search-message", style={"color": "#b00020", "fontSize": "12px"}),
+    ]
+
+    @app.callback(
+        Output("selection", "data", allow_duplicate=True),
+        Output("scores", "data", allow_duplicate=True),
+        Output("search-message", "children"),
+        Input("search", "n_clicks"),
+        Input("query", "n_submit"),
+        Input("more-like", "n_clicks"),
+        State("query", "value"),
+        State("k", "value"),
+        State("map", "clickData"),
+        prevent_initial_call=True,
+    )
+    def search(_search, _submit, _like, query, k, clicked):
+        try:
+            if ctx.triggered_id == "more-like":
+                if not clicked:
+                    raise ValueError("click a point first")
+                rows, sims = searcher.like(row_of(clicked["points"][0]), int(k or 20))
+            else:
+                rows, sims = searcher.text(query or "", int(k or 20))
+        except ValueError as exc:  # NoTextTower included: one sentence, shown as text
+            return no_update, no_update, str(exc)
+        scores = {str(r): round(float(v), 4) for r, v in zip(rows, sims, strict=True)}
+        return rows.tolist(), scores, ""
+
+    return controls
 
 
 def serve(layout: Layout, *, host: str = "127.0.0.1", port: int = 8050, **kwargs) -> None:

@@ -7,6 +7,8 @@ back to Python as a DataFrame (``LiveExplorer.selected``). Colours are the page'
 The selection shows as a gallery; ``relabel``, ``tag``, ``drop`` and ``undo`` (buttons or
 methods) record decisions that ``save_decisions`` writes as the ``decisions.csv`` every editor
 shares (:mod:`embedscope.decisions`), for ``make run-all DECISIONS=...``.
+With a :class:`~embedscope.search.Searcher`, a typed query (CLIP-family models) or "more like
+this" from the clicked point lights up the top k and fills the gallery with their scores.
 plotly >= 6 renders FigureWidget through ``anywidget``.
 """
 
@@ -22,8 +24,11 @@ from embedscope.explore.atlas import preview_jpeg, thumbnail_jpeg
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED
 from embedscope.layout import os_path
+from embedscope.search import MAX_LIKE, PROMPT_PREFIX, Searcher
 
 _SCORES = ("cluster", "mislabel_score", "outlier_score")
+#: Name of the trace that rings a search's results.
+FOUND = "search results"
 #: Tiles the gallery shows at most (the first ones of the selection, in row order).
 GALLERY_SIZE = 48
 
@@ -40,6 +45,7 @@ class LiveExplorer:
         thumb_size: int = 160,
         preview_size: int = 640,
         gallery_size: int = GALLERY_SIZE,
+        searcher: Searcher | None = None,
     ) -> None:
         import ipywidgets as w
         import plotly.graph_objects as go
@@ -52,6 +58,9 @@ class LiveExplorer:
         self.classes = class_order(self.points["label"])
         self.colours = {c: class_colour(c, k) for k, c in enumerate(self.classes)}
         self._selected: list[int] = []
+        self._scores: dict[int, float] = {}  # row -> similarity of the last search
+        self._clicked: int | None = None
+        self.searcher = searcher
         self.log = DecisionLog()
         self._thumbs: dict[tuple[int, int], bytes] = {}
         self.gallery_size = gallery_size
@@ -75,7 +84,9 @@ class LiveExplorer:
         ]:
             widget.add_class(f"embedscope-{name}")  # stable handles for tests and styling
         self.colour = w.Dropdown(
-            options=["label", *[c for c in _SCORES if c in self.points]], description="colour"
+            options=["label", *[c for c in _SCORES if c in self.points]]
+            + [c for c in self.points if str(c).startswith(PROMPT_PREFIX)],
+            description="colour",
         )
         self.checks = [w.Checkbox(value=True, description=c, indent=False) for c in self.classes]
         self.colour.observe(lambda _: self.redraw(), names="value")
@@ -93,8 +104,63 @@ class LiveExplorer:
             ],
             layout=w.Layout(width="320px"),
         )
-        self.widget = w.VBox([w.HBox([self.fig, panel]), self._curation_panel()])
+        self.widget = w.VBox(
+            [w.HBox([self.fig, panel]), self._search_panel(), self._curation_panel()]
+        )
         self.redraw()
+
+    def _search_panel(self):
+        """A query box and "more like this" (from the clicked point), top ``k`` each."""
+        import ipywidgets as w
+
+        self.query = w.Text(placeholder="search: a dog on a sofa", continuous_update=False)
+        self.k = w.BoundedIntText(value=20, min=1, max=MAX_LIKE, description="k")
+        self.search_buttons = {
+            "search": w.Button(description="search"),
+            "more like this": w.Button(description="more like this"),
+        }
+        self.search_buttons["search"].on_click(lambda _: self._act(lambda: self.search()))
+        self.search_buttons["more like this"].on_click(
+            lambda _: self._act(lambda: self.more_like_this())
+        )
+        if self.searcher is None or not self.searcher.can_read_text:
+            self.query.disabled = self.search_buttons["search"].disabled = True
+            why = self.searcher.why if self.searcher else "no searcher given"
+            self.search_buttons["search"].tooltip = self.query.placeholder = why
+        if self.searcher is None:
+            self.search_buttons["more like this"].disabled = True
+        return w.HBox(
+            [
+                self.query,
+                self.search_buttons["search"],
+                self.k,
+                self.search_buttons["more like this"],
+            ]
+        )
+
+    def search(self, text: str | None = None, k: int | None = None) -> pd.DataFrame:
+        """Rank every image by cosine to ``text`` (default: the query box); the top ``k``
+        (default: the k box) become the selection, with their scores."""
+        return self._found(
+            *self._searcher().text(self.query.value if text is None else text, k or self.k.value)
+        )
+
+    def more_like_this(self, item: int | str | Path | None = None, k: int | None = None):
+        """The top ``k`` images by cosine to ``item``: a row, an image file, or (default) the
+        last clicked point; they become the selection, with their scores."""
+        item = self._clicked if item is None else item
+        if item is None:
+            raise ValueError("click a point first")
+        return self._found(*self._searcher().like(item, k or self.k.value))
+
+    def _searcher(self) -> Searcher:
+        if self.searcher is None:
+            raise ValueError("no searcher: build LiveExplorer(..., searcher=Searcher...)")
+        return self.searcher
+
+    def _found(self, rows: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+        self.select(rows.tolist(), scores=dict(zip(rows.tolist(), scores.tolist(), strict=True)))
+        return self.points.loc[rows.tolist()].assign(score=scores)
 
     def _curation_panel(self):
         """Decision buttons, a counter, and the gallery of the selection."""
@@ -179,6 +245,7 @@ class LiveExplorer:
             trace.on_click(self._on_click)
             trace.on_selection(self._on_selection)
             trace.on_deselect(lambda *_: self.clear_selection())  # a double click
+        self._light_up()
 
     def show(self, row: int, *, large: bool = False) -> None:
         """Put one point's image (a thumbnail, or a larger view read from the original file),
@@ -206,6 +273,7 @@ class LiveExplorer:
         row = self._row(trace, points)
         if row is None:
             return
+        self._clicked = row
         self.show(row, large=True)
         if self.neighbors is not None:
             self.neighbour_box.children = [
@@ -220,10 +288,35 @@ class LiveExplorer:
         before = [] if points.trace_index == 0 else self._selected
         self.select(sorted(set(before) | set(rows)))
 
-    def select(self, rows) -> None:
-        """Make ``rows`` (point numbers) the selection and show them in the gallery."""
-        self._selected = sorted({int(r) for r in rows if 0 <= int(r) < len(self.points)})
+    def select(self, rows, *, scores: dict[int, float] | None = None) -> None:
+        """Make ``rows`` (point numbers) the selection and show them in the gallery; with
+        ``scores`` (a search's), in that order, scored and lit up on the map."""
+        valid = [int(r) for r in rows if 0 <= int(r) < len(self.points)]
+        self._selected = list(dict.fromkeys(valid)) if scores else sorted(set(valid))
+        self._scores = {r: float(scores[r]) for r in self._selected} if scores else {}
+        self._light_up()
         self._refresh()
+
+    def _light_up(self) -> None:
+        """Ring the scored rows on the map: one last trace, made on the first search and then
+        updated in place (plotly may still be reporting a selection to every trace)."""
+        import plotly.graph_objects as go
+
+        found = self.points.loc[list(self._scores)]
+        where = dict(x=found["x"], y=found["y"]) | ({"z": found["z"]} if self.is3d else {})
+        where |= dict(customdata=found.index.to_numpy(), showlegend=bool(len(found)))
+        old = [t for t in self.fig.data if t.name == FOUND]
+        if old:
+            old[0].update(**where)
+            return
+        if not len(found):
+            return
+        ring = dict(size=8 if self.is3d else 12, symbol="circle-open", color="#111111")
+        kw = dict(name=FOUND, mode="markers", hoverinfo="none", marker=ring, **where)
+        trace = go.Scatter3d(**kw) if self.is3d else go.Scatter(**kw)
+        self.fig.add_trace(trace)
+        self.fig.data[-1].on_hover(self._on_hover)
+        self.fig.data[-1].on_click(self._on_click)
 
     def clear_selection(self) -> None:
         self.select([])
@@ -290,6 +383,8 @@ class LiveExplorer:
             text = [w.Label(f"{label} → {new}" if new else label), w.Label(path)]
             hints = (suggestion_text(self.points.iloc[row]), tags.replace(";", ", "))
             text += [w.Label(t) for t in hints if t]
+            if row in self._scores:
+                text.append(w.Label(f"score {self._scores[row]:.3f}"))
             picture = w.Image(value=self._thumb(row, 96), format="jpeg", width=96, height=96)
             tiles.append(w.VBox([picture, *text], layout=w.Layout(width="104px")))
         self.gallery.children = tiles
