@@ -13,19 +13,15 @@ killed run resumes from its last complete shard. The final output is two files a
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import uuid
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
-from embedscope.images import load_rgb
 from embedscope.ingest import load_manifest
 from embedscope.layout import (
     Layout,
@@ -37,6 +33,17 @@ from embedscope.layout import (
     write_parquet,
 )
 from embedscope.models import load_model
+from embedscope.pixels import FastPixels, checked_pixels, make_loader, resolve_workers
+from embedscope.precision import (
+    PRECISIONS,
+    agreement,
+    autocast,
+    candidate,
+    check_precision,
+    faithful,
+    for_precision,
+    is_convolutional,
+)
 
 POOLINGS = ("auto", "pooler", "cls", "mean", "image_features")
 #: Model types whose ``pooler_output`` is an extra dense layer absent from most checkpoints.
@@ -53,52 +60,19 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_precision(
-    precision: str, device: torch.device, model: torch.nn.Module | None = None
-) -> torch.dtype | None:
-    """Autocast dtype, or None for float32.
-
-    ``auto`` picks bfloat16 for attention models on CUDA and on CPUs with native bf16
-    (AVX-512-BF16/AMX), where ViT-B/16 runs 2.2x float32 (make bench) and per-image cosine to
-    the float32 vector stays above 0.9999 (random weights, sample images). Convolutional models
-    stay float32 (channels-last): on the built-in sample, bf16 MobileNetV2 vectors fall to
-    cosine 0.970 on flat images (14 of 360 below 0.99), too far to call faithful.
-    """
-    if precision == "fp32":
-        return None
-    if precision in ("bf16", "fp16"):
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-    if model is not None and _is_convolutional(model):
-        return None
-    if device.type == "cuda" or (device.type == "cpu" and _cpu_has_bf16()):
-        return torch.bfloat16
-    return None
-
-
 def resolve_batch_size(batch_size: int | None, device: torch.device, model: torch.nn.Module) -> int:
     """Small batches for convolutional models on CPU: their activations then stay in cache
     (MobileNetV2 measured 54-76 images/s at batch 4-8 against 50 at 32 on 2 cores); larger
-    batches for attention models and GPUs, where the matrix products want them."""
+    batches for attention models; on a GPU as large as its memory comfortably holds (on an
+    H200, batch 256 ran 1.5x batch 64 once the loader kept up)."""
     if batch_size:
         return int(batch_size)
+    if device.type == "cuda":
+        gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+        return 256 if gib >= 40 else 128 if gib >= 16 else 64
     if device.type != "cpu":
         return 64
-    return 8 if _is_convolutional(model) else 16
-
-
-def _is_convolutional(model: torch.nn.Module) -> bool:
-    return any(
-        isinstance(m, torch.nn.Conv2d) and m.kernel_size != m.stride for m in model.modules()
-    )
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False
+    return 8 if is_convolutional(model) else 16
 
 
 def resolve_pooling(model: torch.nn.Module, pooling: str = "auto") -> str:
@@ -140,117 +114,6 @@ def model_key(spec: str, identity: str, pooling: str, precision: str = "float32"
     return f"{slug(Path(spec.rstrip('/')).name)}-{digest}"
 
 
-class FastPixels:
-    """The usual image-processor recipe (resize, centre crop, rescale, normalise) done directly
-    in PIL and numpy: only the region that survives the crop is resized, and rescale+normalise
-    is a lookup table. Several times cheaper than a transformers processor call, which matters
-    on small CPUs where preprocessing competes with the model for the same cores.
-
-    Only used after :meth:`matches` confirmed it reproduces the processor on real images; any
-    processor with another recipe (crop_pct, padding, …) keeps its own code path.
-    """
-
-    def __init__(self, processor) -> None:
-        self.processor = processor
-        size = getattr(processor, "size", None)
-        self.ok = bool(
-            size is not None
-            and getattr(processor, "do_resize", False)
-            and (size.get("shortest_edge") or (size.get("height") and size.get("width")))
-            and not size.get("longest_edge")
-            and not getattr(processor, "do_pad", False)
-        )
-        if self.ok:
-            crop = getattr(processor, "crop_size", None) if processor.do_center_crop else None
-            self.crop = (crop["height"], crop["width"]) if crop else None
-            self.scale = float(processor.rescale_factor) if processor.do_rescale else 1.0
-            norm = processor.do_normalize
-            mean = np.broadcast_to(np.asarray(processor.image_mean if norm else 0.0), 3)
-            std = np.broadcast_to(np.asarray(processor.image_std if norm else 1.0), 3)
-            levels = np.arange(256, dtype=np.float32)[:, None] * np.float32(self.scale)
-            # 8-bit input: rescale + normalise is a 256-entry lookup per channel
-            self.lut = ((levels - mean.astype(np.float32)) / std.astype(np.float32)).T.copy()
-            self.resample = int(getattr(processor, "resample", None) or 2)
-
-    def _size(self, w: int, h: int) -> tuple[int, int]:
-        size = self.processor.size
-        if size.get("shortest_edge"):
-            s = size["shortest_edge"]
-            return (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
-        return size["width"], size["height"]
-
-    def __call__(self, image) -> torch.Tensor:
-        if not self.ok:
-            return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
-        w, h = self._size(*image.size)
-        if self.crop:
-            ch, cw = self.crop
-            if h < ch or w < cw:  # the processor pads here: let it
-                return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
-            top, left = (h - ch) // 2, (w - cw) // 2
-            if self.resample == Image.Resampling.BILINEAR:
-                # resize only the source region that survives the crop (same sampling grid)
-                sx, sy = image.width / w, image.height / h
-                box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
-                im = image.resize((cw, ch), self.resample, box=box)
-            else:  # wider kernels (bicubic) round differently at the box edge
-                im = image.resize((w, h), self.resample).crop((left, top, left + cw, top + ch))
-        else:
-            im = image.resize((w, h), self.resample)
-        arr = np.asarray(im).transpose(2, 0, 1)
-        out = np.empty(arr.shape, np.float32)
-        for c in range(3):
-            np.take(self.lut[c], arr[c], out=out[c])
-        return torch.from_numpy(out)
-
-    def matches(self, images: list, atol: float = 0.025) -> bool:
-        """True when this reproduces the processor's pixels on ``images`` to within one 8-bit
-        intensity level (resizing only the cropped region rounds a few pixels differently)."""
-        if not self.ok:
-            return False
-        for im in images:
-            ref = self.processor(images=im, return_tensors="pt")["pixel_values"][0]
-            mine = self(im)
-            if mine.shape != ref.shape or (mine - ref).abs().max() > atol:
-                return False
-        return True
-
-
-def _probe_image(path: Path | None) -> Image.Image:
-    """A real image of the dataset when readable, else (and also) odd-sized noise."""
-    if path is not None:
-        try:
-            return load_rgb(path)
-        except ValueError:
-            pass
-    noise = np.random.default_rng(0).integers(0, 256, (207, 301, 3), dtype=np.uint8)
-    return Image.fromarray(noise)
-
-
-class _Images(Dataset):
-    """Decode + preprocess in worker processes; a bad file yields its reason, not an error."""
-
-    def __init__(self, root: Path, paths: list[str], processor) -> None:
-        self.root, self.paths, self.processor = root, paths, processor
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            return i, self.processor(load_rgb(self.root / self.paths[i])), ""
-        except Exception as exc:  # any decoder error must skip the file, not end the run
-            return i, None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def _collate(items):
-    good = [(i, p) for i, p, _ in items if p is not None]
-    bad = [(i, r) for i, p, r in items if p is None]
-    ids = [i for i, _ in good]
-    pixels = torch.stack([p for _, p in good]) if good else None
-    return ids, pixels, bad
-
-
 def _read_shards(shard_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Vectors by sha256 and failures by sha256 from every complete shard."""
     vectors: dict[str, np.ndarray] = {}
@@ -285,45 +148,78 @@ def embed(
     pooling: str = "auto",
     num_workers: int | None = None,
     shard_size: int = 512,
+    calibration_images: int = 128,
     progress: bool = True,
 ) -> dict:
-    """Embed every ok manifest image not yet cached for this model; return run facts."""
+    """Embed every ok manifest image not yet cached for this model; return run facts.
+
+    ``precision="auto"`` embeds ``calibration_images`` images (spread over the dataset) in
+    float32 and in the hardware's fastest candidate, and keeps the candidate only if the
+    analysis sees the same neighbours (:mod:`embedscope.precision`); the decision and its
+    figures are remembered per dataset, model and hardware, and reported as ``precision_check``.
+    """
     t0 = time.perf_counter()
+    check_precision(precision)
     manifest, root = load_manifest(layout)
     ok = manifest[manifest["status"] == "ok"]
     dev = resolve_device(device)
     net, processor, identity = load_model(model, device=str(dev))
     pooling = resolve_pooling(net, pooling)
-    dtype = resolve_precision(precision, dev, net)
     batch_size = resolve_batch_size(batch_size, dev, net)
-    precision_name = str(dtype).removeprefix("torch.") if dtype else "float32"
+    first = ok.drop_duplicates("sha256").set_index("sha256")
+    pixels = checked_pixels(processor, root / first["path"].iloc[0] if len(first) else None)
+    t_load = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    encoder = Encoder(net, pooling, dev, pixels, "fp32" if precision == "auto" else precision)
+    check, calibrated, failed_now = None, {}, {}
+    if precision == "auto":
+        sample = _calibration_sample(first, calibration_images)
+        loader = make_loader(
+            root,
+            sample["path"].tolist(),
+            pixels,
+            batch_size=batch_size,
+            num_workers=resolve_workers(num_workers, len(sample), batch_size, dev),
+            device=dev,
+        )
+        encoder, check, calibrated, failed_now = _auto_precision(
+            layout, encoder, identity, loader, sample
+        )
+    t_check = time.perf_counter() - t1
+    precision_name = PRECISIONS[encoder.precision]
     key = model_key(model, identity, pooling, precision_name)
     out_dir = layout.embeddings_dir(key)
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     done, failed = _read_shards(shard_dir)
-    first_path = ok.drop_duplicates("sha256").set_index("sha256")["path"]
-    todo = [sha for sha in first_path.index if sha not in done and sha not in failed]
-    t_load = time.perf_counter() - t0
+    new_vecs = {s: v for s, v in calibrated.items() if s not in done}
+    new_failed = {s: r for s, r in failed_now.items() if s not in failed}
+    if new_vecs or new_failed:  # the calibration batch at the chosen precision: kept, not redone
+        _write_shard(shard_dir, list(new_vecs), list(new_vecs.values()), new_failed)
+        done |= new_vecs
+        failed |= new_failed
+    todo = [sha for sha in first.index if sha not in done and sha not in failed]
 
-    t1 = time.perf_counter()
+    t2 = time.perf_counter()
     if todo:
-        paths = [first_path[s] for s in todo]
-        loader = _loader(root, paths, processor, batch_size, num_workers)
+        paths = first.loc[todo, "path"].tolist()
+        loader = make_loader(
+            root,
+            paths,
+            pixels,
+            batch_size=batch_size,
+            num_workers=resolve_workers(num_workers, len(paths), batch_size, dev),
+            device=dev,
+        )
         new, new_failed = _run(
-            net,
-            loader,
-            todo,
-            shard_dir,
-            dev=dev,
-            dtype=dtype,
-            pooling=pooling,
-            shard_size=shard_size,
-            progress=progress,
+            encoder, loader, todo, shard_dir, shard_size=shard_size, progress=progress
         )
         done |= new
         failed |= new_failed
+    t_stream = time.perf_counter() - t2
     t_embed = time.perf_counter() - t1
+    embedded_now = len(todo) + len(new_vecs) + len(new_failed)
 
     kept = ok[ok["sha256"].isin(done.keys())]
     rows = pd.DataFrame(
@@ -347,18 +243,22 @@ def embed(
         "pooling": pooling,
         "device": str(dev),
         "precision": precision_name,
+        "precision_check": check,
         "batch_size": batch_size,
+        "num_workers": resolve_workers(num_workers, len(todo), batch_size, dev),
         "dim": int(vectors.shape[1]) if vectors.size else 0,
         "images": int(len(rows)),
-        "embedded_now": int(len(todo)) - int(len(skipped)),
-        "from_cache": int(len(ok) - len(todo)),
+        "embedded_now": int(embedded_now) - int(len(skipped)),
+        "from_cache": int(len(ok) - embedded_now),
         "skipped_files": [
             {"path": p, "reason": failed[s]}
             for p, s in zip(skipped["path"], skipped["sha256"], strict=True)
         ],
         "seconds_load_model": round(t_load, 3),
+        "seconds_precision_check": round(t_check, 3),
         "seconds_embed": round(t_embed, 3),
-        "images_per_second": round(len(todo) / t_embed, 2) if todo and t_embed else None,
+        "images_per_second": round(embedded_now / t_embed, 2) if embedded_now else None,
+        "images_per_second_streaming": round(len(todo) / t_stream, 2) if todo else None,
     }
     write_json(out_dir / "embed.json", facts)
     index_path = layout.data_dir / "embeddings" / "index.json"
@@ -368,32 +268,108 @@ def embed(
     return facts
 
 
-def _loader(root: Path, paths: list[str], processor, batch_size: int, num_workers: int | None):
-    """Batches of preprocessed pixels, decoded in worker processes; preprocessing runs as
-    :class:`FastPixels` when that reproduces the processor on this dataset's first image."""
-    if num_workers is None:
-        num_workers = 0 if len(paths) <= batch_size else max(1, min(4, (os.cpu_count() or 2) - 1))
-    fast = FastPixels(processor)
-    fast.ok = fast.matches([_probe_image(root / paths[0]), _probe_image(None)])
-    return DataLoader(
-        _Images(root, paths, fast),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-        prefetch_factor=4 if num_workers else None,
-    )
+class Encoder:
+    """A model ready to turn loader batches into pooled vectors at one precision: input
+    normalised on the model's device, channels-last for CNNs, autocast or int8 weights."""
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        pooling: str,
+        device: torch.device,
+        pixels: FastPixels,
+        precision: str = "fp32",
+    ) -> None:
+        self.precision, self.pooling, self.device, self.pixels = precision, pooling, device, pixels
+        self.channels_last = is_convolutional(net)
+        self.net = for_precision(net, precision, device)
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Pooled vectors, left on the device: the copy back can wait for the next batch."""
+        x = self.pixels.to_model(batch.to(self.device, non_blocking=True))
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        with autocast(self.precision, self.device):
+            return pool(self.net, x.contiguous(memory_format=layout), self.pooling)
+
+
+def embedded(
+    loader: Iterable, encoder: Encoder
+) -> Iterator[tuple[list[int], np.ndarray | None, list]]:
+    """``(ids, vectors, failures)`` per loader batch. A batch's vectors are fetched from the
+    device only once the next batch has been launched, so a GPU never idles while the host
+    copies results back."""
+    pending = None
+    with torch.inference_mode():
+        for ids, pixels, bad in loader:
+            out = encoder(pixels) if pixels is not None else None
+            if pending is not None:
+                yield _fetched(*pending)
+            pending = ids, out, bad
+        if pending is not None:
+            yield _fetched(*pending)
+
+
+def _fetched(ids: list[int], out: torch.Tensor | None, bad: list):
+    return ids, (out.float().cpu().numpy() if out is not None else None), bad
+
+
+def _calibration_sample(images: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Up to ``n`` images spread evenly over the (path-ordered) dataset, so every class
+    tends to be there, not only the first folder's."""
+    pick = np.unique(np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int))
+    return images.iloc[pick] if len(images) else images
+
+
+def _auto_precision(
+    layout: Layout, reference: Encoder, identity: str, loader: Iterable, sample: pd.DataFrame
+) -> tuple[Encoder, dict, dict[str, np.ndarray], dict[str, str]]:
+    """The encoder ``precision="auto"`` keeps, the check that decided, and the calibration
+    batch's vectors at the kept precision (and its unreadable files) by sha256.
+
+    A decision already taken for this dataset, model, pooling and hardware is reused as is.
+    """
+    dev = reference.device
+    name = candidate(dev, reference.net)
+    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+    cache = layout.data_dir / "embeddings" / "precision.json"
+    decisions = read_json(cache, default={}) or {}
+    cache_key = f"{identity}|{reference.pooling}|{hardware}|{name}"
+    if name is None:
+        check = {"candidate": None, "kept": False, "reason": "no faster precision here"}
+        return reference, check, {}, {}
+    low = Encoder(reference.net, reference.pooling, dev, reference.pixels, name)
+    if cache_key in decisions:
+        check = decisions[cache_key]
+        return (low if check["kept"] else reference), check, {}, {}
+    shas, ref_vecs, low_vecs, failed = [], [], [], {}
+    with torch.inference_mode():  # one decode, two forwards per batch
+        for ids, pixels, bad in loader:
+            failed.update({sample.index[i]: reason for i, reason in bad})
+            if pixels is not None:
+                shas += [sample.index[i] for i in ids]
+                ref_vecs.append(reference(pixels).float().cpu().numpy())
+                low_vecs.append(low(pixels).float().cpu().numpy())
+    if len(shas) < 3:
+        check = {"candidate": name, "kept": False, "reason": "too few readable images to judge"}
+        return reference, check, {}, failed
+    ref_all, low_all = np.concatenate(ref_vecs), np.concatenate(low_vecs)
+    figures = agreement(ref_all, low_all, sample.loc[shas, "label"].to_numpy())
+    check = {"candidate": name, "kept": faithful(figures), **figures}
+    decisions[cache_key] = check
+    write_json(cache, decisions)
+    kept = low if check["kept"] else reference
+    vectors = low_all if check["kept"] else ref_all
+    return kept, check, dict(zip(shas, vectors, strict=True)), failed
 
 
 def _run(
-    net: torch.nn.Module,
-    loader: DataLoader,
+    encoder: Encoder,
+    loader: Iterable,
     shas: list[str],
     shard_dir: Path,
     *,
-    dev: torch.device,
-    dtype: torch.dtype | None,
-    pooling: str,
     shard_size: int,
     progress: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -401,10 +377,6 @@ def _run(
     returns what it wrote (vectors and failures by sha256)."""
     from tqdm.auto import tqdm
 
-    channels_last = _is_convolutional(net)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext()
     buf_sha: list[str] = []
     buf_vec: list[np.ndarray] = []
     buf_fail: dict[str, str] = {}
@@ -420,19 +392,14 @@ def _run(
         buf_fail.clear()
 
     bar = tqdm(total=len(shas), unit="img", disable=not progress, desc="embedding")
-    with torch.inference_mode(), autocast:
-        for ids, pixels, bad in loader:
-            if pixels is not None:
-                pixels = pixels.to(dev)
-                if channels_last:
-                    pixels = pixels.contiguous(memory_format=torch.channels_last)
-                vecs = pool(net, pixels, pooling).float().cpu().numpy()
-                buf_sha += [shas[i] for i in ids]
-                buf_vec += list(vecs)
-            buf_fail.update({shas[i]: reason for i, reason in bad})
-            bar.update(len(ids) + len(bad))
-            if len(buf_sha) + len(buf_fail) >= shard_size:
-                flush()
+    for ids, vecs, bad in embedded(loader, encoder):
+        if vecs is not None:
+            buf_sha += [shas[i] for i in ids]
+            buf_vec += list(vecs)
+        buf_fail.update({shas[i]: reason for i, reason in bad})
+        bar.update(len(ids) + len(bad))
+        if len(buf_sha) + len(buf_fail) >= shard_size:
+            flush()
     if buf_sha or buf_fail:
         flush()
     bar.close()
