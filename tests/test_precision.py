@@ -89,15 +89,13 @@ def test_auto_falls_back_to_float32_when_the_candidate_disagrees(
 def test_auto_keeps_a_candidate_the_analysis_cannot_tell_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 6-layer ViT on the sample's 360 images: bf16 neighbours and kNN accuracy match
+    """A small ViT on the sample's 360 images: bf16 neighbours and kNN accuracy match
     float32's, so auto keeps bf16 (set as the offer: emulated bf16 rounds the same way)."""
     monkeypatch.setattr(embedscope.embed, "candidate", lambda device, net: "bf16")
     layout = Layout("sample", tmp_path / "data", tmp_path / "reports")
     ingest(str(SAMPLE), layout)
-    sizes = dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=3)
-    model = str(
-        _vit(tmp_path / "vit", **sizes, intermediate_size=768, image_size=96, patch_size=16)
-    )
+    sizes = dict(hidden_size=64, intermediate_size=256, image_size=64, patch_size=16)
+    model = str(_vit(tmp_path / "vit", **sizes))
     facts = embed(layout, model, progress=False, calibration_images=360)
     check = facts["precision_check"]
     assert check["kept"] and check["images"] == 360
