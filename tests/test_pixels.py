@@ -63,3 +63,22 @@ def test_loader_batches_travel_as_uint8_and_report_bad_files(
     assert [ids for ids, _, _ in batches] == [[0, 2, 3], [4, 5]]
     assert all(px.dtype == torch.uint8 and px.shape[1:] == (224, 224, 3) for _, px, _ in batches)
     assert [i for i, _ in batches[0][2]] == [1] and "not an image" in batches[0][2][0][1]
+
+
+def test_cpu_thread_counts_are_tried_in_turn_then_the_count_is_restored() -> None:
+    from embedscope.embed import embedded
+
+    seen: list[int] = []
+
+    def encoder(px: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return px.float().mean(dim=(1, 2, 3))[:, None]
+
+    start = torch.get_num_threads()
+    batches = [([i], torch.full((1, 4, 4, 3), i, dtype=torch.uint8), []) for i in range(8)]
+    out = list(embedded(batches, encoder, threads=[3, 1]))
+    assert [ids for ids, _, _ in out] == [[i] for i in range(8)]
+    assert [float(v[0, 0]) for _, v, _ in out] == [float(i) for i in range(8)]
+    # one warm-up batch, two batches at each count, then the faster count for the rest
+    assert seen[1:3] == [3, 3] and seen[3:5] == [1, 1] and len(set(seen[5:])) == 1
+    assert seen[5] in (1, 3) and torch.get_num_threads() == start

@@ -13,9 +13,10 @@ killed run resumes from its last complete shard. The final output is two files a
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -295,20 +296,68 @@ class Encoder:
 
 
 def embedded(
-    loader: Iterable, encoder: Encoder
+    loader: Iterable, encoder, *, threads: Sequence[int] = ()
 ) -> Iterator[tuple[list[int], np.ndarray | None, list]]:
     """``(ids, vectors, failures)`` per loader batch. A batch's vectors are fetched from the
     device only once the next batch has been launched, so a GPU never idles while the host
-    copies results back."""
+    copies results back. ``threads``: CPU thread counts to try for the model (see
+    :func:`thread_options`); the fastest measured is kept for the rest of the loop."""
     pending = None
-    with torch.inference_mode():
-        for ids, pixels, bad in loader:
-            out = encoder(pixels) if pixels is not None else None
+    trial = _ThreadTrial(threads)
+    try:
+        with torch.inference_mode():
+            for ids, pixels, bad in loader:
+                out = encoder(pixels) if pixels is not None else None
+                if pending is not None:
+                    yield _fetched(*pending)
+                pending = ids, out, bad
+                trial.tick(len(ids) + len(bad))
             if pending is not None:
                 yield _fetched(*pending)
-            pending = ids, out, bad
-        if pending is not None:
-            yield _fetched(*pending)
+    finally:
+        trial.restore()
+
+
+def thread_options(device: torch.device, workers: int) -> list[int]:
+    """On a CPU host, decoding workers and the model's threads share the cores: all threads
+    win when decoding is cheap (the workers mostly wait), the cores the workers leave free win
+    when it is not (camera JPEGs; or a busy machine), measured 2.5x apart here. Both are tried."""
+    if device.type != "cpu" or not workers:
+        return []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    now, free = torch.get_num_threads(), max(1, (cores or 2) - workers)
+    return [now, free] if free < now else []
+
+
+class _ThreadTrial:
+    """Times ``span`` batches at each thread count (after ``warmup`` batches, which include
+    worker start-up) and keeps the one with the most images per second."""
+
+    def __init__(self, options: Sequence[int], warmup: int = 1, span: int = 2) -> None:
+        self.options, self.warmup, self.span = list(options), warmup, span
+        self.original = torch.get_num_threads()
+        self.rates: list[float] = []
+        self.batches = self.images = 0
+        self.start = 0.0
+
+    def tick(self, images: int) -> None:
+        if len(self.options) < 2 or len(self.rates) == len(self.options):
+            return
+        self.batches += 1
+        if self.batches > self.warmup:
+            self.images += images
+        if self.batches < self.warmup or (self.batches - self.warmup) % self.span:
+            return
+        now = time.perf_counter()
+        if self.batches > self.warmup:
+            self.rates.append(self.images / max(now - self.start, 1e-9))
+        done = len(self.rates) == len(self.options)
+        best = self.options[int(np.argmax(self.rates))] if done else None
+        torch.set_num_threads(best or self.options[len(self.rates)])
+        self.images, self.start = 0, now
+
+    def restore(self) -> None:
+        torch.set_num_threads(self.original)
 
 
 def _fetched(ids: list[int], out: torch.Tensor | None, bad: list):
@@ -343,18 +392,18 @@ def _auto_precision(
     if cache_key in decisions:
         check = decisions[cache_key]
         return (low if check["kept"] else reference), check, {}, {}
-    shas, ref_vecs, low_vecs, failed = [], [], [], {}
-    with torch.inference_mode():  # one decode, two forwards per batch
-        for ids, pixels, bad in loader:
-            failed.update({sample.index[i]: reason for i, reason in bad})
-            if pixels is not None:
-                shas += [sample.index[i] for i in ids]
-                ref_vecs.append(reference(pixels).float().cpu().numpy())
-                low_vecs.append(low(pixels).float().cpu().numpy())
+    shas, both, failed = [], [], {}
+    pair = lambda px: torch.cat([reference(px), low(px)], 1)  # noqa: E731
+    threads = thread_options(dev, getattr(loader, "num_workers", 0))
+    for ids, vecs, bad in embedded(loader, pair, threads=threads):
+        failed.update({sample.index[i]: reason for i, reason in bad})  # one decode, two forwards
+        if vecs is not None:
+            shas += [sample.index[i] for i in ids]
+            both.append(vecs)
     if len(shas) < 3:
         check = {"candidate": name, "kept": False, "reason": "too few readable images to judge"}
         return reference, check, {}, failed
-    ref_all, low_all = np.concatenate(ref_vecs), np.concatenate(low_vecs)
+    ref_all, low_all = np.split(np.concatenate(both), 2, axis=1)
     figures = agreement(ref_all, low_all, sample.loc[shas, "label"].to_numpy())
     check = {"candidate": name, "kept": faithful(figures), **figures}
     decisions[cache_key] = check
@@ -392,7 +441,8 @@ def _run(
         buf_fail.clear()
 
     bar = tqdm(total=len(shas), unit="img", disable=not progress, desc="embedding")
-    for ids, vecs, bad in embedded(loader, encoder):
+    threads = thread_options(encoder.device, getattr(loader, "num_workers", 0))
+    for ids, vecs, bad in embedded(loader, encoder, threads=threads):
         if vecs is not None:
             buf_sha += [shas[i] for i in ids]
             buf_vec += list(vecs)

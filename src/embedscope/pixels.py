@@ -32,6 +32,7 @@ class FastPixels:
 
     def __init__(self, processor) -> None:
         self.processor = processor
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         size = getattr(processor, "size", None)
         self.ok = bool(
             size is not None
@@ -97,7 +98,9 @@ class FastPixels:
         if batch.dtype != torch.uint8:
             return batch.float()
         x = batch.permute(0, 3, 1, 2).float()
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        if x.device not in self._on_device:  # copied once: a copy per batch would sync CUDA
+            self._on_device[x.device] = self.mean.to(x.device), self.std.to(x.device)
+        mean, std = self._on_device[x.device]
         return (x * self.scale - mean) / std
 
     def matches(self, images: list, atol: float = 0.025) -> bool:
