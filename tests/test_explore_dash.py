@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import CHROMIUM, CHROMIUM_ARGS, make_classes
+from helpers import launch_chromium, make_classes
 
 from embedscope.embed import embed
 from embedscope.explore.dash import create_app
@@ -67,13 +67,11 @@ def test_image_route_serves_rows_and_refuses_everything_else(server) -> None:
 
 
 def test_hover_shows_the_tooltip_image_and_label(server) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (Debian's package)")
     from playwright.sync_api import sync_playwright
 
     base, _ = server
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         page.goto(base)
         page.wait_for_function(

@@ -9,9 +9,8 @@ import nbformat
 import pandas as pd
 import pytest
 from helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     SKIPPED_IN_MESSY,
+    launch_chromium,
     make_classes,
     make_messy,
     tiny_vit,
@@ -45,7 +44,7 @@ def _inline_explorer_runs(exported: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(pw)
         page = browser.new_page()
         requests: list[str] = []
         page.on("request", lambda r: requests.append(r.url))

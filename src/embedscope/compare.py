@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from embedscope.analyse import analyse, projection_quality
@@ -61,25 +60,30 @@ def compare(
 
 
 def small_multiples(maps: dict[tuple[str, str], pd.DataFrame], *, cols: int = 3):
-    """A grid of 2D maps (first two coordinates), one per (model, method), coloured by label."""
+    """A grid of 2D maps (first two coordinates), one per (model, method), coloured by label in
+    the explorer's palette, with one legend for the grid."""
     from IPython.display import Image
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from embedscope.explore.palette import class_colour, class_order
 
     n = len(maps)
     cols = min(cols, n)
     rows = -(-n // cols)
-    fig = Figure(figsize=(4 * cols, 3.6 * rows), dpi=90)
-    classes = sorted({c for df in maps.values() for c in df["label"].astype(str).unique()})
-    cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    fig = Figure(figsize=(4 * cols + 1.6, 3.6 * rows), dpi=90, layout="constrained")
+    classes = class_order(c for df in maps.values() for c in df["label"].astype(str))
+    colours = {c: class_colour(c, k) for k, c in enumerate(classes)}
     for k, ((model, method), df) in enumerate(maps.items()):
         ax = fig.add_subplot(rows, cols, k + 1)
-        colour = np.array([cmap(classes.index(c) % cmap.N) for c in df["label"].astype(str)])
+        colour = [colours[c] for c in df["label"].astype(str)]
         ax.scatter(df["x"], df["y"], s=4, c=colour, alpha=0.8)
         ax.set_title(f"{model} · {method}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    if len(classes) <= 40:
+        handles = [Line2D([], [], ls="", marker="o", color=colours[c], label=c) for c in classes]
+        fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return Image(data=buf.getvalue(), format="png")

@@ -109,6 +109,19 @@ def thumbnail_jpeg(path: Path, size: int, quality: int = 85) -> bytes | None:
     return buf.getvalue()
 
 
+def preview_jpeg(path: Path, max_side: int = 640, quality: int = 88) -> bytes | None:
+    """The image itself, scaled down to fit ``max_side`` (never up) with its aspect kept: the
+    larger view of a clicked point, read from the original file; None when unreadable."""
+    try:
+        im = load_rgb(path, draft=(max_side, max_side))
+    except ValueError:
+        return None
+    im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def _encode(sheet: Image.Image) -> str:
     buf = io.BytesIO()
     options = {"method": 6} if ATLAS_FORMAT == "WEBP" else {"optimize": True}

@@ -17,7 +17,7 @@ import pandas as pd
 
 from embedscope.analyse import analyse
 from embedscope.explore.atlas import thumbnail_jpeg
-from embedscope.explore.palette import PALETTE
+from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED, load_manifest
 from embedscope.layout import Layout
 from embedscope.reduce import project
@@ -30,7 +30,7 @@ def figure(points: pd.DataFrame, labels: list[str] | None = None):
 
     is3d = "z" in points and points["z"].notna().any()
     fig = go.Figure()
-    classes = sorted(points["label"].unique())
+    classes = class_order(points["label"])
     for k, label in enumerate(classes):
         sel = points[points["label"] == label]
         common = dict(
@@ -39,7 +39,7 @@ def figure(points: pd.DataFrame, labels: list[str] | None = None):
             mode="markers",
             customdata=sel.index.to_numpy(),
             hoverinfo="none",
-            marker=dict(size=4, color=PALETTE[k % len(PALETTE)]),
+            marker=dict(size=4, color=class_colour(label, k)),
         )
         if is3d:
             fig.add_trace(go.Scatter3d(x=sel["x"], y=sel["y"], z=sel["z"], **common))
@@ -104,7 +104,7 @@ def create_app(
             abort(404)
         return send_file(io.BytesIO(data), mimetype="image/jpeg")
 
-    classes = sorted(points["label"].unique())
+    classes = class_order(points["label"])
     trace_rows = [points.index[points["label"] == c].to_numpy() for c in classes]
 
     def row_of(pt: dict) -> int:

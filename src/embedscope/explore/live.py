@@ -1,8 +1,9 @@
 """Stage 5, live in JupyterLab: a plotly ``FigureWidget`` beside an ipywidgets panel.
 
-Needs a running kernel (unlike ``explorer.html``, which survives sharing): hover shows the image,
-click shows its nearest neighbours, a dropdown changes the colouring, checkboxes filter classes,
-and a box or lasso selection comes back to Python as a DataFrame (``LiveExplorer.selected``).
+Needs a running kernel (unlike ``explorer.html``, which survives sharing): hover shows the
+image, click shows a larger one read from the original file and its nearest neighbours, a
+dropdown changes the colouring, checkboxes filter classes, and a box or lasso selection comes
+back to Python as a DataFrame (``LiveExplorer.selected``). Colours are the page's palette.
 plotly >= 6 renders FigureWidget through ``anywidget``.
 """
 
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedscope.explore.atlas import thumbnail_jpeg
+from embedscope.explore.atlas import preview_jpeg, thumbnail_jpeg
+from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED
 
 _SCORES = ("cluster", "mislabel_score", "outlier_score")
@@ -29,6 +31,7 @@ class LiveExplorer:
         *,
         neighbors: np.ndarray | None = None,
         thumb_size: int = 160,
+        preview_size: int = 640,
     ) -> None:
         import ipywidgets as w
         import plotly.graph_objects as go
@@ -36,14 +39,29 @@ class LiveExplorer:
         self.points = points.reset_index(drop=True).copy()
         self.points["label"] = self.points["label"].fillna(UNLABELLED).astype(str)
         self.root, self.neighbors, self.size = Path(image_root), neighbors, thumb_size
+        self.preview_size = preview_size
         self.is3d = "z" in self.points and self.points["z"].notna().any()
-        self.classes = sorted(self.points["label"].unique())
+        self.classes = class_order(self.points["label"])
+        self.colours = {c: class_colour(c, k) for k, c in enumerate(self.classes)}
         self._selected: list[int] = []
-        self.fig = go.FigureWidget(layout=dict(height=600, margin=dict(l=0, r=0, t=0, b=0)))
-        self.image = w.Image(format="jpeg", width=thumb_size, height=thumb_size)
+        # the legend sits under the map, clear of plotly's toolbar at the top right
+        legend = dict(orientation="h", x=0, xanchor="left", y=0, yanchor="top")
+        self.fig = go.FigureWidget(
+            layout=dict(
+                height=600, margin=dict(l=0, r=0, t=30, b=0), legend=legend, template="plotly_white"
+            )
+        )
+        self.image = w.Image(format="jpeg", layout=w.Layout(max_width="300px"))
         self.caption = w.Label()  # text, never HTML: file names are shown as typed
         self.path = w.Label()
         self.neighbour_box = w.HBox(layout=w.Layout(flex_flow="row wrap"))
+        for widget, name in [
+            (self.image, "preview"),
+            (self.caption, "caption"),
+            (self.path, "path"),
+            (self.neighbour_box, "neighbours"),
+        ]:
+            widget.add_class(f"embedscope-{name}")  # stable handles for tests and styling
         self.colour = w.Dropdown(
             options=["label", *[c for c in _SCORES if c in self.points]], description="colour"
         )
@@ -82,8 +100,10 @@ class LiveExplorer:
             groups = [(by, keep)]
         traces = []
         for name, sel in groups:
-            marker = dict(size=3 if self.is3d else 5)
-            if by != "label":
+            marker = dict(size=3 if self.is3d else 6)
+            if by == "label":
+                marker |= dict(color=self.colours[name])
+            else:
                 marker |= dict(color=sel[by], colorscale="Viridis", showscale=True)
             kw = dict(
                 x=sel["x"],
@@ -102,9 +122,12 @@ class LiveExplorer:
             trace.on_click(self._on_click)
             trace.on_selection(self._on_selection)
 
-    def show(self, row: int) -> None:
-        """Put one point's image, label and path in the panel."""
-        self.image.value = self._thumb(row, self.size)
+    def show(self, row: int, *, large: bool = False) -> None:
+        """Put one point's image (a thumbnail, or a larger view read from the original file),
+        label and path in the panel."""
+        path = self.root / self.points["path"][row]
+        picture = preview_jpeg(path, self.preview_size) if large else self._thumb(row, self.size)
+        self.image.value = picture or b""
         self.caption.value = self.points["label"][row]
         self.path.value = self.points["path"][row]
 
@@ -124,7 +147,7 @@ class LiveExplorer:
         row = self._row(trace, points)
         if row is None:
             return
-        self.show(row)
+        self.show(row, large=True)
         if self.neighbors is not None:
             self.neighbour_box.children = [
                 w.Image(value=self._thumb(int(j), 64), format="jpeg", width=64, height=64)
