@@ -185,7 +185,9 @@ def make_loader(
     device,
 ) -> DataLoader:
     """Batches ``(ids, pixels, failures)``: uint8 pixels decoded in worker processes, pinned
-    for an asynchronous copy when the model lives on CUDA."""
+    for an asynchronous copy when the model lives on CUDA. About eight batches wait in the
+    queues whatever the worker count (at least two per worker): with 15 workers and batch 256,
+    four each would hold 2.3 GB of shared memory, more than many containers' /dev/shm."""
     return DataLoader(
         _Images(root, paths, pixels),
         batch_size=batch_size,
@@ -193,5 +195,5 @@ def make_loader(
         collate_fn=_collate,
         pin_memory=torch.device(device).type == "cuda",
         persistent_workers=False,
-        prefetch_factor=4 if num_workers else None,
+        prefetch_factor=max(2, 8 // num_workers) if num_workers else None,
     )
