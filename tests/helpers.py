@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 from pathlib import Path
@@ -129,3 +130,118 @@ def launch_chromium(pw: Any) -> Any:
     if path is None:
         pytest.fail(MISSING, pytrace=False)
     return pw.chromium.launch(executable_path=str(path), args=CHROMIUM_ARGS)
+
+
+def kill_after_shards(script: str, data: Path, reports: Path, shards: int, env: dict) -> int:
+    """Run ``script`` (an embed run on dataset "big" under ``data``) in a new Python process,
+    SIGKILL it once ``shards`` shards exist, and return how many were complete by then."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", script, str(data), str(reports)], env=env)
+    embeddings = data / "big" / "embeddings"
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list(embeddings.rglob("shards/*.npz"))) < shards:
+        assert proc.poll() is None, "the run ended before it was killed"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list(embeddings.rglob("vectors.npy")), "killed before its end"
+    return len(list(embeddings.rglob("shards/*.npz")))
+
+
+#: Screen position, trace name and row (customdata) of a 2D plotly trace's first point, in the
+#: plot found by the CSS selector (plotly's SVG scatter: every point has a known position).
+FIRST_POINT_JS = """(sel) => { const gd = document.querySelector(sel);
+    const L = gd._fullLayout, r = gd.getBoundingClientRect(), t = gd._fullData[0];
+    return [r.left + L.xaxis._offset + L.xaxis.l2p(t.x[0]),
+            r.top + L.yaxis._offset + L.yaxis.l2p(t.y[0]), t.customdata[0], t.name]; }"""
+#: [row, trace name] of every point of that plot within ``r`` px of page position (x, y): the
+#: points a hover there may name (identical embeddings share a position).
+POINTS_NEAR_JS = """([sel, x, y, r]) => { const gd = document.querySelector(sel);
+    const L = gd._fullLayout, b = gd.getBoundingClientRect(), out = [];
+    for (const t of gd._fullData) { if (t.visible !== true) continue;
+      for (let i = 0; i < t.x.length; i++) {
+        const px = b.left + L.xaxis._offset + L.xaxis.l2p(t.x[i]);
+        const py = b.top + L.yaxis._offset + L.yaxis.l2p(t.y[i]);
+        if (Math.hypot(px - x, py - y) <= r) out.push([t.customdata[i], t.name]); } }
+    return out; }"""
+
+
+def clip_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP's real BPE vocabulary and merges, from the ``open-clip-torch`` wheel (installed
+    ``--no-deps`` by ``make install``; never imported), numbered the way OpenAI's
+    ``SimpleTokenizer`` (and so every Hugging Face CLIP checkpoint) numbers them."""
+    import gzip
+    import importlib.util
+
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("pip install --no-deps open-clip-torch==3.3.0 (make install does)")
+    bpe = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.decompress(bpe.read_bytes()).decode("utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    chars = list(bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def tiny_clip(path: Path, seed: int = 0) -> Path:
+    """A 1-layer CLIP with random weights and CLIP's real tokenizer (49,408 tokens), saved the
+    way a hub model is: model, image processor and tokenizer in one folder."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+
+    vocab, merges = clip_vocabulary()
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
+    torch.manual_seed(seed)
+    width = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
+    width |= {"intermediate_size": 32}
+    text = width | {"vocab_size": len(tokenizer), "bos_token_id": 49406, "eos_token_id": 49407}
+    config = CLIPConfig(
+        text_config=text,
+        vision_config=width | {"image_size": 32, "patch_size": 8},
+        projection_dim=12,
+    )
+    CLIPModel(config).save_pretrained(path)
+    CLIPImageProcessorPil(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def dash_call(client, outputs: list[str], inputs: dict, state: dict | None = None, changed=None):
+    """POST one callback to Dash's endpoint, as the browser does; ``outputs`` are
+    ``"id.prop"``, ``inputs`` and ``state`` map ``"id.prop"`` to values in the callback's
+    order; ``changed`` (default: the first input) is the one that fired. Returns the
+    response's ``{id: {prop: value}}``."""
+
+    def spec(key: str, value=None) -> dict:
+        ident, prop = key.rsplit(".", 1)
+        return {"id": ident, "property": prop, "value": value}
+
+    many = len(outputs) > 1
+    payload = {
+        "output": f"..{'...'.join(outputs)}.." if many else outputs[0],
+        "outputs": [spec(o) for o in outputs] if many else spec(outputs[0]),
+        "inputs": [spec(k, v) for k, v in inputs.items()],
+        "state": [spec(k, v) for k, v in (state or {}).items()],
+        "changedPropIds": [changed or next(iter(inputs))],
+    }
+    reply = client.post("/_dash-update-component", json=payload)
+    assert reply.status_code == 200, reply.get_data(as_text=True)[:500]
+    return reply.get_json()["response"]
+
+
+def plotly_array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or plotly >= 6's typed array {dtype, bdata}."""
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    return np.asarray(value)

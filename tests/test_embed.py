@@ -4,16 +4,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import make_classes, tiny_vit
+from helpers import kill_after_shards, make_classes, tiny_vit
 
 from embedscope.embed import embed, model_key, pool, resolve_pooling
 from embedscope.ingest import ingest
@@ -143,18 +139,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(
     layout = Layout("big", data, reports)
     ingest(str(images), layout)
     env = {**os.environ, "EMBEDSCOPE_CACHE": str(builtin_cache)}
-    proc = subprocess.Popen([sys.executable, "-c", _RUN, str(data), str(reports)], env=env)
-    shard_glob = data / "big" / "embeddings"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(shard_glob.rglob("shards/*.npz"))) < 3:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    partial = len(list(shard_glob.rglob("shards/*.npz")))
+    partial = kill_after_shards(_RUN, data, reports, 3, env)
     assert 3 <= partial < 15, "the run must be killed midway"
-    assert not list(shard_glob.rglob("vectors.npy"))
     resumed = embed(layout, "mobilenet_v2", progress=False, precision="fp32")
     assert resumed["from_cache"] >= 24 and resumed["images"] == 120
+    stored = data / "big" / "embeddings"  # no temporary litter, nothing set aside
+    assert not list(stored.rglob("*.tmp*")) and not list(stored.rglob("*.damaged-*"))
     fresh = Layout("fresh", data, reports)
     ingest(str(images), fresh)
     embed(fresh, "mobilenet_v2", progress=False, precision="fp32")

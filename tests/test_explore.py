@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import re
 import shutil
@@ -34,6 +35,7 @@ from embedscope.explore import (
     write_embedding_csv,
     write_explorer,
 )
+from embedscope.explore.palette import PALETTE
 
 HOVER_PX = 128  # size of the hover card's thumbnail on screen
 EVIL_LABEL = "<b>bold</b>"  # a label from a labels file; "/" cannot be in a folder name
@@ -83,10 +85,10 @@ class Page:
         )
 
     def plotted(self) -> int:
-        """Points drawn now: every trace but the selection ring and legend-hidden classes."""
+        """Points drawn now: every trace but the overlays (pin, decisions) and hidden classes."""
         return self.page.evaluate(
             """() => document.getElementById('plot')._fullData
-                .filter(t => t.name !== 'selected' && t.visible === true)
+                .filter(t => !t.uid.startsWith('ov_') && t.visible === true)
                 .reduce((n, t) => n + t.x.length, 0)"""
         )
 
@@ -380,9 +382,9 @@ def test_static_plot_and_csv(images, tmp_path) -> None:
     assert legend[-1] == "(unlabelled)" and EVIL_LABEL in legend
     flat = static_plot(pts.drop(columns="z"))
     assert flat.axes[0].name == "rectilinear"
-    csv = pd.read_csv(write_embedding_csv(pts, root, tmp_path / "e.csv"))
+    csv = pd.read_csv(write_embedding_csv(pts, tmp_path / "e.csv"))
     assert list(csv.columns) == ["x", "y", "z", "image_path", "label"]
-    assert Path(csv["image_path"][0]).exists()
+    assert not Path(csv["image_path"][0]).is_absolute() and (root / csv["image_path"][0]).exists()
 
 
 def test_inputs_outside_the_happy_path(tmp_path) -> None:
@@ -398,3 +400,19 @@ def test_inputs_outside_the_happy_path(tmp_path) -> None:
     with pytest.raises(ValueError, match="lacks column"):
         write_explorer(pts.drop(columns="y"), root, tmp_path / "f.html")
     shutil.rmtree(root)
+
+
+def _lab(hex_colour: str) -> np.ndarray:
+    """CIELAB (D65) of an sRGB colour."""
+    rgb = np.array([int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    rgb = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = m @ rgb / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_first_twelve_class_colours_are_clearly_distinct() -> None:
+    lab = [_lab(c) for c in PALETTE[:12]]
+    closest = min(np.linalg.norm(a - b) for a, b in itertools.combinations(lab, 2))
+    assert closest >= 25, f"two of the first 12 colours are only {closest:.1f} CIELAB units apart"

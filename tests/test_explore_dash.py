@@ -1,5 +1,6 @@
-"""The Dash app on a real dataset: tooltip image on a real mouse hover in Chromium, and an
-image route that serves manifest rows only."""
+"""The Dash app on a real dataset: tooltip image on a real mouse hover in Chromium, an image
+route that serves manifest rows only, and curation (selection -> gallery -> decisions ->
+download) both through Dash's own callback endpoint and with a real mouse in Chromium."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
-from helpers import launch_chromium, make_classes
+from helpers import FIRST_POINT_JS, launch_chromium, make_classes
+from helpers import dash_call as _call
+from helpers import plotly_array as _array
 
+from embedscope.decisions import read_decisions
 from embedscope.embed import embed
 from embedscope.explore.dash import create_app
 from embedscope.ingest import ingest
 from embedscope.layout import Layout
+from embedscope.reduce import project
 
 
 def _free_port() -> int:
@@ -26,15 +32,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, builtin_cache: Path) -> Iterator[tuple[str, Path]]:
-    from werkzeug.serving import make_server
-
+def dataset(tmp_path_factory, builtin_cache: Path) -> tuple[Layout, Path]:
     tmp = tmp_path_factory.mktemp("dash")
     root = make_classes(tmp / "imgs", per_class=12)
     (tmp / "secret.txt").write_text("not for the browser")
     layout = Layout("dashset", tmp / "data", tmp / "reports")
     ingest(str(root), layout)
     embed(layout, "mobilenet_v2", progress=False)
+    return layout, root
+
+
+@pytest.fixture(scope="module")
+def server(dataset) -> Iterator[tuple[str, Path]]:
+    from werkzeug.serving import make_server
+
+    layout, root = dataset
     app = create_app(layout, method="pca", dims=2)
     port = _free_port()
     srv = make_server("127.0.0.1", port, app.server, threaded=True)
@@ -78,13 +90,7 @@ def test_hover_shows_the_tooltip_image_and_label(server) -> None:
             "() => document.querySelector('#map .js-plotly-plot')?._fullLayout?.xaxis",
             timeout=30_000,
         )
-        x, y, row, label = page.evaluate(
-            """() => { const gd = document.querySelector('#map .js-plotly-plot');
-                const L = gd._fullLayout, r = gd.getBoundingClientRect(), t = gd._fullData[0];
-                return [r.left + L.xaxis._offset + L.xaxis.l2p(t.x[0]),
-                        r.top + L.yaxis._offset + L.yaxis.l2p(t.y[0]),
-                        t.customdata[0], t.name]; }"""
-        )
+        x, y, row, label = page.evaluate(FIRST_POINT_JS, "#map .js-plotly-plot")
         page.mouse.move(x, y)
         tip = page.locator("#tip img")
         tip.wait_for(timeout=10_000)
@@ -93,3 +99,126 @@ def test_hover_shows_the_tooltip_image_and_label(server) -> None:
         assert page.evaluate("(el) => el.complete && el.naturalWidth > 0", tip.element_handle())
         assert label in page.locator("#tip").inner_text()
         browser.close()
+
+
+def test_3d_selection_view_gallery_decisions_and_download(dataset, tmp_path: Path) -> None:
+    layout, _ = dataset
+    app = create_app(layout, method="pca", dims=3)
+    client = app.server.test_client()
+    points = project(layout, "pca", 3)[0].reset_index(drop=True)
+    # the selection view follows the 3D camera: looking down z, it shows x and y
+    top = {"eye": {"x": 0, "y": 0, "z": 2}, "up": {"x": 0, "y": 1, "z": 0}}
+    turned = {"map.relayoutData": {"scene.camera": top}, "labels.value": ["red", "green", "blue"]}
+    fig = _call(client, ["select-map.figure"], turned)
+    traces = fig["select-map"]["figure"]["data"]
+    assert [t["type"] for t in traces] == ["scatter"] * 3
+    shown = {
+        int(r): (x, y)
+        for t in traces
+        for r, x, y in zip(*(_array(t[k]) for k in ("customdata", "x", "y")), strict=True)
+    }
+    for axis, k in (("x", 0), ("y", 1)):
+        v = points[axis].to_numpy()
+        expected = (v - v.min()) / (v.max() - v.min()) - 0.5
+        np.testing.assert_allclose([shown[r][k] for r in range(len(points))], expected, atol=1e-6)
+    # a lasso in the selection view -> the selection -> the gallery
+    blue = points.index[points["label"] == "blue"][:3].tolist()
+    lasso = {"points": [{"curveNumber": 0, "pointNumber": 0, "customdata": r} for r in blue]}
+    rows = _call(
+        client,
+        ["selection.data", "scores.data"],
+        {"select-map.selectedData": lasso},
+        {"scores.data": {}},
+    )
+    assert rows["selection"]["data"] == sorted(blue)
+
+    def decide(button: str, ops: list, label: str = "", tag: str = "") -> dict:
+        clicks = {
+            f"{b}.n_clicks": int(b == button) for b in ("relabel", "tag", "drop", "accept", "undo")
+        }
+        state = {"selection.data": sorted(blue), "ops.data": ops, "new-label.value": label,
+                 "new-tag.value": tag}  # fmt: skip
+        return _call(client, ["ops.data", "message.children"], clicks, state, f"{button}.n_clicks")
+
+    out = decide("relabel", [], label="purple")
+    ops = out["ops"]["data"]
+    ops = decide("drop", ops)["ops"]["data"]
+    ops = decide("tag", ops, tag="check")["ops"]["data"]
+    ops = decide("undo", ops)["ops"]["data"]
+    refused = decide("tag", ops, tag="a;b")
+    assert "without" in refused["message"]["children"] and "ops" not in refused
+    refused = decide("accept", ops)  # solid colours: every suggestion is the image's own label
+    assert "no selected image has a suggestion" in refused["message"]["children"]
+    # the 3D map rings the selection (its scenes have no selection styling of their own)
+    shown_now = {"labels.value": ["red", "green", "blue"], "selection.data": sorted(blue),
+                 "scores.data": {}}  # fmt: skip
+    ringed = _call(client, ["map.figure"], shown_now, changed="selection.data")
+    last = ringed["map"]["figure"]["data"][-1]
+    assert last["name"] == "selection (3)" and _array(last["customdata"]).tolist() == sorted(blue)
+    inputs = {"selection.data": sorted(blue), "ops.data": ops, "scores.data": {}}
+    gallery = _call(client, ["gallery.children", "gallery-note.children", "counter.children"],
+                    inputs)  # fmt: skip
+    tiles = gallery["gallery"]["children"]
+    assert len(tiles) == 3 and "3 relabelled, 3 dropped" in gallery["counter"]["children"]
+    texts = [[c["props"].get("children") for c in t["props"]["children"][1:]] for t in tiles]
+    assert texts[0][:2] == ["blue → purple", points["path"][sorted(blue)[0]]]
+    assert texts[0][2:] == ["", "drop"]  # no suggestion to show, then the tags
+    sent = _call(client, ["download.data"], {"download-decisions.n_clicks": 1}, {"ops.data": ops})
+    sent = sent["download"]["data"]
+    assert sent["filename"] == "decisions.csv"
+    file = tmp_path / "decisions.csv"
+    file.write_text(sent["content"])
+    table = read_decisions(file)
+    assert table["path"].tolist() == points["path"][sorted(blue)].tolist()
+    assert (table["label"] == "purple").all() and (table["tags"] == "drop").all()
+
+
+def test_real_box_selection_fills_the_gallery_and_downloads_decisions(server, tmp_path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    base, _ = server
+    with sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        page = browser.new_page(viewport={"width": 1200, "height": 800}, accept_downloads=True)
+        page.goto(base)
+        page.wait_for_function(
+            "() => document.querySelector('#map .js-plotly-plot')?._fullLayout?.xaxis",
+            timeout=30_000,
+        )
+        # a box around every point of the first trace, in screen pixels
+        box, rows = page.evaluate(
+            """() => { const gd = document.querySelector('#map .js-plotly-plot');
+                const L = gd._fullLayout, r = gd.getBoundingClientRect(), t = gd._fullData[0];
+                const xs = t.x.map(v => r.left + L.xaxis._offset + L.xaxis.l2p(v));
+                const ys = t.y.map(v => r.top + L.yaxis._offset + L.yaxis.l2p(v));
+                return [[Math.min(...xs) - 4, Math.min(...ys) - 4, Math.max(...xs) + 4,
+                         Math.max(...ys) + 4], t.customdata]; }"""
+        )
+        page.locator("#map .modebar-btn[data-val='select']").first.click()
+        page.mouse.move(box[0], box[1])
+        page.mouse.down()
+        page.mouse.move((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, steps=5)
+        page.mouse.move(box[2], box[3], steps=5)
+        page.mouse.up()
+        page.wait_for_function(
+            "(n) => document.querySelectorAll('#gallery .gallery-tile').length >= n",
+            arg=len(rows),
+            timeout=15_000,
+        )
+        picked = page.evaluate(
+            "() => [...document.querySelectorAll('#gallery img')].map(i => i.getAttribute('src'))"
+        )
+        assert set(f"/thumb/{r}" for r in rows) <= set(picked)
+        page.click("#drop")
+        page.wait_for_function(
+            "() => document.querySelector('#counter').textContent.includes('dropped')"
+            " && !document.querySelector('#counter').textContent.includes(' 0 dropped')",
+            timeout=10_000,
+        )
+        with page.expect_download() as info:
+            page.click("#download-decisions")
+        saved = tmp_path / "decisions.csv"
+        info.value.save_as(saved)
+        browser.close()
+    table = read_decisions(saved)
+    assert len(table) == len(picked) and (table["tags"] == "drop").all()

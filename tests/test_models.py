@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -273,9 +274,12 @@ def test_unreachable_hub_id_fails_fast_with_one_sentence(
 
 
 class _NotFound(http.server.BaseHTTPRequestHandler):
-    """A Hub that answers, but has no models at all."""
+    """A Hub that answers, but has no models at all; it counts the requests it gets."""
+
+    requests: list[str] = []
 
     def do_GET(self) -> None:
+        type(self).requests.append(self.path)
         self.send_response(404)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -307,8 +311,12 @@ def test_unknown_hub_id_on_a_reachable_hub_is_one_sentence(tmp_path: Path) -> No
         )
     finally:
         server.shutdown()
-    seconds, message = out.stdout.strip().split(" ", 1)
-    assert float(seconds) < 10, "no retries on a clear 404"
+    _, message = out.stdout.strip().split(" ", 1)
+    # no retries on a clear 404 (counted, not timed: these machines are shared and noisy)
+    # (a retry loop asks for the same file again and again, with back-off: minutes; here each
+    # file is asked for by the revision check, the processor and the model, at most 4 times)
+    counts = Counter(_NotFound.requests)
+    assert counts and max(counts.values()) <= 4 and sum(counts.values()) <= 16, counts
     assert "\n" not in message and message.count(". ") == 0
     assert "'nobody/no-such-model'" in message and "has no such model" in message
     assert "hf download nobody/no-such-model" in message

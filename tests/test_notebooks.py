@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 from helpers import (
@@ -18,6 +19,8 @@ from helpers import (
 )
 
 from embedscope.cli import NOTEBOOKS, main
+from embedscope.compare import small_multiples
+from embedscope.explore.palette import class_colour
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -61,15 +64,30 @@ def _run_all(source: Path, data: Path, reports: Path, *extra: str) -> int:
     return main(["run-all", "--source", str(source), *args, "--reports-root", str(reports), *extra])
 
 
+def _names_no_directory_of_this_machine(folder: Path, *roots: Path) -> None:
+    """Every file of a report, text or not, is free of the run's absolute directories."""
+    needles = {str(r).encode() for r in (*roots, Path.home()) if len(str(r)) > 1}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            leaks = [n.decode() for n in needles if n in blob]
+            assert not leaks, f"{path.name} names {leaks}"
+
+
 def test_run_all_executes_the_four_notebooks_and_writes_every_output(
-    tmp_path: Path, builtin_cache: Path, capsys
+    tmp_path: Path, builtin_cache: Path, capfd
 ) -> None:
     source = make_classes(tmp_path / "tiny set", per_class=12)  # > k=10 neighbours per class
     (source / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     data, reports = tmp_path / "data", tmp_path / "reports"
     rc = _run_all(source, data, reports)
-    assert rc == 0, capsys.readouterr().err
+    printed = capfd.readouterr()
+    assert rc == 0, printed.err
+    # quiet: one line when a stage starts and one when it ends, nothing from kernels or models
+    assert len(printed.out.strip().splitlines()) == 2 * len(NOTEBOOKS) + 1, printed.out
+    assert not printed.err.strip(), printed.err
     out = reports / "tiny-set"
+    _names_no_directory_of_this_machine(out, tmp_path, NOTEBOOK_DIR.parent)
     for nb in NOTEBOOKS:
         executed = nbformat.read(out / nb, as_version=4)
         assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
@@ -78,7 +96,7 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     csv = pd.read_csv(out / "embedding_image_df.csv")
     assert list(csv.columns) == ["x", "y", "z", "image_path", "label"]
     assert len(csv) == 36 and csv[["x", "y", "z"]].notna().all().all()
-    assert all(Path(p).is_file() for p in csv["image_path"])
+    assert all((source / p).is_file() for p in csv["image_path"])  # relative to the dataset
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["ingest"]["images"] == 36
     assert metrics["ingest"]["skipped_files"][0]["path"] == "red/broken.jpg"
@@ -90,10 +108,13 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     html = (out / "explorer.html").read_text(encoding="utf-8")
     assert "connect-src 'none'" in html and "<script src=" not in html
     _inline_explorer_runs(out / "04_explore.html")
-    # a second run reuses the manifest rows and the cached embeddings: nothing embedded again
-    assert _run_all(source, data, reports, "--method", "umap", "--dims", "2") == 0
+    # a second run reuses the manifest rows and the cached embeddings: nothing embedded again,
+    # also on the Ray engine (a local Ray started and stopped by 02_embed), same cache
+    args = ["--method", "umap", "--dims", "2", "--param", "engine=ray"]
+    assert _run_all(source, data, reports, *args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["embed"]["embedded_now"] == 0 and metrics["embed"]["from_cache"] == 36
+    assert metrics["embed"]["engine"] == "ray"
     # 05_compare: the built-in model against a local folder, two reducers, side by side
     vit = tiny_vit(tmp_path / "tiny-vit")
     args = [
@@ -114,8 +135,27 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     assert len(table) == 4 and set(table["method"]) == {"pca", "umap"}
     assert table.loc[table["model"] == "mobilenet_v2", "knn_accuracy"].eq(1.0).all()
     assert (out / "05_compare.html").exists()
+    _names_no_directory_of_this_machine(out, tmp_path, NOTEBOOK_DIR.parent)
     assert metrics["reduce"]["method"] == "umap"
     assert pd.read_csv(out / "embedding_image_df.csv")["z"].isna().all()
+
+
+def test_an_empty_source_says_so_at_the_first_notebook(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    junk = tmp_path / "junk" / "cats"
+    junk.mkdir(parents=True)
+    (junk / "a.jpg").write_text("not a picture")
+    (junk / "b.png").write_bytes(b"")
+    for source, why in [("empty", "no files"), ("junk", "2 files, all skipped — reasons: ")]:
+        rc = _run_all(tmp_path / source, tmp_path / "d", tmp_path / "r")
+        err = capsys.readouterr().err
+        assert rc == 1 and len(err.strip().splitlines()) == 1, err
+        assert (
+            "01_download.ipynb failed" in err and f"no images found in {tmp_path / source}" in err
+        )
+        assert why in err and "IndexError" not in err
+    assert "empty file" in err and "not an image" in err
+    _names_no_directory_of_this_machine(tmp_path / "r", tmp_path)
 
 
 def test_a_failing_notebook_names_itself_and_the_cell(tmp_path: Path, capsys) -> None:
@@ -126,19 +166,108 @@ def test_a_failing_notebook_names_itself_and_the_cell(tmp_path: Path, capsys) ->
     assert len(err.strip().splitlines()) == 1
 
 
-def test_a_messy_folder_goes_through_with_every_file_accounted_for(
-    tmp_path: Path, builtin_cache: Path
-) -> None:
-    source = make_messy(tmp_path / "messy")
+@pytest.fixture(scope="module")
+def messy_run(tmp_path_factory, builtin_cache: Path) -> tuple[Path, dict, Path, Path]:
+    """One run-all over the messy folder, shared by the tests that look at it."""
+    tmp = tmp_path_factory.mktemp("messy-run")
+    source = make_messy(tmp / "messy")
     before = tree_digest(source)
-    data, reports = tmp_path / "data", tmp_path / "reports"
+    data, reports = tmp / "data", tmp / "reports"
     assert _run_all(source, data, reports, "--param", "max_pixels=1000000") == 0
+    return source, before, data, reports
+
+
+def test_a_messy_folder_goes_through_with_every_file_accounted_for(messy_run) -> None:
+    source, before, _, reports = messy_run
     assert tree_digest(source) == before, "nothing under the source folder may change"
     out = reports / "messy"
     metrics = json.loads((out / "metrics.json").read_text())
     assert {s["path"] for s in metrics["ingest"]["skipped_files"]} == SKIPPED_IN_MESSY
     assert metrics["embed"]["images"] == metrics["ingest"]["images"] > 20
     assert metrics["embed"]["skipped_files"] == []
+    assert metrics["decisions"]["file"] is None and metrics["decisions"]["relabelled"] == 0
     assert len(pd.read_csv(out / "embedding_image_df.csv")) == metrics["ingest"]["images"]
     shown = json.dumps(nbformat.read(out / "01_download.ipynb", as_version=4).cells)
     assert all(path in shown for path in SKIPPED_IN_MESSY), "01_download lists every skip"
+    reduce_nb = json.dumps(nbformat.read(out / "03_reduce.ipynb", as_version=4).cells)
+    assert "suggested_label" in reduce_nb and "suggested_share" in reduce_nb  # mislabel table
+    page = (out / "explorer.html").read_text(encoding="utf-8")
+    assert '"name":"suggested_label"' in page and '"name":"suggested_share"' in page
+
+
+EVIL = "odd/<img src=x onerror=alert(1)>.png"
+
+
+def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> None:
+    """The round trip: a decisions.csv from the explorer relabels, drops and tags in the next
+    run's manifest, metrics and explorer; the source stays as it was; nothing is re-embedded."""
+    source, before, data, reports = messy_run
+    decided = pd.DataFrame(
+        [
+            ("red/red_1.jpg", "blue", ""),
+            (EVIL, "green", "hostile name"),
+            ("blue/blue_0.png", "", "drop"),
+            ("odd/tiny.bmp", "", "drop;too small"),
+            ("green/green_1.jpg", "", "check"),
+            ("nope/not-there.png", "red", "drop"),
+        ],
+        columns=["path", "label", "tags"],
+    )
+    file = reports.parent / "decisions.csv"
+    decided.to_csv(file, index=False)
+    rc = _run_all(source, data, reports, "--param", "max_pixels=1000000", "--decisions", str(file))
+    assert rc == 0, capsys.readouterr().err
+    assert tree_digest(source) == before, "decisions never touch the source folder"
+    out = reports / "messy"
+    metrics = json.loads((out / "metrics.json").read_text())
+    applied = metrics["decisions"]
+    assert applied["file"] == "[decisions folder]/decisions.csv"  # no path of this machine
+    assert (applied["relabelled"], applied["dropped"], applied["tagged"]) == (2, 2, 3)
+    assert applied["unknown_paths"] == ["nope/not-there.png"]
+    assert metrics["embed"]["embedded_now"] == 0  # labels and drops change no image
+    assert metrics["embed"]["from_cache"] == metrics["embed"]["images"]
+    manifest = pd.read_parquet(data / "messy" / "manifest.parquet").set_index("path")
+    assert (
+        manifest.loc["red/red_1.jpg", "label"] == "blue" and manifest.loc[EVIL, "label"] == "green"
+    )
+    for dropped in ("blue/blue_0.png", "odd/tiny.bmp"):
+        assert manifest.loc[dropped, ["status", "reason"]].tolist() == [
+            "skipped",
+            "dropped by decision",
+        ]
+    assert manifest.loc["odd/tiny.bmp", "tags"] == "drop;too small"
+    skipped = {s["path"] for s in metrics["ingest"]["skipped_files"]}
+    assert skipped == SKIPPED_IN_MESSY | {"blue/blue_0.png", "odd/tiny.bmp"}
+    csv = pd.read_csv(out / "embedding_image_df.csv")
+    assert len(csv) == metrics["embed"]["images"] == metrics["ingest"]["images"]
+    label_of = dict(zip(csv["image_path"], csv["label"], strict=True))  # dataset-relative
+    assert label_of["red/red_1.jpg"] == "blue" and "blue/blue_0.png" not in label_of
+    shown = json.dumps(nbformat.read(out / "01_download.ipynb", as_version=4).cells)
+    assert "unknown path (nothing changed): 'nope/not-there.png'" in shown
+
+
+def test_a_bad_decisions_file_stops_the_run_in_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "decisions.csv"
+    bad.write_text("path,label\nred/a.png,blue\n")
+    rc = _run_all(tmp_path / "src", tmp_path / "d", tmp_path / "r", "--decisions", str(bad))
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "needs exactly the columns path,label,tags" in err
+    assert not (tmp_path / "r").exists(), "no notebook ran"
+
+
+def test_compare_small_multiples_carry_one_legend_in_the_page_palette() -> None:
+    rng = np.random.default_rng(0)
+    maps = {
+        (model, method): pd.DataFrame(
+            {"x": rng.normal(size=6), "y": rng.normal(size=6), "label": list("aabbcc")}
+        )
+        for model in ("m1", "m2")
+        for method in ("pca", "umap")
+    }
+    fig = small_multiples(maps, cols=2)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["a", "b", "c"]
+    colours = [h.get_color() for h in legend.legend_handles]
+    assert colours == [class_colour(c, k) for k, c in enumerate("abc")]
+    assert fig._repr_png_()[:4] == b"\x89PNG"

@@ -151,3 +151,72 @@ def test_clusters_recover_separated_blobs() -> None:
     table = cluster_table(labels, found)
     assert len(table) == 4 and (table["purity"] == 1.0).all()
     assert (found >= 0).mean() > 0.9
+
+
+def test_suggested_label_is_the_similarity_weighted_majority() -> None:
+    """Hand-made neighbour tables with a known answer: similarity beats head count, unlabelled
+    neighbours do not vote, and the mislabel score is share x closeness of the other label."""
+    labels = np.array(["a", "a", "a", "b", "b", UNLABELLED, "a"], dtype=object)
+    idx = np.array(
+        [
+            [3, 4, 1, 2, 6],  # two close b's against three far a's: b wins on similarity
+            [0, 2, 6, 3, 5],  # a wins; one b
+            [5, 5, 5, 5, 5],  # only an unlabelled neighbour: no suggestion
+            [4, 0, 1, 2, 6],  # b among a's
+            [3, 3, 3, 3, 3],  # all agree
+            [0, 1, 3, 2, 4],  # unlabelled image: gets a suggestion, never a mislabel score
+            [0, 1, 2, 3, 4],
+        ]
+    )
+    sim = np.array(
+        [
+            [0.9, 0.8, 0.5, 0.5, 0.5],
+            [0.9, 0.9, 0.8, 0.4, 0.9],
+            [0.7, 0.7, 0.7, 0.7, 0.7],
+            [0.2, 0.8, 0.8, 0.8, 0.8],
+            [0.9, 0.9, 0.9, 0.9, 0.9],
+            [0.6, 0.6, 0.9, 0.6, -0.3],  # a negative similarity counts zero
+            [0.9, 0.9, 0.9, 0.1, 0.1],
+        ],
+        dtype=np.float32,
+    )
+    s = neighbour_scores(labels, idx, sim)
+    assert list(s["suggested_label"]) == ["b", "a", UNLABELLED, "a", "b", "a", "a"]
+    np.testing.assert_allclose(
+        s["suggested_share"], [1.7 / 3.2, 2.6 / 3.0, 0.0, 3.2 / 3.4, 1.0, 1.8 / 2.7, 2.7 / 2.9],
+        rtol=1e-5,
+    )  # fmt: skip
+    expected = [
+        (1.7 / 3.2) * (1.7 / 2),  # b holds 1.7 of 3.2 votes, mean similarity 0.85
+        (0.4 / 3.0) * 0.4,
+        0.0,  # nobody votes
+        (3.2 / 3.4) * 0.8,
+        0.0,  # everyone agrees
+        0.0,  # unlabelled
+        (0.2 / 2.9) * 0.1,
+    ]
+    np.testing.assert_allclose(s["mislabel_score"], expected, rtol=1e-5, atol=1e-7)
+    # the count-majority k-NN vote (knn_accuracy's) still picks "a" for point 0
+    assert knn_vote(labels, idx, sim)[0] == "a"
+
+
+def test_mislabel_score_ranks_the_sample_top_twelve(tmp_path: Path, builtin_cache: Path) -> None:
+    """On the built-in sample the twelve strongest mislabel candidates have twelve distinct
+    scores (the old share-of-neighbours score tied them all at 1.0)."""
+    from embedscope.analyse import analyse
+    from embedscope.embed import embed
+    from embedscope.ingest import ingest
+    from embedscope.layout import Layout, load_embeddings
+
+    layout = Layout("sample", tmp_path / "data", tmp_path / "reports")
+    ingest("sample", layout)
+    embed(layout, "mobilenet_v2", progress=False)
+    _, per_image = analyse(layout)
+    score = pd.Series(per_image["mislabel_score"])
+    top = score.nlargest(12)
+    assert top.nunique() == 12 and top.iloc[0] < 1.0 and top.iloc[-1] > 0.3
+    share = pd.Series(per_image["suggested_share"])
+    assert share.between(0, 1).all()
+    rows = load_embeddings(layout).rows
+    suggested = pd.Series(per_image["suggested_label"])
+    assert (suggested[top.index] != rows["label"][top.index]).all()  # each has a relabel to offer

@@ -7,13 +7,12 @@ exact (chunked matrix products) for small N and approximate (pynndescent) for la
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 
 import numpy as np
 import pandas as pd
 
 from embedscope.ingest import UNLABELLED
-from embedscope.layout import Layout, load_embeddings, write_npz
+from embedscope.layout import Damaged, Layout, load_checked, load_embeddings, write_npz
 
 #: Above this many points neighbours come from an approximate index.
 EXACT_LIMIT = 20_000
@@ -62,16 +61,27 @@ def _approximate(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx.astype(np.int64), sim
 
 
-def knn_vote(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> np.ndarray:
-    """Majority label among each point's neighbours; ties go to the larger summed similarity."""
+def _label_votes(
+    labels: np.ndarray, idx: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each point and each neighbour slot, the summed weight of every neighbour that
+    carries that slot's label: (n, k) totals, plus the neighbours' labels (n, k).
+
+    Working per slot (k x k comparisons per point) keeps memory at O(n k^2) whatever the number
+    of classes, where an (n, classes) table would not."""
     labels = np.asarray(labels, dtype=object)
-    out = np.empty(len(idx), dtype=object)
-    for i, (nbrs, sims) in enumerate(zip(idx, sim, strict=True)):
-        score: Counter = Counter()
-        for j, s in zip(nbrs, sims, strict=True):
-            score[labels[j]] += 1.0 + 1e-6 * float(s)
-        out[i] = max(score, key=score.__getitem__) if score else None
-    return out
+    codes = pd.factorize(labels)[0][idx]  # integers compare far faster than label strings
+    same = codes[:, :, None] == codes[:, None, :]
+    return (same * weights[:, None, :]).sum(axis=2), labels[idx]
+
+
+def knn_vote(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> np.ndarray:
+    """Majority label among each point's neighbours; ties go to the larger summed similarity,
+    then to the nearest neighbour's label."""
+    if idx.shape[1] == 0:
+        return np.full(len(idx), None, dtype=object)
+    totals, near = _label_votes(labels, idx, 1.0 + 1e-6 * np.asarray(sim, dtype=np.float64))
+    return near[np.arange(len(idx)), totals.argmax(axis=1)]
 
 
 def knn_report(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> dict:
@@ -104,12 +114,59 @@ def knn_report(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> dict:
 
 
 def neighbour_scores(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> pd.DataFrame:
-    """Per-image columns for colouring and ranking: how many neighbours carry another label
-    (likely mislabelled when high) and how far the neighbours are (outlier when high)."""
+    """Per-image columns for colouring, ranking and relabelling, from the k nearest neighbours.
+
+    Each labelled neighbour votes for its label with its cosine similarity (negative ones
+    count zero; unlabelled neighbours do not vote):
+
+    - ``suggested_label``: the label with the largest summed similarity (ties: the nearest
+      neighbour's), ``(unlabelled)`` when no neighbour votes; ``suggested_share`` its share of
+      the votes, 0..1.
+    - ``mislabel_score`` = (share of the votes that go to the strongest *other* label) x
+      (mean similarity of the neighbours carrying it), 0..1. The share of neighbours with
+      another label alone ties at 1.0 for every image whose ten neighbours all disagree; this
+      score asks how strongly they disagree: many close neighbours agreeing on one other label
+      (an image sitting inside another class: relabel it to ``suggested_label``) rank above
+      neighbours split over several labels (ambiguous) or far away (an outlier, which
+      ``outlier_score`` ranks). 0 when every neighbour agrees, and for unlabelled images, which
+      cannot be mislabelled (their ``suggested_label`` still proposes one).
+    - ``outlier_score`` = 1 - mean similarity to the neighbours.
+    """
     labels = np.asarray(labels, dtype=object)
-    other = (labels[idx] != labels[:, None]).mean(axis=1) if idx.shape[1] else np.zeros(len(idx))
-    outlier = 1.0 - sim.mean(axis=1) if idx.shape[1] else np.zeros(len(idx))
-    return pd.DataFrame({"mislabel_score": other.astype(np.float32), "outlier_score": outlier})
+    n = len(labels)
+    if idx.shape[1] == 0:
+        zeros = np.zeros(n, np.float32)
+        return pd.DataFrame(
+            {
+                "mislabel_score": zeros,
+                "outlier_score": zeros,
+                "suggested_label": labels.copy(),
+                "suggested_share": zeros,
+            }
+        )
+    sim = np.asarray(sim, dtype=np.float64)
+    weight = np.clip(sim, 0.0, None) * (labels[idx] != UNLABELLED)
+    totals, near = _label_votes(labels, idx, weight)
+    total = weight.sum(axis=1)
+    best = totals.argmax(axis=1)
+    voted = total > 0
+    rows = np.arange(n)
+    suggested = np.where(voted, near[rows, best], UNLABELLED).astype(object)
+    share = np.where(voted, totals[rows, best] / np.where(voted, total, 1.0), 0.0)
+    voters, _ = _label_votes(labels, idx, (weight > 0).astype(np.float64))
+    other = near != labels[:, None]
+    alt = np.where(other, totals, -1.0).argmax(axis=1)  # the slot of the strongest other label
+    alt_share = np.where(other[rows, alt], totals[rows, alt], 0.0) / np.where(voted, total, 1.0)
+    closeness = totals[rows, alt] / np.maximum(voters[rows, alt], 1.0)
+    mislabel = np.where(labels == UNLABELLED, 0.0, alt_share * closeness)
+    return pd.DataFrame(
+        {
+            "mislabel_score": mislabel.astype(np.float32),
+            "outlier_score": 1.0 - sim.mean(axis=1),
+            "suggested_label": suggested,
+            "suggested_share": share.astype(np.float32),
+        }
+    )
 
 
 def near_duplicates(idx: np.ndarray, sim: np.ndarray, threshold: float = 0.97) -> np.ndarray:
@@ -203,11 +260,9 @@ def analyse(
     emb = load_embeddings(layout, model)
     fingerprint = hashlib.sha256("\n".join(emb.rows["sha256"]).encode() + f"{k}".encode())
     path = layout.neighbors(emb.model_key)
-    cached = None
-    if path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["fingerprint"]) == fingerprint.hexdigest() and "cluster" in z:
-                cached = z["neighbors"], z["similarity"], z["cluster"]
+    cached = load_checked(path, lambda p: _read_neighbors(p, len(emb.rows)))
+    if cached is not None and cached[3] != fingerprint.hexdigest():
+        cached = None  # written for other vectors or another k: recomputed, not damaged
     if cached is None:  # neighbours and HDBSCAN depend on the vectors only: compute them once
         cached = (*neighbors(emb.vectors, k), clusters(emb.vectors))
         write_npz(
@@ -217,7 +272,7 @@ def analyse(
             cluster=cached[2],
             fingerprint=fingerprint.hexdigest(),
         )
-    idx, sim, found = cached
+    idx, sim, found = cached[:3]
     labels = emb.rows["label"].to_numpy(dtype=object)
     report = knn_report(labels, idx, sim)
     scores = neighbour_scores(labels, idx, sim)
@@ -243,3 +298,16 @@ def analyse(
         "cluster": found,
     }
     return report, per_image
+
+
+def _read_neighbors(path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Cached neighbours, similarities, clusters and fingerprint, refused unless shaped for
+    ``n`` images with indices inside 0..n-1."""
+    with np.load(path, allow_pickle=False) as z:
+        idx, sim, found = z["neighbors"], z["similarity"], z["cluster"]
+        fingerprint = str(z["fingerprint"])
+    if idx.ndim != 2 or idx.shape != sim.shape or len(idx) != n or found.shape != (n,):
+        raise Damaged(f"shapes {idx.shape}, {sim.shape}, {found.shape} for {n} images")
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise Damaged("a neighbour index is out of range")
+    return idx, sim, found, fingerprint

@@ -9,13 +9,17 @@ one line naming the notebook and the cell.
 from __future__ import annotations
 
 import argparse
+import html
+import json
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
+from embedscope.decisions import read_decisions
 from embedscope.ingest import default_name
-from embedscope.layout import Layout, update_metrics, write_atomic
+from embedscope.layout import DiskFull, Layout, update_metrics, write_atomic
 
 NOTEBOOKS = ("01_download.ipynb", "02_embed.ipynb", "03_reduce.ipynb", "04_explore.ipynb")
 
@@ -24,12 +28,42 @@ class NotebookFailed(RuntimeError):
     """A notebook raised; the message names the notebook, the cell and the error."""
 
 
-def run_notebook(notebook: Path, output: Path, parameters: dict, *, cwd: Path) -> float:
-    """Execute one notebook with the parameters it declares; export HTML; trust it."""
-    import nbformat
+def report_roots(repo: Path, *others: tuple[str | Path | None, str]) -> dict[str, str]:
+    """Stand-ins for the absolute directories a report could name: the repository becomes
+    relative paths, the home directory ``~``, and each of ``others`` outside the repository
+    (``(path, "[data]")``, ...) its label."""
+    roots = {str(repo): ""}
+    home = str(Path.home())
+    if len(home) > 1:
+        roots.setdefault(home, "~")
+    for path, alias in others:
+        if path and Path(path).is_absolute() and not Path(path).is_relative_to(repo):
+            roots[str(path)] = alias
+    return roots
+
+
+def shareable(text: str, roots: dict[str, str]) -> str:
+    """``text`` naming no directory of the machine that made it: each root (longest first, in
+    its plain, JSON-escaped and HTML-escaped spellings) is replaced by its stand-in."""
+    escapes = (lambda t: json.dumps(t, ensure_ascii=False)[1:-1], html.escape)
+    for root, alias in sorted(roots.items(), key=lambda kv: len(kv[0]), reverse=True):
+        spellings = [str, *(e for e in escapes if e(root) != root)]
+        for spell in spellings:
+            path, stand_in = spell(root), spell(alias)
+            text = text.replace(path + "/", stand_in + "/" if stand_in else "")
+            text = re.sub(re.escape(path) + r"(?![\w.\-])", lambda _, s=stand_in: s or ".", text)
+    return text
+
+
+def run_notebook(
+    notebook: Path, output: Path, parameters: dict, *, cwd: Path, roots: dict[str, str]
+) -> float:
+    """Execute one notebook with the parameters it declares; make it shareable (``roots``,
+    see :func:`shareable`); export HTML; trust it."""
     import papermill as pm
     from nbconvert import HTMLExporter
     from nbformat.sign import NotebookNotary
+    from traitlets.config import Config
 
     declared = pm.inspect_notebook(str(notebook))
     params = {k: v for k, v in parameters.items() if k in declared}
@@ -43,15 +77,22 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, *, cwd: Path) -
             cwd=str(cwd),
             kernel_name="python3",
             progress_bar=False,
+            # Unix sockets, not TCP: no "running over TCP without encryption" warning per kernel
+            config=Config({"KernelManager": {"transport": "ipc"}}),
+            # jupyter_client interrupts every kernel before shutting it down, which the kernel
+            # logs as "KeyboardInterrupt caught": its own log is noise here (cell errors travel
+            # as messages and stop the run with one line)
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     except pm.PapermillExecutionError as exc:
+        _share_notebook(output, notebook, roots)  # a failed run's notebook is shared too
         evalue = str(exc.evalue).strip().splitlines()[0] if exc.evalue else ""
         raise NotebookFailed(
             f"{notebook.name} failed in cell {exc.exec_count}: {exc.ename}: {evalue} "
             f"(executed notebook: {output})"
         ) from None
     seconds = time.perf_counter() - t0
-    nb = nbformat.read(output, as_version=4)
+    nb = _share_notebook(output, notebook, roots)
     NotebookNotary().sign(nb)
     body, _ = HTMLExporter().from_notebook_node(nb)
     # nbconvert's template loads require.js, MathJax and the widget manager from CDNs; these
@@ -59,6 +100,16 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, *, cwd: Path) -
     body = re.sub(r'<script src="https?://[^"]*"[^>]*>\s*</script>', "", body)
     write_atomic(output.with_suffix(".html"), lambda tmp: tmp.write_text(body, encoding="utf-8"))
     return seconds
+
+
+def _share_notebook(output: Path, notebook: Path, roots: dict[str, str]):
+    """Rewrite papermill's executed notebook without the machine's directories."""
+    import nbformat
+
+    nb = nbformat.reads(shareable(output.read_text(encoding="utf-8"), roots), as_version=4)
+    nb.metadata.get("papermill", {}).update(input_path=notebook.name, output_path=output.name)
+    write_atomic(output, lambda tmp: nbformat.write(nb, str(tmp)))
+    return nb
 
 
 def run_all(
@@ -71,14 +122,32 @@ def run_all(
     notebooks_dir: str | Path = "notebooks",
     data_root: str | Path = "data",
     reports_root: str | Path = "reports",
+    decisions: str | Path | None = None,
     extra: dict | None = None,
 ) -> Path:
-    """Run the four notebooks in order for one dataset; returns ``reports/<name>``."""
+    """Run the four notebooks in order for one dataset; returns ``reports/<name>``.
+
+    ``decisions`` is a ``decisions.csv`` (path,label,tags) for ``01_download`` to apply; it is
+    checked before any notebook starts, so a bad file costs one line, not a run."""
     notebooks_dir = Path(notebooks_dir).resolve()
+    if decisions:
+        decisions = str(Path(decisions).expanduser().resolve())  # notebooks run in notebooks/
+        read_decisions(decisions)
     if source != "sample" and not source.startswith("kaggle:"):
         source = str(Path(source).expanduser().resolve())  # notebooks run in notebooks/
+    if Path(model).expanduser().exists():  # a local model folder, from where the user stands
+        model = str(Path(model).expanduser().resolve())
     layout = Layout(
         name or default_name(source), Path(data_root).resolve(), Path(reports_root).resolve()
+    )
+    repo = notebooks_dir.parent
+    roots = report_roots(
+        repo,
+        (layout.data_root, "[data]"),
+        (layout.reports_root, "[reports]"),
+        (source if Path(source).is_absolute() else None, "[dataset]"),
+        (Path(decisions).parent if decisions else None, "[decisions folder]"),
+        (model if Path(model).is_absolute() else None, f"[{Path(model).name}]"),
     )
     params = {
         "source": source,
@@ -86,26 +155,45 @@ def run_all(
         "model": model,
         "method": method,
         "dims": dims,
-        "data_root": str(layout.data_root),
-        "reports_root": str(layout.reports_root),
+        "data_root": _from(notebooks_dir, layout.data_root),
+        "reports_root": _from(notebooks_dir, layout.reports_root),
+        "decisions": decisions or None,
         **(extra or {}),
     }
     timings = {}
-    for nb in NOTEBOOKS:
-        print(f"[embedscope] running {nb} for {layout.name!r}", flush=True)
+    for k, nb in enumerate(NOTEBOOKS, 1):
+        print(f"[embedscope] {k}/{len(NOTEBOOKS)} {nb} for {layout.name!r} …", flush=True)
         seconds = run_notebook(
-            notebooks_dir / nb, layout.reports_dir / nb, params, cwd=notebooks_dir
+            notebooks_dir / nb, layout.reports_dir / nb, params, cwd=notebooks_dir, roots=roots
         )
         timings[nb.removesuffix(".ipynb")] = round(seconds, 2)
+        print(f"[embedscope] {k}/{len(NOTEBOOKS)} {nb} done in {seconds:.1f} s", flush=True)
     update_metrics(layout.metrics, "notebook_seconds", timings)
+    share_report(layout.reports_dir, roots)
     print(f"[embedscope] done: {layout.reports_dir}", flush=True)
     return layout.reports_dir
 
 
+def _from(folder: Path, path: Path) -> str:
+    """``path`` as the notebooks (run in ``folder``) should see it: relative inside the
+    repository, so the executed notebooks name no directory of this machine."""
+    repo = folder.parent
+    return os.path.relpath(path, folder) if path.is_relative_to(repo) else str(path)
+
+
+def share_report(folder: Path, roots: dict[str, str]) -> None:
+    """Make the report's text files shareable (the notebooks already are, before signing: an
+    edit after it would void their trust)."""
+    for path in sorted(folder.iterdir()):
+        if path.suffix in {".json", ".csv", ".html"}:
+            text = path.read_text(encoding="utf-8")
+            clean = shareable(text, roots)
+            if clean != text:
+                write_atomic(path, lambda tmp, c=clean: tmp.write_text(c, encoding="utf-8"))
+
+
 def _value(text: str):
     """Parse a KEY=VALUE command line value as JSON when it is JSON, else keep the string."""
-    import json
-
     try:
         return json.loads(text)
     except ValueError:
@@ -123,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--model", default="mobilenet_v2", help="mobilenet_v2, a hub id or a folder")
     run.add_argument("--method", default="pca", choices=("pca", "ipca", "umap", "tsne"))
     run.add_argument("--dims", type=int, default=3, choices=(2, 3))
+    run.add_argument(
+        "--decisions", default="", help="decisions.csv (path,label,tags) to apply in 01_download"
+    )
     run.add_argument("--notebooks-dir", default="notebooks")
     run.add_argument("--data-root", default="data")
     run.add_argument("--reports-root", default="reports")
@@ -181,9 +272,10 @@ def main(argv: list[str] | None = None) -> int:
             notebooks_dir=args.notebooks_dir,
             data_root=args.data_root,
             reports_root=args.reports_root,
+            decisions=args.decisions or None,
             extra=extra,
         )
-    except (NotebookFailed, ValueError, FileNotFoundError) as exc:
+    except (NotebookFailed, ValueError, FileNotFoundError, DiskFull) as exc:
         print(f"embedscope: error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -192,22 +284,30 @@ def main(argv: list[str] | None = None) -> int:
 def _compare(args: argparse.Namespace) -> int:
     layout = Layout(args.name, Path(args.data_root).resolve(), Path(args.reports_root).resolve())
     models = [m if not Path(m).exists() else str(Path(m).resolve()) for m in args.models]
+    notebooks = Path(args.notebooks_dir).resolve()
+    roots = report_roots(
+        notebooks.parent,
+        (layout.data_root, "[data]"),
+        (layout.reports_root, "[reports]"),
+        *((m, f"[{Path(m).name}]") for m in models if Path(m).is_absolute()),
+    )
     params = {
         "name": layout.name,
         "models": models,
         "methods": args.methods,
         "dims": args.dims,
-        "data_root": str(layout.data_root),
-        "reports_root": str(layout.reports_root),
+        "data_root": _from(notebooks, layout.data_root),
+        "reports_root": _from(notebooks, layout.reports_root),
     }
-    notebooks = Path(args.notebooks_dir).resolve()
     try:
         run_notebook(
             notebooks / "05_compare.ipynb",
             layout.reports_dir / "05_compare.ipynb",
             params,
             cwd=notebooks,
+            roots=roots,
         )
+        share_report(layout.reports_dir, roots)
     except NotebookFailed as exc:
         print(f"embedscope: error: {exc}", file=sys.stderr)
         return 1

@@ -3,13 +3,14 @@ their quality numbers side by side, and small multiples of the maps (``05_compar
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import pandas as pd
 
 from embedscope.analyse import analyse, projection_quality
 from embedscope.embed import embed
+from embedscope.explore.palette import class_colour, class_order
+from embedscope.explore.static import StaticPlot
 from embedscope.layout import Layout, load_embeddings
 from embedscope.reduce import project
 
@@ -59,19 +60,15 @@ def compare(
     return pd.DataFrame(rows), maps
 
 
-def small_multiples(maps: dict[tuple[str, str], pd.DataFrame], *, cols: int = 3):
+def small_multiples(maps: dict[tuple[str, str], pd.DataFrame], *, cols: int = 3) -> StaticPlot:
     """A grid of 2D maps (first two coordinates), one per (model, method), coloured by label in
     the explorer's palette, with one legend for the grid."""
-    from IPython.display import Image
-    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-
-    from embedscope.explore.palette import class_colour, class_order
 
     n = len(maps)
     cols = min(cols, n)
     rows = -(-n // cols)
-    fig = Figure(figsize=(4 * cols + 1.6, 3.6 * rows), dpi=90, layout="constrained")
+    fig = StaticPlot(figsize=(4 * cols + 1.6, 3.6 * rows), dpi=90, layout="constrained")
     classes = class_order(c for df in maps.values() for c in df["label"].astype(str))
     colours = {c: class_colour(c, k) for k, c in enumerate(classes)}
     for k, ((model, method), df) in enumerate(maps.items()):
@@ -84,6 +81,4 @@ def small_multiples(maps: dict[tuple[str, str], pd.DataFrame], *, cols: int = 3)
     if len(classes) <= 40:
         handles = [Line2D([], [], ls="", marker="o", color=colours[c], label=c) for c in classes]
         fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return Image(data=buf.getvalue(), format="png")
+    return fig

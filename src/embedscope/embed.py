@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +28,13 @@ import torch
 
 from embedscope.ingest import load_manifest
 from embedscope.layout import (
+    Damaged,
     Layout,
+    load_checked,
+    os_path,
+    read_embedding_files,
     read_json,
+    set_aside,
     slug,
     write_json,
     write_npy,
@@ -34,7 +42,13 @@ from embedscope.layout import (
     write_parquet,
 )
 from embedscope.models import load_model
-from embedscope.pixels import FastPixels, checked_pixels, make_loader, resolve_workers
+from embedscope.pixels import (
+    NOT_AS_INGESTED,
+    FastPixels,
+    checked_pixels,
+    make_loader,
+    resolve_workers,
+)
 from embedscope.precision import (
     PRECISIONS,
     agreement,
@@ -115,27 +129,75 @@ def model_key(spec: str, identity: str, pooling: str, precision: str = "float32"
     return f"{slug(Path(spec.rstrip('/')).name)}-{digest}"
 
 
+_SHA256 = re.compile("[0-9a-f]{64}")
+_SHARD_KEYS = {"sha256", "vectors", "failed_sha256", "failed_reason", "model_key", "digest"}
+
+
 def _read_shards(shard_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Vectors by sha256 and failures by sha256 from every complete shard."""
+    """Vectors by sha256 and failures by sha256 from every shard that passes its checks; a
+    damaged or foreign shard is set aside (one line), so its images are embedded again."""
+    key = shard_dir.parent.name
+    shards = sorted(shard_dir.glob("*.npz"))
+    loaded = {p: load_checked(p, lambda p: _load_shard(p, key)) for p in shards}
+    loaded = {p: a for p, a in loaded.items() if a is not None}
+    dims = Counter(a["vectors"].shape[1] for a in loaded.values() if len(a["vectors"]))
     vectors: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
-    for shard in sorted(shard_dir.glob("*.npz")):
-        with np.load(shard, allow_pickle=False) as z:
-            vectors.update(zip(z["sha256"].tolist(), z["vectors"], strict=True))
-            failed.update(
-                zip(z["failed_sha256"].tolist(), z["failed_reason"].tolist(), strict=True)
-            )
+    for path, arrays in loaded.items():
+        dim = arrays["vectors"].shape[1]
+        if len(arrays["vectors"]) and dim != dims.most_common(1)[0][0]:
+            set_aside(path, f"vectors of dimension {dim}, the other shards' differ")
+            continue
+        vectors.update(zip(arrays["sha256"].tolist(), arrays["vectors"], strict=True))
+        failed.update(
+            zip(arrays["failed_sha256"].tolist(), arrays["failed_reason"].tolist(), strict=True)
+        )
     return vectors, failed
 
 
+def _load_shard(path: Path, key: str) -> dict[str, np.ndarray]:
+    """A shard's arrays, refused (:class:`Damaged`) unless they are what the shard claims:
+    this model's, one 64-hex content hash per vector, a 2-D float32 block, the same digest."""
+    with np.load(path, allow_pickle=False) as z:
+        if set(z.files) != _SHARD_KEYS:
+            raise Damaged(f"arrays {sorted(z.files)} are not a shard's")
+        arrays = {k: z[k] for k in z.files}
+    vecs, shas = arrays["vectors"], arrays["sha256"]
+    if str(arrays["model_key"]) != key:
+        raise Damaged(f"written for model {arrays['model_key']}, not {key}")
+    if vecs.ndim != 2 or vecs.dtype != np.float32 or len(vecs) != len(shas):
+        raise Damaged(f"{len(shas)} hashes for vectors of shape {vecs.shape}")
+    hashes = np.concatenate([shas, arrays["failed_sha256"]]).astype(str)
+    if not all(_SHA256.fullmatch(h) for h in hashes.tolist()):
+        raise Damaged("a content hash is not a sha256")
+    if str(arrays["digest"]) != _shard_digest(arrays):
+        raise Damaged("contents differ from the digest written with them")
+    return arrays
+
+
+def _shard_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over everything a shard holds but its digest."""
+    h = hashlib.sha256()
+    for name in sorted(_SHARD_KEYS - {"digest"}):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _write_shard(shard_dir: Path, shas: list[str], vecs: list[np.ndarray], failed: dict) -> None:
+    """One shard of the model whose folder holds ``shard_dir``, with its digest; failures
+    that say the file was not as ingested are left out (they are not facts about the image)."""
     dim = vecs[0].shape[-1] if vecs else 0
+    failed = {s: r for s, r in failed.items() if not r.startswith(NOT_AS_INGESTED)}
     arrays = {
         "sha256": np.array(shas, dtype="U64"),
         "vectors": np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32),
         "failed_sha256": np.array(list(failed), dtype="U64"),
         "failed_reason": np.array(list(failed.values()), dtype=str),
+        "model_key": np.array(shard_dir.parent.name),
     }
+    arrays["digest"] = np.array(_shard_digest(arrays))
     write_npz(shard_dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz", **arrays)
 
 
@@ -151,6 +213,9 @@ def embed(
     shard_size: int = 512,
     calibration_images: int = 128,
     progress: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
+    concurrency: int | None = None,
 ) -> dict:
     """Embed every ok manifest image not yet cached for this model; return run facts.
 
@@ -158,70 +223,264 @@ def embed(
     float32 and in the hardware's fastest candidate, and keeps the candidate only if the
     analysis sees the same neighbours (:mod:`embedscope.precision`); the decision and its
     figures are remembered per dataset, model and hardware, and reported as ``precision_check``.
+
+    ``engine="ray"`` runs the same step on Ray Data (see :mod:`embedscope.embed_ray`;
+    ``ray_address`` and ``concurrency`` apply to it only; ``num_workers`` to local only).
     """
+    if engine == "ray":
+        from embedscope.embed_ray import embed_ray
+
+        return embed_ray(
+            layout,
+            model,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            pooling=pooling,
+            shard_size=shard_size,
+            calibration_images=calibration_images,
+            progress=progress,
+            ray_address=ray_address,
+            concurrency=concurrency,
+        )
+    if engine != "local":
+        raise ValueError(f"engine must be local or ray, not {engine!r}")
     t0 = time.perf_counter()
+    dev = resolve_device(device)
+    job = plan(
+        layout,
+        model,
+        dev,
+        precision=precision,
+        pooling=pooling,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        calibration_images=calibration_images,
+    )
+    t_load = time.perf_counter() - t0 - job.seconds_check
+    workers = resolve_workers(num_workers, len(job.todo), job.batch_size, dev)
+    t1 = time.perf_counter()
+    new, new_failed = {}, {}
+    if job.todo:
+        loader = make_loader(
+            job.root,
+            job.paths,
+            job.pixels,
+            batch_size=job.batch_size,
+            num_workers=workers,
+            device=dev,
+            stamps=job.stamps,
+        )
+        new, new_failed = _run(
+            job.encoder(), loader, job.todo, job.shard_dir, shard_size=shard_size, progress=progress
+        )
+    t_stream = time.perf_counter() - t1
+    return finish(
+        layout,
+        job,
+        new,
+        new_failed,
+        seconds_load=t_load,
+        seconds_embed=job.seconds_check + t_stream,
+        engine="local",
+        num_workers=workers,
+        images_per_second_streaming=round(len(job.todo) / t_stream, 2) if job.todo else None,
+    )
+
+
+# --- pieces shared by the engines (local here, Ray in embed_ray): plan, preprocess, forward,
+# --- shard writing, final assembly. An engine only turns job.todo into vectors and failures.
+
+
+@dataclass
+class Job:
+    """What one embedding run must do, decided before the images still to embed are read."""
+
+    model: str
+    net: torch.nn.Module
+    pixels: FastPixels
+    identity: str
+    device: torch.device
+    pooling: str
+    precision: str  # a key of PRECISIONS
+    precision_check: dict | None
+    batch_size: int
+    key: str
+    out_dir: Path
+    root: Path
+    ok: pd.DataFrame
+    done: dict[str, np.ndarray]
+    failed: dict[str, str]
+    todo: list[str]  # content hashes still to embed
+    paths: list[str]  # their paths relative to root (as text, see layout.os_path)
+    stamps: list[tuple[int, int]]  # their (size, mtime_ns) when the manifest hashed them
+    calibrated: dict[str, np.ndarray]  # vectors of the precision check (already in a shard)
+    calibration_failed: dict[str, str]  # and the files it could not read
+    seconds_check: float
+
+    @property
+    def precision_name(self) -> str:
+        return PRECISIONS[self.precision]
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.out_dir / "shards"
+
+    def encoder(self) -> Encoder:
+        return Encoder(self.net, self.pooling, self.device, self.pixels, self.precision)
+
+
+def plan(
+    layout: Layout,
+    model: str,
+    device: torch.device,
+    *,
+    precision: str = "auto",
+    pooling: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    calibration_images: int = 128,
+) -> Job:
+    """Load the model, settle pooling/precision/batch size for ``device`` (where the model
+    will run, which for Ray may be another machine's GPU) and list the hashes not cached yet.
+
+    ``precision="auto"`` is decided here, on this machine (see :func:`_auto_precision`); when
+    ``device`` is a GPU this machine lacks (a Ray driver without one) float32 is kept."""
     check_precision(precision)
     manifest, root = load_manifest(layout)
     ok = manifest[manifest["status"] == "ok"]
-    dev = resolve_device(device)
-    net, processor, identity = load_model(model, device=str(dev))
+    here = device.type != "cuda" or torch.cuda.is_available()
+    net, processor, identity = load_model(model, device=str(device) if here else "cpu")
     pooling = resolve_pooling(net, pooling)
-    batch_size = resolve_batch_size(batch_size, dev, net)
+    batch_size = resolve_batch_size(batch_size, device, net)
     first = ok.drop_duplicates("sha256").set_index("sha256")
-    pixels = checked_pixels(processor, root / first["path"].iloc[0] if len(first) else None)
-    t_load = time.perf_counter() - t0
+    probe = os_path(root, first["path"].iloc[0]) if len(first) else None
+    pixels = checked_pixels(processor, probe)
 
-    t1 = time.perf_counter()
-    encoder = Encoder(net, pooling, dev, pixels, "fp32" if precision == "auto" else precision)
+    t0 = time.perf_counter()
     check, calibrated, failed_now = None, {}, {}
-    if precision == "auto":
+    if precision == "auto" and not here:
+        check = {"candidate": None, "kept": False, "reason": f"no {device.type} here to judge"}
+    if precision == "auto" and here:
+        reference = Encoder(net, pooling, device, pixels, "fp32")
         sample = _calibration_sample(first, calibration_images)
         loader = make_loader(
             root,
             sample["path"].tolist(),
             pixels,
             batch_size=batch_size,
-            num_workers=resolve_workers(num_workers, len(sample), batch_size, dev),
-            device=dev,
+            num_workers=resolve_workers(num_workers, len(sample), batch_size, device),
+            device=device,
+            stamps=_stamps(sample),
         )
-        encoder, check, calibrated, failed_now = _auto_precision(
-            layout, encoder, identity, loader, sample
+        kept, check, calibrated, failed_now = _auto_precision(
+            layout, reference, identity, loader, sample
         )
-    t_check = time.perf_counter() - t1
-    precision_name = PRECISIONS[encoder.precision]
-    key = model_key(model, identity, pooling, precision_name)
-    out_dir = layout.embeddings_dir(key)
+        precision = kept.precision
+    precision = "fp32" if precision == "auto" else precision
+    seconds_check = time.perf_counter() - t0
+
+    out_dir = layout.embeddings_dir(model_key(model, identity, pooling, PRECISIONS[precision]))
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     done, failed = _read_shards(shard_dir)
     new_vecs = {s: v for s, v in calibrated.items() if s not in done}
-    new_failed = {s: r for s, r in failed_now.items() if s not in failed}
+    new_failed = {s: r for s, r in failed_now.items() if s not in failed and s not in done}
     if new_vecs or new_failed:  # the calibration batch at the chosen precision: kept, not redone
         _write_shard(shard_dir, list(new_vecs), list(new_vecs.values()), new_failed)
-        done |= new_vecs
-        failed |= new_failed
-    todo = [sha for sha in first.index if sha not in done and sha not in failed]
+    todo = [
+        sha
+        for sha in first.index
+        if not any(sha in d for d in (done, failed, new_vecs, new_failed))
+    ]
+    rest = first.loc[todo]
+    return Job(
+        model=model,
+        net=net,
+        pixels=pixels,
+        identity=identity,
+        device=device,
+        pooling=pooling,
+        precision=precision,
+        precision_check=check,
+        batch_size=batch_size,
+        key=out_dir.name,
+        out_dir=out_dir,
+        root=root,
+        ok=ok,
+        done=done,
+        failed=failed,
+        todo=todo,
+        paths=rest["path"].tolist(),
+        stamps=_stamps(rest),
+        calibrated=new_vecs,
+        calibration_failed=new_failed,
+        seconds_check=seconds_check,
+    )
 
-    t2 = time.perf_counter()
-    if todo:
-        paths = first.loc[todo, "path"].tolist()
-        loader = make_loader(
-            root,
-            paths,
-            pixels,
-            batch_size=batch_size,
-            num_workers=resolve_workers(num_workers, len(paths), batch_size, dev),
-            device=dev,
-        )
-        new, new_failed = _run(
-            encoder, loader, todo, shard_dir, shard_size=shard_size, progress=progress
-        )
-        done |= new
-        failed |= new_failed
-    t_stream = time.perf_counter() - t2
-    t_embed = time.perf_counter() - t1
-    embedded_now = len(todo) + len(new_vecs) + len(new_failed)
 
+def _stamps(images: pd.DataFrame) -> list[tuple[int, int]]:
+    return images[["bytes", "mtime_ns"]].to_numpy(dtype=np.int64).tolist()
+
+
+def finish(
+    layout: Layout,
+    job: Job,
+    new: dict[str, np.ndarray],
+    new_failed: dict[str, str],
+    *,
+    seconds_load: float,
+    seconds_embed: float,
+    **extra,
+) -> dict:
+    """Write ``vectors.npy`` + ``rows.parquet`` (only when they change), ``embed.json`` and the
+    model index from the cached and the new vectors; return the run facts (plus ``extra``)."""
+    new, new_failed = job.calibrated | new, job.calibration_failed | new_failed
+    done, failed = job.done | new, job.failed | new_failed
+    ok, out_dir = job.ok, job.out_dir
+    embedded_now = len(job.todo) + len(job.calibrated) + len(job.calibration_failed)
+    rows, vectors = _write_outputs(ok, done, out_dir, force=bool(embedded_now))
+    skipped = ok[ok["sha256"].isin(failed.keys())]
+    facts = {
+        "model": job.model,
+        "model_key": job.key,
+        "identity": job.identity,
+        "pooling": job.pooling,
+        "text_tower": hasattr(job.net, "get_text_features"),  # text search and prompts can work
+        "device": str(job.device),
+        "precision": job.precision_name,
+        "precision_check": job.precision_check,
+        "batch_size": job.batch_size,
+        "dim": int(vectors.shape[1]) if vectors.size else 0,
+        "images": int(len(rows)),
+        "embedded_now": len(new),
+        "from_cache": int(len(ok) - embedded_now),
+        "skipped_files": [
+            {"path": p, "reason": failed[s]}
+            for p, s in zip(skipped["path"], skipped["sha256"], strict=True)
+        ],
+        "seconds_load_model": round(seconds_load, 3),
+        "seconds_precision_check": round(job.seconds_check, 3),
+        "seconds_embed": round(seconds_embed, 3),
+        "images_per_second": round(embedded_now / seconds_embed, 2)
+        if embedded_now and seconds_embed
+        else None,
+        **extra,
+    }
+    write_json(out_dir / "embed.json", facts)
+    index_path = layout.data_dir / "embeddings" / "index.json"
+    index = read_json(index_path, default={"latest": None, "by_model": {}})
+    index["latest"], index["by_model"][job.model] = job.key, job.key
+    write_json(index_path, index)
+    return facts
+
+
+def _write_outputs(
+    ok: pd.DataFrame, done: dict[str, np.ndarray], out_dir: Path, *, force: bool
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """``rows.parquet`` and ``vectors.npy`` of the ok images with vectors; written when
+    ``force``d or when what is on disk is missing, damaged or other (else a no-op re-run
+    rewrites nothing)."""
     kept = ok[ok["sha256"].isin(done.keys())]
     rows = pd.DataFrame(
         {
@@ -232,41 +491,42 @@ def embed(
         }
     )
     vectors = np.stack([done[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, 0))
-    rows_path = out_dir / "rows.parquet"
-    if todo or not rows_path.exists() or not pd.read_parquet(rows_path).equals(rows):
-        write_npy(out_dir / "vectors.npy", vectors)  # else unchanged: a re-run writes nothing
-        write_parquet(rows_path, rows)
-    skipped = ok[ok["sha256"].isin(failed.keys())]
-    facts = {
-        "model": model,
-        "model_key": key,
-        "identity": identity,
-        "pooling": pooling,
-        "device": str(dev),
-        "precision": precision_name,
-        "precision_check": check,
-        "batch_size": batch_size,
-        "num_workers": resolve_workers(num_workers, len(todo), batch_size, dev),
-        "dim": int(vectors.shape[1]) if vectors.size else 0,
-        "images": int(len(rows)),
-        "embedded_now": int(embedded_now) - int(len(skipped)),
-        "from_cache": int(len(ok) - embedded_now),
-        "skipped_files": [
-            {"path": p, "reason": failed[s]}
-            for p, s in zip(skipped["path"], skipped["sha256"], strict=True)
-        ],
-        "seconds_load_model": round(t_load, 3),
-        "seconds_precision_check": round(t_check, 3),
-        "seconds_embed": round(t_embed, 3),
-        "images_per_second": round(embedded_now / t_embed, 2) if embedded_now else None,
-        "images_per_second_streaming": round(len(todo) / t_stream, 2) if todo else None,
-    }
-    write_json(out_dir / "embed.json", facts)
-    index_path = layout.data_dir / "embeddings" / "index.json"
-    index = read_json(index_path, default={"latest": None, "by_model": {}})
-    index["latest"], index["by_model"][model] = key, key
-    write_json(index_path, index)
-    return facts
+    stored = None if force else read_embedding_files(out_dir)
+    if stored is None or not stored[1].equals(rows):
+        write_npy(out_dir / "vectors.npy", vectors)
+        write_parquet(out_dir / "rows.parquet", rows)
+    return rows, vectors
+
+
+def rebuild_outputs(layout: Layout, key: str) -> None:
+    """Write ``vectors.npy``/``rows.parquet`` of model folder ``key`` again from its shards
+    and the manifest (no model needed): how a damaged output file is rebuilt."""
+    manifest, _ = load_manifest(layout)
+    out_dir = layout.embeddings_dir(key)
+    done, _ = _read_shards(out_dir / "shards")
+    _write_outputs(manifest[manifest["status"] == "ok"], done, out_dir, force=True)
+
+
+def _run(
+    encoder: Encoder,
+    loader: Iterable,
+    shas: list[str],
+    shard_dir: Path,
+    *,
+    shard_size: int,
+    progress: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The streaming loop: workers decode, the main process runs the model (the next batch
+    launched before the last one's vectors are fetched) and writes shards; returns what it
+    wrote (vectors and failures by sha256)."""
+    threads = thread_options(encoder.device, getattr(loader, "num_workers", 0))
+    batches = (
+        ([shas[i] for i in ids], vecs, {shas[i]: reason for i, reason in bad})
+        for ids, vecs, bad in embedded(loader, encoder, threads=threads)
+    )
+    return write_shards(
+        batches, shard_dir, total=len(shas), shard_size=shard_size, progress=progress
+    )
 
 
 class Encoder:
@@ -413,17 +673,16 @@ def _auto_precision(
     return kept, check, dict(zip(shas, vectors, strict=True)), failed
 
 
-def _run(
-    encoder: Encoder,
-    loader: Iterable,
-    shas: list[str],
+def write_shards(
+    batches: Iterable[tuple[list[str], np.ndarray | None, dict[str, str]]],
     shard_dir: Path,
     *,
+    total: int,
     shard_size: int,
     progress: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The streaming loop: workers decode, the main process runs the model and writes shards;
-    returns what it wrote (vectors and failures by sha256)."""
+    """Write ``(hashes, vectors, failures by hash)`` batches, as any engine yields them, into
+    shards of about ``shard_size`` images; return everything written."""
     from tqdm.auto import tqdm
 
     buf_sha: list[str] = []
@@ -440,14 +699,13 @@ def _run(
         buf_vec.clear()
         buf_fail.clear()
 
-    bar = tqdm(total=len(shas), unit="img", disable=not progress, desc="embedding")
-    threads = thread_options(encoder.device, getattr(loader, "num_workers", 0))
-    for ids, vecs, bad in embedded(loader, encoder, threads=threads):
+    bar = tqdm(total=total, unit="img", disable=not progress, desc="embedding")
+    for shas, vecs, bad in batches:
         if vecs is not None:
-            buf_sha += [shas[i] for i in ids]
+            buf_sha += shas
             buf_vec += list(vecs)
-        buf_fail.update({shas[i]: reason for i, reason in bad})
-        bar.update(len(ids) + len(bad))
+        buf_fail.update(bad)
+        bar.update(len(shas) + len(bad))
         if len(buf_sha) + len(buf_fail) >= shard_size:
             flush()
     if buf_sha or buf_fail:

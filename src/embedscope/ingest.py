@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import zipfile
@@ -22,7 +23,18 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from embedscope.images import MAX_PIXELS, ImageError, decode
-from embedscope.layout import Layout, read_json, slug, write_json, write_parquet
+from embedscope.layout import (
+    Damaged,
+    Layout,
+    load_checked,
+    os_path,
+    path_text,
+    read_json,
+    slug,
+    sweep_temps,
+    write_json,
+    write_parquet,
+)
 
 #: The vendored sample, committed in the repository beside ``src/``.
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
@@ -43,7 +55,10 @@ MANIFEST_COLUMNS = [
     "height",
     "mode",
     "format",
+    "tags",
 ]
+#: Skip reason of images a decisions file dropped (see :mod:`embedscope.decisions`).
+DROPPED_REASON = "dropped by decision"
 
 
 class SourceError(RuntimeError):
@@ -123,7 +138,8 @@ def _unpack(archive: Path, target: Path) -> Path:
     if read_json(marker) == stamp:
         return target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+    sweep_temps(target.parent)  # a killed unpack's half-filled folder
+    tmp = Path(tempfile.mkdtemp(prefix=f".unpack.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
@@ -153,12 +169,20 @@ def _unpack(archive: Path, target: Path) -> Path:
 
 
 def discover(root: Path, exclude: Sequence[str] = ()) -> list[str]:
-    """Relative posix paths of candidate files: no hidden files, OS litter or symlink loops."""
+    """Relative posix paths of candidate files: no hidden files, OS litter or symlink loops.
+
+    Paths are :func:`~embedscope.layout.path_text` (any name the OS can hold, as text);
+    a folder that vanishes during the walk is left out, not an error.
+    """
     root = Path(root)
     seen: set[tuple[int, int]] = set()
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        st = os.stat(dirpath)
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
         if (st.st_dev, st.st_ino) in seen:
             dirnames[:] = []
             continue
@@ -169,12 +193,12 @@ def discover(root: Path, exclude: Sequence[str] = ()) -> list[str]:
             for d in dirnames
             if not d.startswith(".")
             and d != "__MACOSX"
-            and not _excluded(str(rel_dir / d), exclude)
+            and not _excluded(path_text(str(rel_dir / d)), exclude)
         )
         for name in sorted(filenames):
             if name.startswith(".") or name in OS_LITTER:
                 continue
-            rel = str(rel_dir / name) if str(rel_dir) != "." else name
+            rel = path_text(str(rel_dir / name) if str(rel_dir) != "." else name)
             if not _excluded(rel, exclude):
                 found.append(rel)
     return found
@@ -196,8 +220,9 @@ def label_of(rel: str, label_depth: int | None = None) -> str:
 
 
 def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> dict:
-    """Facts about one file, and whether it is a usable image (``reason`` says why not)."""
-    path = Path(root) / rel
+    """Facts about one file, and whether it is a usable image (``reason`` says why not).
+    ``rel`` is a manifest path (:func:`~embedscope.layout.path_text`)."""
+    path = os_path(root, rel)
     row: dict = {
         "path": rel,
         "status": "skipped",
@@ -213,6 +238,9 @@ def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> di
     try:
         st = path.stat()
         row["bytes"], row["mtime_ns"] = st.st_size, st.st_mtime_ns
+        if not stat.S_ISREG(st.st_mode):  # reading a named pipe would wait forever
+            row["reason"] = "not a regular file (named pipe, device or socket)"
+            return row
         if st.st_size == 0:
             row["reason"] = "empty file (0 bytes)"
             return row
@@ -254,22 +282,30 @@ def build_manifest(
     rels = discover(root, exclude)
     reused: dict[str, dict] = {}
     if previous is not None and len(previous):
-        stats = [_stat(root / rel) for rel in rels]
+        stats = [_stat(os_path(root, rel)) for rel in rels]
         now = pd.DataFrame(
             {"path": rels, "bytes": [s[0] for s in stats], "mtime_ns": [s[1] for s in stats]}
         )
         prev = previous[[c for c in MANIFEST_COLUMNS if c in previous.columns]]
+        prev = prev[prev["reason"] != DROPPED_REASON]  # decisions apply afresh on each run
         same = now.merge(prev, on=["path", "bytes", "mtime_ns"], how="inner")
         reused = {r["path"]: r for r in same.to_dict(orient="records")}
     todo = [rel for rel in rels if rel not in reused]
     rows = {**reused, **{r["path"]: r for r in _inspect_all(root, todo, max_pixels, workers)}}
     df = pd.DataFrame([rows[rel] for rel in rels], columns=MANIFEST_COLUMNS)
     df["label"] = _labels(df["path"], label_depth, labels)
+    df["tags"] = ""  # set by decisions only
+    for col in ("bytes", "mtime_ns", "width", "height"):
+        df[col] = df[col].astype("Int64")
+    return mark_duplicates(df)
+
+
+def mark_duplicates(manifest: pd.DataFrame) -> pd.DataFrame:
+    """``duplicate_of``: the first ok file with the same bytes, for every later ok copy."""
+    df = manifest.copy()
     first = df[df["status"] == "ok"].drop_duplicates("sha256").set_index("sha256")["path"]
     dup = df["sha256"].map(first)
     df["duplicate_of"] = dup.where((df["status"] == "ok") & (dup != df["path"]))
-    for col in ("bytes", "mtime_ns", "width", "height"):
-        df[col] = df[col].astype("Int64")
     return df
 
 
@@ -328,8 +364,8 @@ def ingest(
         # data/sample is both the vendored images and dataset "sample"'s output folder
         exclude = [*exclude, *layout.generated_names]
     previous = None
-    if layout.manifest.exists() and (read_json(layout.source_file) or {}).get("root") == str(root):
-        previous = pd.read_parquet(layout.manifest)
+    if (read_json(layout.source_file) or {}).get("root") == str(root):
+        previous = load_checked(layout.manifest, read_manifest)  # damaged: rebuilt in full
     manifest = build_manifest(
         root,
         exclude=exclude,
@@ -344,12 +380,40 @@ def ingest(
     return manifest
 
 
+def read_manifest(path: Path) -> pd.DataFrame:
+    """A manifest file, checked: its columns, statuses, unique paths and ok rows' hashes."""
+    df = pd.read_parquet(path)
+    missing = {"path", "label", "status", "reason", "sha256", "bytes", "mtime_ns"} - set(df.columns)
+    if missing:
+        raise Damaged(f"columns {sorted(missing)} missing")
+    ok = df["status"] == "ok"
+    if not df["status"].isin(["ok", "skipped"]).all() or df["path"].duplicated().any():
+        raise Damaged("unknown status or repeated path")
+    if not df.loc[ok, "sha256"].astype(str).str.fullmatch("[0-9a-f]{64}").all():
+        raise Damaged("an ok row lacks a sha256")
+    return df
+
+
 def load_manifest(layout: Layout) -> tuple[pd.DataFrame, Path]:
     """The manifest and the folder its paths are relative to, for the later stages."""
-    if not layout.manifest.exists():
-        raise SourceError(f"no manifest at {layout.manifest}: run 01_download for {layout.name!r}")
-    root = Path(read_json(layout.source_file)["root"])
-    return pd.read_parquet(layout.manifest), root
+    source = read_json(layout.source_file)
+    manifest = load_checked(layout.manifest, read_manifest) if source else None
+    if manifest is None or "root" not in source:
+        raise SourceError(
+            f"no usable manifest at {layout.manifest}: run 01_download for {layout.name!r}"
+        )
+    return manifest, Path(source["root"])
+
+
+def require_images(manifest: pd.DataFrame, source: str) -> None:
+    """Stop at the first notebook, in one sentence, when nothing in ``source`` can be embedded
+    (later stages would otherwise fail on an empty array)."""
+    if (manifest["status"] == "ok").any():
+        return
+    reasons = manifest["reason"].value_counts()
+    why = ", ".join(f"{reason} ({count})" for reason, count in reasons.items())
+    files = f"{len(manifest)} files, all skipped — reasons: {why}" if len(manifest) else "no files"
+    raise SourceError(f"no images found in {source}: {files}")
 
 
 def summarize(manifest: pd.DataFrame) -> dict:

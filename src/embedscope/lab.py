@@ -5,12 +5,15 @@ Two things stop a fresh JupyterLab from opening cleanly: as root (every containe
 to start without ``--allow-root``, and Dash ships a source extension
 (``@plotly/dash-jupyterlab``) that makes JupyterLab greet the user with a "Build Recommended"
 dialog. Dash's ``jupyter_mode="inline"`` needs no extension, so the build check is switched off
-in the page configuration instead of building anything.
+instead of building anything, and so is the "official Jupyter news?" prompt (no network here).
+Both live in ``embedscope/jupyter/`` (JupyterLab's own ``labconfig`` files), put first on
+``JUPYTER_CONFIG_PATH`` for this process only: the user's settings are never written.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -19,10 +22,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
-#: No build dialog (nothing needs building), no news and update pop-ups.
-CONFIG = Path(__file__).with_name("lab_config.json")
+#: JupyterLab configuration of this project: page_config.json, default_setting_overrides.json.
+CONFIG_DIR = Path(__file__).with_name("jupyter")
 
 
 def lab_command(notebook_dir: str | Path, *, headless: bool = False, port: int = 8888) -> list[str]:
@@ -32,7 +37,6 @@ def lab_command(notebook_dir: str | Path, *, headless: bool = False, port: int =
         "-m",
         "jupyterlab",
         f"--ServerApp.root_dir={Path(notebook_dir).resolve()}",
-        f"--config={CONFIG}",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
@@ -46,6 +50,15 @@ def lab_command(notebook_dir: str | Path, *, headless: bool = False, port: int =
     return cmd
 
 
+def lab_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with the project's JupyterLab
+    configuration first on ``JUPYTER_CONFIG_PATH``."""
+    env = dict(os.environ if base is None else base)
+    paths = [str(CONFIG_DIR), *filter(None, env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep))]
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(paths)
+    return env
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as s:
@@ -53,16 +66,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class RunningLab:
+    root: str  # http://127.0.0.1:<port>
+    token: str
+
+    def url(self, notebook: str = "") -> str:
+        """The address that opens ``notebook`` (a path under the notebook folder) in the lab."""
+        return f"{self.root}/lab/tree/{quote(notebook)}?token={self.token}"
+
+
 @contextmanager
 def running_lab(
     notebook_dir: str | Path, *, home: str | Path, timeout: float = 120
-) -> Iterator[str]:
+) -> Iterator[RunningLab]:
     """A headless JupyterLab on a free loopback port, its settings and workspaces kept under
-    ``home`` (never the user's); yields the URL with its token. Stopped on exit."""
+    ``home`` (never the user's), exactly as ``make lab`` configures it. Stopped on exit."""
     port, token = free_port(), secrets.token_hex(16)
     home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
     env = {
-        **os.environ,
+        **lab_env(),
         "JUPYTER_CONFIG_DIR": str(home / "config"),
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
         "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
@@ -79,7 +103,7 @@ def running_lab(
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(f"{url}/api/status?token={token}", proc, timeout)
-        yield f"{url}/lab?token={token}"
+        yield RunningLab(url, token)
     finally:
         proc.terminate()
         try:
@@ -88,6 +112,29 @@ def running_lab(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def parameterized(notebook: str | Path, out: str | Path, **parameters) -> Path:
+    """A copy of ``notebook`` at ``out`` with papermill's parameters cell injected, not run:
+    what a person gets by editing the parameters cell before pressing Run All."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = parameterize_notebook(load_notebook_node(str(notebook)), parameters)
+    nbformat.write(nb, str(out))
+    return Path(out)
+
+
+def open_and_run_all(page, lab: RunningLab, notebook: str, timeout_ms: int = 180_000) -> None:
+    """In a Playwright ``page``: open ``notebook``, wait for its kernel, then Run → Run All
+    Cells through the menus, as a person would (returns once the cells are queued)."""
+    page.goto(lab.url(notebook))
+    page.locator(".jp-Notebook").first.wait_for(timeout=timeout_ms)
+    idle = page.locator(".jp-StatusBar-TextItem").filter(has_text=re.compile(r"\| Idle$"))
+    idle.first.wait_for(timeout=timeout_ms)  # "Python 3 (ipykernel) | Idle": the kernel is up
+    page.locator(".lm-MenuBar-itemLabel").filter(has_text=re.compile("^Run$")).click()
+    page.locator(".lm-Menu-itemLabel").filter(has_text=re.compile("^Run All Cells$")).click()
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
@@ -108,7 +155,7 @@ def main() -> int:
     """``make lab``: JupyterLab on ``notebooks/`` (or the folder given), replacing this process."""
     folder = sys.argv[1] if len(sys.argv) > 1 else "notebooks"
     cmd = lab_command(folder)
-    os.execv(cmd[0], cmd)
+    os.execve(cmd[0], cmd, lab_env())
     return 0  # not reached
 
 

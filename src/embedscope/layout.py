@@ -8,24 +8,67 @@ same folder followed by ``os.replace`` so a killed run never leaves a half-writt
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
+
+T = TypeVar("T")
 
 
 def slug(text: str) -> str:
     """A file-system friendly name: lower case letters, digits, ``-``, ``_`` and ``.``."""
     text = re.sub(r"[^A-Za-z0-9._-]+", "-", text.strip()).strip("-.").lower()
     return text or "dataset"
+
+
+#: Characters a file name may hold that text tables cannot (bytes that are not UTF-8, which
+#: Python holds as lone surrogates) or that would break a one-line report (control characters).
+_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f\udc80-\udcff]")
+_ESCAPED = re.compile(r"\\(\\|x[0-9a-f]{2})")
+
+
+def path_text(name: str) -> str:
+    """A file name as text a table, JSON or a page can hold, losslessly.
+
+    ``\\`` becomes ``\\\\``, and each byte that is not UTF-8 (``os.walk`` returns it as a
+    surrogate escape) or is a control character (newline, tab …) becomes ``\\xHH``. Names
+    without those characters (nearly all) are unchanged; :func:`os_path` reverses it.
+    """
+    return _UNSAFE.sub(_escape, name)
+
+
+def _escape(m: re.Match) -> str:
+    ch = m.group()
+    if ch == "\\":
+        return "\\\\"
+    code = ord(ch)
+    return f"\\x{code - 0xDC00 if code >= 0xDC80 else code:02x}"
+
+
+def os_path(root: str | Path, text: str) -> Path:
+    """The file a :func:`path_text` name (relative to ``root``) stands for on disk."""
+    return Path(root) / _ESCAPED.sub(_unescape, text)
+
+
+def _unescape(m: re.Match) -> str:
+    code = m.group(1)
+    if code == "\\":
+        return "\\"
+    byte = int(code[1:], 16)
+    return chr(byte + 0xDC00 if byte >= 0x80 else byte)
 
 
 @dataclass(frozen=True)
@@ -96,32 +139,112 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+class DiskFull(OSError):
+    """A write that ran out of room; the message is one sentence naming the folder and size."""
+
+
+#: Temp names of atomic writes: ``.<target>.<pid>.<random>.tmp`` (the pid lets a later run
+#: tell a killed writer's litter from a live concurrent writer's file).
+_TEMP = re.compile(r"\..+\.(?P<pid>\d+)\.[^.]+\.tmp")
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success it replaces ``path`` in one step."""
+def atomic_path(path: str | Path, need: int | None = None) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it replaces ``path`` in one step.
+
+    Litter of writers killed with SIGKILL is swept first. Running out of room (full disk,
+    quota, file-size limit) raises :class:`DiskFull`; ``need`` (bytes), when known, goes into
+    its message. The old ``path`` stays untouched until the new one is complete.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_temps(path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are meant to be shared
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno not in _NO_ROOM and not _no_room_message(str(exc)):
+            raise
+        raise DiskFull(_no_room(path, need, os.path.getsize(tmp))) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
+def _no_room_message(text: str) -> bool:
+    """pyarrow reports a full disk as an OSError without errno, only in its message."""
+    return any(m in text for m in ("No space left", "File too large", "quota exceeded"))
+
+
+def _no_room(path: Path, need: int | None, written: int) -> str:
+    free = shutil.disk_usage(path.parent).free
+    size = f"about {_size(need)}" if need else f"more than the {_size(written)} written"
+    return (
+        f"no room to write {path.name} in {path.parent}: it needs {size} and "
+        f"{_size(free)} is free there (full disk, quota or file-size limit); free some space "
+        "and run again, the work already finished is kept"
+    )
+
+
+def _size(n: int) -> str:
+    """A size a person reads at a glance: 812 bytes, 5.4 kB, 4.9 MB, 12.0 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def sweep_temps(folder: str | Path) -> list[Path]:
+    """Remove temp files (and unpack folders) of writers that no longer run: a run killed
+    with SIGKILL gets no chance to clean up, and its half-written temp must not linger."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP.fullmatch(entry.name)
+        if m is None or _alive(int(m["pid"])):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except FileNotFoundError:  # another run swept it first
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) terminates on Windows: keep everything there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], Any], need: int | None = None) -> Path:
     """Call ``write(tmp_path)`` and move the result onto ``path`` atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, need) as tmp:
         write(tmp)
     return Path(path)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
-    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), len(text))
 
 
 def write_parquet(path: str | Path, df: Any) -> Path:
@@ -132,8 +255,13 @@ def write_npy(path: str | Path, array: Any) -> Path:
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object stops numpy appending ".npy" to the temp name
             np.save(fh, array)
+            fh.flush()
+            # numpy writes through its own C stream and misses a short write (full disk,
+            # file-size limit): compare what landed on disk with what it meant to write
+            if os.fstat(fh.fileno()).st_size < fh.tell():
+                raise OSError(errno.ENOSPC, f"short write of {tmp.name}")
 
-    return write_atomic(path, save)
+    return write_atomic(path, save, np.asarray(array).nbytes + 128)
 
 
 def write_npz(path: str | Path, **arrays: Any) -> Path:
@@ -141,14 +269,75 @@ def write_npz(path: str | Path, **arrays: Any) -> Path:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
-    return write_atomic(path, save)
+    need = sum(np.asarray(a).nbytes + 256 for a in arrays.values())
+    return write_atomic(path, save, need)
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:
+    """The JSON in ``path``; ``default`` when missing, or when damaged (then set aside)."""
+    value = load_checked(path, lambda p: json.loads(p.read_text(encoding="utf-8")))
+    return default if value is None else value
+
+
+class Damaged(ValueError):
+    """A file the kit wrote that does not hold what it should (the message says what)."""
+
+
+def load_checked(path: str | Path, load: Callable[[Path], T]) -> T | None:
+    """``load(path)``, or None when the file is missing or damaged.
+
+    ``load`` parses and validates (raising anything on bad content, :class:`Damaged` for
+    content that parses but is inconsistent). A damaged file is reported in one line and set
+    aside (renamed, never deleted), so the caller rebuilds it from what is still good.
+    """
     path = Path(path)
-    if not path.exists():
-        return default
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        before = path.stat()
+        return load(path)
+    except (FileNotFoundError, PermissionError):
+        if path.exists():
+            raise
+        return None  # missing, or set aside by a concurrent run meanwhile
+    except MemoryError:  # says nothing about the file
+        raise
+    except Exception as exc:  # a damaged file can raise any parser's error type
+        set_aside(path, _first_line(exc), before)
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:160] if text else "") or type(exc).__name__
+
+
+def set_aside(path: str | Path, reason: str, seen: os.stat_result | None = None) -> Path | None:
+    """Rename a damaged ``path`` to ``<name>.damaged-<UTC time>`` and say so in one line.
+
+    Never deletes: the file may be someone's only copy. With ``seen`` (the stat taken before
+    reading), a file replaced meanwhile by a concurrent run's good copy is left alone.
+    """
+    path = Path(path)
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return None
+    if seen is not None and (now.st_ino, now.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while dest.exists():
+        dest, n = path.with_name(f"{path.name}.damaged-{stamp}-{n}"), n + 1
+    try:
+        os.replace(path, dest)
+    except FileNotFoundError:
+        return None
+    print(
+        f"embedscope: {path} is damaged ({reason}); set aside as {dest.name}, rebuilding it",
+        file=sys.stderr,
+        flush=True,
+    )
+    return dest
 
 
 def update_metrics(path: str | Path, section: str, values: Any) -> dict[str, Any]:
@@ -179,8 +368,29 @@ class Embeddings:
     model_key: str
 
 
+def read_embedding_files(out_dir: Path) -> tuple[np.ndarray, pd.DataFrame] | None:
+    """``vectors.npy`` (memory-mapped) and ``rows.parquet`` of one model folder, checked
+    against each other; None when missing or damaged (damaged ones are set aside)."""
+    rows = load_checked(out_dir / "rows.parquet", _read_rows)
+    vectors = load_checked(out_dir / "vectors.npy", lambda p: np.load(p, mmap_mode="r"))
+    if rows is None or vectors is None:
+        return None
+    if len(rows) and (vectors.ndim != 2 or vectors.shape[0] != len(rows)):
+        set_aside(out_dir / "vectors.npy", f"shape {vectors.shape} for {len(rows)} rows")
+        return None
+    return vectors, rows
+
+
+def _read_rows(path: Path) -> pd.DataFrame:
+    rows = pd.read_parquet(path)
+    if list(rows.columns) != ["row", "path", "label", "sha256"] or rows["sha256"].isna().any():
+        raise Damaged(f"columns {list(rows.columns)} are not the embedding rows'")
+    return rows
+
+
 def load_embeddings(layout: Layout, model: str | None = None) -> Embeddings:
-    """Vectors and rows written by :func:`embed` for ``model`` (the latest run when None)."""
+    """Vectors and rows written by :func:`embed` for ``model`` (the latest run when None);
+    rebuilt from the embedding shards when either file is missing or damaged."""
     index = read_json(layout.data_dir / "embeddings" / "index.json")
     key = None
     if index is not None:
@@ -189,8 +399,12 @@ def load_embeddings(layout: Layout, model: str | None = None) -> Embeddings:
         which = f"model {model!r}" if model else "any model"
         raise FileNotFoundError(f"no embeddings of {layout.name!r} for {which}: run 02_embed first")
     out_dir = layout.embeddings_dir(key)
-    return Embeddings(
-        vectors=np.load(out_dir / "vectors.npy", mmap_mode="r"),
-        rows=pd.read_parquet(out_dir / "rows.parquet"),
-        model_key=key,
-    )
+    stored = read_embedding_files(out_dir)
+    if stored is None:
+        from embedscope.embed import rebuild_outputs  # torch is imported only when needed
+
+        rebuild_outputs(layout, key)
+        stored = read_embedding_files(out_dir)
+    if stored is None:
+        raise FileNotFoundError(f"embeddings in {out_dir} could not be rebuilt: run 02_embed")
+    return Embeddings(vectors=stored[0], rows=stored[1], model_key=key)

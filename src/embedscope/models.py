@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -33,6 +34,8 @@ _WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 _WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 _BUILTIN_DIR = _WEIGHTS_FILE.removesuffix(".pth")
 _BUILTIN_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+#: Any of these in a folder means a tokenizer was saved there.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "spiece.model")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -212,17 +215,22 @@ def _load_local(folder: str, *, quiet: bool) -> tuple[PreTrainedModel, BaseImage
 
     try:
         processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
-        if not quiet:
-            return AutoModel.from_pretrained(folder), processor
-        # The built-in folder also holds the ImageNet head, which AutoModel reports as unexpected
-        # keys on every load; silence that known report, but insist nothing is left random.
+        # transformers prints a multi-line "LOAD REPORT" table whenever a checkpoint's keys and
+        # the class differ (the built-in folder's ImageNet head, a ViT saved without a pooler):
+        # hidden, and what matters said in one line below
         with _quiet():
             model, info = AutoModel.from_pretrained(folder, output_loading_info=True)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelUnavailable(f"cannot load the model in {folder}: {_first_line(exc)}") from None
-    if info["missing_keys"]:
-        raise ModelUnavailable(
-            f"{folder} lacks weights {sorted(info['missing_keys'])[:3]}: delete it to re-convert"
+    missing = sorted(info["missing_keys"])
+    if missing and quiet:  # the built-in model must have every weight
+        raise ModelUnavailable(f"{folder} lacks weights {missing[:3]}: delete it to re-convert")
+    if missing:
+        print(
+            f"[embedscope] note: {len(missing)} weights of {type(model).__name__} are not in "
+            f"{Path(folder).name} and start random: {', '.join(missing[:3])}"
+            + (" …" if len(missing) > 3 else ""),
+            file=sys.stderr,
         )
     return model, processor
 
@@ -234,16 +242,10 @@ def _load_hub(repo_id: str) -> tuple[PreTrainedModel, BaseImageProcessor, str | 
     (measured: 97 s with DNS failing), so one short TCP probe decides first. The revision is
     resolved once, so model and processor come from the same commit, which names the weights.
     """
-    from huggingface_hub import constants
     from transformers import AutoImageProcessor, AutoModel
     from transformers.utils.hub import resolve_revision
 
-    if constants.is_offline_mode():
-        offline = "HF_HUB_OFFLINE is set"
-    elif not _reachable(constants.ENDPOINT):
-        offline = f"{urlsplit(constants.ENDPOINT).hostname} cannot be reached"
-    else:
-        offline = ""
+    offline = _offline()
     try:
         revision = resolve_revision(repo_id, None, local_files_only=bool(offline))
         kwargs = {"revision": revision, "local_files_only": bool(offline)}
@@ -263,6 +265,38 @@ def _load_hub(repo_id: str) -> tuple[PreTrainedModel, BaseImageProcessor, str | 
             "model and image processor into DIR) and pass DIR as the model"
         ) from None
     return model, processor, getattr(revision, "resolved", None)
+
+
+def load_tokenizer(spec: str):
+    """The tokenizer saved with ``spec`` (a text tower's), by the same rules as
+    :func:`load_model`: a folder or the local cache when the Hub cannot answer."""
+    from transformers import AutoTokenizer
+
+    resolved = resolve_model(spec)
+    local = Path(resolved).is_dir()
+    # without its files transformers quietly builds an empty tokenizer of the model's class
+    if local and not any((Path(resolved) / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelUnavailable(
+            f"{spec} has a text tower but no tokenizer: save it there too "
+            "(tokenizer.save_pretrained or processor.save_pretrained)"
+        )
+    try:
+        return AutoTokenizer.from_pretrained(resolved, local_files_only=local or bool(_offline()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelUnavailable(
+            f"{spec} has a text tower but no tokenizer ({_brief(exc)})"
+        ) from None
+
+
+def _offline() -> str:
+    """Why the Hub cannot be asked (HF_HUB_OFFLINE, or a probe that failed), else ""."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    if not _reachable(constants.ENDPOINT):
+        return f"{urlsplit(constants.ENDPOINT).hostname} cannot be reached"
+    return ""
 
 
 def _reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:

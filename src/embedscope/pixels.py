@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from embedscope.images import load_rgb
+from embedscope.layout import os_path
 
 
 class FastPixels:
@@ -137,20 +138,47 @@ def _probe_image(path: Path | None) -> Image.Image:
 
 class _Images(Dataset):
     """Decode (at draft scale) + fit to the model's geometry in worker processes; a bad file
-    yields its reason, not an error."""
+    yields its reason, not an error.
 
-    def __init__(self, root: Path, paths: list[str], pixels: FastPixels) -> None:
-        self.root, self.paths, self.pixels = root, paths, pixels
+    ``stamps`` (size, mtime_ns) per path are what the manifest recorded when it hashed the
+    file; a file that no longer matches is not decoded (see :func:`_as_ingested`).
+    """
+
+    def __init__(self, root: Path, paths: list[str], pixels: FastPixels, stamps=None) -> None:
+        self.root, self.paths, self.pixels, self.stamps = root, paths, pixels, stamps
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
+        path = os_path(self.root, self.paths[i])
+        stamp = self.stamps[i] if self.stamps is not None else None
         try:
-            image = load_rgb(self.root / self.paths[i], draft=self.pixels.draft)
-            return i, self.pixels(image), ""
+            changed = _as_ingested(path, stamp)
+            pixels = None if changed else self.pixels(load_rgb(path, draft=self.pixels.draft))
+            changed = changed or _as_ingested(path, stamp)  # changed while being decoded
         except Exception as exc:  # any decoder error must skip the file, not end the run
             return i, None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (i, None, changed) if changed else (i, pixels, "")
+
+
+#: Start of the reason given to files that are not as the manifest hashed them; such a skip
+#: is reported but never stored in a shard (the file may come back as it was).
+NOT_AS_INGESTED = "changed since 01_download"
+
+
+def _as_ingested(path: Path, stamp: tuple[int, int] | None) -> str:
+    """'' when ``path`` still has the size and mtime the manifest recorded with its sha256,
+    else the skip reason: vectors must never be cached under a hash of other bytes."""
+    if stamp is None:
+        return ""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"{NOT_AS_INGESTED}: {exc.strerror or 'gone'}; run 01_download again"
+    if (st.st_size, st.st_mtime_ns) != tuple(stamp):
+        return f"{NOT_AS_INGESTED} (size or modification time differ); run 01_download again"
+    return ""
 
 
 def _collate(items):
@@ -183,13 +211,14 @@ def make_loader(
     batch_size: int,
     num_workers: int,
     device,
+    stamps: list[tuple[int, int]] | None = None,
 ) -> DataLoader:
     """Batches ``(ids, pixels, failures)``: uint8 pixels decoded in worker processes, pinned
     for an asynchronous copy when the model lives on CUDA. About eight batches wait in the
     queues whatever the worker count (at least two per worker): with 15 workers and batch 256,
     four each would hold 2.3 GB of shared memory, more than many containers' /dev/shm."""
     return DataLoader(
-        _Images(root, paths, pixels),
+        _Images(root, paths, pixels, stamps),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,

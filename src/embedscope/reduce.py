@@ -10,11 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from embedscope.layout import Layout, load_embeddings, read_json, write_json, write_parquet
+from embedscope.layout import (
+    Damaged,
+    Layout,
+    load_checked,
+    load_embeddings,
+    read_json,
+    write_json,
+    write_parquet,
+)
 
 METHODS = ("pca", "ipca", "umap", "tsne")
 
@@ -127,7 +136,8 @@ def project(
     random_state: int | None = 0,
     **params,
 ) -> tuple[pd.DataFrame, dict]:
-    """Project a dataset's stored embeddings; returns rows with x, y[, z] and run facts."""
+    """Project a dataset's stored embeddings; returns rows with x, y[, z] and run facts (the
+    projection's ``path`` relative to the dataset's data folder)."""
     emb = load_embeddings(layout, model)
     settings = {"method": method, "dims": dims, "random_state": random_state, **params}
     fingerprint = hashlib.sha256(
@@ -135,8 +145,11 @@ def project(
     ).hexdigest()[:12]
     path = layout.projection(emb.model_key, method, dims, fingerprint)
     facts_path = path.with_suffix(".json")
-    if path.exists() and facts_path.exists():
-        return pd.read_parquet(path), {**read_json(facts_path), "cached": True, "path": str(path)}
+    shown = str(path.relative_to(layout.data_dir))  # relative: reports are shared
+    cached = load_checked(path, lambda p: _read_projection(p, emb.rows, dims))
+    facts = read_json(facts_path)
+    if cached is not None and facts is not None:
+        return cached, {**facts, "cached": True, "path": shown}
     t0 = time.perf_counter()
     coords, facts = reduce(emb.vectors, method, dims, random_state=random_state, **params)
     facts = {**settings, **facts, "seconds": round(time.perf_counter() - t0, 3)}
@@ -145,4 +158,18 @@ def project(
         df[axis] = col.astype(np.float32)
     write_parquet(path, df)
     write_json(facts_path, facts)
-    return df, {**facts, "cached": False, "path": str(path)}
+    return df, {**facts, "cached": False, "path": shown}
+
+
+def _read_projection(path: Path, rows: pd.DataFrame, dims: int) -> pd.DataFrame:
+    """A cached projection, refused unless it holds one finite point per embedded image, in
+    the embeddings' order."""
+    df = pd.read_parquet(path)
+    axes = list("xyz"[:dims])
+    if not set(axes) <= set(df.columns) or "sha256" not in df.columns:
+        raise Damaged(f"columns {list(df.columns)} lack {axes}")
+    if not df["sha256"].reset_index(drop=True).equals(rows["sha256"].reset_index(drop=True)):
+        raise Damaged(f"{len(df)} points are not the {len(rows)} embedded images")
+    if not np.isfinite(df[axes].to_numpy(dtype=np.float64)).all():
+        raise Damaged("coordinates are not all finite")
+    return df

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from embedscope.explore.atlas import thumbnail_jpeg
+from embedscope.layout import os_path
 
 
 class ImageTable:
@@ -22,7 +23,7 @@ class ImageTable:
         self.df, self.root, self.size = df.reset_index(drop=True), Path(image_root), size
 
     def _img(self, rel: str) -> str:
-        jpeg = thumbnail_jpeg(self.root / rel, self.size, quality=80)
+        jpeg = thumbnail_jpeg(os_path(self.root, rel), self.size, quality=80)
         if jpeg is None:
             return '<span style="color:#888">unreadable</span>'
         data = base64.b64encode(jpeg).decode()

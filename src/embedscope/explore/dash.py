@@ -4,6 +4,16 @@
 (Dash >= 2.11 has Jupyter support built in). Safe by default: binds 127.0.0.1, debug off, and
 images are served only through ``/image/<row>`` and ``/thumb/<row>``, where ``row`` is a point's
 number: a request can name a manifest row, never a path, so nothing outside the dataset is served.
+
+Curation: a box or lasso selection shows as a gallery; relabel, tag, drop and undo record
+decisions (a :class:`~embedscope.decisions.DecisionLog` kept in the browser's ``dcc.Store``) and
+"download decisions" saves the ``decisions.csv`` every editor shares. plotly's 3D scenes have
+no box or lasso, so a 3D map gets a 2D **selection view** beside it: the same points projected
+along the 3D camera's current line of sight (orthographic), redrawn whenever the camera turns.
+
+Search: a typed query (CLIP-family models, :mod:`embedscope.search`) or "more like this" from
+the clicked point fills the same selection and gallery with the top k and their scores, ringed
+on the map.
 """
 
 from __future__ import annotations
@@ -16,16 +26,31 @@ import numpy as np
 import pandas as pd
 
 from embedscope.analyse import analyse
+from embedscope.decisions import (
+    DecisionLog,
+    counts_line,
+    decisions_csv,
+    suggestion_text,
+    suggestions,
+)
 from embedscope.explore.atlas import thumbnail_jpeg
+from embedscope.explore.live import GALLERY_SIZE
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED, load_manifest
-from embedscope.layout import Layout
+from embedscope.layout import Layout, os_path
 from embedscope.reduce import project
+from embedscope.search import MAX_LIKE, Searcher
 
 
-def figure(points: pd.DataFrame, labels: list[str] | None = None):
+def figure(
+    points: pd.DataFrame, labels: list[str] | None = None, selected: list[int] | None = None
+):
     """One trace per label, always in the same order (hidden, not dropped, when filtered out),
-    so a hover's curve and point numbers name a row; plotly's own hover label is off."""
+    so a hover's curve and point numbers name a row; plotly's own hover label is off.
+
+    ``selected`` rows get ringed by one last trace: in a 3D map, which has no selection
+    styling of its own, and for search results (a 2D map highlights its box/lasso selection
+    itself)."""
     import plotly.graph_objects as go
 
     is3d = "z" in points and points["z"].notna().any()
@@ -46,6 +71,18 @@ def figure(points: pd.DataFrame, labels: list[str] | None = None):
         else:
             # SVG scatter: WebGL's hover events carry no customdata
             fig.add_trace(go.Scatter(x=sel["x"], y=sel["y"], **common))
+    if selected:
+        sel = points.iloc[selected]
+        ring = dict(
+            x=sel["x"],
+            y=sel["y"],
+            name=f"selection ({len(sel)})",
+            mode="markers",
+            customdata=sel.index.to_numpy(),
+            hoverinfo="none",
+            marker=dict(size=7 if is3d else 11, symbol="circle-open", color="#111111"),
+        )
+        fig.add_trace(go.Scatter3d(z=sel["z"], **ring) if is3d else go.Scatter(**ring))
     fig.update_layout(
         margin=dict(l=0, r=0, t=0, b=0),
         uirevision="keep",
@@ -53,6 +90,38 @@ def figure(points: pd.DataFrame, labels: list[str] | None = None):
         legend=dict(itemsizing="constant"),
     )
     return fig
+
+
+def camera_view(points: pd.DataFrame, camera: dict | None = None) -> pd.DataFrame:
+    """``points`` with x, y replaced by what a 3D scene's ``camera`` (plotly's eye, up, center)
+    sees, orthographically, and no z: the 2D selection view of a 3D map.
+
+    Each axis is scaled to [-0.5, 0.5] first, as plotly's default (cube) scene does."""
+    camera = camera or {}
+    eye = _vec(camera.get("eye"), (1.25, 1.25, 1.25)) - _vec(camera.get("center"), (0, 0, 0))
+    up = _vec(camera.get("up"), (0, 0, 1))
+    xyz = points[["x", "y", "z"]].to_numpy(dtype=np.float64)
+    lo, hi = np.nanmin(xyz, axis=0), np.nanmax(xyz, axis=0)
+    xyz = (xyz - lo) / np.where(hi > lo, hi - lo, 1.0) - 0.5
+    look = -eye / (np.linalg.norm(eye) or 1.0)  # from the eye towards the centre
+    right = np.cross(look, up)
+    if np.linalg.norm(right) < 1e-9:  # looking along "up": any right angle will do
+        right = np.cross(look, (1.0, 0.0, 0.0))
+    right /= np.linalg.norm(right)
+    screen_up = np.cross(right, look)
+    return points.drop(columns=["z"]).assign(x=xyz @ right, y=xyz @ screen_up)
+
+
+def selection_view(points: pd.DataFrame, camera: dict | None = None, labels=None):
+    """The 2D figure a 3D map is selected in: :func:`camera_view` at equal scale on both axes,
+    lasso ready, its legend left to the 3D map's."""
+    view = figure(camera_view(points, camera), labels)
+    return view.update_layout(dragmode="lasso", showlegend=False, yaxis={"scaleanchor": "x"})
+
+
+def _vec(value: dict | None, default: tuple) -> np.ndarray:
+    value = value or {}
+    return np.array([float(value.get(a, d)) for a, d in zip("xyz", default, strict=True)])
 
 
 def create_app(
@@ -64,16 +133,19 @@ def create_app(
     random_state: int | None = 0,
 ):
     """A Dash app over a dataset's stored projection, neighbours and images."""
-    from dash import Dash, Input, Output, dcc, html, no_update
+    from dash import Dash, Input, Output, ctx, dcc, html, no_update
     from flask import abort, send_file
 
     points, _ = project(layout, method, dims, model=model, random_state=random_state)
     points = points.reset_index(drop=True)
     points["label"] = points["label"].fillna(UNLABELLED).astype(str)
     _, per_image = analyse(layout, model)
+    points = points.assign(
+        suggested_label=per_image["suggested_label"], suggested_share=per_image["suggested_share"]
+    )
     neighbors = np.asarray(per_image["neighbors"])
     _, root = load_manifest(layout)
-    files = [root / p for p in points["path"]]
+    files = [os_path(root, p) for p in points["path"]]
 
     app = Dash(__name__, title=f"embedscope · {layout.name}")
     server = app.server
@@ -104,6 +176,7 @@ def create_app(
             abort(404)
         return send_file(io.BytesIO(data), mimetype="image/jpeg")
 
+    is3d = "z" in points and points["z"].notna().any()
     classes = class_order(points["label"])
     trace_rows = [points.index[points["label"] == c].to_numpy() for c in classes]
 
@@ -113,20 +186,34 @@ def create_app(
             return int(pt["customdata"])
         return int(trace_rows[pt["curveNumber"]][pt["pointNumber"]])
 
+    curation = _Curation(app, points, classes, row_of)
+    search = _search_controls(app, Searcher.from_layout(layout, model), row_of)
     app.layout = html.Div(
         style={"display": "flex", "height": "96vh", "fontFamily": "system-ui, sans-serif"},
         children=[
             html.Div(
-                style={"flex": "1", "position": "relative"},
+                style={
+                    "flex": "1",
+                    "position": "relative",
+                    "display": "flex",
+                    "flexDirection": "column",
+                },
                 children=[
-                    dcc.Graph(
-                        id="map",
-                        figure=figure(points),
-                        style={"height": "100%"},
-                        clear_on_unhover=True,
-                        config={"displaylogo": False},
+                    html.Div(
+                        style={"display": "flex", "height": "62%"},
+                        children=[
+                            dcc.Graph(
+                                id="map",
+                                figure=figure(points),
+                                style={"height": "100%", "flex": "2"},
+                                clear_on_unhover=True,
+                                config={"displaylogo": False},
+                            ),
+                            *curation.views,
+                        ],
                     ),
                     dcc.Tooltip(id="tip"),
+                    *curation.below,
                 ],
             ),
             html.Div(
@@ -139,6 +226,8 @@ def create_app(
                         value=classes,
                         inputStyle={"marginRight": "4px"},
                     ),
+                    *search,
+                    *curation.controls,
                     html.Div(id="detail"),
                 ],
             ),
@@ -146,10 +235,13 @@ def create_app(
     )
 
     def caption(row: int) -> list:
-        """Label and path as Dash text children: rendered as text, never as HTML."""
+        """Label, path and the neighbours' suggestion as Dash text children: rendered as text,
+        never as HTML."""
+        small = {"fontSize": "11px", "wordBreak": "break-all"}
         return [
             html.Div(points["label"][row], style={"fontWeight": "600"}),
-            html.Div(points["path"][row], style={"fontSize": "11px", "wordBreak": "break-all"}),
+            html.Div(points["path"][row], style=small),
+            html.Div(suggestion_text(points.iloc[row]), style=small),
         ]
 
     def card(row: int, size: int) -> list:
@@ -169,11 +261,14 @@ def create_app(
         bbox = pt.get("bbox") or {"x0": 10, "x1": 10, "y0": 10, "y1": 10}
         return True, bbox, html.Div(card(row_of(pt), 128), style={"width": "160px"})
 
-    @app.callback(Output("detail", "children"), Input("map", "clickData"))
-    def click(data):
-        if not data:
-            return html.Div("Click a point to see its neighbours.")
-        row = row_of(data["points"][0])
+    @app.callback(Output("detail", "children"), Input("map", "clickData"), curation.tile_clicks)
+    def click(data, _tiles):
+        tile = ctx.triggered_id if isinstance(ctx.triggered_id, dict) else None
+        if tile is not None and not ctx.triggered[0]["value"]:
+            return no_update  # a tile appeared in the gallery; it was not clicked
+        if tile is None and not data:
+            return html.Div("Click a point or a gallery tile to see its neighbours.")
+        row = int(tile["row"]) if tile is not None else row_of(data["points"][0])
         thumbs = [
             html.Img(
                 src=f"/thumb/{j}",
@@ -189,11 +284,229 @@ def create_app(
             html.Div(thumbs),
         ]
 
-    @app.callback(Output("map", "figure"), Input("labels", "value"), prevent_initial_call=True)
-    def filter_labels(values):
-        return figure(points, values)
+    @app.callback(
+        Output("map", "figure"),
+        Input("labels", "value"),
+        Input("selection", "data"),
+        Input("scores", "data"),
+        prevent_initial_call=True,
+    )
+    def redraw(values, selected, scores):
+        fired = ctx.triggered_prop_ids
+        if not is3d and "labels.value" not in fired and "scores.data" not in fired:
+            return no_update  # plotly keeps and highlights a 2D box/lasso selection itself
+        return figure(points, values, selected if is3d or scores else None)
 
     return app
+
+
+class _Curation:
+    """Selection, gallery and decision controls of the app: its layout pieces (``views``
+    beside the map, ``below`` it, ``controls`` in the side panel) and their callbacks."""
+
+    def __init__(self, app, points: pd.DataFrame, classes: list[str], row_of) -> None:
+        from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
+
+        self.points = points
+        is3d = "z" in points and points["z"].notna().any()
+        sources = ["select-map"] if is3d else ["map"]
+        self.views = []
+        if is3d:
+            view = selection_view(points)
+            self.views = [
+                dcc.Graph(
+                    id="select-map",
+                    figure=view,
+                    style={"height": "100%", "flex": "1"},
+                    config={"displaylogo": False},
+                )
+            ]
+
+        def button(name: str, text: str):
+            return html.Button(text, id=name, n_clicks=0, style={"margin": "2px"})
+
+        where = "in the selection view (the 3D camera's view)" if is3d else "on the map"
+        self.controls = [
+            html.Div(f"Select with box or lasso {where}.", style={"fontSize": "12px"}),
+            dcc.Input(id="new-label", list="known-labels", placeholder="label: existing or new"),
+            html.Datalist(id="known-labels", children=[html.Option(value=c) for c in classes]),
+            button("relabel", "relabel"),
+            dcc.Input(id="new-tag", placeholder="tag"),
+            button("tag", "tag"),
+            button("drop", "drop"),
+            button("accept", "accept suggestion"),
+            button("undo", "undo"),
+            button("download-decisions", "download decisions"),
+            dcc.Download(id="download"),
+            html.Div(id="counter"),
+            html.Div(id="message", style={"color": "#b00020"}),
+            dcc.Store(id="selection", data=[]),
+            dcc.Store(id="ops", data=[]),
+            dcc.Store(id="scores", data={}),  # str(row) -> similarity of the last search
+        ]
+        self.below = [
+            html.Div(id="gallery-note", style={"fontSize": "12px"}),
+            html.Div(
+                id="gallery",
+                style={"display": "flex", "flexWrap": "wrap", "overflowY": "auto", "flex": "1"},
+            ),
+        ]
+
+        @app.callback(
+            Output("selection", "data"),
+            Output("scores", "data"),
+            Input(sources[0], "selectedData"),
+            State("scores", "data"),
+            prevent_initial_call=True,
+        )
+        def select(data, scores):
+            rows = sorted({row_of(pt) for pt in (data or {}).get("points", [])})
+            return rows, {} if scores else no_update  # a box replaces a search's results
+
+        @app.callback(
+            Output("ops", "data"),
+            Output("message", "children"),
+            Input("relabel", "n_clicks"),
+            Input("tag", "n_clicks"),
+            Input("drop", "n_clicks"),
+            Input("accept", "n_clicks"),
+            Input("undo", "n_clicks"),
+            State("selection", "data"),
+            State("ops", "data"),
+            State("new-label", "value"),
+            State("new-tag", "value"),
+            prevent_initial_call=True,
+        )
+        def decide(_relabel, _tag, _drop, _accept, _undo, rows, ops, label, tag):
+            log = DecisionLog(ops)
+            paths = points["path"].iloc[rows or []].tolist()
+            act = {
+                "relabel": lambda: log.relabel(paths, label or ""),
+                "tag": lambda: log.tag(paths, tag or ""),
+                "drop": lambda: log.drop(paths),
+                "accept": lambda: log.relabel_each(suggestions(points, rows or [])),
+                "undo": log.undo,
+            }[ctx.triggered_id]
+            try:
+                act()
+            except ValueError as exc:
+                return no_update, str(exc)
+            return log.ops, ""
+
+        @app.callback(
+            Output("gallery", "children"),
+            Output("gallery-note", "children"),
+            Output("counter", "children"),
+            Input("selection", "data"),
+            Input("ops", "data"),
+            Input("scores", "data"),
+        )
+        def gallery(rows, ops, scores):
+            rows, table = rows or [], DecisionLog(ops).table
+            decided = table.set_index("path")
+            shown = rows[:GALLERY_SIZE]
+            note = f"showing {len(shown)} of {len(rows)} selected" if rows else ""
+            tiles = [self._tile(row, decided, (scores or {}).get(str(row))) for row in shown]
+            return tiles, note, f"{len(rows)} selected · {counts_line(table)}"
+
+        @app.callback(
+            Output("download", "data"),
+            Input("download-decisions", "n_clicks"),
+            State("ops", "data"),
+            prevent_initial_call=True,
+        )
+        def download(_clicks, ops):
+            return dcc.send_string(decisions_csv(DecisionLog(ops).table), "decisions.csv")
+
+        if is3d:
+
+            @app.callback(
+                Output("select-map", "figure"),
+                Input("map", "relayoutData"),
+                Input("labels", "value"),
+                prevent_initial_call=True,
+            )
+            def follow_camera(relayout, labels):
+                camera = (relayout or {}).get("scene.camera")
+                if camera is None and ctx.triggered_id == "map":
+                    return no_update  # a zoom or a legend click: the view stays
+                return selection_view(points, camera, labels)
+
+        self.tile_clicks = Input({"type": "tile", "row": ALL}, "n_clicks")
+
+    def _tile(self, row: int, decided: pd.DataFrame, score: float | None = None):
+        """One gallery tile: thumbnail, label (and its new label), path, tags and a search's
+        score, as text."""
+        from dash import html
+
+        path, label = self.points["path"][row], self.points["label"][row]
+        new = decided["label"].get(path, "")
+        tags = decided["tags"].get(path, "")
+        hint = suggestion_text(self.points.iloc[row])
+        small = {"fontSize": "11px", "wordBreak": "break-all"}
+        return html.Div(
+            id={"type": "tile", "row": int(row)},
+            n_clicks=0,
+            className="gallery-tile",
+            style={"width": "104px", "margin": "3px", "cursor": "pointer"},
+            children=[
+                html.Img(src=f"/thumb/{row}", style={"width": "96px", "height": "96px"}),
+                html.Div(f"{label} → {new}" if new else label, style={"fontWeight": "600"}),
+                html.Div(path, style=small),
+                html.Div(hint, style=small),
+                html.Div(tags.replace(";", ", "), style=small),
+                *([html.Div(f"score {score:.3f}", style=small)] if score is not None else []),
+            ],
+        )
+
+
+def _search_controls(app, searcher: Searcher, row_of) -> list:
+    """A query box and "more like this" (from the clicked point) that fill the selection with
+    the top k, best first, and their scores; text search is off when the model has no text
+    tower, and says why."""
+    from dash import Input, Output, State, ctx, dcc, html, no_update
+
+    text = searcher.can_read_text
+    controls = [
+        dcc.Input(
+            id="query",
+            placeholder="search: a dog on a sofa" if text else searcher.why,
+            disabled=not text,
+            debounce=True,
+            style={"width": "100%"},
+        ),
+        html.Button("search", id="search", n_clicks=0, disabled=not text, style={"margin": "2px"}),
+        dcc.Input(id="k", type="number", value=20, min=1, max=MAX_LIKE, style={"width": "60px"}),
+        html.Button("more like this", id="more-like", n_clicks=0, style={"margin": "2px"}),
+        html.Div(id="search-message", style={"color": "#b00020", "fontSize": "12px"}),
+    ]
+
+    @app.callback(
+        Output("selection", "data", allow_duplicate=True),
+        Output("scores", "data", allow_duplicate=True),
+        Output("search-message", "children"),
+        Input("search", "n_clicks"),
+        Input("query", "n_submit"),
+        Input("more-like", "n_clicks"),
+        State("query", "value"),
+        State("k", "value"),
+        State("map", "clickData"),
+        prevent_initial_call=True,
+    )
+    def search(_search, _submit, _like, query, k, clicked):
+        try:
+            if ctx.triggered_id == "more-like":
+                if not clicked:
+                    raise ValueError("click a point first")
+                rows, sims = searcher.like(row_of(clicked["points"][0]), int(k or 20))
+            else:
+                rows, sims = searcher.text(query or "", int(k or 20))
+        except ValueError as exc:  # NoTextTower included: one sentence, shown as text
+            return no_update, no_update, str(exc)
+        scores = {str(r): round(float(v), 4) for r, v in zip(rows, sims, strict=True)}
+        return rows.tolist(), scores, ""
+
+    return controls
 
 
 def serve(layout: Layout, *, host: str = "127.0.0.1", port: int = 8050, **kwargs) -> None:

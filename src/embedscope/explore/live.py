@@ -4,6 +4,11 @@ Needs a running kernel (unlike ``explorer.html``, which survives sharing): hover
 image, click shows a larger one read from the original file and its nearest neighbours, a
 dropdown changes the colouring, checkboxes filter classes, and a box or lasso selection comes
 back to Python as a DataFrame (``LiveExplorer.selected``). Colours are the page's palette.
+The selection shows as a gallery; ``relabel``, ``tag``, ``drop`` and ``undo`` (buttons or
+methods) record decisions that ``save_decisions`` writes as the ``decisions.csv`` every editor
+shares (:mod:`embedscope.decisions`), for ``make run-all DECISIONS=...``.
+With a :class:`~embedscope.search.Searcher`, a typed query (CLIP-family models) or "more like
+this" from the clicked point lights up the top k and fills the gallery with their scores.
 plotly >= 6 renders FigureWidget through ``anywidget``.
 """
 
@@ -14,11 +19,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedscope.decisions import DecisionLog, counts_line, suggestion_text, suggestions
 from embedscope.explore.atlas import preview_jpeg, thumbnail_jpeg
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED
+from embedscope.layout import os_path
+from embedscope.search import MAX_LIKE, PROMPT_PREFIX, Searcher
 
 _SCORES = ("cluster", "mislabel_score", "outlier_score")
+#: Name of the trace that rings a search's results.
+FOUND = "search results"
+#: Tiles the gallery shows at most (the first ones of the selection, in row order).
+GALLERY_SIZE = 48
 
 
 class LiveExplorer:
@@ -32,6 +44,8 @@ class LiveExplorer:
         neighbors: np.ndarray | None = None,
         thumb_size: int = 160,
         preview_size: int = 640,
+        gallery_size: int = GALLERY_SIZE,
+        searcher: Searcher | None = None,
     ) -> None:
         import ipywidgets as w
         import plotly.graph_objects as go
@@ -44,14 +58,21 @@ class LiveExplorer:
         self.classes = class_order(self.points["label"])
         self.colours = {c: class_colour(c, k) for k, c in enumerate(self.classes)}
         self._selected: list[int] = []
-        # the legend sits under the map, clear of plotly's toolbar at the top right
-        legend = dict(orientation="h", x=0, xanchor="left", y=0, yanchor="top")
+        self._scores: dict[int, float] = {}  # row -> similarity of the last search
+        self._clicked: int | None = None
+        self.searcher = searcher
+        self.log = DecisionLog()
+        self._thumbs: dict[tuple[int, int], bytes] = {}
+        self.gallery_size = gallery_size
+        # the toolbar gets the top margin to itself; the legend starts below it, right of the map
+        legend = dict(x=1.0, xanchor="left", y=1.0, yanchor="top", itemsizing="constant")
         self.fig = go.FigureWidget(
             layout=dict(
-                height=600, margin=dict(l=0, r=0, t=30, b=0), legend=legend, template="plotly_white"
+                height=600, margin=dict(l=0, r=0, t=40, b=0), legend=legend, template="plotly_white"
             )
         )
-        self.image = w.Image(format="jpeg", layout=w.Layout(max_width="300px"))
+        # hidden until there is a picture: an empty <img> shows as a broken image
+        self.image = w.Image(format="jpeg", layout=w.Layout(max_width="300px", display="none"))
         self.caption = w.Label()  # text, never HTML: file names are shown as typed
         self.path = w.Label()
         self.neighbour_box = w.HBox(layout=w.Layout(flex_flow="row wrap"))
@@ -63,7 +84,9 @@ class LiveExplorer:
         ]:
             widget.add_class(f"embedscope-{name}")  # stable handles for tests and styling
         self.colour = w.Dropdown(
-            options=["label", *[c for c in _SCORES if c in self.points]], description="colour"
+            options=["label", *[c for c in _SCORES if c in self.points]]
+            + [c for c in self.points if str(c).startswith(PROMPT_PREFIX)],
+            description="colour",
         )
         self.checks = [w.Checkbox(value=True, description=c, indent=False) for c in self.classes]
         self.colour.observe(lambda _: self.redraw(), names="value")
@@ -81,11 +104,111 @@ class LiveExplorer:
             ],
             layout=w.Layout(width="320px"),
         )
-        self.widget = w.HBox([self.fig, panel])
+        self.widget = w.VBox(
+            [w.HBox([self.fig, panel]), self._search_panel(), self._curation_panel()]
+        )
         self.redraw()
 
+    def _search_panel(self):
+        """A query box and "more like this" (from the clicked point), top ``k`` each."""
+        import ipywidgets as w
+
+        self.query = w.Text(placeholder="search: a dog on a sofa", continuous_update=False)
+        self.k = w.BoundedIntText(value=20, min=1, max=MAX_LIKE, description="k")
+        self.search_buttons = {
+            "search": w.Button(description="search"),
+            "more like this": w.Button(description="more like this"),
+        }
+        self.search_buttons["search"].on_click(lambda _: self._act(lambda: self.search()))
+        self.search_buttons["more like this"].on_click(
+            lambda _: self._act(lambda: self.more_like_this())
+        )
+        if self.searcher is None or not self.searcher.can_read_text:
+            self.query.disabled = self.search_buttons["search"].disabled = True
+            why = self.searcher.why if self.searcher else "no searcher given"
+            self.search_buttons["search"].tooltip = self.query.placeholder = why
+        if self.searcher is None:
+            self.search_buttons["more like this"].disabled = True
+        return w.HBox(
+            [
+                self.query,
+                self.search_buttons["search"],
+                self.k,
+                self.search_buttons["more like this"],
+            ]
+        )
+
+    def search(self, text: str | None = None, k: int | None = None) -> pd.DataFrame:
+        """Rank every image by cosine to ``text`` (default: the query box); the top ``k``
+        (default: the k box) become the selection, with their scores."""
+        return self._found(
+            *self._searcher().text(self.query.value if text is None else text, k or self.k.value)
+        )
+
+    def more_like_this(self, item: int | str | Path | None = None, k: int | None = None):
+        """The top ``k`` images by cosine to ``item``: a row, an image file, or (default) the
+        last clicked point; they become the selection, with their scores."""
+        item = self._clicked if item is None else item
+        if item is None:
+            raise ValueError("click a point first")
+        return self._found(*self._searcher().like(item, k or self.k.value))
+
+    def _searcher(self) -> Searcher:
+        if self.searcher is None:
+            raise ValueError("no searcher: build LiveExplorer(..., searcher=Searcher...)")
+        return self.searcher
+
+    def _found(self, rows: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+        self.select(rows.tolist(), scores=dict(zip(rows.tolist(), scores.tolist(), strict=True)))
+        return self.points.loc[rows.tolist()].assign(score=scores)
+
+    def _curation_panel(self):
+        """Decision buttons, a counter, and the gallery of the selection."""
+        import ipywidgets as w
+
+        self.new_label = w.Combobox(options=self.classes, placeholder="label: existing or new")
+        self.new_tag = w.Text(placeholder="tag")
+        self.counter = w.Label()
+        self.message = w.Label()  # what went wrong ("nothing selected"), as text
+        self.gallery_note = w.Label()
+        self.gallery = w.GridBox(
+            layout=w.Layout(grid_template_columns="repeat(auto-fill, 104px)", grid_gap="4px")
+        )
+        self.gallery.add_class("embedscope-gallery")
+        actions = {
+            "relabel": lambda: self.relabel(self.new_label.value),
+            "tag": lambda: self.tag(self.new_tag.value),
+            "drop": self.drop,
+            "accept suggestion": self.accept_suggestion,
+            "undo": self.undo,
+            "clear selection": self.clear_selection,
+        }
+        self.buttons = {name: w.Button(description=name) for name in actions}
+        for name, act in actions.items():
+            self.buttons[name].on_click(lambda _, act=act: self._act(act))
+        b = self.buttons
+        controls = w.HBox(
+            [self.new_label, b["relabel"], self.new_tag, b["tag"], b["drop"]]
+            + [b["accept suggestion"], b["undo"]]
+        )
+        status = w.HBox([b["clear selection"], self.counter, self.message])
+        self._refresh()
+        return w.VBox([controls, status, self.gallery_note, self.gallery])
+
+    def _act(self, action) -> None:
+        """Run a button's action; a refusal (nothing selected, empty label) shows as text."""
+        try:
+            action()
+            self.message.value = ""
+        except ValueError as exc:
+            self.message.value = str(exc)
+
     def _thumb(self, row: int, size: int) -> bytes:
-        return thumbnail_jpeg(self.root / self.points["path"][row], size) or b""
+        """A JPEG thumbnail, read once: the gallery redraws after every decision."""
+        if (row, size) not in self._thumbs:
+            path = os_path(self.root, self.points["path"][row])
+            self._thumbs[row, size] = thumbnail_jpeg(path, size) or b""
+        return self._thumbs[row, size]
 
     def redraw(self) -> None:
         """Rebuild the traces for the current colouring and class filter."""
@@ -121,13 +244,16 @@ class LiveExplorer:
             trace.on_hover(self._on_hover)
             trace.on_click(self._on_click)
             trace.on_selection(self._on_selection)
+            trace.on_deselect(lambda *_: self.clear_selection())  # a double click
+        self._light_up()
 
     def show(self, row: int, *, large: bool = False) -> None:
         """Put one point's image (a thumbnail, or a larger view read from the original file),
         label and path in the panel."""
-        path = self.root / self.points["path"][row]
+        path = os_path(self.root, self.points["path"][row])
         picture = preview_jpeg(path, self.preview_size) if large else self._thumb(row, self.size)
         self.image.value = picture or b""
+        self.image.layout.display = None if picture else "none"
         self.caption.value = self.points["label"][row]
         self.path.value = self.points["path"][row]
 
@@ -147,6 +273,7 @@ class LiveExplorer:
         row = self._row(trace, points)
         if row is None:
             return
+        self._clicked = row
         self.show(row, large=True)
         if self.neighbors is not None:
             self.neighbour_box.children = [
@@ -154,14 +281,113 @@ class LiveExplorer:
                 for j in self.neighbors[row][:8]
             ]
 
-    def _on_selection(self, trace, points, state) -> None:
+    def _on_selection(self, trace, points, selector) -> None:
+        """plotly reports one box/lasso to every trace in order, so trace 0 starts a new
+        selection (shift-select arrives from plotly as the union already)."""
         rows = [int(trace.customdata[i]) for i in points.point_inds]
-        self._selected = sorted(set(self._selected) | set(rows))
+        before = [] if points.trace_index == 0 else self._selected
+        self.select(sorted(set(before) | set(rows)))
+
+    def select(self, rows, *, scores: dict[int, float] | None = None) -> None:
+        """Make ``rows`` (point numbers) the selection and show them in the gallery; with
+        ``scores`` (a search's), in that order, scored and lit up on the map."""
+        valid = [int(r) for r in rows if 0 <= int(r) < len(self.points)]
+        self._selected = list(dict.fromkeys(valid)) if scores else sorted(set(valid))
+        self._scores = {r: float(scores[r]) for r in self._selected} if scores else {}
+        self._light_up()
+        self._refresh()
+
+    def _light_up(self) -> None:
+        """Ring the scored rows on the map: one last trace, made on the first search and then
+        updated in place (plotly may still be reporting a selection to every trace)."""
+        import plotly.graph_objects as go
+
+        found = self.points.loc[list(self._scores)]
+        where = dict(x=found["x"], y=found["y"]) | ({"z": found["z"]} if self.is3d else {})
+        where |= dict(customdata=found.index.to_numpy(), showlegend=bool(len(found)))
+        old = [t for t in self.fig.data if t.name == FOUND]
+        if old:
+            old[0].update(**where)
+            return
+        if not len(found):
+            return
+        ring = dict(size=8 if self.is3d else 12, symbol="circle-open", color="#111111")
+        kw = dict(name=FOUND, mode="markers", hoverinfo="none", marker=ring, **where)
+        trace = go.Scatter3d(**kw) if self.is3d else go.Scatter(**kw)
+        self.fig.add_trace(trace)
+        self.fig.data[-1].on_hover(self._on_hover)
+        self.fig.data[-1].on_click(self._on_click)
+
+    def clear_selection(self) -> None:
+        self.select([])
 
     @property
     def selected(self) -> pd.DataFrame:
         """The rows picked with the box or lasso tool so far."""
         return self.points.loc[self._selected]
+
+    def _paths(self, rows) -> list[str]:
+        rows = self._selected if rows is None else rows
+        return self.points["path"].iloc[list(rows)].tolist()
+
+    def relabel(self, label: str, rows=None) -> None:
+        """Give ``rows`` (default: the selection) a new label, an existing one or a new one."""
+        self.log.relabel(self._paths(rows), label)
+        self._refresh()
+
+    def tag(self, tag: str, rows=None) -> None:
+        """Add a free-text tag to ``rows`` (default: the selection)."""
+        self.log.tag(self._paths(rows), tag)
+        self._refresh()
+
+    def drop(self, rows=None) -> None:
+        """Mark ``rows`` (default: the selection) to be left out of the next run."""
+        self.log.drop(self._paths(rows))
+        self._refresh()
+
+    def accept_suggestion(self, rows=None) -> None:
+        """Relabel ``rows`` (default: the selection) to their ``suggested_label`` where it
+        differs from their label (the neighbours' similarity-weighted majority)."""
+        self.log.relabel_each(suggestions(self.points, self._selected if rows is None else rows))
+        self._refresh()
+
+    def undo(self) -> None:
+        """Take back the last relabel, tag or drop."""
+        self.log.undo()
+        self._refresh()
+
+    @property
+    def decisions(self) -> pd.DataFrame:
+        """The decisions so far: one row per image, columns path, label, tags."""
+        return self.log.table
+
+    def save_decisions(self, path: str | Path) -> Path:
+        """Write the decisions (atomically) as a ``decisions.csv`` for ``make run-all``."""
+        return self.log.save(path)
+
+    def _refresh(self) -> None:
+        """Counter and gallery after a selection or a decision."""
+        import ipywidgets as w
+
+        table = self.decisions
+        self.counter.value = f"{len(self._selected)} selected · {counts_line(table)}"
+        table = table.set_index("path")
+        shown = self._selected[: self.gallery_size]
+        self.gallery_note.value = (
+            f"showing {len(shown)} of {len(self._selected)} selected" if self._selected else ""
+        )
+        tiles = []
+        for row in shown:
+            path, label = self.points["path"][row], self.points["label"][row]
+            new, tags = table["label"].get(path, ""), table["tags"].get(path, "")
+            text = [w.Label(f"{label} → {new}" if new else label), w.Label(path)]
+            hints = (suggestion_text(self.points.iloc[row]), tags.replace(";", ", "))
+            text += [w.Label(t) for t in hints if t]
+            if row in self._scores:
+                text.append(w.Label(f"score {self._scores[row]:.3f}"))
+            picture = w.Image(value=self._thumb(row, 96), format="jpeg", width=96, height=96)
+            tiles.append(w.VBox([picture, *text], layout=w.Layout(width="104px")))
+        self.gallery.children = tiles
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -4,11 +4,15 @@ plotly.js is inlined from the installed plotly package, the points travel as JSO
 thumbnails as a few sprite-atlas images, and the page's own ``explorer.css`` and ``explorer.js``
 are inlined at write time, so hovering a point shows its image without a server or a live
 kernel. Plotly cannot put an image in its own hover label, so the page draws its own card on
-``plotly_hover``; every label and path goes in as text, never HTML.
+``plotly_hover``; every label and path goes in as text, never HTML. The page also selects
+(box and lasso in 2D and 3D, or by rule), shows the selection as a gallery, records decisions
+(relabel, tag, drop; kept in the browser under :func:`report_key`) and downloads them as
+``decisions.csv`` for the next run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import math
@@ -22,7 +26,7 @@ import pandas as pd
 from embedscope.explore.atlas import ATLAS_COLS, NO_THUMBNAIL, build_atlases
 from embedscope.explore.palette import MISSING_COLOUR, PALETTE, class_colour, class_order
 from embedscope.ingest import UNLABELLED
-from embedscope.layout import write_atomic
+from embedscope.layout import os_path, write_atomic
 
 if TYPE_CHECKING:
     from IPython.display import HTML
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
 POSITION_COLUMNS = ("x", "y", "z", "label", "path")
 #: Bookkeeping columns other stages carry along that are meaningless as colours.
 IGNORED_COLUMNS = ("row", "sha256")
+#: Per-point suggestion from analyse (neighbours' weighted majority label and its share): shown
+#: in the gallery and hover card and accepted as a decision, not offered as a colour.
+SUGGESTION_COLUMNS = ("suggested_label", "suggested_share")
 #: A non-numeric (or small-integer) column with more distinct values than this is not offered.
 MAX_CATEGORIES = 40
 #: Neighbours shown per point: a 4 x 3 grid stays readable and keeps the JSON small.
@@ -50,9 +57,11 @@ def write_explorer(
     """Write the self-contained explorer page for ``points`` to ``out`` (atomically).
 
     ``points`` has x, y, optional z (a 2D map when absent or all NaN), label, path relative to
-    ``image_root`` and any extra columns to colour by. ``neighbors`` (N, k) row positions feed
-    the click panel. Beyond ``max_thumbnails`` points an evenly spread subset keeps thumbnails,
-    so every class keeps some pictures while the file stays small enough to share.
+    ``image_root`` and any extra columns to colour by; ``suggested_label`` with
+    ``suggested_share`` (from analyse) travel as each point's suggestion instead. ``neighbors``
+    (N, k) row positions feed the click panel. Beyond ``max_thumbnails`` points an evenly
+    spread subset keeps thumbnails, so every class keeps some pictures while the file stays
+    small enough to share.
     """
     from plotly.offline import get_plotlyjs
 
@@ -72,7 +81,7 @@ def write_explorer(
     thumbs = np.full(n, NO_THUMBNAIL, dtype=np.int64)
     keep = _spread(n, max(0, min(max_thumbnails, n)))
     root = Path(image_root)
-    atlases, cells = build_atlases([root / paths[i] for i in keep], thumb_size)
+    atlases, cells = build_atlases([os_path(root, paths[i]) for i in keep], thumb_size)
     thumbs[keep] = cells
 
     is3d = "z" in points.columns and bool(points["z"].notna().any())
@@ -87,6 +96,8 @@ def write_explorer(
         "colours": [class_colour(c, k) for k, c in enumerate(classes)],
         "path": paths,
         "columns": _extra_columns(points),
+        "suggested": _suggestions(points),
+        "key": report_key(title, paths, labels),
         "neighbors": near,
         "thumb": thumbs.tolist(),
         "cell": thumb_size,
@@ -109,7 +120,8 @@ def write_explorer(
             "__SCRIPT__": here.joinpath("explorer.js").read_text(encoding="utf-8"),
         },
     )
-    return write_atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    body = page.encode("utf-8")
+    return write_atomic(out, lambda tmp: tmp.write_bytes(body), len(body))
 
 
 def show_inline(html_path: str | Path, *, height: int = 700) -> HTML:
@@ -162,7 +174,7 @@ def _extra_columns(points: pd.DataFrame) -> list[dict[str, Any]]:
     columns (text, booleans, a few distinct integers such as cluster ids) get a legend."""
     out: list[dict[str, Any]] = []
     for name in points.columns:
-        if name in POSITION_COLUMNS or name in IGNORED_COLUMNS:
+        if name in (*POSITION_COLUMNS, *IGNORED_COLUMNS, *SUGGESTION_COLUMNS):
             continue
         col = points[name]
         distinct = col.dropna().unique()
@@ -171,12 +183,36 @@ def _extra_columns(points: pd.DataFrame) -> list[dict[str, Any]]:
         if numeric and not few_ints:
             out.append({"name": str(name), "kind": "number", "values": _numbers(col, 4)})
         elif 0 < len(distinct) <= MAX_CATEGORIES:
-            text = [None if pd.isna(v) else str(v) for v in col.tolist()]
-            cats = sorted({t for t in text if t is not None}, key=_natural)
-            pos = {c: k for k, c in enumerate(cats)}
-            codes = [-1 if t is None else pos[t] for t in text]
+            cats, codes = _categories(col)
             out.append({"name": str(name), "kind": "category", "categories": cats, "codes": codes})
     return out
+
+
+def _suggestions(points: pd.DataFrame) -> dict[str, Any] | None:
+    """Suggested label per point as a code into ``names`` (-1: none) and its share, when
+    analyse provided both columns."""
+    if not set(SUGGESTION_COLUMNS) <= set(points.columns):
+        return None
+    names, codes = _categories(points["suggested_label"])
+    return {"names": names, "codes": codes, "share": _numbers(points["suggested_share"], 3)}
+
+
+def _categories(col: pd.Series) -> tuple[list[str], list[int]]:
+    """Distinct values as text in natural order, and each row's code into them (-1: missing)."""
+    text = [None if pd.isna(v) or str(v) == "" else str(v) for v in col.tolist()]
+    cats = sorted({t for t in text if t is not None}, key=_natural)
+    pos = {c: k for k, c in enumerate(cats)}
+    return cats, [-1 if t is None else pos[t] for t in text]
+
+
+def report_key(title: str, paths: list[str], labels: list[str]) -> str:
+    """Names the page's saved decisions in the browser's storage: the title plus a digest of
+    what the decisions refer to (paths and their labels), so two reports never share them and
+    a report rebuilt after its decisions were applied starts clean."""
+    digest = hashlib.sha256()
+    for path, label in zip(paths, labels, strict=True):
+        digest.update(f"{path}\0{label}\n".encode())
+    return f"{title} · {digest.hexdigest()[:16]}"
 
 
 def _natural(text: str) -> tuple[int, float | str]:

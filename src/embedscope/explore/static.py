@@ -52,16 +52,16 @@ def static_plot(points: pd.DataFrame, *, title: str = "", out: str | Path | None
     return fig
 
 
-def write_embedding_csv(points: pd.DataFrame, image_root: str | Path, out: str | Path) -> Path:
+def write_embedding_csv(points: pd.DataFrame, out: str | Path) -> Path:
     """The older project's ``embedding_image_df.csv``: x, y, z, image_path, label (z empty in
-    2D), with absolute image paths so the file works from anywhere on this machine."""
-    root = Path(image_root)
+    2D). ``image_path`` is relative to the dataset root (as in the manifest), so a shared report
+    carries no path of the machine that made it."""
     df = pd.DataFrame(
         {
             "x": points["x"],
             "y": points["y"],
             "z": points.get("z", np.nan),
-            "image_path": [str(root / p) for p in points["path"]],
+            "image_path": points["path"],
             "label": points["label"],
         }
     )

@@ -1,0 +1,542 @@
+"""Curation in explorer.html, in a real headless Chromium opened from disk: box and lasso drawn
+with the real mouse select what the camera shows (the expected sets are computed here, from the
+scene's camera and axes, not from the page's own projection), rules select by class, score,
+search and neighbours; the gallery, decisions with undo and storage, and the two downloads."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import test_explore as base
+from helpers import make_classes, png_bytes
+from matplotlib.path import Path as Polygon
+
+from embedscope.explore import write_explorer
+from embedscope.ingest import SAMPLE_DIR
+
+browser = base.browser  # one Chromium for this module too
+EVIL = base.EVIL
+NEW_LABEL = 'odd, "quoted" name'  # a typed label that needs CSV quoting
+TWO_LINES = "red/two\nlines.png"  # a path with a line break (no file: "image unreadable")
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """Three classes of eight images and one hostile file name."""
+    root = make_classes(tmp_path_factory.mktemp("curate") / "imgs", per_class=8)
+    (root / "<b>bold").mkdir()
+    (root / EVIL).write_bytes(png_bytes("RGB", (20, 20), (200, 0, 200)))
+    return root, sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def _points(rels: list[str], coords: np.ndarray, suggest: bool = True) -> pd.DataFrame:
+    df = pd.DataFrame(coords, columns=list("xyz")[: coords.shape[1]])
+    df["path"] = rels
+    df["label"] = [r.split("/")[0] for r in rels]
+    df["mislabel_score"] = np.round(np.linspace(0, 1, len(rels)), 3)
+    df["cluster"] = np.arange(len(rels)) % 4
+    if suggest:
+        df["suggested_label"] = ["blue" if i % 2 else "green" for i in range(len(rels))]
+        df["suggested_share"] = np.round(np.linspace(0.5, 1, len(rels)), 3)
+    return df
+
+
+def _grid3d(n: int) -> np.ndarray:
+    """Points on a 3D lattice: far enough apart on screen for unambiguous box edges."""
+    side = math.ceil(n ** (1 / 3))
+    return np.array([(i % side, (i // side) % side, i // side**2) for i in range(n)], float)
+
+
+def project3d(page: Any) -> np.ndarray:
+    """Screen pixels (relative to #plot) of every point, from the scene's camera (eye, centre,
+    up), aspect ratio, axis ranges (set by the test) and size as the layout reports them: a
+    perspective camera with a 45° field of view looking at the data box centred and scaled to
+    the aspect ratio, as gl-plot3d draws it."""
+    s = page.evaluate(
+        """() => { const gd = document.getElementById('plot'), L = gd._fullLayout, sc = L.scene,
+            d = window.embedscope.data;
+            return {cam: sc.camera, aspect: sc.aspectratio, size: L._size, domain: sc.domain,
+                    ranges: ['xaxis', 'yaxis', 'zaxis'].map(a => sc[a].range),
+                    xyz: [d.x, d.y, d.z]}; }"""
+    )
+    c = s["cam"]
+    eye, centre, up = (np.array([c[k][a] for a in "xyz"], float) for k in ("eye", "center", "up"))
+    f = (centre - eye) / np.linalg.norm(centre - eye)
+    side = np.cross(f, up) / np.linalg.norm(np.cross(f, up))
+    u = np.cross(side, f)
+    view = np.array([[*side, -side @ eye], [*u, -u @ eye], [*-f, f @ eye], [0, 0, 0, 1]])
+    dom, size = s["domain"], s["size"]
+    w = size["w"] * (dom["x"][1] - dom["x"][0])
+    h = size["h"] * (dom["y"][1] - dom["y"][0])
+    focal = 1 / math.tan(math.pi / 8)
+    xyz = np.array(s["xyz"], float).T
+    lo, hi = np.array(s["ranges"], float).T
+    aspect = np.array([s["aspect"][a] for a in "xyz"])
+    model = (xyz - (lo + hi) / 2) / (hi - lo) * aspect
+    eye_space = np.c_[model, np.ones(len(model))] @ view.T
+    depth = -eye_space[:, 2]
+    sx = (
+        size["l"]
+        + dom["x"][0] * size["w"]
+        + 0.5 * (1 + focal * h / w * eye_space[:, 0] / depth) * w
+    )
+    sy = size["t"] + (1 - dom["y"][1]) * size["h"] + 0.5 * (1 - focal * eye_space[:, 1] / depth) * h
+    return np.c_[sx, sy]
+
+
+def project2d(page: Any, data: np.ndarray | None = None) -> np.ndarray:
+    """Screen pixels (relative to #plot) of ``data`` (default: every point) from the axes'
+    ranges, offsets and lengths."""
+    s = page.evaluate(
+        """() => { const L = document.getElementById('plot')._fullLayout;
+            const d = window.embedscope.data;
+            const ax = (a) => ({range: a.range, offset: a._offset, length: a._length});
+            return {x: ax(L.xaxis), y: ax(L.yaxis), xy: [d.x, d.y]}; }"""
+    )
+    x, y = s["x"], s["y"]
+    data = np.array(s["xy"], float).T if data is None else data
+    sx = x["offset"] + (data[:, 0] - x["range"][0]) / np.diff(x["range"]) * x["length"]
+    sy = y["offset"] + (y["range"][1] - data[:, 1]) / np.diff(y["range"]) * y["length"]
+    return np.c_[sx, sy]
+
+
+def clear_box(xy: np.ndarray, centre: np.ndarray, half: float, margin: float = 4.0) -> list:
+    """A box around ``centre`` whose edges pass no nearer than ``margin`` px to any point (so
+    the expected set is unambiguous), grown from ``half`` px."""
+    for grow in np.arange(0, 80, 1.0):
+        x0, y0 = centre - half - grow
+        x1, y1 = centre + half + grow
+        near = lambda v, e: np.abs(v - e) < margin  # noqa: E731
+        if not any(
+            (near(xy[:, 0], e) & (xy[:, 1] > y0 - margin) & (xy[:, 1] < y1 + margin)).any()
+            for e in (x0, x1)
+        ) and not any(
+            (near(xy[:, 1], e) & (xy[:, 0] > x0 - margin) & (xy[:, 0] < x1 + margin)).any()
+            for e in (y0, y1)
+        ):
+            return [x0, y0, x1, y1]
+    raise AssertionError("no clear box: choose other geometry")
+
+
+def in_box(xy: np.ndarray, box: list) -> set[int]:
+    x0, y0, x1, y1 = box
+    inside = (xy[:, 0] > x0) & (xy[:, 0] < x1) & (xy[:, 1] > y0) & (xy[:, 1] < y1)
+    return set(np.flatnonzero(inside).tolist())
+
+
+def drag(p: base.Page, corners: list[tuple[float, float]], keys: tuple[str, ...] = ()) -> set:
+    """A real mouse drag through ``corners`` (plot pixels), holding ``keys``; the selection."""
+    r = p.page.locator("#plot").bounding_box()
+    before = p.page.evaluate("() => window.embedscope.timing.selections")
+    for k in keys:
+        p.page.keyboard.down(k)
+    p.page.mouse.move(r["x"] + corners[0][0], r["y"] + corners[0][1])
+    p.page.mouse.down()
+    for x, y in corners[1:]:
+        p.page.mouse.move(r["x"] + x, r["y"] + y, steps=12)
+    p.page.mouse.up()
+    for k in keys:
+        p.page.keyboard.up(k)
+    p.page.wait_for_function(
+        "(n) => window.embedscope.timing.selections > n", arg=before, timeout=10_000
+    )
+    settle(p)
+    return set(p.page.evaluate("() => window.embedscope.selected()"))
+
+
+def settle(p: base.Page) -> None:
+    """Wait until the map has its final size (the gallery opens below it on a selection)."""
+    p.page.wait_for_function(
+        """() => { const gd = document.getElementById('plot'), L = gd._fullLayout;
+            const r = gd.getBoundingClientRect();
+            return Math.abs(L.width - r.width) < 1 && Math.abs(L.height - r.height) < 1; }"""
+    )
+    p.page.wait_for_timeout(100)  # the 3D camera matrices follow on the next frame
+
+
+def _gap(xy: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Smallest distance in px from the points to the segment a-b."""
+    t = np.clip((xy - a) @ (b - a) / ((b - a) @ (b - a)), 0, 1)
+    return float(np.linalg.norm(xy - (a + t[:, None] * (b - a)), axis=1).min())
+
+
+def box_corners(box: list) -> list[tuple[float, float]]:
+    x0, y0, x1, y1 = box
+    return [(x0, y0), (x1, y1)]
+
+
+def test_box_drag_in_3d_selects_what_the_camera_shows(browser, library, tmp_path) -> None:
+    root, rels = library
+    pts = _points(rels, _grid3d(len(rels)))
+    p = base.Page(browser, write_explorer(pts, root, tmp_path / "b3.html"))
+    # an oblique camera (perspective clearly at work) and fixed axis ranges: plotly's layout
+    # does not report the ranges it draws with when it picks them itself
+    p.page.evaluate(
+        """() => Plotly.relayout('plot', {'scene.camera.eye': {x: 1.7, y: -1.1, z: 0.8},
+            'scene.xaxis.range': [-0.5, 2.5], 'scene.yaxis.range': [-0.5, 2.5],
+            'scene.zaxis.range': [-0.5, 2.5]})"""
+    )
+    p.page.wait_for_timeout(300)
+    xy = project3d(p.page)
+    ours = np.array(p.page.evaluate("() => Array.from(window.embedscope.screenPositions())"))
+    assert np.abs(ours.reshape(-1, 2) - xy).max() < 0.5, "page and test project alike"
+
+    p.page.click("#tool [data-tool='box']")
+    centre = xy.mean(axis=0)
+    first = clear_box(xy, centre - [40, 0], 45)
+    want = in_box(xy, first)
+    assert 2 <= len(want) < len(rels), "the box takes some points, not all"
+    assert drag(p, box_corners(first)) == want
+    assert p.page.locator("body").get_attribute("data-selected") == str(len(want))
+
+    # the gallery opened below the map, which shrank: the points moved on screen
+    xy = project3d(p.page)
+    second = clear_box(xy, xy.mean(axis=0) + [60, 30], 35)  # Shift adds
+    added = in_box(xy, second) - want
+    assert added and drag(p, box_corners(second), ("Shift",)) == want | added
+    third = clear_box(xy, xy.mean(axis=0) - [40, 0], 45)  # Alt removes
+    assert want & in_box(xy, third)
+    assert drag(p, box_corners(third), ("Alt",)) == (want | added) - in_box(xy, third)
+
+    # the camera moves: the same screen box now holds other points, projected anew
+    p.page.evaluate("() => Plotly.relayout('plot', {'scene.camera.eye': {x: -1.5, y: 1.4, z: 1}})")
+    p.page.wait_for_timeout(300)
+    xy = project3d(p.page)
+    last = clear_box(xy, xy.mean(axis=0), 50)
+    assert drag(p, box_corners(last)) == in_box(xy, last)
+    p.assert_safe()
+    p.close()
+
+
+def test_lasso_in_2d_and_every_rule(browser, library, tmp_path) -> None:
+    root, rels = library
+    n = len(rels)
+    grid = np.array([(i % 5, i // 5) for i in range(n)], float)
+    pts = _points(rels, grid)
+    nbrs = np.array([[(i + k) % n for k in range(4)] for i in range(n)])
+    p = base.Page(browser, write_explorer(pts, root, tmp_path / "l2.html", neighbors=nbrs))
+    xy = project2d(p.page)
+    ours = np.array(p.page.evaluate("() => Array.from(window.embedscope.screenPositions())"))
+    assert np.abs(ours.reshape(-1, 2) - xy).max() < 0.5
+
+    # a triangle lasso (drawn in data units) whose edges pass 0.15 grid steps from any point
+    tri = project2d(p.page, np.array([[-0.6, -0.15], [4.6, 2.7], [3.35, 4.15]]))
+    size = p.page.locator("#plot").bounding_box()
+    assert (tri > 0).all() and (tri < [size["width"], size["height"]]).all(), "on the map"
+    assert min(_gap(xy, a, b) for a, b in zip(tri, np.roll(tri, -1, axis=0), strict=True)) > 4
+    want = set(np.flatnonzero(Polygon(tri).contains_points(xy)).tolist())
+    assert 3 <= len(want) < n
+    p.page.click("#tool [data-tool='lasso']")
+    assert drag(p, [tuple(v) for v in [*tri, tri[0]]]) == want
+    # a class hidden in the legend is not drawn, so a lasso does not take it
+    p.page.evaluate(
+        "() => Plotly.restyle('plot', {visible: 'legendonly'}, "
+        "[document.getElementById('plot').data.findIndex(t => t.name === 'blue')])"
+    )
+    xy = project2d(p.page)
+    tri = project2d(p.page, np.array([[-0.6, -0.15], [4.6, 2.7], [3.35, 4.15]]))
+    blue = {i for i, r in enumerate(rels) if r.startswith("blue/")}
+    want = set(np.flatnonzero(Polygon(tri).contains_points(xy)).tolist())
+    assert want & blue and drag(p, [tuple(v) for v in [*tri, tri[0]]]) == want - blue
+    p.page.evaluate("() => Plotly.restyle('plot', {visible: true})")
+
+    def rule(field: str, value: str, op: str | None = None, modifiers: list[str] | None = None):
+        p.page.select_option("#where-field", label=field)
+        if op is None:
+            p.page.select_option("#where-cat", label=value)
+        else:
+            p.page.select_option("#where-op", value=op)
+            p.page.fill("#where-num", value)
+        before = p.page.evaluate("() => window.embedscope.timing.selections")
+        p.page.click("#where-go", modifiers=modifiers or [])
+        p.page.wait_for_function("(n) => window.embedscope.timing.selections > n", arg=before)
+        return set(p.page.evaluate("() => window.embedscope.selected()"))
+
+    red = {i for i, r in enumerate(rels) if r.startswith("red/")}
+    high = set(np.flatnonzero(pts["mislabel_score"] >= 0.6).tolist())
+    assert rule("label", "red") == red
+    assert rule("mislabel_score", "0.6", ">=") == high
+    assert rule("label", "red", modifiers=["Shift"]) == high | red
+    assert rule("label", "red", modifiers=["Alt"]) == high - red
+    assert rule("cluster", "2") == set(range(2, n, 4))
+    assert rule("suggested share", "0.75", "<=") == set(
+        np.flatnonzero(pts["suggested_share"] <= 0.75).tolist()
+    )
+    options = p.page.locator("#where-field option").all_text_contents()
+    assert "suggested_label" not in options and "suggested label" in options
+
+    p.search("GREEN/", 8)
+    p.page.click("#select-search")
+    p.page.wait_for_function("() => document.body.dataset.selected === '8'")
+    assert set(p.page.evaluate("() => window.embedscope.selected()")) == {
+        i for i, r in enumerate(rels) if r.startswith("green/")
+    }
+    p.search("", n)
+
+    p.page.evaluate("() => window.embedscope.pin(5)")
+    p.page.click("#detail button:has-text('Select neighbours')")
+    p.page.wait_for_function("() => document.body.dataset.selected === '4'")
+    assert set(p.page.evaluate("() => window.embedscope.selected()")) == {5, 6, 7, 8}
+    p.page.click("#detail button:has-text('Select its cluster')")
+    p.page.wait_for_function(
+        "(n) => document.body.dataset.selected === String(n)", arg=len(range(1, n, 4))
+    )
+    assert set(p.page.evaluate("() => window.embedscope.selected()")) == set(range(1, n, 4))
+
+    # the selection is highlighted over the dimmed map: a selected point's pixel is its
+    # class colour, a point outside it is washed towards white
+    colours = p.page.evaluate(
+        """() => { const v = document.getElementById('veil'), c = v.getContext('2d'),
+            p = window.embedscope.screenPositions([1, 2]);
+            const at = (k) => c.getImageData(Math.round(p[2*k]), Math.round(p[2*k+1]), 1, 1);
+            return [0, 1].map(k => Array.from(at(k).data)); }"""
+    )
+    assert colours[0][3] == 255 and colours[1][:3] == [255, 255, 255] and 0 < colours[1][3] < 255
+    p.assert_safe()
+    p.close()
+
+
+def _decided(p: base.Page) -> dict[str, int]:
+    return p.page.evaluate(
+        "() => Object.fromEntries(['relabelled', 'dropped', 'tagged'].map(k => "
+        "[k, Number(document.getElementById('decided').dataset[k])]))"
+    )
+
+
+def _download(p: base.Page, button: str, folder: Path | None = None) -> list[list[str]]:
+    """Click ``button``: the downloaded file's name and CSV rows (the file kept in ``folder``)."""
+    with p.page.expect_download() as info:
+        p.page.click(button)
+    if folder is not None:
+        info.value.save_as(folder / info.value.suggested_filename)
+    text = Path(info.value.path()).read_text(encoding="utf-8")
+    return [info.value.suggested_filename, *csv.reader(io.StringIO(text, newline=""))]
+
+
+def test_gallery_decisions_storage_and_downloads(browser, library, tmp_path) -> None:
+    root, rels = library
+    pts = _points(rels, np.random.default_rng(7).normal(size=(len(rels), 3)))
+    pts.loc[len(rels) - 1, "path"] = TWO_LINES
+    paths = pts["path"].tolist()
+    out = write_explorer(pts, root, tmp_path / "g.html", title="curate <me>")
+    p = base.Page(browser, out)
+    p.page.evaluate("() => localStorage.clear()")
+    p.page.evaluate(
+        "(n) => window.embedscope.choose([...Array(n).keys()], 'replace', 0)", len(rels)
+    )
+    p.page.wait_for_selector("#grid .tile")
+    tiles = p.page.locator("#grid .tile")
+    assert tiles.count() == len(rels) and p.page.locator("#gallery-count").text_content() == (
+        f"{len(rels)} images"
+    )
+
+    # every tile shows its label, suggestion and path as text; the hostile name stays text
+    evil = p.page.locator(f"#grid .tile[data-index='{rels.index(EVIL)}']")
+    assert evil.locator(".path").text_content() == EVIL
+    assert evil.locator(".label").text_content() == "<b>bold"
+    assert p.page.locator("#gallery b, #gallery img").count() == 0
+    assert tiles.nth(0).locator(".suggested").text_content() == "suggested: green · 50%"
+
+    # sort by a score, descending
+    p.page.select_option("#sort", label="mislabel_score")
+    p.page.click("#sort-dir")
+    shown = [int(i) for i in tiles.evaluate_all("ts => ts.map(t => t.dataset.index)")]
+    assert shown == list(np.argsort(-pts["mislabel_score"].to_numpy(), kind="stable"))
+
+    # decide: a new label typed for the selection, then one point relabelled, two dropped,
+    # one tagged, each through its tile (a click focuses its point) and the pinned panel
+    order = [int(i) for i in tiles.evaluate_all("ts => ts.map(t => t.dataset.index)")]
+    a, b, c, d = order[:4]
+    p.page.fill("#gallery-decide .new-label", NEW_LABEL)
+    p.page.click("#gallery-decide button:has-text('Set label')")
+    assert _decided(p)["relabelled"] == len(rels)
+    p.page.click("#undo")
+    assert _decided(p) == {"relabelled": 0, "dropped": 0, "tagged": 0}
+
+    def on_tile(i: int, action: str, text: str | None = None) -> None:
+        p.page.locator(f"#grid .tile[data-index='{i}']").click()
+        p.page.wait_for_function(
+            "(i) => document.getElementById('detail').dataset.index == i", arg=i
+        )
+        if text is not None:
+            p.page.fill("#detail .new-" + ("label" if action == "Set label" else "tag"), text)
+        p.page.click(f"#detail button:has-text('{action}')")
+
+    on_tile(a, "Set label", NEW_LABEL)
+    on_tile(b, "Accept suggestion")
+    on_tile(c, "Drop")
+    on_tile(d, "Drop")
+    on_tile(d, "Add tag", "blurry; check later")
+    assert _decided(p) == {"relabelled": 2, "dropped": 2, "tagged": 1}
+    assert p.page.locator(f"#grid .tile[data-index='{a}'] .label").text_content() == NEW_LABEL
+    assert p.page.locator(f"#grid .tile[data-index='{c}'].dropped").count() == 1
+    legend = p.page.locator(".legendtext").all_text_contents()
+    assert NEW_LABEL in legend, "the new label has a legend entry"
+    assert {"relabelled · 2", "dropped · 2", "tagged · 1"} <= set(legend)
+
+    # the larger view: the atlas cell scaled up, and the page says that is what it is
+    p.page.click("#detail button:has-text('Enlarge')")
+    big = p.page.locator("#lightbox:not([hidden])")
+    assert big.locator(".thumb").evaluate("t => t.style.width") == "384px"
+    assert "thumbnail stored in this page" in big.text_content()
+    assert big.locator(".path").text_content() == paths[d]
+    big.click()
+    assert p.page.locator("#lightbox").is_hidden()
+
+    suggested = pts["suggested_label"][b]
+    want = sorted(
+        [
+            [paths[a], NEW_LABEL, ""],
+            [paths[b], suggested if suggested != pts["label"][b] else "", ""],
+            [paths[c], "", "drop"],
+            [paths[d], "", "drop;blurry;check later"],
+        ]
+    )
+    want = [r for r in want if r[1] or r[2]]
+    name, head, *rows = _download(p, "#download-decisions")
+    assert name == "decisions.csv" and head == ["path", "label", "tags"] and rows == want
+    assert a == len(rels) - 1 and [TWO_LINES, NEW_LABEL, ""] in rows, "quoted, line break kept"
+    frame = pd.read_csv(io.StringIO(p.page.evaluate("() => window.embedscope.decisionsCsv()")))
+    assert list(frame.columns) == ["path", "label", "tags"] and len(frame) == len(want)
+
+    name, head, *rows = _download(p, "#download-selection")
+    assert name == "selection.csv" and len(rows) == len(rels)
+    assert head == ["path", "label", "x", "y", "z", "mislabel_score", "cluster"] + [
+        "suggested_label", "suggested_share", "new_label", "tags",
+    ]  # fmt: skip
+    assert rows[rels.index(EVIL)][0] == EVIL
+
+    # the same report in the same browser remembers; "clear" forgets (and undo restores)
+    reload(p)
+    assert _decided(p) == {"relabelled": 2, "dropped": 2, "tagged": 1}
+    assert "Saved in this browser" in p.page.locator("#storage").text_content()
+    p.page.click("#clear-decisions")
+    assert _decided(p) == {"relabelled": 0, "dropped": 0, "tagged": 0}
+    assert p.page.locator("#download-decisions").is_disabled()
+    p.page.click("#undo")
+    assert _decided(p)["dropped"] == 2
+    p.page.click("#clear-decisions")
+    reload(p)
+    assert _decided(p) == {"relabelled": 0, "dropped": 0, "tagged": 0}
+
+    # another report (other labels) never sees these decisions
+    other = write_explorer(
+        pts.assign(label="blue"), root, tmp_path / "g2.html", title="curate <me>"
+    )
+    keys = [_key(out), _key(other)]
+    assert keys[0] != keys[1] and keys[0].startswith("curate <me> · ")
+    p.assert_safe()
+    p.close()
+
+
+def reload(p: base.Page) -> None:
+    p.page.reload()
+    p.page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+
+
+def _key(page: Path) -> str:
+    return base._data(page.read_text(encoding="utf-8"))["key"]
+
+
+def test_page_without_suggestions_has_no_suggestion_controls(browser, library, tmp_path) -> None:
+    root, rels = library
+    pts = _points(rels, np.zeros((len(rels), 2)) + np.arange(len(rels))[:, None], suggest=False)
+    out = write_explorer(pts, root, tmp_path / "n.html")
+    assert base._data(out.read_text(encoding="utf-8"))["suggested"] is None
+    p = base.Page(browser, out)
+    p.page.evaluate("() => window.embedscope.choose([0, 1], 'replace', 0)")
+    p.page.wait_for_selector("#grid .tile")
+    assert p.page.locator("button:has-text('Accept suggestion'), .suggested").count() == 0
+    p.assert_safe()
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def sample_report(tmp_path_factory: pytest.TempPathFactory, builtin_cache: Path) -> Any:
+    """The built-in sample through the real stages (ingest, MobileNetV2, PCA 3D, analyse) to
+    its explorer.html, as 04_explore writes it; the layout comes along."""
+    from embedscope.analyse import analyse
+    from embedscope.embed import embed
+    from embedscope.ingest import ingest, load_manifest
+    from embedscope.layout import Layout
+    from embedscope.reduce import project
+
+    work = tmp_path_factory.mktemp("sample")
+    layout = Layout("sample", work / "data", work / "reports")
+    ingest("sample", layout)
+    embed(layout, "mobilenet_v2", progress=False)
+    coords, _ = project(layout, "pca", 3, model="mobilenet_v2", random_state=0)
+    _, per_image = analyse(layout, "mobilenet_v2")
+    _, root = load_manifest(layout)
+    extra = ("cluster", "mislabel_score", "outlier_score", "suggested_label", "suggested_share")
+    points = coords.assign(**{k: per_image[k] for k in extra if k in per_image})
+    write_explorer(points, root, layout.explorer, title="sample", neighbors=per_image["neighbors"])
+    return layout
+
+
+def test_sample_flags_in_3d_relabel_three_drop_two(browser, sample_report, tmp_path) -> None:
+    """The browser half of the round trip: box-select part of the flags cluster in 3D, relabel
+    three, drop two, download decisions.csv (01_download's ``decisions`` input) and apply it
+    to the sample's manifest as the next run does."""
+    from embedscope.decisions import apply_decisions, read_decisions
+    from embedscope.ingest import load_manifest
+
+    p = base.Page(browser, sample_report.explorer)
+    data = p.page.evaluate("() => window.embedscope.data")
+    labels = np.array(data["classes"])[data["label"]]
+    xyz = np.array([data["x"], data["y"], data["z"]], float).T
+    lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+    ranges = {f"scene.{a}axis.range": [lo[k], hi[k]] for k, a in enumerate("xyz")}
+    p.page.evaluate("(r) => Plotly.relayout('plot', r)", ranges)
+    settle(p)
+    xy = project3d(p.page)
+    flags = labels == "flags"
+    assert flags.sum() > 20
+    centre = np.median(xy[flags], axis=0)
+    for half in range(10, 80, 4):  # a box in the flags cluster: mostly flags, at least five
+        box = clear_box(xy, centre, half)
+        inside = sorted(in_box(xy, box))
+        if sum(flags[inside]) >= 5:
+            break
+    assert flags[inside].mean() > 0.5, "the box sits in the flags cluster"
+    p.page.click("#tool [data-tool='box']")
+    assert drag(p, box_corners(box)) == set(inside)
+
+    chosen = [i for i in inside if flags[i]][:5]
+    tiles = p.page.locator("#grid .tile")
+    assert tiles.count() == len(inside)
+    for k, i in enumerate(chosen):
+        p.page.locator(f"#grid .tile[data-index='{i}']").click()
+        p.page.wait_for_function(
+            "(i) => document.getElementById('detail').dataset.index == i", arg=i
+        )
+        if k < 3:
+            p.page.fill("#detail .new-label", "symbols")
+            p.page.click("#detail button:has-text('Set label')")
+        else:
+            p.page.click("#detail button:has-text('Drop')")
+    assert _decided(p) == {"relabelled": 3, "dropped": 2, "tagged": 0}
+
+    name, head, *rows = _download(p, "#download-decisions", tmp_path)
+    paths = [data["path"][i] for i in chosen]
+    assert name == "decisions.csv" and head == ["path", "label", "tags"]
+    assert rows == sorted(
+        [[q, "symbols", ""] for q in paths[:3]] + [[q, "", "drop"] for q in paths[3:]]
+    )
+    assert all((SAMPLE_DIR / q).is_file() for q in paths), "paths relative to the dataset root"
+    p.assert_safe()
+    p.close()
+
+    manifest, _ = load_manifest(sample_report)
+    applied, report = apply_decisions(manifest, read_decisions(tmp_path / "decisions.csv"))
+    assert (report["relabelled"], report["dropped"], report["unknown"]) == (3, 2, 0)
+    changed = applied.set_index("path").loc[paths]
+    assert changed["label"].tolist()[:3] == ["symbols"] * 3
+    assert changed["reason"].tolist()[3:] == ["dropped by decision"] * 2

@@ -1,0 +1,504 @@
+"""The fault matrix (README, "Faults survived"): each test provokes one fault for real — odd
+file names, damaged caches, SIGKILL mid-stage, a full disk, files changing under a run — and
+checks the kit's promise: a clear line or a recorded skip, nothing lost, re-runs equal."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import make_classes, png_bytes, tiny_vit
+
+from embedscope.analyse import analyse
+from embedscope.embed import NOT_AS_INGESTED, _shard_digest, embed
+from embedscope.explore import write_explorer
+from embedscope.ingest import SourceError, ingest, load_manifest
+from embedscope.layout import Layout, load_embeddings, os_path, update_metrics
+from embedscope.reduce import project
+from embedscope.tables import image_table
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tiny_vit(tmp_path_factory.mktemp("model") / "vit"))
+
+
+def _dataset(tmp_path: Path, name: str = "tiny", per_class: int = 4, size: int = 48) -> Layout:
+    images = tmp_path / "images"
+    if not images.exists():
+        make_classes(images, per_class=per_class, size=size)
+    layout = Layout(name, tmp_path / "data", tmp_path / "reports")
+    ingest(str(images), layout)
+    return layout
+
+
+def _embed(layout: Layout, model: str, **kw) -> dict:
+    """float32 everywhere, so in-process and subprocess runs share one model folder; shards
+    of 4 images, so a dataset has several."""
+    kw = {"batch_size": 4, "shard_size": 4, **kw}
+    return embed(layout, model, precision="fp32", progress=False, **kw)
+
+
+def _shards(layout: Layout) -> list[Path]:
+    return sorted((layout.data_dir / "embeddings").rglob("shards/*.npz"))
+
+
+def _set_aside(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.damaged-*"))
+
+
+def _litter(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.tmp"))
+
+
+def _python(script: str, *args: object, **popen) -> subprocess.Popen:
+    """A stage in its own process group, so a SIGKILL takes it and any worker it started."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, args)], start_new_session=True, **popen
+    )
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it had finished already
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+# --- file names the OS can hold ---------------------------------------------------------------
+
+ODD_NAMES = {  # bytes on disk -> the manifest's text
+    b"odd/\xff\xfe.png": "odd/\\xff\\xfe.png",
+    b"odd/new\nline.png": "odd/new\\x0aline.png",
+    b"odd/-rf.png": "odd/-rf.png",
+    b"odd/--help.png": "odd/--help.png",
+    b"odd/" + b"n" * 251 + b".png": "odd/" + "n" * 251 + ".png",
+    b"odd/back\\slash.png": "odd/back\\\\slash.png",
+    b"cl\xe9s/latin1.png": "cl\\xe9s/latin1.png",
+}
+
+
+def test_any_file_name_is_embedded_and_shown_as_text(tmp_path: Path, vit: str) -> None:
+    """Crash 1 of issue 14: a name with the bytes \\xff\\xfe ended 01_download (ingest) with
+    UnicodeEncodeError. Every name the OS can hold now goes through as escaped text."""
+    images = make_classes(tmp_path / "images", per_class=2)
+    for k, name in enumerate(ODD_NAMES):
+        path = os.path.join(os.fsencode(images), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(png_bytes(colour=(k * 30, 255 - k * 30, 7)))
+    layout = Layout("odd", tmp_path / "data", tmp_path / "reports")
+    manifest = ingest(str(images), layout)
+    odd = manifest[~manifest["label"].isin(["red", "green", "blue"])]
+    assert set(odd["path"]) == set(ODD_NAMES.values())
+    assert (odd["status"] == "ok").all(), odd[["path", "reason"]]
+    assert "cl\\xe9s" in set(odd["label"])
+    for text, raw in zip(ODD_NAMES.values(), ODD_NAMES, strict=True):
+        assert os.fsencode(os_path(images, text)) == os.path.join(os.fsencode(images), raw)
+
+    facts = _embed(layout, vit)
+    assert facts["images"] == len(manifest) and facts["skipped_files"] == []
+    points, _ = project(layout, "pca", 2)
+    out = write_explorer(points, images, layout.explorer)
+    page = out.read_text(encoding="utf-8")
+    assert json.dumps("odd/\\xff\\xfe.png") in page and "\n" not in "".join(points["path"])
+    table = image_table(points[points["path"].isin(ODD_NAMES.values())], images)._repr_html_()
+    assert "unreadable" not in table and table.count("<img") == len(ODD_NAMES)
+
+
+def test_a_named_pipe_among_the_images_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    images = make_classes(tmp_path / "images", per_class=2)
+    os.mkfifo(images / "red" / "pipe.png")
+    manifest = ingest(str(images), Layout("pipe", tmp_path / "data", tmp_path / "reports"))
+    row = manifest.set_index("path").loc["red/pipe.png"]
+    assert (row["status"], row["reason"]) == (
+        "skipped",
+        "not a regular file (named pipe, device or socket)",
+    )
+    assert (manifest["status"] == "ok").sum() == 6
+
+
+# --- damaged caches ----------------------------------------------------------------------------
+
+
+def test_truncated_shard_is_set_aside_and_its_images_embedded_again(
+    tmp_path: Path, vit: str, capfd: pytest.CaptureFixture
+) -> None:
+    """Crash 2 of issue 14: a truncated shard made every later 02_embed end with BadZipFile."""
+    layout = _dataset(tmp_path)
+    _embed(layout, vit)
+    before = np.array(load_embeddings(layout).vectors)
+    victim = _shards(layout)[1]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    capfd.readouterr()
+    again = _embed(layout, vit)
+    said = [line for line in capfd.readouterr().err.splitlines() if "damaged" in line]
+    assert len(said) == 1 and victim.name in said[0] and "set aside" in said[0]
+    assert again["embedded_now"] == 4 and again["images"] == 12
+    (kept,) = _set_aside(victim.parent)
+    assert kept.read_bytes() == data[: len(data) // 2]  # renamed, never deleted
+    np.testing.assert_allclose(load_embeddings(layout).vectors, before, atol=1e-6)
+
+
+def _rewrite(path: Path, change: Callable[[dict], None], *, redigest: bool) -> None:
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    if redigest:  # a shard whose digest agrees with contents that are still wrong
+        arrays["digest"] = np.array(_shard_digest(arrays))
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+TAMPERING = {
+    "vectors edited": (lambda a: a["vectors"].__setitem__((0, 0), 9.0), False),
+    "a hash dropped": (lambda a: a.update(sha256=a["sha256"][:-1]), True),
+    "other dimension": (lambda a: a.update(vectors=a["vectors"][:, :-1].copy()), True),
+    "another model's": (lambda a: a.update(model_key=np.array("other-123456789abc")), True),
+    "not a sha256": (lambda a: a["sha256"].__setitem__(0, "z" * 64), True),
+}
+
+
+@pytest.mark.parametrize("how", TAMPERING)
+def test_a_shard_that_does_not_hold_what_it_claims_is_refused(
+    tmp_path: Path, vit: str, how: str
+) -> None:
+    layout = _dataset(tmp_path)
+    _embed(layout, vit)
+    before = np.array(load_embeddings(layout).vectors)
+    change, redigest = TAMPERING[how]
+    _rewrite(_shards(layout)[0], change, redigest=redigest)
+    again = _embed(layout, vit)
+    assert again["embedded_now"] == 4 and len(_set_aside(layout.data_dir)) == 1
+    np.testing.assert_allclose(load_embeddings(layout).vectors, before, atol=1e-6)
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"\x00garbage" * 7)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _rerun(layout: Layout, vit: str, first: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The stages again from notebook ``first`` ("01" or "03"), as ``make run-all`` would."""
+    if first == "01":
+        ingest(str(layout.data_root.parent / "images"), layout)
+        assert _embed(layout, vit)["embedded_now"] == 0  # shards still good
+    coords, _ = project(layout, "pca", 3)
+    _, per_image = analyse(layout, k=3)
+    update_metrics(layout.metrics, "faults", {"ok": True})
+    return coords, per_image["neighbors"]
+
+
+CACHE_FILES = {  # file -> how it is damaged, and which notebook the re-run starts from
+    "manifest.parquet": (_garbage, "01"),
+    "source.json": (_truncate, "01"),
+    "embeddings/index.json": (_truncate, "01"),
+    "embeddings/*/vectors.npy": (_truncate, "01"),
+    "embeddings/*/rows.parquet": (_garbage, "03"),  # rebuilt from shards, no model needed
+    "projections/*/*.parquet": (_garbage, "03"),
+    "projections/*/*.json": (_truncate, "03"),
+    "analysis/*/neighbors.npz": (_truncate, "03"),
+    "metrics.json": (_truncate, "03"),
+}
+
+
+@pytest.mark.parametrize("pattern", CACHE_FILES)
+def test_a_damaged_cache_file_is_set_aside_and_rebuilt(
+    tmp_path: Path, vit: str, pattern: str, capfd: pytest.CaptureFixture
+) -> None:
+    layout = _dataset(tmp_path)
+    _embed(layout, vit)
+    coords, near = _rerun(layout, vit, "03")
+    folder = layout.reports_dir if pattern == "metrics.json" else layout.data_dir
+    (victim,) = folder.glob(pattern)
+    damage, first = CACHE_FILES[pattern]
+    damage(victim)
+    capfd.readouterr()
+    coords2, near2 = _rerun(layout, vit, first)
+    said = [line for line in capfd.readouterr().err.splitlines() if "damaged" in line]
+    assert len(said) == 1 and str(victim) in said[0], said
+    assert len(_set_aside(folder)) == 1 and victim.exists()
+    pd.testing.assert_frame_equal(coords2, coords)
+    np.testing.assert_array_equal(near2, near)
+
+
+def test_a_damaged_manifest_stops_a_later_stage_with_one_sentence(tmp_path: Path, vit: str) -> None:
+    layout = _dataset(tmp_path)
+    _garbage(layout.manifest)
+    with pytest.raises(SourceError, match=r"^no usable manifest at .*: run 01_download for"):
+        _embed(layout, vit)
+    assert len(_set_aside(layout.data_dir)) == 1
+
+
+# --- files that change or vanish under a run ---------------------------------------------------
+
+
+def test_a_file_changed_after_ingest_is_never_cached_under_its_old_hash(
+    tmp_path: Path, vit: str
+) -> None:
+    layout = _dataset(tmp_path)
+    images = tmp_path / "images"
+    changed, gone = images / "red" / "red_0.png", images / "green" / "green_0.png"
+    old_sha = load_manifest(layout)[0].set_index("path").loc["red/red_0.png", "sha256"]
+    changed.write_bytes(png_bytes(colour=(1, 2, 3)))  # a valid image, other bytes
+    kept = gone.read_bytes(), gone.stat()
+    gone.unlink()
+    facts = _embed(layout, vit)
+    reasons = {s["path"]: s["reason"] for s in facts["skipped_files"]}
+    assert set(reasons) == {"red/red_0.png", "green/green_0.png"}
+    assert all(r.startswith(NOT_AS_INGESTED) for r in reasons.values())
+    for shard in _shards(layout):
+        with np.load(shard) as z:
+            assert old_sha not in z["sha256"] and old_sha not in z["failed_sha256"]
+    gone.write_bytes(kept[0])  # the vanished file comes back as it was
+    os.utime(gone, ns=(kept[1].st_atime_ns, kept[1].st_mtime_ns))
+    assert _embed(layout, vit)["embedded_now"] == 1  # the skip was not cached
+    ingest(str(images), layout)  # the changed file, hashed again
+    facts = _embed(layout, vit)
+    assert facts["embedded_now"] == 1 and facts["images"] == 12 and not facts["skipped_files"]
+
+
+_EMBED = """
+import sys
+from embedscope.embed import embed
+from embedscope.layout import DiskFull, Layout
+try:
+    embed(Layout(sys.argv[1], sys.argv[2], sys.argv[3]), sys.argv[4], batch_size=4,
+          shard_size=int(sys.argv[5]), num_workers=0, progress=False, precision="fp32")
+except DiskFull as exc:
+    print(exc, flush=True)
+    sys.exit(3)
+"""
+
+
+def test_a_source_that_disappears_mid_run_is_skipped_then_resumed(tmp_path: Path, vit: str) -> None:
+    layout = _dataset(tmp_path, "gone", per_class=20, size=320)  # decoding sets the pace
+    images, away = tmp_path / "images", tmp_path / "moved-away"
+    proc = _python(_EMBED, "gone", layout.data_root, layout.reports_root, vit, 4)
+    deadline = time.time() + 120
+    while time.time() < deadline and not _shards(layout):
+        time.sleep(0.002)
+    images.rename(away)  # an unmounted share, a moved folder
+    assert proc.wait(timeout=300) == 0, "the run must finish, not crash"
+    (facts_path,) = (layout.data_dir / "embeddings").glob("*/embed.json")
+    skipped = json.loads(facts_path.read_text())["skipped_files"]
+    assert 0 < len(skipped) < 60, "the folder must vanish midway"
+    assert all(s["reason"].startswith(NOT_AS_INGESTED) for s in skipped)
+    away.rename(images)
+    facts = _embed(layout, vit)
+    assert facts["embedded_now"] == len(skipped) and facts["images"] == 60
+
+
+def test_concurrent_runs_both_finish_with_the_same_result(tmp_path: Path, vit: str) -> None:
+    layout = _dataset(tmp_path, per_class=8)
+    runs = [_python(_EMBED, "tiny", layout.data_root, layout.reports_root, vit, 2) for _ in "ab"]
+    assert [p.wait(timeout=300) for p in runs] == [0, 0]
+    fresh = _dataset(tmp_path, "fresh", per_class=8)
+    _embed(fresh, vit)
+    a, b = load_embeddings(layout), load_embeddings(fresh)
+    assert list(a.rows["sha256"]) == list(b.rows["sha256"])
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)
+    assert not _set_aside(tmp_path) and not _litter(tmp_path)
+
+
+# --- SIGKILL at every stage --------------------------------------------------------------------
+
+_INGEST = """
+import sys
+from embedscope.ingest import ingest
+from embedscope.layout import Layout
+ingest(sys.argv[1], Layout("scan", sys.argv[2], sys.argv[3]), workers=1)
+"""
+
+
+def _reading_under(pid: int, folder: Path) -> bool:
+    """True while process ``pid`` has a file under ``folder`` open (Linux /proc)."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(str(os.readlink(fds / fd)).startswith(str(folder)) for fd in os.listdir(fds))
+    except OSError:  # an fd closed between listing and reading it
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
+def test_killed_during_the_manifest_scan_then_rerun_equals_an_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    images = make_classes(tmp_path / "images", per_class=100, size=128)
+    data, reports = tmp_path / "data", tmp_path / "reports"
+    proc = _python(_INGEST, images, data, reports)
+    deadline = time.time() + 120
+    watched = images.resolve()
+    while time.time() < deadline and proc.poll() is None and not _reading_under(proc.pid, watched):
+        pass
+    assert proc.poll() is None, "the scan must be killed while it reads images"
+    _kill(proc)
+    layout = Layout("scan", data, reports)
+    assert not layout.manifest.exists()
+    rerun = ingest(str(images), layout)
+    fresh = ingest(str(images), Layout("fresh", data, reports))
+    pd.testing.assert_frame_equal(rerun, fresh)
+    assert not _litter(tmp_path)
+
+
+_PROJECT = """
+import sys
+from embedscope.layout import Layout
+from embedscope.reduce import project
+print("projecting", flush=True)
+project(Layout("tiny", sys.argv[1], sys.argv[2]), "umap", 2)
+"""
+
+
+def test_killed_during_a_projection_then_rerun_equals_an_uninterrupted_run(
+    tmp_path: Path, vit: str
+) -> None:
+    layout = _dataset(tmp_path)
+    _embed(layout, vit)
+    proc = _python(_PROJECT, layout.data_root, layout.reports_root, stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"projecting"
+    time.sleep(0.5)  # importing umap and compiling its numba code alone takes seconds
+    assert proc.poll() is None, "the projection must be killed while it runs"
+    _kill(proc)
+    assert not list((layout.data_dir / "projections").rglob("*.parquet"))
+    rerun, facts = project(layout, "umap", 2)
+    assert not facts["cached"]
+    fresh = _dataset(tmp_path, "fresh")
+    _embed(fresh, vit)
+    uninterrupted, _ = project(fresh, "umap", 2)
+    np.testing.assert_allclose(rerun[["x", "y"]], uninterrupted[["x", "y"]], atol=1e-4)
+    assert not _litter(tmp_path)
+
+
+_EXPLORE = """
+import sys
+import pandas as pd
+from embedscope.explore import write_explorer
+from embedscope.layout import DiskFull
+try:
+    write_explorer(pd.read_parquet(sys.argv[1]), sys.argv[2], sys.argv[3], title="t")
+except DiskFull as exc:
+    print(exc, flush=True)
+    sys.exit(3)
+"""
+
+
+def _explorer_case(tmp_path: Path, vit: str) -> tuple[Path, Path, Path]:
+    """Projected points in a file a subprocess can read, their images, and an explorer.html
+    that a previous run left."""
+    layout = _dataset(tmp_path)
+    _embed(layout, vit)
+    coords, _ = project(layout, "pca", 3)
+    points = layout.data_dir / "points.parquet"
+    coords.to_parquet(points)
+    out = layout.reports_dir / "explorer.html"
+    out.parent.mkdir(parents=True)
+    out.write_text("the previous explorer")
+    return points, tmp_path / "images", out
+
+
+def test_killed_during_the_explorer_write_then_rerun_equals_an_uninterrupted_run(
+    tmp_path: Path, vit: str
+) -> None:
+    points, images, out = _explorer_case(tmp_path, vit)
+    proc = _python(_EXPLORE, points, images, out)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not _litter(out.parent):
+        pass
+    _kill(proc)  # while its temp file exists, or just after, when the write is quicker
+    after_kill = out.read_bytes()
+    rerun = write_explorer(pd.read_parquet(points), images, out, title="t")
+    fresh = write_explorer(pd.read_parquet(points), images, tmp_path / "fresh.html", title="t")
+    assert after_kill in (b"the previous explorer", fresh.read_bytes())  # never half a page
+    assert rerun.read_bytes() == fresh.read_bytes()
+    assert not _litter(tmp_path)
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from embedscope.layout import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half a file")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_temp_file_of_a_writer_killed_mid_write_is_swept_by_the_next_write(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "out" / "rows.parquet"
+    proc = _python(_KILLED_WRITER, target)
+    assert proc.wait() == -signal.SIGKILL
+    assert len(_litter(tmp_path)) == 1 and not target.exists()
+    update_metrics(tmp_path / "out" / "metrics.json", "x", 1)  # any later write in the folder
+    assert not _litter(tmp_path) and not target.exists()
+
+
+# --- a full disk -------------------------------------------------------------------------------
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """Simulates a full disk with RLIMIT_FSIZE (no privileges needed, unlike a small tmpfs):
+    with SIGXFSZ ignored, a write past ``limit`` bytes fails with EFBIG as ENOSPC would."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_full_disk_while_embedding_says_where_and_how_much_then_resumes(
+    tmp_path: Path, vit: str
+) -> None:
+    fresh = _dataset(tmp_path, "fresh", per_class=14)
+    _embed(fresh, vit)
+    shard = max(p.stat().st_size for p in _shards(fresh))
+    vectors = next((fresh.data_dir / "embeddings").glob("*/vectors.npy")).stat().st_size
+    assert shard < vectors, "the limit must let shards through and stop vectors.npy"
+    layout = _dataset(tmp_path, "full", per_class=14)
+    proc = _python(
+        _EMBED, "full", layout.data_root, layout.reports_root, vit, 4,
+        stdout=subprocess.PIPE, text=True, preexec_fn=_file_size_limit((shard + vectors) // 2),
+    )  # fmt: skip
+    said, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 3
+    (out_dir,) = (layout.data_dir / "embeddings").glob("*-*")
+    assert said.strip().splitlines() == [said.strip()]
+    assert said.startswith(f"no room to write vectors.npy in {out_dir}: it needs about ")
+    assert not (out_dir / "vectors.npy").exists() and not _litter(tmp_path)
+    resumed = _embed(layout, vit)  # space freed
+    assert resumed["embedded_now"] == 0 and resumed["from_cache"] == 42
+    np.testing.assert_allclose(
+        load_embeddings(layout).vectors, load_embeddings(fresh).vectors, atol=1e-6
+    )
+
+
+def test_a_full_disk_while_writing_the_explorer_keeps_the_old_page(
+    tmp_path: Path, vit: str
+) -> None:
+    points, images, out = _explorer_case(tmp_path, vit)
+    proc = _python(
+        _EXPLORE, points, images, out,
+        stdout=subprocess.PIPE, text=True, preexec_fn=_file_size_limit(1_000_000),
+    )  # fmt: skip
+    said, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 3, said
+    assert said.startswith(f"no room to write explorer.html in {out.parent}: it needs about ")
+    assert out.read_text() == "the previous explorer" and not _litter(tmp_path)
+    page = write_explorer(pd.read_parquet(points), images, out, title="t")
+    assert page.stat().st_size > 1_000_000
