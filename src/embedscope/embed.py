@@ -1,6 +1,7 @@
 """Stage 2 — embed: one pooled vector per manifest image, streamed to disk and cached.
 
-Images are decoded and preprocessed in DataLoader worker processes while the model runs.
+Images are decoded (to uint8, see :mod:`embedscope.pixels`) in DataLoader worker processes
+while the model runs.
 Vectors are written in shards as they come, keyed by the image's sha256, under a folder named
 after the model identity, so re-running embeds nothing, adding images embeds only those, and a
 killed run resumes from its last complete shard. The final output is two files anyone can open:

@@ -5,10 +5,13 @@ format and the final ``vectors.npy`` + ``rows.parquet`` are :mod:`embedscope.emb
 every later stage, the cache and resume work unchanged:
 
 * the images still to embed become a Ray Dataset of manifest rows (hash, path);
-* decoding + preprocessing run in Ray tasks (``map_batches`` with a function); a file that
-  fails to decode becomes a row carrying its reason, never an error;
-* the model runs in an actor pool (``ActorPoolStrategy``): one model per actor, one GPU per
-  actor when the cluster has GPUs. On a CPU-only Ray both steps ask for the same resources, so
+* decoding (draft-scale, to uint8 at the model's geometry) runs in Ray tasks (``map_batches``
+  with a function); a file that fails to decode becomes a row carrying its reason, never an
+  error;
+* the model runs in an actor pool (``ActorPoolStrategy``) through the local engine's
+  :class:`~embedscope.embed.Encoder` (normalised on the actor's device, at the precision
+  ``plan`` chose on the driver): one model per actor, one GPU per actor when the cluster
+  has GPUs. On a CPU-only Ray both steps ask for the same resources, so
   Ray Data fuses them into the actors (no pixels travel between processes);
 * the driver streams the vectors back and writes them in shards as they come, so a killed
   driver resumes from its last complete shard.
