@@ -2,8 +2,11 @@
 
 Ratios taken in the same run on the same images are what we compare (these machines are shared
 and noisy): the kit against the older project's approach, against ``transformers.pipeline`` and
-against the model's bare forward pass on already-decoded tensors (the ceiling); and the Ray
-engine against the local one. Writes ``reports/bench/bench.json`` and ``reports/bench/bench.md``.
+against the model's bare forward pass on already-decoded tensors (the ceiling); on camera-sized
+JPEGs against the older approach (``photos``); per model, how far the precision ``auto``
+tries moves the analysis from float32 on the sample; and the Ray engine against the local one.
+``--device cuda`` runs the embedding sections on a GPU. Writes ``reports/bench/bench.json`` and
+``reports/bench/bench.md``.
 """
 
 from __future__ import annotations
@@ -23,12 +26,16 @@ import torch
 from PIL import Image
 
 from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
-from embedscope.embed import embed, pool, resolve_pooling, resolve_precision
+from embedscope.embed import Encoder, embed, embedded, resolve_pooling
 from embedscope.embed_ray import start_local_ray
 from embedscope.images import load_rgb
 from embedscope.ingest import ingest
 from embedscope.layout import Layout, read_json, write_json
 from embedscope.models import builtin_model_dir, load_model
+from embedscope.pixels import checked_pixels
+from embedscope.precision import PRECISIONS, agreement, candidate
+
+SHORT = {long: short for short, long in PRECISIONS.items()}
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,12 +49,28 @@ def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, dest)
         paths[i] = dest
-    base = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
-    for i in range(len(paths), n):
+    for i in range(len(paths), n):  # each one distinct: the kit embeds a content once
         dest = folder / f"generated-{i % 8}" / f"img{i:05d}.jpg"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        arr = np.roll(base, i, axis=1) // (1 + i % 3)
+        arr = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
         Image.fromarray(arr).resize((640, 480), Image.BILINEAR).save(dest, quality=85)
+        paths.append(dest)
+    return paths
+
+
+def make_photos(folder: Path, n: int, size: tuple[int, int] = (4000, 3000)) -> list[Path]:
+    """``n`` distinct camera-sized JPEGs (quality 90) in 4 class folders: smooth shapes plus
+    sensor-like noise, so the files are as large and as slow to decode as real photos."""
+    rng = np.random.default_rng(6)
+    noise = rng.integers(-8, 9, (size[1], size[0], 3), dtype=np.int16)
+    paths = []
+    for i in range(n):
+        dest = folder / f"camera-{i % 4}" / f"IMG_{i:04d}.jpg"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+        arr = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BICUBIC), np.int16)
+        arr += np.roll(noise, i * 7, axis=1)
+        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(dest, quality=90)
         paths.append(dest)
     return paths
 
@@ -63,53 +86,74 @@ def vit_b16_dir(folder: Path) -> Path:
     return folder
 
 
-def old_approach(model_dir: str, paths: list[Path]) -> float:
+def old_approach(model_dir: str, paths: list[Path], device: str = "cpu") -> float:
     """The older scripts project: PIL decode in the main thread, one image at a time, the
     image processor, float32, and the flattened last_hidden_state kept in memory."""
-    net, processor, _ = load_model(model_dir)
+    net, processor, _ = load_model(model_dir, device=device)
     kept = []
     t0 = time.perf_counter()
     with torch.no_grad():
         for p in paths:
             im = Image.open(p).convert("RGB")
-            out = net(**processor(images=im, return_tensors="pt"))
-            kept.append(out.last_hidden_state.flatten().numpy())
+            out = net(**processor(images=im, return_tensors="pt").to(device))
+            kept.append(out.last_hidden_state.flatten().cpu().numpy())
     return len(paths) / (time.perf_counter() - t0)
 
 
-def pipeline_approach(model_dir: str, paths: list[Path], batch_size: int) -> float:
+def pipeline_approach(model_dir: str, paths: list[Path], batch_size: int, device: str) -> float:
     from transformers import pipeline
 
-    net, processor, _ = load_model(model_dir)
-    pipe = pipeline("image-feature-extraction", model=net, image_processor=processor, device="cpu")
+    net, processor, _ = load_model(model_dir, device=device)
+    pipe = pipeline("image-feature-extraction", model=net, image_processor=processor, device=device)
     t0 = time.perf_counter()
     list(pipe([str(p) for p in paths], batch_size=batch_size, pool=hasattr(net, "pooler")))
     return len(paths) / (time.perf_counter() - t0)
 
 
-def ceiling(model_dir: str, paths: list[Path], batch_size: int) -> float:
-    """Bare forward passes on already-decoded tensors at the kit's precision and layout."""
-    net, processor, _ = load_model(model_dir)
-    pooling = resolve_pooling(net)
-    dtype = resolve_precision("auto", torch.device("cpu"), net)
-    px = processor(images=[load_rgb(p) for p in paths], return_tensors="pt")["pixel_values"]
-    channels_last = dtype is None and any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-        px = px.contiguous(memory_format=torch.channels_last)
-    batches = list(px.split(batch_size))
-    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-        pool(net, batches[0], pooling)  # warm-up: oneDNN picks kernels on the first call
-        t0 = time.perf_counter()
-        for b in batches:
-            pool(net, b, pooling)
+def _encoder(model_dir: str, device: str, precision: str) -> Encoder:
+    """The kit's own forward (pooling, layout, precision) without its loader."""
+    net, processor, _ = load_model(model_dir, device=device)
+    pixels = checked_pixels(processor, None)
+    return Encoder(net, resolve_pooling(net), torch.device(device), pixels, precision)
+
+
+def _pixel_batches(encoder: Encoder, paths: list[Path], batch_size: int) -> list[tuple]:
+    """Loader-shaped batches ``(ids, pixels, failures)`` of processor output on the device."""
+    px = encoder.pixels.processor(images=[load_rgb(p) for p in paths], return_tensors="pt")
+    batches = px["pixel_values"].split(batch_size)
+    return [(list(range(len(b))), b.to(encoder.device), []) for b in batches]
+
+
+def ceiling(model_dir: str, paths: list[Path], batch_size: int, device: str, precision: str):
+    """Bare forward passes on already-decoded tensors, already on the device, at the kit's
+    precision and memory layout."""
+    encoder = _encoder(model_dir, device, SHORT[precision])
+    batches = _pixel_batches(encoder, paths, batch_size)
+    list(embedded(batches[:1], encoder))  # warm-up: kernels are picked on the first call
+    t0 = time.perf_counter()
+    list(embedded(batches, encoder))
     return len(paths) / (time.perf_counter() - t0)
 
 
-def kit(model_dir: str, images: Path, work: Path) -> dict:
+def precision_fidelity(model_dir: str, paths: list[Path], batch_size: int, device: str) -> dict:
+    """What the precision ``auto`` tries on this hardware does to the analysis of ``paths``
+    (labelled by folder): neighbour agreement and kNN-accuracy change against float32."""
+    reference = _encoder(model_dir, device, "fp32")
+    name = candidate(reference.device, reference.net)
+    if name is None:
+        return {"candidate": None}
+    low = Encoder(reference.net, reference.pooling, reference.device, reference.pixels, name)
+    batches = _pixel_batches(reference, paths, batch_size)
+    ref = np.concatenate([v for _, v, _ in embedded(batches, reference)])
+    other = np.concatenate([v for _, v, _ in embedded(batches, low)])
+    labels = np.array([p.parent.name for p in paths])
+    return {"candidate": name, **agreement(ref, other, labels)}
+
+
+def kit(model_dir: str, images: Path, work: Path, device: str = "auto") -> dict:
     layout = Layout("bench", work / "data", work / "reports")
     ingest(str(images), layout)
-    return embed(layout, model_dir, progress=False)
+    return embed(layout, model_dir, device=device, progress=False)
 
 
 _PEAK = """
@@ -277,11 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--memory-images", type=int, default=5000)
     parser.add_argument("--scale", type=int, default=100_000, help="points for manifest/reduce")
+    parser.add_argument("--photos", type=int, default=48, help="4000x3000 JPEGs to embed")
+    parser.add_argument("--fidelity-images", type=int, default=360, help="sample images")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | mps (embedding sections)")
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["embed", "manifest", "reduce", "explorer", "ray"],
-        choices=("embed", "manifest", "reduce", "explorer", "ray"),
+        default=["embed", "photos", "manifest", "reduce", "explorer", "ray"],
+        choices=("embed", "photos", "manifest", "reduce", "explorer", "ray"),
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -298,7 +345,12 @@ def main(argv: list[str] | None = None) -> int:
             sizes = [n for n in (1_000, 10_000, 100_000) if n <= args.scale]
             results["explorer"] = explorer_speed(Path(tmp) / "explorer", sizes)
     if "embed" in args.only:
-        results["models"], results["memory"] = embedding_speed(args)
+        models, memory = embedding_speed(args)
+        results["models" if args.device == "cpu" else f"models_{args.device}"] = models
+        if memory:
+            results["memory"] = memory
+    if "photos" in args.only:
+        results["photos"] = photo_speed(args.photos, min(args.photos, 12), args.device)
     if "ray" in args.only:
         print("[bench] ray engine", flush=True)
         results["ray"] = ray_speed(args.images)
@@ -309,8 +361,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def embedding_speed(args: argparse.Namespace) -> tuple[dict, dict]:
-    """Images/s of each approach per model, and peak memory of the kit at two sizes."""
+    """Images/s of each approach per model, precision fidelity on the sample, and peak memory
+    of the kit at two sizes (CPU runs only)."""
     rows = {}
+    device = args.device
+    sample = sorted((ROOT / "data" / "sample").rglob("*.webp"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = make_images(tmp / "images", args.images)
@@ -320,20 +375,42 @@ def embedding_speed(args: argparse.Namespace) -> tuple[dict, dict]:
         }
         for name, (model_dir, n_slow) in models.items():
             print(f"[bench] {name}", flush=True)
-            facts = kit(model_dir, tmp / "images", tmp / f"kit-{name}")
+            facts = kit(model_dir, tmp / "images", tmp / f"kit-{name}", device)
             batch = facts["batch_size"]  # the kit's own choice, used for the others too
+            n_ceiling = max(8 * batch, 64)
             row = {
                 "kit": facts["images_per_second"],
-                "old_approach": old_approach(model_dir, paths[:n_slow]),
-                "pipeline": pipeline_approach(model_dir, paths[:n_slow], batch),
-                "ceiling": ceiling(model_dir, paths[: max(8 * batch, 64)], batch),
+                "kit_streaming": facts["images_per_second_streaming"],
+                "old_approach": old_approach(model_dir, paths[:n_slow], facts["device"]),
+                "pipeline": pipeline_approach(model_dir, paths[:n_slow], batch, facts["device"]),
+                "ceiling": ceiling(
+                    model_dir, paths[:n_ceiling], batch, facts["device"], facts["precision"]
+                ),
                 "precision": facts["precision"],
+                "precision_check": facts["precision_check"],
+                "seconds_precision_check": facts["seconds_precision_check"],
                 "batch_size": batch,
+                "num_workers": facts["num_workers"],
                 "images": facts["images"],
+                "device": facts["device"],
             }
+            if facts["device"].startswith("cuda"):
+                row["gpu_name"] = torch.cuda.get_device_name(facts["device"])
             for other in ("old_approach", "pipeline", "ceiling"):
                 row[f"kit_over_{other}"] = round(row["kit"] / row[other], 3)
+            print(f"[bench] {name} precision fidelity on the sample", flush=True)
+            fidelity = precision_fidelity(
+                model_dir, sample[: args.fidelity_images], batch, facts["device"]
+            )
+            row |= {
+                "candidate": fidelity["candidate"],
+                "neighbour_agreement": fidelity.get("neighbour_agreement"),
+                "knn_accuracy_delta": fidelity.get("knn_accuracy_delta"),
+                "fidelity_images": fidelity.get("images"),
+            }
             rows[name] = {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
+        if device != "cpu":
+            return rows, {}
         print("[bench] peak memory", flush=True)
         small = peak_memory(tmp / "images", tmp / "mem-small")
         make_images(tmp / "many", args.memory_images, seed=1)
@@ -346,6 +423,33 @@ def embedding_speed(args: argparse.Namespace) -> tuple[dict, dict]:
     return rows, memory
 
 
+def photo_speed(n: int, n_slow: int, device: str) -> dict:
+    """Camera-sized JPEGs with mobilenet_v2: the kit (draft-scale decoding in workers) against
+    the older one-image-at-a-time approach (full decode), side by side."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        print(f"[bench] photos: writing {n} 4000x3000 JPEGs", flush=True)
+        paths = make_photos(tmp / "photos", n)
+        model_dir = str(builtin_model_dir())
+        print("[bench] photos: kit", flush=True)
+        facts = kit(model_dir, tmp / "photos", tmp / "kit", device)
+        print("[bench] photos: old approach", flush=True)
+        old = old_approach(model_dir, paths[:n_slow], facts["device"])
+        mb = sum(p.stat().st_size for p in paths) / n / 1e6
+    return {
+        "model": "mobilenet_v2",
+        "photos": n,
+        "size": "4000x3000",
+        "mb_per_photo": round(mb, 2),
+        "old_approach": round(old, 2),
+        "kit": facts["images_per_second"],
+        "kit_over_old_approach": round(facts["images_per_second"] / old, 2),
+        "precision": facts["precision"],
+        "num_workers": facts["num_workers"],
+        "device": facts["device"],
+    }
+
+
 def ray_speed(n: int) -> dict:
     """The built-in model on the same ``n`` images with the local engine and with the Ray engine
     on a local Ray using every core; each engine's images/s counts from its first image read to
@@ -355,7 +459,7 @@ def ray_speed(n: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_images(tmp / "images", n)
-        local = kit("mobilenet_v2", tmp / "images", tmp / "local")
+        local = kit("mobilenet_v2", tmp / "images", tmp / "local", "cpu")
         t0 = time.perf_counter()
         start_local_ray()
         started = time.perf_counter() - t0
@@ -381,20 +485,40 @@ def ray_speed(n: int) -> dict:
 
 def table(results: dict) -> str:
     lines = []
-    if results.get("models"):
+    for section in ("models", "models_cuda", "models_mps"):
+        if not results.get(section):
+            continue
         lines += [
-            "| model | kit img/s | old img/s | pipeline img/s | ceiling img/s | kit/old "
-            "| kit/pipeline | kit/ceiling |",
-            "|---|---|---|---|---|---|---|---|",
+            f"| {section}: model | device | kit img/s | old img/s | pipeline img/s | ceiling img/s "
+            "| kit/old | kit/pipeline | kit/ceiling |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        for name, r in results["models"].items():
+        for name, r in results[section].items():
             lines.append(
-                f"| {name} ({r['precision']}) | {r['kit']} | {r['old_approach']} "
-                f"| {r['pipeline']} | {r['ceiling']} | {r['kit_over_old_approach']} "
-                f"| {r['kit_over_pipeline']} | {r['kit_over_ceiling']} |"
+                f"| {name} ({r['precision']}) | {r.get('gpu_name') or r.get('device', 'cpu')} "
+                f"| {r['kit']} | {r['old_approach']} | {r['pipeline']} | {r['ceiling']} "
+                f"| {r['kit_over_old_approach']} | {r['kit_over_pipeline']} "
+                f"| {r['kit_over_ceiling']} |"
             )
-        lines += ["", "| peak memory | MB |", "|---|---|"]
+        lines += [
+            "",
+            "| precision auto tried | model | neighbour agreement | kNN accuracy delta | images "
+            "| kept by the kit's own check |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in results[section].items():
+            kept = (r.get("precision_check") or {}).get("kept")
+            lines.append(
+                f"| {r.get('candidate')} | {name} | {r.get('neighbour_agreement')} "
+                f"| {r.get('knn_accuracy_delta')} | {r.get('fidelity_images')} | {kept} |"
+            )
+        lines.append("")
+    if results.get("memory"):
+        lines += ["| peak memory | MB |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in results["memory"].items()]
+    if "photos" in results:
+        lines += ["", "| photos (4000x3000 JPEG) | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in results["photos"].items()]
     for section in ("manifest", "reduce", "ray"):
         if section in results:
             lines += ["", f"| {section} | value |", "|---|---|"]

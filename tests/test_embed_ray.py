@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
-from helpers import kill_after_shards, make_classes
+from helpers import kill_after_shards, make_classes, tiny_vit
 
 from embedscope.embed import embed
 from embedscope.embed_ray import start_local_ray
@@ -43,6 +43,27 @@ def test_without_ray_installed_the_error_says_how_to_install(
         embed(layout, engine="ray")
     with pytest.raises(ValueError, match="engine must be local or ray"):
         embed(layout, engine="spark")
+
+
+def test_ray_auto_precision_is_decided_on_the_driver_and_applied_by_the_actors(
+    tmp_path: Path, local_ray: str
+) -> None:
+    """A calibration sample smaller than the dataset: the actors embed the rest at the
+    precision the driver chose, giving the local engine's vectors."""
+    images = make_classes(tmp_path / "images", per_class=6)
+    vit = str(tiny_vit(tmp_path / "vit"))
+    local = Layout("local", tmp_path / "local" / "data", tmp_path / "local" / "reports")
+    on_ray = Layout("on-ray", tmp_path / "ray" / "data", tmp_path / "ray" / "reports")
+    ingest(str(images), local)
+    ingest(str(images), on_ray)
+    mine = embed(local, vit, progress=False, calibration_images=6)
+    facts = embed(on_ray, vit, progress=False, calibration_images=6, engine="ray", concurrency=1)
+    assert facts["precision"] == mine["precision"]
+    assert facts["precision_check"] == mine["precision_check"]
+    assert facts["embedded_now"] == 18 and facts["from_cache"] == 0
+    a, b = load_embeddings(local), load_embeddings(on_ray)
+    assert list(a.rows["sha256"]) == list(b.rows["sha256"])
+    np.testing.assert_allclose(np.asarray(b.vectors), np.asarray(a.vectors), atol=1e-5)
 
 
 def test_ray_vectors_equal_local_ones_skips_are_recorded_and_reruns_embed_nothing(

@@ -1,6 +1,7 @@
 """Stage 2 — embed: one pooled vector per manifest image, streamed to disk and cached.
 
-Images are decoded and preprocessed in DataLoader worker processes while the model runs.
+Images are decoded (to uint8, see :mod:`embedscope.pixels`) in DataLoader worker processes
+while the model runs.
 Vectors are written in shards as they come, keyed by the image's sha256, under a folder named
 after the model identity, so re-running embeds nothing, adding images embeds only those, and a
 killed run resumes from its last complete shard. The final output is two files anyone can open:
@@ -18,18 +19,14 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
-from embedscope.images import load_rgb
 from embedscope.ingest import load_manifest
 from embedscope.layout import (
     Damaged,
@@ -46,6 +43,23 @@ from embedscope.layout import (
     write_parquet,
 )
 from embedscope.models import load_model
+from embedscope.pixels import (
+    NOT_AS_INGESTED,
+    FastPixels,
+    checked_pixels,
+    make_loader,
+    resolve_workers,
+)
+from embedscope.precision import (
+    PRECISIONS,
+    agreement,
+    autocast,
+    candidate,
+    check_precision,
+    faithful,
+    for_precision,
+    is_convolutional,
+)
 
 POOLINGS = ("auto", "pooler", "cls", "mean", "image_features")
 #: Model types whose ``pooler_output`` is an extra dense layer absent from most checkpoints.
@@ -62,56 +76,19 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_precision(
-    precision: str, device: torch.device, model: torch.nn.Module | None = None
-) -> torch.dtype | None:
-    """Autocast dtype, or None for float32.
-
-    ``auto`` picks bfloat16 for attention models on CUDA and on CPUs with native bf16
-    (AVX-512-BF16/AMX), where ViT-B/16 runs 2.2x float32 (make bench) and per-image cosine to
-    the float32 vector stays above 0.9999 (random weights, sample images). Convolutional models
-    stay float32 (channels-last): on the built-in sample, bf16 MobileNetV2 vectors fall to
-    cosine 0.970 on flat images (14 of 360 below 0.99), too far to call faithful.
-    """
-    if precision == "fp32":
-        return None
-    if precision in ("bf16", "fp16"):
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-    if model is not None and _is_convolutional(model):
-        return None
-    if device.type == "cuda" or (device.type == "cpu" and _cpu_has_bf16()):
-        return torch.bfloat16
-    return None
-
-
 def resolve_batch_size(batch_size: int | None, device: torch.device, model: torch.nn.Module) -> int:
     """Small batches for convolutional models on CPU: their activations then stay in cache
     (MobileNetV2 measured 54-76 images/s at batch 4-8 against 50 at 32 on 2 cores); larger
-    batches for attention models and GPUs, where the matrix products want them."""
+    batches for attention models; on a GPU as large as its memory comfortably holds (on an
+    H200, batch 256 ran 1.5x batch 64 once the loader kept up)."""
     if batch_size:
         return int(batch_size)
+    if device.type == "cuda":
+        gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+        return 256 if gib >= 40 else 128 if gib >= 16 else 64
     if device.type != "cpu":
         return 64
-    return 8 if _is_convolutional(model) else 16
-
-
-def _dtype_name(dtype: torch.dtype | None) -> str:
-    return str(dtype).removeprefix("torch.") if dtype else "float32"
-
-
-def _is_convolutional(model: torch.nn.Module) -> bool:
-    return any(
-        isinstance(m, torch.nn.Conv2d) and m.kernel_size != m.stride for m in model.modules()
-    )
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False
+    return 8 if is_convolutional(model) else 16
 
 
 def resolve_pooling(model: torch.nn.Module, pooling: str = "auto") -> str:
@@ -151,145 +128,6 @@ def model_key(spec: str, identity: str, pooling: str, precision: str = "float32"
     (weights, pooling and precision: bf16 vectors are close to float32 ones, not equal)."""
     digest = hashlib.sha256(f"{identity}\n{pooling}\n{precision}".encode()).hexdigest()[:12]
     return f"{slug(Path(spec.rstrip('/')).name)}-{digest}"
-
-
-class FastPixels:
-    """The usual image-processor recipe (resize, centre crop, rescale, normalise) done directly
-    in PIL and numpy: only the region that survives the crop is resized, and rescale+normalise
-    is a lookup table. Several times cheaper than a transformers processor call, which matters
-    on small CPUs where preprocessing competes with the model for the same cores.
-
-    Only used after :meth:`matches` confirmed it reproduces the processor on real images; any
-    processor with another recipe (crop_pct, padding, …) keeps its own code path.
-    """
-
-    def __init__(self, processor) -> None:
-        self.processor = processor
-        size = getattr(processor, "size", None)
-        self.ok = bool(
-            size is not None
-            and getattr(processor, "do_resize", False)
-            and (size.get("shortest_edge") or (size.get("height") and size.get("width")))
-            and not size.get("longest_edge")
-            and not getattr(processor, "do_pad", False)
-        )
-        if self.ok:
-            crop = getattr(processor, "crop_size", None) if processor.do_center_crop else None
-            self.crop = (crop["height"], crop["width"]) if crop else None
-            self.scale = float(processor.rescale_factor) if processor.do_rescale else 1.0
-            norm = processor.do_normalize
-            mean = np.broadcast_to(np.asarray(processor.image_mean if norm else 0.0), 3)
-            std = np.broadcast_to(np.asarray(processor.image_std if norm else 1.0), 3)
-            levels = np.arange(256, dtype=np.float32)[:, None] * np.float32(self.scale)
-            # 8-bit input: rescale + normalise is a 256-entry lookup per channel
-            self.lut = ((levels - mean.astype(np.float32)) / std.astype(np.float32)).T.copy()
-            self.resample = int(getattr(processor, "resample", None) or 2)
-
-    def _size(self, w: int, h: int) -> tuple[int, int]:
-        size = self.processor.size
-        if size.get("shortest_edge"):
-            s = size["shortest_edge"]
-            return (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
-        return size["width"], size["height"]
-
-    def __call__(self, image) -> torch.Tensor:
-        if not self.ok:
-            return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
-        w, h = self._size(*image.size)
-        if self.crop:
-            ch, cw = self.crop
-            if h < ch or w < cw:  # the processor pads here: let it
-                return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
-            top, left = (h - ch) // 2, (w - cw) // 2
-            if self.resample == Image.Resampling.BILINEAR:
-                # resize only the source region that survives the crop (same sampling grid)
-                sx, sy = image.width / w, image.height / h
-                box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
-                im = image.resize((cw, ch), self.resample, box=box)
-            else:  # wider kernels (bicubic) round differently at the box edge
-                im = image.resize((w, h), self.resample).crop((left, top, left + cw, top + ch))
-        else:
-            im = image.resize((w, h), self.resample)
-        arr = np.asarray(im).transpose(2, 0, 1)
-        out = np.empty(arr.shape, np.float32)
-        for c in range(3):
-            np.take(self.lut[c], arr[c], out=out[c])
-        return torch.from_numpy(out)
-
-    def matches(self, images: list, atol: float = 0.025) -> bool:
-        """True when this reproduces the processor's pixels on ``images`` to within one 8-bit
-        intensity level (resizing only the cropped region rounds a few pixels differently)."""
-        if not self.ok:
-            return False
-        for im in images:
-            ref = self.processor(images=im, return_tensors="pt")["pixel_values"][0]
-            mine = self(im)
-            if mine.shape != ref.shape or (mine - ref).abs().max() > atol:
-                return False
-        return True
-
-
-def _probe_image(path: Path | None) -> Image.Image:
-    """A real image of the dataset when readable, else (and also) odd-sized noise."""
-    if path is not None:
-        try:
-            return load_rgb(path)
-        except ValueError:
-            pass
-    noise = np.random.default_rng(0).integers(0, 256, (207, 301, 3), dtype=np.uint8)
-    return Image.fromarray(noise)
-
-
-class _Images(Dataset):
-    """Decode + preprocess in worker processes; a bad file yields its reason, not an error.
-
-    ``stamps`` (size, mtime_ns) per path are what the manifest recorded when it hashed the
-    file; a file that no longer matches is not decoded (see :func:`_as_ingested`).
-    """
-
-    def __init__(self, root: Path, paths: list[str], processor, stamps=None) -> None:
-        self.root, self.paths, self.processor, self.stamps = root, paths, processor, stamps
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        path = os_path(self.root, self.paths[i])
-        stamp = self.stamps[i] if self.stamps is not None else None
-        try:
-            changed = _as_ingested(path, stamp)
-            pixels = None if changed else self.processor(load_rgb(path))
-            changed = changed or _as_ingested(path, stamp)  # changed while being decoded
-        except Exception as exc:  # any decoder error must skip the file, not end the run
-            return i, None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return (i, None, changed) if changed else (i, pixels, "")
-
-
-#: Start of the reason given to files that are not as the manifest hashed them; such a skip
-#: is reported but never stored in a shard (the file may come back as it was).
-NOT_AS_INGESTED = "changed since 01_download"
-
-
-def _as_ingested(path: Path, stamp: tuple[int, int] | None) -> str:
-    """'' when ``path`` still has the size and mtime the manifest recorded with its sha256,
-    else the skip reason: vectors must never be cached under a hash of other bytes."""
-    if stamp is None:
-        return ""
-    try:
-        st = path.stat()
-    except OSError as exc:
-        return f"{NOT_AS_INGESTED}: {exc.strerror or 'gone'}; run 01_download again"
-    if (st.st_size, st.st_mtime_ns) != tuple(stamp):
-        return f"{NOT_AS_INGESTED} (size or modification time differ); run 01_download again"
-    return ""
-
-
-def _collate(items):
-    good = [(i, p) for i, p, _ in items if p is not None]
-    bad = [(i, r) for i, p, r in items if p is None]
-    ids = [i for i, _ in good]
-    pixels = torch.stack([p for _, p in good]) if good else None
-    return ids, pixels, bad
 
 
 _SHA256 = re.compile("[0-9a-f]{64}")
@@ -374,12 +212,18 @@ def embed(
     pooling: str = "auto",
     num_workers: int | None = None,
     shard_size: int = 512,
+    calibration_images: int = 128,
     progress: bool = True,
     engine: str = "local",
     ray_address: str | None = None,
     concurrency: int | None = None,
 ) -> dict:
     """Embed every ok manifest image not yet cached for this model; return run facts.
+
+    ``precision="auto"`` embeds ``calibration_images`` images (spread over the dataset) in
+    float32 and in the hardware's fastest candidate, and keeps the candidate only if the
+    analysis sees the same neighbours (:mod:`embedscope.precision`); the decision and its
+    figures are remembered per dataset, model and hardware, and reported as ``precision_check``.
 
     ``engine="ray"`` runs the same step on Ray Data (see :mod:`embedscope.embed_ray`;
     ``ray_address`` and ``concurrency`` apply to it only; ``num_workers`` to local only).
@@ -395,6 +239,7 @@ def embed(
             precision=precision,
             pooling=pooling,
             shard_size=shard_size,
+            calibration_images=calibration_images,
             progress=progress,
             ray_address=ray_address,
             concurrency=concurrency,
@@ -403,28 +248,44 @@ def embed(
         raise ValueError(f"engine must be local or ray, not {engine!r}")
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    job = plan(layout, model, dev, precision=precision, pooling=pooling, batch_size=batch_size)
-    t_load = time.perf_counter() - t0
+    job = plan(
+        layout,
+        model,
+        dev,
+        precision=precision,
+        pooling=pooling,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        calibration_images=calibration_images,
+    )
+    t_load = time.perf_counter() - t0 - job.seconds_check
+    workers = resolve_workers(num_workers, len(job.todo), job.batch_size, dev)
     t1 = time.perf_counter()
     new, new_failed = {}, {}
     if job.todo:
-        loader = _loader(
-            job.root, job.paths, job.processor, job.batch_size, num_workers, job.stamps
+        loader = make_loader(
+            job.root,
+            job.paths,
+            job.pixels,
+            batch_size=job.batch_size,
+            num_workers=workers,
+            device=dev,
+            stamps=job.stamps,
         )
         new, new_failed = _run(
-            job.net.to(dev),
-            loader,
-            job.todo,
-            job.shard_dir,
-            dev=dev,
-            dtype=job.dtype,
-            pooling=job.pooling,
-            shard_size=shard_size,
-            progress=progress,
+            job.encoder(), loader, job.todo, job.shard_dir, shard_size=shard_size, progress=progress
         )
-    t_embed = time.perf_counter() - t1
+    t_stream = time.perf_counter() - t1
     return finish(
-        layout, job, new, new_failed, seconds_load=t_load, seconds_embed=t_embed, engine="local"
+        layout,
+        job,
+        new,
+        new_failed,
+        seconds_load=t_load,
+        seconds_embed=job.seconds_check + t_stream,
+        engine="local",
+        num_workers=workers,
+        images_per_second_streaming=round(len(job.todo) / t_stream, 2) if job.todo else None,
     )
 
 
@@ -434,15 +295,16 @@ def embed(
 
 @dataclass
 class Job:
-    """What one embedding run must do, decided before any image is read."""
+    """What one embedding run must do, decided before the images still to embed are read."""
 
     model: str
     net: torch.nn.Module
-    processor: object
+    pixels: FastPixels
     identity: str
     device: torch.device
     pooling: str
-    dtype: torch.dtype | None
+    precision: str  # a key of PRECISIONS
+    precision_check: dict | None
     batch_size: int
     key: str
     out_dir: Path
@@ -453,14 +315,20 @@ class Job:
     todo: list[str]  # content hashes still to embed
     paths: list[str]  # their paths relative to root (as text, see layout.os_path)
     stamps: list[tuple[int, int]]  # their (size, mtime_ns) when the manifest hashed them
+    calibrated: dict[str, np.ndarray]  # vectors of the precision check (already in a shard)
+    calibration_failed: dict[str, str]  # and the files it could not read
+    seconds_check: float
 
     @property
     def precision_name(self) -> str:
-        return _dtype_name(self.dtype)
+        return PRECISIONS[self.precision]
 
     @property
     def shard_dir(self) -> Path:
         return self.out_dir / "shards"
+
+    def encoder(self) -> Encoder:
+        return Encoder(self.net, self.pooling, self.device, self.pixels, self.precision)
 
 
 def plan(
@@ -471,29 +339,71 @@ def plan(
     precision: str = "auto",
     pooling: str = "auto",
     batch_size: int | None = None,
+    num_workers: int | None = None,
+    calibration_images: int = 128,
 ) -> Job:
     """Load the model, settle pooling/precision/batch size for ``device`` (where the model
-    will run, which for Ray may be another machine's GPU) and list the hashes not cached yet."""
+    will run, which for Ray may be another machine's GPU) and list the hashes not cached yet.
+
+    ``precision="auto"`` is decided here, on this machine (see :func:`_auto_precision`); when
+    ``device`` is a GPU this machine lacks (a Ray driver without one) float32 is kept."""
+    check_precision(precision)
     manifest, root = load_manifest(layout)
     ok = manifest[manifest["status"] == "ok"]
-    net, processor, identity = load_model(model, device="cpu")  # engines move it where it runs
+    here = device.type != "cuda" or torch.cuda.is_available()
+    net, processor, identity = load_model(model, device=str(device) if here else "cpu")
     pooling = resolve_pooling(net, pooling)
-    dtype = resolve_precision(precision, device, net)
     batch_size = resolve_batch_size(batch_size, device, net)
-    precision_name = _dtype_name(dtype)
-    out_dir = layout.embeddings_dir(model_key(model, identity, pooling, precision_name))
-    (out_dir / "shards").mkdir(parents=True, exist_ok=True)
-    done, failed = _read_shards(out_dir / "shards")
     first = ok.drop_duplicates("sha256").set_index("sha256")
-    todo = [sha for sha in first.index if sha not in done and sha not in failed]
+    probe = os_path(root, first["path"].iloc[0]) if len(first) else None
+    pixels = checked_pixels(processor, probe)
+
+    t0 = time.perf_counter()
+    check, calibrated, failed_now = None, {}, {}
+    if precision == "auto" and not here:
+        check = {"candidate": None, "kept": False, "reason": f"no {device.type} here to judge"}
+    if precision == "auto" and here:
+        reference = Encoder(net, pooling, device, pixels, "fp32")
+        sample = _calibration_sample(first, calibration_images)
+        loader = make_loader(
+            root,
+            sample["path"].tolist(),
+            pixels,
+            batch_size=batch_size,
+            num_workers=resolve_workers(num_workers, len(sample), batch_size, device),
+            device=device,
+            stamps=_stamps(sample),
+        )
+        kept, check, calibrated, failed_now = _auto_precision(
+            layout, reference, identity, loader, sample
+        )
+        precision = kept.precision
+    precision = "fp32" if precision == "auto" else precision
+    seconds_check = time.perf_counter() - t0
+
+    out_dir = layout.embeddings_dir(model_key(model, identity, pooling, PRECISIONS[precision]))
+    shard_dir = out_dir / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    done, failed = _read_shards(shard_dir)
+    new_vecs = {s: v for s, v in calibrated.items() if s not in done}
+    new_failed = {s: r for s, r in failed_now.items() if s not in failed and s not in done}
+    if new_vecs or new_failed:  # the calibration batch at the chosen precision: kept, not redone
+        _write_shard(shard_dir, list(new_vecs), list(new_vecs.values()), new_failed)
+    todo = [
+        sha
+        for sha in first.index
+        if not any(sha in d for d in (done, failed, new_vecs, new_failed))
+    ]
+    rest = first.loc[todo]
     return Job(
         model=model,
         net=net,
-        processor=processor,
+        pixels=pixels,
         identity=identity,
         device=device,
         pooling=pooling,
-        dtype=dtype,
+        precision=precision,
+        precision_check=check,
         batch_size=batch_size,
         key=out_dir.name,
         out_dir=out_dir,
@@ -502,9 +412,16 @@ def plan(
         done=done,
         failed=failed,
         todo=todo,
-        paths=first.loc[todo, "path"].tolist(),
-        stamps=first.loc[todo, ["bytes", "mtime_ns"]].to_numpy(dtype=np.int64).tolist(),
+        paths=rest["path"].tolist(),
+        stamps=_stamps(rest),
+        calibrated=new_vecs,
+        calibration_failed=new_failed,
+        seconds_check=seconds_check,
     )
+
+
+def _stamps(images: pd.DataFrame) -> list[tuple[int, int]]:
+    return images[["bytes", "mtime_ns"]].to_numpy(dtype=np.int64).tolist()
 
 
 def finish(
@@ -519,9 +436,11 @@ def finish(
 ) -> dict:
     """Write ``vectors.npy`` + ``rows.parquet`` (only when they change), ``embed.json`` and the
     model index from the cached and the new vectors; return the run facts (plus ``extra``)."""
+    new, new_failed = job.calibrated | new, job.calibration_failed | new_failed
     done, failed = job.done | new, job.failed | new_failed
-    ok, todo, out_dir = job.ok, job.todo, job.out_dir
-    rows, vectors = _write_outputs(ok, done, out_dir, force=bool(todo))
+    ok, out_dir = job.ok, job.out_dir
+    embedded_now = len(job.todo) + len(job.calibrated) + len(job.calibration_failed)
+    rows, vectors = _write_outputs(ok, done, out_dir, force=bool(embedded_now))
     skipped = ok[ok["sha256"].isin(failed.keys())]
     facts = {
         "model": job.model,
@@ -531,19 +450,21 @@ def finish(
         "text_tower": hasattr(job.net, "get_text_features"),  # text search and prompts can work
         "device": str(job.device),
         "precision": job.precision_name,
+        "precision_check": job.precision_check,
         "batch_size": job.batch_size,
         "dim": int(vectors.shape[1]) if vectors.size else 0,
         "images": int(len(rows)),
         "embedded_now": len(new),
-        "from_cache": int(len(ok) - len(todo)),
+        "from_cache": int(len(ok) - embedded_now),
         "skipped_files": [
             {"path": p, "reason": failed[s]}
             for p, s in zip(skipped["path"], skipped["sha256"], strict=True)
         ],
         "seconds_load_model": round(seconds_load, 3),
+        "seconds_precision_check": round(job.seconds_check, 3),
         "seconds_embed": round(seconds_embed, 3),
-        "images_per_second": round(len(todo) / seconds_embed, 2)
-        if todo and seconds_embed
+        "images_per_second": round(embedded_now / seconds_embed, 2)
+        if embedded_now and seconds_embed
         else None,
         **extra,
     }
@@ -587,77 +508,170 @@ def rebuild_outputs(layout: Layout, key: str) -> None:
     _write_outputs(manifest[manifest["status"] == "ok"], done, out_dir, force=True)
 
 
-def _loader(
-    root: Path,
-    paths: list[str],
-    processor,
-    batch_size: int,
-    num_workers: int | None,
-    stamps: list[tuple[int, int]] | None = None,
-):
-    """Batches of preprocessed pixels, decoded in worker processes."""
-    if num_workers is None:
-        num_workers = 0 if len(paths) <= batch_size else max(1, min(4, (os.cpu_count() or 2) - 1))
-    return DataLoader(
-        _Images(root, paths, preprocessor(processor, os_path(root, paths[0])), stamps),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-        prefetch_factor=4 if num_workers else None,
-    )
-
-
-def preprocessor(processor, probe: Path) -> FastPixels:
-    """The processor's recipe as :class:`FastPixels` when that reproduces it on ``probe`` (an
-    image of the dataset) and on odd-sized noise; else the processor itself does the work."""
-    fast = FastPixels(processor)
-    fast.ok = fast.matches([_probe_image(probe), _probe_image(None)])
-    return fast
-
-
-class Forward:
-    """The model on its device: channels-last for CNNs, autocast at ``dtype`` (None: float32);
-    call it on a batch of pixels for float32 numpy vectors."""
-
-    def __init__(self, net: torch.nn.Module, dev: torch.device, dtype, pooling: str) -> None:
-        self.channels_last = _is_convolutional(net)
-        self.net = net.to(memory_format=torch.channels_last) if self.channels_last else net
-        self.dev, self.dtype, self.pooling = dev, dtype, pooling
-
-    def __call__(self, pixels: torch.Tensor) -> np.ndarray:
-        autocast = torch.autocast(self.dev.type, dtype=self.dtype) if self.dtype else nullcontext()
-        with torch.inference_mode(), autocast:
-            pixels = pixels.to(self.dev)
-            if self.channels_last:
-                pixels = pixels.contiguous(memory_format=torch.channels_last)
-            return pool(self.net, pixels, self.pooling).float().cpu().numpy()
-
-
 def _run(
-    net: torch.nn.Module,
-    loader: DataLoader,
+    encoder: Encoder,
+    loader: Iterable,
     shas: list[str],
     shard_dir: Path,
     *,
-    dev: torch.device,
-    dtype: torch.dtype | None,
-    pooling: str,
     shard_size: int,
     progress: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The streaming loop: workers decode, the main process runs the model and writes shards;
-    returns what it wrote (vectors and failures by sha256)."""
-    forward = Forward(net, dev, dtype, pooling)
-
-    def batches() -> Iterator[tuple[list[str], np.ndarray | None, dict[str, str]]]:
-        for ids, pixels, bad in loader:
-            vecs = forward(pixels) if pixels is not None else None
-            yield [shas[i] for i in ids], vecs, {shas[i]: reason for i, reason in bad}
-
-    return write_shards(
-        batches(), shard_dir, total=len(shas), shard_size=shard_size, progress=progress
+    """The streaming loop: workers decode, the main process runs the model (the next batch
+    launched before the last one's vectors are fetched) and writes shards; returns what it
+    wrote (vectors and failures by sha256)."""
+    threads = thread_options(encoder.device, getattr(loader, "num_workers", 0))
+    batches = (
+        ([shas[i] for i in ids], vecs, {shas[i]: reason for i, reason in bad})
+        for ids, vecs, bad in embedded(loader, encoder, threads=threads)
     )
+    return write_shards(
+        batches, shard_dir, total=len(shas), shard_size=shard_size, progress=progress
+    )
+
+
+class Encoder:
+    """A model ready to turn loader batches into pooled vectors at one precision: input
+    normalised on the model's device, channels-last for CNNs, autocast or int8 weights."""
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        pooling: str,
+        device: torch.device,
+        pixels: FastPixels,
+        precision: str = "fp32",
+    ) -> None:
+        self.precision, self.pooling, self.device, self.pixels = precision, pooling, device, pixels
+        self.channels_last = is_convolutional(net)
+        self.net = for_precision(net, precision, device)
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Pooled vectors, left on the device: the copy back can wait for the next batch."""
+        x = self.pixels.to_model(batch.to(self.device, non_blocking=True))
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        with autocast(self.precision, self.device):
+            return pool(self.net, x.contiguous(memory_format=layout), self.pooling)
+
+
+def embedded(
+    loader: Iterable, encoder, *, threads: Sequence[int] = ()
+) -> Iterator[tuple[list[int], np.ndarray | None, list]]:
+    """``(ids, vectors, failures)`` per loader batch. A batch's vectors are fetched from the
+    device only once the next batch has been launched, so a GPU never idles while the host
+    copies results back. ``threads``: CPU thread counts to try for the model (see
+    :func:`thread_options`); the fastest measured is kept for the rest of the loop."""
+    pending = None
+    trial = _ThreadTrial(threads)
+    try:
+        with torch.inference_mode():
+            for ids, pixels, bad in loader:
+                out = encoder(pixels) if pixels is not None else None
+                if pending is not None:
+                    yield _fetched(*pending)
+                pending = ids, out, bad
+                trial.tick(len(ids) + len(bad))
+            if pending is not None:
+                yield _fetched(*pending)
+    finally:
+        trial.restore()
+
+
+def thread_options(device: torch.device, workers: int) -> list[int]:
+    """On a CPU host, decoding workers and the model's threads share the cores: all threads
+    win when decoding is cheap (the workers mostly wait), the cores the workers leave free win
+    when it is not (camera JPEGs; or a busy machine), measured 2.5x apart here. Both are tried."""
+    if device.type != "cpu" or not workers:
+        return []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    now, free = torch.get_num_threads(), max(1, (cores or 2) - workers)
+    return [now, free] if free < now else []
+
+
+class _ThreadTrial:
+    """Times ``span`` batches at each thread count (after ``warmup`` batches, which include
+    worker start-up) and keeps the one with the most images per second."""
+
+    def __init__(self, options: Sequence[int], warmup: int = 1, span: int = 2) -> None:
+        self.options, self.warmup, self.span = list(options), warmup, span
+        self.original = torch.get_num_threads()
+        self.rates: list[float] = []
+        self.batches = self.images = 0
+        self.start = 0.0
+
+    def tick(self, images: int) -> None:
+        if len(self.options) < 2 or len(self.rates) == len(self.options):
+            return
+        self.batches += 1
+        if self.batches > self.warmup:
+            self.images += images
+        if self.batches < self.warmup or (self.batches - self.warmup) % self.span:
+            return
+        now = time.perf_counter()
+        if self.batches > self.warmup:
+            self.rates.append(self.images / max(now - self.start, 1e-9))
+        done = len(self.rates) == len(self.options)
+        best = self.options[int(np.argmax(self.rates))] if done else None
+        torch.set_num_threads(best or self.options[len(self.rates)])
+        self.images, self.start = 0, now
+
+    def restore(self) -> None:
+        torch.set_num_threads(self.original)
+
+
+def _fetched(ids: list[int], out: torch.Tensor | None, bad: list):
+    return ids, (out.float().cpu().numpy() if out is not None else None), bad
+
+
+def _calibration_sample(images: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Up to ``n`` images spread evenly over the (path-ordered) dataset, so every class
+    tends to be there, not only the first folder's."""
+    pick = np.unique(np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int))
+    return images.iloc[pick] if len(images) else images
+
+
+def _auto_precision(
+    layout: Layout, reference: Encoder, identity: str, loader: Iterable, sample: pd.DataFrame
+) -> tuple[Encoder, dict, dict[str, np.ndarray], dict[str, str]]:
+    """The encoder ``precision="auto"`` keeps, the check that decided, and the calibration
+    batch's vectors at the kept precision (and its unreadable files) by sha256.
+
+    A decision already taken for this dataset, model, pooling and hardware is reused as is.
+    """
+    dev = reference.device
+    name = candidate(dev, reference.net)
+    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+    cache = layout.data_dir / "embeddings" / "precision.json"
+    decisions = read_json(cache, default={}) or {}
+    cache_key = f"{identity}|{reference.pooling}|{hardware}|{name}"
+    if name is None:
+        check = {"candidate": None, "kept": False, "reason": "no faster precision here"}
+        return reference, check, {}, {}
+    low = Encoder(reference.net, reference.pooling, dev, reference.pixels, name)
+    if cache_key in decisions:
+        check = decisions[cache_key]
+        return (low if check["kept"] else reference), check, {}, {}
+    shas, both, failed = [], [], {}
+    pair = lambda px: torch.cat([reference(px), low(px)], 1)  # noqa: E731
+    threads = thread_options(dev, getattr(loader, "num_workers", 0))
+    for ids, vecs, bad in embedded(loader, pair, threads=threads):
+        failed.update({sample.index[i]: reason for i, reason in bad})  # one decode, two forwards
+        if vecs is not None:
+            shas += [sample.index[i] for i in ids]
+            both.append(vecs)
+    if len(shas) < 3:
+        check = {"candidate": name, "kept": False, "reason": "too few readable images to judge"}
+        return reference, check, {}, failed
+    ref_all, low_all = np.split(np.concatenate(both), 2, axis=1)
+    figures = agreement(ref_all, low_all, sample.loc[shas, "label"].to_numpy())
+    check = {"candidate": name, "kept": faithful(figures), **figures}
+    decisions[cache_key] = check
+    write_json(cache, decisions)
+    kept = low if check["kept"] else reference
+    vectors = low_all if check["kept"] else ref_all
+    return kept, check, dict(zip(shas, vectors, strict=True)), failed
 
 
 def write_shards(

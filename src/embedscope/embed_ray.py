@@ -5,10 +5,13 @@ format and the final ``vectors.npy`` + ``rows.parquet`` are :mod:`embedscope.emb
 every later stage, the cache and resume work unchanged:
 
 * the images still to embed become a Ray Dataset of manifest rows (hash, path);
-* decoding + preprocessing run in Ray tasks (``map_batches`` with a function); a file that
-  fails to decode becomes a row carrying its reason, never an error;
-* the model runs in an actor pool (``ActorPoolStrategy``): one model per actor, one GPU per
-  actor when the cluster has GPUs. On a CPU-only Ray both steps ask for the same resources, so
+* decoding (draft-scale, to uint8 at the model's geometry) runs in Ray tasks (``map_batches``
+  with a function); a file that fails to decode becomes a row carrying its reason, never an
+  error;
+* the model runs in an actor pool (``ActorPoolStrategy``) through the local engine's
+  :class:`~embedscope.embed.Encoder` (normalised on the actor's device, at the precision
+  ``plan`` chose on the driver): one model per actor, one GPU per actor when the cluster
+  has GPUs. On a CPU-only Ray both steps ask for the same resources, so
   Ray Data fuses them into the actors (no pixels travel between processes);
 * the driver streams the vectors back and writes them in shards as they come, so a killed
   driver resumes from its last complete shard.
@@ -30,18 +33,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from embedscope.embed import (
-    Forward,
-    Job,
-    _collate,
-    _Images,
-    finish,
-    plan,
-    preprocessor,
-    write_shards,
-)
-from embedscope.layout import Layout, os_path
+from embedscope.embed import Encoder, Job, finish, plan, write_shards
+from embedscope.layout import Layout
 from embedscope.models import load_model
+from embedscope.pixels import FastPixels, _collate, _Images
 
 INSTALL_HINT = "pip install 'embedscope[ray]'"
 
@@ -55,6 +50,7 @@ def embed_ray(
     precision: str = "auto",
     pooling: str = "auto",
     shard_size: int = 512,
+    calibration_images: int = 128,
     progress: bool = True,
     ray_address: str | None = None,
     concurrency: int | None = None,
@@ -85,6 +81,7 @@ def embed_ray(
             precision=precision,
             pooling=pooling,
             batch_size=batch_size,
+            calibration_images=calibration_images,
         )
         if concurrency is None:
             concurrency = gpus if device == "cuda" else max(1, int(resources.get("CPU", 1)))
@@ -177,7 +174,7 @@ def _stream(
         batch_format="pandas",
         fn_kwargs={
             "root": str(job.root),
-            "preprocess": preprocessor(job.processor, os_path(job.root, job.paths[0])),
+            "pixels": job.pixels,
         },
     )
     gpu = job.device.type == "cuda"
@@ -191,7 +188,8 @@ def _stream(
             "model": job.model,
             "identity": job.identity,
             "device": job.device.type,
-            "dtype": job.dtype,
+            "precision": job.precision,
+            "pixels": job.pixels,
             "pooling": job.pooling,
         },
     )
@@ -223,9 +221,10 @@ def _quiet(ray) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _decode(batch: pd.DataFrame, root: str, preprocess) -> pd.DataFrame:
-    """A Ray task: decode + preprocess one batch; an unreadable file gets its reason."""
-    images = _Images(Path(root), batch["path"].tolist(), preprocess, batch["stamp"].tolist())
+def _decode(batch: pd.DataFrame, root: str, pixels: FastPixels) -> pd.DataFrame:
+    """A Ray task: decode one batch to uint8 at the model's geometry (normalised on the
+    actor's device); an unreadable file gets its reason."""
+    images = _Images(Path(root), batch["path"].tolist(), pixels, batch["stamp"].tolist())
     items = [images[i] for i in range(len(images))]
     return pd.DataFrame(
         {
@@ -240,7 +239,13 @@ class _Embedder:
     """A Ray actor holding one model; refuses to start on weights other than the driver's."""
 
     def __init__(
-        self, model: str, identity: str, device: str, dtype: torch.dtype | None, pooling: str
+        self,
+        model: str,
+        identity: str,
+        device: str,
+        precision: str,
+        pixels: FastPixels,
+        pooling: str,
     ) -> None:
         net, _, found = load_model(model, device=device)
         if found != identity:
@@ -249,7 +254,7 @@ class _Embedder:
                 "give every node the same weights (a folder on shared storage or the same hub "
                 "revision)"
             )
-        self.forward = Forward(net, torch.device(device), dtype, pooling)
+        self.encoder = Encoder(net, pooling, torch.device(device), pixels, precision)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         items = [
@@ -259,7 +264,9 @@ class _Embedder:
         ids, pixels, _ = _collate(items)
         vectors: list[np.ndarray | None] = [None] * len(batch)
         if pixels is not None:
-            for i, vec in zip(ids, self.forward(pixels), strict=True):
+            with torch.inference_mode():
+                out = self.encoder(pixels).float().cpu().numpy()
+            for i, vec in zip(ids, out, strict=True):
                 vectors[i] = vec
         return pd.DataFrame(
             {"sha256": batch["sha256"].to_numpy(), "vector": vectors, "reason": batch["reason"]}

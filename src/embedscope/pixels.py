@@ -1,0 +1,228 @@
+"""From image files to model input, split where it is cheapest.
+
+Worker processes only decode (a JPEG at the smallest DCT scale still covering the model's input)
+and bring each image to the model's input geometry as **uint8**; batches cross the worker
+queues and the host-to-device copy at a quarter of float32's size (pinned and copied without
+blocking on CUDA), and rescale + normalise run on the model's device, where they cost nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from embedscope.images import load_rgb
+from embedscope.layout import os_path
+
+
+class FastPixels:
+    """The usual image-processor recipe (resize, centre crop, rescale, normalise) split in two:
+    :meth:`__call__` resizes and crops in PIL and returns the uint8 picture (H, W, C) — only
+    the region that survives the crop is resized — and :meth:`to_model` rescales and normalises
+    a batch of them on whatever device it lives on.
+
+    Only used after :meth:`matches` confirmed it reproduces the processor on real images; any
+    processor with another recipe (crop_pct, padding, …) keeps its own code path, whose float32
+    (C, H, W) output :meth:`to_model` passes through unchanged.
+    """
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        size = getattr(processor, "size", None)
+        self.ok = bool(
+            size is not None
+            and getattr(processor, "do_resize", False)
+            and (size.get("shortest_edge") or (size.get("height") and size.get("width")))
+            and not size.get("longest_edge")
+            and not getattr(processor, "do_pad", False)
+        )
+        if self.ok:
+            crop = getattr(processor, "crop_size", None) if processor.do_center_crop else None
+            self.crop = (crop["height"], crop["width"]) if crop else None
+            self.scale = float(processor.rescale_factor) if processor.do_rescale else 1.0
+            norm = processor.do_normalize
+            mean = np.broadcast_to(np.asarray(processor.image_mean if norm else 0.0), 3)
+            std = np.broadcast_to(np.asarray(processor.image_std if norm else 1.0), 3)
+            self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+            self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+            self.resample = int(getattr(processor, "resample", None) or 2)
+            # a crop larger than the resized image makes the processor pad: its own recipe
+            short = size.get("shortest_edge")
+            fits = (short, short) if short else (size["height"], size["width"])
+            self.ok = not self.crop or (self.crop[0] <= fits[0] and self.crop[1] <= fits[1])
+
+    @property
+    def draft(self) -> tuple[int, int] | None:
+        """The JPEG draft size that still covers the resize target in both orientations (EXIF
+        rotation happens after decoding), so decoding at reduced scale never upsamples."""
+        if not self.ok:
+            return None
+        size = self.processor.size
+        side = size.get("shortest_edge") or max(size["height"], size["width"])
+        return side, side
+
+    def _size(self, w: int, h: int) -> tuple[int, int]:
+        size = self.processor.size
+        if size.get("shortest_edge"):
+            s = size["shortest_edge"]
+            return (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+        return size["width"], size["height"]
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """uint8 (H, W, C) at the model's input geometry, or the processor's float32 pixels."""
+        if not self.ok:
+            return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+        w, h = self._size(*image.size)
+        if self.crop:
+            ch, cw = self.crop
+            top, left = (h - ch) // 2, (w - cw) // 2
+            if self.resample == Image.Resampling.BILINEAR:
+                # resize only the source region that survives the crop (same sampling grid)
+                sx, sy = image.width / w, image.height / h
+                box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
+                im = image.resize((cw, ch), self.resample, box=box)
+            else:  # wider kernels (bicubic) round differently at the box edge
+                im = image.resize((w, h), self.resample).crop((left, top, left + cw, top + ch))
+        else:
+            im = image.resize((w, h), self.resample)
+        return torch.from_numpy(np.asarray(im).copy())
+
+    def to_model(self, batch: torch.Tensor) -> torch.Tensor:
+        """Float32 (B, C, H, W) model input from a batch of :meth:`__call__` outputs, computed on
+        the batch's device; uint8 batches come out in channels-last memory order for free."""
+        if batch.dtype != torch.uint8:
+            return batch.float()
+        x = batch.permute(0, 3, 1, 2).float()
+        if x.device not in self._on_device:  # copied once: a copy per batch would sync CUDA
+            self._on_device[x.device] = self.mean.to(x.device), self.std.to(x.device)
+        mean, std = self._on_device[x.device]
+        return (x * self.scale - mean) / std
+
+    def matches(self, images: list, atol: float = 0.025) -> bool:
+        """True when this reproduces the processor's pixels on ``images`` to within one 8-bit
+        intensity level (resizing only the cropped region rounds a few pixels differently)."""
+        if not self.ok:
+            return False
+        for im in images:
+            ref = self.processor(images=im, return_tensors="pt")["pixel_values"][0]
+            mine = self.to_model(self(im)[None])[0]
+            if mine.shape != ref.shape or (mine - ref).abs().max() > atol:
+                return False
+        return True
+
+
+def checked_pixels(processor, probe: Path | None) -> FastPixels:
+    """:class:`FastPixels` for ``processor``, switched to the processor's own code unless it
+    reproduces the processor on ``probe`` (a real image of the dataset) and on odd-sized noise."""
+    fast = FastPixels(processor)
+    fast.ok = fast.matches([_probe_image(probe), _probe_image(None)])
+    return fast
+
+
+def _probe_image(path: Path | None) -> Image.Image:
+    """A real image of the dataset when readable, else (and also) odd-sized noise."""
+    if path is not None:
+        try:
+            return load_rgb(path)
+        except ValueError:
+            pass
+    noise = np.random.default_rng(0).integers(0, 256, (207, 301, 3), dtype=np.uint8)
+    return Image.fromarray(noise)
+
+
+class _Images(Dataset):
+    """Decode (at draft scale) + fit to the model's geometry in worker processes; a bad file
+    yields its reason, not an error.
+
+    ``stamps`` (size, mtime_ns) per path are what the manifest recorded when it hashed the
+    file; a file that no longer matches is not decoded (see :func:`_as_ingested`).
+    """
+
+    def __init__(self, root: Path, paths: list[str], pixels: FastPixels, stamps=None) -> None:
+        self.root, self.paths, self.pixels, self.stamps = root, paths, pixels, stamps
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        path = os_path(self.root, self.paths[i])
+        stamp = self.stamps[i] if self.stamps is not None else None
+        try:
+            changed = _as_ingested(path, stamp)
+            pixels = None if changed else self.pixels(load_rgb(path, draft=self.pixels.draft))
+            changed = changed or _as_ingested(path, stamp)  # changed while being decoded
+        except Exception as exc:  # any decoder error must skip the file, not end the run
+            return i, None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (i, None, changed) if changed else (i, pixels, "")
+
+
+#: Start of the reason given to files that are not as the manifest hashed them; such a skip
+#: is reported but never stored in a shard (the file may come back as it was).
+NOT_AS_INGESTED = "changed since 01_download"
+
+
+def _as_ingested(path: Path, stamp: tuple[int, int] | None) -> str:
+    """'' when ``path`` still has the size and mtime the manifest recorded with its sha256,
+    else the skip reason: vectors must never be cached under a hash of other bytes."""
+    if stamp is None:
+        return ""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"{NOT_AS_INGESTED}: {exc.strerror or 'gone'}; run 01_download again"
+    if (st.st_size, st.st_mtime_ns) != tuple(stamp):
+        return f"{NOT_AS_INGESTED} (size or modification time differ); run 01_download again"
+    return ""
+
+
+def _collate(items):
+    good = [(i, p) for i, p, _ in items if p is not None]
+    bad = [(i, r) for i, p, r in items if p is None]
+    ids = [i for i, _ in good]
+    # default_collate stacks straight into shared memory inside a worker: one copy fewer
+    pixels = default_collate([p for _, p in good]) if good else None
+    return ids, pixels, bad
+
+
+def resolve_workers(num_workers: int | None, images: int, batch_size: int, device) -> int:
+    """Decoding processes: none for a single batch (starting workers costs more); on an
+    accelerator host every core but the one feeding the device; on a CPU host half the cores,
+    since the model needs the others (idle workers cost nothing, they block on a full queue)."""
+    if num_workers is not None:
+        return int(num_workers)
+    if images <= batch_size:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 2
+    return max(1, cores - 1) if torch.device(device).type != "cpu" else max(1, cores // 2)
+
+
+def make_loader(
+    root: Path,
+    paths: list[str],
+    pixels: FastPixels,
+    *,
+    batch_size: int,
+    num_workers: int,
+    device,
+    stamps: list[tuple[int, int]] | None = None,
+) -> DataLoader:
+    """Batches ``(ids, pixels, failures)``: uint8 pixels decoded in worker processes, pinned
+    for an asynchronous copy when the model lives on CUDA. About eight batches wait in the
+    queues whatever the worker count (at least two per worker): with 15 workers and batch 256,
+    four each would hold 2.3 GB of shared memory, more than many containers' /dev/shm."""
+    return DataLoader(
+        _Images(root, paths, pixels, stamps),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=torch.device(device).type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=max(2, 8 // num_workers) if num_workers else None,
+    )

@@ -1,0 +1,84 @@
+"""The embed path's decoding: camera-sized JPEGs decoded at reduced DCT scale, uint8 out of
+the workers, and still the model processor's pixels and vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from embedscope.embed import pool
+from embedscope.images import decode, load_rgb
+from embedscope.models import load_model
+from embedscope.pixels import FastPixels, _Images, make_loader
+
+
+def _photo(path: Path, size: tuple[int, int] = (2000, 1500)) -> Path:
+    """A photo-like JPEG: smooth shapes plus sensor-like noise, quality 90."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    arr = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BICUBIC), np.int16)
+    arr = arr + rng.integers(-8, 9, arr.shape, dtype=np.int16)
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, quality=90)
+    return path
+
+
+def test_camera_jpegs_decode_at_draft_scale_and_embed_like_full_decodes(
+    tmp_path: Path, builtin_cache: Path
+) -> None:
+    net, processor, _ = load_model("mobilenet_v2")
+    fast = FastPixels(processor)
+    assert fast.draft == (256, 256)  # the short side the processor resizes to
+    photo = _photo(tmp_path / "photo.jpg")
+    Image.open(photo).save(tmp_path / "photo.png")
+    im, header = decode(photo, draft=fast.draft)
+    assert (header["width"], header["height"]) == (2000, 1500) and im.size == (500, 375)
+    assert decode(tmp_path / "photo.png", draft=fast.draft)[0].size == (2000, 1500)
+
+    _, small, reason = _Images(tmp_path, ["photo.jpg"], fast)[0]
+    assert reason == "" and small.dtype == torch.uint8 and small.shape == (224, 224, 3)
+    mine = fast.to_model(small[None])
+    full = processor(images=load_rgb(photo), return_tensors="pt")["pixel_values"]
+    assert (mine - full).abs().mean() < 0.01  # a fraction of one 8-bit level on average
+    with torch.inference_mode():
+        cos = torch.nn.functional.cosine_similarity(
+            pool(net, mine, "pooler"), pool(net, full, "pooler")
+        )
+    assert cos.item() > 0.999
+
+
+def test_loader_batches_travel_as_uint8_and_report_bad_files(
+    tmp_path: Path, builtin_cache: Path
+) -> None:
+    processor = load_model("mobilenet_v2")[1]
+    fast = FastPixels(processor)
+    for i in range(5):
+        Image.new("RGB", (64 + i, 48), (i * 40, 10, 200)).save(tmp_path / f"{i}.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    paths = ["0.jpg", "bad.jpg", "1.jpg", "2.jpg", "3.jpg", "4.jpg"]
+    loader = make_loader(tmp_path, paths, fast, batch_size=4, num_workers=1, device="cpu")
+    batches = list(loader)
+    assert [ids for ids, _, _ in batches] == [[0, 2, 3], [4, 5]]
+    assert all(px.dtype == torch.uint8 and px.shape[1:] == (224, 224, 3) for _, px, _ in batches)
+    assert [i for i, _ in batches[0][2]] == [1] and "not an image" in batches[0][2][0][1]
+
+
+def test_cpu_thread_counts_are_tried_in_turn_then_the_count_is_restored() -> None:
+    from embedscope.embed import embedded
+
+    seen: list[int] = []
+
+    def encoder(px: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return px.float().mean(dim=(1, 2, 3))[:, None]
+
+    start = torch.get_num_threads()
+    batches = [([i], torch.full((1, 4, 4, 3), i, dtype=torch.uint8), []) for i in range(8)]
+    out = list(embedded(batches, encoder, threads=[3, 1]))
+    assert [ids for ids, _, _ in out] == [[i] for i in range(8)]
+    assert [float(v[0, 0]) for _, v, _ in out] == [float(i) for i in range(8)]
+    # one warm-up batch, two batches at each count, then the faster count for the rest
+    assert seen[1:3] == [3, 3] and seen[3:5] == [1, 1] and len(set(seen[5:])) == 1
+    assert seen[5] in (1, 3) and torch.get_num_threads() == start
