@@ -114,7 +114,14 @@ class LiveExplorer:
         import ipywidgets as w
 
         self.query = w.Text(placeholder="search: a dog on a sofa", continuous_update=False)
-        self.k = w.BoundedIntText(value=20, min=1, max=MAX_LIKE, description="k")
+        self.k = w.BoundedIntText(
+            value=20,
+            min=1,
+            max=MAX_LIKE,
+            description="k",
+            style={"description_width": "16px"},
+            layout=w.Layout(width="110px"),
+        )
         self.search_buttons = {
             "search": w.Button(description="search"),
             "more like this": w.Button(description="more like this"),
@@ -183,7 +190,11 @@ class LiveExplorer:
             "undo": self.undo,
             "clear selection": self.clear_selection,
         }
-        self.buttons = {name: w.Button(description=name) for name in actions}
+        # sized to their text, never squeezed ("accept suggestion" in full)
+        self.buttons = {
+            name: w.Button(description=name, layout=w.Layout(width="auto", flex="0 0 auto"))
+            for name in actions
+        }
         for name, act in actions.items():
             self.buttons[name].on_click(lambda _, act=act: self._act(act))
         b = self.buttons
