@@ -73,7 +73,8 @@ class RunningLab:
 
     def url(self, notebook: str = "") -> str:
         """The address that opens ``notebook`` (a path under the notebook folder) in the lab."""
-        return f"{self.root}/lab/tree/{quote(notebook)}?token={self.token}"
+        # ?reset: a fresh workspace, so tabs of an earlier notebook are not reopened beside it
+        return f"{self.root}/lab/tree/{quote(notebook)}?reset&token={self.token}"
 
 
 @contextmanager
