@@ -27,6 +27,8 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 @pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")))
 def test_notebook_is_committed_clean_with_one_parameters_cell(name: str) -> None:
+    ids = [c.get("id") for c in json.loads((NOTEBOOK_DIR / name).read_text())["cells"]]
+    assert len(set(ids)) == len(ids), "cell ids must be unique (nbformat rewrites duplicates)"
     nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
     nbformat.validate(nb)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]

@@ -158,7 +158,9 @@ class _Images(Dataset):
             pixels = None if changed else self.pixels(load_rgb(path, draft=self.pixels.draft))
             changed = changed or _as_ingested(path, stamp)  # changed while being decoded
         except Exception as exc:  # any decoder error must skip the file, not end the run
-            return i, None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            # a file that vanished between the check and the read is not broken: never cache it
+            reason = _as_ingested(path, stamp) or (str(exc) or type(exc).__name__).splitlines()[0]
+            return i, None, reason
         return (i, None, changed) if changed else (i, pixels, "")
 
 
