@@ -134,8 +134,16 @@ def open_and_run_all(page, lab: RunningLab, notebook: str, timeout_ms: int = 180
     page.locator(".jp-Notebook").first.wait_for(timeout=timeout_ms)
     idle = page.locator(".jp-StatusBar-TextItem").filter(has_text=re.compile(r"\| Idle$"))
     idle.first.wait_for(timeout=timeout_ms)  # "Python 3 (ipykernel) | Idle": the kernel is up
-    page.locator(".lm-MenuBar-itemLabel").filter(has_text=re.compile("^Run$")).click()
-    page.locator(".lm-Menu-itemLabel").filter(has_text=re.compile("^Run All Cells$")).click()
+    started = page.locator(".jp-InputPrompt").filter(has_text=re.compile(r"\[(\*|\d+)\]"))
+    for attempt in range(3):  # a click that lands while the notebook still settles is lost
+        page.locator(".lm-MenuBar-itemLabel").filter(has_text=re.compile("^Run$")).click()
+        page.locator(".lm-Menu-itemLabel").filter(has_text=re.compile("^Run All Cells$")).click()
+        try:
+            started.first.wait_for(timeout=20_000)
+            return
+        except Exception:
+            if attempt == 2:
+                raise
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
