@@ -47,6 +47,7 @@ from embedscope.pixels import (
     NOT_AS_INGESTED,
     FastPixels,
     checked_pixels,
+    decode_seconds,
     make_loader,
     resolve_workers,
 )
@@ -58,6 +59,7 @@ from embedscope.precision import (
     check_precision,
     for_precision,
     is_convolutional,
+    synchronize,
 )
 
 POOLINGS = ("auto", "pooler", "cls", "mean", "image_features")
@@ -259,7 +261,7 @@ def embed(
         calibration_images=calibration_images,
     )
     t_load = time.perf_counter() - t0 - job.seconds_check
-    workers = resolve_workers(num_workers, len(job.todo), job.batch_size, dev)
+    workers = resolve_workers(num_workers, len(job.todo), job.batch_size, dev, job.costs)
     t1 = time.perf_counter()
     new, new_failed = {}, {}
     if job.todo:
@@ -318,6 +320,7 @@ class Job:
     calibrated: dict[str, np.ndarray]  # vectors of the precision check (already in a shard)
     calibration_failed: dict[str, str]  # and the files it could not read
     seconds_check: float
+    costs: tuple[float, float] | None  # seconds per image: decode (one core), model (all)
 
     @property
     def precision_name(self) -> str:
@@ -359,25 +362,37 @@ def plan(
     pixels = checked_pixels(processor, probe)
 
     t0 = time.perf_counter()
+    sample = _calibration_sample(first, calibration_images)
+    costs = None  # seconds per image to decode and to run the model, measured here
+    if here:
+        decode, pictures = decode_seconds(root, sample["path"].iloc[:4].tolist(), pixels)
+        first_try = "fp32" if precision == "auto" else precision
+        if pictures:
+            costs = (
+                decode,
+                _forward_seconds(Encoder(net, pooling, device, pixels, first_try), pictures),
+            )
     check, calibrated, failed_now = None, {}, {}
     if precision == "auto" and not here:
         check = {"candidate": None, "kept": False, "reason": f"no {device.type} here to judge"}
     if precision == "auto" and here:
-        reference = Encoder(net, pooling, device, pixels, "fp32")
-        sample = _calibration_sample(first, calibration_images)
         loader = make_loader(
             root,
             sample["path"].tolist(),
             pixels,
             batch_size=batch_size,
-            num_workers=resolve_workers(num_workers, len(sample), batch_size, device),
+            num_workers=resolve_workers(num_workers, len(sample), batch_size, device, costs),
             device=device,
             stamps=_stamps(sample),
         )
+        reference = Encoder(net, pooling, device, pixels, "fp32")
         kept, check, calibrated, failed_now = _auto_precision(
             layout, reference, identity, loader, sample
         )
         precision = kept.precision
+        speedup = (check.get("speedups") or {}).get(precision)
+        if costs and speedup:
+            costs = costs[0], costs[1] / speedup
     precision = "fp32" if precision == "auto" else precision
     seconds_check = time.perf_counter() - t0
 
@@ -417,7 +432,21 @@ def plan(
         calibrated=new_vecs,
         calibration_failed=new_failed,
         seconds_check=seconds_check,
+        costs=costs,
     )
+
+
+def _forward_seconds(encoder: Encoder, pictures: list[torch.Tensor]) -> float:
+    """Seconds per image of ``encoder``'s forward on a small batch of ``pictures`` (the second
+    call is timed: the first one picks kernels)."""
+    batch = torch.stack(pictures)
+    with torch.inference_mode():
+        for _ in range(2):
+            synchronize(encoder.device)
+            t0 = time.perf_counter()
+            encoder(batch)
+            synchronize(encoder.device)
+    return (time.perf_counter() - t0) / len(pictures)
 
 
 def _stamps(images: pd.DataFrame) -> list[tuple[int, int]]:
@@ -463,6 +492,8 @@ def finish(
         "seconds_load_model": round(seconds_load, 3),
         "seconds_precision_check": round(job.seconds_check, 3),
         "seconds_embed": round(seconds_embed, 3),
+        "ms_decode_per_image": round(job.costs[0] * 1000, 2) if job.costs else None,
+        "ms_model_per_image": round(job.costs[1] * 1000, 2) if job.costs else None,
         "images_per_second": round(embedded_now / seconds_embed, 2)
         if embedded_now and seconds_embed
         else None,

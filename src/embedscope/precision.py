@@ -141,6 +141,14 @@ def faithful(
     return delta is None or abs(delta) <= max_knn_delta
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a wall-clock time covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 class PrecisionRace:
     """The calibration forward: float32 (the reference, whose vectors it returns) and each
     candidate on the same batches, every forward timed. After ``race`` timed batches (the
@@ -171,19 +179,13 @@ class PrecisionRace:
         return out
 
     def _timed(self, name: str, encoder, pixels: torch.Tensor) -> torch.Tensor:
-        self._sync()
+        synchronize(self.device)
         t0 = time.perf_counter()
         out = encoder(pixels)
-        self._sync()
+        synchronize(self.device)
         if self.batches > 1:
             self.seconds[name] += time.perf_counter() - t0
         return out
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        elif self.device.type == "mps":
-            torch.mps.synchronize()
 
     def _decide(self) -> None:
         """Keep the fastest candidate if it beats float32 enough; a race with no timed batch
