@@ -35,7 +35,7 @@ from embedscope.ingest import ingest
 from embedscope.layout import Layout, read_json, write_json
 from embedscope.models import builtin_model_dir, load_model
 from embedscope.pixels import checked_pixels
-from embedscope.precision import PRECISIONS, agreement, candidate
+from embedscope.precision import PRECISIONS, agreement
 
 SHORT = {long: short for short, long in PRECISIONS.items()}
 
@@ -137,13 +137,15 @@ def ceiling(model_dir: str, paths: list[Path], batch_size: int, device: str, pre
     return len(paths) / (time.perf_counter() - t0)
 
 
-def precision_fidelity(model_dir: str, paths: list[Path], batch_size: int, device: str) -> dict:
-    """What the precision ``auto`` tries on this hardware does to the analysis of ``paths``
-    (labelled by folder): neighbour agreement and kNN-accuracy change against float32."""
-    reference = _encoder(model_dir, device, "fp32")
-    name = candidate(reference.device, reference.net)
+def precision_fidelity(
+    model_dir: str, paths: list[Path], batch_size: int, device: str, name: str | None
+) -> dict:
+    """What precision ``name`` (the one ``auto`` raced best here) does to the analysis of
+    ``paths`` (labelled by folder): neighbour agreement and kNN-accuracy change against
+    float32."""
     if name is None:
         return {"candidate": None}
+    reference = _encoder(model_dir, device, "fp32")
     low = Encoder(reference.net, reference.pooling, reference.device, reference.pixels, name)
     batches = _pixel_batches(reference, paths, batch_size)
     ref = np.concatenate([v for _, v, _ in embedded(batches, reference)])
@@ -402,8 +404,9 @@ def embedding_speed(args: argparse.Namespace) -> tuple[dict, dict]:
             for other in ("old_approach", "pipeline", "ceiling"):
                 row[f"kit_over_{other}"] = round(row["kit"] / row[other], 3)
             print(f"[bench] {name} precision fidelity on the sample", flush=True)
+            tried = (facts["precision_check"] or {}).get("candidate")
             fidelity = precision_fidelity(
-                model_dir, sample[: args.fidelity_images], batch, facts["device"]
+                model_dir, sample[: args.fidelity_images], batch, facts["device"], tried
             )
             row |= {
                 "candidate": fidelity["candidate"],

@@ -104,12 +104,12 @@ def test_pooling_never_keeps_the_token_grid(tmp_path: Path) -> None:
 
 
 def test_builtin_model_pools_1280_and_tries_bf16_only_where_native(builtin_cache: Path) -> None:
-    from embedscope.precision import candidate, cpu_has_bf16
+    from embedscope.precision import candidates, cpu_has_bf16
 
     net, _, _ = load_model("mobilenet_v2")
     assert resolve_pooling(net) == "pooler"
     # a CNN has no linear layers worth quantising: bf16 where the CPU has it, else nothing
-    assert candidate(torch.device("cpu"), net) == ("bf16" if cpu_has_bf16() else None)
+    assert candidates(torch.device("cpu"), net) == (["bf16"] if cpu_has_bf16() else [])
     with torch.inference_mode():
         assert pool(net, torch.rand(2, 3, 224, 224), "pooler").shape == (2, 1280)
 

@@ -166,6 +166,7 @@ def test_live_panel_answers_a_typed_query_and_more_like_this(dataset: Layout, cl
     _, root = load_manifest(dataset)
     rng = np.random.default_rng(0)
     points = emb.rows.assign(x=rng.normal(size=12), y=rng.normal(size=12))
+    prompt_scores(dataset, clip)  # its own prompt columns, whichever test ran before
     points = points.join(load_prompt_scores(dataset, clip))
     live = LiveExplorer(points, root, searcher=Searcher.from_layout(dataset, clip))
     assert "prompt: a photo of a red" in live.colour.options

@@ -52,11 +52,10 @@ from embedscope.pixels import (
 )
 from embedscope.precision import (
     PRECISIONS,
-    agreement,
+    PrecisionRace,
     autocast,
-    candidate,
+    candidates,
     check_precision,
-    faithful,
     for_precision,
     is_convolutional,
 )
@@ -221,9 +220,10 @@ def embed(
     """Embed every ok manifest image not yet cached for this model; return run facts.
 
     ``precision="auto"`` embeds ``calibration_images`` images (spread over the dataset) in
-    float32 and in the hardware's fastest candidate, and keeps the candidate only if the
-    analysis sees the same neighbours (:mod:`embedscope.precision`); the decision and its
-    figures are remembered per dataset, model and hardware, and reported as ``precision_check``.
+    float32 and in the reduced precisions the hardware offers, keeps the fastest of those only
+    if it is measured faster and the analysis sees the same neighbours
+    (:mod:`embedscope.precision`); the decision, its speed-ups and agreement figures are
+    remembered per dataset, model and hardware, and reported as ``precision_check``.
 
     ``engine="ray"`` runs the same step on Ray Data (see :mod:`embedscope.embed_ray`;
     ``ray_address`` and ``concurrency`` apply to it only; ``num_workers`` to local only).
@@ -641,36 +641,35 @@ def _auto_precision(
     A decision already taken for this dataset, model, pooling and hardware is reused as is.
     """
     dev = reference.device
-    name = candidate(dev, reference.net)
+    names = candidates(dev, reference.net)
     hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
     cache = layout.data_dir / "embeddings" / "precision.json"
     decisions = read_json(cache, default={}) or {}
-    cache_key = f"{identity}|{reference.pooling}|{hardware}|{name}"
-    if name is None:
+    cache_key = f"{identity}|{reference.pooling}|{hardware}|{'+'.join(names)}"
+    if not names:
         check = {"candidate": None, "kept": False, "reason": "no faster precision here"}
         return reference, check, {}, {}
-    low = Encoder(reference.net, reference.pooling, dev, reference.pixels, name)
+    low = lambda name: Encoder(reference.net, reference.pooling, dev, reference.pixels, name)  # noqa: E731
     if cache_key in decisions:
         check = decisions[cache_key]
-        return (low if check["kept"] else reference), check, {}, {}
-    shas, both, failed = [], [], {}
-    pair = lambda px: torch.cat([reference(px), low(px)], 1)  # noqa: E731
+        return (low(check["candidate"]) if check["kept"] else reference), check, {}, {}
+    race = PrecisionRace(reference, {name: low(name) for name in names}, dev)
+    shas, ref, failed = [], [], {}
     threads = thread_options(dev, getattr(loader, "num_workers", 0))
-    for ids, vecs, bad in embedded(loader, pair, threads=threads):
-        failed.update({sample.index[i]: reason for i, reason in bad})  # one decode, two forwards
+    for ids, vecs, bad in embedded(loader, race, threads=threads):
+        failed.update({sample.index[i]: reason for i, reason in bad})  # one decode, all forwards
         if vecs is not None:
             shas += [sample.index[i] for i in ids]
-            both.append(vecs)
+            ref.append(vecs)
     if len(shas) < 3:
-        check = {"candidate": name, "kept": False, "reason": "too few readable images to judge"}
+        check = {"candidate": names[0], "kept": False, "reason": "too few readable images to judge"}
         return reference, check, {}, failed
-    ref_all, low_all = np.split(np.concatenate(both), 2, axis=1)
-    figures = agreement(ref_all, low_all, sample.loc[shas, "label"].to_numpy())
-    check = {"candidate": name, "kept": faithful(figures), **figures}
+    ref_all = np.concatenate(ref)
+    check, kept_vectors = race.verdict(ref_all, sample.loc[shas, "label"].to_numpy())
     decisions[cache_key] = check
     write_json(cache, decisions)
-    kept = low if check["kept"] else reference
-    vectors = low_all if check["kept"] else ref_all
+    kept = race.lows[check["candidate"]] if check["kept"] else reference
+    vectors = ref_all if kept_vectors is None else kept_vectors
     return kept, check, dict(zip(shas, vectors, strict=True)), failed
 
 
