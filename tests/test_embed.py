@@ -99,6 +99,10 @@ def test_pooling_never_keeps_the_token_grid(tmp_path: Path) -> None:
     for how in ("cls", "mean", "pooler"):
         assert pool(net, x, how).shape == (2, 32)
     assert resolve_pooling(net) == "cls"
+    from transformers import Dinov2Config, Dinov2Model
+
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    assert resolve_pooling(Dinov2Model(Dinov2Config(**small, image_size=28))) == "cls"
     with pytest.raises(ValueError, match="pooling must be one of"):
         resolve_pooling(net, "flatten")
 

@@ -63,8 +63,9 @@ from embedscope.precision import (
 )
 
 POOLINGS = ("auto", "pooler", "cls", "mean", "image_features")
-#: Model types whose ``pooler_output`` is an extra dense layer absent from most checkpoints.
-_CLS_MODEL_TYPES = {"vit", "deit", "beit", "data2vec-vision"}
+#: Model types pooled by their CLS token: the ViT family's ``pooler_output`` is an extra dense
+#: layer absent from most checkpoints; DINOv2 has no pooler and its own kNN evaluation uses CLS.
+_CLS_MODEL_TYPES = {"vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers"}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -94,7 +95,8 @@ def resolve_batch_size(batch_size: int | None, device: torch.device, model: torc
 
 def resolve_pooling(model: torch.nn.Module, pooling: str = "auto") -> str:
     """Pick the pooled vector per architecture: CLIP-like models' projected image features,
-    the CLS token for ViT-family models, else the model's own pooler, else the token mean."""
+    the CLS token for ViT-family and DINOv2 models, else the model's own pooler, else the
+    token mean."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
     if pooling != "auto":
