@@ -3,6 +3,8 @@ the workers, and still the model processor's pixels and vectors."""
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from PIL import Image
 from embedscope.embed import pool
 from embedscope.images import decode, load_rgb
 from embedscope.models import load_model
-from embedscope.pixels import FastPixels, _Images, make_loader
+from embedscope.pixels import FastPixels, _Images, decode_seconds, make_loader, resolve_workers
 
 
 def _photo(path: Path, size: tuple[int, int] = (2000, 1500)) -> Path:
@@ -82,3 +84,26 @@ def test_cpu_thread_counts_are_tried_in_turn_then_the_count_is_restored() -> Non
     # one warm-up batch, two batches at each count, then the faster count for the rest
     assert seen[1:3] == [3, 3] and seen[3:5] == [1, 1] and len(set(seen[5:])) == 1
     assert seen[5] in (1, 3) and torch.get_num_threads() == start
+
+
+def test_decoding_workers_follow_the_measured_costs(tmp_path: Path, builtin_cache: Path) -> None:
+    """On a CPU host: none when decoding is a small share of the work, enough cores' worth
+    (never more than the cores) when camera JPEGs make it the larger one; one per core but
+    one beside an accelerator; half the cores when nothing was measured."""
+    cores = len(os.sched_getaffinity(0))
+    cpu = lambda costs: resolve_workers(None, 1000, 8, "cpu", costs)  # noqa: E731
+    assert cpu((0.002, 0.010)) == 0  # the sample's WebPs against MobileNetV2
+    camera = cpu((0.030, 0.010))
+    assert camera == min(cores, math.ceil(cores * 0.030 / (0.030 + cores * 0.010)))
+    assert 1 <= camera <= cores and cpu((10.0, 1e-6)) == cores
+    assert cpu(None) == max(1, cores // 2)
+    assert resolve_workers(None, 1000, 8, "cuda", (0.030, 0.001)) == max(1, cores - 1)
+    assert resolve_workers(None, 8, 8, "cpu", (10.0, 1e-6)) == 0  # one batch: no workers
+    assert resolve_workers(3, 1000, 8, "cpu", (0.002, 0.010)) == 3  # asked for
+    # the decode cost is what decoding really takes here, at draft scale
+    fast = FastPixels(load_model("mobilenet_v2")[1])
+    seconds, pictures = decode_seconds(tmp_path, ["photo.jpg", "missing.jpg"], fast)
+    assert seconds is None and not pictures
+    _photo(tmp_path / "photo.jpg")
+    seconds, pictures = decode_seconds(tmp_path, ["photo.jpg", "missing.jpg"], fast)
+    assert seconds > 0 and len(pictures) == 1 and pictures[0].dtype == torch.uint8
