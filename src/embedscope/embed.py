@@ -13,6 +13,8 @@ killed run resumes from its last complete shard. The final output is two files a
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import os
 import re
@@ -654,6 +656,14 @@ class _ThreadTrial:
         torch.set_num_threads(self.original)
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed by the decoders and the model's threads back to the OS. glibc keeps
+    it in per-thread arenas: on 5,000 images the resident size climbed from 0.6 to 1.15 GB
+    with nothing held (flat at 0.6 GB with one arena). A no-op where there is no glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _fetched(ids: list[int], out: torch.Tensor | None, bad: list):
     return ids, (out.float().cpu().numpy() if out is not None else None), bad
 
@@ -731,6 +741,7 @@ def write_shards(
         buf_sha.clear()
         buf_vec.clear()
         buf_fail.clear()
+        release_freed_memory()
 
     bar = tqdm(total=total, unit="img", disable=not progress, desc="embedding")
     for shas, vecs, bad in batches:
