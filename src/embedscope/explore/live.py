@@ -4,7 +4,8 @@ Needs a running kernel (unlike ``explorer.html``, which survives sharing): hover
 image, click shows a larger one read from the original file and its nearest neighbours, a
 dropdown changes the colouring, checkboxes filter classes, and a box or lasso selection comes
 back to Python as a DataFrame (``LiveExplorer.selected``). Colours are the page's palette.
-The selection shows as a gallery; ``relabel``, ``tag``, ``drop`` and ``undo`` (buttons or
+The selection shows as a gallery (each tile's "view" opens it as a click on its point would);
+``relabel``, ``tag``, ``drop`` and ``undo`` (buttons or
 methods) record decisions that ``save_decisions`` writes as the ``decisions.csv`` every editor
 shares (:mod:`embedscope.decisions`), for ``make run-all DECISIONS=...``.
 With a :class:`~embedscope.search.Searcher`, a typed query (CLIP-family models) or "more like
@@ -279,11 +280,15 @@ class LiveExplorer:
             self.show(row)
 
     def _on_click(self, trace, points, state) -> None:
+        row = self._row(trace, points)
+        if row is not None:
+            self.inspect(row)
+
+    def inspect(self, row: int) -> None:
+        """What a click on a point (or a gallery tile's "view") does: the larger image, its
+        neighbours, and the point "more like this" starts from."""
         import ipywidgets as w
 
-        row = self._row(trace, points)
-        if row is None:
-            return
         self._clicked = row
         self.show(row, large=True)
         if self.neighbors is not None:
@@ -397,7 +402,9 @@ class LiveExplorer:
             if row in self._scores:
                 text.append(w.Label(f"score {self._scores[row]:.3f}"))
             picture = w.Image(value=self._thumb(row, 96), format="jpeg", width=96, height=96)
-            tiles.append(w.VBox([picture, *text], layout=w.Layout(width="104px")))
+            view = w.Button(description="view", layout=w.Layout(width="96px"))
+            view.on_click(lambda _, row=row: self.inspect(row))
+            tiles.append(w.VBox([picture, *text, view], layout=w.Layout(width="104px")))
         self.gallery.children = tiles
 
     def _ipython_display_(self) -> None:
