@@ -21,7 +21,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,10 +265,11 @@ def embed(
         calibration_images=calibration_images,
     )
     t_load = time.perf_counter() - t0 - job.seconds_check
-    workers = resolve_workers(num_workers, len(job.todo), job.batch_size, dev, job.costs)
     t1 = time.perf_counter()
-    new, new_failed = {}, {}
+    new, new_failed, workers, costs = {}, {}, 0, None
     if job.todo:
+        encoder = job.encoder()
+        workers, costs = choose_workers(num_workers, job.root, job.paths, job.batch_size, encoder)
         loader = make_loader(
             job.root,
             job.paths,
@@ -279,7 +280,7 @@ def embed(
             stamps=job.stamps,
         )
         new, new_failed = _run(
-            job.encoder(), loader, job.todo, job.shard_dir, shard_size=shard_size, progress=progress
+            encoder, loader, job.todo, job.shard_dir, shard_size=shard_size, progress=progress
         )
     t_stream = time.perf_counter() - t1
     return finish(
@@ -291,6 +292,8 @@ def embed(
         seconds_embed=job.seconds_check + t_stream,
         engine="local",
         num_workers=workers,
+        ms_decode_per_image=round(costs[0] * 1000, 2) if costs else None,
+        ms_model_per_image=round(costs[1] * 1000, 2) if costs else None,
         images_per_second_streaming=round(len(job.todo) / t_stream, 2) if job.todo else None,
     )
 
@@ -324,7 +327,6 @@ class Job:
     calibrated: dict[str, np.ndarray]  # vectors of the precision check (already in a shard)
     calibration_failed: dict[str, str]  # and the files it could not read
     seconds_check: float
-    costs: tuple[float, float] | None  # seconds per image: decode (one core), model (all)
 
     @property
     def precision_name(self) -> str:
@@ -366,37 +368,30 @@ def plan(
     pixels = checked_pixels(processor, probe)
 
     t0 = time.perf_counter()
-    sample = _calibration_sample(first, calibration_images)
-    costs = None  # seconds per image to decode and to run the model, measured here
-    if here:
-        decode, pictures = decode_seconds(root, sample["path"].iloc[:4].tolist(), pixels)
-        first_try = "fp32" if precision == "auto" else precision
-        if pictures:
-            costs = (
-                decode,
-                _forward_seconds(Encoder(net, pooling, device, pixels, first_try), pictures),
-            )
     check, calibrated, failed_now = None, {}, {}
     if precision == "auto" and not here:
         check = {"candidate": None, "kept": False, "reason": f"no {device.type} here to judge"}
     if precision == "auto" and here:
-        loader = make_loader(
-            root,
-            sample["path"].tolist(),
-            pixels,
-            batch_size=batch_size,
-            num_workers=resolve_workers(num_workers, len(sample), batch_size, device, costs),
-            device=device,
-            stamps=_stamps(sample),
-        )
         reference = Encoder(net, pooling, device, pixels, "fp32")
+        sample = _calibration_sample(first, calibration_images)
+        paths = sample["path"].tolist()
+
+        def calibration_loader() -> Iterable:  # made only when no decision is remembered
+            workers, _ = choose_workers(num_workers, root, paths, batch_size, reference)
+            return make_loader(
+                root,
+                paths,
+                pixels,
+                batch_size=batch_size,
+                num_workers=workers,
+                device=device,
+                stamps=_stamps(sample),
+            )
+
         kept, check, calibrated, failed_now = _auto_precision(
-            layout, reference, identity, loader, sample
+            layout, reference, identity, calibration_loader, sample
         )
         precision = kept.precision
-        speedup = (check.get("speedups") or {}).get(precision)
-        if costs and speedup:
-            costs = costs[0], costs[1] / speedup
     precision = "fp32" if precision == "auto" else precision
     seconds_check = time.perf_counter() - t0
 
@@ -436,8 +431,21 @@ def plan(
         calibrated=new_vecs,
         calibration_failed=new_failed,
         seconds_check=seconds_check,
-        costs=costs,
     )
+
+
+def choose_workers(
+    num_workers: int | None, root: Path, paths: list[str], batch_size: int, encoder: Encoder
+) -> tuple[int, tuple[float, float] | None]:
+    """Decoding workers for ``paths``, and the costs measured to decide (seconds per image to
+    decode, on one core, and to run ``encoder``, on all), measured only where they decide: a
+    CPU host, no count asked for, more than one batch."""
+    costs = None
+    if num_workers is None and encoder.device.type == "cpu" and len(paths) > batch_size:
+        decode, pictures = decode_seconds(root, paths[:4], encoder.pixels)
+        if pictures:
+            costs = decode, _forward_seconds(encoder, pictures)
+    return resolve_workers(num_workers, len(paths), batch_size, encoder.device, costs), costs
 
 
 def _forward_seconds(encoder: Encoder, pictures: list[torch.Tensor]) -> float:
@@ -496,8 +504,6 @@ def finish(
         "seconds_load_model": round(seconds_load, 3),
         "seconds_precision_check": round(job.seconds_check, 3),
         "seconds_embed": round(seconds_embed, 3),
-        "ms_decode_per_image": round(job.costs[0] * 1000, 2) if job.costs else None,
-        "ms_model_per_image": round(job.costs[1] * 1000, 2) if job.costs else None,
         "images_per_second": round(embedded_now / seconds_embed, 2)
         if embedded_now and seconds_embed
         else None,
@@ -676,7 +682,11 @@ def _calibration_sample(images: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def _auto_precision(
-    layout: Layout, reference: Encoder, identity: str, loader: Iterable, sample: pd.DataFrame
+    layout: Layout,
+    reference: Encoder,
+    identity: str,
+    calibration_loader: Callable[[], Iterable],
+    sample: pd.DataFrame,
 ) -> tuple[Encoder, dict, dict[str, np.ndarray], dict[str, str]]:
     """The encoder ``precision="auto"`` keeps, the check that decided, and the calibration
     batch's vectors at the kept precision (and its unreadable files) by sha256.
@@ -698,6 +708,7 @@ def _auto_precision(
         return (low(check["candidate"]) if check["kept"] else reference), check, {}, {}
     race = PrecisionRace(reference, {name: low(name) for name in names}, dev)
     shas, ref, failed = [], [], {}
+    loader = calibration_loader()
     threads = thread_options(dev, getattr(loader, "num_workers", 0))
     for ids, vecs, bad in embedded(loader, race, threads=threads):
         failed.update({sample.index[i]: reason for i, reason in bad})  # one decode, all forwards
