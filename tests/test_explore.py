@@ -35,6 +35,7 @@ from embedscope.explore import (
     write_embedding_csv,
     write_explorer,
 )
+from embedscope.explore.page import MAX_NEIGHBORS, NEIGHBOR_BUDGET
 from embedscope.explore.palette import PALETTE
 
 HOVER_PX = 128  # size of the hover card's thumbnail on screen
@@ -350,6 +351,28 @@ def test_write_is_atomic_and_checks_neighbours(images, tmp_path) -> None:
         write_explorer(pts, root, out, neighbors=np.zeros((3, 2), dtype=int))
     assert out.read_bytes() == before, "a failed run leaves the old page alone"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["e.html"], "no temp files left"
+
+
+def test_neighbours_take_no_more_of_the_page_than_their_budget(images, tmp_path) -> None:
+    """As many neighbours per point as fit the stated budget (all of them when it is large),
+    the same number for every point; none at all when not even one fits."""
+    root, rels = images
+    n = len(rels)
+    pts = _points(rels, np.zeros((n, 2)))
+    nbrs = np.array([[(i + k) % n for k in range(n)] for i in range(n)])  # self first
+
+    def near(budget: int) -> list[list[int]] | None:
+        out = write_explorer(pts, root, tmp_path / "n.html", neighbors=nbrs, neighbor_budget=budget)
+        return _data(out.read_text(encoding="utf-8"))["neighbors"]
+
+    most = min(MAX_NEIGHBORS, n - 1)
+    assert near(NEIGHBOR_BUDGET) == [[(i + k) % n for k in range(1, most + 1)] for i in range(n)]
+    step = n * (len(str(n - 1)) + 1)  # one more neighbour per point
+    for k in range(1, most):
+        rows = near(3 * n + k * step)
+        assert {len(r) for r in rows} == {k}
+        assert len(json.dumps(rows, separators=(",", ":"))) <= 3 * n + k * step
+    assert near(3 * n + step - 1) is None
 
 
 def test_show_inline_runs_the_page_in_a_frame(browser, images, tmp_path) -> None:

@@ -40,8 +40,12 @@ IGNORED_COLUMNS = ("row", "sha256")
 SUGGESTION_COLUMNS = ("suggested_label", "suggested_share")
 #: A non-numeric (or small-integer) column with more distinct values than this is not offered.
 MAX_CATEGORIES = 40
-#: Neighbours shown per point: a 4 x 3 grid stays readable and keeps the JSON small.
+#: Neighbours shown per point: a 4 x 3 grid stays readable.
 MAX_NEIGHBORS = 12
+#: Bytes of the page the neighbour lists may take: as many neighbours per point as fit (all
+#: 12 up to ~50,000 points, 6 at 100,000, none beyond ~450,000, where the thumbnails alone
+#: already make a large file).
+NEIGHBOR_BUDGET = 4_000_000
 
 
 def write_explorer(
@@ -53,13 +57,15 @@ def write_explorer(
     neighbors: np.ndarray | None = None,
     thumb_size: int = 64,
     max_thumbnails: int = 20_000,
+    neighbor_budget: int = NEIGHBOR_BUDGET,
 ) -> Path:
     """Write the self-contained explorer page for ``points`` to ``out`` (atomically).
 
     ``points`` has x, y, optional z (a 2D map when absent or all NaN), label, path relative to
     ``image_root`` and any extra columns to colour by; ``suggested_label`` with
     ``suggested_share`` (from analyse) travel as each point's suggestion instead. ``neighbors``
-    (N, k) row positions feed the click panel. Beyond ``max_thumbnails`` points an evenly
+    (N, k) row positions feed the click panel, as many per point (up to 12) as fit
+    ``neighbor_budget`` bytes of the page. Beyond ``max_thumbnails`` points an evenly
     spread subset keeps thumbnails, so every class keeps some pictures while the file stays
     small enough to share.
     """
@@ -76,7 +82,7 @@ def write_explorer(
     labels = labels_of(points)
     classes = class_order(labels)
     code = {c: k for k, c in enumerate(classes)}
-    near = _neighbors(neighbors, n)  # checked before the slow part
+    near = _neighbors(neighbors, n, neighbor_budget)  # checked before the slow part
 
     thumbs = np.full(n, NO_THUMBNAIL, dtype=np.int64)
     keep = _spread(n, max(0, min(max_thumbnails, n)))
@@ -222,18 +228,20 @@ def _natural(text: str) -> tuple[int, float | str]:
         return (1, text)
 
 
-def _neighbors(neighbors: np.ndarray | None, n: int) -> list[list[int]] | None:
-    """Valid neighbour rows per point, self and out-of-range entries dropped."""
+def _neighbors(neighbors: np.ndarray | None, n: int, budget: int) -> list[list[int]] | None:
+    """Valid neighbour rows per point (self and out-of-range entries dropped), as many per
+    point as fit ``budget`` bytes of JSON; None when not even one does."""
     if neighbors is None:
         return None
     arr = np.asarray(neighbors)
     if arr.ndim != 2 or arr.shape[0] != n:
         raise ValueError(f"neighbors must have shape ({n}, k), got {arr.shape}")
+    per_entry = len(str(max(n - 1, 0))) + 1  # the widest index and its comma
+    k = min(MAX_NEIGHBORS, (budget - 3 * n) // max(n * per_entry, 1))  # 3: "[],"
+    if k < 1:
+        return None
     arr = arr.astype(np.int64)
-    return [
-        [j for j in row if 0 <= j < n and j != i][:MAX_NEIGHBORS]
-        for i, row in enumerate(arr.tolist())
-    ]
+    return [[j for j in row if 0 <= j < n and j != i][:k] for i, row in enumerate(arr.tolist())]
 
 
 def _json_for_script(obj: Any) -> str:
