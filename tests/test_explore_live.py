@@ -73,17 +73,17 @@ def test_selection_gallery_and_decisions_round_trip(tmp_path: Path) -> None:
     rows = [int(red.customdata[i]) for i in (0, 1, 3)]
     assert live.selected.index.tolist() == sorted(rows)
     assert len(live.gallery.children) == 3
-    tile_text = [[c.value for c in t.children[1:-1]] for t in live.gallery.children]
+    tile_text = [[c.value for c in t.children[2:]] for t in live.gallery.children]
     assert [t[1] for t in tile_text] == live.points["path"][sorted(rows)].tolist()  # as text
     assert [f"red/{EVIL}"] in [t[1:] for t in tile_text]  # the hostile name, as typed
     assert all(t.children[0].value[:2] == b"\xff\xd8" for t in live.gallery.children)
     last = live.gallery.children[-1]
-    last.children[-1].click()  # the tile's "view": as a click on its point
-    assert live.path.value == last.children[2].value and live._clicked == sorted(rows)[-1]
+    last.children[1].click()  # the tile's "view": as a click on its point
+    assert live.path.value == last.children[3].value and live._clicked == sorted(rows)[-1]
     assert live.image.value != live._thumb(sorted(rows)[-1], live.size)  # the larger view
     live.new_label.value = "objects"  # a new label, typed in
     live.buttons["relabel"].click()
-    assert live.gallery.children[0].children[1].value == "red → objects"
+    assert live.gallery.children[0].children[2].value == "red → objects"
     evil = int(live.points.index[live.points["path"] == f"red/{EVIL}"][0])
     live.drop(rows=[evil])
     live.tag("blurry")
@@ -98,7 +98,7 @@ def test_selection_gallery_and_decisions_round_trip(tmp_path: Path) -> None:
     assert set(by.index) == set(live.points["path"][sorted(rows)])
     blue0 = int(live.points.index[live.points["path"].str.startswith("blue/blue_0")][0])
     live.select([blue0, evil])  # only blue_0's suggestion differs from its label
-    assert [c.value for c in live.gallery.children[0].children[1:-1]][-1] == "suggests green (75%)"
+    assert [c.value for c in live.gallery.children[0].children[2:]][-1] == "suggests green (75%)"
     live.buttons["accept suggestion"].click()
     assert live.decisions.set_index("path")["label"][live.points["path"][blue0]] == "green"
     live.undo()

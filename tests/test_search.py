@@ -176,7 +176,7 @@ def test_live_panel_answers_a_typed_query_and_more_like_this(dataset: Layout, cl
     expected = np.argsort(-sims, kind="stable")[:5].tolist()
     assert live.selected.index.tolist() == expected and live.message.value == ""
     assert len(live.gallery.children) == 5
-    score = live.gallery.children[0].children[-2].value
+    score = live.gallery.children[0].children[-1].value
     assert score == f"score {sims[expected[0]]:.3f}"
     ring = [t for t in live.fig.data if t.name == FOUND]
     assert len(ring) == 1 and sorted(ring[0].customdata) == sorted(expected)

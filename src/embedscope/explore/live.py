@@ -404,7 +404,7 @@ class LiveExplorer:
             picture = w.Image(value=self._thumb(row, 96), format="jpeg", width=96, height=96)
             view = w.Button(description="view", layout=w.Layout(width="96px"))
             view.on_click(lambda _, row=row: self.inspect(row))
-            tiles.append(w.VBox([picture, *text, view], layout=w.Layout(width="104px")))
+            tiles.append(w.VBox([picture, view, *text], layout=w.Layout(width="104px")))
         self.gallery.children = tiles
 
     def _ipython_display_(self) -> None:
