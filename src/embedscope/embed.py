@@ -327,6 +327,7 @@ class Job:
     calibrated: dict[str, np.ndarray]  # vectors of the precision check (already in a shard)
     calibration_failed: dict[str, str]  # and the files it could not read
     seconds_check: float
+    kept: Encoder | None = None  # the encoder the precision check kept, when it ran here
 
     @property
     def precision_name(self) -> str:
@@ -337,6 +338,10 @@ class Job:
         return self.out_dir / "shards"
 
     def encoder(self) -> Encoder:
+        """The encoder ``precision="auto"`` kept (an int8 copy is not quantised twice), or a
+        new one at the precision asked for."""
+        if self.kept is not None:
+            return self.kept
         return Encoder(self.net, self.pooling, self.device, self.pixels, self.precision)
 
 
@@ -368,7 +373,7 @@ def plan(
     pixels = checked_pixels(processor, probe)
 
     t0 = time.perf_counter()
-    check, calibrated, failed_now = None, {}, {}
+    check, calibrated, failed_now, kept = None, {}, {}, None
     if precision == "auto" and not here:
         check = {"candidate": None, "kept": False, "reason": f"no {device.type} here to judge"}
     if precision == "auto" and here:
@@ -431,6 +436,7 @@ def plan(
         calibrated=new_vecs,
         calibration_failed=new_failed,
         seconds_check=seconds_check,
+        kept=kept,
     )
 
 
