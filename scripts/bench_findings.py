@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from embedscope.analyse import neighbors
 from embedscope.embed import embed
 from embedscope.ingest import ingest
-from embedscope.analyse import neighbors
 from embedscope.label_issues import label_issues
 from embedscope.layout import Layout, load_embeddings
 
