@@ -155,3 +155,36 @@ def write_findings(table: pd.DataFrame, layout: Layout) -> None:
     """``reports/<name>/findings.csv``, written atomically."""
     text = table.to_csv(index=False, float_format="%.4f")
     write_atomic(layout.findings, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def top_findings(table: pd.DataFrame, n: int = 8) -> dict[str, pd.DataFrame]:
+    """The ``n`` images a person should look at first for each issue type that flags any."""
+    issues = table["issues"].str.split(ISSUE_SEPARATOR)
+    out = {}
+    for issue in ISSUE_TYPES:
+        rows = table[issues.map(lambda found, issue=issue: issue in found)]
+        key = "mislabel_score" if issue == "label" else f"{issue}_score"
+        if len(rows):
+            by = key if key in rows else "review_priority"
+            out[issue] = rows.sort_values(by, ascending=False, kind="stable").head(n)
+    return out
+
+
+#: The findings columns the editors carry per point (the review queue reads them).
+POINT_COLUMNS = ("label_issue", "issues", "reason", "review_priority")
+
+
+def read_findings(layout: Layout) -> pd.DataFrame:
+    """``findings.csv`` as written by ``03_reduce`` (text cells stay text, empty never NaN)."""
+    if not layout.findings.is_file():
+        raise FileNotFoundError(f"no {layout.findings}: run 03_reduce for {layout.name!r} first")
+    table = pd.read_csv(layout.findings, dtype={"path": str, "label": str}, keep_default_na=False)
+    for col in ("suggested_label", "issues", "reason", "exact_duplicate_of"):
+        table[col] = table[col].astype(str)
+    return table
+
+
+def with_findings(points: pd.DataFrame, findings: pd.DataFrame) -> pd.DataFrame:
+    """``points`` (one row per image, with ``path``) plus the :data:`POINT_COLUMNS`."""
+    extra = findings.set_index("path")[list(POINT_COLUMNS)]
+    return points.join(extra, on="path")
