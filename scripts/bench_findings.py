@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageFilter
 
 from embedscope.analyse import neighbors
 from embedscope.embed import embed
@@ -257,3 +257,122 @@ def findings_table(results: dict) -> str:
 
 def _ms(pair: list[float]) -> str:
     return f"{pair[0]:.3f} ± {pair[1]:.3f}"
+
+
+DEGRADATIONS = {
+    # what was done -> the quality type that should flag it
+    "blurred": ("blurry", lambda im: im.filter(ImageFilter.GaussianBlur(max(im.size) / 25))),
+    "darkened": ("dark", lambda im: ImageEnhance.Brightness(im).enhance(0.15)),
+    "brightened": ("light", lambda im: Image.blend(im, Image.new("RGB", im.size, "white"), 0.9)),
+    "flattened": ("low_information", lambda im: ImageEnhance.Contrast(im).enhance(0.01)),
+    "greyed": ("grayscale", lambda im: im.convert("L")),
+}
+
+
+def degraded_folder(folder: Path, n: int, seed: int = 0) -> Path:
+    """``n`` real photos (crops of scikit-learn's two sample photos, 320-480 pixels wide) in
+    ``original/`` and a degraded copy of each in one folder per :data:`DEGRADATIONS`."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images
+    for i in range(n):
+        photo = photos[i % 2]
+        w = int(rng.integers(320, 481))
+        h = int(w * rng.uniform(0.6, 0.9))
+        y, x = rng.integers(0, photo.shape[0] - h), rng.integers(0, photo.shape[1] - w)
+        im = Image.fromarray(photo[y : y + h, x : x + w])
+        (folder / "original").mkdir(parents=True, exist_ok=True)
+        im.save(folder / "original" / f"photo{i:03d}.jpg", quality=92)
+        for kind, (_, change) in DEGRADATIONS.items():
+            (folder / kind).mkdir(exist_ok=True)
+            change(im).save(folder / kind / f"photo{i:03d}.png")
+    return folder
+
+
+def quality_bench(work: Path, n: int = 40) -> dict:
+    """Per quality type: precision and recall of the kit's flags against the degraded copies,
+    agreement with cleanvision 0.3.7's flags on the same files, and the statistics' cost as a
+    share of embedding time."""
+    from cleanvision import Imagelab
+
+    from embedscope.quality import quality_findings
+
+    folder = degraded_folder(work / "degraded", n)
+    layout = Layout("degraded", work / "data", work / "rep")
+    manifest = ingest(str(folder), layout).reset_index(drop=True)
+    ours = quality_findings(manifest)
+    lab = Imagelab(data_path=str(folder))
+    lab.find_issues(verbose=False)
+    theirs = lab.issues.copy()
+    theirs.index = [str(Path(p).relative_to(folder)) for p in theirs.index]
+    theirs = theirs.reindex(manifest["path"]).reset_index(drop=True)
+    kind = manifest["label"]
+    out: dict = {"images": len(manifest), "per_type": {}}
+    for done, (issue, _) in DEGRADATIONS.items():
+        flagged, truth = ours[issue].to_numpy(), (kind == done).to_numpy()
+        cv = theirs[f"is_{issue}_issue"].fillna(False).to_numpy(bool)
+        out["per_type"][issue] = {
+            "degraded": int(truth.sum()),
+            "precision": round(float((flagged & truth).sum() / max(flagged.sum(), 1)), 3),
+            "recall": round(float((flagged & truth).sum() / truth.sum()), 3),
+            "cleanvision_recall": round(float((cv & truth).sum() / truth.sum()), 3),
+            "agreement_with_cleanvision": round(float((flagged == cv).mean()), 3),
+        }
+    for issue in ("odd_aspect_ratio", "odd_size", "near_duplicate"):
+        column = "is_near_duplicates_issue" if issue == "near_duplicate" else f"is_{issue}_issue"
+        cv = theirs[column]
+        out["per_type"][issue] = {
+            "flagged": int(ours[issue].sum()),
+            "agreement_with_cleanvision": round(
+                float((ours[issue].to_numpy() == cv.fillna(False).to_numpy(bool)).mean()), 3
+            ),
+        }
+    out["cost"] = stats_cost(work) | embedding_share(folder, manifest, layout)
+    return out
+
+
+def embedding_share(folder: Path, manifest, layout: Layout) -> dict:
+    """The statistics' time on these images (decoding excluded: ingest decodes them anyway)
+    as a share of the kit's time to embed them."""
+    from embedscope.images import decode
+    from embedscope.quality import image_stats
+
+    seconds = 0.0
+    for rel in manifest["path"]:
+        im, _ = decode(folder / rel, draft=(256, 256))
+        t0 = time.perf_counter()
+        image_stats(im)
+        seconds += time.perf_counter() - t0
+    facts = embed(layout, "mobilenet_v2", precision="fp32", progress=False)
+    return {
+        "stats_seconds": round(seconds, 2),
+        "embed_seconds": facts["seconds_embed"],
+        "stats_share_of_embedding": round(seconds / facts["seconds_embed"], 3),
+    }
+
+
+def stats_cost(work: Path) -> dict:
+    """Milliseconds of :func:`image_stats` per image on what ingest decodes (a sample emoji and a
+    12-megapixel JPEG at its draft size) against the kit's embedding milliseconds per image."""
+    from embedscope.images import decode
+    from embedscope.quality import image_stats
+
+    photo = work / "camera.jpg"
+    rng = np.random.default_rng(5)
+    small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((4000, 3000), Image.Resampling.BICUBIC).save(photo, quality=90)
+    emoji = sorted(Path("data/sample").rglob("*.webp"))[0]
+    out = {}
+    for name, path in (("emoji 160px", emoji), ("photo 12 MP", photo)):
+        t0 = time.perf_counter()
+        im, _ = decode(path, draft=(256, 256))
+        decode_ms = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        for _ in range(20):
+            image_stats(im)
+        out[name] = {
+            "decode_ms": round(decode_ms, 2),
+            "stats_ms": round((time.perf_counter() - t0) * 50, 2),
+        }
+    return out

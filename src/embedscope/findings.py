@@ -21,6 +21,22 @@ from embedscope.quality import QUALITY_TYPES, STAT_COLUMNS, quality_findings
 ISSUE_TYPES = ("label", "exact_duplicate", *QUALITY_TYPES)
 #: Separator of the ``issues`` column.
 ISSUE_SEPARATOR = ";"
+#: How much each issue type asks of a person, as the weight of its score in
+#: ``review_priority``: a wrong label or a duplicate corrupts training and evaluation directly,
+#: bad exposure or blur often makes an image useless, while odd shapes, odd sizes and missing
+#: colour are mostly harmless facts about a file.
+IMPORTANCE = {
+    "label": 1.0,
+    "exact_duplicate": 1.0,
+    "near_duplicate": 0.9,
+    "dark": 0.8,
+    "light": 0.8,
+    "blurry": 0.8,
+    "low_information": 0.8,
+    "grayscale": 0.5,
+    "odd_aspect_ratio": 0.5,
+    "odd_size": 0.5,
+}
 #: Tag prefix of a kept finding: ``keep:label`` stops flagging the image's label.
 KEEP_PREFIX = "keep:"
 
@@ -92,11 +108,12 @@ def _score(table: pd.DataFrame, issue: str) -> pd.Series:
 
 
 def _priority(table: pd.DataFrame, flags: pd.DataFrame) -> np.ndarray:
-    """1 + the highest score among an image's flagged issues (flagged images come first, the
-    surest first); for an image with no flag, its mislabel score (0..1)."""
+    """1 + the highest :data:`IMPORTANCE`-weighted score among an image's flagged issues
+    (flagged images come first, the surest and weightiest first); for an image with no flag,
+    its mislabel score (0..1)."""
     best = np.zeros(len(table))
     for t in ISSUE_TYPES:
-        best = np.maximum(best, np.where(flags[t], _score(table, t), 0.0))
+        best = np.maximum(best, np.where(flags[t], IMPORTANCE[t] * _score(table, t), 0.0))
     return np.where(flags.any(axis=1), 1.0 + best, table["mislabel_score"].astype(float))
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageFilter
+from PIL import Image, ImageChops, ImageFilter
 
 #: Longest side, in pixels, of the copy the statistics are taken on.
 STATS_SIDE = 256
@@ -76,9 +76,16 @@ def image_stats(im: Image.Image) -> dict[str, float | int]:
         "entropy": float(rgb.entropy()),
         "blurriness": float(np.sqrt(edges.var())),
         "gray_hist_std": float(np.std(grey.histogram())),
-        "colour_spread": float(np.max(arr.max(axis=2) - arr.min(axis=2))) if arr.size else 0.0,
+        "colour_spread": _colour_spread(rgb),
         "phash": phash(rgb),
     }
+
+
+def _colour_spread(rgb: Image.Image) -> float:
+    """The largest difference between two colour channels of any pixel (0 for a grey image)."""
+    r, g, b = rgb.split()
+    diffs = (ImageChops.difference(r, g), ImageChops.difference(g, b), ImageChops.difference(r, b))
+    return float(max(d.getextrema()[1] for d in diffs))
 
 
 def _shrunk(im: Image.Image, side: int) -> Image.Image:
