@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_findings import cost, findings_bench, findings_table, quality_bench
 from dinov2_small import dinov2_small_dir
 from PIL import Image
 
@@ -338,11 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=48, help="4000x3000 JPEGs to embed")
     parser.add_argument("--fidelity-images", type=int, default=360, help="sample images")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | mps (embedding sections)")
+    parser.add_argument("--findings-images", type=int, default=12_000, help="Fashion-MNIST")
+    parser.add_argument("--findings-seeds", type=int, default=5)
+    parser.add_argument(
+        "--findings-tune", action="store_true", help="findings on the held-out tuning split"
+    )
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["embed", "photos", "manifest", "reduce", "explorer", "ray"],
-        choices=("embed", "photos", "manifest", "reduce", "explorer", "ray"),
+        default=["embed", "photos", "manifest", "reduce", "explorer", "ray", "findings"],
+        choices=("embed", "photos", "manifest", "reduce", "explorer", "ray", "findings"),
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -368,6 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     if "ray" in args.only:
         print("[bench] ray engine", flush=True)
         results["ray"] = ray_speed(args.images)
+    if "findings" in args.only:
+        work = out / "findings-work"  # kept: a second run embeds nothing again
+        results["findings"] = findings_bench(
+            work, images=args.findings_images, seeds=args.findings_seeds, tune=args.findings_tune
+        )
+        print("[bench] findings: image quality", flush=True)
+        results["findings"]["quality"] = quality_bench(work)
+        print("[bench] findings: cost", flush=True)
+        results["findings"]["cost"] = [cost(100_000, 1280, 10), cost(100_000, 1280, 1000)]
     write_json(out / "bench.json", results)
     (out / "bench.md").write_text(table(results), encoding="utf-8")
     print(table(results))
@@ -559,6 +574,8 @@ def table(results: dict) -> str:
                 f"| {k} | {v['mb']} | {v['seconds_write']} | "
                 f"{v['seconds_load_to_interactive']} | {v.get('hover_ms')} | {v.get('select_ms')} |"
             )
+    if "findings" in results:
+        lines += ["", findings_table(results["findings"])]
     return "\n".join(lines) + "\n"
 
 

@@ -229,7 +229,7 @@ def findings_bench(work: Path, *, images: int, seeds: int, tune: bool = False) -
 def findings_table(results: dict) -> str:
     lines = []
     for name, sets in results.items():
-        if not isinstance(sets, dict) or "images" not in sets:
+        if name in ("quality", "cost"):
             continue
         lines += [
             f"| findings: {name} ({sets['images']} images, {sets['classes']} classes) | moved "
@@ -250,8 +250,32 @@ def findings_table(results: dict) -> str:
                 f"| {k['seconds']} | {r['seconds']} |"
             )
         lines.append("")
-    for row in results.get("cost", []):
-        lines.append(f"| label_issues cost | {row} |")
+    if "quality" in results:
+        q = results["quality"]
+        lines += [
+            f"| findings: image quality ({q['images']} images) | degraded | precision | recall "
+            "| cleanvision recall | agreement with cleanvision |",
+            "|---|---|---|---|---|---|",
+        ]
+        for issue, r in q["per_type"].items():
+            lines.append(
+                f"| {issue} | {r.get('degraded', '-')} | {r.get('precision', '-')} "
+                f"| {r.get('recall', '-')} | {r.get('cleanvision_recall', '-')} "
+                f"| {r['agreement_with_cleanvision']} |"
+            )
+        lines += ["", "| quality statistics cost | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in q["cost"].items()]
+        lines.append("")
+    if results.get("cost"):
+        lines += [
+            "| label_issues cost: images | dim | classes | neighbours s | label issues s |",
+            "|---|---|---|---|---|",
+        ]
+        for r in results["cost"]:
+            lines.append(
+                f"| {r['images']} | {r['dim']} | {r['classes']} | {r['seconds_neighbours']} "
+                f"| {r['seconds_label_issues']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
