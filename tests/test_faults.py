@@ -21,11 +21,13 @@ import pytest
 from helpers import make_classes, png_bytes, tiny_vit
 
 from embedscope.analyse import analyse
-from embedscope.embed import NOT_AS_INGESTED, _shard_digest, embed
+from embedscope.embed import embed
+from embedscope.embed.pixels import NOT_AS_INGESTED
 from embedscope.explore import write_explorer
 from embedscope.ingest import SourceError, ingest, load_manifest
-from embedscope.layout import Layout, load_embeddings, os_path, update_metrics
+from embedscope.layout import Layout, os_path, update_metrics
 from embedscope.reduce import project
+from embedscope.store import load_embeddings, shard_digest
 from embedscope.tables import image_table
 
 
@@ -156,7 +158,7 @@ def _rewrite(path: Path, change: Callable[[dict], None], *, redigest: bool) -> N
         arrays = {k: z[k] for k in z.files}
     change(arrays)
     if redigest:  # a shard whose digest agrees with contents that are still wrong
-        arrays["digest"] = np.array(_shard_digest(arrays))
+        arrays["digest"] = np.array(shard_digest(arrays))
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
 
