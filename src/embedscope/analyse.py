@@ -208,6 +208,8 @@ def _read_neighbors(path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, s
     """Cached neighbours, similarities, clusters and fingerprint, refused unless shaped for
     ``n`` images with indices inside 0..n-1."""
     with np.load(path, allow_pickle=False) as z:
+        if set(z.files) != {"neighbors", "similarity", "cluster", "fingerprint"}:
+            raise Damaged(f"arrays {sorted(z.files)} are not cached neighbours")
         idx, sim, found = z["neighbors"], z["similarity"], z["cluster"]
         fingerprint = str(z["fingerprint"])
     if idx.ndim != 2 or idx.shape != sim.shape or len(idx) != n or found.shape != (n,):

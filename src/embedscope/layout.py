@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -282,24 +283,41 @@ class Damaged(ValueError):
     """A file the kit wrote that does not hold what it should (the message says what)."""
 
 
+#: What reading a damaged file raises: the kit's own checks (:class:`Damaged`) and the parsers'
+#: errors for bytes that are not their format (json and text decoding: ValueError; parquet:
+#: pyarrow's ArrowInvalid, a ValueError, or an OSError without errno; numpy: ValueError or
+#: EOFError; an .npz: zipfile.BadZipFile).
+DAMAGE = (ValueError, EOFError, zipfile.BadZipFile, OSError)
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while reading a file, says the file's bytes are bad. An OSError
+    with an errno is the OS speaking (permissions, I/O): the file may be fine."""
+    if isinstance(exc, OSError):
+        return exc.errno is None
+    return isinstance(exc, DAMAGE)
+
+
 def load_checked(path: str | Path, load: Callable[[Path], T]) -> T | None:
     """``load(path)``, or None when the file is missing or damaged.
 
-    ``load`` parses and validates (raising anything on bad content, :class:`Damaged` for
-    content that parses but is inconsistent). A damaged file is reported in one line and set
-    aside (renamed, never deleted), so the caller rebuilds it from what is still good.
+    ``load`` parses and validates (a parser's error on bad content, :class:`Damaged` for
+    content that parses but is inconsistent). A damaged file (:func:`is_damage`) is reported
+    in one line and set aside (renamed, never deleted), so the caller rebuilds it from what is
+    still good. Anything else (an I/O error, a bug in ``load``) is raised: it says nothing
+    about the file, which must not be set aside for it.
     """
     path = Path(path)
     try:
         before = path.stat()
         return load(path)
-    except (FileNotFoundError, PermissionError):
+    except FileNotFoundError:
         if path.exists():
             raise
         return None  # missing, or set aside by a concurrent run meanwhile
-    except MemoryError:  # says nothing about the file
-        raise
-    except Exception as exc:  # a damaged file can raise any parser's error type
+    except DAMAGE as exc:
+        if not is_damage(exc):
+            raise
         set_aside(path, _first_line(exc), before)
         return None
 

@@ -40,7 +40,11 @@ from embedscope.layout import (
 )
 
 _SHA256 = re.compile("[0-9a-f]{64}")
-_SHARD_KEYS = {"sha256", "vectors", "failed_sha256", "failed_reason", "model_key", "digest"}
+#: The arrays of a shard. Format 2 adds ``decoder``: the identity of the decoder whose
+#: failures it records (:func:`embedscope.images.decoder_identity`); a format-1 shard's
+#: vectors are used as they are, its failures are tried again once.
+_SHARD_KEYS_1 = {"sha256", "vectors", "failed_sha256", "failed_reason", "model_key", "digest"}
+_SHARD_KEYS = _SHARD_KEYS_1 | {"decoder"}
 
 
 def model_key(spec: str, identity: str, pooling: str, precision: str = "float32") -> str:
@@ -50,9 +54,12 @@ def model_key(spec: str, identity: str, pooling: str, precision: str = "float32"
     return f"{slug(Path(spec.rstrip('/')).name)}-{digest}"
 
 
-def read_shards(shard_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Vectors by sha256 and failures by sha256 from every shard that passes its checks; a
-    damaged or foreign shard is set aside (one line), so its images are embedded again."""
+def read_shards(
+    shard_dir: Path, decoder: str | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Vectors by sha256 from every shard that passes its checks, and failures by sha256 from
+    those written by ``decoder`` (a failure another decoder met is tried again); a damaged or
+    foreign shard is set aside (one line), so its images are embedded again."""
     key = shard_dir.parent.name
     shards = sorted(shard_dir.glob("*.npz"))
     loaded = {p: load_checked(p, lambda p: _load_shard(p, key)) for p in shards}
@@ -66,6 +73,8 @@ def read_shards(shard_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]
             set_aside(path, f"vectors of dimension {dim}, the other shards' differ")
             continue
         vectors.update(zip(arrays["sha256"].tolist(), arrays["vectors"], strict=True))
+        if decoder is None or str(arrays.get("decoder")) != decoder:
+            continue
         failed.update(
             zip(arrays["failed_sha256"].tolist(), arrays["failed_reason"].tolist(), strict=True)
         )
@@ -76,7 +85,7 @@ def _load_shard(path: Path, key: str) -> dict[str, np.ndarray]:
     """A shard's arrays, refused (:class:`Damaged`) unless they are what the shard claims:
     this model's, one 64-hex content hash per vector, a 2-D float32 block, the same digest."""
     with np.load(path, allow_pickle=False) as z:
-        if set(z.files) != _SHARD_KEYS:
+        if set(z.files) not in (_SHARD_KEYS, _SHARD_KEYS_1):
             raise Damaged(f"arrays {sorted(z.files)} are not a shard's")
         arrays = {k: z[k] for k in z.files}
     vecs, shas = arrays["vectors"], arrays["sha256"]
@@ -95,7 +104,7 @@ def _load_shard(path: Path, key: str) -> dict[str, np.ndarray]:
 def shard_digest(arrays: dict[str, np.ndarray]) -> str:
     """sha256 over everything a shard holds but its digest."""
     h = hashlib.sha256()
-    for name in sorted(_SHARD_KEYS - {"digest"}):
+    for name in sorted(set(arrays) - {"digest"}):
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
@@ -103,11 +112,15 @@ def shard_digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 def write_shard(
-    shard_dir: Path, shas: list[str], vecs: list[np.ndarray], failed: dict[str, str]
+    shard_dir: Path,
+    shas: list[str],
+    vecs: list[np.ndarray],
+    failed: dict[str, str],
+    decoder: str,
 ) -> None:
     """One shard of the model whose folder holds ``shard_dir``, with its digest: ``vecs`` by
-    their ``shas``, and the ``failed`` files' reasons (only failures that are facts about the
-    image belong here: the caller leaves the others out)."""
+    their ``shas``, and the reasons of the files ``decoder`` failed on (only failures that are
+    facts about the image belong here: the caller leaves the others out)."""
     dim = vecs[0].shape[-1] if vecs else 0
     arrays = {
         "sha256": np.array(shas, dtype="U64"),
@@ -115,6 +128,7 @@ def write_shard(
         "failed_sha256": np.array(list(failed), dtype="U64"),
         "failed_reason": np.array(list(failed.values()), dtype=str),
         "model_key": np.array(shard_dir.parent.name),
+        "decoder": np.array(decoder),
     }
     arrays["digest"] = np.array(shard_digest(arrays))
     write_npz(shard_dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz", **arrays)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from embedscope.images import load_rgb
+from embedscope.images import lasting, load_rgb, skip_reason
 from embedscope.layout import os_path
 
 
@@ -150,10 +150,9 @@ def decode(path: Path, pixels: FastPixels, stamp: tuple[int, int] | None = None)
         changed = _as_ingested(path, stamp)
         picture = None if changed else pixels(load_rgb(path, draft=pixels.draft))
         changed = changed or _as_ingested(path, stamp)  # changed while being decoded
-    except Exception as exc:  # any decoder error must skip the file, not end the run
+    except Exception as exc:  # any failure must skip the file, not end the run
         # a file that vanished between the check and the read is not broken: never cache it
-        reason = _as_ingested(path, stamp) or (str(exc) or type(exc).__name__).splitlines()[0]
-        return None, reason
+        return None, _as_ingested(path, stamp) or skip_reason(exc)
     return (None, changed) if changed else (picture, "")
 
 
@@ -193,8 +192,9 @@ def _as_ingested(path: Path, stamp: tuple[int, int] | None) -> str:
 
 def cacheable(failed: dict[str, str]) -> dict[str, str]:
     """The failures that are facts about the image, worth storing in a shard: not those of
-    files that were not as ingested."""
-    return {s: r for s, r in failed.items() if not r.startswith(NOT_AS_INGESTED)}
+    files that were not as ingested, nor environmental or unexpected ones (see
+    :func:`~embedscope.images.skip_reason`), which the next run tries again."""
+    return {s: r for s, r in failed.items() if lasting(r) and not r.startswith(NOT_AS_INGESTED)}
 
 
 def stamps_of(images) -> list[tuple[int, int]]:

@@ -19,6 +19,7 @@ from embedscope.embed.calibrate import auto_precision, calibration_sample
 from embedscope.embed.encoder import Encoder, resolve_pooling
 from embedscope.embed.pixels import FastPixels, cacheable, checked_pixels, stamps_of
 from embedscope.embed.precision import PRECISIONS, check_precision, is_convolutional
+from embedscope.images import decoder_identity
 from embedscope.ingest import load_manifest
 from embedscope.layout import Layout, os_path, read_json, write_json
 from embedscope.models import load_model
@@ -144,11 +145,13 @@ def plan(
     out_dir = layout.embeddings_dir(model_key(model, identity, pooling, PRECISIONS[precision]))
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    done, failed = read_shards(shard_dir)
+    decoder = decoder_identity()  # failures another decoder met are tried again
+    done, failed = read_shards(shard_dir, decoder)
     new_vecs = {s: v for s, v in calibrated.items() if s not in done}
     new_failed = {s: r for s, r in failed_now.items() if s not in failed and s not in done}
     if new_vecs or new_failed:  # the calibration batch at the chosen precision: kept, not redone
-        write_shard(shard_dir, list(new_vecs), list(new_vecs.values()), cacheable(new_failed))
+        vecs = list(new_vecs.values())
+        write_shard(shard_dir, list(new_vecs), vecs, cacheable(new_failed), decoder)
     todo = [
         sha
         for sha in first.index

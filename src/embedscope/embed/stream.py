@@ -16,6 +16,7 @@ import torch
 from embedscope.embed.encoder import Encoder
 from embedscope.embed.pixels import cacheable, decode_seconds, resolve_workers
 from embedscope.embed.precision import synchronize
+from embedscope.images import decoder_identity
 from embedscope.store import write_shard
 
 
@@ -143,7 +144,7 @@ def write_shards(
     failed: dict[str, str] = {}
 
     def flush() -> None:
-        write_shard(shard_dir, buf_sha, buf_vec, cacheable(buf_fail))
+        write_shard(shard_dir, buf_sha, buf_vec, cacheable(buf_fail), decoder_identity())
         vectors.update(zip(buf_sha, buf_vec, strict=True))
         failed.update(buf_fail)
         buf_sha.clear()
