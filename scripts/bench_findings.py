@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from embedscope.analyse import neighbors
 from embedscope.embed import embed
 from embedscope.ingest import ingest
+from embedscope.knn import neighbors
 from embedscope.label_issues import label_issues
-from embedscope.layout import Layout, load_embeddings
+from embedscope.layout import Layout
+from embedscope.store import load_embeddings
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = (

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageChops, ImageFilter
 
+from embedscope.images import to_rgb
+
 #: Longest side, in pixels, of the copy the statistics are taken on.
 STATS_SIDE = 256
 #: cleanvision's size for blur detection: the image is shrunk to this longest side first.
@@ -58,8 +60,8 @@ QUALITY_TYPES = (
 
 def image_stats(im: Image.Image) -> dict[str, float | int]:
     """The statistics of one decoded image that the quality scores need."""
-    small = im if max(im.size) <= STATS_SIDE else _shrunk(im, STATS_SIDE)
-    rgb = small.convert("RGB")
+    rgb = to_rgb(im)  # any mode, transparency on white: the picture the model is shown
+    rgb = rgb if max(rgb.size) <= STATS_SIDE else _shrunk(rgb, STATS_SIDE)
     arr = np.asarray(rgb, dtype=np.float32)
     # cleanvision's perceived brightness of each pixel, 0..1
     bright = (
