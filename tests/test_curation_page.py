@@ -18,6 +18,7 @@ import test_explore as base
 from helpers import make_classes, png_bytes
 from matplotlib.path import Path as Polygon
 
+from embedscope.decisions import MESSAGES
 from embedscope.explore import write_explorer
 from embedscope.ingest import SAMPLE_DIR
 
@@ -373,7 +374,12 @@ def test_gallery_decisions_storage_and_downloads(browser, library, tmp_path) -> 
     on_tile(b, "Accept suggestion")
     on_tile(c, "Drop")
     on_tile(d, "Drop")
-    on_tile(d, "Add tag", "blurry; check later")
+    on_tile(d, "Add tag", "blurry; check later")  # one tag at a time: refused, said why
+    assert p.page.locator("#message").text_content() == MESSAGES["bad_tag"]
+    assert p.page.locator("#detail .new-tag").input_value() == "blurry; check later"
+    on_tile(d, "Add tag", "blurry")
+    on_tile(d, "Add tag", " check later ")
+    assert p.page.locator("#message").text_content() == ""
     assert _decided(p) == {"relabelled": 2, "dropped": 2, "tagged": 1}
     assert p.page.locator(f"#grid .tile[data-index='{a}'] .label").text_content() == NEW_LABEL
     assert p.page.locator(f"#grid .tile[data-index='{c}'].dropped").count() == 1
