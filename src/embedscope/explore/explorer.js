@@ -690,7 +690,6 @@
     card.append(issues, el("div", "reason", Q.reason[k]));
     if (tagsOf(i).length) card.append(tagList(i));
     card.append(pathLine(D.path[i]));
-    $("review-accept").disabled = suggestionOf(i) === null;
     $("review-neighbors").replaceChildren(...(D.neighbors ? D.neighbors[i] : []).map((j) => {
       const t = thumb(j, 76); t.title = labelOf(j) + " — " + D.path[j];
       t.style.boxShadow = "0 0 0 1px #e2e5ea, inset 0 -3px 0 " + colours[current[j]]; return t; }));

@@ -386,7 +386,6 @@ class LiveExplorer:
             tags.replace(";", ", "),
         ]
         self.review_text.children = [w.Label(t) for t in lines if t]
-        self.review_buttons["accept (a)"].disabled = not suggestions(self.points, [row])
         if self.neighbors is not None:
             self.review_neighbours.children = [
                 w.Image(value=self._thumb(int(j), 64), format="jpeg", width=64, height=64)
