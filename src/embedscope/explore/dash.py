@@ -61,12 +61,16 @@ def with_findings(points: pd.DataFrame, findings: Path) -> pd.DataFrame:
     ``findings.csv``) has, joined on ``path``; unchanged when there is no such file."""
     if not findings.is_file():
         return points
-    try:
-        table = pd.read_csv(findings, dtype={"path": str}, keep_default_na=False)
+    try:  # text stays text: a path or label "NA" is not missing
+        table = pd.read_csv(findings, dtype=str, keep_default_na=False, encoding="utf-8")
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ValueError(f"{findings} is not a CSV file: {str(exc).strip()[:200]}") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{findings} is not a UTF-8 CSV file: {reason}") from None
     if "path" not in table.columns:
         raise ValueError(f"{findings} has no path column")
+    for number in (PRIORITY, "suggested_share"):
+        if number in table.columns:
+            table[number] = pd.to_numeric(table[number], errors="coerce")
     take = [c for c in FINDINGS_COLUMNS if c in table.columns]
     table = table.drop_duplicates("path").set_index("path")[take]
     joined = points.drop(columns=take, errors="ignore").join(table, on="path")
@@ -699,7 +703,7 @@ class _Review:
                 tags.replace(";", ", "),
             ]
             picture = html.Img(
-                src=f"/image/{row}", id="review-image",
+                src=f"/image/{row}", id="review-image", title=path,
                 style={"maxWidth": "480px", "maxHeight": "480px"},
             )  # fmt: skip
             text = [html.Div(t, className="review-line") for t in lines if t]

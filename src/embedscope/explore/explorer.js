@@ -715,7 +715,10 @@
     $("review-open").textContent = "Review queue (" + Q.rows.length.toLocaleString() + ")";
     $("review-open").addEventListener("click", () => openReview(true));
     $("review-close").addEventListener("click", () => openReview(false));
-    $("review-issue").addEventListener("change", () => { review = {issue: $("review-issue").value, pos: 0};
+    $("review-issue").addEventListener("change", () => {  // the image shown stays if it has the issue
+      const list = queue(), at = list.length ? Q.rows[list[review.pos]] : -1;
+      review.issue = $("review-issue").value;
+      review.pos = Math.max(0, queue().findIndex((k) => Q.rows[k] === at));
       renderReview(); $("review").focus(); });
     $("review-prev").addEventListener("click", () => reviewMove(-1));
     $("review-next").addEventListener("click", () => reviewMove(1));

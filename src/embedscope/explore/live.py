@@ -111,7 +111,7 @@ class LiveExplorer:
         labels = dict(zip(self.points["path"], self.points["label"], strict=True))
         self.log = DecisionLog(labels=labels)
         self.queue = ReviewQueue(self.points)
-        self.review_issue, self._review_at = "", 0
+        self.review_issue, self._review_at, self._review_picture = "", 0, None
         self._thumbs: dict[tuple[int, int], bytes] = {}
         self.gallery_size = gallery_size
         # the toolbar gets the top margin to itself; the legend starts below it, right of the map
@@ -322,10 +322,20 @@ class LiveExplorer:
         return w.VBox([head, self.review_keys, w.HBox([self.review_image, info])])
 
     def review(self, issue: str = "") -> None:
-        """Show the queue of ``issue`` ("" for every flagged image) from its start."""
-        self.review_issue, self._review_at = issue, 0
+        """Show the queue of ``issue`` ("" for every flagged image): the image shown stays
+        when it has that issue, else the queue starts over."""
+        shown = self.review_row
+        self.review_issue = issue
+        entries = self.queue.entries(issue)
+        self._review_at = entries.index(shown) if shown in entries else 0
         self.review_filter.value = issue
         self._render_review()
+
+    @property
+    def review_row(self) -> int | None:
+        """The row the review queue shows (None when its filter leaves nothing)."""
+        entries = self.queue.entries(self.review_issue)
+        return entries[max(0, min(self._review_at, len(entries) - 1))] if entries else None
 
     def review_move(self, by: int) -> None:
         """Move ``by`` images along the queue (stops at either end)."""
@@ -363,6 +373,7 @@ class LiveExplorer:
         if not entries:
             self.review_position.value = ""
             self.review_image.value, self.review_image.layout.display = b"", "none"
+            self._review_picture = None
             empty = MESSAGES["no_findings" if not self.queue.rows else "queue_done"]
             self.review_text.children = [w.Label(empty)]
             self.review_neighbours.children = []
@@ -371,9 +382,11 @@ class LiveExplorer:
         self.review_position.value = MESSAGES["position"].format(
             position=self._review_at + 1, total=len(entries)
         )
-        picture = preview_jpeg(os_path(self.root, self.points["path"][row]), REVIEW_PX)
-        self.review_image.value = picture or b""
-        self.review_image.layout.display = None if picture else "none"
+        if self._review_picture != row:  # read once per image, not on every decision
+            self._review_picture = row
+            picture = preview_jpeg(os_path(self.root, self.points["path"][row]), REVIEW_PX)
+            self.review_image.value = picture or b""
+            self.review_image.layout.display = None if picture else "none"
         decided = self.decisions.set_index("path")
         path, label = self.points["path"][row], self.points["label"][row]
         new, tags = decided["label"].get(path, ""), decided["tags"].get(path, "")
