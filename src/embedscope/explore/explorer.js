@@ -694,7 +694,7 @@
       const t = thumb(j, 76); t.title = labelOf(j) + " — " + D.path[j];
       t.style.boxShadow = "0 0 0 1px #e2e5ea, inset 0 -3px 0 " + colours[current[j]]; return t; }));
   }
-  function reviewMove(by) { review.pos += by; renderReview(); }
+  function reviewMove(by) { say(""); review.pos += by; renderReview(); }
   function reviewAct(action, text) {  // decisions.ReviewQueue.decide, in the page
     const list = queue();
     if (!list.length) return say(Q.rows.length ? M.queue_done : M.no_findings);
@@ -702,7 +702,8 @@
     const answer = say(action === "accept" ? acceptSuggestion([i])
       : action === "keep" ? keep(i, review.issue ? [review.issue] : Q.issues[k].map((c) => Q.types[c]))
       : action === "drop" ? drop([i]) : action === "label" ? setLabel([i], text) : addTag([i], text));
-    if (!answer && Object.values(R.keys).includes(action) && review.pos < list.length - 1) reviewMove(1);
+    if (!answer && Object.values(R.keys).includes(action)) review.pos++;
+    renderReview();
     return answer;
   }
   function openReview(open) {
