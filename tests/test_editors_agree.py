@@ -142,7 +142,11 @@ def _page_review(browser, world, out: Path) -> tuple[str, list[tuple]]:
     p.page.click("#review-open")
     assert p.page.locator("#review-progress").text_content() == "0 of 5 reviewed"
     assert p.page.locator("#review-issue option").all_text_contents() == [
-        "all issues (5)", "label (3)", "dark (1)", "near_duplicate (1)", "blurry (1)",
+        "all issues (5)",
+        "label (3)",
+        "dark (1)",
+        "near_duplicate (1)",
+        "blurry (1)",
     ]  # fmt: skip  (most flagged first; ties in queue order)
     assert p.page.locator("#review .reason").text_content() == FLAGGED[COMMA][1]
     assert p.page.locator("#review-neighbors .thumb").count() >= 6
