@@ -677,7 +677,8 @@
     if (empty) return;
     const k = list[review.pos], i = Q.rows[k], card = $("review-card");
     $("review").dataset.index = i;
-    $("review-picture").replaceChildren(thumb(i, REVIEW_PX));
+    $("review-picture").replaceChildren(thumb(i, REVIEW_PX), el("div", "muted", "Enlarged from the "
+      + D.cell + "-px thumbnail stored in this page; the original stays in the dataset folder."));
     card.replaceChildren();
     const name = el("div", "label"), sw = el("span", "swatch");
     sw.style.background = colours[current[i]];
