@@ -725,6 +725,7 @@
     $("review-prev").addEventListener("click", () => reviewMove(-1));
     $("review-next").addEventListener("click", () => reviewMove(1));
     Object.values(R.keys).forEach((a) => $("review-" + a).addEventListener("click", () => reviewAct(a)));
+    if (!SUG) $("review-accept").remove();  // nothing to accept (the key still says why)
     const typed = (input, action) => () => { if (!reviewAct(action, $(input).value)) $(input).value = ""; };
     $("review-relabel").addEventListener("click", typed("review-label", "label"));
     $("review-add-tag").addEventListener("click", typed("review-tag", "tag"));
