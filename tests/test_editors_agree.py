@@ -31,8 +31,9 @@ from embedscope.decisions import (
 )
 from embedscope.embed import embed
 from embedscope.explore import write_explorer
-from embedscope.explore.dash import create_app, with_findings
+from embedscope.explore.dash import create_app
 from embedscope.explore.live import LiveExplorer
+from embedscope.findings import read_findings, with_findings
 from embedscope.ingest import ingest, load_manifest
 from embedscope.layout import Layout
 from embedscope.reduce import project
@@ -42,14 +43,16 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 COMMA, QUOTE, EMOJI = "red/a, b.png", 'green/say "hi".png', "blue/😀 smile.png"
 WIDE = "blue/ｆｕｌｌ.png"  # U+FF46: after every emoji in UTF-16 order, before them by code point
 TWO = "red/red_2.png"
-#: Findings as the lead's module writes them: issues, reason, priority and the suggestion.
+#: Findings, in findings.csv's columns: issues, reason, review priority (the suggestions are
+#: analyse's, as in 03_reduce; the fixture checks the ones the steps rely on).
 FLAGGED = {
-    COMMA: ("label", "9 of 10 neighbours and the probe (0.93) say green", 0.95, "green"),
-    QUOTE: ("label", "8 of 10 neighbours say blue", 0.9, "blue"),
-    EMOJI: ("dark", "mean brightness 0.04", 0.7, "blue"),
-    WIDE: ("near_duplicate", "near copy of blue/blue_0.png", 0.6, "blue"),
-    TWO: ("label;blurry", "6 of 10 neighbours say green; edges soft", 0.5, "green"),
+    COMMA: ("label", "9 of 10 neighbours and the probe (0.93) say green", 1.95),
+    QUOTE: ("label", "8 of 10 neighbours say blue", 1.9),
+    EMOJI: ("dark", "mean brightness 0.04", 1.7),
+    WIDE: ("near_duplicate", "near copy of blue/blue_0.png", 1.6),
+    TWO: ("label;blurry", "the probe says green (0.41); edges soft", 1.5),
 }
+SUGGESTED = {COMMA: "green", QUOTE: "blue", WIDE: "blue", TWO: "red"}
 #: The review, step by step: (action, typed text or issue filter, path shown after it,
 #: message after it). Every editor takes exactly these steps through its own controls.
 STEPS = [
@@ -61,9 +64,9 @@ STEPS = [
     ("tag", "x;y", QUOTE, MESSAGES["bad_tag"]),
     ("tag", "needs crop", QUOTE, ""),
     ("key", "a", EMOJI, ""),  # blue
-    ("label", "teal", EMOJI, ""),
-    ("key", "a", EMOJI, MESSAGES["no_suggestion"]),  # its suggestion is its own label
     ("key", "d", WIDE, ""),
+    ("label", "teal", WIDE, ""),
+    ("key", "a", WIDE, MESSAGES["no_suggestion"]),  # its suggestion is its own label
     ("filter", "near_duplicate", WIDE, ""),  # the image shown has the issue: it stays
     ("key", "k", WIDE, ""),  # keep:near_duplicate; the last of that filter
     ("filter", "", WIDE, ""),
@@ -72,8 +75,8 @@ STEPS = [
 ]
 EXPECTED = (
     "path,label,tags\n"
-    "blue/ｆｕｌｌ.png,,keep:near_duplicate\n"
-    "blue/😀 smile.png,teal,drop\n"
+    "blue/ｆｕｌｌ.png,teal,keep:near_duplicate\n"
+    "blue/😀 smile.png,,drop\n"
     '"green/say ""hi"".png",blue,needs crop\n'
     '"red/a, b.png",,keep:label\n'
     "red/red_2.png,,keep:label;keep:blurry\n"
@@ -97,25 +100,23 @@ def world(tmp_path_factory: pytest.TempPathFactory, builtin_cache: Path) -> dict
     embed(layout, "mobilenet_v2", progress=False)
     coords, _ = project(layout, "pca", 2, random_state=0)
     _, per_image = analyse(layout, "mobilenet_v2")
-    table = coords.reset_index(drop=True)[["path", "label"]].assign(
-        suggested_share=per_image["suggested_share"], issues="", reason="", review_priority=0.0
+    points = coords.reset_index(drop=True).assign(
+        suggested_label=per_image["suggested_label"], suggested_share=per_image["suggested_share"]
+    )  # what the Dash app builds, before it joins the findings
+    table = points[["path", "label", "suggested_label", "suggested_share"]].assign(
+        label_issue=False, issues="", reason="", review_priority=0.0, exact_duplicate_of=""
     )
-    table["suggested_label"] = per_image["suggested_label"]
-    for path, (issues, reason, priority, suggested) in FLAGGED.items():
+    for path, (issues, reason, priority) in FLAGGED.items():
         at = table.index[table["path"] == path][0]
-        table.loc[at, ["issues", "reason", "review_priority", "suggested_label"]] = [
-            issues, reason, priority, suggested,
-        ]  # fmt: skip
+        table.loc[at, ["issues", "reason", "review_priority"]] = [issues, reason, priority]
+        table.loc[at, "label_issue"] = "label" in issues
     layout.reports_dir.mkdir(parents=True, exist_ok=True)
     table.sort_values("review_priority", ascending=False, kind="stable").to_csv(
-        layout.reports_dir / "findings.csv", index=False
+        layout.findings, index=False
     )
-    points = coords.reset_index(drop=True)
-    points["label"] = points["label"].fillna("(unlabelled)")
-    points = with_findings(
-        points.assign(suggested_share=per_image["suggested_share"]),
-        layout.reports_dir / "findings.csv",
-    )
+    points = with_findings(points, read_findings(layout))
+    by_path = points.set_index("path")["suggested_label"]
+    assert {p: by_path[p] for p in SUGGESTED} == SUGGESTED, "the colours decide the suggestions"
     _, root = load_manifest(layout)
     return {"layout": layout, "source": source, "root": root, "points": points,
             "neighbors": np.asarray(per_image["neighbors"]), "tmp": tmp}  # fmt: skip
@@ -276,7 +277,7 @@ def test_three_editors_write_the_same_file_and_the_next_run_applies_it(
     assert (metrics["relabelled"], metrics["dropped"], metrics["tagged"]) == (2, 1, 4)
     assert metrics["unknown"] == 0
     manifest = pd.read_parquet(layout.manifest).set_index("path")
-    assert manifest.loc[QUOTE, "label"] == "blue" and manifest.loc[EMOJI, "label"] == "teal"
+    assert manifest.loc[QUOTE, "label"] == "blue" and manifest.loc[WIDE, "label"] == "teal"
     assert manifest.loc[EMOJI, "reason"] == "dropped by decision"
     assert manifest.loc[COMMA, ["label", "tags"]].tolist() == ["red", "keep:label"]
     assert manifest.loc[TWO, "tags"] == "keep:label;keep:blurry"
@@ -286,7 +287,7 @@ def test_three_editors_write_the_same_file_and_the_next_run_applies_it(
 #: Edits through the page's functions and DecisionLog side by side: (op, paths, value).
 SEQUENCE = [
     ("label", [COMMA, QUOTE], " purple "),
-    ("accept", [COMMA, QUOTE, EMOJI], None),  # EMOJI's suggestion is its own label: skipped
+    ("accept", [COMMA, QUOTE, TWO], None),  # TWO's suggestion is its own label: skipped
     ("label", [COMMA], "red"),  # back to its own label: no decision left for it
     ("tag", [EMOJI, WIDE], "x;y"),
     ("tag", [EMOJI, WIDE], "\x1flater\u3000"),  # stripped as Python strips (JS trim keeps \x1f)
@@ -295,7 +296,7 @@ SEQUENCE = [
     ("label", [], "red"),
     ("tag", [], "late"),
     ("drop", [], None),
-    ("accept", [EMOJI, WIDE], None),
+    ("accept", [TWO, WIDE], None),
     ("drop", [EMOJI], None),
     ("keep", [TWO], ["label", "blurry", "label"]),
     ("undo", [], None),

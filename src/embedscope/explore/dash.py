@@ -32,10 +32,7 @@ import pandas as pd
 
 from embedscope.analyse import analyse
 from embedscope.decisions import (
-    ISSUES,
     MESSAGES,
-    PRIORITY,
-    REASON,
     REVIEW_KEYS,
     DecisionLog,
     ReviewQueue,
@@ -47,36 +44,11 @@ from embedscope.decisions import (
 from embedscope.explore.atlas import thumbnail_jpeg
 from embedscope.explore.live import GALLERY_SIZE
 from embedscope.explore.palette import class_colour, class_order
+from embedscope.findings import read_findings, with_findings
 from embedscope.ingest import UNLABELLED, load_manifest
 from embedscope.layout import Layout, os_path
 from embedscope.reduce import project
 from embedscope.search import MAX_LIKE, Searcher
-
-#: Columns ``findings.csv`` brings to the points (the suggestion it reviews replaces analyse's).
-FINDINGS_COLUMNS = (ISSUES, REASON, PRIORITY, "suggested_label", "suggested_share")
-
-
-def with_findings(points: pd.DataFrame, findings: Path) -> pd.DataFrame:
-    """``points`` with the columns of :data:`FINDINGS_COLUMNS` that ``findings`` (a
-    ``findings.csv``) has, joined on ``path``; unchanged when there is no such file."""
-    if not findings.is_file():
-        return points
-    try:  # text stays text: a path or label "NA" is not missing
-        table = pd.read_csv(findings, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{findings} is not a UTF-8 CSV file: {reason}") from None
-    if "path" not in table.columns:
-        raise ValueError(f"{findings} has no path column")
-    for number in (PRIORITY, "suggested_share"):
-        if number in table.columns:
-            table[number] = pd.to_numeric(table[number], errors="coerce")
-    take = [c for c in FINDINGS_COLUMNS if c in table.columns]
-    table = table.drop_duplicates("path").set_index("path")[take]
-    joined = points.drop(columns=take, errors="ignore").join(table, on="path")
-    if ISSUES in take:
-        joined[ISSUES] = joined[ISSUES].fillna("").astype(str)
-    return joined
 
 
 def figure(
@@ -180,7 +152,8 @@ def create_app(
     points = points.assign(
         suggested_label=per_image["suggested_label"], suggested_share=per_image["suggested_share"]
     )
-    points = with_findings(points, layout.reports_dir / "findings.csv")
+    if layout.findings.is_file():  # 03_reduce's findings: the review queue (none: it says so)
+        points = with_findings(points, read_findings(layout))
     neighbors = np.asarray(per_image["neighbors"])
     _, root = load_manifest(layout)
     files = [os_path(root, p) for p in points["path"]]
