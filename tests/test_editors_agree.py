@@ -67,7 +67,8 @@ STEPS = [
     ("key", "d", WIDE, ""),
     ("label", "teal", WIDE, ""),
     ("key", "a", WIDE, MESSAGES["no_suggestion"]),  # its suggestion is its own label
-    ("filter", "near_duplicate", WIDE, ""),  # the image shown has the issue: it stays
+    ("filter", "near_duplicate", WIDE, MESSAGES["no_suggestion"]),  # the image stays, so does
+    # the message
     ("key", "k", WIDE, ""),  # keep:near_duplicate; the last of that filter
     ("filter", "", WIDE, ""),
     ("key", "ArrowRight", TWO, ""),
