@@ -113,17 +113,14 @@ def split_tags(text: str) -> list[str]:
     return list(dict.fromkeys(t.strip() for t in str(text).split(TAG_SEPARATOR) if t.strip()))
 
 
-QUOTE = '"'
-
-
 def _csv_field(text: str) -> str:
     """RFC 4180: quoted (inner quotes doubled) when it holds a comma, quote or line break."""
-    return f'"{text.replace(QUOTE, QUOTE * 2)}"' if any(c in text for c in ',"\r\n') else text
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
 
 
 def decisions_csv(table: pd.DataFrame) -> str:
     """The CSV text of a decisions table (what every editor downloads or saves), written
-    field by field with the page's rule (:func:`_csv_field`, ``\n`` line ends) so both sides'
+    field by field with the page's rule (:func:`_csv_field`, ``\\n`` line ends) so both sides'
     files are the same bytes on every platform."""
     rows = [COLUMNS, *validate_decisions(table).itertuples(index=False)]
     return "".join(",".join(_csv_field(str(v)) for v in row) + "\n" for row in rows)
