@@ -460,6 +460,10 @@ def test_page_without_suggestions_has_no_suggestion_controls(browser, library, t
     p.page.evaluate("() => window.embedscope.choose([0, 1], 'replace', 0)")
     p.page.wait_for_selector("#grid .tile")
     assert p.page.locator("button:has-text('Accept suggestion'), .suggested").count() == 0
+    p.page.click("#review-open")  # no findings on these points: the queue says so
+    assert p.page.locator("#review-empty").text_content() == MESSAGES["no_findings"]
+    p.page.keyboard.press("d")
+    assert p.page.locator("#review-message").text_content() == MESSAGES["no_findings"]
     p.assert_safe()
     p.close()
 

@@ -19,10 +19,12 @@ import nbformat
 import pytest
 from helpers import FIRST_POINT_JS, POINTS_NEAR_JS, launch_chromium, make_classes, tiny_vit
 
+from embedscope.analyse import analyse
 from embedscope.embed import embed
-from embedscope.ingest import ingest
+from embedscope.findings import findings_table, write_findings
+from embedscope.ingest import ingest, load_manifest
 from embedscope.lab import free_port, open_and_run_all, parameterized, running_lab
-from embedscope.layout import Layout
+from embedscope.layout import Layout, load_embeddings
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_explore.ipynb"
 ORIGINAL_PX = 400  # the images' real size: the click view must show this, not a thumbnail
@@ -40,6 +42,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     model = str(tiny_vit(tmp / "vit"))
     ingest(str(source), layout)
     embed(layout, model)
+    _, per_image = analyse(layout, model)  # 03_reduce's findings, which 04_explore reads
+    rows = load_embeddings(layout, model).rows
+    write_findings(findings_table(rows, per_image, load_manifest(layout)[0]), layout)
     books = tmp / "notebooks"
     books.mkdir()
     common = dict(
