@@ -96,7 +96,9 @@ def test_hover_shows_the_tooltip_image_and_label(server) -> None:
         tip.wait_for(timeout=10_000)
         src = tip.get_attribute("src")
         assert src == f"/thumb/{row}"
-        assert page.evaluate("(el) => el.complete && el.naturalWidth > 0", tip.element_handle())
+        page.wait_for_function(  # the thumbnail loads (not at once on a busy machine)
+            "(el) => el.complete && el.naturalWidth > 0", arg=tip.element_handle()
+        )
         assert label in page.locator("#tip").inner_text()
         page.click("#review-open")  # no findings.csv for this report: the queue says so
         page.wait_for_function(
