@@ -210,3 +210,29 @@ def test_mislabel_score_ranks_the_sample_top_twelve(tmp_path: Path, builtin_cach
     rows = load_embeddings(layout).rows
     suggested = pd.Series(per_image["suggested_label"])
     assert (suggested[top.index] != rows["label"][top.index]).all()  # each has a relabel to offer
+
+
+def test_zero_shot_labels_join_only_when_they_mean_something() -> None:
+    """A zero-shot label that agrees with most labels is a third voice: of two images between
+    two classes, the one whose label zero-shot contradicts looks likelier wrong than without
+    it, the one it confirms less likely. One that mostly disagrees (class names the model does
+    not know) is left out."""
+    x, labels = blobs(n_per=30, k=3)
+    middle = (x[:30].mean(axis=0) + x[60:].mean(axis=0)) / 2
+    x = np.concatenate([x, middle[None], middle[None] + 0.01]).astype(np.float32)
+    labels = np.concatenate([labels, ["c0", "c2"]]).astype(object)
+    idx, sim = neighbors(x, 10)
+    informed = labels.copy()
+    informed[-2:] = "c0"  # zero-shot sees the c0 side in both
+    with_zs = label_issues(x, labels, idx, sim, zero_shot=informed)
+    without = label_issues(x, labels, idx, sim)
+    assert with_zs.facts["zero_shot_used"] and with_zs.facts["zero_shot_agreement"] > 0.9
+    gap = with_zs.table["mislabel_score"].to_numpy()[-1] - with_zs.table["mislabel_score"][90]
+    assert gap > 0.1
+    assert (
+        gap > without.table["mislabel_score"].to_numpy()[-1] - without.table["mislabel_score"][90]
+    )
+    noise = np.random.default_rng(0).choice(["c0", "c1", "c2"], len(x)).astype(object)
+    ignored = label_issues(x, labels, idx, sim, zero_shot=noise)
+    assert not ignored.facts["zero_shot_used"]
+    np.testing.assert_allclose(ignored.table["mislabel_score"], without.table["mislabel_score"])
