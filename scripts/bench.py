@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from browser import CHROMIUM_ARGS, ensure_chromium
 from dinov2_small import dinov2_small_dir
 from PIL import Image
 
-from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
 from embedscope.embed import Encoder, embed, embedded, resolve_pooling
 from embedscope.embed_ray import start_local_ray
 from embedscope.images import load_rgb

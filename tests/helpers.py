@@ -10,9 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from browser import CHROMIUM_ARGS, MISSING, find_chromium
 from PIL import Image
-
-from embedscope.browser import CHROMIUM_ARGS, MISSING, find_chromium
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 230)}
 
@@ -124,7 +123,7 @@ def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
 
 
 def launch_chromium(pw: Any) -> Any:
-    """A headless Chromium from :func:`embedscope.browser.find_chromium`, driven by Playwright;
+    """A headless Chromium from ``find_chromium`` (scripts/browser.py), driven by Playwright;
     a missing browser FAILS the test (browser tests never skip) with the sentence that fixes it."""
     path = find_chromium()
     if path is None:

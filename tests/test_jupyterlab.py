@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 from helpers import FIRST_POINT_JS, POINTS_NEAR_JS, launch_chromium, make_classes, tiny_vit
+from lab_driver import free_port, open_and_run_all, parameterized, running_lab
 
 from embedscope.embed import embed
 from embedscope.ingest import ingest
-from embedscope.lab import free_port, open_and_run_all, parameterized, running_lab
 from embedscope.layout import Layout
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_explore.ipynb"

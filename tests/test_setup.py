@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from browser import MISSING, find_chromium
 
-from embedscope.browser import MISSING, find_chromium
 from embedscope.lab import CONFIG_DIR, lab_command, lab_env
 
 
