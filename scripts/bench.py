@@ -24,18 +24,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_findings import cost, findings_bench, findings_table, quality_bench
 from browser import CHROMIUM_ARGS, ensure_chromium
 from dinov2_small import dinov2_small_dir
 from PIL import Image
 
-from embedscope.embed import Encoder, embed, embedded, resolve_pooling
-from embedscope.embed_ray import start_local_ray
+from embedscope.embed import Encoder, embed, embedded, resolve_pooling, start_local_ray
+from embedscope.embed.pixels import checked_pixels
+from embedscope.embed.precision import PRECISIONS, agreement
 from embedscope.images import load_rgb
 from embedscope.ingest import ingest
 from embedscope.layout import Layout, read_json, write_json
 from embedscope.models import builtin_model_dir, load_model
-from embedscope.pixels import checked_pixels
-from embedscope.precision import PRECISIONS, agreement
 
 SHORT = {long: short for short, long in PRECISIONS.items()}
 
@@ -221,7 +221,7 @@ def manifest_speed(folder: Path, n: int) -> dict:
 
 def reduce_speed(n: int, dim: int = 1280) -> dict:
     """Reducers and neighbours at scale, on clustered vectors shaped like MobileNetV2's."""
-    from embedscope.analyse import neighbors
+    from embedscope.knn import neighbors
     from embedscope.reduce import reduce
 
     rng = np.random.default_rng(3)
@@ -338,11 +338,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=48, help="4000x3000 JPEGs to embed")
     parser.add_argument("--fidelity-images", type=int, default=360, help="sample images")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | mps (embedding sections)")
+    parser.add_argument("--findings-images", type=int, default=12_000, help="Fashion-MNIST")
+    parser.add_argument("--findings-seeds", type=int, default=5)
+    parser.add_argument(
+        "--findings-tune", action="store_true", help="findings on the held-out tuning split"
+    )
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["embed", "photos", "manifest", "reduce", "explorer", "ray"],
-        choices=("embed", "photos", "manifest", "reduce", "explorer", "ray"),
+        default=["embed", "photos", "manifest", "reduce", "explorer", "ray", "findings"],
+        choices=("embed", "photos", "manifest", "reduce", "explorer", "ray", "findings"),
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -368,6 +373,15 @@ def main(argv: list[str] | None = None) -> int:
     if "ray" in args.only:
         print("[bench] ray engine", flush=True)
         results["ray"] = ray_speed(args.images)
+    if "findings" in args.only:
+        work = out / "findings-work"  # kept: a second run embeds nothing again
+        results["findings"] = findings_bench(
+            work, images=args.findings_images, seeds=args.findings_seeds, tune=args.findings_tune
+        )
+        print("[bench] findings: image quality", flush=True)
+        results["findings"]["quality"] = quality_bench(work)
+        print("[bench] findings: cost", flush=True)
+        results["findings"]["cost"] = [cost(100_000, 1280, 10), cost(100_000, 1280, 1000)]
     write_json(out / "bench.json", results)
     (out / "bench.md").write_text(table(results), encoding="utf-8")
     print(table(results))
@@ -559,6 +573,8 @@ def table(results: dict) -> str:
                 f"| {k} | {v['mb']} | {v['seconds_write']} | "
                 f"{v['seconds_load_to_interactive']} | {v.get('hover_ms')} | {v.get('select_ms')} |"
             )
+    if "findings" in results:
+        lines += ["", findings_table(results["findings"])]
     return "\n".join(lines) + "\n"
 
 

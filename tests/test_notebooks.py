@@ -194,6 +194,14 @@ def test_a_messy_folder_goes_through_with_every_file_accounted_for(messy_run) ->
     assert all(path in shown for path in SKIPPED_IN_MESSY), "01_download lists every skip"
     reduce_nb = json.dumps(nbformat.read(out / "03_reduce.ipynb", as_version=4).cells)
     assert "suggested_label" in reduce_nb and "suggested_share" in reduce_nb  # mislabel table
+    findings = pd.read_csv(out / "findings.csv", keep_default_na=False).set_index("path")
+    assert len(findings) == metrics["embed"]["images"]
+    assert list(findings["review_priority"]) == sorted(findings["review_priority"], reverse=True)
+    # the later copy in path order is the duplicate ("odd/" sorts before "red/")
+    assert findings.loc["red/red_0.png", "exact_duplicate_of"] == "odd/dup of red.png"
+    assert "exact_duplicate" in findings.loc["red/red_0.png", "issues"].split(";")
+    assert metrics["findings"]["images_flagged"] == (findings["issues"] != "").sum()
+    assert metrics["findings"]["exact_duplicate"] >= 1
     page = (out / "explorer.html").read_text(encoding="utf-8")
     # the page carries every point's suggestion (label names, codes and shares)
     assert '"suggested":{"names":[' in page and '"share":[' in page
@@ -213,6 +221,7 @@ def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> N
             ("blue/blue_0.png", "", "drop"),
             ("odd/tiny.bmp", "", "drop;too small"),
             ("green/green_1.jpg", "", "check"),
+            ("red/red_0.png", "", "keep:exact_duplicate"),
             ("nope/not-there.png", "red", "drop"),
         ],
         columns=["path", "label", "tags"],
@@ -226,7 +235,7 @@ def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> N
     metrics = json.loads((out / "metrics.json").read_text())
     applied = metrics["decisions"]
     assert applied["file"] == "[decisions folder]/decisions.csv"  # no path of this machine
-    assert (applied["relabelled"], applied["dropped"], applied["tagged"]) == (2, 2, 3)
+    assert (applied["relabelled"], applied["dropped"], applied["tagged"]) == (2, 2, 4)
     assert applied["unknown_paths"] == ["nope/not-there.png"]
     assert metrics["embed"]["embedded_now"] == 0  # labels and drops change no image
     assert metrics["embed"]["from_cache"] == metrics["embed"]["images"]
@@ -248,6 +257,10 @@ def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> N
     assert label_of["red/red_1.jpg"] == "blue" and "blue/blue_0.png" not in label_of
     shown = json.dumps(nbformat.read(out / "01_download.ipynb", as_version=4).cells)
     assert "unknown path (nothing changed): 'nope/not-there.png'" in shown
+    findings = pd.read_csv(out / "findings.csv", keep_default_na=False).set_index("path")
+    kept = findings.loc["red/red_0.png"]  # a person kept it: no longer flagged for that
+    assert kept["exact_duplicate_of"] == "odd/dup of red.png"
+    assert "exact_duplicate" not in kept["issues"].split(";") and not kept["exact_duplicate"]
 
 
 def test_a_bad_decisions_file_stops_the_run_in_one_line(tmp_path: Path, capsys) -> None:

@@ -129,7 +129,7 @@ def test_every_package_the_kit_imports_is_declared() -> None:
                     imported.setdefault(canonicalize_name(dist), set()).add(path.name)
     assert set(imported) - declared == set()
     # an extra's package is imported only by the module that needs it (Ray: the ray engine)
-    assert {d: f for d, f in imported.items() if d not in runtime} == {"ray": {"embed_ray.py"}}
+    assert {d: f for d, f in imported.items() if d not in runtime} == {"ray": {"ray_engine.py"}}
     package = (REPO / "src" / "embedscope").rglob("*")  # test tooling lives in scripts/
     for path in (p for p in package if p.is_file() and "__pycache__" not in p.parts):
         assert b"playwright" not in path.read_bytes().lower(), path

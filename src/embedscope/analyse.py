@@ -1,172 +1,22 @@
 """Stage 4 — analyse: numbers that say how well a model separates the classes.
 
-Everything here takes plain arrays. Neighbours are cosine similarity on the full embeddings,
-exact (chunked matrix products) for small N and approximate (pynndescent) for large N.
+Everything here takes plain arrays. Neighbours are cosine similarity on the full embeddings
+(:mod:`embedscope.knn`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pandas as pd
 
-from embedscope.ingest import UNLABELLED
-from embedscope.layout import Damaged, Layout, load_checked, load_embeddings, write_npz
-
-#: Above this many points neighbours come from an approximate index.
-EXACT_LIMIT = 20_000
-
-
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    x = np.asarray(vectors, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def neighbors(
-    vectors: np.ndarray, k: int = 10, *, chunk_size: int = 2048
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (n, k) and cosine similarities of each point's k nearest others (self excluded)."""
-    n = len(vectors)
-    k = min(k, n - 1)
-    if k < 1:
-        return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
-    x = normalize(vectors)
-    if n > EXACT_LIMIT:
-        return _approximate(x, k)
-    idx = np.empty((n, k), np.int64)
-    sim = np.empty((n, k), np.float32)
-    for s in range(0, n, chunk_size):
-        block = x[s : s + chunk_size] @ x.T
-        rows = np.arange(len(block))
-        block[rows, rows + s] = -np.inf  # leave-one-out: a point is not its own neighbour
-        part = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        part_sim = np.take_along_axis(block, part, axis=1)
-        order = np.argsort(-part_sim, axis=1, kind="stable")
-        idx[s : s + len(block)] = np.take_along_axis(part, order, axis=1)
-        sim[s : s + len(block)] = np.take_along_axis(part_sim, order, axis=1)
-    return idx, sim
-
-
-def _approximate(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    from pynndescent import NNDescent
-
-    index = NNDescent(x, metric="cosine", n_neighbors=k + 1, random_state=None)
-    idx, dist = index.neighbor_graph
-    keep = idx != np.arange(len(x))[:, None]
-    # drop self where found, else the last (farthest) column
-    keep[keep.all(axis=1), -1] = False
-    idx = idx[keep].reshape(len(x), k)
-    sim = (1.0 - dist[keep]).reshape(len(x), k).astype(np.float32)
-    return idx.astype(np.int64), sim
-
-
-def _label_votes(
-    labels: np.ndarray, idx: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each point and each neighbour slot, the summed weight of every neighbour that
-    carries that slot's label: (n, k) totals, plus the neighbours' labels (n, k).
-
-    Working per slot (k x k comparisons per point) keeps memory at O(n k^2) whatever the number
-    of classes, where an (n, classes) table would not."""
-    labels = np.asarray(labels, dtype=object)
-    codes = pd.factorize(labels)[0][idx]  # integers compare far faster than label strings
-    same = codes[:, :, None] == codes[:, None, :]
-    return (same * weights[:, None, :]).sum(axis=2), labels[idx]
-
-
-def knn_vote(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> np.ndarray:
-    """Majority label among each point's neighbours; ties go to the larger summed similarity,
-    then to the nearest neighbour's label."""
-    if idx.shape[1] == 0:
-        return np.full(len(idx), None, dtype=object)
-    totals, near = _label_votes(labels, idx, 1.0 + 1e-6 * np.asarray(sim, dtype=np.float64))
-    return near[np.arange(len(idx)), totals.argmax(axis=1)]
-
-
-def knn_report(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> dict:
-    """Leave-one-out k-NN accuracy and per-class precision of the vote.
-
-    Images without a label take part as neighbours but are not scored. Returns
-    ``knn_accuracy=None`` with a ``reason`` when fewer than two classes are labelled.
-    """
-    labels = np.asarray(labels, dtype=object)
-    scored = labels != UNLABELLED
-    classes = sorted(set(labels[scored]))
-    if len(classes) < 2:
-        return {
-            "knn_accuracy": None,
-            "reason": "fewer than two labelled classes",
-            "k": idx.shape[1],
-        }
-    pred = knn_vote(labels, idx, sim)
-    truth, guess = labels[scored], pred[scored]
-    precision = {}
-    for c in classes:
-        said = guess == c
-        precision[str(c)] = round(float((truth[said] == c).mean()), 4) if said.any() else None
-    return {
-        "knn_accuracy": round(float((truth == guess).mean()), 4),
-        "k": int(idx.shape[1]),
-        "scored_images": int(scored.sum()),
-        "per_class_precision": precision,
-    }
-
-
-def neighbour_scores(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> pd.DataFrame:
-    """Per-image columns for colouring, ranking and relabelling, from the k nearest neighbours.
-
-    Each labelled neighbour votes for its label with its cosine similarity (negative ones
-    count zero; unlabelled neighbours do not vote):
-
-    - ``suggested_label``: the label with the largest summed similarity (ties: the nearest
-      neighbour's), ``(unlabelled)`` when no neighbour votes; ``suggested_share`` its share of
-      the votes, 0..1.
-    - ``mislabel_score`` = (share of the votes that go to the strongest *other* label) x
-      (mean similarity of the neighbours carrying it), 0..1. The share of neighbours with
-      another label alone ties at 1.0 for every image whose ten neighbours all disagree; this
-      score asks how strongly they disagree: many close neighbours agreeing on one other label
-      (an image sitting inside another class: relabel it to ``suggested_label``) rank above
-      neighbours split over several labels (ambiguous) or far away (an outlier, which
-      ``outlier_score`` ranks). 0 when every neighbour agrees, and for unlabelled images, which
-      cannot be mislabelled (their ``suggested_label`` still proposes one).
-    - ``outlier_score`` = 1 - mean similarity to the neighbours.
-    """
-    labels = np.asarray(labels, dtype=object)
-    n = len(labels)
-    if idx.shape[1] == 0:
-        zeros = np.zeros(n, np.float32)
-        return pd.DataFrame(
-            {
-                "mislabel_score": zeros,
-                "outlier_score": zeros,
-                "suggested_label": labels.copy(),
-                "suggested_share": zeros,
-            }
-        )
-    sim = np.asarray(sim, dtype=np.float64)
-    weight = np.clip(sim, 0.0, None) * (labels[idx] != UNLABELLED)
-    totals, near = _label_votes(labels, idx, weight)
-    total = weight.sum(axis=1)
-    best = totals.argmax(axis=1)
-    voted = total > 0
-    rows = np.arange(n)
-    suggested = np.where(voted, near[rows, best], UNLABELLED).astype(object)
-    share = np.where(voted, totals[rows, best] / np.where(voted, total, 1.0), 0.0)
-    voters, _ = _label_votes(labels, idx, (weight > 0).astype(np.float64))
-    other = near != labels[:, None]
-    alt = np.where(other, totals, -1.0).argmax(axis=1)  # the slot of the strongest other label
-    alt_share = np.where(other[rows, alt], totals[rows, alt], 0.0) / np.where(voted, total, 1.0)
-    closeness = totals[rows, alt] / np.maximum(voters[rows, alt], 1.0)
-    mislabel = np.where(labels == UNLABELLED, 0.0, alt_share * closeness)
-    return pd.DataFrame(
-        {
-            "mislabel_score": mislabel.astype(np.float32),
-            "outlier_score": 1.0 - sim.mean(axis=1),
-            "suggested_label": suggested,
-            "suggested_share": share.astype(np.float32),
-        }
-    )
+from embedscope.knn import knn_report, neighbors, normalize
+from embedscope.label_issues import VERSION as LABEL_ISSUES_VERSION
+from embedscope.label_issues import label_issues
+from embedscope.layout import Damaged, Layout, load_checked, write_npz
+from embedscope.store import load_embeddings
 
 
 def near_duplicates(idx: np.ndarray, sim: np.ndarray, threshold: float = 0.97) -> np.ndarray:
@@ -250,12 +100,16 @@ def projection_quality(
 def analyse(
     layout: Layout, model: str | None = None, *, k: int = 10, duplicate_threshold: float = 0.97
 ) -> tuple[dict, dict]:
-    """Neighbours, k-NN report and per-image scores of a dataset's stored embeddings.
+    """Neighbours, k-NN report, label issues and per-image scores of a dataset's stored
+    embeddings.
 
     Returns ``(report, per_image)`` where ``per_image`` has ``neighbors`` (n, k) row positions,
-    ``similarity``, the score columns, ``duplicate_group`` and ``cluster``, aligned with the
-    embeddings' rows. Neighbours and clusters are cached in
-    ``data/<name>/analysis/<model_key>/neighbors.npz`` while the embedded images are unchanged.
+    ``similarity``, the label-issue columns of :func:`embedscope.label_issues.label_issues`
+    (with the zero-shot labels of ``prompts.parquet`` when the model has them),
+    ``outlier_score`` (1 - mean similarity to the neighbours), ``duplicate_group`` (embedding
+    near-duplicates) and ``cluster``, aligned with the embeddings' rows. Neighbours, clusters
+    and label issues are cached under ``data/<name>/analysis/<model_key>/`` while the embedded
+    images and their labels are unchanged.
     """
     emb = load_embeddings(layout, model)
     fingerprint = hashlib.sha256("\n".join(emb.rows["sha256"]).encode() + f"{k}".encode())
@@ -275,10 +129,11 @@ def analyse(
     idx, sim, found = cached[:3]
     labels = emb.rows["label"].to_numpy(dtype=object)
     report = knn_report(labels, idx, sim)
-    scores = neighbour_scores(labels, idx, sim)
+    issues, facts = _label_issues(layout, emb, idx, sim, fingerprint)
     dup = near_duplicates(idx, sim, duplicate_threshold)
     table = cluster_table(labels, found)
     report |= {
+        "label_issues": facts,
         "near_duplicate_threshold": duplicate_threshold,
         "near_duplicate_groups": int(dup.max() + 1),
         "near_duplicate_images": int((dup >= 0).sum()),
@@ -293,17 +148,62 @@ def analyse(
     per_image = {
         "neighbors": idx,
         "similarity": sim,
-        **{c: scores[c] for c in scores},
+        **{c: issues[c].to_numpy() for c in issues},
+        "neighbours": idx.shape[1],
+        "outlier_score": (1.0 - np.asarray(sim, np.float64).mean(axis=1)).astype(np.float32)
+        if idx.shape[1]
+        else np.zeros(len(labels), np.float32),
         "duplicate_group": dup,
         "cluster": found,
     }
     return report, per_image
 
 
+def _label_issues(layout: Layout, emb, idx, sim, fingerprint) -> tuple[pd.DataFrame, dict]:
+    """:func:`label_issues` of the stored vectors, cached per vectors, labels and zero-shot
+    labels (the probe is the one costly part of the analysis)."""
+    labels = emb.rows["label"].to_numpy(dtype=object)
+    prompts = layout.prompts(emb.model_key)
+    zero_shot = None
+    if prompts.exists():
+        table = pd.read_parquet(prompts)
+        if "zero_shot_label" in table and len(table) == len(labels):
+            zero_shot = table["zero_shot_label"].to_numpy(dtype=object)
+    key = fingerprint.copy()
+    key.update(("\n".join(map(str, labels)) + f"|{LABEL_ISSUES_VERSION}").encode())
+    if zero_shot is not None:
+        key.update("\n".join(map(str, zero_shot)).encode())
+    path = layout.neighbors(emb.model_key).with_name(f"label-issues-{key.hexdigest()[:20]}.npz")
+    stored = load_checked(path, lambda p: _read_label_issues(p, len(labels)))
+    if stored is not None:
+        return stored
+    found = label_issues(emb.vectors, labels, idx, sim, zero_shot=zero_shot)
+    columns = {c: found.table[c].to_numpy() for c in found.table}
+    columns = {c: v.astype(str) if v.dtype == object else v for c, v in columns.items()}
+    write_npz(path, facts=np.array(json.dumps(found.facts)), **columns)
+    for old in path.parent.glob("label-issues-*.npz"):  # results for labels no longer current
+        if old != path:
+            old.unlink(missing_ok=True)
+    return found.table, found.facts
+
+
+def _read_label_issues(path, n: int) -> tuple[pd.DataFrame, dict]:
+    with np.load(path, allow_pickle=False) as z:
+        facts = json.loads(str(z["facts"]))
+        table = pd.DataFrame({c: z[c] for c in z.files if c != "facts"})
+    if len(table) != n or "mislabel_score" not in table:
+        raise Damaged(f"{len(table)} rows for {n} images")
+    for c in ("suggested_label", "probe_label"):
+        table[c] = table[c].astype(object)
+    return table, facts
+
+
 def _read_neighbors(path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Cached neighbours, similarities, clusters and fingerprint, refused unless shaped for
     ``n`` images with indices inside 0..n-1."""
     with np.load(path, allow_pickle=False) as z:
+        if set(z.files) != {"neighbors", "similarity", "cluster", "fingerprint"}:
+            raise Damaged(f"arrays {sorted(z.files)} are not cached neighbours")
         idx, sim, found = z["neighbors"], z["similarity"], z["cluster"]
         fingerprint = str(z["fingerprint"])
     if idx.ndim != 2 or idx.shape != sim.shape or len(idx) != n or found.shape != (n,):

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedscope.analyse import normalize
 from embedscope.ingest import UNLABELLED
-from embedscope.layout import Layout, load_embeddings, read_json, write_parquet
+from embedscope.knn import normalize
+from embedscope.layout import Layout, read_json, write_parquet
 from embedscope.models import ModelUnavailable
+from embedscope.store import load_embeddings
 
 #: The default prompt per class; ``{label}`` is the class name with ``_`` and ``-`` as spaces.
 CLASS_PROMPT = "a photo of a {label}"
@@ -157,7 +158,7 @@ class Searcher:
     def _embed_file(self, path: Path) -> np.ndarray:
         import torch
 
-        from embedscope.embed import pool
+        from embedscope.embed.encoder import pool
         from embedscope.images import load_rgb
         from embedscope.models import load_model
 
@@ -230,19 +231,15 @@ def prompt_scores(
             "zero_shot_disagrees": int(disagrees.sum()),
             "zero_shot_agreement": round(float(1 - disagrees.sum() / max(labelled.sum(), 1)), 4),
         }
-    write_parquet(prompts_path(layout, emb.model_key), table)
+    write_parquet(layout.prompts(emb.model_key), table)
     return facts
-
-
-def prompts_path(layout: Layout, model_key: str) -> Path:
-    return layout.embeddings_dir(model_key) / "prompts.parquet"
 
 
 def load_prompt_scores(layout: Layout, model: str | None = None) -> pd.DataFrame:
     """The columns :func:`prompt_scores` wrote (none when it was skipped or never run),
     aligned with the stored embeddings' rows."""
     emb = load_embeddings(layout, model)
-    path = prompts_path(layout, emb.model_key)
+    path = layout.prompts(emb.model_key)
     table = pd.read_parquet(path) if path.exists() else pd.DataFrame(index=emb.rows.index)
     if len(table) != len(emb.rows):  # the images changed since the prompts were scored
         return pd.DataFrame(index=emb.rows.index)
