@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from embedscope.decisions import KEEP_PREFIX, TAG_SEPARATOR
 from embedscope.ingest import UNLABELLED
 from embedscope.layout import Layout, write_atomic
 from embedscope.quality import QUALITY_TYPES, STAT_COLUMNS, quality_findings
@@ -37,8 +38,6 @@ IMPORTANCE = {
     "odd_aspect_ratio": 0.5,
     "odd_size": 0.5,
 }
-#: Tag prefix of a kept finding: ``keep:label`` stops flagging the image's label.
-KEEP_PREFIX = "keep:"
 
 
 def findings_table(rows: pd.DataFrame, per_image: dict, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -93,7 +92,7 @@ def _kept(tags: pd.Series) -> pd.Series:
     return tags.fillna("").map(
         lambda text: {
             t.strip()[len(KEEP_PREFIX) :]
-            for t in str(text).split(";")
+            for t in str(text).split(TAG_SEPARATOR)
             if t.strip().startswith(KEEP_PREFIX)
         }
     )
