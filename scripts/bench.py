@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_findings import cost, findings_bench, findings_table, quality_bench
+from browser import CHROMIUM_ARGS, ensure_chromium
 from dinov2_small import dinov2_small_dir
 from PIL import Image
 
-from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
 from embedscope.embed import Encoder, embed, embedded, resolve_pooling, start_local_ray
 from embedscope.embed.pixels import checked_pixels
 from embedscope.embed.precision import PRECISIONS, agreement

@@ -17,12 +17,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from browser import CHROMIUM_ARGS, ensure_chromium
 from gallery_screenshot import screenshot as gallery_picture
+from lab_driver import open_and_run_all, parameterized, running_lab
 from playwright.sync_api import sync_playwright
 
-from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
 from embedscope.cli import main as embedscope
-from embedscope.lab import open_and_run_all, parameterized, running_lab
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

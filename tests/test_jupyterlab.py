@@ -18,13 +18,14 @@ from typing import Any
 import nbformat
 import pytest
 from helpers import FIRST_POINT_JS, POINTS_NEAR_JS, launch_chromium, make_classes, tiny_vit
+from lab_driver import free_port, open_and_run_all, parameterized, running_lab
 
 from embedscope.analyse import analyse
 from embedscope.embed import embed
 from embedscope.findings import findings_table, write_findings
 from embedscope.ingest import ingest, load_manifest
-from embedscope.lab import free_port, open_and_run_all, parameterized, running_lab
-from embedscope.layout import Layout, load_embeddings
+from embedscope.layout import Layout
+from embedscope.store import load_embeddings
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_explore.ipynb"
 ORIGINAL_PX = 400  # the images' real size: the click view must show this, not a thumbnail

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -18,7 +19,7 @@ from helpers import (
     tree_digest,
 )
 
-from embedscope.cli import NOTEBOOKS, main
+from embedscope.cli import NOTEBOOKS, RAY_MISSING, main
 from embedscope.compare import small_multiples
 from embedscope.explore.palette import class_colour
 
@@ -269,6 +270,27 @@ def test_a_bad_decisions_file_stops_the_run_in_one_line(tmp_path: Path, capsys) 
     err = capsys.readouterr().err
     assert rc == 1 and len(err.strip().splitlines()) == 1
     assert "needs exactly the columns path,label,tags" in err
+    assert not (tmp_path / "r").exists(), "no notebook ran"
+
+
+def test_a_misspelt_param_names_the_closest_real_one_and_runs_nothing(tmp_path: Path, capsys):
+    rc = _run_all(tmp_path / "src", tmp_path / "d", tmp_path / "r", "--param", "bach_size=4")
+    err = capsys.readouterr().err
+    assert rc == 2, "a usage error, as argparse's own"
+    assert err == (
+        "embedscope: error: no notebook has a parameter 'bach_size'; the closest is 'batch_size'\n"
+    )
+    assert not (tmp_path / "r").exists(), "no notebook ran"
+
+
+def test_the_ray_engine_without_ray_says_what_to_install(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as on a `make run-all` install: no Ray
+    rc = _run_all(tmp_path / "src", tmp_path / "d", tmp_path / "r", "--param", "engine=ray")
+    err = capsys.readouterr().err
+    assert rc == 1 and err == f"embedscope: error: {RAY_MISSING}\n"
+    assert "make ray" in RAY_MISSING and "-e '.[ray]'" in RAY_MISSING
     assert not (tmp_path / "r").exists(), "no notebook ran"
 
 
