@@ -227,11 +227,8 @@ def test_zero_shot_labels_join_only_when_they_mean_something() -> None:
     with_zs = label_issues(x, labels, idx, sim, zero_shot=informed)
     without = label_issues(x, labels, idx, sim)
     assert with_zs.facts["zero_shot_used"] and with_zs.facts["zero_shot_agreement"] > 0.9
-    gap = with_zs.table["mislabel_score"].to_numpy()[-1] - with_zs.table["mislabel_score"][90]
-    assert gap > 0.1
-    assert (
-        gap > without.table["mislabel_score"].to_numpy()[-1] - without.table["mislabel_score"][90]
-    )
+    change = with_zs.table["mislabel_score"].to_numpy() - without.table["mislabel_score"].to_numpy()
+    assert change[-1] > 0.05 and change[-2] < -0.05  # contradicted up, confirmed down
     noise = np.random.default_rng(0).choice(["c0", "c1", "c2"], len(x)).astype(object)
     ignored = label_issues(x, labels, idx, sim, zero_shot=noise)
     assert not ignored.facts["zero_shot_used"]
