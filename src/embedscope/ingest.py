@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from embedscope.faults import fault_point
 from embedscope.images import MAX_PIXELS, ImageError, decode
 from embedscope.layout import (
     Damaged,
@@ -244,6 +245,7 @@ def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> di
         if st.st_size == 0:
             row["reason"] = "empty file (0 bytes)"
             return row
+        fault_point("ingest:inspect")
         data = path.read_bytes()
     except OSError as exc:
         row["reason"] = f"unreadable: {exc.strerror or exc}"
@@ -375,7 +377,7 @@ def ingest(
         previous=previous,
         workers=workers,
     )
-    write_parquet(layout.manifest, manifest)
+    write_parquet(layout.manifest, manifest, point="manifest:write")
     write_json(layout.source_file, {"source": source, "root": str(root)})
     return manifest
 
