@@ -105,34 +105,6 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-class Gate:
-    """A ``wait`` fault action: the processes armed with :meth:`arm` stop at the point, each
-    adding its pid to the marker file, until :meth:`open` creates the release file."""
-
-    def __init__(self, release: Path) -> None:
-        self.release, self.marker = release, Path(f"{release}.reached")
-
-    def arm(self, point: str) -> str:
-        return f"{point}=wait:{self.release}"
-
-    def reached(self, proc: subprocess.Popen, count: int = 1) -> list[int]:
-        """Block until ``count`` processes stand at the point; their pids. Fails if ``proc``
-        ends first (it never got there)."""
-        deadline = time.monotonic() + 300
-        while len(pids := self.pids()) < count:
-            assert proc.poll() is None, f"exited with {proc.returncode} before its fault point"
-            assert time.monotonic() < deadline, f"{self.marker.name}: the point was not reached"
-            time.sleep(0.01)  # polls a file the stage writes, never a guess of its speed
-        return pids
-
-    def pids(self) -> list[int]:
-        text = self.marker.read_text() if self.marker.exists() else ""
-        return [int(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
-
-    def open(self) -> None:
-        self.release.touch()
-
-
 def _killed_at_its_point(proc: subprocess.Popen) -> None:
     """The stage SIGKILLed itself at its armed point (nothing else here sends SIGKILL)."""
     assert proc.wait(timeout=300) == -signal.SIGKILL, "the stage never reached its fault point"
