@@ -28,14 +28,13 @@ from dinov2_small import dinov2_small_dir
 from PIL import Image
 
 from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
-from embedscope.embed import Encoder, embed, embedded, resolve_pooling
-from embedscope.embed_ray import start_local_ray
+from embedscope.embed import Encoder, embed, embedded, resolve_pooling, start_local_ray
+from embedscope.embed.pixels import checked_pixels
+from embedscope.embed.precision import PRECISIONS, agreement
 from embedscope.images import load_rgb
 from embedscope.ingest import ingest
 from embedscope.layout import Layout, read_json, write_json
 from embedscope.models import builtin_model_dir, load_model
-from embedscope.pixels import checked_pixels
-from embedscope.precision import PRECISIONS, agreement
 
 SHORT = {long: short for short, long in PRECISIONS.items()}
 
@@ -221,7 +220,7 @@ def manifest_speed(folder: Path, n: int) -> dict:
 
 def reduce_speed(n: int, dim: int = 1280) -> dict:
     """Reducers and neighbours at scale, on clustered vectors shaped like MobileNetV2's."""
-    from embedscope.analyse import neighbors
+    from embedscope.knn import neighbors
     from embedscope.reduce import reduce
 
     rng = np.random.default_rng(3)

@@ -11,10 +11,11 @@ import pytest
 import torch
 from helpers import kill_after_shards, make_classes, tiny_vit
 
-from embedscope.embed import embed, model_key, pool, resolve_pooling
+from embedscope.embed import embed, pool, resolve_pooling
 from embedscope.ingest import ingest
-from embedscope.layout import Layout, load_embeddings
+from embedscope.layout import Layout
 from embedscope.models import load_model
+from embedscope.store import load_embeddings, model_key
 
 
 def _tiny_clip(path: Path) -> Path:
@@ -108,7 +109,7 @@ def test_pooling_never_keeps_the_token_grid(tmp_path: Path) -> None:
 
 
 def test_builtin_model_pools_1280_and_tries_bf16_only_where_native(builtin_cache: Path) -> None:
-    from embedscope.precision import candidates, cpu_has_bf16
+    from embedscope.embed.precision import candidates, cpu_has_bf16
 
     net, _, _ = load_model("mobilenet_v2")
     assert resolve_pooling(net) == "pooler"
@@ -161,7 +162,7 @@ def test_fast_pixels_reproduce_the_processors_or_step_aside(builtin_cache: Path)
     from PIL import Image
     from transformers import CLIPImageProcessor, ConvNextImageProcessor, ViTImageProcessor
 
-    from embedscope.pixels import FastPixels
+    from embedscope.embed.pixels import FastPixels
 
     rng = np.random.default_rng(0)
     sizes = [(480, 640), (300, 301), (1000, 200), (224, 224), (256, 256), (33, 900)]

@@ -13,10 +13,10 @@ import pytest
 import ray
 from helpers import kill_after_shards, make_classes, tiny_vit
 
-from embedscope.embed import embed
-from embedscope.embed_ray import start_local_ray
+from embedscope.embed import embed, start_local_ray
 from embedscope.ingest import ingest
-from embedscope.layout import Layout, load_embeddings
+from embedscope.layout import Layout
+from embedscope.store import load_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,7 @@ def test_ray_vectors_equal_local_ones_skips_are_recorded_and_reruns_embed_nothin
 
 _DRIVER = """
 import sys
-from embedscope.embed import embed
-from embedscope.embed_ray import start_local_ray
+from embedscope.embed import embed, start_local_ray
 from embedscope.layout import Layout
 embed(Layout("big", sys.argv[1], sys.argv[2]), batch_size=4, shard_size=8, progress=False,
       precision="fp32", engine="ray", concurrency=1)

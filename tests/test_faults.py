@@ -13,6 +13,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,13 +27,16 @@ import pytest
 from helpers import make_classes, png_bytes, tiny_vit
 
 from embedscope.analyse import analyse
-from embedscope.embed import NOT_AS_INGESTED, _shard_digest, embed
+from embedscope.embed import embed
+from embedscope.embed.pixels import NOT_AS_INGESTED
 from embedscope.explore import write_explorer
 from embedscope.faults import ENV as FAULT
 from embedscope.faults import POINTS, fault_point
+from embedscope.images import NOT_NOW, decoder_identity
 from embedscope.ingest import SourceError, ingest, load_manifest
-from embedscope.layout import Layout, load_embeddings, os_path, update_metrics, write_json
+from embedscope.layout import Layout, load_checked, os_path, update_metrics, write_json
 from embedscope.reduce import project
+from embedscope.store import load_embeddings, shard_digest
 from embedscope.tables import image_table
 
 pytestmark = pytest.mark.faults
@@ -212,7 +216,7 @@ def _rewrite(path: Path, change: Callable[[dict], None], *, redigest: bool) -> N
         arrays = {k: z[k] for k in z.files}
     change(arrays)
     if redigest:  # a shard whose digest agrees with contents that are still wrong
-        arrays["digest"] = np.array(_shard_digest(arrays))
+        arrays["digest"] = np.array(shard_digest(arrays))
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
 
@@ -373,6 +377,125 @@ def test_concurrent_runs_both_finish_with_the_same_result(
     assert list(a.rows["sha256"]) == list(b.rows["sha256"])
     np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)
     assert not _set_aside(tmp_path) and not _litter(tmp_path)
+
+
+# --- failures that say nothing lasting about the file ------------------------------------------
+
+_STAGE = """
+import json, sys
+from embedscope.embed import embed
+from embedscope.ingest import ingest
+from embedscope.layout import Layout
+layout = Layout("perm", sys.argv[2], sys.argv[3])
+if sys.argv[1] == "ingest":
+    manifest = ingest(sys.argv[4], layout)
+    print(json.dumps(dict(zip(manifest["path"], manifest["reason"]))))
+else:
+    facts = embed(layout, sys.argv[4], batch_size=4, shard_size=4, num_workers=0, progress=False)
+    print(json.dumps({k: facts[k] for k in ("embedded_now", "images", "skipped_files")}))
+"""
+
+
+def _stage(*args: object) -> dict:
+    """``_STAGE`` in a process where file permissions apply: as root, without the capabilities
+    that let root read any file (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so a file with mode
+    000 really raises EACCES, as it does for any other user."""
+    prefix = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.fail("as root this test needs setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+        caps = "-dac_override,-dac_read_search"
+        prefix = [setpriv, "--bounding-set", caps, "--inh-caps", caps]
+    cmd = [*prefix, sys.executable, "-c", _STAGE, *map(str, args)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_an_image_without_read_permission_is_skipped_this_run_and_embedded_the_next(
+    tmp_path: Path, vit: str
+) -> None:
+    """Permission denied (like an I/O error or a MemoryError) is not a fact about the image:
+    neither the manifest nor the shards (calibration batch included) may keep it."""
+    images = make_classes(tmp_path / "images", per_class=4)
+    data, reports = tmp_path / "data", tmp_path / "reports"
+    victim = images / "red" / "red_1.jpg"
+    victim.chmod(0)
+    reasons = _stage("ingest", data, reports, images)
+    assert reasons["red/red_1.jpg"].startswith(NOT_NOW), reasons
+    assert "Permission denied" in reasons["red/red_1.jpg"]
+    victim.chmod(0o644)
+    assert _stage("ingest", data, reports, images)["red/red_1.jpg"] == ""  # inspected again
+
+    victim.chmod(0)  # readable when ingested, not when embedded (precision="auto" calibrates)
+    facts = _stage("embed", data, reports, vit)
+    (skipped,) = facts["skipped_files"]
+    assert skipped["path"] == "red/red_1.jpg" and skipped["reason"].startswith(NOT_NOW)
+    assert "Permission denied" in skipped["reason"] and facts["images"] == 11
+    victim.chmod(0o644)
+    facts = _stage("embed", data, reports, vit)
+    assert facts["embedded_now"] == 1 and facts["images"] == 12 and not facts["skipped_files"]
+
+
+def _corrupt_in_place(path: Path) -> None:
+    """Bit rot: zeros over part of the image data, size and modification time unchanged."""
+    st, data = path.stat(), bytearray(path.read_bytes())
+    data[len(data) // 3 : len(data) // 3 + 200] = bytes(200)
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_corrupt_image_stays_cached_until_the_decoder_changes(tmp_path: Path, vit: str) -> None:
+    images = make_classes(tmp_path / "images", per_class=4)
+    truncated, rotten = images / "blue" / "blue_0.png", images / "red" / "red_2.png"
+    _truncate(truncated)
+    data, reports = tmp_path / "data", tmp_path / "reports"
+    layout = Layout("perm", data, reports)
+    reason = _stage("ingest", data, reports, images)["blue/blue_0.png"]
+    assert reason.startswith("truncated or corrupt")
+    truncated.chmod(0)  # were it read again, it would say "Permission denied"
+    assert _stage("ingest", data, reports, images)["blue/blue_0.png"] == reason
+    manifest = pd.read_parquet(layout.manifest)
+    manifest["decoder"] = manifest["decoder"].str.replace("Pillow ", "Pillow 0.")
+    manifest.to_parquet(layout.manifest)  # as an older Pillow judged it
+    assert "Permission denied" in _stage("ingest", data, reports, images)["blue/blue_0.png"]
+    truncated.chmod(0o644)
+    _stage("ingest", data, reports, images)
+
+    _corrupt_in_place(rotten)  # after ingest: the embedding stage finds it
+    facts = _stage("embed", data, reports, vit)
+    rotten_reason = {s["path"]: s["reason"] for s in facts["skipped_files"]}["red/red_2.png"]
+    assert rotten_reason.startswith("truncated or corrupt") and facts["images"] == 10
+    (holder,) = [p for p in _shards(layout) if len(np.load(p)["failed_sha256"])]
+    assert str(np.load(holder)["decoder"]) == decoder_identity()
+    rotten.chmod(0)
+    facts = _stage("embed", data, reports, vit)  # cached: not read again
+    assert facts["embedded_now"] == 0 and facts["skipped_files"][0]["reason"] == rotten_reason
+    rotten.chmod(0o644)
+
+    def format_1(arrays: dict) -> None:  # a shard written before failures named a decoder
+        del arrays["decoder"]
+
+    _rewrite(holder, format_1, redigest=True)
+    shards = _shards(layout)
+    facts = _stage("embed", data, reports, vit)  # its vectors kept, its failure tried again
+    assert facts["embedded_now"] == 0 and facts["images"] == 10
+    (new,) = set(_shards(layout)) - set(shards)
+    assert list(np.load(new)["failed_reason"]) == [rotten_reason]
+    _stage("embed", data, reports, vit)
+    assert len(_shards(layout)) == len(shards) + 1  # tried once, then cached again
+
+
+def test_a_loader_bug_is_raised_not_taken_for_a_damaged_file(tmp_path: Path) -> None:
+    path = tmp_path / "vectors.npy"
+    np.save(path, np.zeros((3, 2), np.float32))
+    with pytest.raises(TypeError):  # an API change, say: the file is fine
+        load_checked(path, lambda p: np.load(p, mmap_mode="r", no_such_option=1))
+    assert path.exists() and not _set_aside(tmp_path)
+    _truncate(path)
+    assert load_checked(path, lambda p: np.load(p, mmap_mode="r")) is None
+    assert len(_set_aside(tmp_path)) == 1
 
 
 # --- SIGKILL at every stage --------------------------------------------------------------------

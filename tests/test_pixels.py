@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from embedscope.embed import pool
+from embedscope.embed.pixels import FastPixels, Images, decode_seconds, make_loader, resolve_workers
 from embedscope.images import decode, load_rgb
 from embedscope.models import load_model
-from embedscope.pixels import FastPixels, _Images, decode_seconds, make_loader, resolve_workers
 
 
 def _photo(path: Path, size: tuple[int, int] = (2000, 1500)) -> Path:
@@ -39,7 +39,7 @@ def test_camera_jpegs_decode_at_draft_scale_and_embed_like_full_decodes(
     assert (header["width"], header["height"]) == (2000, 1500) and im.size == (500, 375)
     assert decode(tmp_path / "photo.png", draft=fast.draft)[0].size == (2000, 1500)
 
-    _, small, reason = _Images(tmp_path, ["photo.jpg"], fast)[0]
+    _, small, reason = Images(tmp_path, ["photo.jpg"], fast)[0]
     assert reason == "" and small.dtype == torch.uint8 and small.shape == (224, 224, 3)
     mine = fast.to_model(small[None])
     full = processor(images=load_rgb(photo), return_tensors="pt")["pixel_values"]

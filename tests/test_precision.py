@@ -10,14 +10,15 @@ import torch
 from helpers import vit_config
 from PIL import Image
 
-import embedscope.embed
-import embedscope.precision
+import embedscope.embed.calibrate
+import embedscope.embed.precision
 from embedscope.embed import embed, pool
+from embedscope.embed.precision import faithful
 from embedscope.images import load_rgb
 from embedscope.ingest import ingest
-from embedscope.layout import Layout, load_embeddings
+from embedscope.layout import Layout
 from embedscope.models import load_model
-from embedscope.precision import faithful
+from embedscope.store import load_embeddings
 
 SAMPLE = Path(__file__).parents[1] / "data" / "sample"
 
@@ -67,8 +68,8 @@ def test_auto_falls_back_to_float32_when_the_candidate_disagrees(
     """``offered``: the candidate this machine's hardware offers (None), or one set for the
     test so both reduced paths are checked on every machine."""
     if offered:
-        monkeypatch.setattr(embedscope.embed, "candidates", lambda device, net: [offered])
-    monkeypatch.setattr(embedscope.precision, "MIN_SPEEDUP", 0.0)  # judged on fidelity alone
+        monkeypatch.setattr(embedscope.embed.calibrate, "candidates", lambda device, net: [offered])
+    monkeypatch.setattr(embedscope.embed.precision, "MIN_SPEEDUP", 0.0)  # judged on fidelity alone
     layout = Layout("twins", tmp_path / "data", tmp_path / "reports")
     ingest(str(_near_twins(tmp_path / "images")), layout)
     model = str(_vit(tmp_path / "vit", patch_bias=20.0))
@@ -93,8 +94,8 @@ def test_auto_keeps_a_candidate_the_analysis_cannot_tell_apart(
 ) -> None:
     """A small ViT on the sample's 360 images: bf16 neighbours and kNN accuracy match
     float32's, so auto keeps bf16 (set as the offer: emulated bf16 rounds the same way)."""
-    monkeypatch.setattr(embedscope.embed, "candidates", lambda device, net: ["bf16"])
-    monkeypatch.setattr(embedscope.precision, "MIN_SPEEDUP", 0.0)  # tiny: speed means nothing
+    monkeypatch.setattr(embedscope.embed.calibrate, "candidates", lambda device, net: ["bf16"])
+    monkeypatch.setattr(embedscope.embed.precision, "MIN_SPEEDUP", 0.0)  # tiny: speed means nothing
     layout = Layout("sample", tmp_path / "data", tmp_path / "reports")
     ingest(str(SAMPLE), layout)
     sizes = dict(hidden_size=64, intermediate_size=256, image_size=64, patch_size=16)
@@ -120,8 +121,10 @@ def test_the_race_keeps_the_fastest_candidate_it_measured(
 ) -> None:
     """Both reduced paths run side by side with float32 on the calibration batches; the one
     with the larger measured speed-up goes on (any speed-up counts here: the model is tiny)."""
-    monkeypatch.setattr(embedscope.embed, "candidates", lambda device, net: ["bf16", "int8"])
-    monkeypatch.setattr(embedscope.precision, "MIN_SPEEDUP", 0.0)
+    monkeypatch.setattr(
+        embedscope.embed.calibrate, "candidates", lambda device, net: ["bf16", "int8"]
+    )
+    monkeypatch.setattr(embedscope.embed.precision, "MIN_SPEEDUP", 0.0)
     layout, model = _twins_and_vit(tmp_path)
     check = embed(layout, model, progress=False)["precision_check"]
     speedups = check["speedups"]
@@ -135,8 +138,8 @@ def test_a_candidate_that_is_not_faster_is_not_kept(
 ) -> None:
     """A speed-up no hardware reaches: the candidate loses the race whatever its fidelity,
     the run is float32's and the calibration vectors it kept are float32's too."""
-    monkeypatch.setattr(embedscope.embed, "candidates", lambda device, net: ["int8"])
-    monkeypatch.setattr(embedscope.precision, "MIN_SPEEDUP", 1e9)
+    monkeypatch.setattr(embedscope.embed.calibrate, "candidates", lambda device, net: ["int8"])
+    monkeypatch.setattr(embedscope.embed.precision, "MIN_SPEEDUP", 1e9)
     layout, model = _twins_and_vit(tmp_path)
     facts = embed(layout, model, progress=False)
     check = facts["precision_check"]

@@ -11,14 +11,12 @@ import pytest
 from embedscope.analyse import (
     cluster_table,
     clusters,
-    knn_report,
-    knn_vote,
     near_duplicates,
-    neighbors,
     neighbour_scores,
     projection_quality,
 )
 from embedscope.ingest import UNLABELLED
+from embedscope.knn import knn_report, knn_vote, neighbors
 from embedscope.reduce import METHODS, reduce
 
 
@@ -114,11 +112,11 @@ def test_unlabelled_images_are_not_scored_and_single_class_says_why() -> None:
 
 
 def test_approximate_neighbours_agree_with_exact(monkeypatch) -> None:
-    import embedscope.analyse as analyse
+    import embedscope.knn as knn
 
     x, _ = blobs(n_per=200, dim=32)
     exact, _ = neighbors(x, 10)
-    monkeypatch.setattr(analyse, "EXACT_LIMIT", 10)
+    monkeypatch.setattr(knn, "EXACT_LIMIT", 10)
     approx, sim = neighbors(x, 10)
     assert approx.shape == exact.shape and (approx != np.arange(len(x))[:, None]).all()
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
@@ -206,7 +204,8 @@ def test_mislabel_score_ranks_the_sample_top_twelve(tmp_path: Path, builtin_cach
     from embedscope.analyse import analyse
     from embedscope.embed import embed
     from embedscope.ingest import ingest
-    from embedscope.layout import Layout, load_embeddings
+    from embedscope.layout import Layout
+    from embedscope.store import load_embeddings
 
     layout = Layout("sample", tmp_path / "data", tmp_path / "reports")
     ingest("sample", layout)

@@ -28,7 +28,7 @@ from embedscope.embed import embed
 from embedscope.explore.dash import create_app
 from embedscope.explore.live import FOUND, LiveExplorer
 from embedscope.ingest import ingest, load_manifest
-from embedscope.layout import Layout, load_embeddings
+from embedscope.layout import Layout
 from embedscope.models import ModelUnavailable
 from embedscope.search import (
     MAX_LIKE,
@@ -41,6 +41,7 @@ from embedscope.search import (
     second_opinion,
     text_query,
 )
+from embedscope.store import load_embeddings
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NO_TOWER = "text search needs a model with a text tower (CLIP, SigLIP…); {} has none"

@@ -1,7 +1,7 @@
 """Stage 4 — analyse: numbers that say how well a model separates the classes.
 
-Everything here takes plain arrays. Neighbours are cosine similarity on the full embeddings,
-exact (chunked matrix products) for small N and approximate (pynndescent) for large N.
+Everything here takes plain arrays. Neighbours are cosine similarity on the full embeddings
+(:mod:`embedscope.knn`).
 """
 
 from __future__ import annotations
@@ -12,105 +12,9 @@ import numpy as np
 import pandas as pd
 
 from embedscope.ingest import UNLABELLED
-from embedscope.layout import Damaged, Layout, load_checked, load_embeddings, write_npz
-
-#: Above this many points neighbours come from an approximate index.
-EXACT_LIMIT = 20_000
-
-
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    x = np.asarray(vectors, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def neighbors(
-    vectors: np.ndarray, k: int = 10, *, chunk_size: int = 2048
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (n, k) and cosine similarities of each point's k nearest others (self excluded)."""
-    n = len(vectors)
-    k = min(k, n - 1)
-    if k < 1:
-        return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
-    x = normalize(vectors)
-    if n > EXACT_LIMIT:
-        return _approximate(x, k)
-    idx = np.empty((n, k), np.int64)
-    sim = np.empty((n, k), np.float32)
-    for s in range(0, n, chunk_size):
-        block = x[s : s + chunk_size] @ x.T
-        rows = np.arange(len(block))
-        block[rows, rows + s] = -np.inf  # leave-one-out: a point is not its own neighbour
-        part = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        part_sim = np.take_along_axis(block, part, axis=1)
-        order = np.argsort(-part_sim, axis=1, kind="stable")
-        idx[s : s + len(block)] = np.take_along_axis(part, order, axis=1)
-        sim[s : s + len(block)] = np.take_along_axis(part_sim, order, axis=1)
-    return idx, sim
-
-
-def _approximate(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    from pynndescent import NNDescent
-
-    index = NNDescent(x, metric="cosine", n_neighbors=k + 1, random_state=None)
-    idx, dist = index.neighbor_graph
-    keep = idx != np.arange(len(x))[:, None]
-    # drop self where found, else the last (farthest) column
-    keep[keep.all(axis=1), -1] = False
-    idx = idx[keep].reshape(len(x), k)
-    sim = (1.0 - dist[keep]).reshape(len(x), k).astype(np.float32)
-    return idx.astype(np.int64), sim
-
-
-def _label_votes(
-    labels: np.ndarray, idx: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each point and each neighbour slot, the summed weight of every neighbour that
-    carries that slot's label: (n, k) totals, plus the neighbours' labels (n, k).
-
-    Working per slot (k x k comparisons per point) keeps memory at O(n k^2) whatever the number
-    of classes, where an (n, classes) table would not."""
-    labels = np.asarray(labels, dtype=object)
-    codes = pd.factorize(labels)[0][idx]  # integers compare far faster than label strings
-    same = codes[:, :, None] == codes[:, None, :]
-    return (same * weights[:, None, :]).sum(axis=2), labels[idx]
-
-
-def knn_vote(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> np.ndarray:
-    """Majority label among each point's neighbours; ties go to the larger summed similarity,
-    then to the nearest neighbour's label."""
-    if idx.shape[1] == 0:
-        return np.full(len(idx), None, dtype=object)
-    totals, near = _label_votes(labels, idx, 1.0 + 1e-6 * np.asarray(sim, dtype=np.float64))
-    return near[np.arange(len(idx)), totals.argmax(axis=1)]
-
-
-def knn_report(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> dict:
-    """Leave-one-out k-NN accuracy and per-class precision of the vote.
-
-    Images without a label take part as neighbours but are not scored. Returns
-    ``knn_accuracy=None`` with a ``reason`` when fewer than two classes are labelled.
-    """
-    labels = np.asarray(labels, dtype=object)
-    scored = labels != UNLABELLED
-    classes = sorted(set(labels[scored]))
-    if len(classes) < 2:
-        return {
-            "knn_accuracy": None,
-            "reason": "fewer than two labelled classes",
-            "k": idx.shape[1],
-        }
-    pred = knn_vote(labels, idx, sim)
-    truth, guess = labels[scored], pred[scored]
-    precision = {}
-    for c in classes:
-        said = guess == c
-        precision[str(c)] = round(float((truth[said] == c).mean()), 4) if said.any() else None
-    return {
-        "knn_accuracy": round(float((truth == guess).mean()), 4),
-        "k": int(idx.shape[1]),
-        "scored_images": int(scored.sum()),
-        "per_class_precision": precision,
-    }
+from embedscope.knn import knn_report, label_votes, neighbors, normalize
+from embedscope.layout import Damaged, Layout, load_checked, write_npz
+from embedscope.store import load_embeddings
 
 
 def neighbour_scores(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> pd.DataFrame:
@@ -146,14 +50,14 @@ def neighbour_scores(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> pd
         )
     sim = np.asarray(sim, dtype=np.float64)
     weight = np.clip(sim, 0.0, None) * (labels[idx] != UNLABELLED)
-    totals, near = _label_votes(labels, idx, weight)
+    totals, near = label_votes(labels, idx, weight)
     total = weight.sum(axis=1)
     best = totals.argmax(axis=1)
     voted = total > 0
     rows = np.arange(n)
     suggested = np.where(voted, near[rows, best], UNLABELLED).astype(object)
     share = np.where(voted, totals[rows, best] / np.where(voted, total, 1.0), 0.0)
-    voters, _ = _label_votes(labels, idx, (weight > 0).astype(np.float64))
+    voters, _ = label_votes(labels, idx, (weight > 0).astype(np.float64))
     other = near != labels[:, None]
     alt = np.where(other, totals, -1.0).argmax(axis=1)  # the slot of the strongest other label
     alt_share = np.where(other[rows, alt], totals[rows, alt], 0.0) / np.where(voted, total, 1.0)
@@ -304,6 +208,8 @@ def _read_neighbors(path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, s
     """Cached neighbours, similarities, clusters and fingerprint, refused unless shaped for
     ``n`` images with indices inside 0..n-1."""
     with np.load(path, allow_pickle=False) as z:
+        if set(z.files) != {"neighbors", "similarity", "cluster", "fingerprint"}:
+            raise Damaged(f"arrays {sorted(z.files)} are not cached neighbours")
         idx, sim, found = z["neighbors"], z["similarity"], z["cluster"]
         fingerprint = str(z["fingerprint"])
     if idx.ndim != 2 or idx.shape != sim.shape or len(idx) != n or found.shape != (n,):

@@ -11,8 +11,9 @@ from embedscope.analyse import analyse, projection_quality
 from embedscope.embed import embed
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.explore.static import StaticPlot
-from embedscope.layout import Layout, load_embeddings
+from embedscope.layout import Layout
 from embedscope.reduce import project
+from embedscope.store import load_embeddings
 
 QUALITY = [
     "knn_accuracy",

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from embedscope.faults import fault_point
-from embedscope.images import MAX_PIXELS, ImageError, decode
+from embedscope.images import MAX_PIXELS, decode, decoder_identity, lasting, skip_reason
 from embedscope.layout import (
     Damaged,
     Layout,
@@ -57,6 +57,7 @@ MANIFEST_COLUMNS = [
     "mode",
     "format",
     "tags",
+    "decoder",
 ]
 #: Skip reason of images a decisions file dropped (see :mod:`embedscope.decisions`).
 DROPPED_REASON = "dropped by decision"
@@ -222,7 +223,12 @@ def label_of(rel: str, label_depth: int | None = None) -> str:
 
 def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> dict:
     """Facts about one file, and whether it is a usable image (``reason`` says why not).
-    ``rel`` is a manifest path (:func:`~embedscope.layout.path_text`)."""
+    ``rel`` is a manifest path (:func:`~embedscope.layout.path_text`).
+
+    ``decoder`` is the :func:`~embedscope.images.decoder_identity` that judged the file, and
+    None when the verdict says nothing lasting about it (no permission, an I/O error, memory,
+    anything unexpected): such a row is reported for this run and inspected again by the next.
+    """
     path = os_path(root, rel)
     row: dict = {
         "path": rel,
@@ -235,6 +241,7 @@ def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> di
         "height": None,
         "mode": None,
         "format": None,
+        "decoder": decoder_identity(),
     }
     try:
         st = path.stat()
@@ -248,11 +255,13 @@ def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> di
         fault_point("ingest:inspect")
         data = path.read_bytes()
     except OSError as exc:
-        row["reason"] = f"unreadable: {exc.strerror or exc}"
+        row["reason"], row["decoder"] = skip_reason(exc), None
         return row
     row["sha256"] = hashlib.sha256(data).hexdigest()
     row["reason"] = _check_image(path, row, max_pixels)
     row["status"] = "skipped" if row["reason"] else "ok"
+    if not lasting(row["reason"]):
+        row["decoder"] = None
     return row
 
 
@@ -260,9 +269,9 @@ def _check_image(path: Path, row: dict, max_pixels: int) -> str:
     """Decode the image (reduced-size draft for JPEG) into ``row``; return a skip reason or ''."""
     try:
         im, header = decode(path, max_pixels=max_pixels, draft=(256, 256))
-    except ImageError as exc:
-        row.update(exc.header)
-        return str(exc)
+    except Exception as exc:  # whatever happens to one file is its reason, never the run's end
+        row.update(getattr(exc, "header", {}))
+        return skip_reason(exc)
     im.close()
     row.update(header)
     return ""
@@ -290,6 +299,9 @@ def build_manifest(
         )
         prev = previous[[c for c in MANIFEST_COLUMNS if c in previous.columns]]
         prev = prev[prev["reason"] != DROPPED_REASON]  # decisions apply afresh on each run
+        # a skip is reused only as the verdict of this decoder (none: it was not lasting)
+        judged = prev["decoder"] == decoder_identity() if "decoder" in prev else False
+        prev = prev[(prev["status"] == "ok") | judged]
         same = now.merge(prev, on=["path", "bytes", "mtime_ns"], how="inner")
         reused = {r["path"]: r for r in same.to_dict(orient="records")}
     todo = [rel for rel in rels if rel not in reused]

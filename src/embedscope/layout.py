@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import pandas as pd
 
 from embedscope.faults import fault_point
 
@@ -297,24 +297,41 @@ class Damaged(ValueError):
     """A file the kit wrote that does not hold what it should (the message says what)."""
 
 
+#: What reading a damaged file raises: the kit's own checks (:class:`Damaged`) and the parsers'
+#: errors for bytes that are not their format (json and text decoding: ValueError; parquet:
+#: pyarrow's ArrowInvalid, a ValueError, or an OSError without errno; numpy: ValueError or
+#: EOFError; an .npz: zipfile.BadZipFile).
+DAMAGE = (ValueError, EOFError, zipfile.BadZipFile, OSError)
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while reading a file, says the file's bytes are bad. An OSError
+    with an errno is the OS speaking (permissions, I/O): the file may be fine."""
+    if isinstance(exc, OSError):
+        return exc.errno is None
+    return isinstance(exc, DAMAGE)
+
+
 def load_checked(path: str | Path, load: Callable[[Path], T]) -> T | None:
     """``load(path)``, or None when the file is missing or damaged.
 
-    ``load`` parses and validates (raising anything on bad content, :class:`Damaged` for
-    content that parses but is inconsistent). A damaged file is reported in one line and set
-    aside (renamed, never deleted), so the caller rebuilds it from what is still good.
+    ``load`` parses and validates (a parser's error on bad content, :class:`Damaged` for
+    content that parses but is inconsistent). A damaged file (:func:`is_damage`) is reported
+    in one line and set aside (renamed, never deleted), so the caller rebuilds it from what is
+    still good. Anything else (an I/O error, a bug in ``load``) is raised: it says nothing
+    about the file, which must not be set aside for it.
     """
     path = Path(path)
     try:
         before = path.stat()
         return load(path)
-    except (FileNotFoundError, PermissionError):
+    except FileNotFoundError:
         if path.exists():
             raise
         return None  # missing, or set aside by a concurrent run meanwhile
-    except MemoryError:  # says nothing about the file
-        raise
-    except Exception as exc:  # a damaged file can raise any parser's error type
+    except DAMAGE as exc:
+        if not is_damage(exc):
+            raise
         set_aside(path, _first_line(exc), before)
         return None
 
@@ -371,54 +388,3 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-@dataclass
-class Embeddings:
-    """Vectors of the manifest's ok images and which rows they belong to."""
-
-    vectors: np.ndarray
-    rows: pd.DataFrame
-    model_key: str
-
-
-def read_embedding_files(out_dir: Path) -> tuple[np.ndarray, pd.DataFrame] | None:
-    """``vectors.npy`` (memory-mapped) and ``rows.parquet`` of one model folder, checked
-    against each other; None when missing or damaged (damaged ones are set aside)."""
-    rows = load_checked(out_dir / "rows.parquet", _read_rows)
-    vectors = load_checked(out_dir / "vectors.npy", lambda p: np.load(p, mmap_mode="r"))
-    if rows is None or vectors is None:
-        return None
-    if len(rows) and (vectors.ndim != 2 or vectors.shape[0] != len(rows)):
-        set_aside(out_dir / "vectors.npy", f"shape {vectors.shape} for {len(rows)} rows")
-        return None
-    return vectors, rows
-
-
-def _read_rows(path: Path) -> pd.DataFrame:
-    rows = pd.read_parquet(path)
-    if list(rows.columns) != ["row", "path", "label", "sha256"] or rows["sha256"].isna().any():
-        raise Damaged(f"columns {list(rows.columns)} are not the embedding rows'")
-    return rows
-
-
-def load_embeddings(layout: Layout, model: str | None = None) -> Embeddings:
-    """Vectors and rows written by :func:`embed` for ``model`` (the latest run when None);
-    rebuilt from the embedding shards when either file is missing or damaged."""
-    index = read_json(layout.data_dir / "embeddings" / "index.json")
-    key = None
-    if index is not None:
-        key = index["latest"] if model is None else index["by_model"].get(model)
-    if key is None:
-        which = f"model {model!r}" if model else "any model"
-        raise FileNotFoundError(f"no embeddings of {layout.name!r} for {which}: run 02_embed first")
-    out_dir = layout.embeddings_dir(key)
-    stored = read_embedding_files(out_dir)
-    if stored is None:
-        from embedscope.embed import rebuild_outputs  # torch is imported only when needed
-
-        rebuild_outputs(layout, key)
-        stored = read_embedding_files(out_dir)
-    if stored is None:
-        raise FileNotFoundError(f"embeddings in {out_dir} could not be rebuilt: run 02_embed")
-    return Embeddings(vectors=stored[0], rows=stored[1], model_key=key)

@@ -20,11 +20,11 @@ from embedscope.layout import (
     Damaged,
     Layout,
     load_checked,
-    load_embeddings,
     read_json,
     write_json,
     write_parquet,
 )
+from embedscope.store import load_embeddings
 
 METHODS = ("pca", "ipca", "umap", "tsne")
 

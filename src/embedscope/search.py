@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedscope.analyse import normalize
 from embedscope.ingest import UNLABELLED
-from embedscope.layout import Layout, load_embeddings, read_json, write_parquet
+from embedscope.knn import normalize
+from embedscope.layout import Layout, read_json, write_parquet
 from embedscope.models import ModelUnavailable
+from embedscope.store import load_embeddings
 
 #: The default prompt per class; ``{label}`` is the class name with ``_`` and ``-`` as spaces.
 CLASS_PROMPT = "a photo of a {label}"
@@ -157,7 +158,7 @@ class Searcher:
     def _embed_file(self, path: Path) -> np.ndarray:
         import torch
 
-        from embedscope.embed import pool
+        from embedscope.embed.encoder import pool
         from embedscope.images import load_rgb
         from embedscope.models import load_model
 

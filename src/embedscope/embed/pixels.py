@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from embedscope.images import load_rgb
+from embedscope.images import lasting, load_rgb, skip_reason
 from embedscope.layout import os_path
 
 
@@ -138,13 +138,27 @@ def _probe_image(path: Path | None) -> Image.Image:
     return Image.fromarray(noise)
 
 
-class _Images(Dataset):
-    """Decode (at draft scale) + fit to the model's geometry in worker processes; a bad file
-    yields its reason, not an error.
+def decode(path: Path, pixels: FastPixels, stamp: tuple[int, int] | None = None):
+    """One file as the model's input picture (uint8 at its geometry, see :class:`FastPixels`)
+    and ``""``, or None and the reason it is skipped: every engine decodes through here, so
+    this is the one place where a file's decoded picture exists.
 
-    ``stamps`` (size, mtime_ns) per path are what the manifest recorded when it hashed the
-    file; a file that no longer matches is not decoded (see :func:`_as_ingested`).
+    ``stamp`` (size, mtime_ns) is what the manifest recorded when it hashed the file; a file
+    that no longer matches is not decoded (see :func:`_as_ingested`).
     """
+    try:
+        changed = _as_ingested(path, stamp)
+        picture = None if changed else pixels(load_rgb(path, draft=pixels.draft))
+        changed = changed or _as_ingested(path, stamp)  # changed while being decoded
+    except Exception as exc:  # any failure must skip the file, not end the run
+        # a file that vanished between the check and the read is not broken: never cache it
+        return None, _as_ingested(path, stamp) or skip_reason(exc)
+    return (None, changed) if changed else (picture, "")
+
+
+class Images(Dataset):
+    """``(i, picture, reason)`` per file, decoded (:func:`decode`) in worker processes; a bad
+    file yields its reason, not an error. ``stamps``: see :func:`decode`."""
 
     def __init__(self, root: Path, paths: list[str], pixels: FastPixels, stamps=None) -> None:
         self.root, self.paths, self.pixels, self.stamps = root, paths, pixels, stamps
@@ -153,17 +167,8 @@ class _Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        path = os_path(self.root, self.paths[i])
         stamp = self.stamps[i] if self.stamps is not None else None
-        try:
-            changed = _as_ingested(path, stamp)
-            pixels = None if changed else self.pixels(load_rgb(path, draft=self.pixels.draft))
-            changed = changed or _as_ingested(path, stamp)  # changed while being decoded
-        except Exception as exc:  # any decoder error must skip the file, not end the run
-            # a file that vanished between the check and the read is not broken: never cache it
-            reason = _as_ingested(path, stamp) or (str(exc) or type(exc).__name__).splitlines()[0]
-            return i, None, reason
-        return (i, None, changed) if changed else (i, pixels, "")
+        return (i, *decode(os_path(self.root, self.paths[i]), self.pixels, stamp))
 
 
 #: Start of the reason given to files that are not as the manifest hashed them; such a skip
@@ -185,7 +190,21 @@ def _as_ingested(path: Path, stamp: tuple[int, int] | None) -> str:
     return ""
 
 
-def _collate(items):
+def cacheable(failed: dict[str, str]) -> dict[str, str]:
+    """The failures that are facts about the image, worth storing in a shard: not those of
+    files that were not as ingested, nor environmental or unexpected ones (see
+    :func:`~embedscope.images.skip_reason`), which the next run tries again."""
+    return {s: r for s, r in failed.items() if lasting(r) and not r.startswith(NOT_AS_INGESTED)}
+
+
+def stamps_of(images) -> list[tuple[int, int]]:
+    """The (size, mtime_ns) the manifest recorded for each of ``images`` (manifest rows)."""
+    return images[["bytes", "mtime_ns"]].to_numpy(dtype=np.int64).tolist()
+
+
+def collate(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    """One batch from :class:`Images` items: the ids and stacked pictures of the decoded
+    files, and ``(id, reason)`` of the others."""
     good = [(i, p) for i, p, _ in items if p is not None]
     bad = [(i, r) for i, p, r in items if p is None]
     ids = [i for i, _ in good]
@@ -202,9 +221,8 @@ def decode_seconds(
     times, pictures = [], []
     for rel in paths:
         t0 = time.perf_counter()
-        try:
-            picture = pixels(load_rgb(os_path(root, rel), draft=pixels.draft))
-        except Exception:  # an unreadable file is the loader's to report, not this estimate's
+        picture, _ = decode(os_path(root, rel), pixels)
+        if picture is None:  # an unreadable file is the loader's to report, not this estimate's
             continue
         times.append(time.perf_counter() - t0)
         pictures.append(picture)
@@ -255,10 +273,10 @@ def make_loader(
     queues whatever the worker count (at least two per worker): with 15 workers and batch 256,
     four each would hold 2.3 GB of shared memory, more than many containers' /dev/shm."""
     return DataLoader(
-        _Images(root, paths, pixels, stamps),
+        Images(root, paths, pixels, stamps),
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=_collate,
+        collate_fn=collate,
         pin_memory=torch.device(device).type == "cuda",
         persistent_workers=False,
         prefetch_factor=max(2, 8 // num_workers) if num_workers else None,

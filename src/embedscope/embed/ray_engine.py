@@ -1,15 +1,16 @@
 """Stage 2 on Ray Data: the same embedding step, spread over a Ray cluster (or a local Ray).
 
-Only the engine changes. The cache check, the preprocessing, the pooled forward pass, the shard
-format and the final ``vectors.npy`` + ``rows.parquet`` are :mod:`embedscope.embed`'s own, so
-every later stage, the cache and resume work unchanged:
+Only the engine changes. The cache check (:mod:`~embedscope.embed.plan`), the preprocessing
+(:mod:`~embedscope.embed.pixels`), the pooled forward pass (:mod:`~embedscope.embed.encoder`),
+the shards and the final ``vectors.npy`` + ``rows.parquet`` (:mod:`embedscope.store`) are the
+local engine's, so every later stage, the cache and resume work unchanged:
 
 * the images still to embed become a Ray Dataset of manifest rows (hash, path);
 * decoding (draft-scale, to uint8 at the model's geometry) runs in Ray tasks (``map_batches``
   with a function); a file that fails to decode becomes a row carrying its reason, never an
   error;
 * the model runs in an actor pool (``ActorPoolStrategy``) through the local engine's
-  :class:`~embedscope.embed.Encoder` (normalised on the actor's device, at the precision
+  :class:`~embedscope.embed.encoder.Encoder` (normalised on the actor's device, at the precision
   ``plan`` chose on the driver): one model per actor, one GPU per actor when the cluster
   has GPUs. On a CPU-only Ray both steps ask for the same resources, so
   Ray Data fuses them into the actors (no pixels travel between processes);
@@ -27,16 +28,17 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from embedscope.embed import Encoder, Job, finish, plan, write_shards
-from embedscope.layout import Layout
+from embedscope.embed.encoder import Encoder
+from embedscope.embed.pixels import FastPixels, collate, decode
+from embedscope.embed.plan import Job, finish, plan
+from embedscope.embed.stream import write_shards
+from embedscope.layout import Layout, os_path
 from embedscope.models import load_model
-from embedscope.pixels import FastPixels, _collate, _Images
 
 INSTALL_HINT = "pip install 'embedscope[ray]'"
 
@@ -224,13 +226,15 @@ def _quiet(ray) -> Iterator[None]:
 def _decode(batch: pd.DataFrame, root: str, pixels: FastPixels) -> pd.DataFrame:
     """A Ray task: decode one batch to uint8 at the model's geometry (normalised on the
     actor's device); an unreadable file gets its reason."""
-    images = _Images(Path(root), batch["path"].tolist(), pixels, batch["stamp"].tolist())
-    items = [images[i] for i in range(len(images))]
+    items = [
+        decode(os_path(root, path), pixels, stamp)
+        for path, stamp in zip(batch["path"], batch["stamp"], strict=True)
+    ]
     return pd.DataFrame(
         {
             "sha256": batch["sha256"].to_numpy(),
-            "pixels": [None if px is None else px.numpy() for _, px, _ in items],
-            "reason": [reason for _, _, reason in items],
+            "pixels": [None if px is None else px.numpy() for px, _ in items],
+            "reason": [reason for _, reason in items],
         }
     )
 
@@ -261,7 +265,7 @@ class _Embedder:
             (i, None if px is None else torch.from_numpy(px), reason)
             for i, (px, reason) in enumerate(zip(batch["pixels"], batch["reason"], strict=True))
         ]
-        ids, pixels, _ = _collate(items)
+        ids, pixels, _ = collate(items)
         vectors: list[np.ndarray | None] = [None] * len(batch)
         if pixels is not None:
             with torch.inference_mode():

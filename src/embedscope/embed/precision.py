@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 import torch
 
-from embedscope.analyse import knn_report, neighbors
+from embedscope.knn import knn_report, neighbors
 
 #: What ``precision=`` accepts; short names map to the names recorded in outputs.
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}
