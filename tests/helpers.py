@@ -168,11 +168,15 @@ def poll_until(done: Any, proc: Any, what: str) -> None:
         time.sleep(0.01)
 
 
-def killed_at(script: str, data: Path, reports: Path, point: str, env: dict, shards: int) -> int:
-    """Run ``script`` (an embed run on dataset "big" under ``data``) in a new process group,
-    armed to stop at fault ``point``; once a process of the run (the driver, a DataLoader worker,
-    a Ray actor) stands there and ``shards`` shards are complete, SIGKILL the group (the run and
-    its workers). Returns how many shards were complete then."""
+def killed_at(
+    script: str, data: Path, reports: Path, point: str, env: dict, shards: int, *args: object
+) -> int:
+    """Run ``script`` (an embed run on dataset "big" under ``data``, given ``data``, ``reports``
+    and ``args``) in a new process group, armed to stop at fault ``point``; once a process of
+    the run (the driver, a DataLoader worker, a Ray actor) stands there and ``shards`` shards
+    are complete, SIGKILL the group (the run and its workers). Returns how many shards were
+    complete then."""
+    import contextlib
     import os
     import signal
     import subprocess
@@ -182,7 +186,7 @@ def killed_at(script: str, data: Path, reports: Path, point: str, env: dict, sha
 
     gate = Gate(data.parent / "gate")
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(data), str(reports)],
+        [sys.executable, "-c", script, str(data), str(reports), *map(str, args)],
         env=env | {ENV: gate.arm(point)},
         start_new_session=True,
     )
@@ -190,33 +194,11 @@ def killed_at(script: str, data: Path, reports: Path, point: str, env: dict, sha
     try:
         gate.reached(proc)
         poll_until(lambda: len(list(embeddings.rglob("shards/*.npz"))) >= shards, proc, "shards")
-        os.killpg(proc.pid, signal.SIGKILL)
     finally:
-        if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):  # nothing of the group left
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         gate.open()  # a process outside the group (a Ray actor) stopped there goes on
-    assert not list(embeddings.rglob("vectors.npy")), "killed before its end"
-    return len(list(embeddings.rglob("shards/*.npz")))
-
-
-def kill_after_shards(script: str, data: Path, reports: Path, shards: int, env: dict) -> int:
-    """Run ``script`` (an embed run on dataset "big" under ``data``) in a new Python process,
-    SIGKILL it once ``shards`` shards exist, and return how many were complete by then."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    proc = subprocess.Popen([sys.executable, "-c", script, str(data), str(reports)], env=env)
-    embeddings = data / "big" / "embeddings"
-    deadline = time.time() + 180
-    while time.time() < deadline and len(list(embeddings.rglob("shards/*.npz"))) < shards:
-        assert proc.poll() is None, "the run ended before it was killed"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
     assert not list(embeddings.rglob("vectors.npy")), "killed before its end"
     return len(list(embeddings.rglob("shards/*.npz")))
 

@@ -17,14 +17,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import make_classes, png_bytes, tiny_vit
+from helpers import Gate, make_classes, png_bytes, tiny_vit
 
 from embedscope.analyse import analyse
 from embedscope.embed import embed
@@ -129,7 +128,7 @@ def test_every_fault_point_is_passed_by_a_stage_and_named_in_the_fault_matrix(
         if p.name != "faults.py"
     )
     for point in POINTS:  # passed by a stage, directly or by an atomic write
-        assert re.search(rf"(fault_point\(|point=|, )\"{point}\"\)", source), point
+        assert re.search(rf"(fault_point\(|point=|, )\"{point}\"", source), point
     monkeypatch.setenv(FAULT, "projection:fits=kill")  # a typo: one line, at the first point
     with pytest.raises(ValueError, match=r"^EMBEDSCOPE_FAULT='projection:fits=kill' is not .*"):
         fault_point("explorer:write")
@@ -348,17 +347,20 @@ except DiskFull as exc:
 def test_a_source_that_disappears_mid_run_is_skipped_then_resumed(
     tmp_path: Path, vit: str, stage: Stage
 ) -> None:
-    layout = _dataset(tmp_path, "gone", per_class=20, size=320)  # decoding sets the pace
+    layout = _dataset(tmp_path, "gone", per_class=20)
     images, away = tmp_path / "images", tmp_path / "moved-away"
-    proc = stage(_EMBED, "gone", layout.data_root, layout.reports_root, vit, 4)
-    deadline = time.time() + 120
-    while time.time() < deadline and not _shards(layout):
-        time.sleep(0.002)
+    gate = Gate(tmp_path / "gate")  # no workers: the run decodes in order, in its own process
+    proc = stage(
+        _EMBED, "gone", layout.data_root, layout.reports_root, vit, 4,
+        fault=gate.arm("embed:decode@5"),
+    )  # fmt: skip
+    gate.reached(proc)  # four images decoded, the fifth next
     images.rename(away)  # an unmounted share, a moved folder
+    gate.open()
     assert proc.wait(timeout=300) == 0, "the run must finish, not crash"
     (facts_path,) = (layout.data_dir / "embeddings").glob("*/embed.json")
     skipped = json.loads(facts_path.read_text())["skipped_files"]
-    assert 0 < len(skipped) < 60, "the folder must vanish midway"
+    assert len(skipped) == 56
     assert all(s["reason"].startswith(NOT_AS_INGESTED) for s in skipped)
     away.rename(images)
     facts = _embed(layout, vit)
@@ -368,8 +370,17 @@ def test_a_source_that_disappears_mid_run_is_skipped_then_resumed(
 def test_concurrent_runs_both_finish_with_the_same_result(
     tmp_path: Path, vit: str, stage: Stage
 ) -> None:
+    """Each run stops with its first shard in a temp file until both stand there: they
+    provably overlap, and the later one's sweep of that folder kept the live writer's temp."""
     layout = _dataset(tmp_path, per_class=8)
-    runs = [stage(_EMBED, "tiny", layout.data_root, layout.reports_root, vit, 2) for _ in "ab"]
+    gates = [Gate(tmp_path / f"gate-{run}") for run in "ab"]
+    args = "tiny", layout.data_root, layout.reports_root, vit, 2
+    runs = [stage(_EMBED, *args, fault=gate.arm("shard:write")) for gate in gates]
+    for gate, run in zip(gates, runs, strict=True):
+        gate.reached(run)
+    assert [run.poll() for run in runs] == [None, None] and len(_litter(layout.data_dir)) == 2
+    for gate in gates:
+        gate.open()
     assert [p.wait(timeout=300) for p in runs] == [0, 0]
     fresh = _dataset(tmp_path, "fresh", per_class=8)
     _embed(fresh, vit)

@@ -30,6 +30,10 @@ ENV = "EMBEDSCOPE_FAULT"
 POINTS = {
     "ingest:inspect": "01_download is about to read and decode one file for the manifest",
     "manifest:write": "the manifest is complete in its temp file, not yet moved into place",
+    "embed:decode": "an image is about to be decoded: in a DataLoader worker, a Ray decode task "
+    "or, without workers, the stage itself",
+    "shard:write": "an embedding shard is complete in its temp file, not yet moved into place",
+    "ray:embed": "a Ray actor is about to embed one batch",
     "projection:fit": "UMAP is about to fit (umap imported, the vectors read)",
     "projection:write": "a projection's coordinates (1st pass) or facts (2nd) are complete in "
     "their temp file, not yet moved into place",
@@ -51,11 +55,11 @@ def fault_point(name: str) -> None:
         _arrive(name, spec)
 
 
-def armed() -> dict[str, str]:
-    """The armed fault as environment variables (empty when none), for processes that do not
-    inherit this one's environment, such as the workers of a Ray cluster already running."""
+def armed() -> dict[str, dict[str, str]] | None:
+    """The armed fault as a Ray ``runtime_env`` (None when none is armed): the workers of a
+    Ray cluster, even one started by this process, do not inherit its environment."""
     spec = os.environ.get(ENV)
-    return {ENV: spec} if spec else {}
+    return {"env_vars": {ENV: spec}} if spec else None
 
 
 @functools.lru_cache(maxsize=8)
