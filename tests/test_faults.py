@@ -113,7 +113,7 @@ def _killed_at_its_point(proc: subprocess.Popen) -> None:
     assert proc.wait(timeout=300) == -signal.SIGKILL, "the stage never reached its fault point"
 
 
-def test_every_fault_point_is_passed_by_a_stage_and_named_in_the_fault_matrix(
+def test_the_matrix_names_points_the_stages_pass_and_tests_make_test_faults_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -129,6 +129,16 @@ def test_every_fault_point_is_passed_by_a_stage_and_named_in_the_fault_matrix(
     )
     for point in POINTS:  # passed by a stage, directly or by an atomic write
         assert re.search(rf"(fault_point\(|point=|, )\"{point}\"", source), point
+    for row in rows[1:]:  # each row's tests exist and carry the mark `make test-faults` selects
+        tests = re.findall(r"`(?:(test_\w+\.py)::)?(test_\w+)`", row[-1])
+        assert tests, row[0]
+        for file, name in tests:
+            text = (ROOT / "tests" / (file or "test_faults.py")).read_text(encoding="utf-8")
+            before, found, _ = text.partition(f"\ndef {name}(")
+            assert found, f"{file or 'test_faults.py'}::{name} does not exist"
+            decorators = before.rsplit("\n\n\n", 1)[-1]
+            marked = "\npytestmark = pytest.mark.faults\n" in text
+            assert marked or "@pytest.mark.faults" in decorators.splitlines(), f"{name} unmarked"
     monkeypatch.setenv(FAULT, "projection:fits=kill")  # a typo: one line, at the first point
     with pytest.raises(ValueError, match=r"^EMBEDSCOPE_FAULT='projection:fits=kill' is not .*"):
         fault_point("explorer:write")
