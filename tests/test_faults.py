@@ -127,8 +127,8 @@ def test_the_matrix_names_points_the_stages_pass_and_tests_make_test_faults_runs
         for p in (ROOT / "src" / "embedscope").rglob("*.py")
         if p.name != "faults.py"
     )
-    for point in POINTS:  # passed by a stage, directly or by an atomic write
-        assert re.search(rf"(fault_point\(|point=|, )\"{point}\"", source), point
+    # each passed by a stage, directly or by an atomic write, and no stage passes another
+    assert set(re.findall(r"(?:fault_point\(|point=)\"([a-z]+:[a-z]+)\"", source)) == set(POINTS)
     for row in rows[1:]:  # each row's tests exist and carry the mark `make test-faults` selects
         tests = re.findall(r"`(?:(test_\w+\.py)::)?(test_\w+)`", row[-1])
         assert tests, row[0]

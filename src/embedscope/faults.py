@@ -30,8 +30,8 @@ ENV = "EMBEDSCOPE_FAULT"
 POINTS = {
     "ingest:inspect": "01_download is about to read and decode one file for the manifest",
     "manifest:write": "the manifest is complete in its temp file, not yet moved into place",
-    "embed:decode": "an image is about to be decoded: in a DataLoader worker, a Ray decode task "
-    "or, without workers, the stage itself",
+    "embed:decode": "an image is about to be decoded, wherever that happens: a DataLoader "
+    "worker, a Ray worker, or the stage itself (no workers, or measuring the decode cost)",
     "shard:write": "an embedding shard is complete in its temp file, not yet moved into place",
     "ray:embed": "a Ray actor is about to embed one batch",
     "projection:fit": "UMAP is about to fit (umap imported, the vectors read)",
@@ -57,7 +57,7 @@ def fault_point(name: str) -> None:
 
 def armed() -> dict[str, dict[str, str]] | None:
     """The armed fault as a Ray ``runtime_env`` (None when none is armed): the workers of a
-    Ray cluster, even one started by this process, do not inherit its environment."""
+    running Ray cluster that this process attaches to do not inherit its environment."""
     spec = os.environ.get(ENV)
     return {"env_vars": {ENV: spec}} if spec else None
 
