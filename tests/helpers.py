@@ -131,23 +131,73 @@ def launch_chromium(pw: Any) -> Any:
     return pw.chromium.launch(executable_path=str(path), args=CHROMIUM_ARGS)
 
 
-def kill_after_shards(script: str, data: Path, reports: Path, shards: int, env: dict) -> int:
-    """Run ``script`` (an embed run on dataset "big" under ``data``) in a new Python process,
-    SIGKILL it once ``shards`` shards exist, and return how many were complete by then."""
+class Gate:
+    """A ``wait`` fault action (:mod:`embedscope.faults`): the processes armed with :meth:`arm`
+    stop at the point, each adding its pid to the marker file, until :meth:`open`."""
+
+    def __init__(self, release: Path) -> None:
+        self.release, self.marker = release, Path(f"{release}.reached")
+
+    def arm(self, point: str) -> str:
+        return f"{point}=wait:{self.release}"
+
+    def reached(self, proc: Any, count: int = 1) -> list[int]:
+        """Block until ``count`` processes stand at the point; their pids. Fails if ``proc``
+        (the stage, a ``subprocess.Popen``) ends first: it never got there."""
+        poll_until(lambda: len(self.pids()) >= count, proc, f"{self.marker.name} reached")
+        return self.pids()
+
+    def pids(self) -> list[int]:
+        text = self.marker.read_text() if self.marker.exists() else ""
+        return [int(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+    def open(self) -> None:
+        self.release.touch()
+
+
+def poll_until(done: Any, proc: Any, what: str) -> None:
+    """Block until ``done()`` holds, checked every 10 ms (a state the stage makes, never a
+    guess of its speed); fails if ``proc`` ends first, or after 5 minutes."""
+    import time
+
+    deadline = time.monotonic() + 300
+    while not done():
+        assert proc.poll() is None, f"exited with {proc.returncode} before {what}"
+        assert time.monotonic() < deadline, f"not {what} in 5 minutes"
+        time.sleep(0.01)
+
+
+def killed_at(
+    script: str, data: Path, reports: Path, point: str, env: dict, shards: int, *args: object
+) -> int:
+    """Run ``script`` (an embed run on dataset "big" under ``data``, given ``data``, ``reports``
+    and ``args``) in a new process group, armed to stop at fault ``point``; once a process of
+    the run (the driver, a DataLoader worker, a Ray actor) stands there and ``shards`` shards
+    are complete, SIGKILL the group (the run and its workers). Returns how many shards were
+    complete then."""
+    import contextlib
     import os
     import signal
     import subprocess
     import sys
-    import time
 
-    proc = subprocess.Popen([sys.executable, "-c", script, str(data), str(reports)], env=env)
+    from embedscope.faults import ENV
+
+    gate = Gate(data.parent / "gate")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(data), str(reports), *map(str, args)],
+        env=env | {ENV: gate.arm(point)},
+        start_new_session=True,
+    )
     embeddings = data / "big" / "embeddings"
-    deadline = time.time() + 180
-    while time.time() < deadline and len(list(embeddings.rglob("shards/*.npz"))) < shards:
-        assert proc.poll() is None, "the run ended before it was killed"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        gate.reached(proc)
+        poll_until(lambda: len(list(embeddings.rglob("shards/*.npz"))) >= shards, proc, "shards")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # nothing of the group left
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        gate.open()  # a process outside the group (a Ray actor) stopped there goes on
     assert not list(embeddings.rglob("vectors.npy")), "killed before its end"
     return len(list(embeddings.rglob("shards/*.npz")))
 

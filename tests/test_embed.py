@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import kill_after_shards, make_classes, tiny_vit
+from helpers import killed_at, make_classes, tiny_vit
 
 from embedscope.embed import embed, pool, resolve_pooling
 from embedscope.ingest import ingest
@@ -119,6 +119,7 @@ def test_builtin_model_pools_1280_and_tries_bf16_only_where_native(builtin_cache
         assert pool(net, torch.rand(2, 3, 224, 224), "pooler").shape == (2, 1280)
 
 
+@pytest.mark.faults
 def test_a_file_broken_after_ingest_is_skipped_not_fatal(dataset: Layout, tmp_path: Path) -> None:
     victim = tmp_path / "images" / "red" / "red_0.png"
     victim.write_bytes(victim.read_bytes()[:40])  # truncated after the manifest said ok
@@ -132,22 +133,32 @@ import sys
 from embedscope.embed import embed
 from embedscope.layout import Layout
 embed(Layout("big", sys.argv[1], sys.argv[2]), "mobilenet_v2", batch_size=4, shard_size=8,
-      num_workers=0, progress=False, precision="fp32")
+      num_workers=int(sys.argv[3]), progress=False, precision="fp32")
 """
 
 
+@pytest.mark.faults
+@pytest.mark.parametrize(
+    "point, workers, shards",  # shards: complete before the kill, at least
+    [
+        ("shard:write@3", 0, 2),  # the run itself, with its third shard in a temp file
+        # a DataLoader worker opening its sixth batch: batches go to the two workers in turn, so
+        # the run gets batches 0-9 (40 images) and no further; killed once 3 shards are written
+        ("embed:decode@21", 2, 3),
+    ],
+)
 def test_killed_run_resumes_to_the_uninterrupted_result(
-    tmp_path: Path, builtin_cache: Path
+    tmp_path: Path, builtin_cache: Path, point: str, workers: int, shards: int
 ) -> None:
     images = make_classes(tmp_path / "big", per_class=40, size=96)
     data, reports = tmp_path / "data", tmp_path / "reports"
     layout = Layout("big", data, reports)
     ingest(str(images), layout)
     env = {**os.environ, "EMBEDSCOPE_CACHE": str(builtin_cache)}
-    partial = kill_after_shards(_RUN, data, reports, 3, env)
-    assert 3 <= partial < 15, "the run must be killed midway"
+    partial = killed_at(_RUN, data, reports, point, env, shards, workers)
+    assert partial == shards if point.startswith("shard:") else shards <= partial <= 5
     resumed = embed(layout, "mobilenet_v2", progress=False, precision="fp32")
-    assert resumed["from_cache"] >= 24 and resumed["images"] == 120
+    assert resumed["from_cache"] == 8 * partial and resumed["images"] == 120
     stored = data / "big" / "embeddings"  # no temporary litter, nothing set aside
     assert not list(stored.rglob("*.tmp*")) and not list(stored.rglob("*.damaged-*"))
     fresh = Layout("fresh", data, reports)

@@ -1,36 +1,45 @@
 """The fault matrix (README, "Faults survived"): each test provokes one fault for real — odd
 file names, damaged caches, SIGKILL mid-stage, a full disk, files changing under a run — and
-checks the kit's promise: a clear line or a recorded skip, nothing lost, re-runs equal."""
+checks the kit's promise: a clear line or a recorded skip, nothing lost, re-runs equal.
+
+Faults in a running stage land at named fault points (:mod:`embedscope.faults`) the stage
+passes, never after a guessed sleep: a stage armed with ``kill`` dies exactly there; one armed
+with ``wait`` stops there until the test, having seen it arrive, opens its :class:`Gate`."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import make_classes, png_bytes, tiny_vit
+from helpers import Gate, make_classes, png_bytes, tiny_vit
 
 from embedscope.analyse import analyse
 from embedscope.embed import embed
 from embedscope.embed.pixels import NOT_AS_INGESTED
 from embedscope.explore import write_explorer
+from embedscope.faults import ENV as FAULT
+from embedscope.faults import POINTS, fault_point
 from embedscope.images import NOT_NOW, decoder_identity
 from embedscope.ingest import SourceError, ingest, load_manifest
-from embedscope.layout import Layout, load_checked, os_path, update_metrics
+from embedscope.layout import Layout, load_checked, os_path, update_metrics, write_json
 from embedscope.reduce import project
 from embedscope.store import load_embeddings, shard_digest
 from embedscope.tables import image_table
+
+pytestmark = pytest.mark.faults
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +75,73 @@ def _litter(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.tmp"))
 
 
-def _python(script: str, *args: object, **popen) -> subprocess.Popen:
-    """A stage in its own process group, so a SIGKILL takes it and any worker it started."""
-    return subprocess.Popen(
-        [sys.executable, "-c", script, *map(str, args)], start_new_session=True, **popen
-    )
+Stage = Callable[..., subprocess.Popen]
+
+
+@pytest.fixture()
+def stage() -> Iterator[Stage]:
+    """``stage(script, *args, fault=None, **popen)``: a stage in a new Python process, in its own
+    process group (a SIGKILL of the group takes any worker it started), with ``fault`` as its
+    ``EMBEDSCOPE_FAULT``; any still running when the test ends is killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(script: str, *args: object, fault: str | None = None, **popen) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if k != FAULT}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, *map(str, args)],
+            start_new_session=True,
+            env=env | {FAULT: fault} if fault else env,
+            **popen,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            _kill(proc)
 
 
 def _kill(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):  # it had finished already
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _killed_at_its_point(proc: subprocess.Popen) -> None:
+    """The stage SIGKILLed itself at its armed point (nothing else here sends SIGKILL)."""
+    assert proc.wait(timeout=300) == -signal.SIGKILL, "the stage never reached its fault point"
+
+
+def test_the_matrix_names_points_the_stages_pass_and_tests_make_test_faults_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    matrix = readme.split("## Faults survived", 1)[1].split("\n## ", 1)[0]
+    rows = [r.split(" | ") for r in matrix.splitlines() if r.startswith("| ") and "---" not in r]
+    assert rows[0][:3] == ["| fault", "fault point", "what the kit does"], rows[0]
+    named = {p for row in rows[1:] for p in re.findall(r"`([a-z]+:[a-z]+)(?:@\d+)?`", row[1])}
+    assert named == set(POINTS)
+    source = "\n".join(
+        p.read_text(encoding="utf-8")
+        for p in (ROOT / "src" / "embedscope").rglob("*.py")
+        if p.name != "faults.py"
+    )
+    # each passed by a stage, directly or by an atomic write, and no stage passes another
+    assert set(re.findall(r"(?:fault_point\(|point=)\"([a-z]+:[a-z]+)\"", source)) == set(POINTS)
+    for row in rows[1:]:  # each row's tests exist and carry the mark `make test-faults` selects
+        tests = re.findall(r"`(?:(test_\w+\.py)::)?(test_\w+)`", row[-1])
+        assert tests, row[0]
+        for file, name in tests:
+            text = (ROOT / "tests" / (file or "test_faults.py")).read_text(encoding="utf-8")
+            before, found, _ = text.partition(f"\ndef {name}(")
+            assert found, f"{file or 'test_faults.py'}::{name} does not exist"
+            decorators = before.rsplit("\n\n\n", 1)[-1]
+            marked = "\npytestmark = pytest.mark.faults\n" in text
+            assert marked or "@pytest.mark.faults" in decorators.splitlines(), f"{name} unmarked"
+    monkeypatch.setenv(FAULT, "projection:fits=kill")  # a typo: one line, at the first point
+    with pytest.raises(ValueError, match=r"^EMBEDSCOPE_FAULT='projection:fits=kill' is not .*"):
+        fault_point("explorer:write")
 
 
 # --- file names the OS can hold ---------------------------------------------------------------
@@ -289,27 +354,43 @@ except DiskFull as exc:
 """
 
 
-def test_a_source_that_disappears_mid_run_is_skipped_then_resumed(tmp_path: Path, vit: str) -> None:
-    layout = _dataset(tmp_path, "gone", per_class=20, size=320)  # decoding sets the pace
+def test_a_source_that_disappears_mid_run_is_skipped_then_resumed(
+    tmp_path: Path, vit: str, stage: Stage
+) -> None:
+    layout = _dataset(tmp_path, "gone", per_class=20)
     images, away = tmp_path / "images", tmp_path / "moved-away"
-    proc = _python(_EMBED, "gone", layout.data_root, layout.reports_root, vit, 4)
-    deadline = time.time() + 120
-    while time.time() < deadline and not _shards(layout):
-        time.sleep(0.002)
+    gate = Gate(tmp_path / "gate")  # no workers: the run decodes in order, in its own process
+    proc = stage(
+        _EMBED, "gone", layout.data_root, layout.reports_root, vit, 4,
+        fault=gate.arm("embed:decode@5"),
+    )  # fmt: skip
+    gate.reached(proc)  # four images decoded, the fifth next
     images.rename(away)  # an unmounted share, a moved folder
+    gate.open()
     assert proc.wait(timeout=300) == 0, "the run must finish, not crash"
     (facts_path,) = (layout.data_dir / "embeddings").glob("*/embed.json")
     skipped = json.loads(facts_path.read_text())["skipped_files"]
-    assert 0 < len(skipped) < 60, "the folder must vanish midway"
+    assert len(skipped) == 56
     assert all(s["reason"].startswith(NOT_AS_INGESTED) for s in skipped)
     away.rename(images)
     facts = _embed(layout, vit)
     assert facts["embedded_now"] == len(skipped) and facts["images"] == 60
 
 
-def test_concurrent_runs_both_finish_with_the_same_result(tmp_path: Path, vit: str) -> None:
+def test_concurrent_runs_both_finish_with_the_same_result(
+    tmp_path: Path, vit: str, stage: Stage
+) -> None:
+    """Each run stops with its first shard in a temp file until both stand there: they
+    provably overlap, and the later one's sweep of that folder kept the live writer's temp."""
     layout = _dataset(tmp_path, per_class=8)
-    runs = [_python(_EMBED, "tiny", layout.data_root, layout.reports_root, vit, 2) for _ in "ab"]
+    gates = [Gate(tmp_path / f"gate-{run}") for run in "ab"]
+    args = "tiny", layout.data_root, layout.reports_root, vit, 2
+    runs = [stage(_EMBED, *args, fault=gate.arm("shard:write")) for gate in gates]
+    for gate, run in zip(gates, runs, strict=True):
+        gate.reached(run)
+    assert [run.poll() for run in runs] == [None, None] and len(_litter(layout.data_dir)) == 2
+    for gate in gates:
+        gate.open()
     assert [p.wait(timeout=300) for p in runs] == [0, 0]
     fresh = _dataset(tmp_path, "fresh", per_class=8)
     _embed(fresh, vit)
@@ -448,32 +529,27 @@ ingest(sys.argv[1], Layout("scan", sys.argv[2], sys.argv[3]), workers=1)
 """
 
 
-def _reading_under(pid: int, folder: Path) -> bool:
-    """True while process ``pid`` has a file under ``folder`` open (Linux /proc)."""
-    fds = Path(f"/proc/{pid}/fd")
-    try:
-        return any(str(os.readlink(fds / fd)).startswith(str(folder)) for fd in os.listdir(fds))
-    except OSError:  # an fd closed between listing and reading it
-        return False
+def _grown_folder(tmp_path: Path) -> tuple[Path, Layout, bytes]:
+    """A folder with a manifest, then 9 more images in it: the re-scan inspects those 9."""
+    images = make_classes(tmp_path / "images", per_class=4)
+    layout = Layout("scan", tmp_path / "data", tmp_path / "reports")
+    ingest(str(images), layout)
+    make_classes(images / "more", per_class=3, seed=1)
+    return images, layout, layout.manifest.read_bytes()
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
 def test_killed_during_the_manifest_scan_then_rerun_equals_an_uninterrupted_run(
-    tmp_path: Path,
+    tmp_path: Path, stage: Stage
 ) -> None:
-    images = make_classes(tmp_path / "images", per_class=100, size=128)
-    data, reports = tmp_path / "data", tmp_path / "reports"
-    proc = _python(_INGEST, images, data, reports)
-    deadline = time.time() + 120
-    watched = images.resolve()
-    while time.time() < deadline and proc.poll() is None and not _reading_under(proc.pid, watched):
-        pass
-    assert proc.poll() is None, "the scan must be killed while it reads images"
-    _kill(proc)
-    layout = Layout("scan", data, reports)
-    assert not layout.manifest.exists()
+    images, layout, before = _grown_folder(tmp_path)
+    proc = stage(
+        _INGEST, images, layout.data_root, layout.reports_root, fault="ingest:inspect@4=kill"
+    )
+    _killed_at_its_point(proc)  # reading the 4th new image
+    assert layout.manifest.read_bytes() == before and not _litter(tmp_path)
     rerun = ingest(str(images), layout)
-    fresh = ingest(str(images), Layout("fresh", data, reports))
+    fresh = ingest(str(images), Layout("fresh", layout.data_root, layout.reports_root))
+    assert len(fresh) == 21
     pd.testing.assert_frame_equal(rerun, fresh)
     assert not _litter(tmp_path)
 
@@ -482,22 +558,26 @@ _PROJECT = """
 import sys
 from embedscope.layout import Layout
 from embedscope.reduce import project
-print("projecting", flush=True)
 project(Layout("tiny", sys.argv[1], sys.argv[2]), "umap", 2)
 """
 
 
+@pytest.mark.parametrize(
+    "point, left",  # what the killed run left complete
+    [("projection:fit", []), ("projection:write", []), ("projection:write@2", [".parquet"])],
+)
 def test_killed_during_a_projection_then_rerun_equals_an_uninterrupted_run(
-    tmp_path: Path, vit: str
+    tmp_path: Path, vit: str, stage: Stage, point: str, left: list[str]
 ) -> None:
+    """Killed as UMAP starts its fit, with the coordinates complete in their temp file, or with
+    the coordinates in place and their facts in a temp file: nothing is reused."""
     layout = _dataset(tmp_path)
     _embed(layout, vit)
-    proc = _python(_PROJECT, layout.data_root, layout.reports_root, stdout=subprocess.PIPE)
-    assert proc.stdout.readline().strip() == b"projecting"
-    time.sleep(0.5)  # importing umap and compiling its numba code alone takes seconds
-    assert proc.poll() is None, "the projection must be killed while it runs"
-    _kill(proc)
-    assert not list((layout.data_dir / "projections").rglob("*.parquet"))
+    proc = stage(_PROJECT, layout.data_root, layout.reports_root, fault=f"{point}=kill")
+    _killed_at_its_point(proc)
+    written = [p for p in (layout.data_dir / "projections").rglob("*") if p.is_file()]
+    assert len(_litter(layout.data_dir)) == (point != "projection:fit")  # the dead writer's
+    assert sorted(p.suffix for p in written if p.suffix != ".tmp") == left
     rerun, facts = project(layout, "umap", 2)
     assert not facts["cached"]
     fresh = _dataset(tmp_path, "fresh")
@@ -535,40 +615,36 @@ def _explorer_case(tmp_path: Path, vit: str) -> tuple[Path, Path, Path]:
 
 
 def test_killed_during_the_explorer_write_then_rerun_equals_an_uninterrupted_run(
-    tmp_path: Path, vit: str
+    tmp_path: Path, vit: str, stage: Stage
 ) -> None:
     points, images, out = _explorer_case(tmp_path, vit)
-    proc = _python(_EXPLORE, points, images, out)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not _litter(out.parent):
-        pass
-    _kill(proc)  # while its temp file exists, or just after, when the write is quicker
-    after_kill = out.read_bytes()
+    proc = stage(_EXPLORE, points, images, out, fault="explorer:write=kill")
+    _killed_at_its_point(proc)  # the new page complete in its temp file, not yet in place
+    (temp,) = _litter(tmp_path)
+    new_page = temp.read_bytes()
+    assert out.read_text() == "the previous explorer"  # never half a page
     rerun = write_explorer(pd.read_parquet(points), images, out, title="t")
     fresh = write_explorer(pd.read_parquet(points), images, tmp_path / "fresh.html", title="t")
-    assert after_kill in (b"the previous explorer", fresh.read_bytes())  # never half a page
-    assert rerun.read_bytes() == fresh.read_bytes()
+    assert new_page == fresh.read_bytes() == rerun.read_bytes()
     assert not _litter(tmp_path)
 
 
-_KILLED_WRITER = """
-import os, signal, sys
-from embedscope.layout import atomic_path
-with atomic_path(sys.argv[1]) as tmp:
-    tmp.write_bytes(b"half a file")
-    os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
 def test_the_temp_file_of_a_writer_killed_mid_write_is_swept_by_the_next_write(
-    tmp_path: Path,
+    tmp_path: Path, stage: Stage
 ) -> None:
-    target = tmp_path / "out" / "rows.parquet"
-    proc = _python(_KILLED_WRITER, target)
-    assert proc.wait() == -signal.SIGKILL
-    assert len(_litter(tmp_path)) == 1 and not target.exists()
-    update_metrics(tmp_path / "out" / "metrics.json", "x", 1)  # any later write in the folder
-    assert not _litter(tmp_path) and not target.exists()
+    """Killed with the new manifest complete in its temp file: the old one is kept as it was;
+    the temp, named after a dead writer, goes with the next write into that folder."""
+    images, layout, before = _grown_folder(tmp_path)
+    proc = stage(
+        _INGEST, images, layout.data_root, layout.reports_root, fault="manifest:write=kill"
+    )
+    _killed_at_its_point(proc)
+    (temp,) = _litter(tmp_path)
+    assert temp.parent == layout.data_dir and layout.manifest.read_bytes() == before
+    fresh = ingest(str(images), Layout("fresh", layout.data_root, layout.reports_root))
+    pd.testing.assert_frame_equal(pd.read_parquet(temp), fresh)  # killed after the write
+    write_json(layout.data_dir / "any.json", {})  # any later write in the folder
+    assert not _litter(tmp_path) and layout.manifest.read_bytes() == before
 
 
 # --- a full disk -------------------------------------------------------------------------------
@@ -586,7 +662,7 @@ def _file_size_limit(limit: int) -> Callable[[], None]:
 
 
 def test_a_full_disk_while_embedding_says_where_and_how_much_then_resumes(
-    tmp_path: Path, vit: str
+    tmp_path: Path, vit: str, stage: Stage
 ) -> None:
     fresh = _dataset(tmp_path, "fresh", per_class=14)
     _embed(fresh, vit)
@@ -594,7 +670,7 @@ def test_a_full_disk_while_embedding_says_where_and_how_much_then_resumes(
     vectors = next((fresh.data_dir / "embeddings").glob("*/vectors.npy")).stat().st_size
     assert shard < vectors, "the limit must let shards through and stop vectors.npy"
     layout = _dataset(tmp_path, "full", per_class=14)
-    proc = _python(
+    proc = stage(
         _EMBED, "full", layout.data_root, layout.reports_root, vit, 4,
         stdout=subprocess.PIPE, text=True, preexec_fn=_file_size_limit((shard + vectors) // 2),
     )  # fmt: skip
@@ -612,10 +688,10 @@ def test_a_full_disk_while_embedding_says_where_and_how_much_then_resumes(
 
 
 def test_a_full_disk_while_writing_the_explorer_keeps_the_old_page(
-    tmp_path: Path, vit: str
+    tmp_path: Path, vit: str, stage: Stage
 ) -> None:
     points, images, out = _explorer_case(tmp_path, vit)
-    proc = _python(
+    proc = stage(
         _EXPLORE, points, images, out,
         stdout=subprocess.PIPE, text=True, preexec_fn=_file_size_limit(1_000_000),
     )  # fmt: skip

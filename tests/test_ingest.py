@@ -33,6 +33,7 @@ def messy(tmp_path: Path) -> Path:
     return make_messy(tmp_path / "messy")
 
 
+@pytest.mark.faults
 def test_every_file_is_accounted_for_and_nothing_changes(messy: Path, tmp_path: Path) -> None:
     before = tree_digest(messy)
     layout = Layout("messy", tmp_path / "data", tmp_path / "reports")
@@ -123,6 +124,7 @@ def test_exclude_and_label_depth_and_labels_file(tmp_path: Path) -> None:
     assert m.loc["animals/birds/a.png", "label"] == UNLABELLED
 
 
+@pytest.mark.faults
 def test_archives_unpack_and_path_traversal_is_refused(tmp_path: Path) -> None:
     layout = Layout("pack", tmp_path / "data", tmp_path / "reports")
     good = tmp_path / "pack.zip"

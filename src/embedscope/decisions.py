@@ -197,7 +197,7 @@ def apply_to_dataset(layout: Layout, decisions: str | Path | None) -> tuple[pd.D
     if decisions is None or str(decisions) == "":
         return manifest, dict(NO_DECISIONS)
     manifest, report = apply_decisions(manifest, read_decisions(decisions))
-    write_parquet(layout.manifest, manifest)
+    write_parquet(layout.manifest, manifest, point="manifest:write")
     return manifest, {"file": str(Path(decisions).expanduser().resolve()), **report}
 
 

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from embedscope.faults import fault_point
 from embedscope.images import MAX_PIXELS, decode, decoder_identity, lasting, skip_reason
 from embedscope.layout import (
     Damaged,
@@ -253,6 +254,7 @@ def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> di
         if st.st_size == 0:
             row["reason"] = "empty file (0 bytes)"
             return row
+        fault_point("ingest:inspect")
         data = path.read_bytes()
     except OSError as exc:
         row["reason"], row["decoder"] = skip_reason(exc), None
@@ -393,7 +395,7 @@ def ingest(
         previous=previous,
         workers=workers,
     )
-    write_parquet(layout.manifest, manifest)
+    write_parquet(layout.manifest, manifest, point="manifest:write")
     write_json(layout.source_file, {"source": source, "root": str(root)})
     return manifest
 

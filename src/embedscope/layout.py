@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from embedscope.faults import fault_point
+
 T = TypeVar("T")
 
 
@@ -158,12 +160,16 @@ _NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 @contextmanager
-def atomic_path(path: str | Path, need: int | None = None) -> Iterator[Path]:
+def atomic_path(
+    path: str | Path, need: int | None = None, point: str | None = None
+) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it replaces ``path`` in one step.
 
     Litter of writers killed with SIGKILL is swept first. Running out of room (full disk,
     quota, file-size limit) raises :class:`DiskFull`; ``need`` (bytes), when known, goes into
-    its message. The old ``path`` stays untouched until the new one is complete.
+    its message. The old ``path`` stays untouched until the new one is complete. ``point``
+    names the fault point (:mod:`embedscope.faults`) passed between the two, so a test can
+    kill a writer mid-write for certain.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +181,8 @@ def atomic_path(path: str | Path, need: int | None = None) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are meant to be shared
     try:
         yield Path(tmp)
+        if point:
+            fault_point(point)
         os.replace(tmp, path)
     except OSError as exc:
         if exc.errno not in _NO_ROOM and not _no_room_message(str(exc)):
@@ -243,20 +251,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], Any], need: int | None = None) -> Path:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically."""
-    with atomic_path(path, need) as tmp:
+def write_atomic(
+    path: str | Path,
+    write: Callable[[Path], Any],
+    need: int | None = None,
+    point: str | None = None,
+) -> Path:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically (see
+    :func:`atomic_path` for ``need`` and ``point``)."""
+    with atomic_path(path, need, point) as tmp:
         write(tmp)
     return Path(path)
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
+def write_json(path: str | Path, obj: Any, point: str | None = None) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
-    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), len(text))
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), len(text), point)
 
 
-def write_parquet(path: str | Path, df: Any) -> Path:
-    return write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+def write_parquet(path: str | Path, df: Any, point: str | None = None) -> Path:
+    return write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False), point=point)
 
 
 def write_npy(path: str | Path, array: Any) -> Path:
@@ -272,13 +286,13 @@ def write_npy(path: str | Path, array: Any) -> Path:
     return write_atomic(path, save, np.asarray(array).nbytes + 128)
 
 
-def write_npz(path: str | Path, **arrays: Any) -> Path:
+def write_npz(path: str | Path, *, point: str | None = None, **arrays: Any) -> Path:
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
     need = sum(np.asarray(a).nbytes + 256 for a in arrays.values())
-    return write_atomic(path, save, need)
+    return write_atomic(path, save, need, point)
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedscope.faults import fault_point
 from embedscope.layout import (
     Damaged,
     Layout,
@@ -70,6 +71,7 @@ def reduce(
             n_jobs=1 if random_state is not None else -1,
             init="spectral" if n > 3 * (dims + 1) else "random",
         )
+        fault_point("projection:fit")
         return model.fit_transform(x), {"n_neighbors": model.n_neighbors}
     return _tsne(x, dims, perplexity=min(perplexity, (n - 1) / 3), random_state=random_state)
 
@@ -156,8 +158,8 @@ def project(
     df = emb.rows.copy()
     for axis, col in zip("xyz", coords.T, strict=False):
         df[axis] = col.astype(np.float32)
-    write_parquet(path, df)
-    write_json(facts_path, facts)
+    write_parquet(path, df, point="projection:write")
+    write_json(facts_path, facts, point="projection:write")
     return df, {**facts, "cached": False, "path": shown}
 
 

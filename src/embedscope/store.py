@@ -131,7 +131,11 @@ def write_shard(
         "decoder": np.array(decoder),
     }
     arrays["digest"] = np.array(shard_digest(arrays))
-    write_npz(shard_dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz", **arrays)
+    write_npz(
+        shard_dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz",
+        point="shard:write",
+        **arrays,
+    )
 
 
 @dataclass

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from embedscope.faults import fault_point
 from embedscope.images import lasting, load_rgb, skip_reason
 from embedscope.layout import os_path
 
@@ -146,6 +147,7 @@ def decode(path: Path, pixels: FastPixels, stamp: tuple[int, int] | None = None)
     ``stamp`` (size, mtime_ns) is what the manifest recorded when it hashed the file; a file
     that no longer matches is not decoded (see :func:`_as_ingested`).
     """
+    fault_point("embed:decode")
     try:
         changed = _as_ingested(path, stamp)
         picture = None if changed else pixels(load_rgb(path, draft=pixels.draft))

@@ -37,6 +37,7 @@ from embedscope.embed.encoder import Encoder
 from embedscope.embed.pixels import FastPixels, collate, decode
 from embedscope.embed.plan import Job, finish, plan
 from embedscope.embed.stream import write_shards
+from embedscope.faults import armed, fault_point
 from embedscope.layout import Layout, os_path
 from embedscope.models import load_model
 
@@ -136,7 +137,7 @@ def _connected(ray, address: str | None) -> Iterator[None]:
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False, runtime_env=armed())
     else:
         start_local_ray()
     try:
@@ -157,6 +158,7 @@ def start_local_ray(num_cpus: int | None = None) -> None:
                 include_dashboard=False,
                 logging_level="ERROR",
                 log_to_driver=False,
+                runtime_env=armed(),
             )
             return
         except Exception:  # Ray reports a failed start with a bare Exception
@@ -264,6 +266,7 @@ class _Embedder:
         self.encoder = Encoder(net, pooling, torch.device(device), pixels, precision)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        fault_point("ray:embed")
         items = [
             (i, None if px is None else torch.from_numpy(px), reason)
             for i, (px, reason) in enumerate(zip(batch["pixels"], batch["reason"], strict=True))

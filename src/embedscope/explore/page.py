@@ -134,7 +134,7 @@ def write_explorer(
         },
     )
     body = page.encode("utf-8")
-    return write_atomic(out, lambda tmp: tmp.write_bytes(body), len(body))
+    return write_atomic(out, lambda tmp: tmp.write_bytes(body), len(body), point="explorer:write")
 
 
 def show_inline(html_path: str | Path, *, height: int = 700) -> HTML:
