@@ -18,6 +18,7 @@ itself, not a fixed cut-off.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,9 @@ PROBE_DIMS = 256
 #: Above this many matrix entries (images x dimensions x classes) the probe is fitted on fewer
 #: dimensions still (at least 32), which keeps its cost bounded at 1,000 classes.
 PROBE_BUDGET = 100_000 * PROBE_DIMS * 10
+#: Iterations of the probe's fit past that budget (a converged fit needs a few dozen on 10
+#: classes, hundreds on 1,000).
+EARLY_STOP = 100
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ def probe_probabilities(
     and for rows with ``codes < 0`` (unlabelled, or in a class too small to learn) the mean
     prediction of the fold models. Returns ``(probs, learnt)``: ``(n, n_classes)`` and the mask
     of classes the probe could learn (columns of the others are 0)."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
@@ -79,12 +84,17 @@ def probe_probabilities(
     if learnt.sum() < 2:
         return probs, np.zeros(n_classes, bool)
     x = _reduced(x, n_classes)
+    # past the budget (many classes) the fit stops early: a probe still, at a bounded cost
+    over = len(x) * x.shape[1] * n_classes > PROBE_BUDGET
     rows = np.flatnonzero(train)
     others = np.flatnonzero(~train)
     splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(rows, codes[rows])
     for fit_at, held_at in splits:
         fit, held = rows[fit_at], rows[held_at]
-        model = LogisticRegression(max_iter=2000).fit(x[fit], codes[fit])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = LogisticRegression(max_iter=EARLY_STOP if over else 2000)
+            model.fit(x[fit], codes[fit])
         probs[np.ix_(held, model.classes_)] = model.predict_proba(x[held])
         if len(others):
             probs[np.ix_(others, model.classes_)] += model.predict_proba(x[others]) / folds
