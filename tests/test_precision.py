@@ -17,6 +17,7 @@ from embedscope.embed.precision import (
     KNN_LOSS_MARGIN,
     MIN_AGREEMENT,
     Z_95,
+    PrecisionRace,
     agreement,
     judge,
     paired_loss_upper,
@@ -29,6 +30,7 @@ from embedscope.models import load_model
 from embedscope.store import load_embeddings
 
 SAMPLE = Path(__file__).parents[1] / "data" / "sample"
+CPU = torch.device("cpu")
 
 
 def _vit(path: Path, *, patch_bias: float = 0.0, **sizes) -> Path:
@@ -226,3 +228,18 @@ def test_the_race_is_remembered_for_the_next_dataset_until_asked_again(
     assert second["race"] == "remembered" and second["speedups"] == first["speedups"]
     assert second["images"] == 40 and "neighbour_agreement" in second  # judged on its images
     assert third["race"] == "measured" and 6 <= third["race_batches"] <= 9
+
+
+def test_a_remembered_race_decides_before_any_batch_on_its_lower_bound() -> None:
+    """The speed-up must surely reach 1.1x: a fast estimate with a low bound under it loses."""
+
+    def race(low: float) -> PrecisionRace:
+        result = {"speedups": {"int8": 1.6}, "speedup_low": {"int8": low}, "batches": 6}
+        return PrecisionRace(
+            torch.nn.Identity(), {"int8": torch.nn.Identity()}, CPU, remembered=result
+        )
+
+    won, lost = race(1.2), race(1.05)
+    assert set(won.lows) == {"int8"} and won.figures()["race"] == "remembered"
+    assert lost.lows == {} and lost.not_faster()["reason"].startswith("not faster here (1.6x")
+    assert won.batches == 0 and not won.seconds["fp32"]  # nothing was timed

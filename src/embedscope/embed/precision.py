@@ -320,9 +320,9 @@ class PrecisionRace:
 
     def _measured(self) -> dict:
         """Per candidate, float32's time over its own on the same batches: the geometric mean
-        of the per-batch ratios (``speedups``) and its one-sided 95% lower bound (Student's t
-        on the log ratios; ``speedup_low``, None from fewer than two batches), from
-        ``batches`` timed batches."""
+        of the per-batch ratios (``speedups``) and its one-sided 95% lower and upper bounds
+        (Student's t on the log ratios; ``speedup_low``, ``speedup_high``, None from fewer
+        than two batches), from ``batches`` timed batches."""
         from scipy.stats import t as student_t
 
         timed = len(self.seconds["fp32"])
@@ -338,18 +338,20 @@ class PrecisionRace:
         return {"speedups": speedups, "speedup_low": lows, "speedup_high": highs, "batches": timed}
 
     def _decide(self, result: dict) -> None:
-        """Keep the fastest candidate if it surely beats float32 by :data:`MIN_SPEEDUP` (its
-        lower bound does; its estimate, from a single timed batch); a race with no timed batch
-        (a single calibration batch) trusts the hardware's order."""
+        """Keep the fastest of the candidates that surely beat float32 by :data:`MIN_SPEEDUP`
+        (their lower bound does; their estimate, from a single timed batch), or none; a race
+        with no timed batch (a single calibration batch) trusts the hardware's order."""
         self.result = result
         speedups = {n: v for n, v in result["speedups"].items() if n in self.lows and v}
         if not speedups:
             self.lows = dict(list(self.lows.items())[:1])
             return
-        best = max(speedups, key=speedups.get)
-        low = result["speedup_low"].get(best)
-        fast = (speedups[best] if low is None else low) >= MIN_SPEEDUP
-        self.lows = {best: self.lows[best]} if fast else {}
+        lows = result["speedup_low"]
+        sure = {
+            n: v for n, v in speedups.items() if (v if lows[n] is None else lows[n]) >= MIN_SPEEDUP
+        }
+        best = max(sure, key=sure.get) if sure else None
+        self.lows = {best: self.lows[best]} if best else {}
 
     def figures(self) -> dict:
         """The race as ``precision_check`` reports it."""
