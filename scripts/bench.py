@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_findings import cost, findings_bench, findings_table, quality_bench
+from browser import CHROMIUM_ARGS, ensure_chromium
 from dinov2_small import dinov2_small_dir
 from PIL import Image
 
-from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
 from embedscope.embed import Encoder, embed, embedded, resolve_pooling, start_local_ray
 from embedscope.embed.calibrate import calibration_size
 from embedscope.embed.pixels import checked_pixels
@@ -397,7 +398,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fidelity-images", type=int, default=360, help="sample images")
     parser.add_argument("--draws", type=int, default=20, help="calibration draws per candidate")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | mps (embedding sections)")
-    sections = ("embed", "precision_draws", "photos", "manifest", "reduce", "explorer", "ray")
+    parser.add_argument("--findings-images", type=int, default=12_000, help="Fashion-MNIST")
+    parser.add_argument("--findings-seeds", type=int, default=5)
+    parser.add_argument(
+        "--findings-tune", action="store_true", help="findings on the held-out tuning split"
+    )
+    sections = (
+        "embed",
+        "precision_draws",
+        "photos",
+        "manifest",
+        "reduce",
+        "explorer",
+        "ray",
+        "findings",
+    )
     parser.add_argument("--only", nargs="+", default=list(sections), choices=sections)
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -428,6 +443,15 @@ def main(argv: list[str] | None = None) -> int:
     if "ray" in args.only:
         print("[bench] ray engine", flush=True)
         results["ray"] = ray_speed(args.images)
+    if "findings" in args.only:
+        work = out / "findings-work"  # kept: a second run embeds nothing again
+        results["findings"] = findings_bench(
+            work, images=args.findings_images, seeds=args.findings_seeds, tune=args.findings_tune
+        )
+        print("[bench] findings: image quality", flush=True)
+        results["findings"]["quality"] = quality_bench(work)
+        print("[bench] findings: cost", flush=True)
+        results["findings"]["cost"] = [cost(100_000, 1280, 10), cost(100_000, 1280, 1000)]
     write_json(out / "bench.json", results)
     (out / "bench.md").write_text(table(results), encoding="utf-8")
     print(table(results))
@@ -630,6 +654,8 @@ def table(results: dict) -> str:
                 f"| {k} | {v['mb']} | {v['seconds_write']} | "
                 f"{v['seconds_load_to_interactive']} | {v.get('hover_ms')} | {v.get('select_ms')} |"
             )
+    if "findings" in results:
+        lines += ["", findings_table(results["findings"])]
     return "\n".join(lines) + "\n"
 
 

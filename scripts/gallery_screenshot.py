@@ -12,9 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from browser import CHROMIUM_ARGS, ensure_chromium
 from playwright.sync_api import sync_playwright
-
-from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,7 @@
 """The README's pictures, made from a real run rather than by hand (``make pictures``):
 
 - ``docs/explorer.png``: the built-in sample's ``explorer.html`` with a hover card open;
+- ``docs/review-queue.png``: the same page's review queue, on its second flagged image;
 - ``docs/gallery.png``: the same page with a box selection in 3D and its gallery
   (``gallery_screenshot.py``);
 - ``docs/live-panel.png``: ``04_explore`` with ``mode="live"`` in a headless JupyterLab, after a
@@ -16,12 +17,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from browser import CHROMIUM_ARGS, ensure_chromium
 from gallery_screenshot import screenshot as gallery_picture
+from lab_driver import open_and_run_all, parameterized, running_lab
 from playwright.sync_api import sync_playwright
 
-from embedscope.browser import CHROMIUM_ARGS, ensure_chromium
 from embedscope.cli import main as embedscope
-from embedscope.lab import open_and_run_all, parameterized, running_lab
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -56,6 +57,10 @@ def main() -> int:
             hover_somewhere(page, "#plot", "#hover:not([hidden])")
             page.screenshot(path=str(DOCS / "explorer.png"))
             print(f"[pictures] {DOCS / 'explorer.png'}")
+            page.click("#review-open")
+            page.keyboard.press("ArrowRight")
+            page.screenshot(path=str(DOCS / "review-queue.png"))
+            print(f"[pictures] {DOCS / 'review-queue.png'}")
 
             books = tmp / "notebooks"
             books.mkdir()

@@ -10,9 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from browser import CHROMIUM_ARGS, MISSING, find_chromium
 from PIL import Image
-
-from embedscope.browser import CHROMIUM_ARGS, MISSING, find_chromium
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 230)}
 
@@ -124,7 +123,7 @@ def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
 
 
 def launch_chromium(pw: Any) -> Any:
-    """A headless Chromium from :func:`embedscope.browser.find_chromium`, driven by Playwright;
+    """A headless Chromium from ``find_chromium`` (scripts/browser.py), driven by Playwright;
     a missing browser FAILS the test (browser tests never skip) with the sentence that fixes it."""
     path = find_chromium()
     if path is None:
@@ -173,7 +172,7 @@ POINTS_NEAR_JS = """([sel, x, y, r]) => { const gd = document.querySelector(sel)
 
 def clip_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """CLIP's real BPE vocabulary and merges, from the ``open-clip-torch`` wheel (installed
-    ``--no-deps`` by ``make install``; never imported), numbered the way OpenAI's
+    ``--no-deps`` by ``make test``; never imported), numbered the way OpenAI's
     ``SimpleTokenizer`` (and so every Hugging Face CLIP checkpoint) numbers them."""
     import gzip
     import importlib.util
@@ -182,7 +181,7 @@ def clip_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        pytest.fail("pip install --no-deps open-clip-torch==3.3.0 (make install does)")
+        pytest.fail("the test vocabulary is missing: make test installs it (open-clip-torch)")
     bpe = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
     lines = gzip.decompress(bpe.read_bytes()).decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]

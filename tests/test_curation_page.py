@@ -18,6 +18,7 @@ import test_explore as base
 from helpers import make_classes, png_bytes
 from matplotlib.path import Path as Polygon
 
+from embedscope.decisions import MESSAGES
 from embedscope.explore import write_explorer
 from embedscope.ingest import SAMPLE_DIR
 
@@ -373,7 +374,12 @@ def test_gallery_decisions_storage_and_downloads(browser, library, tmp_path) -> 
     on_tile(b, "Accept suggestion")
     on_tile(c, "Drop")
     on_tile(d, "Drop")
-    on_tile(d, "Add tag", "blurry; check later")
+    on_tile(d, "Add tag", "blurry; check later")  # one tag at a time: refused, said why
+    assert p.page.locator("#message").text_content() == MESSAGES["bad_tag"]
+    assert p.page.locator("#detail .new-tag").input_value() == "blurry; check later"
+    on_tile(d, "Add tag", "blurry")
+    on_tile(d, "Add tag", " check later ")
+    assert p.page.locator("#message").text_content() == ""
     assert _decided(p) == {"relabelled": 2, "dropped": 2, "tagged": 1}
     assert p.page.locator(f"#grid .tile[data-index='{a}'] .label").text_content() == NEW_LABEL
     assert p.page.locator(f"#grid .tile[data-index='{c}'].dropped").count() == 1
@@ -454,6 +460,10 @@ def test_page_without_suggestions_has_no_suggestion_controls(browser, library, t
     p.page.evaluate("() => window.embedscope.choose([0, 1], 'replace', 0)")
     p.page.wait_for_selector("#grid .tile")
     assert p.page.locator("button:has-text('Accept suggestion'), .suggested").count() == 0
+    p.page.click("#review-open")  # no findings on these points: the queue says so
+    assert p.page.locator("#review-empty").text_content() == MESSAGES["no_findings"]
+    p.page.keyboard.press("d")
+    assert p.page.locator("#review-message").text_content() == MESSAGES["no_findings"]
     p.assert_safe()
     p.close()
 

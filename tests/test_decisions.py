@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -10,11 +11,14 @@ from helpers import make_classes, tree_digest
 
 from embedscope.decisions import (
     COLUMNS,
+    MESSAGES,
     DecisionLog,
     DecisionsError,
+    ReviewQueue,
     apply_decisions,
     apply_to_dataset,
     describe,
+    keep_tag,
     read_decisions,
 )
 from embedscope.ingest import DROPPED_REASON, ingest
@@ -80,11 +84,11 @@ def test_a_file_round_trip_and_a_plain_rerun_undoes_it(tmp_path: Path) -> None:
     log.tag(["blue/blue_0.png"], "oops")
     assert log.undo() == {"op": "tag", "paths": ["blue/blue_0.png"], "value": "oops"}
     path = log.save(tmp_path / "out" / "decisions.csv")
-    assert path.read_text().splitlines() == [
+    assert path.read_text().splitlines() == [  # sorted by path, whatever the order of edits
         "path,label,tags",
-        "red/red_1.jpg,green,blurry",
         "blue/blue_1.jpg,,blurry",
         "green/green_1.jpg,,drop",
+        "red/red_1.jpg,green,blurry",
     ]
     manifest, report = apply_to_dataset(layout, path)
     assert (report["relabelled"], report["dropped"], report["tagged"]) == (1, 1, 2)
@@ -133,3 +137,59 @@ def test_bad_files_and_bad_edits_say_why_in_one_line(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             bad()
     assert log.ops == [] and log.undo() is None
+
+
+def test_the_editor_rules() -> None:
+    """The rules all three editors share (the page gets them from here; test_editors_agree
+    proves it follows them)."""
+    labels = {"red/a.png": "red", "red/b.png": "red", "x.png": "(unlabelled)"}
+    log = DecisionLog(labels=labels)
+    log.relabel(["red/a.png", "red/b.png"], "green")
+    log.relabel(["red/a.png"], " red ")  # its own label again: the relabel is taken back
+    assert log.table.values.tolist() == [["red/b.png", "green", ""]]
+    log.tag(["red/a.png"], "later")
+    log.relabel(["red/a.png"], "blue")
+    log.relabel(["red/a.png"], "red")
+    assert log.table.values.tolist() == [["red/a.png", "", "later"], ["red/b.png", "green", ""]]
+    for bad, message in [
+        (lambda: log.relabel(["x.png"], "(unlabelled)"), "placeholder_label"),
+        (lambda: log.relabel(["x.png"], " \u3000"), "empty_label"),  # ideographic space
+        (lambda: log.tag(["x.png"], "a; b"), "bad_tag"),
+        (lambda: log.relabel([], "red"), "nothing_selected"),
+        (lambda: log.relabel_each({}), "no_suggestion"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(MESSAGES[message])):
+            bad()
+    log.keep("x.png", ["label", "blurry", "label"])  # one step: one undo
+    assert log.table.set_index("path").loc["x.png", "tags"] == "keep:label;keep:blurry"
+    log.undo()
+    assert "x.png" not in set(log.table["path"]) and keep_tag(" dark ") == "keep:dark"
+
+
+def test_review_queue_order_filter_and_progress() -> None:
+    points = pd.DataFrame(
+        {
+            "path": ["a.png", "b.png", "c.png", "d.png", "e.png"],
+            "label": ["red", "red", "blue", "blue", "blue"],
+            "suggested_label": ["blue", "red", "red", "(unlabelled)", "blue"],
+            "issues": ["label", "", "label;dark", "near_duplicate", "dark"],
+            "reason": ["9 of 10 say blue", "", "too dark", "a copy", "too dark"],
+            "review_priority": [0.5, 0.0, 0.9, 0.5, 0.1],
+        }
+    )
+    queue = ReviewQueue(points)
+    assert queue.rows == [2, 0, 3, 4]  # by priority, ties in row order
+    assert queue.types == ["label", "dark", "near_duplicate"]
+    assert queue.options()[0] == ("all issues (4)", "") and queue.entries("dark") == [2, 4]
+    log = DecisionLog(labels=dict(zip(points["path"], points["label"], strict=True)))
+    assert queue.decide(log, 0, "label", "accept") and queue.decide(log, 4, "", "keep")
+    with pytest.raises(ValueError, match=MESSAGES["no_suggestion"]):
+        queue.decide(log, 3, "", "accept")  # the suggestion is the placeholder
+    assert not queue.decide(log, 2, "dark", "tag", "check")  # typed: the queue stays
+    assert queue.progress(log.table) == "3 of 4 reviewed"
+    assert queue.progress(log.table, "dark") == "2 of 2 reviewed"
+    assert log.table.values.tolist() == [
+        ["a.png", "blue", ""], ["c.png", "", "check"], ["e.png", "", "keep:dark"],
+    ]  # fmt: skip
+    assert queue.position("dark", "e.png") == 1 and queue.position("label", "zzz") == 0
+    assert ReviewQueue(points.drop(columns="issues")).rows == []

@@ -17,7 +17,7 @@ from helpers import FIRST_POINT_JS, launch_chromium, make_classes
 from helpers import dash_call as _call
 from helpers import plotly_array as _array
 
-from embedscope.decisions import read_decisions
+from embedscope.decisions import MESSAGES, read_decisions
 from embedscope.embed import embed
 from embedscope.explore.dash import create_app
 from embedscope.ingest import ingest
@@ -96,8 +96,16 @@ def test_hover_shows_the_tooltip_image_and_label(server) -> None:
         tip.wait_for(timeout=10_000)
         src = tip.get_attribute("src")
         assert src == f"/thumb/{row}"
-        assert page.evaluate("(el) => el.complete && el.naturalWidth > 0", tip.element_handle())
+        page.wait_for_function(  # the thumbnail loads (not at once on a busy machine)
+            "(el) => el.complete && el.naturalWidth > 0", arg=tip.element_handle()
+        )
         assert label in page.locator("#tip").inner_text()
+        page.click("#review-open")  # no findings.csv for this report: the queue says so
+        page.wait_for_function(
+            "(t) => document.querySelector('#review-text')?.innerText === t",
+            arg=MESSAGES["no_findings"],
+        )
+        assert page.locator("#review-progress").inner_text() == "0 of 0 reviewed"
         browser.close()
 
 

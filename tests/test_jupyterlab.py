@@ -3,7 +3,8 @@ it, driven through its UI by a real Chromium with a real mouse. One JupyterLab f
 
 The notebooks are 04_explore itself, parameterized by papermill (nothing executed) for a small
 2D map, run with JupyterLab's own "Run All Cells": ``mode="live"`` (FigureWidget + panel) and
-``mode="dash"`` (the Dash app inline through ``jupyter_mode``).
+``mode="dash"`` (the Dash app inline through ``jupyter_mode``); and a notebook of a user's own
+that opens the live panel on points with findings, to review them with the keys.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 from helpers import FIRST_POINT_JS, POINTS_NEAR_JS, launch_chromium, make_classes, tiny_vit
+from lab_driver import free_port, open_and_run_all, parameterized, running_lab
 
+from embedscope.analyse import analyse
 from embedscope.embed import embed
-from embedscope.ingest import ingest
-from embedscope.lab import free_port, open_and_run_all, parameterized, running_lab
+from embedscope.findings import findings_table, write_findings
+from embedscope.ingest import ingest, load_manifest
 from embedscope.layout import Layout
+from embedscope.store import load_embeddings
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_explore.ipynb"
 ORIGINAL_PX = 400  # the images' real size: the click view must show this, not a thumbnail
@@ -38,6 +43,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     model = str(tiny_vit(tmp / "vit"))
     ingest(str(source), layout)
     embed(layout, model)
+    _, per_image = analyse(layout, model)  # 03_reduce's findings, which 04_explore reads
+    rows = load_embeddings(layout, model).rows
+    write_findings(findings_table(rows, per_image, load_manifest(layout)[0]), layout)
     books = tmp / "notebooks"
     books.mkdir()
     common = dict(
@@ -50,10 +58,43 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     )
     for mode in ("live", "dash"):
         parameterized(NOTEBOOK, books / f"{mode}.ipynb", **common, mode=mode, dash_port=free_port())
+    _review_notebook(books / "review.ipynb", layout, model)
     with running_lab(books, home=tmp / "home") as server, sync_playwright() as pw:
         browser = launch_chromium(pw)
         yield server, browser
         browser.close()
+
+
+#: The review notebook's code: the live panel on the map, three images flagged "dark".
+REVIEW_CODE = """from embedscope.analyse import analyse
+from embedscope.explore.live import LiveExplorer
+from embedscope.ingest import load_manifest
+from embedscope.layout import Layout
+from embedscope.reduce import project
+
+layout = Layout("lab", {data!r}, {reports!r})
+points, _ = project(layout, "pca", 2, model={model!r})
+_, per_image = analyse(layout, {model!r})
+points = points.reset_index(drop=True).assign(
+    suggested_label=per_image["suggested_label"], suggested_share=per_image["suggested_share"],
+    issues=["dark" if i < 3 else "" for i in range(len(points))],
+    reason="mean brightness 0.04", review_priority=1.0)
+live = LiveExplorer(points, load_manifest(layout)[1], neighbors=per_image["neighbors"])
+live"""
+
+
+def _review_notebook(path: Path, layout: Layout, model: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Review"),
+        nbformat.v4.new_code_cell(
+            REVIEW_CODE.format(data=str(layout.data_root), reports=str(layout.reports_root),
+                               model=model)
+        ),
+        nbformat.v4.new_code_cell("live.decisions"),
+    ]  # fmt: skip
+    nb.metadata["kernelspec"] = nbformat.read(NOTEBOOK, as_version=4).metadata["kernelspec"]
+    nbformat.write(nb, str(path))
 
 
 def _open_and_run(lab: tuple[Any, Any], notebook: str) -> Any:
@@ -145,3 +186,43 @@ def test_dash_app_inline_shows_the_tooltip_image(lab) -> None:
     assert near[row] in frame.locator("#tip").inner_text()
     _no_dialog(page)
     page.close()
+
+
+#: Every cell as JupyterLab holds it: its kind and its text.
+CELLS_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-Cell')].map(c =>
+    [c.classList.contains('jp-MarkdownCell') ? 'markdown' : 'code',
+     c.querySelector('.jp-InputArea-editor')?.innerText ?? ''])"""
+
+
+def test_review_keys_stay_in_the_live_panel(lab) -> None:
+    """a, k, d and the arrows review in the focused key box; JupyterLab's own shortcuts for
+    those keys (d d deletes a cell, a inserts one, m makes it markdown) never fire."""
+    page = _open_and_run(lab, "review.ipynb")
+    keys = page.locator(".embedscope-review-keys")
+    _wait_for(page, keys)
+    progress = page.locator(".embedscope-review-progress")
+    page.wait_for_function(
+        "(el) => el.innerText.includes('0 of 3 reviewed')", arg=progress.element_handle()
+    )
+    cells = page.evaluate(CELLS_JS)
+    assert len(cells) == 3 and cells[0] == ["markdown", "# Review"]
+    keys.scroll_into_view_if_needed()
+    keys.click()
+    for key in ("d", "d", "a", "k", "ArrowRight", "ArrowLeft", "m", "x"):
+        page.keyboard.press(key)
+    # the keys reached Python (two drops and a keep), or a shortcut changed the cells
+    page.wait_for_function(
+        f"""(cells) => JSON.stringify(({CELLS_JS})()) !== JSON.stringify(cells)
+            || document.querySelector('.embedscope-review-progress')?.innerText
+                .includes('3 of 3 reviewed')""",
+        arg=cells,
+        timeout=60_000,
+    )
+    page.wait_for_timeout(500)  # a shortcut acts at once: give it time to show
+    assert page.evaluate(CELLS_JS) == cells, "no cell was added, deleted or changed"
+    assert "3 of 3 reviewed" in progress.inner_text()
+    # → then ← came back to the second image, dropped by the second d
+    assert page.locator(".embedscope-review-text").inner_text().endswith("drop")
+    _no_dialog(page)
+    page.close()
+    _shut_down_kernels(lab)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -18,7 +19,7 @@ from helpers import (
     tree_digest,
 )
 
-from embedscope.cli import NOTEBOOKS, main
+from embedscope.cli import NOTEBOOKS, RAY_MISSING, main
 from embedscope.compare import small_multiples
 from embedscope.explore.palette import class_colour
 
@@ -193,6 +194,14 @@ def test_a_messy_folder_goes_through_with_every_file_accounted_for(messy_run) ->
     assert all(path in shown for path in SKIPPED_IN_MESSY), "01_download lists every skip"
     reduce_nb = json.dumps(nbformat.read(out / "03_reduce.ipynb", as_version=4).cells)
     assert "suggested_label" in reduce_nb and "suggested_share" in reduce_nb  # mislabel table
+    findings = pd.read_csv(out / "findings.csv", keep_default_na=False).set_index("path")
+    assert len(findings) == metrics["embed"]["images"]
+    assert list(findings["review_priority"]) == sorted(findings["review_priority"], reverse=True)
+    # the later copy in path order is the duplicate ("odd/" sorts before "red/")
+    assert findings.loc["red/red_0.png", "exact_duplicate_of"] == "odd/dup of red.png"
+    assert "exact_duplicate" in findings.loc["red/red_0.png", "issues"].split(";")
+    assert metrics["findings"]["images_flagged"] == (findings["issues"] != "").sum()
+    assert metrics["findings"]["exact_duplicate"] >= 1
     page = (out / "explorer.html").read_text(encoding="utf-8")
     # the page carries every point's suggestion (label names, codes and shares)
     assert '"suggested":{"names":[' in page and '"share":[' in page
@@ -212,6 +221,7 @@ def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> N
             ("blue/blue_0.png", "", "drop"),
             ("odd/tiny.bmp", "", "drop;too small"),
             ("green/green_1.jpg", "", "check"),
+            ("red/red_0.png", "", "keep:exact_duplicate"),
             ("nope/not-there.png", "red", "drop"),
         ],
         columns=["path", "label", "tags"],
@@ -225,7 +235,7 @@ def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> N
     metrics = json.loads((out / "metrics.json").read_text())
     applied = metrics["decisions"]
     assert applied["file"] == "[decisions folder]/decisions.csv"  # no path of this machine
-    assert (applied["relabelled"], applied["dropped"], applied["tagged"]) == (2, 2, 3)
+    assert (applied["relabelled"], applied["dropped"], applied["tagged"]) == (2, 2, 4)
     assert applied["unknown_paths"] == ["nope/not-there.png"]
     assert metrics["embed"]["embedded_now"] == 0  # labels and drops change no image
     assert metrics["embed"]["from_cache"] == metrics["embed"]["images"]
@@ -247,6 +257,10 @@ def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> N
     assert label_of["red/red_1.jpg"] == "blue" and "blue/blue_0.png" not in label_of
     shown = json.dumps(nbformat.read(out / "01_download.ipynb", as_version=4).cells)
     assert "unknown path (nothing changed): 'nope/not-there.png'" in shown
+    findings = pd.read_csv(out / "findings.csv", keep_default_na=False).set_index("path")
+    kept = findings.loc["red/red_0.png"]  # a person kept it: no longer flagged for that
+    assert kept["exact_duplicate_of"] == "odd/dup of red.png"
+    assert "exact_duplicate" not in kept["issues"].split(";") and not kept["exact_duplicate"]
 
 
 def test_a_bad_decisions_file_stops_the_run_in_one_line(tmp_path: Path, capsys) -> None:
@@ -256,6 +270,27 @@ def test_a_bad_decisions_file_stops_the_run_in_one_line(tmp_path: Path, capsys) 
     err = capsys.readouterr().err
     assert rc == 1 and len(err.strip().splitlines()) == 1
     assert "needs exactly the columns path,label,tags" in err
+    assert not (tmp_path / "r").exists(), "no notebook ran"
+
+
+def test_a_misspelt_param_names_the_closest_real_one_and_runs_nothing(tmp_path: Path, capsys):
+    rc = _run_all(tmp_path / "src", tmp_path / "d", tmp_path / "r", "--param", "bach_size=4")
+    err = capsys.readouterr().err
+    assert rc == 2, "a usage error, as argparse's own"
+    assert err == (
+        "embedscope: error: no notebook has a parameter 'bach_size'; the closest is 'batch_size'\n"
+    )
+    assert not (tmp_path / "r").exists(), "no notebook ran"
+
+
+def test_the_ray_engine_without_ray_says_what_to_install(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as on a `make run-all` install: no Ray
+    rc = _run_all(tmp_path / "src", tmp_path / "d", tmp_path / "r", "--param", "engine=ray")
+    err = capsys.readouterr().err
+    assert rc == 1 and err == f"embedscope: error: {RAY_MISSING}\n"
+    assert "make ray" in RAY_MISSING and "-e '.[ray]'" in RAY_MISSING
     assert not (tmp_path / "r").exists(), "no notebook ran"
 
 

@@ -12,11 +12,11 @@ from embedscope.analyse import (
     cluster_table,
     clusters,
     near_duplicates,
-    neighbour_scores,
     projection_quality,
 )
 from embedscope.ingest import UNLABELLED
 from embedscope.knn import knn_report, knn_vote, neighbors
+from embedscope.label_issues import label_issues, neighbour_probabilities
 from embedscope.reduce import METHODS, reduce
 
 
@@ -75,9 +75,11 @@ def test_knn_accuracy_is_one_on_separated_clusters_and_drops_with_planted_errors
     wrong[planted] = ["c1", "c2", "c0"]
     report = knn_report(wrong, idx, sim)
     assert report["knn_accuracy"] == pytest.approx(1 - 3 / 120, abs=1e-4)
-    scores = neighbour_scores(wrong, idx, sim)
-    top3 = set(np.argsort(-scores["mislabel_score"].to_numpy())[:3])
+    found = label_issues(x, wrong, idx, sim).table
+    top3 = set(np.argsort(-found["mislabel_score"].to_numpy())[:3])
     assert top3 == set(planted)
+    assert list(found["suggested_label"][planted]) == ["c0", "c1", "c2"]
+    assert set(np.flatnonzero(found["label_issue"])) == set(planted)
 
 
 def test_knn_matches_brute_force_definition() -> None:
@@ -151,56 +153,45 @@ def test_clusters_recover_separated_blobs() -> None:
     assert (found >= 0).mean() > 0.9
 
 
-def test_suggested_label_is_the_similarity_weighted_majority() -> None:
-    """Hand-made neighbour tables with a known answer: similarity beats head count, unlabelled
-    neighbours do not vote, and the mislabel score is share x closeness of the other label."""
-    labels = np.array(["a", "a", "a", "b", "b", UNLABELLED, "a"], dtype=object)
-    idx = np.array(
-        [
-            [3, 4, 1, 2, 6],  # two close b's against three far a's: b wins on similarity
-            [0, 2, 6, 3, 5],  # a wins; one b
-            [5, 5, 5, 5, 5],  # only an unlabelled neighbour: no suggestion
-            [4, 0, 1, 2, 6],  # b among a's
-            [3, 3, 3, 3, 3],  # all agree
-            [0, 1, 3, 2, 4],  # unlabelled image: gets a suggestion, never a mislabel score
-            [0, 1, 2, 3, 4],
-        ]
-    )
-    sim = np.array(
-        [
-            [0.9, 0.8, 0.5, 0.5, 0.5],
-            [0.9, 0.9, 0.8, 0.4, 0.9],
-            [0.7, 0.7, 0.7, 0.7, 0.7],
-            [0.2, 0.8, 0.8, 0.8, 0.8],
-            [0.9, 0.9, 0.9, 0.9, 0.9],
-            [0.6, 0.6, 0.9, 0.6, -0.3],  # a negative similarity counts zero
-            [0.9, 0.9, 0.9, 0.1, 0.1],
-        ],
-        dtype=np.float32,
-    )
-    s = neighbour_scores(labels, idx, sim)
-    assert list(s["suggested_label"]) == ["b", "a", UNLABELLED, "a", "b", "a", "a"]
-    np.testing.assert_allclose(
-        s["suggested_share"], [1.7 / 3.2, 2.6 / 3.0, 0.0, 3.2 / 3.4, 1.0, 1.8 / 2.7, 2.7 / 2.9],
-        rtol=1e-5,
-    )  # fmt: skip
-    expected = [
-        (1.7 / 3.2) * (1.7 / 2),  # b holds 1.7 of 3.2 votes, mean similarity 0.85
-        (0.4 / 3.0) * 0.4,
-        0.0,  # nobody votes
-        (3.2 / 3.4) * 0.8,
-        0.0,  # everyone agrees
-        0.0,  # unlabelled
-        (0.2 / 2.9) * 0.1,
-    ]
-    np.testing.assert_allclose(s["mislabel_score"], expected, rtol=1e-5, atol=1e-7)
-    # the count-majority k-NN vote (knn_accuracy's) still picks "a" for point 0
-    assert knn_vote(labels, idx, sim)[0] == "a"
+def test_neighbour_vote_weighs_similarity_and_ignores_unlabelled_neighbours() -> None:
+    """Hand-made neighbour tables with a known answer: each labelled neighbour votes its
+    cosine (negative counts zero), unlabelled ones do not vote, one image's worth of the class
+    prior keeps the vote from certainty."""
+    codes = np.array([0, 0, 0, 1, 1, -1, 0])  # -1: unlabelled
+    idx = np.array([[3, 4, 1], [5, 5, 5], [0, 1, 3], [0, 1, 2], [0, 3, 5], [0, 1, 2], [3, 4, 0]])
+    sim = np.array([[0.9, 0.8, 0.5], [0.7, 0.7, 0.7], [0.6, 0.6, -0.3]] + [[0.5] * 3] * 4)
+    p = neighbour_probabilities(codes, idx, sim.astype(np.float32), 2)
+    prior = np.array([4, 2]) / 6
+    np.testing.assert_allclose(p[0], (np.array([0.5, 1.7]) + prior) / 3.2)
+    np.testing.assert_allclose(p[1], prior)  # only an unlabelled neighbour: the prior alone
+    np.testing.assert_allclose(p[2], (np.array([1.2, 0.0]) + prior) / 2.2)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+
+
+def test_label_issues_handle_small_classes_and_unlabelled_images() -> None:
+    """A class of 3 images (too few for 5 folds) is judged by its neighbours and still offered
+    as a suggestion; unlabelled images get a proposal but never a score or a flag; one labelled
+    class says why nothing is scored."""
+    x, labels = blobs(n_per=30, k=3)
+    rng = np.random.default_rng(1)
+    small = rng.normal(size=(3, x.shape[1])).astype(np.float32) * 10 + 40
+    x = np.concatenate([x, small, small + rng.normal(size=small.shape).astype(np.float32)])
+    labels = np.concatenate([labels, ["tiny"] * 3, [UNLABELLED] * 3]).astype(object)
+    idx, sim = neighbors(x, 10)
+    found = label_issues(x, labels, idx, sim)
+    t = found.table
+    assert found.facts["small_classes"] == ["tiny"] and found.facts["probe_classes"] == 3
+    assert list(t["suggested_label"][-3:]) == ["tiny"] * 3  # the unlabelled copies of tiny
+    assert (t["mislabel_score"][-3:] == 0).all() and not t["label_issue"][-3:].any()
+    assert not t["label_issue"][:93].any() and t["mislabel_score"].between(0, 1).all()
+    one = label_issues(x[:30], labels[:30], *neighbors(x[:30], 5))
+    assert one.facts["skipped"] == "fewer than two labelled classes"
+    assert not one.table["label_issue"].any()
 
 
 def test_mislabel_score_ranks_the_sample_top_twelve(tmp_path: Path, builtin_cache: Path) -> None:
     """On the built-in sample the twelve strongest mislabel candidates have twelve distinct
-    scores (the old share-of-neighbours score tied them all at 1.0)."""
+    scores (a share-of-neighbours score tied them all at 1.0), each with a relabel to offer."""
     from embedscope.analyse import analyse
     from embedscope.embed import embed
     from embedscope.ingest import ingest
@@ -219,3 +210,26 @@ def test_mislabel_score_ranks_the_sample_top_twelve(tmp_path: Path, builtin_cach
     rows = load_embeddings(layout).rows
     suggested = pd.Series(per_image["suggested_label"])
     assert (suggested[top.index] != rows["label"][top.index]).all()  # each has a relabel to offer
+
+
+def test_zero_shot_labels_join_only_when_they_mean_something() -> None:
+    """A zero-shot label that agrees with most labels is a third voice: of two images between
+    two classes, the one whose label zero-shot contradicts looks likelier wrong than without
+    it, the one it confirms less likely. One that mostly disagrees (class names the model does
+    not know) is left out."""
+    x, labels = blobs(n_per=30, k=3)
+    middle = (x[:30].mean(axis=0) + x[60:].mean(axis=0)) / 2
+    x = np.concatenate([x, middle[None], middle[None] + 0.01]).astype(np.float32)
+    labels = np.concatenate([labels, ["c0", "c2"]]).astype(object)
+    idx, sim = neighbors(x, 10)
+    informed = labels.copy()
+    informed[-2:] = "c0"  # zero-shot sees the c0 side in both
+    with_zs = label_issues(x, labels, idx, sim, zero_shot=informed)
+    without = label_issues(x, labels, idx, sim)
+    assert with_zs.facts["zero_shot_used"] and with_zs.facts["zero_shot_agreement"] > 0.9
+    change = with_zs.table["mislabel_score"].to_numpy() - without.table["mislabel_score"].to_numpy()
+    assert change[-1] > 0.05 and change[-2] < -0.05  # contradicted up, confirmed down
+    noise = np.random.default_rng(0).choice(["c0", "c1", "c2"], len(x)).astype(object)
+    ignored = label_issues(x, labels, idx, sim, zero_shot=noise)
+    assert not ignored.facts["zero_shot_used"]
+    np.testing.assert_allclose(ignored.table["mislabel_score"], without.table["mislabel_score"])

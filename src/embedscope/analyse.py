@@ -7,70 +7,16 @@ Everything here takes plain arrays. Neighbours are cosine similarity on the full
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pandas as pd
 
-from embedscope.ingest import UNLABELLED
-from embedscope.knn import knn_report, label_votes, neighbors, normalize
+from embedscope.knn import knn_report, neighbors, normalize
+from embedscope.label_issues import VERSION as LABEL_ISSUES_VERSION
+from embedscope.label_issues import label_issues
 from embedscope.layout import Damaged, Layout, load_checked, write_npz
 from embedscope.store import load_embeddings
-
-
-def neighbour_scores(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> pd.DataFrame:
-    """Per-image columns for colouring, ranking and relabelling, from the k nearest neighbours.
-
-    Each labelled neighbour votes for its label with its cosine similarity (negative ones
-    count zero; unlabelled neighbours do not vote):
-
-    - ``suggested_label``: the label with the largest summed similarity (ties: the nearest
-      neighbour's), ``(unlabelled)`` when no neighbour votes; ``suggested_share`` its share of
-      the votes, 0..1.
-    - ``mislabel_score`` = (share of the votes that go to the strongest *other* label) x
-      (mean similarity of the neighbours carrying it), 0..1. The share of neighbours with
-      another label alone ties at 1.0 for every image whose ten neighbours all disagree; this
-      score asks how strongly they disagree: many close neighbours agreeing on one other label
-      (an image sitting inside another class: relabel it to ``suggested_label``) rank above
-      neighbours split over several labels (ambiguous) or far away (an outlier, which
-      ``outlier_score`` ranks). 0 when every neighbour agrees, and for unlabelled images, which
-      cannot be mislabelled (their ``suggested_label`` still proposes one).
-    - ``outlier_score`` = 1 - mean similarity to the neighbours.
-    """
-    labels = np.asarray(labels, dtype=object)
-    n = len(labels)
-    if idx.shape[1] == 0:
-        zeros = np.zeros(n, np.float32)
-        return pd.DataFrame(
-            {
-                "mislabel_score": zeros,
-                "outlier_score": zeros,
-                "suggested_label": labels.copy(),
-                "suggested_share": zeros,
-            }
-        )
-    sim = np.asarray(sim, dtype=np.float64)
-    weight = np.clip(sim, 0.0, None) * (labels[idx] != UNLABELLED)
-    totals, near = label_votes(labels, idx, weight)
-    total = weight.sum(axis=1)
-    best = totals.argmax(axis=1)
-    voted = total > 0
-    rows = np.arange(n)
-    suggested = np.where(voted, near[rows, best], UNLABELLED).astype(object)
-    share = np.where(voted, totals[rows, best] / np.where(voted, total, 1.0), 0.0)
-    voters, _ = label_votes(labels, idx, (weight > 0).astype(np.float64))
-    other = near != labels[:, None]
-    alt = np.where(other, totals, -1.0).argmax(axis=1)  # the slot of the strongest other label
-    alt_share = np.where(other[rows, alt], totals[rows, alt], 0.0) / np.where(voted, total, 1.0)
-    closeness = totals[rows, alt] / np.maximum(voters[rows, alt], 1.0)
-    mislabel = np.where(labels == UNLABELLED, 0.0, alt_share * closeness)
-    return pd.DataFrame(
-        {
-            "mislabel_score": mislabel.astype(np.float32),
-            "outlier_score": 1.0 - sim.mean(axis=1),
-            "suggested_label": suggested,
-            "suggested_share": share.astype(np.float32),
-        }
-    )
 
 
 def near_duplicates(idx: np.ndarray, sim: np.ndarray, threshold: float = 0.97) -> np.ndarray:
@@ -154,12 +100,16 @@ def projection_quality(
 def analyse(
     layout: Layout, model: str | None = None, *, k: int = 10, duplicate_threshold: float = 0.97
 ) -> tuple[dict, dict]:
-    """Neighbours, k-NN report and per-image scores of a dataset's stored embeddings.
+    """Neighbours, k-NN report, label issues and per-image scores of a dataset's stored
+    embeddings.
 
     Returns ``(report, per_image)`` where ``per_image`` has ``neighbors`` (n, k) row positions,
-    ``similarity``, the score columns, ``duplicate_group`` and ``cluster``, aligned with the
-    embeddings' rows. Neighbours and clusters are cached in
-    ``data/<name>/analysis/<model_key>/neighbors.npz`` while the embedded images are unchanged.
+    ``similarity``, the label-issue columns of :func:`embedscope.label_issues.label_issues`
+    (with the zero-shot labels of ``prompts.parquet`` when the model has them),
+    ``outlier_score`` (1 - mean similarity to the neighbours), ``duplicate_group`` (embedding
+    near-duplicates) and ``cluster``, aligned with the embeddings' rows. Neighbours, clusters
+    and label issues are cached under ``data/<name>/analysis/<model_key>/`` while the embedded
+    images and their labels are unchanged.
     """
     emb = load_embeddings(layout, model)
     fingerprint = hashlib.sha256("\n".join(emb.rows["sha256"]).encode() + f"{k}".encode())
@@ -179,10 +129,11 @@ def analyse(
     idx, sim, found = cached[:3]
     labels = emb.rows["label"].to_numpy(dtype=object)
     report = knn_report(labels, idx, sim)
-    scores = neighbour_scores(labels, idx, sim)
+    issues, facts = _label_issues(layout, emb, idx, sim, fingerprint)
     dup = near_duplicates(idx, sim, duplicate_threshold)
     table = cluster_table(labels, found)
     report |= {
+        "label_issues": facts,
         "near_duplicate_threshold": duplicate_threshold,
         "near_duplicate_groups": int(dup.max() + 1),
         "near_duplicate_images": int((dup >= 0).sum()),
@@ -197,11 +148,54 @@ def analyse(
     per_image = {
         "neighbors": idx,
         "similarity": sim,
-        **{c: scores[c] for c in scores},
+        **{c: issues[c].to_numpy() for c in issues},
+        "neighbours": idx.shape[1],
+        "outlier_score": (1.0 - np.asarray(sim, np.float64).mean(axis=1)).astype(np.float32)
+        if idx.shape[1]
+        else np.zeros(len(labels), np.float32),
         "duplicate_group": dup,
         "cluster": found,
     }
     return report, per_image
+
+
+def _label_issues(layout: Layout, emb, idx, sim, fingerprint) -> tuple[pd.DataFrame, dict]:
+    """:func:`label_issues` of the stored vectors, cached per vectors, labels and zero-shot
+    labels (the probe is the one costly part of the analysis)."""
+    labels = emb.rows["label"].to_numpy(dtype=object)
+    prompts = layout.prompts(emb.model_key)
+    zero_shot = None
+    if prompts.exists():
+        table = pd.read_parquet(prompts)
+        if "zero_shot_label" in table and len(table) == len(labels):
+            zero_shot = table["zero_shot_label"].to_numpy(dtype=object)
+    key = fingerprint.copy()
+    key.update(("\n".join(map(str, labels)) + f"|{LABEL_ISSUES_VERSION}").encode())
+    if zero_shot is not None:
+        key.update("\n".join(map(str, zero_shot)).encode())
+    path = layout.neighbors(emb.model_key).with_name(f"label-issues-{key.hexdigest()[:20]}.npz")
+    stored = load_checked(path, lambda p: _read_label_issues(p, len(labels)))
+    if stored is not None:
+        return stored
+    found = label_issues(emb.vectors, labels, idx, sim, zero_shot=zero_shot)
+    columns = {c: found.table[c].to_numpy() for c in found.table}
+    columns = {c: v.astype(str) if v.dtype == object else v for c, v in columns.items()}
+    write_npz(path, facts=np.array(json.dumps(found.facts)), **columns)
+    for old in path.parent.glob("label-issues-*.npz"):  # results for labels no longer current
+        if old != path:
+            old.unlink(missing_ok=True)
+    return found.table, found.facts
+
+
+def _read_label_issues(path, n: int) -> tuple[pd.DataFrame, dict]:
+    with np.load(path, allow_pickle=False) as z:
+        facts = json.loads(str(z["facts"]))
+        table = pd.DataFrame({c: z[c] for c in z.files if c != "facts"})
+    if len(table) != n or "mislabel_score" not in table:
+        raise Damaged(f"{len(table)} rows for {n} images")
+    for c in ("suggested_label", "probe_label"):
+        table[c] = table[c].astype(object)
+    return table, facts
 
 
 def _read_neighbors(path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:

@@ -9,7 +9,9 @@ one line naming the notebook and the cell.
 from __future__ import annotations
 
 import argparse
+import difflib
 import html
+import importlib.util
 import json
 import os
 import re
@@ -24,8 +26,35 @@ from embedscope.layout import DiskFull, Layout, update_metrics, write_atomic
 NOTEBOOKS = ("01_download.ipynb", "02_embed.ipynb", "03_reduce.ipynb", "04_explore.ipynb")
 
 
+#: engine="ray" without Ray: `make run-all` installs the runtime only, Ray is an optional extra.
+RAY_MISSING = (
+    "engine='ray' needs Ray, which is not installed: run `make ray` in the embedscope checkout "
+    "(or there: pip install -c requirements/constraints.txt -e '.[ray]')"
+)
+
+
 class NotebookFailed(RuntimeError):
     """A notebook raised; the message names the notebook, the cell and the error."""
+
+
+class UnknownParameter(ValueError):
+    """A parameter no notebook declares; the message names the closest one that exists."""
+
+
+def check_parameters(notebooks: list[Path], extra: dict) -> None:
+    """Refuse, before any notebook runs, a parameter none of ``notebooks`` declares (papermill
+    would drop it silently: a typo would run with the default) and engine="ray" without Ray."""
+    import papermill as pm
+
+    declared = sorted({key for nb in notebooks for key in pm.inspect_notebook(str(nb))})
+    for key in extra:
+        if key not in declared:
+            closest = difflib.get_close_matches(key, declared, n=1, cutoff=0)
+            raise UnknownParameter(
+                f"no notebook has a parameter {key!r}; the closest is {closest[0]!r}"
+            )
+    if extra.get("engine") == "ray" and importlib.util.find_spec("ray") is None:
+        raise ValueError(RAY_MISSING)
 
 
 def report_roots(repo: Path, *others: tuple[str | Path | None, str]) -> dict[str, str]:
@@ -127,9 +156,11 @@ def run_all(
 ) -> Path:
     """Run the four notebooks in order for one dataset; returns ``reports/<name>``.
 
-    ``decisions`` is a ``decisions.csv`` (path,label,tags) for ``01_download`` to apply; it is
-    checked before any notebook starts, so a bad file costs one line, not a run."""
+    ``decisions`` is a ``decisions.csv`` (path,label,tags) for ``01_download`` to apply; it and
+    ``extra`` (more notebook parameters) are checked before any notebook starts, so a bad file or
+    a misspelt parameter costs one line, not a run."""
     notebooks_dir = Path(notebooks_dir).resolve()
+    check_parameters([notebooks_dir / nb for nb in NOTEBOOKS], extra or {})
     if decisions:
         decisions = str(Path(decisions).expanduser().resolve())  # notebooks run in notebooks/
         read_decisions(decisions)
@@ -275,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             decisions=args.decisions or None,
             extra=extra,
         )
+    except UnknownParameter as exc:  # a usage error, like argparse's own (exit status 2)
+        print(f"embedscope: error: {exc}", file=sys.stderr)
+        return 2
     except (NotebookFailed, ValueError, FileNotFoundError, DiskFull) as exc:
         print(f"embedscope: error: {exc}", file=sys.stderr)
         return 1

@@ -6,13 +6,26 @@ by ``;``, where the tag ``drop`` means "leave this image out". ``explorer.html``
 and the Dash app write it; ``01_download`` (``make run-all DECISIONS=...``) applies it to the
 manifest, never to the source folder. Editors keep a :class:`DecisionLog` of operations, so
 undo is one pop and the same log serialises into a Dash store.
+
+The rules every editor follows live here, once: ``explorer.html`` receives them from
+:func:`page_rules` (constants, messages) and from the points it is written with (which
+suggestion can be accepted, the review queue), and a test drives the same edits through the page
+and through :class:`DecisionLog` and compares the files byte for byte:
+
+- a relabel to the image's own label is no decision (it takes back an earlier relabel);
+- no image is given the placeholder label ``(unlabelled)``; "accept suggestion" applies only
+  where the suggestion is a real label other than the image's own;
+- a tag is one piece of text: one with ``;`` (the separator) is refused, never split;
+- ``decisions.csv`` lists its rows sorted by path (code point order), whatever the editor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from embedscope.ingest import DROPPED_REASON, UNLABELLED, load_manifest, mark_duplicates
@@ -24,6 +37,24 @@ COLUMNS = ("path", "label", "tags")
 DROP = "drop"
 #: Separator of the ``tags`` column.
 TAG_SEPARATOR = ";"
+#: ``keep:<issue type>``: the next run does not flag the image for that issue again.
+KEEP_PREFIX = "keep:"
+#: Characters ``str.strip`` removes: the page trims typed text with exactly these.
+WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
+#: What an editor says when it refuses an edit or has nothing to show; the same in all three.
+MESSAGES = {
+    "nothing_selected": "nothing selected: select some images first",
+    "empty_label": "a new label cannot be empty",
+    "placeholder_label": f"{UNLABELLED} is not a label: type the class name",
+    "bad_tag": f"a tag must be non-empty text without {TAG_SEPARATOR!r}",
+    "no_suggestion": "nothing to relabel: no selected image has a suggestion",
+    "no_findings": "no findings: the review queue is empty",
+    "queue_done": "nothing to review for this issue",
+    "reviewed": "{reviewed} of {total} reviewed",
+    "position": "image {position} of {total}",
+}
+#: Columns of the findings (``findings.csv``, or the points table) the review queue reads.
+ISSUES, REASON, PRIORITY = "issues", "reason", "review_priority"
 
 
 class DecisionsError(ValueError):
@@ -54,14 +85,45 @@ def validate_decisions(table: pd.DataFrame, *, source: str = "decisions") -> pd.
     return table.fillna("").astype(str).reset_index(drop=True)
 
 
+def keep_tag(issue: str) -> str:
+    """The tag that keeps an image unflagged for ``issue`` (``keep:label``, ``keep:blurry``)."""
+    return check_tag(f"{KEEP_PREFIX}{str(issue).strip()}")
+
+
+def check_label(label: str) -> str:
+    """``label`` stripped, or a one-line refusal (empty, or the placeholder of no label)."""
+    label = str(label).strip()
+    if not label:
+        raise ValueError(MESSAGES["empty_label"])
+    if label == UNLABELLED:
+        raise ValueError(MESSAGES["placeholder_label"])
+    return label
+
+
+def check_tag(tag: str) -> str:
+    """``tag`` stripped, or a one-line refusal (empty, or holding the separator)."""
+    tag = str(tag).strip()
+    if not tag or TAG_SEPARATOR in tag:
+        raise ValueError(MESSAGES["bad_tag"])
+    return tag
+
+
 def split_tags(text: str) -> list[str]:
     """The tags of one ``tags`` cell, stripped, empty ones and repeats left out."""
     return list(dict.fromkeys(t.strip() for t in str(text).split(TAG_SEPARATOR) if t.strip()))
 
 
+def _csv_field(text: str) -> str:
+    """RFC 4180: quoted (inner quotes doubled) when it holds a comma, quote or line break."""
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+
+
 def decisions_csv(table: pd.DataFrame) -> str:
-    """The CSV text of a decisions table (what every editor downloads or saves)."""
-    return validate_decisions(table).to_csv(index=False)
+    """The CSV text of a decisions table (what every editor downloads or saves), written
+    field by field with the page's rule (:func:`_csv_field`, ``\\n`` line ends) so both sides'
+    files are the same bytes on every platform."""
+    rows = [COLUMNS, *validate_decisions(table).itertuples(index=False)]
+    return "".join(",".join(_csv_field(str(v)) for v in row) + "\n" for row in rows)
 
 
 def write_decisions(table: pd.DataFrame, path: str | Path) -> Path:
@@ -151,21 +213,29 @@ def describe(report: dict) -> str:
     return "\n".join([head, *lines])
 
 
+def offered(labels: Iterable, suggested: Iterable) -> np.ndarray:
+    """Whether each image's suggestion can be accepted: a real label other than its own."""
+    labels = pd.Series(list(labels), dtype=object).astype(str)
+    new = pd.Series(list(suggested), dtype=object)
+    ok = new.notna() & ~new.isin([""]) & (new.astype(str) != labels) & (new != UNLABELLED)
+    return ok.to_numpy(dtype=bool)
+
+
 def suggestions(points: pd.DataFrame, rows: Iterable[int]) -> dict[str, str]:
-    """Path -> ``suggested_label`` of ``rows`` of a points table, where the suggestion is a
-    real label other than the image's own (what "accept suggestion" relabels)."""
+    """Path -> ``suggested_label`` of ``rows`` of a points table where it can be accepted
+    (:func:`offered`): what "accept suggestion" relabels."""
     if "suggested_label" not in points.columns:
         return {}
     sel = points.iloc[list(rows)]
-    new = sel["suggested_label"].astype(str)
-    keep = (new != sel["label"].astype(str)) & (new != UNLABELLED) & sel["suggested_label"].notna()
-    return dict(zip(sel["path"][keep].astype(str), new[keep], strict=True))
+    keep = offered(sel["label"], sel["suggested_label"])
+    paths, labels = sel["path"][keep].astype(str), sel["suggested_label"][keep].astype(str)
+    return dict(zip(paths, labels, strict=True))
 
 
 def suggestion_text(point: pd.Series) -> str:
-    """``suggests flags (73%)`` when a point's suggested label differs from its label."""
+    """``suggests flags (73%)`` when a point's suggestion can be accepted."""
     new = point.get("suggested_label")
-    if new is None or pd.isna(new) or new in (point["label"], UNLABELLED):
+    if new is None or not offered([point["label"]], [new])[0]:
         return ""
     return f"suggests {new} ({float(point['suggested_share']):.0%})"
 
@@ -187,39 +257,46 @@ class DecisionLog:
     """Decisions made in an editor, kept as a list of operations (plain JSON, so a Dash store
     can hold it): ``undo`` removes the last one and ``table`` folds them into the CSV format.
 
-    Paths are the manifest's relative paths, as the points tables carry them.
+    Paths are the manifest's relative paths, as the points tables carry them; ``labels`` maps
+    them to their labels now, so a relabel back to an image's own label takes the decision back.
     """
 
-    def __init__(self, ops: Iterable[dict] | None = None) -> None:
+    def __init__(
+        self, ops: Iterable[dict] | None = None, labels: Mapping[str, str] | None = None
+    ) -> None:
         self.ops: list[dict] = [dict(op) for op in ops or ()]
+        self.labels = dict(labels or {})
 
-    def _add(self, kind: str, paths: Iterable[str], value: str) -> None:
-        paths = list(dict.fromkeys(str(p) for p in paths))
+    def _add(self, kind: str, paths: Iterable[str], value: str | list[str]) -> None:
+        paths = [str(p) for p in paths]
         if not paths:
-            raise ValueError("nothing selected: select some images first")
+            raise ValueError(MESSAGES["nothing_selected"])
         self.ops.append({"op": kind, "paths": paths, "value": value})
 
     def relabel(self, paths: Iterable[str], label: str) -> None:
-        label = str(label).strip()
-        if not label:
-            raise ValueError("a new label cannot be empty")
-        self._add("label", paths, label)
+        label = check_label(label)
+        self._add("label", dict.fromkeys(paths), label)
 
     def tag(self, paths: Iterable[str], tag: str) -> None:
-        tag = str(tag).strip()
-        if not tag or TAG_SEPARATOR in tag:
-            raise ValueError(f"a tag must be non-empty text without {TAG_SEPARATOR!r}")
-        self._add("tag", paths, tag)
+        tag = check_tag(tag)
+        self._add("tag", dict.fromkeys(paths), tag)
 
     def drop(self, paths: Iterable[str]) -> None:
-        self._add("tag", paths, DROP)
+        self._add("tag", dict.fromkeys(paths), DROP)
+
+    def keep(self, path: str, issues: Iterable[str]) -> None:
+        """Tag one image ``keep:<issue>`` for each of ``issues``, in one step (one undo)."""
+        tags = list(dict.fromkeys(keep_tag(i) for i in issues))
+        if not tags:
+            raise ValueError(MESSAGES["queue_done"])
+        self._add("tag", [str(path)] * len(tags), tags)
 
     def relabel_each(self, labels: dict[str, str]) -> None:
         """Give each path its own new label in one step (one undo): "accept suggestion"."""
-        labels = {str(p): str(v).strip() for p, v in labels.items() if str(v).strip()}
+        labels = {str(p): check_label(v) for p, v in labels.items()}
         if not labels:
-            raise ValueError("nothing to relabel: no selected image has a suggestion")
-        self.ops.append({"op": "label", "paths": list(labels), "value": list(labels.values())})
+            raise ValueError(MESSAGES["no_suggestion"])
+        self._add("label", labels, list(labels.values()))
 
     def undo(self) -> dict | None:
         """Forget the last operation; returns it (None when there was none)."""
@@ -227,13 +304,118 @@ class DecisionLog:
 
     @property
     def table(self) -> pd.DataFrame:
-        """One row per decided path, in the order they were first decided."""
-        rows = [
-            (path, *((value, "") if op["op"] == "label" else ("", value)))
-            for op in self.ops
-            for path, value in zip(op["paths"], _values(op), strict=True)
-        ]
-        return _per_path(pd.DataFrame(rows, columns=list(COLUMNS)))
+        """One row per decided path, sorted by path: its new label (empty when it has none or
+        was given its own back) and its tags in the order they were added."""
+        state: dict[str, tuple[str, list[str]]] = {}
+        for op in self.ops:
+            for path, value in zip(op["paths"], _values(op), strict=True):
+                label, tags = state.get(path, ("", []))
+                if op["op"] == "label":
+                    label = "" if value == self.labels.get(path) else value
+                elif value not in tags:
+                    tags = [*tags, value]
+                state[path] = (label, tags)
+        rows = sorted((p, label, TAG_SEPARATOR.join(t)) for p, (label, t) in state.items())
+        return pd.DataFrame([r for r in rows if r[1] or r[2]], columns=list(COLUMNS))
 
     def save(self, path: str | Path) -> Path:
         return write_decisions(self.table, path)
+
+
+#: The actions of a review queue: the keys a, k, d (the page binds them) and the typed ones.
+REVIEW_KEYS = {"a": "accept", "k": "keep", "d": "drop"}
+
+
+class ReviewQueue:
+    """The flagged images of a points table (``issues`` not empty), most urgent first
+    (descending ``review_priority``, ties in row order), with the issue types they are
+    flagged for, taken from the data: the review queue of every editor."""
+
+    def __init__(self, points: pd.DataFrame) -> None:
+        self.points = points.reset_index(drop=True)
+        n = len(self.points)
+        text = self._text(ISSUES)
+        priority = pd.to_numeric(
+            self.points[PRIORITY] if PRIORITY in self.points else pd.Series(np.zeros(n)),
+            errors="coerce",
+        )
+        flagged = np.flatnonzero(text != "")
+        order = flagged[np.lexsort((flagged, -priority.fillna(0).to_numpy()[flagged]))]
+        self.rows: list[int] = order.tolist()
+        self.issues = {r: split_tags(text[r]) for r in self.rows}
+        self.reasons = dict(zip(self.rows, self._text(REASON)[self.rows].tolist(), strict=True))
+        counts: dict[str, int] = {}
+        for r in self.rows:
+            for t in self.issues[r]:
+                counts[t] = counts.get(t, 0) + 1
+        #: Issue types, most frequent first (ties: the first met in queue order).
+        self.types = sorted(counts, key=lambda t: -counts[t])
+        self.counts = counts
+
+    def _text(self, column: str) -> np.ndarray:
+        if column not in self.points:
+            return np.full(len(self.points), "", dtype=object)
+        return self.points[column].fillna("").astype(str).to_numpy(dtype=object)
+
+    def options(self) -> list[tuple[str, str]]:
+        """(text, value) of the issue filter: every issue, then each type with its count."""
+        return [(f"all issues ({len(self.rows)})", "")] + [
+            (f"{t} ({self.counts[t]})", t) for t in self.types
+        ]
+
+    def entries(self, issue: str = "") -> list[int]:
+        """The queue's rows, in order, flagged for ``issue`` (every flagged row for "")."""
+        return [r for r in self.rows if not issue or issue in self.issues[r]]
+
+    def position(self, issue: str, path: str | None) -> int:
+        """Where ``path`` stands among :meth:`entries` (the start when it is not there)."""
+        paths = self.points["path"].astype(str).to_numpy()[self.entries(issue)].tolist()
+        return paths.index(path) if path in paths else 0
+
+    def progress(self, table: pd.DataFrame, issue: str = "") -> str:
+        """``37 of 534 reviewed``: images of the (filtered) queue with a decision."""
+        entries = self.entries(issue)
+        decided = set(table["path"])
+        paths = self.points["path"].astype(str).to_numpy()[entries]
+        done = sum(p in decided for p in paths)
+        return MESSAGES["reviewed"].format(reviewed=done, total=len(entries))
+
+    def decide(self, log: DecisionLog, row: int, issue: str, action: str, text: str = "") -> bool:
+        """Record ``action`` for the image at ``row``: accept its suggestion, keep it (tag
+        ``keep:<type>`` for the filtered issue, or for each issue it has), drop it, or set the
+        typed ``label`` or ``tag``. True when the queue moves on (accept, keep, drop)."""
+        path = str(self.points["path"][row])
+        act = {
+            "accept": lambda: log.relabel_each(suggestions(self.points, [row])),
+            "keep": lambda: log.keep(path, [issue] if issue else self.issues[row]),
+            "drop": lambda: log.drop([path]),
+            "label": lambda: log.relabel([path], text),
+            "tag": lambda: log.tag([path], text),
+        }[action]
+        act()
+        return action in REVIEW_KEYS.values()
+
+    def page_data(self) -> dict[str, Any]:
+        """What ``explorer.html`` needs of the queue: rows in order, each one's issue types
+        (as codes into ``types``) and reason, and the filter's options."""
+        code = {t: k for k, t in enumerate(self.types)}
+        return {
+            "rows": self.rows,
+            "types": self.types,
+            "options": self.options(),
+            "issues": [[code[t] for t in self.issues[r]] for r in self.rows],
+            "reason": [self.reasons[r] for r in self.rows],
+        }
+
+
+def page_rules() -> dict[str, Any]:
+    """The constants and messages of these rules, as ``explorer.html``'s script reads them."""
+    return {
+        "unlabelled": UNLABELLED,
+        "drop": DROP,
+        "separator": TAG_SEPARATOR,
+        "keepPrefix": KEEP_PREFIX,
+        "whitespace": WHITESPACE,
+        "keys": REVIEW_KEYS,
+        "messages": MESSAGES,
+    }

@@ -35,6 +35,7 @@ from embedscope.layout import (
     write_json,
     write_parquet,
 )
+from embedscope.quality import STAT_COLUMNS, image_stats
 
 #: The vendored sample, committed in the repository beside ``src/``.
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
@@ -57,6 +58,7 @@ MANIFEST_COLUMNS = [
     "format",
     "tags",
     "decoder",
+    *STAT_COLUMNS,
 ]
 #: Skip reason of images a decisions file dropped (see :mod:`embedscope.decisions`).
 DROPPED_REASON = "dropped by decision"
@@ -264,14 +266,16 @@ def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> di
 
 
 def _check_image(path: Path, row: dict, max_pixels: int) -> str:
-    """Decode the image (reduced-size draft for JPEG) into ``row``; return a skip reason or ''."""
+    """Decode the image (reduced-size draft for JPEG) into ``row``, with the image-quality
+    statistics of what was decoded (this is the one pass that decodes every file); return a
+    skip reason or ''."""
     try:
         im, header = decode(path, max_pixels=max_pixels, draft=(256, 256))
     except Exception as exc:  # whatever happens to one file is its reason, never the run's end
         row.update(getattr(exc, "header", {}))
         return skip_reason(exc)
-    im.close()
-    row.update(header)
+    with im:
+        row.update(header, **image_stats(im))
     return ""
 
 
@@ -295,12 +299,14 @@ def build_manifest(
         now = pd.DataFrame(
             {"path": rels, "bytes": [s[0] for s in stats], "mtime_ns": [s[1] for s in stats]}
         )
-        prev = previous[[c for c in MANIFEST_COLUMNS if c in previous.columns]]
+        prev = previous.reindex(columns=MANIFEST_COLUMNS)
         prev = prev[prev["reason"] != DROPPED_REASON]  # decisions apply afresh on each run
         # a skip is reused only as the verdict of this decoder (none: it was not lasting)
         judged = prev["decoder"] == decoder_identity() if "decoder" in prev else False
         prev = prev[(prev["status"] == "ok") | judged]
         same = now.merge(prev, on=["path", "bytes", "mtime_ns"], how="inner")
+        # an ok row from before image statistics existed is inspected again, once
+        same = same[(same["status"] != "ok") | same["phash"].notna()]
         reused = {r["path"]: r for r in same.to_dict(orient="records")}
     todo = [rel for rel in rels if rel not in reused]
     rows = {**reused, **{r["path"]: r for r in _inspect_all(root, todo, max_pixels, workers)}}

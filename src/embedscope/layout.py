@@ -134,6 +134,14 @@ class Layout:
     def embedding_csv(self) -> Path:
         return self.reports_dir / "embedding_image_df.csv"
 
+    @property
+    def findings(self) -> Path:
+        return self.reports_dir / "findings.csv"
+
+    def prompts(self, model_key: str) -> Path:
+        """Prompt scores and zero-shot labels of a model's vectors (CLIP-family models)."""
+        return self.embeddings_dir(model_key) / "prompts.parquet"
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

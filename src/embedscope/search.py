@@ -231,19 +231,15 @@ def prompt_scores(
             "zero_shot_disagrees": int(disagrees.sum()),
             "zero_shot_agreement": round(float(1 - disagrees.sum() / max(labelled.sum(), 1)), 4),
         }
-    write_parquet(prompts_path(layout, emb.model_key), table)
+    write_parquet(layout.prompts(emb.model_key), table)
     return facts
-
-
-def prompts_path(layout: Layout, model_key: str) -> Path:
-    return layout.embeddings_dir(model_key) / "prompts.parquet"
 
 
 def load_prompt_scores(layout: Layout, model: str | None = None) -> pd.DataFrame:
     """The columns :func:`prompt_scores` wrote (none when it was skipped or never run),
     aligned with the stored embeddings' rows."""
     emb = load_embeddings(layout, model)
-    path = prompts_path(layout, emb.model_key)
+    path = layout.prompts(emb.model_key)
     table = pd.read_parquet(path) if path.exists() else pd.DataFrame(index=emb.rows.index)
     if len(table) != len(emb.rows):  # the images changed since the prompts were scored
         return pd.DataFrame(index=emb.rows.index)

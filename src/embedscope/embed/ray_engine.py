@@ -40,7 +40,10 @@ from embedscope.embed.stream import write_shards
 from embedscope.layout import Layout, os_path
 from embedscope.models import load_model
 
-INSTALL_HINT = "pip install 'embedscope[ray]'"
+INSTALL_HINT = (
+    "run `make ray` in the embedscope checkout "
+    "(or there: pip install -c requirements/constraints.txt -e '.[ray]')"
+)
 
 
 def embed_ray(

@@ -14,11 +14,16 @@ along the 3D camera's current line of sight (orthographic), redrawn whenever the
 Search: a typed query (CLIP-family models, :mod:`embedscope.search`) or "more like this" from
 the clicked point fills the same selection and gallery with the top k and their scores, ringed
 on the map.
+
+Review: ``reports/<name>/findings.csv`` (joined on ``path``) feeds a review queue over the map:
+one flagged image at a time, large, with its reason and neighbours; the keys a, k, d and the
+arrows press its buttons. The filter and the image shown are kept in the browser.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,7 +32,10 @@ import pandas as pd
 
 from embedscope.analyse import analyse
 from embedscope.decisions import (
+    MESSAGES,
+    REVIEW_KEYS,
     DecisionLog,
+    ReviewQueue,
     counts_line,
     decisions_csv,
     suggestion_text,
@@ -36,6 +44,7 @@ from embedscope.decisions import (
 from embedscope.explore.atlas import thumbnail_jpeg
 from embedscope.explore.live import GALLERY_SIZE
 from embedscope.explore.palette import class_colour, class_order
+from embedscope.findings import read_findings, with_findings
 from embedscope.ingest import UNLABELLED, load_manifest
 from embedscope.layout import Layout, os_path
 from embedscope.reduce import project
@@ -143,6 +152,8 @@ def create_app(
     points = points.assign(
         suggested_label=per_image["suggested_label"], suggested_share=per_image["suggested_share"]
     )
+    if layout.findings.is_file():  # 03_reduce's findings: the review queue (none: it says so)
+        points = with_findings(points, read_findings(layout))
     neighbors = np.asarray(per_image["neighbors"])
     _, root = load_manifest(layout)
     files = [os_path(root, p) for p in points["path"]]
@@ -187,6 +198,7 @@ def create_app(
         return int(trace_rows[pt["curveNumber"]][pt["pointNumber"]])
 
     curation = _Curation(app, points, classes, row_of)
+    review = _Review(app, points, neighbors, curation.labels)
     search = _search_controls(app, Searcher.from_layout(layout, model), row_of)
     app.layout = html.Div(
         style={"display": "flex", "height": "96vh", "fontFamily": "system-ui, sans-serif"},
@@ -214,6 +226,7 @@ def create_app(
                     ),
                     dcc.Tooltip(id="tip"),
                     *curation.below,
+                    review.overlay,
                 ],
             ),
             html.Div(
@@ -226,6 +239,7 @@ def create_app(
                         value=classes,
                         inputStyle={"marginRight": "4px"},
                     ),
+                    review.button,
                     *search,
                     *curation.controls,
                     html.Div(id="detail"),
@@ -308,6 +322,8 @@ class _Curation:
         from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
         self.points = points
+        #: Path -> label: a relabel back to its own label takes a decision back.
+        self.labels = dict(zip(points["path"], points["label"], strict=True))
         is3d = "z" in points and points["z"].notna().any()
         sources = ["select-map"] if is3d else ["map"]
         self.views = []
@@ -378,7 +394,7 @@ class _Curation:
             prevent_initial_call=True,
         )
         def decide(_relabel, _tag, _drop, _accept, _undo, rows, ops, label, tag):
-            log = DecisionLog(ops)
+            log = DecisionLog(ops, self.labels)
             paths = points["path"].iloc[rows or []].tolist()
             act = {
                 "relabel": lambda: log.relabel(paths, label or ""),
@@ -402,7 +418,7 @@ class _Curation:
             Input("scores", "data"),
         )
         def gallery(rows, ops, scores):
-            rows, table = rows or [], DecisionLog(ops).table
+            rows, table = rows or [], DecisionLog(ops, self.labels).table
             decided = table.set_index("path")
             shown = rows[:GALLERY_SIZE]
             note = f"showing {len(shown)} of {len(rows)} selected" if rows else ""
@@ -416,7 +432,8 @@ class _Curation:
             prevent_initial_call=True,
         )
         def download(_clicks, ops):
-            return dcc.send_string(decisions_csv(DecisionLog(ops).table), "decisions.csv")
+            table = DecisionLog(ops, self.labels).table
+            return dcc.send_string(decisions_csv(table), "decisions.csv")
 
         if is3d:
 
@@ -458,6 +475,218 @@ class _Curation:
                 *([html.Div(f"score {score:.3f}", style=small)] if score is not None else []),
             ],
         )
+
+
+#: Installs the review keys once: a, k, d and the arrows press the review queue's buttons while
+#: it is open (typing in a text box is left alone); Esc closes it.
+REVIEW_KEYS_JS = """function (_) {
+  if (!window.embedscopeReviewKeys) {
+    window.embedscopeReviewKeys = true;
+    const keys = %s, fixed = {ArrowLeft: "prev", ArrowRight: "next", Escape: "close"};
+    document.addEventListener("keydown", (e) => {
+      const panel = document.getElementById("review");
+      if (!panel || panel.style.display === "none") return;
+      if (e.target.matches && e.target.matches("input:not([type=radio]), textarea, select")) return;
+      const plain = !e.ctrlKey && !e.metaKey && !e.altKey;
+      const name = fixed[e.key] || (plain && keys[e.key]);
+      const button = name && document.getElementById("review-" + name);
+      if (!button) return;
+      e.preventDefault();
+      button.click();
+    });
+  }
+  return window.dash_clientside.no_update;
+}"""
+
+
+class _Review:
+    """The review queue of the app: a button (side panel) that opens an ``overlay`` over the
+    map, and its callbacks. The filter and the image shown persist in the browser."""
+
+    def __init__(self, app, points: pd.DataFrame, neighbors: np.ndarray, labels: dict) -> None:
+        from dash import Input, Output, State, ctx, dcc, html, no_update
+
+        queue = ReviewQueue(points)
+        self.button = html.Button(
+            f"review queue ({len(queue.rows)})", id="review-open", n_clicks=0,
+            style={"margin": "2px", "fontWeight": "600"},
+        )  # fmt: skip
+
+        def button(name: str, text: str):
+            return html.Button(text, id=f"review-{name}", n_clicks=0, style={"margin": "2px"})
+
+        small = {"fontSize": "12px", "color": "#667085"}
+        acts = [button(name, f"{name} ({key})") for key, name in REVIEW_KEYS.items()]
+        self.overlay = html.Div(
+            id="review",
+            style={"display": "none"},
+            children=[
+                html.Div(
+                    style={
+                        "display": "flex",
+                        "gap": "10px",
+                        "alignItems": "center",
+                        "flexWrap": "wrap",
+                    },
+                    children=[
+                        html.B("Review queue"),
+                        dcc.RadioItems(
+                            id="review-issue",
+                            options=[{"label": t, "value": v} for t, v in queue.options()],
+                            value="",
+                            inline=True,
+                            persistence=True,
+                            persistence_type="local",
+                            inputStyle={"marginRight": "3px", "marginLeft": "8px"},
+                        ),
+                        html.Span(id="review-position", style=small),
+                        html.Span(id="review-progress", style={"fontWeight": "600"}),
+                        html.Span(
+                            "keys: a accept · k keep · d drop · ← → move · Esc close", style=small
+                        ),
+                        button("close", "close"),
+                    ],
+                ),  # fmt: skip
+                html.Div(
+                    style={"display": "flex", "gap": "16px", "marginTop": "8px"},
+                    children=[
+                        html.Div(id="review-picture"),
+                        html.Div(
+                            style={"flex": "1", "minWidth": "260px"},
+                            children=[
+                                html.Div(id="review-text"),
+                                html.Div(
+                                    [button("prev", "← previous"), *acts, button("next", "next →")]
+                                ),
+                                html.Div(
+                                    [
+                                        dcc.Input(
+                                            id="review-label",
+                                            list="known-labels",
+                                            placeholder="label: existing or new",
+                                        ),
+                                        button("relabel", "set label"),
+                                        dcc.Input(id="review-tag", placeholder="tag"),
+                                        button("add-tag", "add tag"),
+                                    ]
+                                ),
+                                html.Div(id="review-message", style={"color": "#b00020"}),
+                                html.Div("Nearest neighbours", style=small),
+                                html.Div(id="review-neighbours"),
+                            ],
+                        ),  # fmt: skip
+                    ],
+                ),
+                dcc.Store(id="review-spot", storage_type="local"),  # the path shown
+                dcc.Store(id="review-keys"),
+            ],
+        )
+        shown = {"position": "absolute", "inset": "0", "zIndex": 20, "background": "#fff",
+                 "padding": "10px", "overflowY": "auto"}  # fmt: skip
+        paths = points["path"].astype(str).tolist()
+
+        app.clientside_callback(
+            REVIEW_KEYS_JS % json.dumps(REVIEW_KEYS),
+            Output("review-keys", "data"),
+            Input("review", "id"),
+        )
+
+        @app.callback(
+            Output("review", "style"),
+            Input("review-open", "n_clicks"),
+            Input("review-close", "n_clicks"),
+            prevent_initial_call=True,
+        )
+        def toggle(_open, _close):
+            return shown if ctx.triggered_id == "review-open" else {"display": "none"}
+
+        names = ["prev", "next", *REVIEW_KEYS.values(), "relabel", "add-tag"]
+
+        @app.callback(
+            Output("review-spot", "data"),
+            Output("ops", "data", allow_duplicate=True),
+            Output("review-message", "children"),
+            Output("message", "children", allow_duplicate=True),
+            Output("review-label", "value"),
+            Output("review-tag", "value"),
+            *[Input(f"review-{n}", "n_clicks") for n in names],
+            Input("review-label", "n_submit"),
+            Input("review-tag", "n_submit"),
+            State("review-issue", "value"),
+            State("review-spot", "data"),
+            State("ops", "data"),
+            State("review-label", "value"),
+            State("review-tag", "value"),
+            prevent_initial_call=True,
+        )
+        def act(*args):
+            issue, spot, ops, label, tag = args[-5:]
+            entries = queue.entries(issue or "")
+            if not entries:
+                text = MESSAGES["no_findings" if not queue.rows else "queue_done"]
+                return no_update, no_update, text, text, no_update, no_update
+            at = queue.position(issue or "", spot)
+            name = str(ctx.triggered_id).removeprefix("review-")
+            if name in ("prev", "next"):
+                at += 1 if name == "next" else -1
+                spot = paths[entries[max(0, min(at, len(entries) - 1))]]
+                return spot, no_update, "", "", no_update, no_update
+            action = {"relabel": "label", "label": "label", "add-tag": "tag", "tag": "tag"}
+            log = DecisionLog(ops, labels)
+            try:
+                onward = queue.decide(
+                    log, entries[at], issue or "", action.get(name, name),
+                    label if action.get(name) == "label" else tag,
+                )  # fmt: skip
+            except ValueError as exc:
+                return no_update, no_update, str(exc), str(exc), no_update, no_update
+            spot = paths[entries[min(at + onward, len(entries) - 1)]]
+            cleared = action.get(name)
+            return (spot, log.ops, "", "", "" if cleared == "label" else no_update,
+                    "" if cleared == "tag" else no_update)  # fmt: skip
+
+        @app.callback(
+            Output("review-picture", "children"),
+            Output("review-text", "children"),
+            Output("review-neighbours", "children"),
+            Output("review-position", "children"),
+            Output("review-progress", "children"),
+            Input("review-issue", "value"),
+            Input("review-spot", "data"),
+            Input("ops", "data"),
+        )
+        def render(issue, spot, ops):
+            issue = issue or ""
+            entries, table = queue.entries(issue), DecisionLog(ops, labels).table
+            progress = queue.progress(table, issue)
+            if not entries:
+                empty = MESSAGES["no_findings" if not queue.rows else "queue_done"]
+                return [], html.Div(empty), [], "", progress
+            at = queue.position(issue, spot)
+            row = entries[at]
+            decided = table.set_index("path")
+            path, label = paths[row], points["label"][row]
+            new, tags = decided["label"].get(path, ""), decided["tags"].get(path, "")
+            lines = [
+                f"{label} → {new}" if new else label,
+                suggestion_text(points.iloc[row]),
+                "issues: " + ", ".join(queue.issues[row]),
+                queue.reasons[row],
+                path,
+                tags.replace(";", ", "),
+            ]
+            picture = html.Img(
+                src=f"/image/{row}", id="review-image", title=path,
+                style={"maxWidth": "480px", "maxHeight": "480px"},
+            )  # fmt: skip
+            text = [html.Div(t, className="review-line") for t in lines if t]
+            near = [
+                html.Img(src=f"/thumb/{j}", title=paths[j],
+                         style={"width": "64px", "height": "64px", "margin": "2px"})
+                for j in neighbors[row][:12]
+            ]  # fmt: skip
+            position = MESSAGES["position"].format(position=at + 1, total=len(entries))
+            return picture, text, near, position, progress
 
 
 def _search_controls(app, searcher: Searcher, row_of) -> list:

@@ -15,7 +15,11 @@
   const floats = (a) => { const f = new Float64Array(a.length);
     for (let i = 0; i < a.length; i++) f[i] = a[i] === null ? NaN : a[i]; return f; };
   const X = floats(D.x), Y = floats(D.y), Z = is3d ? floats(D.z) : null;
-  const SUG = D.suggested;  // {names, codes, share} when analyse suggested labels
+  const SUG = D.suggested;  // {names, codes, share, offered} when analyse suggested labels
+  // The rules of decisions come from decisions.py (page_rules): constants and messages.
+  const R = D.rules, M = R.messages, WS = "[" + R.whitespace + "]+";
+  const strip = (s) => String(s).replace(new RegExp("^" + WS + "|" + WS + "$", "gu"), "");
+  const OFFERED = new Set(SUG ? SUG.offered : []);  // suggestions that can be accepted
   const CLUSTER = D.columns.find((c) => c.name === "cluster");
 
   // ---- small DOM helpers -------------------------------------------------------------------
@@ -56,15 +60,18 @@
   // ---- labels and decisions ----------------------------------------------------------------
   // A decision is {label: new label or null, tags: [...]} per point; the tag "drop" means leave
   // the image out. Every change is one undo step; all of them are kept in the browser's local
-  // storage under the report's key (title + digest of paths and labels, from page.py).
+  // storage under the report's key (title + digest of paths and labels, from page.py). The
+  // rules are decisions.DecisionLog's (a test runs the same edits through both): a relabel to
+  // the image's own label takes the decision back, "(unlabelled)" is never given, a tag with
+  // the separator is refused, and each edit answers "" or the refusal's message.
   const decisions = new Map(), history = [];
   const STORE = "embedscope.decisions." + D.key;
   let names = D.classes.slice(), colours = D.colours.slice(), current = Int32Array.from(D.label);
   let decided = 0, storage = "";  // decided: bumps on every change (cache key)
   const labelOf = (i) => names[current[i]];
-  const suggestionOf = (i) => SUG && SUG.codes[i] >= 0 ? SUG.names[SUG.codes[i]] : null;
+  const suggestionOf = (i) => OFFERED.has(i) ? SUG.names[SUG.codes[i]] : null;
   const tagsOf = (i) => (decisions.get(i) || {tags: []}).tags;
-  const isDropped = (i) => tagsOf(i).includes("drop");
+  const isDropped = (i) => tagsOf(i).includes(R.drop);
 
   function relabelCodes() {  // new labels get the next palette colours, after the classes
     names = D.classes.slice(); colours = D.colours.slice(); current = Int32Array.from(D.label);
@@ -92,14 +99,34 @@
     history.push(before);
     decisionsChanged();
   }
-  const setLabel = (indices, label) => { label = label.trim();
-    if (label) change(indices, (i, d) => Object.assign(d, {label: label})); };
-  const acceptSuggestion = (indices) => change(indices.filter((i) => suggestionOf(i) !== null),
-    (i, d) => Object.assign(d, {label: suggestionOf(i)}));
-  const addTags = (indices, text) => {
-    const tags = String(text).split(";").map((t) => t.trim()).filter(Boolean);
-    if (tags.length) change(indices, (i, d) => { tags.forEach((t) => { if (!d.tags.includes(t)) d.tags.push(t); }); return d; });
-  };
+  function setLabel(indices, text) {
+    const label = strip(text);
+    if (!label) return M.empty_label;
+    if (label === R.unlabelled) return M.placeholder_label;
+    if (!indices.length) return M.nothing_selected;
+    change(indices, (i, d) => Object.assign(d, {label: label}));
+    return "";
+  }
+  function acceptSuggestion(indices) {
+    const take = indices.filter((i) => suggestionOf(i) !== null);
+    if (!take.length) return M.no_suggestion;
+    change(take, (i, d) => Object.assign(d, {label: suggestionOf(i)}));
+    return "";
+  }
+  const checkTag = (text) => { const t = strip(text); return t && !t.includes(R.separator) ? t : null; };
+  function addTags(indices, tags) {  // tags already checked
+    if (!indices.length) return M.nothing_selected;
+    change(indices, (i, d) => { tags.forEach((t) => { if (!d.tags.includes(t)) d.tags.push(t); }); return d; });
+    return "";
+  }
+  const addTag = (indices, text) => { const t = checkTag(text); return t === null ? M.bad_tag : addTags(indices, [t]); };
+  const drop = (indices) => addTags(indices, [R.drop]);
+  function keep(i, issues) {  // keep:<issue> for each issue: not flagged again for it
+    const tags = Array.from(new Set(issues.map((x) => checkTag(R.keepPrefix + strip(x)))));
+    if (tags.includes(null)) return M.bad_tag;
+    return tags.length ? addTags([i], tags) : M.queue_done;
+  }
+  function say(text) { $("message").textContent = $("review-message").textContent = text; return text; }
   const clearDecisions = () => change(Array.from(decisions.keys()), () => ({label: null, tags: []}));
   function undo() {
     const before = history.pop();
@@ -132,7 +159,7 @@
   function decisionCounts() {
     let relabelled = 0, dropped = 0, tagged = 0;
     decisions.forEach((d) => { if (d.label !== null) relabelled++;
-      if (d.tags.includes("drop")) dropped++; if (d.tags.some((t) => t !== "drop")) tagged++; });
+      if (d.tags.includes(R.drop)) dropped++; if (d.tags.some((t) => t !== R.drop)) tagged++; });
     return {relabelled: relabelled, dropped: dropped, tagged: tagged};
   }
   function showCounts() {
@@ -146,23 +173,23 @@
   }
   function decisionsChanged() {
     decided++;
-    save(); relabelCodes(); syncWhere(); showCounts(); redraw(); renderGallery();
+    save(); relabelCodes(); syncWhere(); showCounts(); redraw(); renderGallery(); renderReview();
     if (pinned !== null) describe($("detail-card"), pinned, DETAIL_PX);
   }
 
+  const onEnter = (input, act) => input.addEventListener("keydown", (e) => { if (e.key === "Enter") act(); });
   function decisionBar(targets, what) {  // label / suggestion / tag / drop for targets()
     const bar = el("div", "decide"), label = el("input"), tag = el("input");
     label.setAttribute("list", "es-labels"); label.placeholder = "label (existing or new)";
     tag.placeholder = "tag"; label.className = "new-label"; tag.className = "new-tag";
-    const onEnter = (input, act) => input.addEventListener("keydown", (e) => { if (e.key === "Enter") act(); });
-    const relabel = () => { setLabel(targets(), label.value); label.value = ""; };
-    const tagIt = () => { addTags(targets(), tag.value); tag.value = ""; };
+    const relabel = () => { if (!say(setLabel(targets(), label.value))) label.value = ""; };
+    const tagIt = () => { if (!say(addTag(targets(), tag.value))) tag.value = ""; };
     onEnter(label, relabel); onEnter(tag, tagIt);
     bar.append(label, button("Set label", relabel, "Give " + what + " this label"));
-    if (SUG) bar.append(button("Accept suggestion", () => acceptSuggestion(targets()),
+    if (SUG) bar.append(button("Accept suggestion", () => say(acceptSuggestion(targets())),
       "Give " + what + " the label its neighbours suggest"));
-    bar.append(tag, button("Add tag", tagIt, "Tags are free text; ';' separates several"),
-      button("Drop", () => addTags(targets(), "drop"), "Leave " + what + " out of the next run"));
+    bar.append(tag, button("Add tag", tagIt, "One tag of free text (without '" + R.separator + "')"),
+      button("Drop", () => say(drop(targets())), "Leave " + what + " out of the next run"));
     return bar;
   }
 
@@ -386,7 +413,7 @@
       uid: "ov_" + name.split(" ")[0], hoverinfo: "skip", showlegend: legend !== false, marker: marker}));
     const relabelled = [], dropped = [], tagged = [];
     decisions.forEach((d, i) => { if (d.label !== null) relabelled.push(i);  // as decisionCounts()
-      if (d.tags.includes("drop")) dropped.push(i); if (d.tags.some((t) => t !== "drop")) tagged.push(i); });
+      if (d.tags.includes(R.drop)) dropped.push(i); if (d.tags.some((t) => t !== R.drop)) tagged.push(i); });
     ring(relabelled, "relabelled · " + relabelled.length, {size: is3d ? 7 : 12, symbol: "diamond-open", color: "#111827"});
     ring(dropped, "dropped · " + dropped.length, {size: is3d ? 6 : 10, symbol: "x", color: "#c0262d"});
     ring(tagged, "tagged · " + tagged.length, {size: is3d ? 7 : 12, symbol: "square-open", color: "#6a3d9a"});
@@ -491,7 +518,7 @@
   }
   function tagList(i) {
     const box = el("div", "tags");
-    tagsOf(i).forEach((t) => box.append(el("span", t === "drop" ? "tag drop" : "tag", t)));
+    tagsOf(i).forEach((t) => box.append(el("span", t === R.drop ? "tag drop" : "tag", t)));
     return box;
   }
 
@@ -609,6 +636,112 @@
     $("gallery-decide").append(decisionBar(() => Array.from(chosenList), "the selection"));
   }
 
+
+  // ---- review queue ----------------------------------------------------------------------------
+  // The flagged images one at a time, in decisions.ReviewQueue's order (descending
+  // review_priority), filtered by issue type; a, k, d decide and move on, arrows move. The
+  // filter and the image shown are kept in the browser beside the decisions.
+  const Q = D.review, SPOT = "embedscope.review." + D.key, REVIEW_PX = 320;
+  const fill = (template, v) => template.replace(/\{(\w+)\}/g, (_, k) => String(v[k]));
+  let review = {issue: "", pos: 0};
+  const reviewOpen = () => !$("review").hidden;
+  function queue() {  // positions into Q.rows under the filter
+    const code = Q.types.indexOf(review.issue), out = [];
+    Q.rows.forEach((_, k) => { if (code < 0 || Q.issues[k].includes(code)) out.push(k); });
+    return out;
+  }
+  function rememberSpot() {
+    const list = queue(), at = list.length ? D.path[Q.rows[list[review.pos]]] : null;
+    try { localStorage.setItem(SPOT, JSON.stringify({issue: review.issue, path: at})); } catch (err) { /* no storage */ }
+  }
+  function recallSpot() {
+    let spot = null;
+    try { spot = JSON.parse(localStorage.getItem(SPOT) || "null"); } catch (err) { return; }
+    if (!spot || typeof spot !== "object") return;
+    if (typeof spot.issue === "string" && (spot.issue === "" || Q.types.includes(spot.issue))) review.issue = spot.issue;
+    const list = queue(), at = list.findIndex((k) => D.path[Q.rows[k]] === spot.path);
+    review.pos = Math.max(0, at);
+  }
+  function renderReview() {
+    if (!reviewOpen()) return;
+    const list = queue(), empty = !list.length;
+    review.pos = Math.max(0, Math.min(review.pos, list.length - 1));
+    $("review-issue").value = review.issue;
+    $("review-empty").hidden = !empty; $("review-body").hidden = empty;
+    $("review-empty").textContent = Q.rows.length ? M.queue_done : M.no_findings;
+    const done = list.filter((k) => decisions.has(Q.rows[k])).length;
+    $("review-progress").textContent = fill(M.reviewed, {reviewed: done, total: list.length});
+    $("review-position").textContent = empty ? "" : fill(M.position, {position: review.pos + 1, total: list.length});
+    $("review-prev").disabled = review.pos <= 0; $("review-next").disabled = review.pos >= list.length - 1;
+    rememberSpot();
+    if (empty) return;
+    const k = list[review.pos], i = Q.rows[k], card = $("review-card");
+    $("review").dataset.index = i;
+    $("review-picture").replaceChildren(thumb(i, REVIEW_PX), el("div", "muted", "Enlarged from the "
+      + D.cell + "-px thumbnail stored in this page; the original stays in the dataset folder."));
+    card.replaceChildren();
+    const name = el("div", "label"), sw = el("span", "swatch");
+    sw.style.background = colours[current[i]];
+    name.append(sw, el("span", null, labelOf(i)));
+    card.append(name);
+    if (D.classes[D.label[i]] !== labelOf(i)) card.append(el("div", "was", "was " + D.classes[D.label[i]]));
+    if (suggestionOf(i) !== null) card.append(el("div", "suggested", "suggested: " + suggestionOf(i) + " · " + pct(SUG.share[i])));
+    const issues = el("div", "issues");
+    Q.issues[k].forEach((c) => issues.append(el("span", "issue", Q.types[c])));
+    card.append(issues, el("div", "reason", Q.reason[k]));
+    if (tagsOf(i).length) card.append(tagList(i));
+    card.append(pathLine(D.path[i]));
+    $("review-neighbors").replaceChildren(...(D.neighbors ? D.neighbors[i] : []).map((j) => {
+      const t = thumb(j, 76); t.title = labelOf(j) + " — " + D.path[j];
+      t.style.boxShadow = "0 0 0 1px #e2e5ea, inset 0 -3px 0 " + colours[current[j]]; return t; }));
+  }
+  function reviewMove(by) { say(""); review.pos += by; renderReview(); }
+  function reviewAct(action, text) {  // decisions.ReviewQueue.decide, in the page
+    const list = queue();
+    if (!list.length) return say(Q.rows.length ? M.queue_done : M.no_findings);
+    const k = list[review.pos], i = Q.rows[k];
+    const answer = say(action === "accept" ? acceptSuggestion([i])
+      : action === "keep" ? keep(i, review.issue ? [review.issue] : Q.issues[k].map((c) => Q.types[c]))
+      : action === "drop" ? drop([i]) : action === "label" ? setLabel([i], text) : addTag([i], text));
+    if (!answer && Object.values(R.keys).includes(action)) review.pos++;
+    renderReview();
+    return answer;
+  }
+  function openReview(open) {
+    $("review").hidden = !open; hover.hidden = true;
+    if (open) { renderReview(); $("review").focus(); }
+  }
+  function reviewControls() {
+    $("review").tabIndex = -1;
+    Q.options.forEach(([text, value]) => { const o = el("option", null, text); o.value = value; $("review-issue").appendChild(o); });
+    $("review-open").textContent = "Review queue (" + Q.rows.length.toLocaleString() + ")";
+    $("review-open").addEventListener("click", () => openReview(true));
+    $("review-close").addEventListener("click", () => openReview(false));
+    $("review-issue").addEventListener("change", () => {  // the image shown stays if it has the issue
+      const list = queue(), at = list.length ? Q.rows[list[review.pos]] : -1;
+      review.issue = $("review-issue").value;
+      review.pos = Math.max(0, queue().findIndex((k) => Q.rows[k] === at));
+      renderReview(); $("review").focus(); });
+    $("review-prev").addEventListener("click", () => reviewMove(-1));
+    $("review-next").addEventListener("click", () => reviewMove(1));
+    Object.values(R.keys).forEach((a) => $("review-" + a).addEventListener("click", () => reviewAct(a)));
+    if (!SUG) $("review-accept").remove();  // nothing to accept (the key still says why)
+    const typed = (input, action) => () => { if (!reviewAct(action, $(input).value)) $(input).value = ""; };
+    $("review-relabel").addEventListener("click", typed("review-label", "label"));
+    $("review-add-tag").addEventListener("click", typed("review-tag", "tag"));
+    onEnter($("review-label"), typed("review-label", "label")); onEnter($("review-tag"), typed("review-tag", "tag"));
+    recallSpot();
+  }
+  function reviewKey(e) {  // true when the review queue took the key
+    if (!reviewOpen()) return false;
+    if (e.key === "Escape") openReview(false);
+    else if (e.key === "ArrowLeft" || e.key === "ArrowRight") reviewMove(e.key === "ArrowLeft" ? -1 : 1);
+    else if (R.keys[e.key] && !e.ctrlKey && !e.metaKey && !e.altKey) reviewAct(R.keys[e.key]);
+    else return false;
+    e.preventDefault();
+    return true;
+  }
+
   // ---- export ----------------------------------------------------------------------------------
   // CSV as RFC 4180 quotes it, offered as a download from a Blob: works from file:// offline.
   const csvField = (v) => { const s = v === null || v === undefined ? "" : String(v);
@@ -620,9 +753,19 @@
     document.body.appendChild(a); a.click(); a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 10000);
   }
-  function decisionsCsv() {  // path,label,tags: label empty when unchanged, tags ';'-separated
-    const rows = Array.from(decisions, ([i, d]) => [D.path[i], d.label === null ? "" : d.label, d.tags.join(";")]);
-    rows.sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+  // code point order, as Python sorts text (JavaScript's < compares UTF-16 code units, which
+  // puts an emoji before U+E000..U+FFFF): surrogates move above the rest of the BMP
+  const unit = (c) => c >= 0xE000 ? c - 0x800 : c >= 0xD800 ? c + 0x2000 : c;
+  function byCodePoint(a, b) {
+    for (let k = 0; k < Math.min(a.length, b.length); k++) {
+      const x = a.charCodeAt(k), y = b.charCodeAt(k);
+      if (x !== y) return unit(x) - unit(y);
+    }
+    return a.length - b.length;
+  }
+  function decisionsCsv() {  // path,label,tags sorted by path: decisions.DecisionLog.table's file
+    const rows = Array.from(decisions, ([i, d]) => [D.path[i], d.label === null ? "" : d.label, d.tags.join(R.separator)]);
+    rows.sort((a, b) => byCodePoint(a[0], b[0]));
     return csv([["path", "label", "tags"]].concat(rows));
   }
   function selectionCsv() {  // the selected rows: what they are, where they sit, their scores
@@ -631,7 +774,8 @@
     const rows = Array.from(chosenList, (i) => [D.path[i], D.classes[D.label[i]], D.x[i], D.y[i]]
       .concat(is3d ? [D.z[i]] : [], D.columns.map((c) => c.kind === "number" ? c.values[i]
         : c.codes[i] < 0 ? "" : c.categories[c.codes[i]]),
-      SUG ? [suggestionOf(i), SUG.share[i]] : [], [labelOf(i) === D.classes[D.label[i]] ? "" : labelOf(i), tagsOf(i).join(";")]));
+      SUG ? [SUG.codes[i] < 0 ? "" : SUG.names[SUG.codes[i]], SUG.share[i]] : [],
+      [labelOf(i) === D.classes[D.label[i]] ? "" : labelOf(i), tagsOf(i).join(R.separator)]));
     return csv([head].concat(rows));
   }
 
@@ -648,7 +792,7 @@
   $("clear-decisions").addEventListener("click", clearDecisions);
   $("download-decisions").addEventListener("click", () => download("decisions.csv", decisionsCsv()));
   $("download-selection").addEventListener("click", () => download("selection.csv", selectionCsv()));
-  whereControls(); galleryControls(); load(); save(); relabelCodes(); showCounts();
+  whereControls(); galleryControls(); reviewControls(); load(); save(); relabelCodes(); showCounts();
   $("select-none").disabled = $("download-selection").disabled = true;
   renderGallery();
   new ResizeObserver(() => { if (plot._fullLayout) Plotly.Plots.resize(plot); }).observe(stage);
@@ -666,11 +810,17 @@
   search.addEventListener("input", later);
   colour.addEventListener("change", redraw);
   document.addEventListener("keydown", (e) => {
-    if (["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName)) return;
+    if (["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName) || reviewKey(e)) return;
     if (e.key === "Escape") { if (!$("lightbox").hidden) $("lightbox").hidden = true; else if (pinned !== null) unpin(); else setTool("view"); }
     if (e.key === "b" || e.key === "l") setTool(e.key === "b" ? "box" : "lasso");
     if ((e.ctrlKey || e.metaKey) && e.key === "z") undo();
   });
+  // edit(op): one edit as decisions.DecisionLog names it, through the functions the buttons
+  // call ({op: "label"|"tag"|"drop"|"accept"|"keep"|"undo", rows, value}): "" or the refusal
+  const edit = (op) => op.op === "undo" ? (undo(), "") : say(op.op === "label" ? setLabel(op.rows, op.value)
+    : op.op === "tag" ? addTag(op.rows, op.value) : op.op === "drop" ? drop(op.rows)
+    : op.op === "accept" ? acceptSuggestion(op.rows) : keep(op.rows[0], op.value));
   window.embedscope = {data: D, pin: pin, redraw: redraw, choose: choose, screenPositions: screenPositions,
-    selected: () => Array.from(chosenList), decisionsCsv: decisionsCsv, timing: {selectMs: null, selections: 0}};
+    selected: () => Array.from(chosenList), decisionsCsv: decisionsCsv, edit: edit,
+    timing: {selectMs: null, selections: 0}};
 })();

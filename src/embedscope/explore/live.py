@@ -7,7 +7,10 @@ back to Python as a DataFrame (``LiveExplorer.selected``). Colours are the page'
 The selection shows as a gallery (each tile's "view" opens it as a click on its point would);
 ``relabel``, ``tag``, ``drop`` and ``undo`` (buttons or
 methods) record decisions that ``save_decisions`` writes as the ``decisions.csv`` every editor
-shares (:mod:`embedscope.decisions`), for ``make run-all DECISIONS=...``.
+shares (:mod:`embedscope.decisions`), for ``make run-all DECISIONS=...``. The review queue
+below walks the flagged images (the ``issues`` column) one at a time with the keys a, k, d and
+the arrows, which a focused :class:`ReviewKeys` box takes before JupyterLab's notebook
+shortcuts can see them.
 With a :class:`~embedscope.search.Searcher`, a typed query (CLIP-family models) or "more like
 this" from the clicked point lights up the top k and fills the gallery with their scores.
 plotly >= 6 renders FigureWidget through ``anywidget``.
@@ -17,10 +20,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anywidget
 import numpy as np
 import pandas as pd
+import traitlets
 
-from embedscope.decisions import DecisionLog, counts_line, suggestion_text, suggestions
+from embedscope.decisions import (
+    MESSAGES,
+    REVIEW_KEYS,
+    DecisionLog,
+    ReviewQueue,
+    counts_line,
+    suggestion_text,
+    suggestions,
+)
 from embedscope.explore.atlas import preview_jpeg, thumbnail_jpeg
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED
@@ -32,6 +45,39 @@ _SCORES = ("cluster", "mislabel_score", "outlier_score")
 FOUND = "search results"
 #: Tiles the gallery shows at most (the first ones of the selection, in row order).
 GALLERY_SIZE = 48
+#: Side of the review queue's picture, read from the original file.
+REVIEW_PX = 480
+
+
+class ReviewKeys(anywidget.AnyWidget):
+    """A focusable box that turns the review keys into messages to Python. It stops them
+    where they land (``data-lm-suppress-shortcuts`` and no propagation), so a key meant for the
+    queue never reaches JupyterLab's notebook shortcuts (``d d`` deletes a cell there)."""
+
+    _esm = """
+    export default { render({ model, el }) {
+      const box = document.createElement("div");
+      box.tabIndex = 0;
+      box.className = "embedscope-review-keys";
+      box.setAttribute("data-lm-suppress-shortcuts", "true");
+      box.textContent = "keys: click here, then a accept · k keep · d drop · ← → move";
+      box.style.cssText = "padding:6px 10px;border:1px dashed #98a2b3;border-radius:6px;" +
+        "cursor:pointer;font-size:12px;color:#475467;outline-offset:2px";
+      const arrows = {ArrowLeft: "prev", ArrowRight: "next"};
+      box.addEventListener("keydown", (e) => {
+        const keys = model.get("bindings");
+        const name = arrows[e.key] || (!e.ctrlKey && !e.metaKey && !e.altKey && keys[e.key]);
+        e.stopPropagation();
+        if (!name) return;
+        e.preventDefault();
+        model.send({action: name});
+      });
+      box.addEventListener("focus", () => { box.style.borderStyle = "solid"; });
+      box.addEventListener("blur", () => { box.style.borderStyle = "dashed"; });
+      el.appendChild(box);
+    } };
+    """
+    bindings = traitlets.Dict(REVIEW_KEYS).tag(sync=True)
 
 
 class LiveExplorer:
@@ -62,7 +108,10 @@ class LiveExplorer:
         self._scores: dict[int, float] = {}  # row -> similarity of the last search
         self._clicked: int | None = None
         self.searcher = searcher
-        self.log = DecisionLog()
+        labels = dict(zip(self.points["path"], self.points["label"], strict=True))
+        self.log = DecisionLog(labels=labels)
+        self.queue = ReviewQueue(self.points)
+        self.review_issue, self._review_at, self._review_picture = "", 0, None
         self._thumbs: dict[tuple[int, int], bytes] = {}
         self.gallery_size = gallery_size
         # the toolbar gets the top margin to itself; the legend starts below it, right of the map
@@ -106,9 +155,15 @@ class LiveExplorer:
             layout=w.Layout(width="320px"),
         )
         self.widget = w.VBox(
-            [w.HBox([self.fig, panel]), self._search_panel(), self._curation_panel()]
+            [
+                w.HBox([self.fig, panel]),
+                self._search_panel(),
+                self._curation_panel(),
+                self._review_panel(),
+            ]
         )
         self.redraw()
+        self._refresh()
 
     def _search_panel(self):
         """A query box and "more like this" (from the clicked point), top ``k`` each."""
@@ -204,16 +259,159 @@ class LiveExplorer:
             + [b["accept suggestion"], b["undo"]]
         )
         status = w.HBox([b["clear selection"], self.counter, self.message])
-        self._refresh()
         return w.VBox([controls, status, self.gallery_note, self.gallery])
+
+    def _review_panel(self):
+        """The review queue: one flagged image at a time, large, with its reason and
+        neighbours; a, k, d, ← and → in the keys box, or the buttons."""
+        import ipywidgets as w
+
+        self.review_filter = w.Dropdown(options=self.queue.options(), value="", description="issue")
+        self.review_filter.observe(lambda c: self.review(c["new"]), names="value")
+        self.review_keys = ReviewKeys()
+        self.review_keys.on_msg(lambda _, content, __: self._on_key(content.get("action")))
+        self.review_progress = w.Label()
+        self.review_position = w.Label()
+        self.review_image = w.Image(format="jpeg", layout=w.Layout(max_width=f"{REVIEW_PX}px"))
+        self.review_text = w.VBox()
+        self.review_neighbours = w.HBox(layout=w.Layout(flex_flow="row wrap"))
+        self.review_label = w.Combobox(options=self.classes, placeholder="label: existing or new")
+        self.review_tag = w.Text(placeholder="tag")
+        self.review_message = w.Label()
+        acts = {
+            "← previous": lambda: self.review_move(-1),
+            **{
+                f"{name} ({key})": (lambda n=name: self.review_decide(n))
+                for key, name in REVIEW_KEYS.items()
+            },
+            "next →": lambda: self.review_move(1),
+            "set label": lambda: self.review_decide("label", self.review_label.value),
+            "add tag": lambda: self.review_decide("tag", self.review_tag.value),
+        }
+        self.review_buttons = {
+            name: w.Button(description=name, layout=w.Layout(width="auto", flex="0 0 auto"))
+            for name in acts
+        }
+        for name, act in acts.items():
+            self.review_buttons[name].on_click(lambda _, act=act: self._act(act))
+        for widget, name in [
+            (self.review_image, "review-image"),
+            (self.review_progress, "review-progress"),
+            (self.review_text, "review-text"),
+        ]:
+            widget.add_class(f"embedscope-{name}")
+        b = list(self.review_buttons.values())
+        info = w.VBox(
+            [
+                self.review_text,
+                w.HBox(b[:5]),
+                w.HBox([self.review_label, b[5], self.review_tag, b[6]]),
+                self.review_message,
+                w.Label("nearest neighbours"),
+                self.review_neighbours,
+            ]
+        )
+        head = w.HBox(
+            [
+                w.Label("Review queue"),
+                self.review_filter,
+                self.review_position,
+                self.review_progress,
+            ]  # fmt: skip
+        )
+        return w.VBox([head, self.review_keys, w.HBox([self.review_image, info])])
+
+    def review(self, issue: str = "") -> None:
+        """Show the queue of ``issue`` ("" for every flagged image): the image shown stays
+        when it has that issue, else the queue starts over."""
+        shown = self.review_row
+        self.review_issue = issue
+        entries = self.queue.entries(issue)
+        self._review_at = entries.index(shown) if shown in entries else 0
+        self.review_filter.value = issue
+        self._render_review()
+
+    @property
+    def review_row(self) -> int | None:
+        """The row the review queue shows (None when its filter leaves nothing)."""
+        entries = self.queue.entries(self.review_issue)
+        return entries[max(0, min(self._review_at, len(entries) - 1))] if entries else None
+
+    def review_move(self, by: int) -> None:
+        """Move ``by`` images along the queue (stops at either end)."""
+        self._review_at += by
+        self._render_review()
+
+    def review_decide(self, action: str, text: str = "") -> None:
+        """Decide for the image shown: "accept", "keep", "drop" (then on to the next) or the
+        typed "label" / "tag" (:meth:`~embedscope.decisions.ReviewQueue.decide`)."""
+        entries = self.queue.entries(self.review_issue)
+        if not entries:
+            raise ValueError(MESSAGES["no_findings" if not self.queue.rows else "queue_done"])
+        row = entries[self._review_at]
+        if self.queue.decide(self.log, row, self.review_issue, action, text):
+            self._review_at += 1
+        typed = {"label": self.review_label, "tag": self.review_tag}.get(action)
+        if typed is not None:
+            typed.value = ""
+        self._refresh()
+
+    def _on_key(self, action: str | None) -> None:
+        moves = {"prev": -1, "next": 1}
+        if action in moves:
+            self._act(lambda: self.review_move(moves[action]))
+        elif action in REVIEW_KEYS.values():
+            self._act(lambda: self.review_decide(action))
+
+    def _render_review(self) -> None:
+        """The image at the queue's position, its reason, neighbours and the counters."""
+        import ipywidgets as w
+
+        entries = self.queue.entries(self.review_issue)
+        self._review_at = max(0, min(self._review_at, len(entries) - 1))
+        self.review_progress.value = self.queue.progress(self.decisions, self.review_issue)
+        if not entries:
+            self.review_position.value = ""
+            self.review_image.value, self.review_image.layout.display = b"", "none"
+            self._review_picture = None
+            empty = MESSAGES["no_findings" if not self.queue.rows else "queue_done"]
+            self.review_text.children = [w.Label(empty)]
+            self.review_neighbours.children = []
+            return
+        row = entries[self._review_at]
+        self.review_position.value = MESSAGES["position"].format(
+            position=self._review_at + 1, total=len(entries)
+        )
+        if self._review_picture != row:  # read once per image, not on every decision
+            self._review_picture = row
+            picture = preview_jpeg(os_path(self.root, self.points["path"][row]), REVIEW_PX)
+            self.review_image.value = picture or b""
+            self.review_image.layout.display = None if picture else "none"
+        decided = self.decisions.set_index("path")
+        path, label = self.points["path"][row], self.points["label"][row]
+        new, tags = decided["label"].get(path, ""), decided["tags"].get(path, "")
+        lines = [
+            f"{label} → {new}" if new else label,
+            suggestion_text(self.points.iloc[row]),
+            "issues: " + ", ".join(self.queue.issues[row]),
+            self.queue.reasons[row],
+            path,
+            tags.replace(";", ", "),
+        ]
+        self.review_text.children = [w.Label(t) for t in lines if t]
+        if self.neighbors is not None:
+            self.review_neighbours.children = [
+                w.Image(value=self._thumb(int(j), 64), format="jpeg", width=64, height=64)
+                for j in self.neighbors[row][:12]
+            ]
 
     def _act(self, action) -> None:
         """Run a button's action; a refusal (nothing selected, empty label) shows as text."""
         try:
             action()
-            self.message.value = ""
+            self.message.value = self.review_message.value = ""
         except ValueError as exc:
-            self.message.value = str(exc)
+            self.message.value = self.review_message.value = str(exc)
 
     def _thumb(self, row: int, size: int) -> bytes:
         """A JPEG thumbnail, read once: the gallery redraws after every decision."""
@@ -406,6 +604,7 @@ class LiveExplorer:
             view.on_click(lambda _, row=row: self.inspect(row))
             tiles.append(w.VBox([picture, view, *text], layout=w.Layout(width="104px")))
         self.gallery.children = tiles
+        self._render_review()
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

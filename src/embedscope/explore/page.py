@@ -7,7 +7,9 @@ kernel. Plotly cannot put an image in its own hover label, so the page draws its
 ``plotly_hover``; every label and path goes in as text, never HTML. The page also selects
 (box and lasso in 2D and 3D, or by rule), shows the selection as a gallery, records decisions
 (relabel, tag, drop; kept in the browser under :func:`report_key`) and downloads them as
-``decisions.csv`` for the next run.
+``decisions.csv`` for the next run. Its review queue walks the flagged images (the ``issues``
+column) one at a time, with keys. The rules of decisions and of the queue come from
+:mod:`embedscope.decisions`, computed there or handed to the script as data, never restated.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from embedscope.decisions import ISSUES, REASON, ReviewQueue, offered, page_rules
 from embedscope.explore.atlas import ATLAS_COLS, NO_THUMBNAIL, build_atlases
 from embedscope.explore.palette import MISSING_COLOUR, PALETTE, class_colour, class_order
 from embedscope.ingest import UNLABELLED
@@ -38,6 +41,8 @@ IGNORED_COLUMNS = ("row", "sha256")
 #: Per-point suggestion from analyse (neighbours' weighted majority label and its share): shown
 #: in the gallery and hover card and accepted as a decision, not offered as a colour.
 SUGGESTION_COLUMNS = ("suggested_label", "suggested_share")
+#: Per-point findings text: shown in the review queue, not offered as a colour.
+FINDING_TEXT_COLUMNS = (ISSUES, REASON)
 #: A non-numeric (or small-integer) column with more distinct values than this is not offered.
 MAX_CATEGORIES = 40
 #: Neighbours shown per point: a 4 x 3 grid stays readable.
@@ -102,7 +107,9 @@ def write_explorer(
         "colours": [class_colour(c, k) for k, c in enumerate(classes)],
         "path": paths,
         "columns": _extra_columns(points),
-        "suggested": _suggestions(points),
+        "suggested": _suggestions(points, labels),
+        "review": ReviewQueue(points).page_data(),
+        "rules": page_rules(),
         "key": report_key(title, paths, labels),
         "neighbors": near,
         "thumb": thumbs.tolist(),
@@ -180,7 +187,8 @@ def _extra_columns(points: pd.DataFrame) -> list[dict[str, Any]]:
     columns (text, booleans, a few distinct integers such as cluster ids) get a legend."""
     out: list[dict[str, Any]] = []
     for name in points.columns:
-        if name in (*POSITION_COLUMNS, *IGNORED_COLUMNS, *SUGGESTION_COLUMNS):
+        skip = (*POSITION_COLUMNS, *IGNORED_COLUMNS, *SUGGESTION_COLUMNS, *FINDING_TEXT_COLUMNS)
+        if name in skip:
             continue
         col = points[name]
         distinct = col.dropna().unique()
@@ -194,13 +202,15 @@ def _extra_columns(points: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def _suggestions(points: pd.DataFrame) -> dict[str, Any] | None:
+def _suggestions(points: pd.DataFrame, labels: list[str]) -> dict[str, Any] | None:
     """Suggested label per point as a code into ``names`` (-1: none) and its share, when
-    analyse provided both columns."""
+    analyse provided both columns; ``offered``: the rows whose suggestion can be accepted."""
     if not set(SUGGESTION_COLUMNS) <= set(points.columns):
         return None
     names, codes = _categories(points["suggested_label"])
-    return {"names": names, "codes": codes, "share": _numbers(points["suggested_share"], 3)}
+    can = np.flatnonzero(offered(labels, points["suggested_label"])).tolist()
+    share = _numbers(points["suggested_share"], 3)
+    return {"names": names, "codes": codes, "share": share, "offered": can}
 
 
 def _categories(col: pd.Series) -> tuple[list[str], list[int]]:

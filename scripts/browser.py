@@ -1,11 +1,12 @@
 """Where a headless Chromium lives on this machine, for the browser tests, the benchmark and the
-README pictures: users' Chromium is in many places (a variable, Playwright's cache, Debian,
-Ubuntu's snap, macOS), so it is looked for, never assumed at one path.
+README pictures (dev tooling, not part of the package): users' Chromium is in many places (a
+variable, Playwright's cache, Debian, Ubuntu's snap, macOS), so it is looked for, never assumed
+at one path.
 
-``python -m embedscope.browser`` (run by ``make test``) prints the browser it finds or, when
-there is none, provisions one — Playwright's installer where it can download, the system's
-package manager when running as root on Debian/Ubuntu — or stops with one sentence naming what
-to install.
+``python scripts/browser.py`` (``make chromium``, run by ``make test``) prints the browser it
+finds or, when there is none, provisions one — Playwright's installer where it can download,
+the system's package manager when running as root on Debian/Ubuntu — or stops with one
+sentence naming what to install.
 """
 
 from __future__ import annotations

@@ -1,0 +1,228 @@
+"""Label issues: which labelled images are most likely wrong, and what they should be.
+
+Each image gets class probabilities from signals that never saw its own label:
+
+- a linear probe on the L2-normalised embeddings, out of fold (the field's standard recipe:
+  logistic regression over stratified folds), which learns each class's direction from all
+  of its images and so keeps ranking well as a set grows;
+- the neighbour vote (leave-one-out k nearest neighbours, weighted by cosine), which sees
+  local structure a linear probe cannot;
+- the zero-shot label, where the model has a text tower and its class names mean something to
+  it (it then agrees with most labels).
+
+Their weighted mean goes to cleanlab, the field's standard package: the label quality score
+ranks (``mislabel_score`` = 1 - ``self_confidence``) and confident learning
+(``find_label_issues``) decides ``label_issue`` with per-class thresholds learnt from the data
+itself, not a fixed cut-off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from embedscope.ingest import UNLABELLED
+
+#: Bumped whenever the scores change, so cached results are recomputed.
+VERSION = 1
+#: Folds of the out-of-fold probe; a class needs this many images for the probe to learn it.
+FOLDS = 5
+#: Weights of the probe and the neighbour vote in the mean of their probabilities.
+PROBE_WEIGHT = 0.5
+NEIGHBOUR_WEIGHT = 0.5
+#: Weight of the zero-shot label, used only when it agrees with at least
+#: ``ZERO_SHOT_MIN_AGREEMENT`` of the labels (otherwise the class names mean little to the model).
+ZERO_SHOT_WEIGHT = 0.25
+ZERO_SHOT_MIN_AGREEMENT = 0.5
+#: Pseudo-count of the class prior mixed into the neighbour vote, so that ten neighbours that
+#: all agree do not claim certainty.
+NEIGHBOUR_SMOOTHING = 1.0
+#: Above this many matrix entries (images x dimensions x classes) the probe is fitted on fewer
+#: PCA dimensions, which keeps its cost bounded at 1,000 classes.
+PROBE_BUDGET = 100_000 * 1_280 * 10
+
+
+@dataclass(frozen=True)
+class LabelIssues:
+    """Per-image results aligned with the input rows, plus the facts behind them."""
+
+    table: pd.DataFrame
+    facts: dict
+
+
+def probe_probabilities(
+    x: np.ndarray, codes: np.ndarray, n_classes: int, *, folds: int = FOLDS, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold class probabilities of a logistic regression for rows with ``codes >= 0``,
+    and for rows with ``codes < 0`` (unlabelled, or in a class too small to learn) the mean
+    prediction of the fold models. Returns ``(probs, learnt)``: ``(n, n_classes)`` and the mask
+    of classes the probe could learn (columns of the others are 0)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    train = codes >= 0
+    probs = np.zeros((len(x), n_classes), np.float64)
+    learnt = np.zeros(n_classes, bool)
+    learnt[np.unique(codes[train])] = True
+    if learnt.sum() < 2:
+        return probs, np.zeros(n_classes, bool)
+    x = _reduced(x, n_classes)
+    rows = np.flatnonzero(train)
+    others = np.flatnonzero(~train)
+    splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(rows, codes[rows])
+    for fit_at, held_at in splits:
+        fit, held = rows[fit_at], rows[held_at]
+        model = LogisticRegression(max_iter=2000).fit(x[fit], codes[fit])
+        probs[np.ix_(held, model.classes_)] = model.predict_proba(x[held])
+        if len(others):
+            probs[np.ix_(others, model.classes_)] += model.predict_proba(x[others]) / folds
+    return probs, learnt
+
+
+def _reduced(x: np.ndarray, n_classes: int) -> np.ndarray:
+    """``x`` itself, or its leading PCA dimensions when the probe would cost more than
+    :data:`PROBE_BUDGET` (many classes), enough to keep each class separable."""
+    n, d = x.shape
+    if n * d * n_classes <= PROBE_BUDGET:
+        return x
+    from sklearn.decomposition import PCA
+
+    keep = max(32, min(d, PROBE_BUDGET // max(n * n_classes, 1)))
+    if keep >= d:
+        return x
+    return PCA(keep, random_state=0).fit_transform(x).astype(np.float32)
+
+
+def neighbour_probabilities(
+    codes: np.ndarray,
+    idx: np.ndarray,
+    sim: np.ndarray,
+    n_classes: int,
+    *,
+    smoothing: float = NEIGHBOUR_SMOOTHING,
+) -> np.ndarray:
+    """Each image's neighbours vote for their labels with their cosine (unlabelled neighbours
+    and negative similarities count zero), mixed with ``smoothing`` images' worth of the class
+    prior: ``(n, n_classes)`` probabilities that never used the image's own label."""
+    n = len(codes)
+    prior = np.bincount(codes[codes >= 0], minlength=n_classes).astype(np.float64)
+    prior /= max(prior.sum(), 1.0)
+    votes = np.zeros((n, n_classes), np.float64)
+    if idx.shape[1]:
+        near = codes[idx]
+        weight = np.clip(np.asarray(sim, np.float64), 0.0, None) * (near >= 0)
+        rows = np.repeat(np.arange(n), idx.shape[1])
+        np.add.at(votes, (rows, np.where(near >= 0, near, 0).ravel()), weight.ravel())
+    return (votes + smoothing * prior) / (votes.sum(axis=1, keepdims=True) + smoothing)
+
+
+def zero_shot_probabilities(
+    zero_shot: np.ndarray, classes: list[str], *, smoothing: float = NEIGHBOUR_SMOOTHING
+) -> np.ndarray:
+    """The zero-shot label as one vote, smoothed like the neighbour vote (one image's worth of
+    a uniform prior): a second opinion, never a certainty."""
+    at = {c: i for i, c in enumerate(classes)}
+    probs = np.full((len(zero_shot), len(classes)), smoothing / len(classes), np.float64)
+    for i, label in enumerate(zero_shot):
+        if label in at:
+            probs[i, at[label]] += 1.0
+    return probs / (1.0 + smoothing)
+
+
+def label_issues(
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    idx: np.ndarray,
+    sim: np.ndarray,
+    *,
+    zero_shot: np.ndarray | None = None,
+    folds: int = FOLDS,
+    seed: int = 0,
+) -> LabelIssues:
+    """Rank and flag likely label errors of a labelled image set.
+
+    ``vectors`` are the embeddings, ``labels`` one per row (``(unlabelled)`` allowed), ``idx``
+    and ``sim`` each row's nearest neighbours (leave-one-out), ``zero_shot`` an optional
+    zero-shot label per row. Returns per row:
+
+    - ``mislabel_score`` 0..1 (higher = more likely wrong): 1 - cleanlab's self-confidence of
+      the combined probabilities; 0 for unlabelled rows, which cannot be mislabelled;
+    - ``label_issue``: cleanlab's confident-learning verdict on the combined probabilities;
+    - ``suggested_label`` and ``suggested_share``: the most probable class and its probability
+      (for unlabelled rows too: a proposal);
+    - ``probe_label``/``probe_share``, ``neighbour_label`` and ``neighbour_votes`` (how many of
+      the k neighbours carry the suggestion): what each signal said, for the reason a person
+      reads.
+
+    Classes with fewer than ``folds`` images cannot be learnt by the probe: their images are
+    judged by the neighbours (and zero-shot) alone, and they stay candidate labels for others.
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    labels = np.asarray(labels, dtype=object)
+    n = len(labels)
+    labelled = labels != UNLABELLED
+    classes = sorted({str(v) for v in labels[labelled]})
+    code_of = {c: i for i, c in enumerate(classes)}
+    codes = np.array([code_of.get(str(v), -1) for v in labels], dtype=np.int64)
+    counts = np.bincount(codes[labelled], minlength=len(classes)) if classes else np.zeros(0)
+    table = pd.DataFrame(
+        {
+            "mislabel_score": np.zeros(n, np.float32),
+            "label_issue": np.zeros(n, bool),
+            "suggested_label": labels.copy(),
+            "suggested_share": np.zeros(n, np.float32),
+        }
+    )
+    facts: dict = {"classes": len(classes), "folds": folds}
+    if len(classes) < 2:
+        return LabelIssues(table, facts | {"skipped": "fewer than two labelled classes"})
+
+    x = np.asarray(vectors, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    probe_codes = np.where(labelled & (counts[np.maximum(codes, 0)] >= folds), codes, -1)
+    probe, learnt = probe_probabilities(x, probe_codes, len(classes), folds=folds, seed=seed)
+    knn = neighbour_probabilities(codes, idx, sim, len(classes))
+    # the probe speaks for the images of the classes it learnt; elsewhere the neighbours do
+    trusted = (probe_codes >= 0) | ~labelled
+    weight_probe = np.where(trusted & learnt.any(), PROBE_WEIGHT, 0.0)[:, None]
+    combined = weight_probe * probe + NEIGHBOUR_WEIGHT * knn
+    total = weight_probe + NEIGHBOUR_WEIGHT
+    zs_used = False
+    if zero_shot is not None:
+        zero_shot = np.asarray(zero_shot, dtype=object)
+        agreement = float((zero_shot[labelled] == labels[labelled]).mean())
+        facts["zero_shot_agreement"] = round(agreement, 4)
+        if agreement >= ZERO_SHOT_MIN_AGREEMENT:
+            combined = combined + ZERO_SHOT_WEIGHT * zero_shot_probabilities(zero_shot, classes)
+            total = total + ZERO_SHOT_WEIGHT
+            zs_used = True
+    combined /= total
+
+    given = codes[labelled]
+    quality = get_label_quality_scores(given, combined[labelled], method="self_confidence")
+    flagged = np.zeros(n, bool)
+    flagged[labelled] = find_label_issues(given, combined[labelled])
+    best = combined.argmax(axis=1)
+    names = np.asarray(classes, dtype=object)
+    table.loc[labelled, "mislabel_score"] = (1.0 - quality).astype(np.float32)
+    table["label_issue"] = flagged
+    table["suggested_label"] = names[best]
+    table["suggested_share"] = combined[np.arange(n), best].astype(np.float32)
+    table["probe_label"] = np.where(trusted & learnt.any(), names[probe.argmax(axis=1)], "")
+    table["probe_share"] = np.where(
+        trusted & learnt.any(), probe[np.arange(n), best], np.nan
+    ).astype(np.float32)
+    near = codes[idx] if idx.shape[1] else np.zeros((n, 0), np.int64)
+    table["neighbour_votes"] = (near == best[:, None]).sum(axis=1).astype(np.int16)
+    table["neighbours"] = np.int16(idx.shape[1])
+    facts |= {
+        "label_issues": int(flagged.sum()),
+        "probe_classes": int(learnt.sum()),
+        "small_classes": [c for c, k in zip(classes, counts, strict=True) if k < folds],
+        "zero_shot_used": zs_used,
+    }
+    return LabelIssues(table, facts)

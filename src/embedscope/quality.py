@@ -1,0 +1,180 @@
+"""Image-quality findings as cleanvision defines them: dark, light, blurry, low information,
+grayscale, odd aspect ratio, odd size, and near duplicates by perceptual hash.
+
+The per-image statistics (:func:`image_stats`) are taken on the image ingest already decodes
+to check it (a JPEG at its reduced draft size), shrunk to at most :data:`STATS_SIDE` pixels a
+side, so a 12-megapixel photo costs a few milliseconds more and a cached re-run decodes
+nothing: the statistics live in the manifest beside the file's size and date. The dataset-level
+scores and flags (:func:`quality_findings`) follow cleanvision 0.3.7's formulas and default
+thresholds, with one change of direction: every ``<type>_score`` here is 0..1 with **higher =
+more of a problem** (cleanvision's scores are the other way round), so that all the kit's
+scores sort the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageChops, ImageFilter
+
+from embedscope.images import to_rgb
+
+#: Longest side, in pixels, of the copy the statistics are taken on.
+STATS_SIDE = 256
+#: cleanvision's size for blur detection: the image is shrunk to this longest side first.
+BLUR_SIDE = 64
+#: The statistics ingest stores per image (manifest columns, floats; ``phash`` an int64).
+STAT_COLUMNS = (
+    "brightness_p99",
+    "brightness_p5",
+    "entropy",
+    "blurriness",
+    "gray_hist_std",
+    "colour_spread",
+    "phash",
+)
+#: cleanvision 0.3.7's default thresholds, on its own scores (low = issue).
+THRESHOLDS = {
+    "dark": 0.32,
+    "light": 0.05,
+    "odd_aspect_ratio": 0.35,
+    "low_information": 0.3,
+    "blurry": 0.29,
+    "odd_size": 0.5,
+}
+#: Largest difference between colour channels, in 0..255 grey levels, that still counts as grey
+#: (JPEG chroma noise on a grey photo reaches a few levels).
+GREY_TOLERANCE = 8
+#: The quality issue types, in the order findings list them.
+QUALITY_TYPES = (
+    "dark",
+    "light",
+    "blurry",
+    "low_information",
+    "grayscale",
+    "odd_aspect_ratio",
+    "odd_size",
+    "near_duplicate",
+)
+
+
+def image_stats(im: Image.Image) -> dict[str, float | int]:
+    """The statistics of one decoded image that the quality scores need."""
+    rgb = to_rgb(im)  # any mode, transparency on white: the picture the model is shown
+    rgb = rgb if max(rgb.size) <= STATS_SIDE else _shrunk(rgb, STATS_SIDE)
+    arr = np.asarray(rgb, dtype=np.float32)
+    # cleanvision's perceived brightness of each pixel, 0..1
+    bright = (
+        np.sqrt(0.241 * arr[..., 0] ** 2 + 0.691 * arr[..., 1] ** 2 + 0.068 * arr[..., 2] ** 2)
+        / 255
+    )
+    p5, p99 = np.percentile(bright, [5, 99])
+    tiny = rgb if max(rgb.size) <= BLUR_SIDE else _shrunk(rgb, BLUR_SIDE)
+    grey = tiny.convert("L")
+    edges = np.asarray(grey.filter(ImageFilter.FIND_EDGES), dtype=np.float64)
+    return {
+        "brightness_p99": float(p99),
+        "brightness_p5": float(p5),
+        "entropy": float(rgb.entropy()),
+        "blurriness": float(np.sqrt(edges.var())),
+        "gray_hist_std": float(np.std(grey.histogram())),
+        "colour_spread": _colour_spread(rgb),
+        "phash": phash(rgb),
+    }
+
+
+def _colour_spread(rgb: Image.Image) -> float:
+    """The largest difference between two colour channels of any pixel (0 for a grey image)."""
+    r, g, b = rgb.split()
+    diffs = (ImageChops.difference(r, g), ImageChops.difference(g, b), ImageChops.difference(r, b))
+    return float(max(d.getextrema()[1] for d in diffs))
+
+
+def _shrunk(im: Image.Image, side: int) -> Image.Image:
+    """``im`` resized so its longest side is ``side`` (as cleanvision resizes for blur)."""
+    ratio = max(im.size) / side
+    return im.resize((max(int(im.width // ratio), 1), max(int(im.height // ratio), 1)))
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    return np.cos(np.pi * (2 * np.arange(n)[None, :] + 1) * k / (2 * n))
+
+
+_DCT32 = _dct_matrix(32)
+
+
+def phash(im: Image.Image) -> int:
+    """The 64-bit perceptual hash cleanvision uses for near duplicates (imagehash's ``phash``,
+    hash size 8): greyscale 32x32, 2-D DCT, the 8x8 lowest frequencies against their median."""
+    pixels = np.asarray(im.convert("L").resize((32, 32), Image.Resampling.LANCZOS), np.float64)
+    low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8]
+    bits = (low > np.median(low)).ravel()
+    return int(np.packbits(bits).view(">i8")[0])
+
+
+def quality_findings(stats: pd.DataFrame) -> pd.DataFrame:
+    """Per-image ``<type>_score`` (0..1, higher = worse) and ``<type>`` flags for every quality
+    type, from the :data:`STAT_COLUMNS` plus ``width`` and ``height`` of each image.
+
+    Rows without statistics (an image ingest has not inspected since this version) get NaN
+    scores and no flags."""
+    out = pd.DataFrame(index=stats.index)
+    dark = stats["brightness_p99"]
+    light = 1 - stats["brightness_p5"]
+    low_info = np.minimum(0.1 * stats["entropy"], 1.0)
+    blur = 1 - np.exp(-0.01 * stats["blurriness"])
+    std = 1 - np.exp(-0.01 * stats["gray_hist_std"])
+    blur = np.minimum(blur + np.where(std <= 0.18, 0.0, std), 1.0)
+    width, height = stats["width"].astype(float), stats["height"].astype(float)
+    aspect = np.minimum(width / height, height / width)
+    for name, theirs in (
+        ("dark", dark),
+        ("light", light),
+        ("blurry", blur),
+        ("low_information", low_info),
+        ("odd_aspect_ratio", aspect),
+        ("odd_size", _size_scores(np.sqrt(width * height))),
+    ):
+        out[f"{name}_score"] = (1 - theirs).astype(np.float32)
+        out[name] = (theirs < THRESHOLDS[name]).fillna(False).astype(bool)
+    spread = stats["colour_spread"]
+    out["grayscale_score"] = (1 - np.minimum(spread / 255, 1)).astype(np.float32)
+    out["grayscale"] = (spread <= GREY_TOLERANCE).fillna(False).astype(bool)
+    groups = near_duplicate_groups(stats["phash"])
+    out["near_duplicate_group"] = groups
+    out["near_duplicate_score"] = (groups >= 0).astype(np.float32)
+    out["near_duplicate"] = groups >= 0
+    return out
+
+
+def _size_scores(size: pd.Series, iqr_factor: float = 3.0) -> pd.Series:
+    """cleanvision's odd-size score: distance of sqrt(area) from the middle of the
+    ``iqr_factor`` x IQR fences, normalised by their width; 1 in the middle, 0 past a fence."""
+    known = size.dropna()
+    if known.empty:
+        return pd.Series(np.nan, index=size.index)
+    q1, q3 = np.percentile(known, [25, 75])
+    low, high = q1 - iqr_factor * (q3 - q1), q3 + iqr_factor * (q3 - q1)
+    middle, gap = (low + high) / 2, high - low
+    norm = gap if gap > 0 else middle
+    score = 1 - np.clip(np.abs(size - middle) / norm, 0, 1)
+    if gap == 0:  # every image the same size: only a different one is odd (cleanvision)
+        score = np.where(size == middle, 1.0, 0.0)
+    return pd.Series(score, index=size.index)
+
+
+def near_duplicate_groups(hashes: pd.Series) -> np.ndarray:
+    """Group number per image (-1: none) of images sharing one perceptual hash, as cleanvision
+    groups near duplicates; images without a hash are never grouped."""
+    valid = hashes.notna().to_numpy()
+    values = hashes.fillna(0).astype("int64").to_numpy()
+    groups = np.full(len(values), -1)
+    if not valid.any():
+        return groups
+    codes, counts = np.unique(values[valid], return_inverse=True, return_counts=True)[1:]
+    shared = counts[codes] > 1
+    _, numbered = np.unique(codes[shared], return_inverse=True)
+    at = np.flatnonzero(valid)
+    groups[at[shared]] = numbered
+    return groups
