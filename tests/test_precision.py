@@ -13,14 +13,24 @@ from PIL import Image
 import embedscope.embed.calibrate
 import embedscope.embed.precision
 from embedscope.embed import embed, pool
-from embedscope.embed.precision import faithful
+from embedscope.embed.precision import (
+    KNN_LOSS_MARGIN,
+    MIN_AGREEMENT,
+    Z_95,
+    PrecisionRace,
+    agreement,
+    judge,
+    paired_loss_upper,
+)
 from embedscope.images import load_rgb
-from embedscope.ingest import ingest
+from embedscope.ingest import UNLABELLED, ingest
+from embedscope.knn import knn_vote, neighbors
 from embedscope.layout import Layout
 from embedscope.models import load_model
 from embedscope.store import load_embeddings
 
 SAMPLE = Path(__file__).parents[1] / "data" / "sample"
+CPU = torch.device("cpu")
 
 
 def _vit(path: Path, *, patch_bias: float = 0.0, **sizes) -> Path:
@@ -53,12 +63,58 @@ def _near_twins(root: Path, n: int = 40) -> Path:
     return root
 
 
-def test_fidelity_rule() -> None:
-    assert faithful({"neighbour_agreement": 0.90, "knn_accuracy_delta": -0.01})
-    assert faithful({"neighbour_agreement": 0.95, "knn_accuracy_delta": None})
-    assert not faithful({"neighbour_agreement": 0.89, "knn_accuracy_delta": 0.0})
-    assert not faithful({"neighbour_agreement": 0.99, "knn_accuracy_delta": 0.0167})
-    assert not faithful({"neighbour_agreement": None, "knn_accuracy_delta": None})
+def _clusters(n: int = 1000, classes: int = 10, spread: float = 1.4):
+    """``n`` vectors around ``classes`` random centres: kNN accuracy near 0.96."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % classes
+    x = rng.normal(size=(classes, 32))[labels] + spread * rng.normal(size=(n, 32))
+    return x.astype(np.float32), labels.astype(str), rng
+
+
+def test_the_loss_bound_without_a_changed_vote_has_its_closed_form() -> None:
+    """With no vote changed, Tango's score bound solves n d / (1 - d) = z^2."""
+    for n in (128, 256, 1000):
+        assert paired_loss_upper(0, 0, n) == pytest.approx(Z_95**2 / (n + Z_95**2), rel=1e-6)
+    assert paired_loss_upper(0, 0, 128) > KNN_LOSS_MARGIN > paired_loss_upper(0, 0, 256)
+    assert (
+        paired_loss_upper(8, 0, 256) > paired_loss_upper(8, 8, 256) > paired_loss_upper(8, 16, 256)
+    )
+
+
+def test_a_faithful_candidate_is_accepted() -> None:
+    x, labels, rng = _clusters()
+    figures = agreement(x, x + 0.09 * rng.normal(size=x.shape).astype(np.float32), labels)
+    assert 0.9 <= figures["neighbour_agreement"] <= 0.95  # about bf16 MobileNetV2's 0.918
+    kept, reason = judge(figures)
+    assert kept and figures["knn_loss_upper"] < KNN_LOSS_MARGIN, reason
+
+
+def test_a_candidate_that_loses_knn_votes_is_rejected_whatever_its_agreement() -> None:
+    """30 of 1,000 images rightly voted under float32 come out beside another class's image:
+    neighbour agreement stays near 0.92, kNN accuracy drops by 0.03."""
+    x, labels, rng = _clusters()
+    idx, sim = neighbors(x, 10)
+    right = knn_vote(labels, idx, sim) == labels
+    other = x.copy()
+    for i in rng.choice(np.flatnonzero(right), 30, replace=False):
+        j = rng.choice(np.flatnonzero(right & (labels != labels[i])))
+        other[i] = x[j] + 0.05 * rng.normal(size=x.shape[1])
+    figures = agreement(x, other, labels)
+    assert 0.9 <= figures["neighbour_agreement"] <= 0.94
+    assert -0.04 <= figures["knn_accuracy_delta"] <= -0.02
+    kept, reason = judge(figures)
+    assert not kept and reason.startswith("kNN accuracy may drop"), reason
+
+
+def test_a_candidate_whose_neighbours_differ_is_rejected() -> None:
+    x, labels, rng = _clusters()
+    figures = agreement(x, x + 0.3 * rng.normal(size=x.shape).astype(np.float32), labels)
+    assert figures["neighbour_agreement"] < MIN_AGREEMENT
+    kept, reason = judge(figures)
+    assert not kept and reason.startswith("neighbour agreement"), reason
+    unlabelled = np.full(len(x), UNLABELLED)  # no votes to compare: agreement alone decides
+    assert judge(agreement(x, x, unlabelled))[0]
+    assert not judge(agreement(x, x + 0.3 * rng.normal(size=x.shape), unlabelled))[0]
 
 
 @pytest.mark.parametrize("offered", [None, "bf16", "int8"])
@@ -76,7 +132,8 @@ def test_auto_falls_back_to_float32_when_the_candidate_disagrees(
     facts = embed(layout, model, progress=False)
     check = facts["precision_check"]
     assert check["candidate"] in ("bf16", "int8") and check["images"] == 40
-    assert check["neighbour_agreement"] < 0.9 and not check["kept"]
+    assert check["neighbour_agreement"] < MIN_AGREEMENT and not check["kept"]
+    assert check["reason"].startswith("neighbour agreement")
     assert facts["precision"] == "float32"
     # the calibration batch's vectors were kept, and they are float32's
     forced = embed(layout, model, progress=False, precision="fp32")
@@ -102,8 +159,9 @@ def test_auto_keeps_a_candidate_the_analysis_cannot_tell_apart(
     model = str(_vit(tmp_path / "vit", **sizes))
     facts = embed(layout, model, progress=False, calibration_images=360)
     check = facts["precision_check"]
-    assert check["kept"] and check["images"] == 360
-    assert check["neighbour_agreement"] >= 0.9 and abs(check["knn_accuracy_delta"]) <= 0.01
+    assert check["kept"] and check["images"] == 360, check["reason"]
+    assert check["neighbour_agreement"] >= MIN_AGREEMENT
+    assert check["knn_loss_upper"] < KNN_LOSS_MARGIN
     assert facts["precision"] == "bfloat16" and facts["images"] == 360
     # the decision is remembered for this dataset, model and hardware: no second calibration
     again = embed(layout, model, progress=False)
@@ -147,3 +205,41 @@ def test_a_candidate_that_is_not_faster_is_not_kept(
     assert check["candidate"] == "int8" and facts["precision"] == "float32"
     forced = embed(layout, model, progress=False, precision="fp32")
     assert forced["model_key"] == facts["model_key"] and forced["from_cache"] == 40
+
+
+def test_the_race_is_remembered_for_the_next_dataset_until_asked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Speed-ups belong to the model and the hardware: a second dataset reuses them (and
+    judges fidelity on its own images); ``precision_race="again"`` times them anew."""
+    monkeypatch.setattr(embedscope.embed.calibrate, "candidates", lambda device, net: ["int8"])
+    monkeypatch.setattr(embedscope.embed.precision, "MIN_SPEEDUP", 0.0)  # fidelity decides
+    images = _near_twins(tmp_path / "images")
+    model = str(_vit(tmp_path / "vit"))
+    checks = []
+    for name, race in (("first", "remembered"), ("second", "remembered"), ("third", "again")):
+        layout = Layout(name, tmp_path / "data", tmp_path / "reports")
+        ingest(str(images), layout)
+        facts = embed(layout, model, progress=False, batch_size=4, precision_race=race)
+        checks.append(facts["precision_check"])
+    first, second, third = checks
+    assert first["race"] == "measured" and 6 <= first["race_batches"] <= 9  # 10 batches
+    assert set(first["speedups"]) == set(first["speedup_low"]) == {"int8"}
+    assert second["race"] == "remembered" and second["speedups"] == first["speedups"]
+    assert second["images"] == 40 and "neighbour_agreement" in second  # judged on its images
+    assert third["race"] == "measured" and 6 <= third["race_batches"] <= 9
+
+
+def test_a_remembered_race_decides_before_any_batch_on_its_lower_bound() -> None:
+    """The speed-up must surely reach 1.1x: a fast estimate with a low bound under it loses."""
+
+    def race(low: float) -> PrecisionRace:
+        result = {"speedups": {"int8": 1.6}, "speedup_low": {"int8": low}, "batches": 6}
+        return PrecisionRace(
+            torch.nn.Identity(), {"int8": torch.nn.Identity()}, CPU, remembered=result
+        )
+
+    won, lost = race(1.2), race(1.05)
+    assert set(won.lows) == {"int8"} and won.figures()["race"] == "remembered"
+    assert lost.lows == {} and lost.not_faster()["reason"].startswith("not faster here (1.6x")
+    assert won.batches == 0 and not won.seconds["fp32"]  # nothing was timed

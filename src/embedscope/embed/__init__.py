@@ -51,7 +51,8 @@ def embed(
     pooling: str = "auto",
     num_workers: int | None = None,
     shard_size: int = 512,
-    calibration_images: int = 128,
+    calibration_images: int | None = None,
+    precision_race: str = "remembered",
     progress: bool = True,
     engine: str = "local",
     ray_address: str | None = None,
@@ -59,11 +60,13 @@ def embed(
 ) -> dict:
     """Embed every ok manifest image not yet cached for this model; return run facts.
 
-    ``precision="auto"`` embeds ``calibration_images`` images (spread over the dataset) in
-    float32 and in the reduced precisions the hardware offers, keeps the fastest of those only
-    if it is measured faster and the analysis sees the same neighbours
-    (:mod:`embedscope.embed.precision`); the decision, its speed-ups and agreement figures
-    are remembered per dataset, model and hardware, and reported as ``precision_check``.
+    ``precision="auto"`` embeds ``calibration_images`` images (default: 256, or an eighth of
+    the dataset up to 1,024; spread over it) in float32 and in the reduced precisions the
+    hardware offers, and keeps the fastest of those only if it is measured faster and the
+    analysis cannot tell it from float32 (:mod:`embedscope.embed.precision`). The race's
+    speed-ups are remembered per model and hardware for every dataset, the decision per
+    dataset (:mod:`embedscope.embed.calibrate`); ``precision_race="again"`` races and judges
+    anew. The decision, speed-ups and figures are reported as ``precision_check``.
 
     ``engine="ray"`` runs the same step on Ray Data (see :mod:`embedscope.embed.ray_engine`;
     ``ray_address`` and ``concurrency`` apply to it only; ``num_workers`` to local only).
@@ -75,6 +78,7 @@ def embed(
         "pooling": pooling,
         "shard_size": shard_size,
         "calibration_images": calibration_images,
+        "precision_race": precision_race,
         "progress": progress,
     }
     if engine == "ray":

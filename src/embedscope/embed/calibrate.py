@@ -1,6 +1,14 @@
 """``precision="auto"`` on a real run: embed a calibration sample of the dataset in float32
-and in the candidates (:mod:`embedscope.embed.precision` races and judges them), and remember
-the decision per dataset, model and hardware."""
+and in the candidates (:mod:`embedscope.embed.precision` races and judges them).
+
+Two memories, of different reach. The race's speed-ups depend on the model and the hardware
+only, so they are kept for every dataset in ``precision-races.json`` of the kit's cache
+(``$EMBEDSCOPE_CACHE``, else ``~/.cache/embedscope``): a later dataset skips the timing, and
+calibrates only the winner, or nothing when no candidate was faster. Fidelity depends on the
+images, so it is judged per dataset; the decision is kept with the dataset's embeddings
+(``precision.json``), so every later run embeds at the same precision into the same cache.
+``precision_race="again"`` forgets both for this run: a new race, a new verdict.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +20,31 @@ import torch
 
 from embedscope.embed.encoder import Encoder
 from embedscope.embed.pixels import make_loader, stamps_of
-from embedscope.embed.precision import PrecisionRace, candidates
+from embedscope.embed.precision import PrecisionRace, candidates, hardware
 from embedscope.embed.stream import choose_workers, embedded, thread_options
 from embedscope.layout import Layout, read_json, write_json
+from embedscope.models import cache_root
+
+#: Calibration images: at least this many (all of a smaller dataset), else an eighth of the
+#: dataset, at most :data:`MAX_CALIBRATION`. The kNN bound needs about 135 scored images to
+#: accept anything and tightens with the square root of the count; the cost is one extra
+#: forward per calibration image (the kept precision's vectors are kept, not redone).
+MIN_CALIBRATION = 256
+MAX_CALIBRATION = 1024
+#: A race is remembered only when it timed this many batches.
+MIN_REMEMBERED_BATCHES = 3
+RACES = ("remembered", "again")
 
 
-def calibration_sample(images: pd.DataFrame, n: int) -> pd.DataFrame:
-    """Up to ``n`` images spread evenly over the (path-ordered) dataset, so every class
-    tends to be there, not only the first folder's."""
+def calibration_size(images: int) -> int:
+    """How many of ``images`` the precision check embeds both ways."""
+    return min(images, max(MIN_CALIBRATION, images // 8), MAX_CALIBRATION)
+
+
+def calibration_sample(images: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
+    """Up to ``n`` images (default :func:`calibration_size`) spread evenly over the
+    (path-ordered) dataset, so every class tends to be there, not only the first folder's."""
+    n = calibration_size(len(images)) if n is None else n
     pick = np.unique(np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int))
     return images.iloc[pick] if len(images) else images
 
@@ -33,28 +58,41 @@ def auto_precision(
     *,
     batch_size: int,
     num_workers: int | None,
+    race: str = "remembered",
 ) -> tuple[Encoder, dict, dict[str, np.ndarray], dict[str, str]]:
     """The encoder ``precision="auto"`` keeps, the check that decided, and the vectors of
     ``sample`` (images by sha256, with ``path`` and ``label``) at the kept precision, with
     the files it could not read, by sha256.
 
     A decision already taken for this dataset, model, pooling and hardware is reused as is
-    (nothing is embedded then).
+    (nothing is embedded then), unless ``race="again"``.
     """
+    if race not in RACES:
+        raise ValueError(f"precision_race must be one of {RACES}, not {race!r}")
     dev = reference.device
     names = candidates(dev, reference.net)
-    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+    kind = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
     cache = layout.data_dir / "embeddings" / "precision.json"
     decisions = read_json(cache, default={}) or {}
-    cache_key = f"{identity}|{reference.pooling}|{hardware}|{'+'.join(names)}"
+    cache_key = f"{identity}|{reference.pooling}|{kind}|{'+'.join(names)}"
     if not names:
         check = {"candidate": None, "kept": False, "reason": "no faster precision here"}
         return reference, check, {}, {}
     low = lambda name: Encoder(reference.net, reference.pooling, dev, reference.pixels, name)  # noqa: E731
-    if cache_key in decisions:
+    if cache_key in decisions and race != "again":
         check = decisions[cache_key]
         return (low(check["candidate"]) if check["kept"] else reference), check, {}, {}
-    race = PrecisionRace(reference, {name: low(name) for name in names}, dev)
+    races_path = cache_root() / "precision-races.json"
+    races = read_json(races_path, default={}) or {}
+    race_key = (
+        f"{identity}|{reference.pooling}|batch {batch_size}|{'+'.join(names)}|{hardware(dev)}"
+    )
+    remembered = races.get(race_key) if race != "again" else None
+    contest = PrecisionRace(reference, {n: low(n) for n in names}, dev, remembered=remembered)
+    if not contest.lows:  # a remembered race: nothing here is faster, nothing to calibrate
+        decisions[cache_key] = check = contest.not_faster()
+        write_json(cache, decisions)
+        return reference, check, {}, {}
     paths = sample["path"].tolist()
     workers, _ = choose_workers(num_workers, root, paths, batch_size, reference)
     loader = make_loader(
@@ -68,7 +106,7 @@ def auto_precision(
     )
     shas, ref, failed = [], [], {}
     threads = thread_options(dev, workers)
-    for ids, vecs, bad in embedded(loader, race, threads=threads):
+    for ids, vecs, bad in embedded(loader, contest, threads=threads):
         failed.update({sample.index[i]: reason for i, reason in bad})  # one decode, all forwards
         if vecs is not None:
             shas += [sample.index[i] for i in ids]
@@ -77,9 +115,12 @@ def auto_precision(
         check = {"candidate": names[0], "kept": False, "reason": "too few readable images to judge"}
         return reference, check, {}, failed
     ref_all = np.concatenate(ref)
-    check, kept_vectors = race.verdict(ref_all, sample.loc[shas, "label"].to_numpy())
+    check, kept_vectors = contest.verdict(ref_all, sample.loc[shas, "label"].to_numpy())
+    if not contest.remembered and contest.result.get("batches", 0) >= MIN_REMEMBERED_BATCHES:
+        races[race_key] = contest.result
+        write_json(races_path, races)
     decisions[cache_key] = check
     write_json(cache, decisions)
-    kept = race.lows[check["candidate"]] if check["kept"] else reference
+    kept = contest.lows[check["candidate"]] if check["kept"] else reference
     vectors = ref_all if kept_vectors is None else kept_vectors
     return kept, check, dict(zip(shas, vectors, strict=True)), failed

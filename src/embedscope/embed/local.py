@@ -27,7 +27,8 @@ def embed_local(
     pooling: str = "auto",
     num_workers: int | None = None,
     shard_size: int = 512,
-    calibration_images: int = 128,
+    calibration_images: int | None = None,
+    precision_race: str = "remembered",
     progress: bool = True,
 ) -> dict:
     """:func:`embedscope.embed.embed` on this machine; returns the run facts."""
@@ -42,6 +43,7 @@ def embed_local(
         batch_size=batch_size,
         num_workers=num_workers,
         calibration_images=calibration_images,
+        precision_race=precision_race,
     )
     t_load = time.perf_counter() - t0 - job.seconds_check
     t1 = time.perf_counter()

@@ -103,7 +103,8 @@ def plan(
     pooling: str = "auto",
     batch_size: int | None = None,
     num_workers: int | None = None,
-    calibration_images: int = 128,
+    calibration_images: int | None = None,
+    precision_race: str = "remembered",
 ) -> Job:
     """Load the model, settle pooling/precision/batch size for ``device`` (where the model
     will run, which for Ray may be another machine's GPU) and list the hashes not cached yet.
@@ -137,6 +138,7 @@ def plan(
             sample,
             batch_size=batch_size,
             num_workers=num_workers,
+            race=precision_race,
         )
         precision = kept.precision
     precision = "fp32" if precision == "auto" else precision

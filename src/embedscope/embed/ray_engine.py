@@ -56,7 +56,8 @@ def embed_ray(
     precision: str = "auto",
     pooling: str = "auto",
     shard_size: int = 512,
-    calibration_images: int = 128,
+    calibration_images: int | None = None,
+    precision_race: str = "remembered",
     progress: bool = True,
     ray_address: str | None = None,
     concurrency: int | None = None,
@@ -88,6 +89,7 @@ def embed_ray(
             pooling=pooling,
             batch_size=batch_size,
             calibration_images=calibration_images,
+            precision_race=precision_race,
         )
         if concurrency is None:
             concurrency = gpus if device == "cuda" else max(1, int(resources.get("CPU", 1)))
