@@ -389,7 +389,7 @@ def stats_cost(work: Path) -> dict:
     Image.fromarray(small).resize((4000, 3000), Image.Resampling.BICUBIC).save(photo, quality=90)
     emoji = sorted(Path("data/sample").rglob("*.webp"))[0]
     out = {}
-    for name, path in (("emoji 160px", emoji), ("photo 12 MP", photo)):
+    for name, path in (("emoji 256px", emoji), ("photo 12 MP", photo)):
         t0 = time.perf_counter()
         im, _ = decode(path, draft=(256, 256))
         decode_ms = (time.perf_counter() - t0) * 1000

@@ -38,7 +38,8 @@ def test_without_ray_installed_the_error_says_how_to_install(
     layout = Layout("x", tmp_path / "data", tmp_path / "reports")
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets without the extra
     with pytest.raises(
-        ImportError, match=r"^engine='ray' needs Ray.*pip install 'embedscope\[ray\]'$"
+        ImportError,
+        match=r"^engine='ray' needs Ray.*`make ray`.*constraints\.txt -e '\.\[ray\]'\)$",
     ):
         embed(layout, engine="ray")
     with pytest.raises(ValueError, match="engine must be local or ray"):

@@ -51,3 +51,29 @@ def image_table(df: pd.DataFrame, image_root: str | Path, *, size: int = 64) -> 
     if "path" not in df.columns:
         raise ValueError("image_table needs a 'path' column")
     return ImageTable(df, image_root, size=size)
+
+
+class ImageSections:
+    """Several :class:`ImageTable` under their headings, shown as one output."""
+
+    def __init__(self, tables: dict[str, ImageTable]) -> None:
+        self.tables = tables
+
+    def _repr_html_(self) -> str:
+        return (
+            "".join(
+                f"<h4>{html.escape(title)}</h4>{table._repr_html_()}"
+                for title, table in self.tables.items()
+            )
+            or "<p>nothing to show</p>"
+        )
+
+    def __repr__(self) -> str:
+        return "\n\n".join(f"{title}\n{table!r}" for title, table in self.tables.items())
+
+
+def image_sections(
+    frames: dict[str, pd.DataFrame], image_root: str | Path, *, size: int = 64
+) -> ImageSections:
+    """One :func:`image_table` per heading, e.g. the top images of each finding type."""
+    return ImageSections({t: image_table(df, image_root, size=size) for t, df in frames.items()})
