@@ -32,7 +32,7 @@ from PIL import Image
 
 from embedscope.embed import Encoder, embed, embedded, resolve_pooling, start_local_ray
 from embedscope.embed.calibrate import calibration_size
-from embedscope.embed.pixels import checked_pixels
+from embedscope.embed.pixels import checked_pixels, decode
 from embedscope.embed.precision import (
     KNN_LOSS_MARGIN,
     MIN_AGREEMENT,
@@ -526,7 +526,8 @@ def embedding_speed(args: argparse.Namespace) -> tuple[dict, dict]:
 
 def photo_speed(n: int, n_slow: int, device: str) -> dict:
     """Camera-sized JPEGs with mobilenet_v2: the kit (draft-scale decoding in workers) against
-    the older one-image-at-a-time approach (full decode), side by side."""
+    the older one-image-at-a-time approach (full decode), and against its floor — what the
+    cores could do if decoding and the model kept every one of them busy (:func:`floor_costs`)."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print(f"[bench] photos: writing {n} 4000x3000 JPEGs", flush=True)
@@ -535,9 +536,22 @@ def photo_speed(n: int, n_slow: int, device: str) -> dict:
         print("[bench] photos: kit", flush=True)
         facts = kit(model_dir, tmp / "photos", tmp / "kit", device)
         again = kit_again(model_dir, tmp / "photos", tmp / "again", facts)
+        print("[bench] photos: floor", flush=True)
+        check = facts["precision_check"] or {}
+        raced = [p for p in ("fp32", check.get("candidate")) if p and check.get("images")]
+        kept = SHORT[facts["precision"]]
+        ms = floor_costs(model_dir, paths, facts["batch_size"], facts["device"], [kept, *raced])
         print("[bench] photos: old approach", flush=True)
         old = old_approach(model_dir, paths[:n_slow], facts["device"])
         mb = sum(p.stat().st_size for p in paths) / n / 1e6
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # a first run: every image decoded once; the calibration images through float32 and the
+    # candidate (the kept vectors are not redone), the rest through the kept precision only
+    calibrated = min(check.get("images") or 0, n)
+    first_ms = n * ms["decode"] + calibrated * sum(ms[p] for p in raced)
+    first_ms += (n - calibrated) * ms[kept]
+    floor = 1000 * cores / (ms["decode"] + ms[kept])
+    floor_first = 1000 * cores * n / first_ms
     return {
         "model": "mobilenet_v2",
         "photos": n,
@@ -548,6 +562,15 @@ def photo_speed(n: int, n_slow: int, device: str) -> dict:
         "kit_over_old_approach": round(facts["images_per_second"] / old, 2),
         "kit_again": again["images_per_second"],
         "kit_again_over_old_approach": round(again["images_per_second"] / old, 2),
+        "cores": cores,
+        "decode_ms": round(ms["decode"], 2),
+        "model_ms": round(ms[kept], 2),
+        "calibration_images": calibrated,
+        "calibration_model_ms": round(sum(ms[p] for p in raced), 2),
+        "floor": round(floor, 2),
+        "kit_over_floor": round(again["images_per_second"] / floor, 3),
+        "floor_first": round(floor_first, 2),
+        "kit_first_over_floor_first": round(facts["images_per_second"] / floor_first, 3),
         "kit_again_workers": again["num_workers"],
         "ms_decode_per_image": again["ms_decode_per_image"],
         "ms_model_per_image": again["ms_model_per_image"],
@@ -555,6 +578,32 @@ def photo_speed(n: int, n_slow: int, device: str) -> dict:
         "num_workers": facts["num_workers"],
         "device": facts["device"],
     }
+
+
+def floor_costs(
+    model_dir: str, paths: list[Path], batch_size: int, device: str, precisions: list[str]
+) -> dict[str, float]:
+    """CPU-milliseconds per image (this process's CPU time, so another tenant's load does not
+    count) to decode ``paths`` through the kit's own :func:`~embedscope.embed.pixels.decode`
+    (draft scale, resize, crop), ``"decode"``, and to run the kit's :class:`Encoder` at each of
+    ``precisions`` on the decoded pictures in batches of ``batch_size`` (after one untimed
+    warm-up batch). The model runs on one thread: its work, without the CPU that threads
+    waiting on each other burn (2x the CPU time on 2 shared cores)."""
+    ref = _encoder(model_dir, device, "fp32")
+    threads = torch.get_num_threads()
+    t0 = time.process_time()
+    pictures = [decode(p, ref.pixels)[0] for p in paths]
+    ms = {"decode": (time.process_time() - t0) * 1000 / len(paths)}
+    batches = [torch.stack(pictures[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
+    torch.set_num_threads(1)
+    for name in dict.fromkeys(precisions):
+        encoder = Encoder(ref.net, ref.pooling, ref.device, ref.pixels, name)
+        list(embedded([([], batches[0], [])], encoder))  # warm-up: kernels picked
+        t0 = time.process_time()
+        list(embedded([([], b, []) for b in batches], encoder))
+        ms[name] = (time.process_time() - t0) * 1000 / len(paths)
+    torch.set_num_threads(threads)
+    return ms
 
 
 def ray_speed(n: int) -> dict:
