@@ -3,9 +3,10 @@
 Ratios taken in the same run on the same images are what we compare (these machines are shared
 and noisy): the kit against the older project's approach, against ``transformers.pipeline`` and
 against the model's bare forward pass on already-decoded tensors (the ceiling); on camera-sized
-JPEGs against the older approach (``photos``); per model, how far the precision ``auto``
-tries moves the analysis from float32 on the sample (random-weight ViT-B/16 for its FLOPs, a
-real-weight DINOv2-S for real attention activations: scripts/dinov2_small.py); how often the
+JPEGs against the older approach and against their floor, what the cores could do with no
+waste (``photos``); per model, how far the precision ``auto`` tries moves the analysis from
+float32 on the sample (random-weight ViT-B/16 for its FLOPs, a real-weight DINOv2-S for real
+attention activations: scripts/dinov2_small.py); how often the
 kit's fidelity decision on random calibration draws agrees with the whole sample's truth
 (``precision_draws``); and the Ray engine against the local one. ``--device cuda`` runs the
 embedding sections on a GPU. Writes ``reports/bench/bench.json`` and ``reports/bench/bench.md``.
