@@ -94,7 +94,7 @@ def auto_precision(
         write_json(cache, decisions)
         return reference, check, {}, {}
     paths = sample["path"].tolist()
-    workers, _ = choose_workers(num_workers, root, paths, batch_size, reference)
+    workers, costs = choose_workers(num_workers, root, paths, batch_size, reference)
     loader = make_loader(
         root,
         paths,
@@ -105,7 +105,7 @@ def auto_precision(
         stamps=stamps_of(sample),
     )
     shas, ref, failed = [], [], {}
-    threads = thread_options(dev, workers)
+    threads = thread_options(dev, workers, measured=costs is not None)
     for ids, vecs, bad in embedded(loader, contest, threads=threads):
         failed.update({sample.index[i]: reason for i, reason in bad})  # one decode, all forwards
         if vecs is not None:

@@ -60,8 +60,15 @@ def embed_local(
             device=dev,
             stamps=job.stamps,
         )
+        threads = thread_options(encoder.device, workers, measured=costs is not None)
         new, new_failed = _run(
-            encoder, loader, job.todo, job.shard_dir, shard_size=shard_size, progress=progress
+            encoder,
+            loader,
+            job.todo,
+            job.shard_dir,
+            threads=threads,
+            shard_size=shard_size,
+            progress=progress,
         )
     t_stream = time.perf_counter() - t1
     return finish(
@@ -85,13 +92,14 @@ def _run(
     shas: list[str],
     shard_dir: Path,
     *,
+    threads: list[int],
     shard_size: int,
     progress: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The streaming loop: workers decode, the main process runs the model (the next batch
-    launched before the last one's vectors are fetched) and writes shards; returns what it
-    wrote (vectors and failures by sha256)."""
-    threads = thread_options(encoder.device, getattr(loader, "num_workers", 0))
+    launched before the last one's vectors are fetched; on ``threads``, see
+    :func:`~embedscope.embed.stream.thread_options`) and writes shards; returns what it wrote
+    (vectors and failures by sha256)."""
     batches = (
         ([shas[i] for i in ids], vecs, {shas[i]: reason for i, reason in bad})
         for ids, vecs, bad in embedded(loader, encoder, threads=threads)

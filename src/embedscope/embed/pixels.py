@@ -240,11 +240,11 @@ def resolve_workers(
 ) -> int:
     """Decoding processes. None for a single batch (starting workers costs more); on an
     accelerator host every core but the one feeding the device. On a CPU host the decoders and
-    the model share the cores, so ``costs`` — seconds per image to decode (one core) and to
-    run the model (all cores), as measured here — say how many cores' worth of decoding keeps
-    up: under half a core, decoding in the main process beats shipping pictures between
-    processes (1.08x on the sample); else that many workers, rounded up (two workers ran
-    4000x3000 JPEGs 1.09x one on 2 cores). Unmeasured: half the cores."""
+    the model share the cores, so ``costs`` — seconds per image to decode and to run the
+    model, each on one core, as measured here — say how many cores' worth of decoding keeps
+    every core busy: under half a core, decoding in the main process beats shipping pictures
+    between processes (1.08x on the sample); else that many workers, rounded up (two workers
+    ran 4000x3000 JPEGs 1.09x one on 2 cores). Unmeasured: half the cores."""
     if num_workers is not None:
         return int(num_workers)
     if images <= batch_size:
@@ -256,7 +256,7 @@ def resolve_workers(
     if not costs:
         return max(1, cores // 2)
     decode, forward = costs
-    share = cores * decode / (decode + cores * forward)  # cores' worth of decoding needed
+    share = cores * decode / (decode + forward)  # cores' worth of decoding needed
     return 0 if share < 0.5 else min(cores, math.ceil(share))
 
 

@@ -15,7 +15,6 @@ import torch
 
 from embedscope.embed.encoder import Encoder
 from embedscope.embed.pixels import cacheable, decode_seconds, resolve_workers
-from embedscope.embed.precision import synchronize
 from embedscope.images import decoder_identity
 from embedscope.store import write_shard
 
@@ -24,8 +23,8 @@ def choose_workers(
     num_workers: int | None, root: Path, paths: list[str], batch_size: int, encoder: Encoder
 ) -> tuple[int, tuple[float, float] | None]:
     """Decoding workers for ``paths``, and the costs measured to decide (seconds per image to
-    decode, on one core, and to run ``encoder``, on all), measured only where they decide: a
-    CPU host, no count asked for, more than one batch."""
+    decode and to run ``encoder``, each on one core), measured only where they decide: a CPU
+    host, no count asked for, more than one batch."""
     costs = None
     if num_workers is None and encoder.device.type == "cpu" and len(paths) > batch_size:
         decode, pictures = decode_seconds(root, paths[:4], encoder.pixels)
@@ -35,16 +34,21 @@ def choose_workers(
 
 
 def _forward_seconds(encoder: Encoder, pictures: list[torch.Tensor]) -> float:
-    """Seconds per image of ``encoder``'s forward on a small batch of ``pictures`` (the second
-    call is timed: the first one picks kernels)."""
+    """CPU seconds per image of ``encoder``'s forward on one thread, on a small batch of
+    ``pictures`` (the second call is timed: the first one picks kernels). One thread measures
+    the model's own work, the same on an idle machine as on a busy one, where threads waiting
+    for each other at every layer made all-core timings 2-8x too slow (2 shared cores)."""
     batch = torch.stack(pictures)
-    with torch.inference_mode():
-        for _ in range(2):
-            synchronize(encoder.device)
-            t0 = time.perf_counter()
-            encoder(batch)
-            synchronize(encoder.device)
-    return (time.perf_counter() - t0) / len(pictures)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for _ in range(2):
+                t0 = time.process_time()
+                encoder(batch)
+    finally:
+        torch.set_num_threads(threads)
+    return (time.process_time() - t0) / len(pictures)
 
 
 def embedded(
@@ -70,24 +74,33 @@ def embedded(
         trial.restore()
 
 
-def thread_options(device: torch.device, workers: int) -> list[int]:
+def thread_options(device: torch.device, workers: int, measured: bool = False) -> list[int]:
     """On a CPU host, decoding workers and the model's threads share the cores: all threads
     win when decoding is cheap (the workers mostly wait), the cores the workers leave free win
-    when it is not (camera JPEGs; or a busy machine), measured 2.5x apart here. Both are tried."""
+    when it is not (camera JPEGs; or a busy machine), measured 2.5x apart here. Both are tried,
+    unless the workers were ``measured`` to be needed (see
+    :func:`~embedscope.embed.pixels.resolve_workers`): decoding is then costly and the free
+    cores are the model's from the start (trying all threads first ran 48 camera photos at
+    6.9-9.9 images/s, against 18.7-20.8 on 2 shared cores)."""
     if device.type != "cpu" or not workers:
         return []
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     now, free = torch.get_num_threads(), max(1, (cores or 2) - workers)
-    return [now, free] if free < now else []
+    if free >= now:
+        return []
+    return [free] if measured else [now, free]
 
 
 class _ThreadTrial:
     """Times ``span`` batches at each thread count (after ``warmup`` batches, which include
-    worker start-up) and keeps the one with the most images per second."""
+    worker start-up) and keeps the one with the most images per second; a single count is
+    simply used throughout."""
 
     def __init__(self, options: Sequence[int], warmup: int = 1, span: int = 2) -> None:
         self.options, self.warmup, self.span = list(options), warmup, span
         self.original = torch.get_num_threads()
+        if self.options:
+            torch.set_num_threads(self.options[0])
         self.rates: list[float] = []
         self.batches = self.images = 0
         self.start = 0.0
