@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from embedscope.decisions import KEEP_PREFIX, TAG_SEPARATOR
+from embedscope.decisions import KEEP_PREFIX, split_tags
 from embedscope.ingest import UNLABELLED
 from embedscope.layout import Layout, write_atomic
 from embedscope.quality import QUALITY_TYPES, STAT_COLUMNS, quality_findings
@@ -90,11 +90,7 @@ def findings_table(rows: pd.DataFrame, per_image: dict, manifest: pd.DataFrame) 
 def _kept(tags: pd.Series) -> pd.Series:
     """The issue types each image's ``keep:<type>`` tags keep."""
     return tags.fillna("").map(
-        lambda text: {
-            t.strip()[len(KEEP_PREFIX) :]
-            for t in str(text).split(TAG_SEPARATOR)
-            if t.strip().startswith(KEEP_PREFIX)
-        }
+        lambda text: {t[len(KEEP_PREFIX) :] for t in split_tags(text) if t.startswith(KEEP_PREFIX)}
     )
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from embedscope.ingest import UNLABELLED
 
 #: Bumped whenever the scores change, so cached results are recomputed.
-VERSION = 3
+VERSION = 4
 #: Folds of the out-of-fold probe; a class needs this many images for the probe to learn it.
 FOLDS = 5
 #: Weights of the probe and the neighbour vote in the mean of their probabilities (tuned on
@@ -240,7 +240,6 @@ def label_issues(
     table["probe_share"] = np.where(probed, probe[np.arange(n), best], np.nan).astype(np.float32)
     near = codes[idx] if idx.shape[1] else np.zeros((n, 0), np.int64)
     table["neighbour_votes"] = (near == best[:, None]).sum(axis=1).astype(np.int16)
-    table["neighbours"] = np.int16(idx.shape[1])
     facts |= {
         "label_issues": int(flagged.sum()),
         "probe_classes": int(learnt.sum()),

@@ -134,10 +134,12 @@ def quality_findings(stats: pd.DataFrame) -> pd.DataFrame:
         ("blurry", blur),
         ("low_information", low_info),
         ("odd_aspect_ratio", aspect),
-        ("odd_size", _size_scores(np.sqrt(width * height))),
     ):
         out[f"{name}_score"] = (1 - theirs).astype(np.float32)
         out[name] = (theirs < THRESHOLDS[name]).fillna(False).astype(bool)
+    size, odd = _size_scores(np.sqrt(width * height))
+    out["odd_size_score"] = (1 - size).astype(np.float32)
+    out["odd_size"] = odd.astype(bool)
     spread = stats["colour_spread"]
     out["grayscale_score"] = (1 - np.minimum(spread / 255, 1)).astype(np.float32)
     out["grayscale"] = (spread <= GREY_TOLERANCE).fillna(False).astype(bool)
@@ -148,20 +150,19 @@ def quality_findings(stats: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _size_scores(size: pd.Series, iqr_factor: float = 3.0) -> pd.Series:
-    """cleanvision's odd-size score: distance of sqrt(area) from the middle of the
-    ``iqr_factor`` x IQR fences, normalised by their width; 1 in the middle, 0 past a fence."""
+def _size_scores(size: pd.Series, iqr_factor: float = 3.0) -> tuple[pd.Series, pd.Series]:
+    """cleanvision's odd-size score and flag: distance of sqrt(area) from the middle of the
+    ``iqr_factor`` x IQR fences, normalised by their width (1 in the middle, 0 past a fence;
+    flagged below 0.5). When every image but a few has one size there are no fences: the
+    distance is normalised by that size and any other size is flagged, by how far it is."""
     known = size.dropna()
     if known.empty:
-        return pd.Series(np.nan, index=size.index)
+        return pd.Series(np.nan, index=size.index), pd.Series(False, index=size.index)
     q1, q3 = np.percentile(known, [25, 75])
     low, high = q1 - iqr_factor * (q3 - q1), q3 + iqr_factor * (q3 - q1)
     middle, gap = (low + high) / 2, high - low
-    norm = gap if gap > 0 else middle
-    score = 1 - np.clip(np.abs(size - middle) / norm, 0, 1)
-    if gap == 0:  # every image the same size: only a different one is odd (cleanvision)
-        score = np.where(size == middle, 1.0, 0.0)
-    return pd.Series(score, index=size.index)
+    score = 1 - np.clip(np.abs(size - middle) / (gap if gap > 0 else middle), 0, 1)
+    return score, (score < (THRESHOLDS["odd_size"] if gap > 0 else 1.0)).fillna(False)
 
 
 def near_duplicate_groups(hashes: pd.Series) -> np.ndarray:
