@@ -8,7 +8,9 @@ waste (``photos``); per model, how far the precision ``auto`` tries moves the an
 float32 on the sample (random-weight ViT-B/16 for its FLOPs, a real-weight DINOv2-S for real
 attention activations: scripts/dinov2_small.py); how often the
 kit's fidelity decision on random calibration draws agrees with the whole sample's truth
-(``precision_draws``); and the Ray engine against the local one. ``--device cuda`` runs the
+(``precision_draws``); the Ray engine against the local one; and the shared page at a million
+points, each with its own picture, in a real browser (``explorer_scale``:
+scripts/bench_explorer_scale.py). ``--device cuda`` runs the
 embedding sections on a GPU. Writes ``reports/bench/bench.json`` and ``reports/bench/bench.md``.
 """
 
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_explorer_scale import explorer_scale, explorer_scale_table
 from bench_findings import cost, findings_bench, findings_table, quality_bench
 from browser import CHROMIUM_ARGS, ensure_chromium
 from dinov2_small import dinov2_small_dir
@@ -390,6 +393,17 @@ def _select_latency(page, tries: int = 5) -> float:
     return round(float(np.median(times)), 1)
 
 
+def _counts(text: str) -> list[int]:
+    """``100000,1000000`` (underscores allowed) as positive numbers."""
+    try:
+        counts = [int(v) for v in text.replace("_", "").split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive numbers like 100000,1000000: {text!r}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench"))
@@ -405,6 +419,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--findings-tune", action="store_true", help="findings on the held-out tuning split"
     )
+    parser.add_argument(
+        "--scale-points",
+        type=_counts,
+        default="100000,1000000",
+        help="explorer_scale: point counts of the pages, comma-separated",
+    )
+    parser.add_argument("--scale-hovers", type=int, default=200, help="explorer_scale: hovers")
+    parser.add_argument(
+        "--scale-served", type=int, default=100_000, help="explorer_scale: live/Dash points (0: no)"
+    )
     sections = (
         "embed",
         "precision_draws",
@@ -414,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         "explorer",
         "ray",
         "findings",
+        "explorer_scale",
     )
     parser.add_argument("--only", nargs="+", default=list(sections), choices=sections)
     args = parser.parse_args(argv)
@@ -454,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
         results["findings"]["quality"] = quality_bench(work)
         print("[bench] findings: cost", flush=True)
         results["findings"]["cost"] = [cost(100_000, 1280, 10), cost(100_000, 1280, 1000)]
+    if "explorer_scale" in args.only:
+        results["explorer_scale"] = explorer_scale(
+            out, args.scale_points, hovers=args.scale_hovers, served=args.scale_served
+        )
     write_json(out / "bench.json", results)
     (out / "bench.md").write_text(table(results), encoding="utf-8")
     print(table(results))
@@ -723,6 +752,8 @@ def table(results: dict) -> str:
             )
     if "findings" in results:
         lines += ["", findings_table(results["findings"])]
+    if "explorer_scale" in results:
+        lines += ["", explorer_scale_table(results["explorer_scale"])]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,680 @@
+"""`make bench` section `explorer_scale`: the shared page at 100,000 and 1,000,000 points, each
+point with its own picture, measured in a real headless Chromium with a real mouse (issue 20).
+
+Every point's thumbnail cell is a crop of a real photo (scikit-learn's sample images) or one of
+the sample's emoji with the point's own number written across it (:class:`NumberedCells`), so
+a probe can tell from the pixels of the hover card whether it shows *that* point's picture. The
+cells are made on demand and handed to ``write_explorer(thumbnails=...)``: a million image files
+are never written. The page is opened from disk (``file://``) with the network off, never with
+``--allow-file-access-from-files``, and measured through the renderer-neutral test interface
+(``window.embedscope``: ``screenPositions``, ``pointAt``, ``timing``; ``#hover[data-shown]``).
+What the page under test lacks is reported as ``n/a (needs ...)``, not guessed.
+
+The live panel and the Dash app are measured at 100,000 points on real files (the same cells,
+written once into a work folder kept between runs): how long a thumbnail takes to serve or show
+by point number, and how long the figure takes to build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import re
+import shutil
+import socket
+import statistics
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from browser import CHROMIUM_ARGS, ensure_chromium
+from PIL import Image, ImageDraw, ImageFont
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from embedscope.explore.atlas import thumbnail_cell
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Issue 20's targets at 1,000,000 points.
+TARGETS = {
+    "seconds_all_on_screen": 10.0,
+    "hover_p95_ms": 300.0,
+    "select_ms": 300.0,
+    "bytes_per_image": 1500.0,
+}
+#: Without ``write_explorer(thumbnails=)`` the cells go through files, up to this many points.
+FILE_CELLS_LIMIT = 20_000
+VIEWPORT = {"width": 1400, "height": 900}
+#: Elements of the hover card that may hold its picture (an <img> or a CSS sprite box).
+PICTURE = "#hover img, #hover .thumb"
+
+
+class NumberedCells(Sequence):
+    """Point ``i``'s thumbnail cell, made on demand: a real picture with ``i`` written across it.
+
+    ``kind`` "photo": one of ``bases`` crops (random place and scale) of scikit-learn's two
+    sample photos; "emoji": one of the sample's 360 emoji as the kit makes its cells. Point i
+    gets base ``i * 2654435761 % bases`` (neighbouring points look different; i and
+    i + bases share a base and differ only by their number)."""
+
+    def __init__(self, n: int, kind: str = "photo", size: int = 64, bases: int = 2048) -> None:
+        if kind not in ("photo", "emoji"):
+            raise ValueError(f"kind must be 'photo' or 'emoji', got {kind!r}")
+        self.n, self.kind, self.size = n, kind, size
+        self.bases = _photo_bases(size, bases) if kind == "photo" else _emoji_bases(size)
+        font = ImageFont.load_default(size=max(8, size * 15 // 64))
+        stroke = max(1, size // 32)
+        # each digit drawn once (its white outline and its black fill as masks), then pasted:
+        # 10x faster than drawing text per cell, which matters at a million cells
+        self.glyphs = [_glyph(str(d), font, stroke) for d in range(10)]
+        self.advance = round(font.getlength("0"))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):  # Sequence's iteration stops at the IndexError
+        if not isinstance(i, (int, np.integer)):
+            raise TypeError(f"cells are indexed by point number, got {type(i).__name__}")
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        cell = self.bases[self.base_of(int(i))].copy()
+        digits = [self.glyphs[int(d)] for d in str(int(i))]
+        outline, fill = digits[0]
+        x = (self.size - self.advance * (len(digits) - 1) - outline.width) // 2
+        y = round(self.size * 0.78) - outline.height // 2
+        for paint, layer in (((255, 255, 255), 0), ((0, 0, 0), 1)):
+            for k, glyph in enumerate(digits):
+                cell.paste(paint, (x + k * self.advance, y), glyph[layer])
+        return cell
+
+    def base_of(self, i: int) -> int:
+        return i * 2654435761 % len(self.bases)
+
+
+def _glyph(text: str, font, stroke: int) -> tuple[Image.Image, Image.Image]:
+    """``text``'s outline and fill as two masks of the same size."""
+    left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
+    masks = []
+    for width in (stroke, 0):
+        mask = Image.new("L", (right - left, bottom - top), 0)
+        ImageDraw.Draw(mask).text((-left, -top), text, 255, font, stroke_width=width)
+        masks.append(mask)
+    return masks[0], masks[1]
+
+
+def _photo_bases(size: int, count: int, seed: int = 0) -> list[Image.Image]:
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        photo = photos[int(rng.integers(len(photos)))]
+        side = int(rng.integers(48, min(photo.size)))
+        x, y = (int(rng.integers(0, d - side + 1)) for d in photo.size)
+        crop = photo.crop((x, y, x + side, y + side))
+        out.append(crop.resize((size, size), Image.Resampling.BILINEAR))
+    return out
+
+
+def _emoji_bases(size: int) -> list[Image.Image]:
+    paths = sorted((ROOT / "data" / "sample").rglob("*.webp"))
+    cells = [thumbnail_cell(p, size) for p in paths]
+    return [c for c in cells if c is not None]
+
+
+def difference(a: Image.Image, b: Image.Image) -> float:
+    """Mean absolute difference of two pictures (0..255), ``a`` resized to ``b``'s size."""
+    a = a.convert("RGB").resize(b.size, Image.Resampling.BOX)
+    return float(np.abs(np.asarray(a, np.int16) - np.asarray(b.convert("RGB"), np.int16)).mean())
+
+
+def matches(shot: Image.Image, cells: NumberedCells, i: int, others: int = 12) -> dict:
+    """Whether ``shot`` (the hover card's picture) is point ``i``'s cell: its difference to
+    that cell against the smallest difference to ``others`` other cells, half of them with the
+    same base picture (they differ only by the number written on them)."""
+    rng = np.random.default_rng(i)
+    same = [j for j in range(i % len(cells.bases), cells.n, len(cells.bases)) if j != i]
+    pool = rng.choice(same, min(len(same), others // 2), replace=False).tolist() if same else []
+    pool += [int(j) for j in rng.integers(0, cells.n, others - len(pool)) if j != i]
+    own = difference(shot, cells[i])
+    nearest = min(difference(shot, cells[j]) for j in pool)
+    return {"own": own, "other": nearest, "ok": own < 0.5 * nearest}
+
+
+def scale_points(n: int, seed: int = 0, k: int = 12) -> tuple[pd.DataFrame, np.ndarray]:
+    """``n`` points in 20 gaussian blobs in 3D: label (the blob), a numeric column (distance
+    to the blob's centre), a path per point and k neighbours (a k-d tree: seconds, not minutes)."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, 3)) * 6
+    spread = rng.uniform(0.5, 1.5, 20)
+    blob = rng.integers(0, 20, n)
+    xyz = centres[blob] + rng.normal(size=(n, 3)) * spread[blob, None]
+    names = np.array([f"blob-{b:02d}" for b in range(20)])
+    points = pd.DataFrame(xyz, columns=list("xyz"))
+    points["label"] = names[blob]
+    points["path"] = [f"{names[b]}/{i:07d}.jpg" for i, b in enumerate(blob.tolist())]
+    points["distance"] = np.linalg.norm(xyz - centres[blob], axis=1).round(3)
+    _, nbrs = cKDTree(xyz).query(xyz, k=k + 1, workers=-1)
+    return points, nbrs[:, 1:].astype(np.int64)
+
+
+def write_cell_files(cells: NumberedCells, paths: Sequence[str], root: Path) -> None:
+    """Each cell as a JPEG file at its point's path (the live panel, Dash, and today's page
+    without ``thumbnails=``); files already there are kept."""
+    for i, rel in enumerate(paths):
+        dest = root / rel
+        if dest.exists():
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        cells[i].save(dest, quality=90)
+
+
+def thumbnails_parameter(cells: NumberedCells):
+    """What ``write_explorer(thumbnails=...)`` takes for synthetic cells (the contract: an
+    iterable of PIL cells in point order); None when this kit's write_explorer has no such
+    parameter."""
+    from embedscope.explore import write_explorer
+
+    if "thumbnails" not in inspect.signature(write_explorer).parameters:
+        return None
+    return cells
+
+
+def write_page(points: pd.DataFrame, nbrs: np.ndarray, cells: NumberedCells, folder: Path) -> dict:
+    """The report folder for ``points``: ``explorer.html`` and its thumbnail sheets; how long
+    it took and how large it is. ``page`` is None (with ``why``) when it cannot be written."""
+    from embedscope.explore import write_explorer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "explorer.html"
+    given = thumbnails_parameter(cells)
+    root = folder / "images"
+    t0 = time.perf_counter()
+    if given is not None:
+        write_explorer(points, root, out, title=folder.name, neighbors=nbrs, thumbnails=given)
+        how = "thumbnails= (cells in memory)"
+    elif len(points) <= FILE_CELLS_LIMIT:
+        write_cell_files(cells, points["path"].tolist(), root)
+        write_explorer(points, root, out, title=folder.name, neighbors=nbrs)
+        how = "cell files (write_explorer has no thumbnails=)"
+    else:
+        return {"page": None, "why": "n/a (needs write_explorer(thumbnails=), branch thumbs)"}
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(root, ignore_errors=True)  # only the report folder counts, and travels
+    sheets = _sheet_bytes(out)
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return {
+        "page": out,
+        "how": how,
+        "seconds_write": round(seconds, 1),
+        "mb_page_html": round(out.stat().st_size / 1e6, 2),
+        "mb_folder": round(total / 1e6, 2),
+        "mb_sheets": round(sheets / 1e6, 2),
+        "bytes_per_image": round(sheets / len(points), 1),
+        "sheet_files": sum(1 for _ in _sheet_files(out)),
+    }
+
+
+def _sheet_files(page: Path) -> Iterator[Path]:
+    files = page.with_name(f"{page.stem}-files") / "thumbs"
+    return (p for p in files.glob("*") if p.is_file()) if files.is_dir() else iter(())
+
+
+def _sheet_bytes(page: Path) -> int:
+    """Bytes of the thumbnail sheets: files beside the page, else the data URIs inside it."""
+    on_disk = sum(p.stat().st_size for p in _sheet_files(page))
+    if on_disk:
+        return on_disk
+    text = page.read_text(encoding="utf-8")
+    uris = re.findall(r"data:image/[a-z]+;base64,([A-Za-z0-9+/=]+)", text)
+    return sum(len(u) * 3 // 4 for u in uris)
+
+
+# ---- the page in Chromium -------------------------------------------------------------------
+
+#: Runs before the page's own scripts: notes when body[data-ready=1] first holds every point.
+_READY_CLOCK = """
+new MutationObserver((_, obs) => {
+  const b = document.body;
+  if (b && b.dataset.ready === "1" && window.__esReadyAt === undefined) {
+    window.__esReadyAt = performance.now(); window.__esDrawnAt = b.dataset.drawn;
+  }
+  if (b && b.dataset.ready === "1" && b.dataset.drawn === String(window.__esN)) {
+    window.__esAllAt = performance.now(); obs.disconnect();
+  }
+}).observe(document, {attributes: true, subtree: true,
+  attributeFilter: ["data-ready", "data-drawn"]});
+"""
+
+_HAS = """() => { const E = window.embedscope || {}, t = E.timing || {};
+  return {pointAt: typeof E.pointAt === "function", screenPositions: typeof E.screenPositions ===
+  "function", hoverMs: "hoverMs" in t, frameMs: "frameMs" in t, firstFrameMs: "firstFrameMs" in t,
+  drawn: document.body.dataset.drawn !== undefined}; }"""
+
+
+def probe_page(browser, page_path: Path, cells: NumberedCells, *, hovers: int, shot: Path | None):
+    """Open ``page_path`` offline and measure: all points on screen, hover to the right
+    picture, box selection, pin and decision redraw. ``shot``: a screenshot with a hover card
+    open."""
+    n = len(cells)
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_offline(True)
+    context.route(re.compile(r"^(https?|wss?|ftp)://"), lambda route: route.abort())
+    failed: list[str] = []
+    page = context.new_page()
+    page.on("requestfailed", lambda r: failed.append(r.url[:120]))
+    page.add_init_script(f"window.__esN = {n};" + _READY_CLOCK)
+    out: dict = {"points": n}
+    try:
+        t0 = time.perf_counter()
+        page.goto(page_path.as_uri(), wait_until="commit", timeout=600_000)
+        page.wait_for_function(
+            "() => document.body && document.body.dataset.ready === '1'",
+            timeout=600_000,
+            polling=100,
+        )
+        has = page.evaluate(_HAS)
+        out["interface"] = has
+        if has["drawn"]:
+            # a renderer that draws in passes: wait for the frame with every point (if it
+            # never comes, the points it did draw are reported below)
+            with contextlib.suppress(PlaywrightTimeout):
+                page.wait_for_function("() => window.__esAllAt !== undefined", timeout=120_000)
+        wall = time.perf_counter() - t0
+        clock = page.evaluate(
+            "() => ({ready: window.__esReadyAt, all: window.__esAllAt, drawn: document.body"
+            ".dataset.drawn, first: (window.embedscope.timing || {}).firstFrameMs})"
+        )
+        if not has["drawn"]:  # ready is all this page says
+            out["seconds_all_on_screen"] = round(clock["ready"] / 1000, 2)
+        elif clock["all"] is not None:
+            out["seconds_all_on_screen"] = round(clock["all"] / 1000, 2)
+        else:
+            out["seconds_all_on_screen"] = f"n/a (only {clock['drawn']} of {n} drawn)"
+        out["seconds_all_on_screen_wall"] = round(wall, 2)
+        out["drawn"] = (
+            int(clock["drawn"]) if clock["drawn"] is not None else "n/a (needs data-drawn)"
+        )
+        out["first_frame_ms"] = _ms(clock["first"], "timing.firstFrameMs")
+        out |= hover_probe(page, cells, hovers, has)
+        last = out.pop("hover_last", None)
+        if shot is not None and last is not None:  # a hover card open, nothing selected yet
+            _hover(page, last, has)
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot))
+            out["screenshot"] = str(shot.relative_to(ROOT) if shot.is_relative_to(ROOT) else shot)
+        out |= select_probe(page)
+        out |= decision_probe(page, has)
+    finally:
+        out["failed_requests"] = len(failed)
+        if failed:
+            out["failed_request_examples"] = failed[:3]
+        context.close()
+    return out
+
+
+def _ms(value, needs: str):
+    return round(float(value), 1) if isinstance(value, (int, float)) else f"n/a (needs {needs})"
+
+
+def _plot_box(page) -> dict:
+    return page.locator("#plot").bounding_box()
+
+
+def _away(page) -> None:
+    """The mouse off the map (over the toolbar above it): the hover card closes."""
+    box = _plot_box(page)
+    page.mouse.move(box["x"] + 5, max(1, box["y"] - 8))
+
+
+def _hover(page, i: int, has: dict) -> dict | None:
+    """Move the real mouse onto point ``i``; what the page then shows (None: not on screen or
+    no card within 10 s)."""
+    xy = page.evaluate("(i) => Array.from(window.embedscope.screenPositions([i]))", i)
+    if xy[0] is None or not all(np.isfinite(xy)):
+        return None
+    box = _plot_box(page)
+    if not (0 <= xy[0] < box["width"] and 0 <= xy[1] < box["height"]):
+        return None
+    _away(page)
+    page.wait_for_function("() => document.getElementById('hover').hidden", timeout=5_000)
+    before = page.evaluate("() => (window.embedscope.timing || {}).hovers || 0")
+    shown = (
+        "(h) => { const e = document.getElementById('hover'), t = window.embedscope.timing || {};"
+        " return !e.hidden && e.dataset.shown !== undefined && e.dataset.shown === e.dataset.index"
+        " && (t.hovers === undefined || t.hovers > h); }"
+        if has["hoverMs"]
+        else "() => { const e = document.getElementById('hover');"
+        " return !e.hidden && e.dataset.index !== undefined; }"
+    )
+    t0 = time.perf_counter()
+    page.mouse.move(box["x"] + xy[0], box["y"] + xy[1])
+    try:
+        page.wait_for_function(shown, arg=before, timeout=10_000, polling="raf")
+    except PlaywrightTimeout:  # no card: counted as a miss, the next point is tried
+        return {"target": i, "shown": None}
+    wall = (time.perf_counter() - t0) * 1000
+    seen = page.evaluate(
+        "([x, y]) => { const e = document.getElementById('hover'), E = window.embedscope;"
+        " return {shown: Number(e.dataset.shown ?? e.dataset.index), ms: (E.timing || {}).hoverMs,"
+        " at: typeof E.pointAt === 'function' ? E.pointAt(x, y) : null}; }",
+        xy,
+    )
+    return {"target": i, "wall_ms": wall, **seen}
+
+
+def hover_probe(page, cells: NumberedCells, tries: int, has: dict, seed: int = 7) -> dict:
+    """``tries`` random points hovered with the real mouse: latency to the picture shown, and
+    whether it is the right one (the point under the pixel, and its own picture by its pixels)."""
+    if not has["screenPositions"]:
+        return {"hover": "n/a (needs window.embedscope.screenPositions)"}
+    rng = np.random.default_rng(seed)
+    targets = rng.choice(len(cells), min(tries, len(cells)), replace=False).tolist()
+    ms, wall, results, off_screen, no_card = [], [], [], 0, 0
+    last = None
+    for i in targets:
+        got = _hover(page, i, has)
+        if got is None:
+            off_screen += 1
+            continue
+        if got["shown"] is None:
+            no_card += 1
+            continue
+        wall.append(got["wall_ms"])
+        if isinstance(got["ms"], (int, float)):
+            ms.append(got["ms"])
+        picture = page.locator(PICTURE).first
+        shot = Image.open(io.BytesIO(picture.screenshot()))
+        seen = matches(shot, cells, got["shown"])
+        under = got["at"] is None or got["at"] == got["shown"]
+        results.append({"ok": seen["ok"] and under, "target": got["shown"] == i, **seen})
+        last = i
+    _away(page)
+    done = len(results)
+    correct = sum(r["ok"] for r in results)
+    return {
+        "hovers_tried": len(targets),
+        "hovers_off_screen": off_screen,
+        "hovers_without_card": no_card,
+        "hovers_correct": f"{correct}/{done}",
+        "hovers_on_target": sum(r["target"] for r in results),
+        "hover_check": "pointAt + pixels" if has["pointAt"] else "pixels (needs pointAt)",
+        "picture_difference_own": round(statistics.mean(r["own"] for r in results), 1)
+        if results
+        else None,
+        "picture_difference_other": round(statistics.mean(r["other"] for r in results), 1)
+        if results
+        else None,
+        "hover_p50_ms": _pct(ms, 50) if ms else "n/a (needs timing.hoverMs)",
+        "hover_p95_ms": _pct(ms, 95) if ms else "n/a (needs timing.hoverMs)",
+        "hover_wall_p50_ms": _pct(wall, 50),
+        "hover_wall_p95_ms": _pct(wall, 95),
+        "hover_last": last,
+    }
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+def select_probe(page, sizes: tuple[float, ...] = (0.1, 0.25, 0.5)) -> dict:
+    """Box selections with the real mouse (key "b", drag): ``timing.selectMs`` of boxes of
+    ``sizes`` times the map's width around its centre, and how many points the largest took."""
+    page.keyboard.press("b")
+    box = _plot_box(page)
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    times, chosen = [], 0
+    for s in sizes:
+        half = s * min(box["width"], box["height"]) / 2
+        before = page.evaluate("() => window.embedscope.timing.selections")
+        page.mouse.move(cx - half, cy - half)
+        page.mouse.down()
+        page.mouse.move(cx + half, cy + half, steps=5)
+        page.mouse.up()
+        page.wait_for_function(
+            "(n) => window.embedscope.timing.selections > n", arg=before, timeout=120_000
+        )
+        times.append(page.evaluate("() => window.embedscope.timing.selectMs"))
+        chosen = page.evaluate("() => window.embedscope.selected().length")
+    page.keyboard.press("Escape")
+    return {
+        "select_ms": round(float(np.median(times)), 1),
+        "select_ms_max": round(max(times), 1),
+        "selected_by_largest_box": chosen,
+    }
+
+
+_DECIDE = """async (i) => {
+  const E = window.embedscope, t = E.timing, frame = () => new Promise((r) =>
+    requestAnimationFrame(() => requestAnimationFrame(r)));
+  let f = t.frames, t0 = performance.now();
+  E.pin(i); await frame();
+  const pin = {wall: performance.now() - t0, frame: t.frames > f ? t.frameMs : null};
+  f = t.frames; t0 = performance.now();
+  const refused = E.edit({op: "label", rows: [i], value: "bench-relabelled"}); await frame();
+  const edit = {wall: performance.now() - t0, frame: t.frames > f ? t.frameMs : null};
+  return {pin: pin, edit: edit, refused: refused || ""};
+}"""
+
+
+def decision_probe(page, has: dict) -> dict:
+    """Pin a point, then relabel it (``window.embedscope.edit``): the frame each one drew
+    (``timing.frameMs``) and the in-page time to the second animation frame after it."""
+    i = page.evaluate(
+        "() => { const p = window.embedscope.screenPositions();"
+        " for (let k = 0; k < p.length / 2; k++) if (p[2 * k] >= 0) return k;"
+        " return 0; }"
+    )
+    got = page.evaluate(_DECIDE, i)
+    needs = "timing.frameMs" if not has["frameMs"] else "a frame drawn after the change"
+    return {
+        "pin_frame_ms": _ms(got["pin"]["frame"], needs),
+        "pin_wall_ms": round(got["pin"]["wall"], 1),
+        "decision_frame_ms": _ms(got["edit"]["frame"], needs),
+        "decision_wall_ms": round(got["edit"]["wall"], 1),
+        "decision_refused": got["refused"],
+    }
+
+
+# ---- the live panel and the Dash app at 100,000 points ----------------------------------------
+
+
+def served_speed(work: Path, n: int, probes: int = 200) -> dict:
+    """The live panel and the Dash app on ``n`` points with real image files (the photo cells,
+    written once under ``work``): per-point image time, figure time."""
+    points, nbrs = scale_points(n, seed=1)
+    cells = NumberedCells(n, "photo")
+    root = work / "images"
+    t0 = time.perf_counter()
+    write_cell_files(cells, points["path"].tolist(), root)
+    out = {"points": n, "seconds_write_files": round(time.perf_counter() - t0, 1)}
+    rng = np.random.default_rng(11)
+    rows = rng.choice(n, probes, replace=False).tolist()
+    print(f"[bench] explorer_scale: live panel at {n:,}", flush=True)
+    out["live"] = live_speed(points, nbrs, root, rows)
+    print(f"[bench] explorer_scale: Dash app at {n:,}", flush=True)
+    out["dash"] = dash_speed(work, points, nbrs, root, rows)
+    return out
+
+
+def live_speed(points: pd.DataFrame, nbrs: np.ndarray, root: Path, rows: list[int]) -> dict:
+    from embedscope.explore.live import LiveExplorer
+
+    t0 = time.perf_counter()
+    live = LiveExplorer(points, root, neighbors=nbrs)
+    built = time.perf_counter() - t0
+    show = []
+    for row in rows:
+        t0 = time.perf_counter()
+        live.show(row)
+        show.append((time.perf_counter() - t0) * 1000)
+    box = np.flatnonzero(points["x"].between(-1, 1) & points["y"].between(-1, 1)).tolist()
+    t0 = time.perf_counter()
+    live.select(box)
+    select = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    live.relabel("bench-relabelled")
+    relabel = (time.perf_counter() - t0) * 1000
+    return {
+        "seconds_build": round(built, 2),
+        "show_p50_ms": _pct(show, 50),
+        "show_p95_ms": _pct(show, 95),
+        "select_ms": round(select, 1),
+        "selected": len(box),
+        "relabel_selection_ms": round(relabel, 1),
+    }
+
+
+def dash_speed(
+    work: Path, points: pd.DataFrame, nbrs: np.ndarray, root: Path, rows: list[int]
+) -> dict:
+    """The Dash app over a dataset of the cell files: the kit's own ingest, synthetic 32-d
+    vectors in the embedding store (no model run), ``create_app`` (projection and analysis,
+    cached in ``work`` between runs), then ``/thumb/<row>`` over HTTP and the figure."""
+    from werkzeug.serving import make_server
+
+    from embedscope.explore.dash import create_app, figure
+
+    layout = dataset_layout(work, points, root)
+    t0 = time.perf_counter()
+    app = create_app(layout, method="pca", dims=3)
+    built = time.perf_counter() - t0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = make_server("127.0.0.1", port, app.server, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        thumb = []
+        for row in rows:
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/thumb/{row}", timeout=30) as r:
+                r.read()
+            thumb.append((time.perf_counter() - t0) * 1000)
+    finally:
+        server.shutdown()
+    t0 = time.perf_counter()
+    fig = figure(points)
+    body = fig.to_json()
+    drawn = time.perf_counter() - t0
+    return {
+        "seconds_create_app": round(built, 1),
+        "thumb_p50_ms": _pct(thumb, 50),
+        "thumb_p95_ms": _pct(thumb, 95),
+        "figure_ms": round(drawn * 1000, 1),
+        "figure_mb": round(len(body) / 1e6, 2),
+    }
+
+
+def dataset_layout(work: Path, points: pd.DataFrame, root: Path):
+    """A dataset whose manifest is the kit's own ingest of ``root`` and whose embeddings are
+    clustered 32-d vectors written through the embedding store (no model is run), each
+    image's vector near its blob's centre."""
+    from embedscope.ingest import ingest
+    from embedscope.layout import Layout, write_json
+    from embedscope.store import model_key, write_outputs, write_shard
+
+    layout = Layout("scale", work / "data", work / "reports")
+    manifest = ingest(str(root), layout)
+    ok = manifest[manifest["status"] == "ok"]
+    key = model_key("synthetic-32d", "explorer_scale", "none")
+    out_dir = layout.embeddings_dir(key)
+    if not (out_dir / "vectors.npy").is_file():
+        rng = np.random.default_rng(2)
+        centres = rng.normal(size=(20, 32)).astype(np.float32) * 3
+        blob = ok["label"].str.slice(5).astype(int).to_numpy()
+        vecs = centres[blob] + rng.normal(size=(len(ok), 32)).astype(np.float32)
+        done = dict(zip(ok["sha256"], vecs, strict=True))
+        write_shard(out_dir / "shards", list(done), list(done.values()), {}, "synthetic")
+        write_outputs(ok, done, out_dir, force=True)
+        index = {"latest": key, "by_model": {"synthetic-32d": key}}
+        write_json(layout.data_dir / "embeddings" / "index.json", index)
+    return layout
+
+
+# ---- the section ----------------------------------------------------------------------------
+
+
+def explorer_scale(out: Path, sizes: list[int], *, hovers: int = 200, served: int = 100_000):
+    """Every measurement of the section; the report folders are written under a work folder
+    inside ``out`` (replaced on each run; the Dash/live files kept)."""
+    from playwright.sync_api import sync_playwright
+
+    work = out / "explorer-scale-work"
+    results: dict = {"targets_at_1m": TARGETS, "machine": "2 CPU cores shared by 5 agents"}
+    sizes = sorted(sizes)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(ensure_chromium()), args=CHROMIUM_ARGS)
+        try:
+            for n in sizes:
+                results[f"{n}_points"] = one_size(browser, work, out, n, hovers, n == sizes[-1])
+        finally:
+            browser.close()
+    emoji_n = min(sizes)
+    print(f"[bench] explorer_scale: emoji cells at {emoji_n:,}", flush=True)
+    points, nbrs = scale_points(emoji_n)
+    folder = work / f"emoji-{emoji_n}"
+    shutil.rmtree(folder, ignore_errors=True)
+    emoji = write_page(points, nbrs, NumberedCells(emoji_n, "emoji"), folder)
+    emoji.pop("page")
+    results[f"{emoji_n}_points_emoji"] = emoji
+    shutil.rmtree(folder, ignore_errors=True)
+    if served:
+        results["served"] = served_speed(work / f"served-{served}", served)
+    return results
+
+
+def one_size(browser, work: Path, out: Path, n: int, hovers: int, screenshot: bool) -> dict:
+    print(f"[bench] explorer_scale: {n:,} points (photo cells)", flush=True)
+    t0 = time.perf_counter()
+    points, nbrs = scale_points(n)
+    prepared = time.perf_counter() - t0
+    cells = NumberedCells(n, "photo")
+    folder = work / f"photo-{n}"
+    shutil.rmtree(folder, ignore_errors=True)
+    written = write_page(points, nbrs, cells, folder)
+    written["seconds_points_and_neighbours"] = round(prepared, 1)
+    page = written.pop("page")
+    if page is None:
+        return written
+    print(f"[bench] explorer_scale: probing {n:,} points in Chromium", flush=True)
+    shot = out / f"explorer-{_short(n)}.png" if screenshot else None
+    return written | probe_page(browser, page, cells, hovers=hovers, shot=shot)
+
+
+def _short(n: int) -> str:
+    return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def explorer_scale_table(results: dict) -> str:
+    """The section's markdown: per size, each measure beside its target."""
+    lines = [
+        f"explorer_scale ({results.get('machine')}; times are noisy, targets are for 1,000,000)",
+        "",
+        "| explorer_scale | "
+        + " | ".join(k for k in results if k.endswith(("points", "emoji")))
+        + " | target at 1M |",
+    ]
+    sizes = [k for k in results if k.endswith(("points", "emoji"))]
+    lines.append("|---" * (len(sizes) + 2) + "|")
+    keys = list(dict.fromkeys(k for s in sizes for k in results[s]))
+    for key in keys:
+        if key in ("interface", "points", "failed_request_examples"):
+            continue
+        row = [str(results[s].get(key, "")) for s in sizes]
+        target = results["targets_at_1m"].get(key, "")
+        lines.append(f"| {key} | " + " | ".join(row) + f" | {target} |")
+    if "served" in results:
+        s = results["served"]
+        lines += ["", f"| served at {s['points']:,} points | value |", "|---|---|"]
+        lines.append(f"| seconds_write_files | {s['seconds_write_files']} |")
+        for part in ("live", "dash"):
+            lines += [f"| {part}: {k} | {v} |" for k, v in s[part].items()]
+    return "\n".join(lines) + "\n"
