@@ -24,7 +24,6 @@ import logging
 import re
 import shutil
 import socket
-import statistics
 import threading
 import time
 import urllib.request
@@ -410,10 +409,9 @@ def hover_probe(page, cells: NumberedCells, tries: int, has: dict, seed: int = 7
         "hovers_correct": f"{correct}/{done}",
         "hovers_on_target": sum(r["target"] for r in results),
         "hover_check": "pointAt + pixels" if has["pointAt"] else "pixels (needs pointAt)",
-        "picture_difference_own": round(statistics.mean(r["own"] for r in results), 1)
-        if results
-        else None,
-        "picture_difference_other": round(statistics.mean(r["other"] for r in results), 1)
+        # how far each shown picture was from its own cell, over the nearest other cell's
+        # distance (correct below 0.75): the worst case says how clear the verdicts were
+        "picture_own_over_other_max": round(max(r["own"] / r["other"] for r in results), 2)
         if results
         else None,
         "hover_p50_ms": _pct(ms, 50) if ms else "n/a (needs timing.hoverMs)",
