@@ -546,8 +546,8 @@ def dash_speed(
     work: Path, points: pd.DataFrame, cells: NumberedCells, root: Path, rows: list[int]
 ) -> dict:
     """The Dash app over a dataset of the cell files: the kit's own ingest, synthetic 32-d
-    vectors in the embedding store (no model run), ``create_app`` (projection and analysis,
-    cached in ``work`` between runs), then ``/thumb/<row>`` over HTTP (each picture checked
+    vectors in the embedding store (no model run), ``create_app`` twice (the first start
+    projects and analyses, unless an earlier bench left them cached in ``work``), then ``/thumb/<row>`` over HTTP (each picture checked
     against the cell of the point its file holds) and the figure of every point."""
     from werkzeug.serving import make_server
 
@@ -556,8 +556,11 @@ def dash_speed(
 
     layout = dataset_layout(work, points, root)
     t0 = time.perf_counter()
+    create_app(layout, method="pca", dims=3)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()  # a second start: projection and analysis read from their caches
     app = create_app(layout, method="pca", dims=3)
-    built = time.perf_counter() - t0
+    again = time.perf_counter() - t0
     number = [int(Path(p).stem) for p in load_embeddings(layout).rows["path"]]  # row -> point
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     with socket.socket() as s:
@@ -579,7 +582,8 @@ def dash_speed(
     body = figure(points).to_json()
     drawn = time.perf_counter() - t0
     return {
-        "seconds_create_app": round(built, 1),
+        "seconds_create_app": round(first, 1),
+        "seconds_create_app_again": round(again, 1),
         "thumb_p50_ms": _pct(thumb, 50),
         "thumb_p95_ms": _pct(thumb, 95),
         "thumb_correct": f"{right}/{len(rows)}",
