@@ -547,8 +547,9 @@ def dash_speed(
 ) -> dict:
     """The Dash app over a dataset of the cell files: the kit's own ingest, synthetic 32-d
     vectors in the embedding store (no model run), ``create_app`` twice (the first start
-    projects and analyses, unless an earlier bench left them cached in ``work``), then ``/thumb/<row>`` over HTTP (each picture checked
-    against the cell of the point its file holds) and the figure of every point."""
+    projects and analyses, unless an earlier bench left that cached in ``work``), then
+    ``/thumb/<row>`` over HTTP (each picture checked against the cell of the point its file
+    holds) and the figure of every point."""
     from werkzeug.serving import make_server
 
     from embedscope.explore.dash import create_app, figure
