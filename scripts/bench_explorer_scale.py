@@ -679,7 +679,10 @@ def one_size(browser, work: Path, out: Path, n: int, hovers: int, screenshot: bo
     page = written.pop("page")
     print(f"[bench] explorer_scale: probing {n:,} points in Chromium", flush=True)
     shot = out / f"explorer-{_short(n)}.png" if screenshot else None
-    return written | probe_page(browser, page, cells, hovers=hovers, shot=shot)
+    probed = probe_page(browser, page, cells, hovers=hovers, shot=shot)
+    said = ("seconds_all_on_screen", "hovers_correct", "hover_p95_ms", "select_ms")
+    print(f"[bench] explorer_scale: {n:,} points:", {k: probed.get(k) for k in said}, flush=True)
+    return written | probed
 
 
 def _short(n: int) -> str:
