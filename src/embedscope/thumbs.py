@@ -284,10 +284,13 @@ class ThumbnailCache:
                 hi = min(n, lo + block)
                 found = self.encoded(shas[lo:hi]) if shas is not None else [None] * (hi - lo)
                 for i, data in enumerate(found, start=lo):
+                    made_now = not cached[i] or data is None
                     if not cached[i]:
                         data, seconds = next(made)
-                        if shas is not None:
-                            writer.add(shas[i], data, seconds)
+                    elif data is None:  # its chunk was found damaged (and set aside) just now
+                        data, seconds = _file_cell(files[i], self.size, encoded=True)
+                    if made_now and shas is not None:
+                        writer.add(shas[i], data, seconds)
                     yield data
 
     def facts(self) -> dict[str, float | int]:
