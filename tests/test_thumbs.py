@@ -88,13 +88,17 @@ def _sheet_cells(folder: Path, index: list[int], size: int = 64) -> list[np.ndar
 
 
 def _page_data(page: Path) -> dict:
-    """The page's data, with ``thumb`` (a list, or a typed array in base64) as a list."""
-    blob = re.search(r'id="es-data">(.*?)</script>', page.read_text(encoding="utf-8"), re.S)
-    data = json.loads(blob.group(1))
+    """The page's data, with ``thumb`` (a list, or a typed array in base64) as a list and
+    ``sheets`` (in the data, or in the page's CSS as one class per sheet) as a list."""
+    text = page.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="es-data">(.*?)</script>', text, re.S).group(1))
     thumb = data["thumb"]
     if isinstance(thumb, dict):
         thumb = np.frombuffer(base64.b64decode(thumb["b64"]), "<" + thumb["dtype"]).tolist()
-    return {**data, "thumb": thumb}
+    sheets = data.get("sheets")
+    if sheets is None:
+        sheets = re.findall(r"\.es-a\d+\{background-image:url\(([^)]*)\)\}", text)
+    return {**data, "thumb": thumb, "sheets": sheets}
 
 
 def test_cells_are_made_in_ingest_and_the_page_needs_no_original(dataset, tmp_path) -> None:

@@ -116,7 +116,6 @@ def write_explorer(
         "key": report_key(title, paths, labels),
         "neighbors": near,
         "thumb": thumbs.tolist(),
-        "sheets": atlases,
         "cell": thumb_size,
         "cols": ATLAS_COLS,
         "palette": list(PALETTE),
