@@ -34,10 +34,11 @@ from embedscope.layout import Damaged, Layout, load_checked, set_aside, write_at
 
 #: Side of a cell in pixels: the page's thumbnail size.
 CELL_SIZE = 64
-#: WebP quality and method of a cached cell. Measured on 64-px cells (2 shared cores):
-#: photo crops (scikit-learn's sample photos) q60 555 B, q80 752 B; the sample's emoji q60
-#: 578 B, q80 759 B; 0.3-0.5 ms each at method 4 (method 6: 5% smaller, twice the time).
-#: q80, not less: the page re-encodes cells into its sheets, so the cache keeps a margin.
+#: WebP quality and method of a cached cell. Measured on 64-px cells (2 shared cores): the
+#: sample's emoji q60 578 B, q80 759 B; crops of scikit-learn's sample photos q60 555 B, q80
+#: 752 B (wide crops), ~930 B at q80 as 4:3 photos; 0.3-0.5 ms each at method 4 (method 6: 5%
+#: smaller, twice the time). q80, not less: the page re-encodes cells into its sheets, so the
+#: cache keeps a margin.
 CELL_QUALITY, CELL_METHOD = 80, 4
 #: Cells per chunk file (about 3 MB).
 CHUNK_CELLS = 4096
