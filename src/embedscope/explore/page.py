@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 
 from embedscope.decisions import ISSUES, REASON, ReviewQueue, offered, page_rules
-from embedscope.explore.atlas import ATLAS_COLS, NO_THUMBNAIL, build_atlases
+from embedscope.explore.atlas import ATLAS_COLS, Thumbnails, thumbnail_sheets
 from embedscope.explore.palette import MISSING_COLOUR, PALETTE, class_colour, class_order
 from embedscope.ingest import UNLABELLED
-from embedscope.layout import os_path, write_atomic
+from embedscope.layout import write_atomic
 
 if TYPE_CHECKING:
     from IPython.display import HTML
@@ -51,6 +51,8 @@ MAX_NEIGHBORS = 12
 #: 12 up to ~50,000 points, 6 at 100,000, none beyond ~450,000, where the thumbnails alone
 #: already make a large file).
 NEIGHBOR_BUDGET = 4_000_000
+#: Up to this many points the page is one file; above, its thumbnail sheets are files beside it.
+INLINE_LIMIT = 20_000
 
 
 def write_explorer(
@@ -61,8 +63,9 @@ def write_explorer(
     title: str = "embedscope",
     neighbors: np.ndarray | None = None,
     thumb_size: int = 64,
-    max_thumbnails: int = 20_000,
     neighbor_budget: int = NEIGHBOR_BUDGET,
+    thumbnails: Thumbnails = None,
+    inline_limit: int = INLINE_LIMIT,
 ) -> Path:
     """Write the self-contained explorer page for ``points`` to ``out`` (atomically).
 
@@ -70,9 +73,11 @@ def write_explorer(
     ``image_root`` and any extra columns to colour by; ``suggested_label`` with
     ``suggested_share`` (from analyse) travel as each point's suggestion instead. ``neighbors``
     (N, k) row positions feed the click panel, as many per point (up to 12) as fit
-    ``neighbor_budget`` bytes of the page. Beyond ``max_thumbnails`` points an evenly
-    spread subset keeps thumbnails, so every class keeps some pictures while the file stays
-    small enough to share.
+    ``neighbor_budget`` bytes of the page. Every point gets its thumbnail cell, from
+    ``thumbnails`` (the dataset's thumbnail cache, or any cells in point order; see
+    :func:`~embedscope.explore.atlas.thumbnail_sheets`) or else decoded from its file; above
+    ``inline_limit`` points the sheets are files in ``<page stem>-files/thumbs/`` beside the
+    page, which travels with that folder.
     """
     from plotly.offline import get_plotlyjs
 
@@ -89,11 +94,9 @@ def write_explorer(
     code = {c: k for k, c in enumerate(classes)}
     near = _neighbors(neighbors, n, neighbor_budget)  # checked before the slow part
 
-    thumbs = np.full(n, NO_THUMBNAIL, dtype=np.int64)
-    keep = _spread(n, max(0, min(max_thumbnails, n)))
-    root = Path(image_root)
-    atlases, cells = build_atlases([os_path(root, paths[i]) for i in keep], thumb_size)
-    thumbs[keep] = cells
+    out = Path(out)
+    folder = out.parent / f"{out.stem}-files" if n > inline_limit else None
+    atlases, thumbs = thumbnail_sheets(points, image_root, thumbnails, folder, size=thumb_size)
 
     is3d = "z" in points.columns and bool(points["z"].notna().any())
     data: dict[str, Any] = {
@@ -152,14 +155,6 @@ def show_inline(html_path: str | Path, *, height: int = 700) -> HTML:
         'sandbox="allow-scripts allow-downloads" '
         f'style="width:100%;height:{int(height)}px;border:0"></iframe></div>'
     )
-
-
-def _spread(n: int, k: int) -> np.ndarray:
-    """``k`` row positions spread evenly over ``n`` rows (rows are usually sorted by path, so
-    taking the first ``k`` would leave whole classes without pictures)."""
-    if k >= n:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
 def labels_of(points: pd.DataFrame) -> list[str]:
