@@ -36,7 +36,7 @@ from browser import CHROMIUM_ARGS, ensure_chromium
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from embedscope.explore.atlas import thumbnail_cell
+from embedscope.thumbs import thumbnail_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Issue 20's targets at 1,000,000 points.
@@ -507,31 +507,44 @@ def decision_probe(page, has: dict) -> dict:
 
 def served_speed(work: Path, n: int, probes: int = 200) -> dict:
     """The live panel and the Dash app on ``n`` points with real image files (the photo cells,
-    written once under ``work``): per-point image time, figure time."""
+    written once under ``work``) ingested by the kit (which makes their thumbnail cache):
+    per-point image time, figure time."""
+    from embedscope.thumbs import ThumbnailCache
+
     points, nbrs = scale_points(n, seed=1)
     cells = NumberedCells(n, "photo")
     root = work / "images"
     t0 = time.perf_counter()
     write_cell_files(cells, points["path"].tolist(), root)
     out = {"points": n, "seconds_write_files": round(time.perf_counter() - t0, 1)}
+    t0 = time.perf_counter()
+    layout, manifest = dataset_layout(work, root)
+    out["seconds_ingest"] = round(time.perf_counter() - t0, 1)  # cells made here, once
+    points["sha256"] = points["path"].map(manifest.set_index("path")["sha256"])
     rng = np.random.default_rng(11)
     rows = rng.choice(n, probes, replace=False).tolist()
     print(f"[bench] explorer_scale: live panel at {n:,}", flush=True)
-    out["live"] = live_speed(points, nbrs, cells, root, rows)
+    out["live"] = live_speed(points, nbrs, cells, root, rows, ThumbnailCache(layout))
     print(f"[bench] explorer_scale: Dash app at {n:,}", flush=True)
-    out["dash"] = dash_speed(work, points, cells, root, rows)
+    out["dash"] = dash_speed(layout, points, cells, rows)
     return out
 
 
 def live_speed(
-    points: pd.DataFrame, nbrs: np.ndarray, cells: NumberedCells, root: Path, rows: list[int]
+    points: pd.DataFrame,
+    nbrs: np.ndarray,
+    cells: NumberedCells,
+    root: Path,
+    rows: list[int],
+    thumbnails,
 ) -> dict:
-    """The live panel built in-process on ``points``: build, ``show(row)`` (its picture checked
-    by its pixels), a selection of the points in a box and a relabel of it."""
+    """The live panel built in-process on ``points`` with the dataset's thumbnail cache, as
+    04_explore builds it: build, ``show(row)`` (its picture checked by its pixels), a
+    selection of the points in a box and a relabel of it."""
     from embedscope.explore.live import LiveExplorer
 
     t0 = time.perf_counter()
-    live = LiveExplorer(points, root, neighbors=nbrs)
+    live = LiveExplorer(points, root, neighbors=nbrs, thumbnails=thumbnails)
     built = time.perf_counter() - t0
     show, right = [], 0
     for row in rows:
@@ -557,20 +570,16 @@ def live_speed(
     }
 
 
-def dash_speed(
-    work: Path, points: pd.DataFrame, cells: NumberedCells, root: Path, rows: list[int]
-) -> dict:
-    """The Dash app over a dataset of the cell files: the kit's own ingest, synthetic 32-d
-    vectors in the embedding store (no model run), ``create_app`` twice (the first start
-    projects and analyses, unless an earlier bench left that cached in ``work``), then
-    ``/thumb/<row>`` over HTTP (each picture checked against the cell of the point its file
-    holds) and the figure of every point."""
+def dash_speed(layout, points: pd.DataFrame, cells: NumberedCells, rows: list[int]) -> dict:
+    """The Dash app over the dataset of :func:`dataset_layout`: ``create_app`` twice (the
+    first start projects and analyses, unless an earlier bench left that cached in its work
+    folder), then ``/thumb/<row>`` over HTTP (each picture checked against the cell of the
+    point its file holds) and the figure of every point."""
     from werkzeug.serving import make_server
 
     from embedscope.explore.dash import create_app, figure
     from embedscope.store import load_embeddings
 
-    layout = dataset_layout(work, points, root)
     t0 = time.perf_counter()
     create_app(layout, method="pca", dims=3)
     first = time.perf_counter() - t0
@@ -608,10 +617,10 @@ def dash_speed(
     }
 
 
-def dataset_layout(work: Path, points: pd.DataFrame, root: Path):
-    """A dataset whose manifest is the kit's own ingest of ``root`` and whose embeddings are
-    clustered 32-d vectors written through the embedding store (no model is run), each
-    image's vector near its blob's centre."""
+def dataset_layout(work: Path, root: Path):
+    """A dataset whose manifest (and thumbnail cache) is the kit's own ingest of ``root`` and
+    whose embeddings are clustered 32-d vectors written through the embedding store (no model
+    is run), each image's vector near its blob's centre; and its manifest."""
     from embedscope.ingest import ingest
     from embedscope.layout import Layout, write_json
     from embedscope.store import model_key, write_outputs, write_shard
@@ -631,7 +640,7 @@ def dataset_layout(work: Path, points: pd.DataFrame, root: Path):
         write_outputs(ok, done, out_dir, force=True)
         index = {"latest": key, "by_model": {"synthetic-32d": key}}
         write_json(layout.data_dir / "embeddings" / "index.json", index)
-    return layout
+    return layout, manifest
 
 
 # ---- the section ----------------------------------------------------------------------------
