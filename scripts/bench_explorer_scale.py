@@ -11,14 +11,14 @@ are never written. The page is opened from disk (``file://``) with the network o
 What the page under test lacks is reported as ``n/a (needs ...)``, not guessed.
 
 The live panel and the Dash app are measured at 100,000 points on real files (the same cells,
-written once into a work folder kept between runs): how long a thumbnail takes to serve or show
-by point number, and how long the figure takes to build.
+written once into a work folder kept between runs) that the kit ingests, making their thumbnail
+cache: how long a thumbnail takes to serve or show by point number (checked by its pixels too),
+how long the app takes to start and the figure to build.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import logging
 import re
@@ -46,15 +46,12 @@ TARGETS = {
     "select_ms": 300.0,
     "bytes_per_image": 1500.0,
 }
-#: Without ``write_explorer(thumbnails=)`` the cells go through files up to this many points
-#: (above, the page is written without pictures: its renderer can still be timed).
-FILE_CELLS_LIMIT = 20_000
 VIEWPORT = {"width": 1400, "height": 900}
 #: Elements of the hover card that may hold its picture (an <img> or a CSS sprite box).
 PICTURE = "#hover img, #hover .thumb"
 
 
-class NumberedCells(Sequence):
+class NumberedCells(Sequence[Image.Image]):
     """Point ``i``'s thumbnail cell, made on demand: a real picture with ``i`` written across it.
 
     ``kind`` "photo": one of ``bases`` crops (random place and scale) of scikit-learn's two
@@ -65,7 +62,7 @@ class NumberedCells(Sequence):
     def __init__(self, n: int, kind: str = "photo", size: int = 64, bases: int = 2048) -> None:
         if kind not in ("photo", "emoji"):
             raise ValueError(f"kind must be 'photo' or 'emoji', got {kind!r}")
-        self.n, self.kind, self.size = n, kind, size
+        self.n, self.size = n, size
         self.bases = _photo_bases(size, bases) if kind == "photo" else _emoji_bases(size)
         font = ImageFont.load_default(size=max(8, size * 15 // 64))
         stroke = max(1, size // 32)
@@ -100,7 +97,7 @@ class NumberedCells(Sequence):
         return i * 2654435761 % len(self.bases)
 
 
-def _glyph(text: str, font, stroke: int) -> tuple[Image.Image, Image.Image]:
+def _glyph(text: str, font: ImageFont.FreeTypeFont, stroke: int) -> tuple[Image.Image, Image.Image]:
     """``text``'s outline and fill as two masks of the same size."""
     left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
     masks = []
@@ -152,8 +149,9 @@ def matches(shot: Image.Image, cells: NumberedCells, i: int, others: int = 8) ->
     the right cell scored up to 0.31, another one 1.1 or more."""
     rng = np.random.default_rng(i)
     base = cells.base_of(i)
-    numbers = {i + 1, i - 1, i + 10, *rng.integers(0, 10 * max(i, 10), others).tolist()} - {i}
-    twins = [cells.draw(base, abs(int(m))) for m in sorted(numbers)[:others]]
+    near_by = [i + 1, abs(i - 1), i + 10, *rng.integers(0, 10 * max(i, 10), others).tolist()]
+    numbers = [m for m in dict.fromkeys(int(m) for m in near_by) if m != i][:others]
+    twins = [cells.draw(base, m) for m in numbers]
     strangers = [cells[int(j)] for j in rng.integers(0, len(cells), others) if j != i]
     size = (cells.size, cells.size)
     seen, own = _pixels(shot, size), _pixels(cells[i], size)
@@ -187,8 +185,8 @@ def scale_points(n: int, seed: int = 0, k: int = 12) -> tuple[pd.DataFrame, np.n
 
 
 def write_cell_files(cells: NumberedCells, paths: Sequence[str], root: Path) -> None:
-    """Each cell as a JPEG file at its point's path (the live panel, Dash, and today's page
-    without ``thumbnails=``); files already there are kept."""
+    """Each cell as a JPEG file at its point's path (for the live panel and Dash); files
+    already there are kept."""
     for i, rel in enumerate(paths):
         dest = root / rel
         if dest.exists():
@@ -197,44 +195,20 @@ def write_cell_files(cells: NumberedCells, paths: Sequence[str], root: Path) -> 
         cells[i].save(dest, quality=90)
 
 
-def thumbnails_parameter(cells: NumberedCells):
-    """What ``write_explorer(thumbnails=...)`` takes for synthetic cells (the contract: an
-    iterable of PIL cells in point order); None when this kit's write_explorer has no such
-    parameter."""
-    from embedscope.explore import write_explorer
-
-    if "thumbnails" not in inspect.signature(write_explorer).parameters:
-        return None
-    return cells
-
-
 def write_page(points: pd.DataFrame, nbrs: np.ndarray, cells: NumberedCells, folder: Path) -> dict:
-    """The report folder for ``points``: ``explorer.html`` and its thumbnail sheets; how long
-    it took and how large it is."""
+    """The report folder for ``points``: ``explorer.html`` and its thumbnail sheets, the cells
+    handed over in memory; how long it took and how large it is."""
     from embedscope.explore import write_explorer
 
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / "explorer.html"
-    given = thumbnails_parameter(cells)
-    root = folder / "images"
     t0 = time.perf_counter()
-    if given is not None:
-        write_explorer(points, root, out, title=folder.name, neighbors=nbrs, thumbnails=given)
-        how = "thumbnails= (cells in memory)"
-    elif len(points) <= FILE_CELLS_LIMIT:
-        write_cell_files(cells, points["path"].tolist(), root)
-        write_explorer(points, root, out, title=folder.name, neighbors=nbrs)
-        how = "cell files (write_explorer has no thumbnails=)"
-    else:  # the renderer can still be timed: every hover card says "image unreadable"
-        write_explorer(points, root, out, title=folder.name, neighbors=nbrs)
-        how = "no pictures (needs write_explorer(thumbnails=), branch thumbs)"
+    write_explorer(points, folder, out, title=folder.name, neighbors=nbrs, thumbnails=cells)
     seconds = time.perf_counter() - t0
-    shutil.rmtree(root, ignore_errors=True)  # only the report folder counts, and travels
     sheets = _sheet_bytes(out)
     total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     return {
         "page": out,
-        "how": how,
         "seconds_write": round(seconds, 1),
         "mb_page_html": round(out.stat().st_size / 1e6, 2),
         "mb_folder": round(total / 1e6, 2),
@@ -266,7 +240,7 @@ _READY_CLOCK = """
 new MutationObserver((_, obs) => {
   const b = document.body;
   if (b && b.dataset.ready === "1" && window.__esReadyAt === undefined) {
-    window.__esReadyAt = performance.now(); window.__esDrawnAt = b.dataset.drawn;
+    window.__esReadyAt = performance.now();
   }
   if (b && b.dataset.ready === "1" && b.dataset.drawn === String(window.__esN)) {
     window.__esAllAt = performance.now(); obs.disconnect();
