@@ -6,12 +6,13 @@ base64 typed arrays inside the page's JSON, the thumbnails as a few sprite sheet
 point shows its image without a server or a live kernel. Above ``inline_limit`` points the page
 gets a sibling folder ``<page stem>-files/`` of files a ``file://`` page may load (``<script>``
 chunks of neighbour lists, thumbnail sheets), so the page itself stays small enough to open
-quickly; the two travel together. Every label and path goes in as text, never HTML. The page also selects
-(box and lasso in 2D and 3D, or by rule), shows the selection as a gallery, records decisions
-(relabel, tag, drop; kept in the browser under :func:`report_key`) and downloads them as
-``decisions.csv`` for the next run. Its review queue walks the flagged images (the ``issues``
-column) one at a time, with keys. The rules of decisions and of the queue come from
-:mod:`embedscope.decisions`, computed there or handed to the script as data, never restated.
+quickly; the two travel together. Every label and path goes in as text, never HTML. The page
+also selects (box and lasso in 2D and 3D, or by rule), shows the selection as a gallery,
+records decisions (relabel, tag, drop; kept in the browser under :func:`report_key`) and
+downloads them as ``decisions.csv`` for the next run. Its review queue walks the flagged
+images (the ``issues`` column) one at a time, with keys. The rules of decisions and of the
+queue come from :mod:`embedscope.decisions`, computed there or handed to the script as data,
+never restated.
 """
 
 from __future__ import annotations
@@ -206,7 +207,8 @@ def _typed(values: Any, dtype: str | None = None) -> dict[str, str]:
     arr = np.asarray(values)
     if dtype is None:
         lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
-        dtype = next(t for t in ("i1", "i2", "i4") if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+        fits = (t for t in ("i1", "i2", "i4") if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+        dtype = next(fits)
     raw = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
     return {"dtype": dtype, "b64": base64.b64encode(raw).decode("ascii")}
 
