@@ -396,7 +396,7 @@
   const hiddenNames = (key) => { if (!hiddenBy.has(key)) hiddenBy.set(key, new Set()); return hiddenBy.get(key); };
   const NONE = "(no value)";
   const RINGS = [["relabelled", "#111827"], ["dropped", "#c0262d"], ["tagged", "#6a3d9a"]];
-  let shownMask = new Uint8Array(N).fill(1), colouring = null;
+  let colouring = null;
 
   function numberScale(c) {
     let lo = Infinity, hi = -Infinity;
@@ -405,6 +405,8 @@
   }
   function recolour() {  // per-point colours and the shown mask, legend and colour bar with them
     const g = groups(), paint = new Uint32Array(N), show = matches(), missing = S.packHex(D.missingColour);
+    let n = 0;  // matching the search, whatever the legend hides
+    for (let i = 0; i < N; i++) n += show[i];
     if (g) {
       const hidden = hiddenNames(g.key), fill = g.colours.map(S.packHex);
       const off = g.names.map((n) => hidden.has(n)), noneOff = hidden.has(NONE);
@@ -423,9 +425,6 @@
       legend([], new Set());
       colourBar(c.name, lo, hi);
     }
-    shownMask = show;
-    let n = 0;
-    for (let i = 0; i < N; i++) n += show[i];
     $("count").textContent = n.toLocaleString() + " of " + N.toLocaleString() + " points shown";
     map.setShown(show);
     return map.setColours(paint);
