@@ -53,7 +53,7 @@
 
     // camera: 3D orbits `target` (yaw about z, pitch above the xy plane, distance in data
     // units); 2D keeps equal units on both axes: centre and pixels per unit
-    let cam = null;
+    let cam = null, auto = true;  // auto: the view still fits the data (refit on resize)
     const paint = new Uint32Array(N).fill(WHITE), faded = new Uint32Array(N);
     let shown = new Uint8Array(N).fill(1), chosen = null, chosenList = null;
     const SX = new Float32Array(N).fill(NaN), SY = new Float32Array(N).fill(NaN);
@@ -91,10 +91,10 @@
       const w = Math.max(1, Math.round(cssW * dpr)), h = Math.max(1, Math.round(cssH * dpr));
       if (w === W && h === H && img) return;
       W = w; H = h;
+      if (auto && cssW > 0 && cssH > 0) cam = fit();
       for (const c of [canvas, over]) { c.width = W; c.height = H; }
       img = ctx.createImageData(W, H); px = new Uint32Array(img.data.buffer);
       depth = new Float32Array(W * H); ids = new Int32Array(W * H);
-      if (!cam && cssW > 0 && cssH > 0) cam = fit();
     }
 
     function render() {
@@ -112,9 +112,10 @@
       const ex = b ? b.eye[0] : 0, ey = b ? b.eye[1] : 0, ez = b ? b.eye[2] : 0;
       const colour = dimmed ? faded : paint, inv = 1 / dpr;
       let n = 0, dz = 0;
-      const plot = (i, c, owned) => {  // the square of point i at SX/SY, depth-tested
+      const plot = (i, c, owned, skip) => {  // the square of point i at SX/SY, depth-tested
         const qx = Math.round(SX[i] * dpr) - off, qy = Math.round(SY[i] * dpr) - off;
         if (qx < 0 || qy < 0 || qx > Wm || qy > Hm) return false;
+        if (skip) return true;  // on screen, drawn in the second pass
         const d = dz;
         for (let yy = 0; yy < s; yy++) {
           let p = (qy + yy) * W + qx;
@@ -139,14 +140,14 @@
           if (sx !== sx || sy !== sy) { SX[i] = NaN; continue; }
         }
         SX[i] = sx * inv; SY[i] = sy * inv;
-        if (plot(i, colour[i], false)) n++;
+        if (plot(i, colour[i], false, dimmed && chosen[i])) n++;
       }
       if (dimmed) {  // the selection on top of the faded map, nearest first among itself
         for (let j = 0; j < chosenList.length; j++) {
           const i = chosenList[j];
           if (SX[i] !== SX[i]) continue;
           dz = is3d ? (X[i] - ex) * f0[0] + (Y[i] - ey) * f0[1] + (Z[i] - ez) * f0[2] : 0;
-          plot(i, paint[i], true);
+          plot(i, paint[i], true, false);
         }
       }
       ctx.putImageData(img, 0, 0);
@@ -216,7 +217,7 @@
       if (!drag) { hoverAt = [ev.clientX - r.left, ev.clientY - r.top, ev.timeStamp]; request(); return; }
       const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
       if (!drag.moved && Math.hypot(dx, dy) < 3) return;
-      drag.moved = true; drag.x = ev.clientX; drag.y = ev.clientY;
+      drag.moved = true; drag.x = ev.clientX; drag.y = ev.clientY; auto = false;
       if (!is3d) { cam.cx -= dx / cam.scale; cam.cy += dy / cam.scale; }
       else if (drag.pan) {
         const b = basis(), per = cam.distance / (F * cssH / 2);
@@ -238,7 +239,7 @@
     host.addEventListener("pointerup", release);
     host.addEventListener("pointercancel", release);
     host.addEventListener("wheel", (ev) => {
-      ev.preventDefault();
+      ev.preventDefault(); auto = false;
       const z = Math.exp(Math.max(-1, Math.min(1, ev.deltaY * 0.0015)));
       if (is3d) cam.distance *= z;
       else {  // keep the data point under the cursor where it is
@@ -269,6 +270,7 @@
       },
       setView(v) {
         if (!cam) { resize(); cam = fit(); }
+        auto = !!v.fit || (auto && !Object.keys(v).length);
         if (is3d) ["yaw", "pitch", "distance"].forEach((k) => { if (typeof v[k] === "number") cam[k] = v[k]; });
         if (is3d && v.target) cam.target = v.target.map(Number);
         if (!is3d && v.x) { cam.cx = (v.x[0] + v.x[1]) / 2; cam.scale = cssW / Math.abs(v.x[1] - v.x[0]); }
