@@ -511,7 +511,9 @@ def test_sample_flags_in_3d_relabel_three_drop_two(browser, sample_report, tmp_p
     p = base.Page(browser, sample_report.explorer)
     data = p.page.evaluate("() => window.embedscope.data")
     labels = np.array(data["classes"])[data["label"]]
-    settle(p)  # the page's own camera, fitted to the data
+    view = p.page.evaluate("() => window.embedscope.view()")
+    set_view(p.page, {"distance": 0.7 * view["distance"]})  # zoomed in a little, as a user would
+    settle(p)
     xy = project3d(p.page)
     flags = labels == "flags"
     assert flags.sum() > 20
