@@ -395,7 +395,7 @@
   const hiddenBy = new Map();  // colouring key -> names its legend hides (kept per colouring)
   const hiddenNames = (key) => { if (!hiddenBy.has(key)) hiddenBy.set(key, new Set()); return hiddenBy.get(key); };
   const NONE = "(no value)";
-  const RINGS = [["relabelled", "#111827"], ["dropped", "#c0262d"], ["tagged", "#6a3d9a"]];
+  const RINGS = [["relabelled", "#111827", "◇"], ["dropped", "#c0262d", "×"], ["tagged", "#6a3d9a", "□"]];
   let colouring = null;
 
   function numberScale(c) {
@@ -439,10 +439,10 @@
       row.addEventListener("click", () => setClassShown(name, hidden.has(name)));
       return row;
     });
-    RINGS.forEach(([kind, col]) => {
+    RINGS.forEach(([kind, col, glyph]) => {
       if (!counts[kind]) return;
-      const row = el("div", "entry ring " + kind), sw = el("span", "mark");
-      sw.style.borderColor = col;
+      const row = el("div", "entry ring " + kind), sw = el("span", "mark", glyph);
+      sw.style.color = col;
       row.append(sw, el("span", "legendtext", kind + " · " + counts[kind]));
       rows.push(row);
     });
@@ -463,19 +463,20 @@
     if (show) hidden.delete(name); else hidden.add(name);
     return recolour();
   }
-  function overlay(ctx, at) {  // decision rings and the pinned point, on the overlay canvas
-    const r = is3d ? 4 : 6;
+  function overlay(ctx, at) {  // decision marks and the pinned point, on the overlay canvas
+    const r = is3d ? 4 : 6, marks = RINGS.map(() => new Path2D());  // one path per kind: one stroke each
     decisions.forEach((d, i) => {
       const p = at(i);
       if (!p) return;
       const [x, y] = p;
-      ctx.lineWidth = 1.5;
-      if (d.label !== null) { ctx.strokeStyle = RINGS[0][1]; ctx.beginPath();
-        ctx.moveTo(x, y - r - 1); ctx.lineTo(x + r + 1, y); ctx.lineTo(x, y + r + 1); ctx.lineTo(x - r - 1, y); ctx.closePath(); ctx.stroke(); }
-      if (d.tags.includes(R.drop)) { ctx.strokeStyle = RINGS[1][1]; ctx.beginPath();
-        ctx.moveTo(x - r, y - r); ctx.lineTo(x + r, y + r); ctx.moveTo(x + r, y - r); ctx.lineTo(x - r, y + r); ctx.stroke(); }
-      if (d.tags.some((t) => t !== R.drop)) { ctx.strokeStyle = RINGS[2][1]; ctx.strokeRect(x - r, y - r, 2 * r, 2 * r); }
+      if (d.label !== null) { const m = marks[0];
+        m.moveTo(x, y - r - 1); m.lineTo(x + r + 1, y); m.lineTo(x, y + r + 1); m.lineTo(x - r - 1, y); m.closePath(); }
+      if (d.tags.includes(R.drop)) { const m = marks[1];
+        m.moveTo(x - r, y - r); m.lineTo(x + r, y + r); m.moveTo(x + r, y - r); m.lineTo(x - r, y + r); }
+      if (d.tags.some((t) => t !== R.drop)) marks[2].rect(x - r, y - r, 2 * r, 2 * r);
     });
+    ctx.lineWidth = 1.5;
+    marks.forEach((m, k) => { ctx.strokeStyle = RINGS[k][1]; ctx.stroke(m); });
     const p = pinned === null ? null : at(pinned);
     if (p) { ctx.strokeStyle = "#111827"; ctx.lineWidth = 2; ctx.beginPath(); ctx.arc(p[0], p[1], r + 4, 0, 2 * Math.PI); ctx.stroke(); }
   }

@@ -58,7 +58,7 @@
     let shown = new Uint8Array(N).fill(1), chosen = null, chosenList = null;
     const SX = new Float32Array(N).fill(NaN), SY = new Float32Array(N).fill(NaN);
     let W = 0, H = 0, cssW = 0, cssH = 0, dpr = 1, img = null, px = null, depth = null, ids = null;
-    let queued = false, waiting = [], drawn = 0, frames = 0, frameMs = null, firstFrameMs = null;
+    let queued = false, dirty = true, waiting = [], drawn = 0, frames = 0, frameMs = null, firstFrameMs = null;
     const side = () => N > 200000 ? 2 : N > 20000 ? 3 : 5;  // point size in CSS px
 
     function fit() {  // the view that shows every point
@@ -172,7 +172,11 @@
     let hoverAt = null;  // [x, y, t0] of the last pointer move not yet answered
     function tick() {
       queued = false;
-      if (host.clientWidth > 0 && host.clientHeight > 0) {
+      const sized = host.clientWidth > 0 && host.clientHeight > 0;
+      if (sized && !dirty && (Math.round(host.clientWidth * (window.devicePixelRatio || 1)) !== W
+        || Math.round(host.clientHeight * (window.devicePixelRatio || 1)) !== H)) dirty = true;
+      if (sized && dirty) {
+        dirty = false;
         render();
         if (hooks.frame) hooks.frame({drawn: drawn, frames: frames, frameMs: frameMs, firstFrameMs: firstFrameMs});
       }
@@ -180,7 +184,8 @@
       done.forEach((f) => f());
       if (hoverAt && hooks.hover) { const h = hoverAt; hoverAt = null; hooks.hover(pointAt(h[0], h[1]), h[2]); }
     }
-    function request() {  // at most one frame per animation frame, whatever asks for it
+    function request(redraw) {  // at most one frame per animation frame, whatever asks for it
+      if (redraw !== false) dirty = true;
       if (!queued) { queued = true; requestAnimationFrame(tick); }
       return new Promise((resolve) => waiting.push(resolve));
     }
@@ -214,7 +219,7 @@
     });
     host.addEventListener("pointermove", (ev) => {
       const r = host.getBoundingClientRect();
-      if (!drag) { hoverAt = [ev.clientX - r.left, ev.clientY - r.top, ev.timeStamp]; request(); return; }
+      if (!drag) { hoverAt = [ev.clientX - r.left, ev.clientY - r.top, ev.timeStamp]; request(false); return; }
       const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
       if (!drag.moved && Math.hypot(dx, dy) < 3) return;
       drag.moved = true; drag.x = ev.clientX; drag.y = ev.clientY; auto = false;
@@ -249,7 +254,7 @@
       }
       request();
     }, {passive: false});
-    new ResizeObserver(() => request()).observe(host);
+    new ResizeObserver(() => request()).observe(host);  // (a frame with no change draws nothing)
 
     function setFaded() {
       if (!chosen) return;
