@@ -21,7 +21,7 @@ from helpers import make_classes, png_bytes
 from matplotlib.path import Path as Polygon
 
 from embedscope.decisions import MESSAGES
-from embedscope.explore import write_explorer
+from embedscope.explore import thumbnail_cell, write_explorer
 from embedscope.ingest import SAMPLE_DIR
 
 browser = base.browser  # one Chromium for this module too
@@ -577,7 +577,11 @@ def test_a_hundred_thousand_points_draw_select_hover_and_pin(browser, library, t
     pts["label"] = [f"c{i % 7}" for i in range(n)]
     nbrs = rng.integers(0, n, size=(n, 12))
     nbrs[:, 0] = np.arange(n)  # self first, as analyse writes them
-    out = write_explorer(pts, root, tmp_path / "big.html", neighbors=nbrs, max_thumbnails=64)
+    cells = [thumbnail_cell(root / r, 16) for r in rels]  # each point its own cell, 16 px
+    out = write_explorer(
+        pts, root, tmp_path / "big.html", neighbors=nbrs, thumb_size=16,
+        thumbnails=(cells[i % len(cells)] for i in range(n)),
+    )  # fmt: skip
     assert len(list((tmp_path / "big-files" / "nbr").glob("*.js"))) > 1, "neighbours in chunks"
     p = base.Page(browser, out)
     assert p.plotted() == n, "every point drawn"
@@ -608,7 +612,7 @@ def test_a_hundred_thousand_points_draw_select_hover_and_pin(browser, library, t
         assert card["path"] == pts["path"][i] and card["cell"] == data["thumb"][i]
     p.page.mouse.move(plot["x"] + xy[0, 0], plot["y"] + xy[0, 1])
     p.page.wait_for_selector("#hover[data-shown='0']")
-    assert p.card()["image"].startswith('url("data:image/')
+    assert p.card()["image"].startswith('url("file:'), "a sheet beside the page"
     p.page.mouse.down()
     p.page.mouse.up()
     p.page.wait_for_selector("#detail[data-index='0'] #neighbors .thumb")

@@ -23,12 +23,12 @@ from helpers import launch_chromium, make_classes, png_bytes
 from matplotlib.figure import Figure
 from PIL import Image
 
-from embedscope import explore
+from embedscope import thumbs
 from embedscope.explore import (
     ATLAS_COLS,
     NO_THUMBNAIL,
     UNREADABLE,
-    build_atlases,
+    build_sheets,
     show_inline,
     static_plot,
     thumbnail_cell,
@@ -37,6 +37,7 @@ from embedscope.explore import (
 )
 from embedscope.explore.page import MAX_NEIGHBORS, NEIGHBOR_CHUNK
 from embedscope.explore.palette import PALETTE
+from embedscope.thumbs import as_images, cells_from_files
 
 HOVER_PX = 128  # size of the hover card's thumbnail on screen
 EVIL_LABEL = "<b>bold</b>"  # a label from a labels file; "/" cannot be in a folder name
@@ -223,9 +224,7 @@ def test_real_mouse_hover_in_2d_matches_every_point(browser, images, tmp_path) -
     root, rels = images
     grid = np.array([(i % 6, i // 6) for i in range(len(rels))], dtype=float)  # no overlaps
     pts = _points(rels, grid).assign(z=np.nan)  # all-NaN z: a 2D map
-    out = write_explorer(
-        pts, root, tmp_path / "e2d.html", max_thumbnails=len(rels) - 3, thumb_size=48
-    )
+    out = write_explorer(pts, root, tmp_path / "e2d.html", thumb_size=48)
     p = Page(browser, out)
     data = p.page.evaluate("() => window.embedscope.data")
     assert data["is3d"] is False and data["z"] is None
@@ -243,13 +242,11 @@ def test_real_mouse_hover_in_2d_matches_every_point(browser, images, tmp_path) -
         if card["cell"] >= 0:
             kinds.add("thumb")
             assert card["position"] == _expected_position(card["cell"], HOVER_PX)
-        elif card["cell"] == UNREADABLE:
-            kinds.add("unreadable")
-            assert rels[i] == "red/corrupt.jpg" and card["thumbText"] == "image unreadable"
         else:
-            kinds.add("capped")
-            assert card["cell"] == NO_THUMBNAIL and card["thumbText"] == "no thumbnail"
-    assert kinds == {"thumb", "unreadable", "capped"}
+            kinds.add("unreadable")
+            assert card["cell"] == UNREADABLE and rels[i] == "red/corrupt.jpg"
+            assert card["thumbText"] == "image unreadable"
+    assert kinds == {"thumb", "unreadable"}, "every point keeps its thumbnail"
     p.assert_safe()
     p.close()
 
@@ -297,7 +294,7 @@ def test_search_legend_and_colour_by(browser, images, tmp_path) -> None:
 def test_page_carries_atlases_and_safe_json(images, tmp_path) -> None:
     root, rels = images
     pts = _points(rels, np.random.default_rng(2).normal(size=(len(rels), 3)))
-    out = write_explorer(pts, root, tmp_path / "a.html", max_thumbnails=len(rels) - 4)
+    out = write_explorer(pts, root, tmp_path / "a.html")
     page = ours = out.read_text(encoding="utf-8")
     assert "Plotly" not in page and "EmbedScatter" in page, "the page's own renderer is inlined"
     assert ours.count("base64,") == 1, "one atlas image, not one image per point"
@@ -307,9 +304,8 @@ def test_page_carries_atlases_and_safe_json(images, tmp_path) -> None:
     data = _data(page)
     assert len(data["x"]) == len(rels) and data["path"] == rels
     assert data["classes"][-1] == "(unlabelled)" and EVIL_LABEL in data["classes"]
-    assert data["thumb"].count(NO_THUMBNAIL) == 4
+    assert NO_THUMBNAIL not in data["thumb"], "every point keeps its thumbnail"
     assert data["thumb"][rels.index("red/corrupt.jpg")] == UNREADABLE
-    assert data["thumb"][-1] >= 0, "capped thumbnails are spread out, not the first rows"
 
     # every point's atlas cell holds that point's picture (lossy: compare mean colours)
     uri = re.fullmatch(r"data:image/\w+;base64,([A-Za-z0-9+/=]+)", data["sheets"][0]).group(1)
@@ -338,12 +334,13 @@ def test_thumbnail_cells_keep_aspect_on_white(images) -> None:
 def test_atlases_split_and_agree_between_pools(images, monkeypatch) -> None:
     root, rels = images
     paths = [root / r for r in rels] * 20  # enough to take the process pool
-    assert len(paths) >= explore.PROCESS_POOL_MIN
-    in_processes = build_atlases(paths, 16, cols=4)
-    monkeypatch.setattr(explore, "PROCESS_POOL_MIN", 10**9)
-    in_threads = build_atlases(paths, 16, cols=4)
-    assert in_processes == in_threads, "same cells, same order, same bytes"
-    atlases, index = in_processes
+    assert len(paths) >= thumbs.PROCESS_POOL_MIN
+    in_processes = build_sheets(as_images(cells_from_files(paths, 16), 16), size=16, cols=4)
+    monkeypatch.setattr(thumbs, "PROCESS_POOL_MIN", 10**9)
+    in_threads = build_sheets(as_images(cells_from_files(paths, 16), 16), size=16, cols=4)
+    assert in_processes[0] == in_threads[0], "same cells, same order, same bytes"
+    assert in_processes[1].tolist() == in_threads[1].tolist()
+    atlases, index = in_processes[0], in_processes[1].tolist()
     good = [i for i in index if i >= 0]
     assert good == list(range(len(good))) and index.count(UNREADABLE) == 20
     assert len(atlases) == -(-len(good) // 16)
@@ -433,11 +430,11 @@ def test_inputs_outside_the_happy_path(tmp_path) -> None:
     rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.*"))
     pts = pd.DataFrame({"x": np.arange(len(rels), dtype=float), "y": 1.0, "path": rels})
     pts.loc[0, "x"] = np.nan  # a point without coordinates does not break the JSON
-    page = write_explorer(pts, root, tmp_path / "e.html", max_thumbnails=0).read_text()
+    page = write_explorer(pts, root, tmp_path / "e.html").read_text()
     data = _data(page)
     assert np.isnan(data["x"][0]) and set(data["classes"]) == {"(unlabelled)"}
-    assert data["thumb"] == [NO_THUMBNAIL] * len(rels)
-    assert "base64," not in page, "no atlas at all"
+    assert data["thumb"] == list(range(len(rels))), "every point keeps its thumbnail"
+    assert page.count("base64,") == 1, "on one sheet"
     with pytest.raises(ValueError, match="lacks column"):
         write_explorer(pts.drop(columns="y"), root, tmp_path / "f.html")
     shutil.rmtree(root)

@@ -4,6 +4,7 @@ download) both through Dash's own callback endpoint and with a real mouse in Chr
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import urllib.error
@@ -16,6 +17,7 @@ import pytest
 from helpers import FIRST_POINT_JS, launch_chromium, make_classes
 from helpers import dash_call as _call
 from helpers import plotly_array as _array
+from PIL import Image
 
 from embedscope.decisions import MESSAGES, read_decisions
 from embedscope.embed import embed
@@ -76,6 +78,19 @@ def test_image_route_serves_rows_and_refuses_everything_else(server) -> None:
         with urllib.request.urlopen(base + url, timeout=10) as r:
             body = r.read()
             assert b"not for the browser" not in body and b"root:" not in body, url
+
+
+def test_thumbnails_come_from_the_cache_not_the_original(server) -> None:
+    base, root = server
+    moved = root.rename(root.with_name("moved-away"))  # ingest made the cells: none is decoded
+    try:
+        assert _status(f"{base}/image/7") == 404, "the original is gone"
+        with urllib.request.urlopen(f"{base}/thumb/7", timeout=10) as r:
+            assert r.headers["Content-Type"] == "image/jpeg"
+            assert Image.open(io.BytesIO(r.read())).size == (160, 160)
+        assert _status(f"{base}/thumb/999999") == 404
+    finally:
+        moved.rename(root)
 
 
 def test_hover_shows_the_tooltip_image_and_label(server) -> None:

@@ -8,6 +8,7 @@ with ``wait`` stops there until the test, having seen it arrive, opens its :clas
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -37,6 +38,7 @@ from embedscope.layout import Layout, load_checked, os_path, update_metrics, wri
 from embedscope.reduce import project
 from embedscope.store import load_embeddings, shard_digest
 from embedscope.tables import image_table
+from embedscope.thumbs import ThumbnailCache, read_thumbnails, thumbnail_cell, thumbnail_facts
 
 pytestmark = pytest.mark.faults
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,6 +315,42 @@ def test_a_damaged_manifest_stops_a_later_stage_with_one_sentence(tmp_path: Path
     assert len(_set_aside(layout.data_dir)) == 1
 
 
+def test_a_damaged_thumbnail_chunk_is_set_aside_and_its_cells_made_again(tmp_path: Path) -> None:
+    layout = _dataset(tmp_path)
+    images = tmp_path / "images"
+    manifest, _ = load_manifest(layout)
+    ok = manifest[manifest["status"] == "ok"].reset_index(drop=True)
+    points = pd.DataFrame({"x": np.arange(len(ok), dtype=float), "y": 0.0})
+    points = points.assign(path=ok["path"], sha256=ok["sha256"])
+    want = [thumbnail_cell(os_path(images, p), 64) for p in ok["path"]]
+    (chunk,) = layout.thumbs.glob("*.cells")
+    flipped = bytearray(chunk.read_bytes())
+    flipped[-5] ^= 0xFF  # inside the last cell: the index still reads, the cell's CRC fails
+    chunk.write_bytes(bytes(flipped))
+    for damage in ("a changed cell", "a truncated chunk"):
+        page = write_explorer(
+            points, images, tmp_path / "e.html", thumbnails=ThumbnailCache(layout)
+        )
+        assert _page_thumbs(page) == list(range(len(ok))), damage
+        assert len(_set_aside(layout.thumbs)) == 1 + (damage == "a truncated chunk"), damage
+        facts = thumbnail_facts(layout)
+        assert facts["cells"] == facts["from_originals"] == len(ok), damage
+        for got, cell in zip(read_thumbnails(layout, ok["sha256"].tolist()), want, strict=True):
+            assert np.abs(np.asarray(got, float) - np.asarray(cell, float)).mean() < 12
+        (chunk,) = layout.thumbs.glob("*.cells")
+        _truncate(chunk)
+
+
+def _page_thumbs(page: Path) -> list[int]:
+    """Each point's cell number in a written page (a list, or a typed array in base64)."""
+    text = page.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="es-data">(.*?)</script>', text, re.S).group(1))
+    thumb = data["thumb"]
+    if isinstance(thumb, dict):
+        return np.frombuffer(base64.b64decode(thumb["b64"]), "<" + thumb["dtype"]).tolist()
+    return thumb
+
+
 # --- files that change or vanish under a run ---------------------------------------------------
 
 
@@ -552,6 +590,35 @@ def test_killed_during_the_manifest_scan_then_rerun_equals_an_uninterrupted_run(
     assert len(fresh) == 21
     pd.testing.assert_frame_equal(rerun, fresh)
     assert not _litter(tmp_path)
+
+
+_INGEST_CELLS = """
+import sys
+import embedscope.thumbs
+from embedscope.ingest import ingest
+from embedscope.layout import Layout
+embedscope.thumbs.CHUNK_CELLS = 4  # several chunks from a few images
+ingest(sys.argv[1], Layout("cells", sys.argv[2], sys.argv[3]), workers=1)
+"""
+
+
+def test_killed_during_the_thumbnail_cache_write_leaves_no_poisoned_cache(
+    tmp_path: Path, stage: Stage
+) -> None:
+    images = make_classes(tmp_path / "images", per_class=4)
+    layout = Layout("cells", tmp_path / "data", tmp_path / "reports")
+    args = (images, layout.data_root, layout.reports_root)
+    _killed_at_its_point(stage(_INGEST_CELLS, *args, fault="thumbs:write@2=kill"))
+    assert len(list(layout.thumbs.glob("*.cells"))) == 1, "the first chunk, complete"
+    assert len(_litter(layout.thumbs)) == 1 and not layout.manifest.exists()
+    manifest = ingest(str(images), layout)
+    assert not _litter(tmp_path)
+    ok = manifest[manifest["status"] == "ok"]
+    facts = thumbnail_facts(layout)
+    assert facts["cells"] == len(ok) and facts["from_originals"] == 0, "each cell once"
+    for path, got in zip(ok["path"], read_thumbnails(layout, ok["sha256"].tolist()), strict=True):
+        want = np.asarray(thumbnail_cell(os_path(images, path), 64), float)
+        assert np.abs(np.asarray(got, float) - want).mean() < 12, path
 
 
 _PROJECT = """

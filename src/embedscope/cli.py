@@ -16,8 +16,10 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from embedscope.decisions import read_decisions
 from embedscope.ingest import default_name
@@ -90,6 +92,7 @@ def run_notebook(
     """Execute one notebook with the parameters it declares; make it shareable (``roots``,
     see :func:`shareable`); export HTML; trust it."""
     import papermill as pm
+    from nbclient.exceptions import DeadKernelError
     from nbconvert import HTMLExporter
     from nbformat.sign import NotebookNotary
     from traitlets.config import Config
@@ -98,28 +101,35 @@ def run_notebook(
     params = {k: v for k, v in parameters.items() if k in declared}
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    try:
-        pm.execute_notebook(
-            str(notebook),
-            str(output),
-            parameters=params,
-            cwd=str(cwd),
-            kernel_name="python3",
-            progress_bar=False,
-            # Unix sockets, not TCP: no "running over TCP without encryption" warning per kernel
-            config=Config({"KernelManager": {"transport": "ipc"}}),
-            # jupyter_client interrupts every kernel before shutting it down, which the kernel
-            # logs as "KeyboardInterrupt caught": its own log is noise here (cell errors travel
-            # as messages and stop the run with one line)
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-        )
-    except pm.PapermillExecutionError as exc:
-        _share_notebook(output, notebook, roots)  # a failed run's notebook is shared too
-        evalue = str(exc.evalue).strip().splitlines()[0] if exc.evalue else ""
-        raise NotebookFailed(
-            f"{notebook.name} failed in cell {exc.exec_count}: {exc.ename}: {evalue} "
-            f"(executed notebook: {output})"
-        ) from None
+    with tempfile.TemporaryFile() as kernel_log:
+        try:
+            pm.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters=params,
+                cwd=str(cwd),
+                kernel_name="python3",
+                progress_bar=False,
+                # Unix sockets, not TCP: no "running over TCP without encryption" warning per kernel
+                config=Config({"KernelManager": {"transport": "ipc"}}),
+                # jupyter_client interrupts every kernel before shutting it down, which the kernel
+                # logs as "KeyboardInterrupt caught": its own log is noise here (cell errors travel
+                # as messages and stop the run with one line)
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+                kernel_manager_class=quiet_kernel_manager(kernel_log),
+            )
+        except DeadKernelError:
+            raise NotebookFailed(
+                f"{notebook.name}: the kernel died ({_last_line(kernel_log) or 'no message'}); "
+                f"executed notebook: {output}"
+            ) from None
+        except pm.PapermillExecutionError as exc:
+            _share_notebook(output, notebook, roots)  # a failed run's notebook is shared too
+            evalue = str(exc.evalue).strip().splitlines()[0] if exc.evalue else ""
+            raise NotebookFailed(
+                f"{notebook.name} failed in cell {exc.exec_count}: {exc.ename}: {evalue} "
+                f"(executed notebook: {output})"
+            ) from None
     seconds = time.perf_counter() - t0
     nb = _share_notebook(output, notebook, roots)
     NotebookNotary().sign(nb)
@@ -129,6 +139,27 @@ def run_notebook(
     body = re.sub(r'<script src="https?://[^"]*"[^>]*>\s*</script>', "", body)
     write_atomic(output.with_suffix(".html"), lambda tmp: tmp.write_text(body, encoding="utf-8"))
     return seconds
+
+
+def quiet_kernel_manager(log: IO[bytes]) -> type:
+    """A kernel manager whose kernels write their own stderr to ``log``, not the terminal:
+    cell output and errors travel as messages, and what a kernel prints on its own (zmq's
+    "Uncaught exception in ZMQStream callback" at shutdown, now and then) is noise to a user
+    reading one line per stage. The log is read back only when a kernel dies."""
+    from jupyter_client import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):  # type: ignore[override]
+            kw.setdefault("stderr", log)
+            return await super().start_kernel(**kw)
+
+    return QuietKernelManager
+
+
+def _last_line(log: IO[bytes]) -> str:
+    log.seek(0)
+    lines = log.read().decode("utf-8", "replace").strip().splitlines()
+    return lines[-1].strip() if lines else ""
 
 
 def _share_notebook(output: Path, notebook: Path, roots: dict[str, str]):

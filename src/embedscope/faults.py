@@ -30,6 +30,8 @@ ENV = "EMBEDSCOPE_FAULT"
 POINTS = {
     "ingest:inspect": "01_download is about to read and decode one file for the manifest",
     "manifest:write": "the manifest is complete in its temp file, not yet moved into place",
+    "thumbs:write": "a chunk of thumbnail cells is complete in its temp file, not yet moved "
+    "into place",
     "embed:decode": "an image is about to be decoded, wherever that happens: a DataLoader "
     "worker, a Ray worker, or the stage itself (no workers, or measuring the decode cost)",
     "shard:write": "an embedding shard is complete in its temp file, not yet moved into place",

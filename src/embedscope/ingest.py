@@ -8,6 +8,7 @@ A source is the built-in ``sample``, a local folder (used in place, never modifi
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import os
@@ -15,8 +16,9 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import time
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
 
@@ -36,7 +38,8 @@ from embedscope.layout import (
     write_json,
     write_parquet,
 )
-from embedscope.quality import STAT_COLUMNS, image_stats
+from embedscope.quality import STAT_COLUMNS, image_stats, stats_copy
+from embedscope.thumbs import ThumbnailCache, decoded_cell, encode_cell
 
 #: The vendored sample, committed in the repository beside ``src/``.
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
@@ -63,6 +66,9 @@ MANIFEST_COLUMNS = [
 ]
 #: Skip reason of images a decisions file dropped (see :mod:`embedscope.decisions`).
 DROPPED_REASON = "dropped by decision"
+#: Keys of an :func:`inspect_file` row that are not manifest columns: the image's encoded
+#: thumbnail cell and the seconds it took, for the thumbnail cache.
+CELL, CELL_SECONDS = "cell", "cell_seconds"
 
 
 class SourceError(RuntimeError):
@@ -224,7 +230,8 @@ def label_of(rel: str, label_depth: int | None = None) -> str:
 
 
 def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> dict:
-    """Facts about one file, and whether it is a usable image (``reason`` says why not).
+    """Facts about one file, and whether it is a usable image (``reason`` says why not), with
+    its thumbnail cell (:data:`CELL`, None when it has none) made from the same decode.
     ``rel`` is a manifest path (:func:`~embedscope.layout.path_text`).
 
     ``decoder`` is the :func:`~embedscope.images.decoder_identity` that judged the file, and
@@ -244,6 +251,8 @@ def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> di
         "mode": None,
         "format": None,
         "decoder": decoder_identity(),
+        CELL: None,
+        CELL_SECONDS: 0.0,
     }
     try:
         st = path.stat()
@@ -269,15 +278,22 @@ def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> di
 
 def _check_image(path: Path, row: dict, max_pixels: int) -> str:
     """Decode the image (reduced-size draft for JPEG) into ``row``, with the image-quality
-    statistics of what was decoded (this is the one pass that decodes every file); return a
-    skip reason or ''."""
+    statistics of what was decoded and its thumbnail cell, both from one reduced RGB copy
+    (this is the one pass that decodes every file); return a skip reason or ''."""
     try:
         im, header = decode(path, max_pixels=max_pixels, draft=(256, 256))
     except Exception as exc:  # whatever happens to one file is its reason, never the run's end
         row.update(getattr(exc, "header", {}))
         return skip_reason(exc)
     with im:
-        row.update(header, **image_stats(im))
+        reduced = stats_copy(im)
+        row.update(header, **image_stats(reduced))
+        t0 = time.perf_counter()
+        # a cell that fails is no reason to skip the image: the page then decodes the original
+        # for it, as for any image the cache lacks
+        with contextlib.suppress(Exception):
+            row[CELL] = encode_cell(decoded_cell(im, reduced))
+        row[CELL_SECONDS] = time.perf_counter() - t0
     return ""
 
 
@@ -290,9 +306,11 @@ def build_manifest(
     max_pixels: int = MAX_PIXELS,
     previous: pd.DataFrame | None = None,
     workers: int | None = None,
+    thumbnails: ThumbnailCache | None = None,
 ) -> pd.DataFrame:
     """One row per candidate file under ``root``; rows of ``previous`` are reused for files
-    whose size and mtime did not change, so re-runs on an unchanged folder read nothing."""
+    whose size and mtime did not change, so re-runs on an unchanged folder read nothing. The
+    thumbnail cells of the files inspected go to ``thumbnails`` as they come."""
     root = Path(root)
     rels = discover(root, exclude)
     reused: dict[str, dict] = {}
@@ -311,7 +329,14 @@ def build_manifest(
         same = same[(same["status"] != "ok") | same["phash"].notna()]
         reused = {r["path"]: r for r in same.to_dict(orient="records")}
     todo = [rel for rel in rels if rel not in reused]
-    rows = {**reused, **{r["path"]: r for r in _inspect_all(root, todo, max_pixels, workers)}}
+    rows = dict(reused)
+    cells = thumbnails.writer("ingest") if thumbnails else None
+    with cells or contextlib.nullcontext():
+        for row in _inspect_all(root, todo, max_pixels, workers):
+            cell, seconds = row.pop(CELL), row.pop(CELL_SECONDS)
+            if cells:
+                cells.add(row["sha256"], cell, seconds)
+            rows[row["path"]] = row
     df = pd.DataFrame([rows[rel] for rel in rels], columns=MANIFEST_COLUMNS)
     df["label"] = _labels(df["path"], label_depth, labels)
     df["tags"] = ""  # set by decisions only
@@ -337,13 +362,17 @@ def _stat(path: Path) -> tuple[int | None, int | None]:
     return st.st_size, st.st_mtime_ns
 
 
-def _inspect_all(root: Path, rels: list[str], max_pixels: int, workers: int | None) -> list[dict]:
+def _inspect_all(
+    root: Path, rels: list[str], max_pixels: int, workers: int | None
+) -> Iterator[dict]:
+    """Rows in order, as they come (their cells go to the cache without piling up)."""
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(rels) < 64:
-        return [inspect_file(root, rel, max_pixels) for rel in rels]
+        yield from (inspect_file(root, rel, max_pixels) for rel in rels)
+        return
     chunk = max(16, len(rels) // (workers * 8))
     with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(_inspect_one, [(root, r, max_pixels) for r in rels], chunksize=chunk))
+        yield from pool.map(_inspect_one, [(root, r, max_pixels) for r in rels], chunksize=chunk)
 
 
 def _inspect_one(args: tuple[Path, str, int]) -> dict:
@@ -376,7 +405,8 @@ def ingest(
     max_pixels: int = MAX_PIXELS,
     workers: int | None = None,
 ) -> pd.DataFrame:
-    """Resolve ``source``, build (or refresh) ``data/<name>/manifest.parquet`` and return it."""
+    """Resolve ``source``, build (or refresh) ``data/<name>/manifest.parquet`` and return it;
+    the thumbnail cells of the files it decodes go to ``data/<name>/thumbs/``."""
     root = resolve_source(source, layout)
     if source == "sample":
         exclude = [*exclude, "LICENSE.md"]  # the sample's attribution file, not a data file
@@ -394,6 +424,7 @@ def ingest(
         max_pixels=max_pixels,
         previous=previous,
         workers=workers,
+        thumbnails=ThumbnailCache(layout),
     )
     write_parquet(layout.manifest, manifest, point="manifest:write")
     write_json(layout.source_file, {"source": source, "root": str(root)})

@@ -103,6 +103,7 @@ class Layout:
         "embeddings",
         "projections",
         "analysis",
+        "thumbs",
     )
 
     @property
@@ -113,6 +114,11 @@ class Layout:
     @property
     def manifest(self) -> Path:
         return self.data_dir / "manifest.parquet"
+
+    @property
+    def thumbs(self) -> Path:
+        """Thumbnail cells by sha256, made in ingest's decoding pass (:mod:`embedscope.thumbs`)."""
+        return self.data_dir / "thumbs"
 
     def embeddings_dir(self, model_key: str) -> Path:
         return self.data_dir / "embeddings" / model_key

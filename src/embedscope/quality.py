@@ -58,10 +58,17 @@ QUALITY_TYPES = (
 )
 
 
+def stats_copy(im: Image.Image) -> Image.Image:
+    """What the statistics are taken on: ``im`` in RGB (any mode, transparency on white: the
+    picture the model is shown), shrunk to at most :data:`STATS_SIDE` a side; an image that is
+    that already is returned as it is, so ingest takes its thumbnail cell from the same copy."""
+    rgb = to_rgb(im)
+    return rgb if max(rgb.size) <= STATS_SIDE else _shrunk(rgb, STATS_SIDE)
+
+
 def image_stats(im: Image.Image) -> dict[str, float | int]:
     """The statistics of one decoded image that the quality scores need."""
-    rgb = to_rgb(im)  # any mode, transparency on white: the picture the model is shown
-    rgb = rgb if max(rgb.size) <= STATS_SIDE else _shrunk(rgb, STATS_SIDE)
+    rgb = stats_copy(im)
     arr = np.asarray(rgb, dtype=np.float32)
     # cleanvision's perceived brightness of each pixel, 0..1
     bright = (

@@ -11,11 +11,11 @@
 from embedscope.explore.atlas import (
     ATLAS_COLS,
     NO_THUMBNAIL,
-    PROCESS_POOL_MIN,
     UNREADABLE,
-    build_atlases,
+    build_sheets,
     thumbnail_cell,
     thumbnail_jpeg,
+    thumbnail_sheets,
 )
 from embedscope.explore.page import show_inline, write_explorer
 from embedscope.explore.palette import MISSING_COLOUR, PALETTE, class_colour
@@ -26,14 +26,14 @@ __all__ = [
     "MISSING_COLOUR",
     "NO_THUMBNAIL",
     "PALETTE",
-    "PROCESS_POOL_MIN",
     "UNREADABLE",
-    "build_atlases",
+    "build_sheets",
     "class_colour",
     "show_inline",
     "static_plot",
     "thumbnail_cell",
     "thumbnail_jpeg",
+    "thumbnail_sheets",
     "write_embedding_csv",
     "write_explorer",
 ]

@@ -1,111 +1,227 @@
-"""Thumbnails: one cell per image, packed into sprite atlases for the page and served as JPEG
-to the live panel, the Dash routes and the analyst tables."""
+"""Thumbnails for the four views: every point's cell packed into sprite sheets for the page,
+and served as JPEG to the live panel, the Dash routes and the analyst tables.
+
+Cells come from the dataset's thumbnail cache (:mod:`embedscope.thumbs`, made in ingest's
+decoding pass) when there is one, so a page of a million points decodes no original image;
+the originals are decoded only for what the cache lacks.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
 import os
-from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from functools import partial
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator, Sized
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from urllib.parse import quote
 
-from PIL import Image, ImageOps
+import numpy as np
+import pandas as pd
+from PIL import Image
 
 from embedscope.images import load_rgb
+from embedscope.layout import os_path, write_atomic
+from embedscope.thumbs import (
+    CELL_SIZE,
+    ThumbnailCache,
+    as_images,
+    cells_from_files,
+    decode_cell,
+    thumbnail_cell,
+)
 
-#: Atlas cell codes for points without a picture.
+#: Cell codes for points without a picture.
 UNREADABLE, NO_THUMBNAIL = -2, -1
-#: Cells per atlas side: 64 x 64 cells of 64 px is 4096 px, within every browser's image limit.
-ATLAS_COLS = 64
-#: WebP, not JPEG: on 10,000 photo thumbnails JPEG q80 made a 20.1 MB page, WebP q70 (method 6,
-#: same look at this size) 14.8 MB including the 4.8 MB plotly.js, and 15.8 MB on noisier
-#: generated images (make bench), so q60 keeps a margin. Every current browser decodes WebP.
-ATLAS_FORMAT, ATLAS_QUALITY = "WEBP", 60
-#: From this many images thumbnails are made in worker processes (threads below: no start-up).
-PROCESS_POOL_MIN = 256
+#: Cells per sheet side: 16 x 16 cells of 64 px is a 1024 px sheet, ~120 KB, which a browser
+#: decodes in ~15 ms, so a hover never waits for a large decode.
+ATLAS_COLS = 16
+#: WebP quality and method of a sheet. A 1024 px sheet of 256 photo cells (2 shared cores):
+#: method 0: 151 KiB in 22 ms, 2: 126 KiB in 33 ms, 4: 121 KiB in 75 ms, 6: 114 KiB in 154 ms
+#: (the sample's emoji: 160, 121, 117, 111 KiB in 24, 34, 73, 173 ms). Method 2 is the knee:
+#: 10% larger than method 6 at a fifth of the time, 2 minutes of CPU for a million points.
+#: Quality 60: about 500 bytes a cell, photos and emoji alike.
+SHEET_QUALITY, SHEET_METHOD = 60, 2
+#: Sheets are encoded in worker processes when there is more than one (the encoder holds the
+#: GIL); at most this many sheets per worker wait in memory.
+_IN_FLIGHT = 2
+_SHEET_FILE = re.compile(r"(\d+)\.webp")
+_END = object()
+
+#: A point's cell: a picture, an encoded image, or None (unreadable).
+Cell = Image.Image | bytes | None
+#: Where a page's cells come from (:func:`thumbnail_sheets`).
+Thumbnails = ThumbnailCache | Iterable[Cell] | None
 
 
-def build_atlases(
-    paths: list[Path], size: int = 64, cols: int = ATLAS_COLS
-) -> tuple[list[str], list[int]]:
-    """Sprite atlases (data URIs, ``cols`` x ``cols`` cells each) and each path's cell number,
-    ``UNREADABLE`` where the file does not decode. Full sheets are encoded on a thread while
-    the next one fills."""
-    per_atlas = cols * cols
+def build_sheets(
+    cells: Iterable[Cell],
+    *,
+    size: int,
+    cols: int,
+    out_dir: str | Path | None = None,
+    prefix: str = "",
+    workers: int | None = None,
+) -> tuple[list[str], np.ndarray]:
+    """Sprite sheets of ``cols`` x ``cols`` cells of ``size`` px, and each point's cell number.
+
+    ``cells`` (in point order) are pictures (size x size, RGB), encoded images (bytes, e.g. a
+    cached cell) or None for a point whose image is unreadable (its number is
+    :data:`UNREADABLE`; readable cells are numbered on, row-major, sheet k holding cells
+    k*cols*cols onwards). Without ``out_dir`` the sheets are WebP data URIs; with it they are
+    files ``<k>.webp`` written there atomically (older sheets numbered beyond are removed) and
+    the strings returned are ``prefix + "<k>.webp"``. The last sheet keeps only the rows it uses.
+    """
+    per_sheet = cols * cols
+    out = None if out_dir is None else Path(out_dir)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
     index: list[int] = []
-    sheets: list[Future[str]] = []
-    sheet = Image.new("RGB", (1, 1))
-    filled = 0
-    with ThreadPoolExecutor(2) as encoder:
-        for raw in _cells(paths, size):
-            if raw is None:
+    items: list[Image.Image | bytes] = []
+    done: list[str] = []
+    pending: deque[Future[str]] = deque()
+    pool: ProcessPoolExecutor | None = None
+
+    def job(k: int) -> tuple:
+        dest = None if out is None else str(out / f"{k}.webp")
+        return (list(items), size, cols, dest, f"{prefix}{k}.webp")
+
+    try:
+        for cell in cells:
+            if cell is None:
                 index.append(UNREADABLE)
                 continue
-            k = filled % per_atlas
-            if k == 0:
-                sheet = Image.new("RGB", (cols * size, cols * size), (255, 255, 255))
-            sheet.paste(
-                Image.frombytes("RGB", (size, size), raw), ((k % cols) * size, (k // cols) * size)
-            )
-            index.append(filled)
-            filled += 1
-            if k == per_atlas - 1:
-                sheets.append(encoder.submit(_encode, sheet))
-        if filled % per_atlas:  # the last, partly filled sheet keeps only the rows it uses
-            rows = -(-(filled % per_atlas) // cols)
-            sheets.append(encoder.submit(_encode, sheet.crop((0, 0, cols * size, rows * size))))
-        return [f.result() for f in sheets], index
+            index.append(len(done) * per_sheet + len(pending) * per_sheet + len(items))
+            items.append(cell)
+            if len(items) < per_sheet:
+                continue
+            if pool is None and workers > 1:  # a second sheet is coming: worth the workers
+                pool = ProcessPoolExecutor(workers)
+            if pool is None:
+                done.append(_sheet(*job(len(done))))
+            else:
+                pending.append(pool.submit(_sheet, *job(len(done) + len(pending))))
+                while len(pending) > _IN_FLIGHT * workers:
+                    done.append(pending.popleft().result())
+            items = []
+        k = len(done) + len(pending)
+        done += [f.result() for f in pending]
+        if items:
+            done.append(_sheet(*job(k)))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    if out is not None:
+        _remove_beyond(out, len(done))
+    return done, np.asarray(index, dtype=np.int32)
 
 
-def _cells(paths: list[Path], size: int) -> Iterator[bytes | None]:
-    """Thumbnail cells in order, decoded on every core.
+def _sheet(items: list, size: int, cols: int, dest: str | None, url: str) -> str:
+    """One sheet: paste, encode, and either write it to ``dest`` (returning ``url``) or
+    return it as a data URI. Runs in a worker process."""
+    rows = -(-len(items) // cols)
+    sheet = Image.new("RGB", (cols * size, rows * size), (255, 255, 255))
+    for k, item in enumerate(items):
+        cell = item if isinstance(item, Image.Image) else decode_cell(item)
+        if cell.size != (size, size):
+            cell = cell.resize((size, size), Image.Resampling.BICUBIC)
+        sheet.paste(cell, ((k % cols) * size, (k // cols) * size))
+    buf = io.BytesIO()
+    sheet.save(buf, format="WEBP", quality=SHEET_QUALITY, method=SHEET_METHOD)
+    data = buf.getvalue()
+    if dest is None:
+        return f"data:image/webp;base64,{base64.b64encode(data).decode('ascii')}"
+    write_atomic(dest, lambda tmp: tmp.write_bytes(data), len(data))
+    return url
 
-    Processes for big folders: on the 2-CPU build box, 2,000 photo JPEGs took 1.41 s serial,
-    0.96 s on 2 threads and 0.77 s on 2 processes (1,440 WebP icons: 1.66 / 1.02 / 0.90 s), as
-    the per-image Python work holds the GIL even though Pillow releases it to decode and resize.
-    Small lists stay on threads, where no worker has to start.
+
+def _remove_beyond(folder: Path, count: int) -> None:
+    """Sheets of an earlier, larger page that this page does not use."""
+    for entry in os.scandir(folder):
+        m = _SHEET_FILE.fullmatch(entry.name)
+        if m and int(m[1]) >= count:
+            Path(entry.path).unlink(missing_ok=True)
+
+
+def thumbnail_sheets(
+    points: pd.DataFrame,
+    image_root: str | Path,
+    thumbnails: Thumbnails = None,
+    folder: str | Path | None = None,
+    *,
+    size: int = CELL_SIZE,
+) -> tuple[list[str], np.ndarray]:
+    """Every point's thumbnail on sheets (:func:`build_sheets`): the sheet URLs and each
+    point's cell number.
+
+    ``thumbnails`` is the dataset's :class:`~embedscope.thumbs.ThumbnailCache` (cells by the
+    points' ``sha256``; those it lacks are decoded from the files under ``image_root`` and
+    added to it), any iterable of cells in point order (pictures, encoded bytes or None), or
+    None: every cell decoded from its file. With ``folder`` (the page's ``-files`` folder) the
+    sheets are files in ``folder/thumbs/``, addressed relative to the page; else data URIs.
     """
-    workers = os.cpu_count() or 1
-    work = partial(_cell_bytes, size=size)
-    if len(paths) < PROCESS_POOL_MIN or workers == 1:
-        with ThreadPoolExecutor(workers) as pool:
-            yield from pool.map(work, paths)
+    n = len(points)
+    files = [os_path(image_root, p) for p in points["path"].astype(str)]
+    cells: Iterable[Cell]
+    if isinstance(thumbnails, ThumbnailCache) and thumbnails.size == size:
+        shas = points["sha256"].tolist() if "sha256" in points.columns else None
+        cells = thumbnails.cells_for(shas, files)
+    elif thumbnails is None or isinstance(thumbnails, ThumbnailCache):
+        cells = as_images(cells_from_files(files, size), size)
     else:
-        chunk = max(8, min(64, len(paths) // (workers * 8)))
-        with ProcessPoolExecutor(workers) as pool:
-            yield from pool.map(work, paths, chunksize=chunk)
+        if isinstance(thumbnails, Sized) and len(thumbnails) != n:
+            raise ValueError(f"thumbnails holds {len(thumbnails)} cells for {n} points")
+        cells = _exactly(thumbnails, n)
+    if folder is None:
+        return build_sheets(cells, size=size, cols=ATLAS_COLS)
+    folder = Path(folder)
+    return build_sheets(
+        cells,
+        size=size,
+        cols=ATLAS_COLS,
+        out_dir=folder / "thumbs",
+        prefix=f"{quote(folder.name)}/thumbs/",
+    )
 
 
-def _cell_bytes(path: Path, size: int) -> bytes | None:
-    """A cell as raw RGB bytes: 12 KB that cross a process boundary faster than a PIL image."""
-    cell = thumbnail_cell(path, size)
-    return None if cell is None else cell.tobytes()
+def _exactly(cells: Iterable[Cell], n: int) -> Iterator[Cell]:
+    """``cells``, checked to hold one cell per point."""
+    it = iter(cells)
+    for i in range(n):
+        cell = next(it, _END)
+        if cell is _END:
+            raise ValueError(f"thumbnails gave {i} cells for {n} points")
+        yield cell
+    if next(it, _END) is not _END:
+        raise ValueError(f"thumbnails gave more than {n} cells for {n} points")
 
 
-def thumbnail_cell(path: Path, size: int) -> Image.Image | None:
-    """A ``size`` x ``size`` cell: the whole image scaled to fit, centred on white; None when
-    the file is unreadable. JPEGs decode at reduced scale (``draft``), ~8x faster on photos."""
-    try:
-        im = load_rgb(path, draft=(size, size))
-    except ValueError:
-        return None
-    im.thumbnail((size, size), Image.Resampling.BICUBIC)
-    if im.width < size and im.height < size:  # small icons fill the cell instead of a dot
-        im = ImageOps.contain(im, (size, size), Image.Resampling.BICUBIC)
-    cell = Image.new("RGB", (size, size), (255, 255, 255))
-    cell.paste(im, ((size - im.width) // 2, (size - im.height) // 2))
-    return cell
+def point_jpeg(
+    path: Path, size: int, thumbnails: ThumbnailCache | None = None, sha256: str | None = None
+) -> bytes | None:
+    """A point's thumbnail as a ``size`` px JPEG: its cached cell (scaled to ``size``) when the
+    cache has it, so serving it decodes no original; else made from the file."""
+    cached = thumbnails.cells([sha256])[0] if thumbnails is not None and sha256 else None
+    if cached is None:
+        return thumbnail_jpeg(path, size)
+    if cached.size != (size, size):
+        cached = cached.resize((size, size), Image.Resampling.BICUBIC)
+    return _jpeg(cached)
 
 
 def thumbnail_jpeg(path: Path, size: int, quality: int = 85) -> bytes | None:
-    """:func:`thumbnail_cell` as JPEG bytes, for the live panel, the Dash routes and tables."""
+    """:func:`~embedscope.thumbs.thumbnail_cell` as JPEG bytes, for the live panel, the Dash
+    routes and tables."""
     cell = thumbnail_cell(path, size)
-    if cell is None:
-        return None
+    return None if cell is None else _jpeg(cell, quality)
+
+
+def _jpeg(im: Image.Image, quality: int = 85) -> bytes:
     buf = io.BytesIO()
-    cell.save(buf, format="JPEG", quality=quality)
+    im.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 
@@ -117,14 +233,4 @@ def preview_jpeg(path: Path, max_side: int = 640, quality: int = 88) -> bytes | 
     except ValueError:
         return None
     im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _encode(sheet: Image.Image) -> str:
-    buf = io.BytesIO()
-    options = {"method": 6} if ATLAS_FORMAT == "WEBP" else {"optimize": True}
-    sheet.save(buf, format=ATLAS_FORMAT, quality=ATLAS_QUALITY, **options)
-    mime = f"image/{ATLAS_FORMAT.lower()}"
-    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+    return _jpeg(im, quality)

@@ -4,6 +4,8 @@
 (Dash >= 2.11 has Jupyter support built in). Safe by default: binds 127.0.0.1, debug off, and
 images are served only through ``/image/<row>`` and ``/thumb/<row>``, where ``row`` is a point's
 number: a request can name a manifest row, never a path, so nothing outside the dataset is served.
+Thumbnails come from the dataset's thumbnail cache (made in ingest's decoding pass), so a hover
+decodes no original.
 
 Curation: a box or lasso selection shows as a gallery; relabel, tag, drop and undo record
 decisions (a :class:`~embedscope.decisions.DecisionLog` kept in the browser's ``dcc.Store``) and
@@ -41,7 +43,7 @@ from embedscope.decisions import (
     suggestion_text,
     suggestions,
 )
-from embedscope.explore.atlas import thumbnail_jpeg
+from embedscope.explore.atlas import point_jpeg
 from embedscope.explore.live import GALLERY_SIZE
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.findings import read_findings, with_findings
@@ -49,6 +51,7 @@ from embedscope.ingest import UNLABELLED, load_manifest
 from embedscope.layout import Layout, os_path
 from embedscope.reduce import project
 from embedscope.search import MAX_LIKE, Searcher
+from embedscope.thumbs import ThumbnailCache
 
 
 def figure(
@@ -170,9 +173,12 @@ def create_app(
     def image(row: int):
         return send_file(row_file(row))
 
+    cache = ThumbnailCache(layout)
+    shas = points["sha256"].tolist()
+
     @lru_cache(maxsize=4096)
     def thumb_bytes(row: int) -> bytes | None:
-        return thumbnail_jpeg(files[row], 160)
+        return point_jpeg(files[row], 160, cache, shas[row])
 
     @server.route("/image/<path:anything>")
     @server.route("/thumb/<path:anything>")
@@ -181,8 +187,9 @@ def create_app(
 
     @server.route("/thumb/<int:row>")
     def thumb(row: int):
-        row_file(row)
-        data = thumb_bytes(row)
+        if not 0 <= row < len(files):
+            abort(404)
+        data = thumb_bytes(row)  # from the thumbnail cache: the original may be elsewhere
         if data is None:
             abort(404)
         return send_file(io.BytesIO(data), mimetype="image/jpeg")

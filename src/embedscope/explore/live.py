@@ -34,11 +34,12 @@ from embedscope.decisions import (
     suggestion_text,
     suggestions,
 )
-from embedscope.explore.atlas import preview_jpeg, thumbnail_jpeg
+from embedscope.explore.atlas import point_jpeg, preview_jpeg
 from embedscope.explore.palette import class_colour, class_order
 from embedscope.ingest import UNLABELLED
 from embedscope.layout import os_path
 from embedscope.search import MAX_LIKE, PROMPT_PREFIX, Searcher
+from embedscope.thumbs import ThumbnailCache
 
 _SCORES = ("cluster", "mislabel_score", "outlier_score")
 #: Name of the trace that rings a search's results.
@@ -93,6 +94,7 @@ class LiveExplorer:
         preview_size: int = 640,
         gallery_size: int = GALLERY_SIZE,
         searcher: Searcher | None = None,
+        thumbnails: ThumbnailCache | None = None,
     ) -> None:
         import ipywidgets as w
         import plotly.graph_objects as go
@@ -101,6 +103,7 @@ class LiveExplorer:
         self.points["label"] = self.points["label"].fillna(UNLABELLED).astype(str)
         self.root, self.neighbors, self.size = Path(image_root), neighbors, thumb_size
         self.preview_size = preview_size
+        self.thumbnails = thumbnails
         self.is3d = "z" in self.points and self.points["z"].notna().any()
         self.classes = class_order(self.points["label"])
         self.colours = {c: class_colour(c, k) for k, c in enumerate(self.classes)}
@@ -414,10 +417,12 @@ class LiveExplorer:
             self.message.value = self.review_message.value = str(exc)
 
     def _thumb(self, row: int, size: int) -> bytes:
-        """A JPEG thumbnail, read once: the gallery redraws after every decision."""
+        """A JPEG thumbnail, from the thumbnail cache when it has the point's cell (no original
+        decoded), made once: the gallery redraws after every decision."""
         if (row, size) not in self._thumbs:
             path = os_path(self.root, self.points["path"][row])
-            self._thumbs[row, size] = thumbnail_jpeg(path, size) or b""
+            sha = self.points["sha256"][row] if "sha256" in self.points else None
+            self._thumbs[row, size] = point_jpeg(path, size, self.thumbnails, sha) or b""
         return self._thumbs[row, size]
 
     def redraw(self) -> None:

@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from embedscope.decisions import ISSUES, REASON, ReviewQueue, offered, page_rules
-from embedscope.explore.atlas import ATLAS_COLS, NO_THUMBNAIL, build_atlases
+from embedscope.explore.atlas import ATLAS_COLS, Thumbnails, thumbnail_sheets
 from embedscope.explore.palette import MISSING_COLOUR, PALETTE, class_colour, class_order
 from embedscope.ingest import UNLABELLED
-from embedscope.layout import os_path, write_atomic
+from embedscope.layout import write_atomic
 
 if TYPE_CHECKING:
     from IPython.display import HTML
@@ -53,7 +53,8 @@ FINDING_TEXT_COLUMNS = (ISSUES, REASON)
 MAX_CATEGORIES = 40
 #: Neighbours shown per point: a 4 x 3 grid stays readable.
 MAX_NEIGHBORS = 12
-#: Up to this many points the page is one file; above, it has a sibling ``<stem>-files/`` folder.
+#: Up to this many points the page is one file; above, it has a sibling ``<stem>-files/`` folder
+#: (thumbnail sheets, neighbour chunks).
 INLINE_LIMIT = 20_000
 #: Points per neighbour chunk file in folder mode (12 neighbours: ~1 MB of script each).
 NEIGHBOR_CHUNK = 16_384
@@ -67,7 +68,7 @@ def write_explorer(
     title: str = "embedscope",
     neighbors: np.ndarray | None = None,
     thumb_size: int = 64,
-    max_thumbnails: int = 20_000,
+    thumbnails: Thumbnails = None,
     inline_limit: int = INLINE_LIMIT,
 ) -> Path:
     """Write the explorer page for ``points`` to ``out`` (atomically).
@@ -75,10 +76,12 @@ def write_explorer(
     ``points`` has x, y, optional z (a 2D map when absent or all NaN), label, path relative to
     ``image_root`` and any extra columns to colour by; ``suggested_label`` with
     ``suggested_share`` (from analyse) travel as each point's suggestion instead. ``neighbors``
-    (N, k) row positions feed the click panel (up to 12 per point). Up to ``inline_limit``
-    points the page is one file; above, its neighbour lists go to ``<stem>-files/nbr/`` beside
-    it, loaded when a point needs them. Beyond ``max_thumbnails`` points an evenly spread
-    subset keeps thumbnails, so every class keeps some pictures.
+    (N, k) row positions feed the click panel (up to 12 per point). Every point gets its
+    thumbnail cell, from ``thumbnails`` (the dataset's thumbnail cache, or any cells in point
+    order; see :func:`~embedscope.explore.atlas.thumbnail_sheets`) or else decoded from its
+    file. Up to ``inline_limit`` points the page is one file; above, its thumbnail sheets
+    (``thumbs/``) and neighbour lists (``nbr/``, loaded when a point needs them) are files in
+    ``<page stem>-files/`` beside the page, which travels with that folder.
     """
     missing = {"x", "y", "path"} - set(points.columns)
     if missing:
@@ -94,12 +97,7 @@ def write_explorer(
     near = _neighbors(neighbors, n)  # checked before the slow part
     out = Path(out)
     folder = out.parent / f"{out.stem}-files" if n > inline_limit else None
-
-    thumbs = np.full(n, NO_THUMBNAIL, dtype=np.int64)
-    keep = _spread(n, max(0, min(max_thumbnails, n)))
-    root = Path(image_root)
-    atlases, cells = build_atlases([os_path(root, paths[i]) for i in keep], thumb_size)
-    thumbs[keep] = cells
+    atlases, thumbs = thumbnail_sheets(points, image_root, thumbnails, folder, size=thumb_size)
 
     is3d = "z" in points.columns and bool(points["z"].notna().any())
     data: dict[str, Any] = {
@@ -170,14 +168,6 @@ def show_inline(html_path: str | Path, *, height: int = 700) -> HTML:
         'sandbox="allow-scripts allow-downloads" '
         f'style="width:100%;height:{int(height)}px;border:0"></iframe></div>'
     )
-
-
-def _spread(n: int, k: int) -> np.ndarray:
-    """``k`` row positions spread evenly over ``n`` rows (rows are usually sorted by path, so
-    taking the first ``k`` would leave whole classes without pictures)."""
-    if k >= n:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
 def labels_of(points: pd.DataFrame) -> list[str]:
