@@ -49,14 +49,16 @@
   sheetCss.textContent = D.sheets.map((u, k) => ".es-a" + k + "{background-image:url(" + cssString(u) + ")}").join("\n");
   document.head.appendChild(sheetCss);
   const sheetOf = (i) => D.thumb[i] < 0 ? -1 : Math.floor(D.thumb[i] / (D.cols * D.cols));
-  const decoded = new Map();  // sheet -> promise of its picture decoded (the hover card waits)
+  // sheet -> promise of its picture decoded (the hover card waits for it); the 64 sheets used
+  // last stay referenced, so hovering across a million points never holds thousands decoded
+  const decoded = new Map();
   function sheetReady(k) {
-    if (!decoded.has(k)) {
-      const im = new Image();
-      im.src = D.sheets[k];
-      decoded.set(k, im.decode().catch(() => undefined));
-    }
-    return decoded.get(k);
+    let ready = decoded.get(k);
+    if (ready) decoded.delete(k);
+    else { const im = new Image(); im.src = D.sheets[k]; ready = im.decode().then(() => im, () => null); }
+    decoded.set(k, ready);
+    if (decoded.size > 64) decoded.delete(decoded.keys().next().value);
+    return ready;
   }
   function thumb(i, px) {
     const t = D.thumb[i], box = el("div", "thumb");

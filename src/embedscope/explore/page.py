@@ -314,7 +314,7 @@ def _json_for_script(obj: Any) -> str:
 
 def _fill(template: str, values: dict[str, str]) -> str:
     """Substitute each placeholder once, in one pass, so text inserted for one placeholder
-    (plotly.js, a title) is never searched for the next one."""
+    (a script, a title) is never searched for the next one."""
     out, rest = [], template
     for key, value in values.items():
         head, sep, rest = rest.partition(key)

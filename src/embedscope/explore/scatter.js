@@ -126,21 +126,22 @@
         return true;
       };
       for (let i = 0; i < N; i++) {
-        if (!shown[i]) { SX[i] = NaN; continue; }
+        if (!shown[i]) { SX[i] = SY[i] = NaN; continue; }
         let sx, sy;
         if (is3d) {
           const x = X[i] - ex, y = Y[i] - ey, z = Z[i] - ez;
           dz = x * f0[0] + y * f0[1] + z * f0[2];
-          if (!(dz > near)) { SX[i] = NaN; continue; }
+          if (!(dz > near)) { SX[i] = SY[i] = NaN; continue; }
           const q = k / dz;
           sx = W / 2 + q * (x * r0[0] + y * r0[1] + z * r0[2]);
           sy = H / 2 - q * (x * u0[0] + y * u0[1] + z * u0[2]);
         } else {
           sx = bx + ax * X[i]; sy = by + ay * Y[i]; dz = 0;
-          if (sx !== sx || sy !== sy) { SX[i] = NaN; continue; }
+          if (sx !== sx || sy !== sy) { SX[i] = SY[i] = NaN; continue; }
         }
         SX[i] = sx * inv; SY[i] = sy * inv;
         if (plot(i, colour[i], false, dimmed && chosen[i])) n++;
+        else SX[i] = SY[i] = NaN;  // off the canvas: not drawn
       }
       if (dimmed) {  // the selection on top of the faded map, nearest first among itself
         for (let j = 0; j < chosenList.length; j++) {
@@ -170,8 +171,10 @@
     }
 
     let hoverAt = null;  // [x, y, t0] of the last pointer move not yet answered
+    let late = 0;
     function tick() {
-      queued = false;
+      if (!queued) return;
+      queued = false; clearTimeout(late);
       const sized = host.clientWidth > 0 && host.clientHeight > 0;
       if (sized && !dirty && (Math.round(host.clientWidth * (window.devicePixelRatio || 1)) !== W
         || Math.round(host.clientHeight * (window.devicePixelRatio || 1)) !== H)) dirty = true;
@@ -186,7 +189,8 @@
     }
     function request(redraw) {  // at most one frame per animation frame, whatever asks for it
       if (redraw !== false) dirty = true;
-      if (!queued) { queued = true; requestAnimationFrame(tick); }
+      // a frame of the browser's, or a timer where it gives none (a frame scrolled out of view)
+      if (!queued) { queued = true; requestAnimationFrame(tick); late = setTimeout(tick, 250); }
       return new Promise((resolve) => waiting.push(resolve));
     }
 
@@ -284,7 +288,8 @@
         if (v.fit) cam = fit();
         return request();
       },
-      // CSS px of the last frame (NaN: not drawn), for points idx or every point
+      // CSS px of the last frame (NaN: not drawn: hidden, behind the camera or off the canvas),
+      // for points idx or every point
       screenPositions(idx) {
         const n = idx ? idx.length : N, out = new Float64Array(2 * n);
         for (let k = 0; k < n; k++) { const i = idx ? idx[k] : k; out[2 * k] = SX[i]; out[2 * k + 1] = SY[i]; }
