@@ -477,6 +477,16 @@ def test_page_without_suggestions_has_no_suggestion_controls(browser, library, t
     p.assert_safe()
     p.close()
 
+    # suggestions that all agree with the labels: none to accept (an empty list on the page)
+    agree = pts.assign(suggested_label=pts["label"], suggested_share=1.0)
+    p = base.Page(browser, write_explorer(agree, root, tmp_path / "agree.html"))
+    assert (
+        p.page.evaluate("() => window.embedscope.edit({op: 'accept', rows: [0, 1]})")
+        == (MESSAGES["no_suggestion"])
+    )
+    p.assert_safe()
+    p.close()
+
 
 @pytest.fixture(scope="module")
 def sample_report(tmp_path_factory: pytest.TempPathFactory, builtin_cache: Path) -> Any:

@@ -9,7 +9,7 @@
   // Per-point numbers travel as base64 little-endian typed arrays ({dtype, b64}); decoded once.
   const TYPES = {f4: Float32Array, i1: Int8Array, i2: Int16Array, i4: Int32Array, u1: Uint8Array};
   function typed(v) {
-    if (!v || typeof v !== "object" || !v.b64 || !TYPES[v.dtype]) return v;
+    if (!v || typeof v.b64 !== "string" || !TYPES[v.dtype]) return v;
     const bin = atob(v.b64), bytes = new Uint8Array(bin.length);
     for (let k = 0; k < bin.length; k++) bytes[k] = bin.charCodeAt(k);
     return new TYPES[v.dtype](bytes.buffer);
