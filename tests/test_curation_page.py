@@ -583,7 +583,7 @@ def test_a_hundred_thousand_points_draw_select_hover_and_pin(browser, library, t
     e1, e2 = np.array([-1, 1, 0]) / np.sqrt(2), np.array([-1, -1, 2]) / np.sqrt(6)
     coords[:24] = 6 * (np.cos(ring) * e1 + np.sin(ring) * e2)
     pts = pd.DataFrame(coords, columns=list("xyz"))
-    pts["path"] = [rels[i % len(rels)] for i in range(n)]  # real files, each many times
+    pts["path"] = [f"c{i % 7}/{i:06d}.png" for i in range(n)]  # cells come from `thumbnails`
     pts["label"] = [f"c{i % 7}" for i in range(n)]
     nbrs = rng.integers(0, n, size=(n, 12))
     nbrs[:, 0] = np.arange(n)  # self first, as analyse writes them
@@ -633,5 +633,29 @@ def test_a_hundred_thousand_points_draw_select_hover_and_pin(browser, library, t
     p.page.wait_for_selector(f"#detail[data-index='{far}'] #neighbors .thumb")
     shown = p.page.locator("#neighbors .thumb").evaluate_all("ts => ts.map(t => +t.dataset.index)")
     assert shown == [j for j in nbrs[far] if j != far][:12]
+
+    # 60,000 decisions: more than the ~5 MB every file:// page shares in localStorage allows
+    # comfortably, so they go to IndexedDB, and come back after a reload
+    said = p.page.evaluate(
+        "(n) => window.embedscope.edit({op: 'drop', rows: [...Array(n).keys()]})", 60_000
+    )
+    assert said == "" and _decided(p)["dropped"] == 60_000
+    p.page.wait_for_function(SAVED_IN_INDEXEDDB, timeout=30_000)
+    assert len(p.page.evaluate("() => localStorage.getItem(localStorage.key(0))")) < 100
+    reload(p)
+    assert (
+        _decided(p)["dropped"] == 60_000
+        and "Saved in this browser" in p.page.locator("#storage").text_content()
+    )
     p.assert_safe()
     p.close()
+
+
+#: Whether the page's decisions are in IndexedDB (a promise of true once the write committed).
+SAVED_IN_INDEXEDDB = """() => new Promise((resolve) => {
+    const open = indexedDB.open('embedscope');
+    open.onsuccess = () => { const db = open.result;
+      if (!db.objectStoreNames.contains('decisions')) { db.close(); resolve(false); return; }
+      const get = db.transaction('decisions').objectStore('decisions').getAllKeys();
+      get.onsuccess = () => { db.close(); resolve(get.result.length === 1); }; };
+    open.onerror = () => resolve(false); })"""
