@@ -157,11 +157,11 @@ def show_inline(html_path: str | Path, *, height: int = 700) -> HTML:
     head = re.search(r'"folder":("(?:[^"\\]|\\.)*"),"count":(\d+)', page)
     if head:  # folder mode
         name, folder = html.escape(path.name), html.escape(json.loads(head.group(1)))
-        return HTML(
+        return HTML(  # names no directory of this machine: the notebook is shared too
             f'<div class="embedscope-explorer">The explorer of {int(head.group(2)):,} points '
             "is too large to show inside the notebook: open "
-            f'<a href="{html.escape(quote(path.name))}" target="_blank">{name}</a> in a browser '
-            f"(it is {html.escape(str(path.resolve()))}, with the folder {folder} beside it).</div>"
+            f'<a href="{html.escape(quote(path.name))}" target="_blank">{name}</a> (in the '
+            f"report folder, with the folder {folder} beside it) in a browser.</div>"
         )
     return HTML(  # wrapped in a <div>: IPython warns about HTML that starts with <iframe
         f'<div class="embedscope-explorer"><iframe srcdoc="{html.escape(page, quote=True)}" '
