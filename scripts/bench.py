@@ -353,10 +353,9 @@ def _hover_latency(page, tries: int = 10) -> float | None:
     times = []
     for i in range(tries):
         x, y = page.evaluate(
-            """(i) => { const gd = document.getElementById('plot'), L = gd._fullLayout,
-                r = gd.getBoundingClientRect(), d = window.embedscope.data;
-                return [r.left + L.xaxis._offset + L.xaxis.l2p(d.x[i]),
-                        r.top + L.yaxis._offset + L.yaxis.l2p(d.y[i])]; }""",
+            """(i) => { const r = document.getElementById('plot').getBoundingClientRect(),
+                p = window.embedscope.screenPositions([i]);
+                return [r.left + p[0], r.top + p[1]]; }""",
             i * 97,
         )
         page.mouse.move(5, 5)
@@ -373,7 +372,7 @@ def _hover_latency(page, tries: int = 10) -> float | None:
 
 def _select_latency(page, tries: int = 5) -> float:
     """Median ms from mouse-up to the box's points highlighted, as the page times it (3D page:
-    every point projected through the camera, tested against the box, painted on the veil);
+    every point's last-frame position tested against the box, the selection drawn on top);
     boxes of growing size around the centre, each replacing the last selection."""
     page.click("#tool [data-tool='box']")
     times = []

@@ -1,12 +1,14 @@
 """Curation in explorer.html, in a real headless Chromium opened from disk: box and lasso drawn
 with the real mouse select what the camera shows (the expected sets are computed here, from the
-scene's camera and axes, not from the page's own projection), rules select by class, score,
-search and neighbours; the gallery, decisions with undo and storage, and the two downloads."""
+camera and axes the page reports through ``window.embedscope.view()``, not from the page's own
+projection), rules select by class, score, search and neighbours; the gallery, decisions with
+undo and storage, and the two downloads."""
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from helpers import make_classes, png_bytes
 from matplotlib.path import Path as Polygon
 
 from embedscope.decisions import MESSAGES
-from embedscope.explore import write_explorer
+from embedscope.explore import thumbnail_cell, write_explorer
 from embedscope.ingest import SAMPLE_DIR
 
 browser = base.browser  # one Chromium for this module too
@@ -56,56 +58,49 @@ def _grid3d(n: int) -> np.ndarray:
 
 
 def project3d(page: Any) -> np.ndarray:
-    """Screen pixels (relative to #plot) of every point, from the scene's camera (eye, centre,
-    up), aspect ratio, axis ranges (set by the test) and size as the layout reports them: a
-    perspective camera with a 45° field of view looking at the data box centred and scaled to
-    the aspect ratio, as gl-plot3d draws it."""
-    s = page.evaluate(
-        """() => { const gd = document.getElementById('plot'), L = gd._fullLayout, sc = L.scene,
-            d = window.embedscope.data;
-            return {cam: sc.camera, aspect: sc.aspectratio, size: L._size, domain: sc.domain,
-                    ranges: ['xaxis', 'yaxis', 'zaxis'].map(a => sc[a].range),
-                    xyz: [d.x, d.y, d.z]}; }"""
+    """Screen pixels (relative to #plot) of every point, from the camera the page reports
+    (yaw about z, pitch above the xy plane, distance from the target, vertical field of view)
+    and the plot's size: a perspective camera at target + distance x (cos p cos y, cos p sin y,
+    sin p) looking at the target, z up."""
+    s = page.evaluate("() => ({v: window.embedscope.view(), d: window.embedscope.data})")
+    v, d = s["v"], s["d"]
+    assert v["kind"] == "3d"
+    yaw, pitch, target = v["yaw"], v["pitch"], np.array(v["target"], float)
+    eye = target + v["distance"] * np.array(
+        [math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw), math.sin(pitch)]
     )
-    c = s["cam"]
-    eye, centre, up = (np.array([c[k][a] for a in "xyz"], float) for k in ("eye", "center", "up"))
-    f = (centre - eye) / np.linalg.norm(centre - eye)
-    side = np.cross(f, up) / np.linalg.norm(np.cross(f, up))
+    f = (target - eye) / np.linalg.norm(target - eye)
+    side = np.cross(f, [0, 0, 1]) / np.linalg.norm(np.cross(f, [0, 0, 1]))
     u = np.cross(side, f)
-    view = np.array([[*side, -side @ eye], [*u, -u @ eye], [*-f, f @ eye], [0, 0, 0, 1]])
-    dom, size = s["domain"], s["size"]
-    w = size["w"] * (dom["x"][1] - dom["x"][0])
-    h = size["h"] * (dom["y"][1] - dom["y"][0])
-    focal = 1 / math.tan(math.pi / 8)
-    xyz = np.array(s["xyz"], float).T
-    lo, hi = np.array(s["ranges"], float).T
-    aspect = np.array([s["aspect"][a] for a in "xyz"])
-    model = (xyz - (lo + hi) / 2) / (hi - lo) * aspect
-    eye_space = np.c_[model, np.ones(len(model))] @ view.T
-    depth = -eye_space[:, 2]
-    sx = (
-        size["l"]
-        + dom["x"][0] * size["w"]
-        + 0.5 * (1 + focal * h / w * eye_space[:, 0] / depth) * w
-    )
-    sy = size["t"] + (1 - dom["y"][1]) * size["h"] + 0.5 * (1 - focal * eye_space[:, 1] / depth) * h
+    rel = np.array([d["x"], d["y"], d["z"]], float).T - eye
+    depth = rel @ f
+    focal = 1 / math.tan(v["fov"] / 2) * v["height"] / 2
+    sx = v["width"] / 2 + focal * (rel @ side) / depth
+    sy = v["height"] / 2 - focal * (rel @ u) / depth
     return np.c_[sx, sy]
 
 
 def project2d(page: Any, data: np.ndarray | None = None) -> np.ndarray:
     """Screen pixels (relative to #plot) of ``data`` (default: every point) from the axes'
-    ranges, offsets and lengths."""
-    s = page.evaluate(
-        """() => { const L = document.getElementById('plot')._fullLayout;
-            const d = window.embedscope.data;
-            const ax = (a) => ({range: a.range, offset: a._offset, length: a._length});
-            return {x: ax(L.xaxis), y: ax(L.yaxis), xy: [d.x, d.y]}; }"""
-    )
-    x, y = s["x"], s["y"]
-    data = np.array(s["xy"], float).T if data is None else data
-    sx = x["offset"] + (data[:, 0] - x["range"][0]) / np.diff(x["range"]) * x["length"]
-    sy = y["offset"] + (y["range"][1] - data[:, 1]) / np.diff(y["range"]) * y["length"]
+    ranges the page reports and the plot's size."""
+    s = page.evaluate("() => ({v: window.embedscope.view(), d: window.embedscope.data})")
+    v = s["v"]
+    data = np.array([s["d"]["x"], s["d"]["y"]], float).T if data is None else data
+    sx = (data[:, 0] - v["x"][0]) / np.diff(v["x"]) * v["width"]
+    sy = (v["y"][1] - data[:, 1]) / np.diff(v["y"]) * v["height"]
     return np.c_[sx, sy]
+
+
+def set_view(page: Any, view: dict) -> None:
+    """Move the camera (or the axes) and wait for the frame drawn with it."""
+    page.evaluate("(v) => window.embedscope.setView(v)", view)
+
+
+def orbit(eye: tuple[float, float, float], target: list[float]) -> dict:
+    """The page's camera looking from ``target + eye`` (data units) at ``target``."""
+    x, y, z = eye
+    return {"yaw": math.atan2(y, x), "pitch": math.atan2(z, math.hypot(x, y)),
+            "distance": math.hypot(x, y, z), "target": target}  # fmt: skip
 
 
 def clear_box(xy: np.ndarray, centre: np.ndarray, half: float, margin: float = 4.0) -> list:
@@ -155,11 +150,30 @@ def drag(p: base.Page, corners: list[tuple[float, float]], keys: tuple[str, ...]
 def settle(p: base.Page) -> None:
     """Wait until the map has its final size (the gallery opens below it on a selection)."""
     p.page.wait_for_function(
-        """() => { const gd = document.getElementById('plot'), L = gd._fullLayout;
-            const r = gd.getBoundingClientRect();
-            return Math.abs(L.width - r.width) < 1 && Math.abs(L.height - r.height) < 1; }"""
+        """() => { const v = window.embedscope.view();
+            const r = document.getElementById('plot').getBoundingClientRect();
+            return Math.abs(v.width - r.width) < 1 && Math.abs(v.height - r.height) < 1; }"""
     )
-    p.page.wait_for_timeout(100)  # the 3D camera matrices follow on the next frame
+    p.page.wait_for_timeout(100)
+
+
+def whole_pixel_box(xy: np.ndarray, plot: dict, centre: np.ndarray, half: int) -> list:
+    """A box near ``centre`` (plot pixels) with its corners on whole page pixels, as a mouse
+    reports them, and no point within 0.002 px of its edges: unambiguous among dense points."""
+    for shift in sorted(itertools.product(range(-15, 16), repeat=2), key=np.hypot.reduce):
+        x0, y0 = np.round(centre + [plot["x"], plot["y"]] - half) + shift - [plot["x"], plot["y"]]
+        x1, y1 = x0 + 2 * half, y0 + 2 * half
+        near = lambda v, e: np.abs(v - e) < 0.002  # noqa: E731
+        across = (
+            (xy[:, 1] > y0 - 1) & (xy[:, 1] < y1 + 1),
+            (xy[:, 0] > x0 - 1) & (xy[:, 0] < x1 + 1),
+        )
+        if (
+            not ((near(xy[:, 0], x0) | near(xy[:, 0], x1)) & across[0]).any()
+            and not ((near(xy[:, 1], y0) | near(xy[:, 1], y1)) & across[1]).any()
+        ):
+            return [x0, y0, x1, y1]
+    raise AssertionError("no unambiguous box: choose other geometry")
 
 
 def _gap(xy: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -177,14 +191,8 @@ def test_box_drag_in_3d_selects_what_the_camera_shows(browser, library, tmp_path
     root, rels = library
     pts = _points(rels, _grid3d(len(rels)))
     p = base.Page(browser, write_explorer(pts, root, tmp_path / "b3.html"))
-    # an oblique camera (perspective clearly at work) and fixed axis ranges: plotly's layout
-    # does not report the ranges it draws with when it picks them itself
-    p.page.evaluate(
-        """() => Plotly.relayout('plot', {'scene.camera.eye': {x: 1.7, y: -1.1, z: 0.8},
-            'scene.xaxis.range': [-0.5, 2.5], 'scene.yaxis.range': [-0.5, 2.5],
-            'scene.zaxis.range': [-0.5, 2.5]})"""
-    )
-    p.page.wait_for_timeout(300)
+    # an oblique camera, near enough for the perspective to be clearly at work
+    set_view(p.page, orbit((5.1, -3.3, 2.4), [1, 1, 1]))
     xy = project3d(p.page)
     ours = np.array(p.page.evaluate("() => Array.from(window.embedscope.screenPositions())"))
     assert np.abs(ours.reshape(-1, 2) - xy).max() < 0.5, "page and test project alike"
@@ -207,8 +215,7 @@ def test_box_drag_in_3d_selects_what_the_camera_shows(browser, library, tmp_path
     assert drag(p, box_corners(third), ("Alt",)) == (want | added) - in_box(xy, third)
 
     # the camera moves: the same screen box now holds other points, projected anew
-    p.page.evaluate("() => Plotly.relayout('plot', {'scene.camera.eye': {x: -1.5, y: 1.4, z: 1}})")
-    p.page.wait_for_timeout(300)
+    set_view(p.page, orbit((-4.5, 4.2, 3), [1, 1, 1]))
     xy = project3d(p.page)
     last = clear_box(xy, xy.mean(axis=0), 50)
     assert drag(p, box_corners(last)) == in_box(xy, last)
@@ -237,16 +244,13 @@ def test_lasso_in_2d_and_every_rule(browser, library, tmp_path) -> None:
     p.page.click("#tool [data-tool='lasso']")
     assert drag(p, [tuple(v) for v in [*tri, tri[0]]]) == want
     # a class hidden in the legend is not drawn, so a lasso does not take it
-    p.page.evaluate(
-        "() => Plotly.restyle('plot', {visible: 'legendonly'}, "
-        "[document.getElementById('plot').data.findIndex(t => t.name === 'blue')])"
-    )
+    p.page.evaluate("() => window.embedscope.setClassShown('blue', false)")
     xy = project2d(p.page)
     tri = project2d(p.page, np.array([[-0.6, -0.15], [4.6, 2.7], [3.35, 4.15]]))
     blue = {i for i, r in enumerate(rels) if r.startswith("blue/")}
     want = set(np.flatnonzero(Polygon(tri).contains_points(xy)).tolist())
     assert want & blue and drag(p, [tuple(v) for v in [*tri, tri[0]]]) == want - blue
-    p.page.evaluate("() => Plotly.restyle('plot', {visible: true})")
+    p.page.evaluate("() => window.embedscope.setClassShown('blue', true)")
 
     def rule(field: str, value: str, op: str | None = None, modifiers: list[str] | None = None):
         p.page.select_option("#where-field", label=field)
@@ -293,13 +297,19 @@ def test_lasso_in_2d_and_every_rule(browser, library, tmp_path) -> None:
 
     # the selection is highlighted over the dimmed map: a selected point's pixel is its
     # class colour, a point outside it is washed towards white
-    colours = p.page.evaluate(
-        """() => { const v = document.getElementById('veil'), c = v.getContext('2d'),
-            p = window.embedscope.screenPositions([1, 2]);
-            const at = (k) => c.getImageData(Math.round(p[2*k]), Math.round(p[2*k+1]), 1, 1);
-            return [0, 1].map(k => Array.from(at(k).data)); }"""
+    pixels, classes = p.page.evaluate(
+        """() => { const v = document.querySelector('#plot canvas'), c = v.getContext('2d'),
+            p = window.embedscope.screenPositions([1, 2]), d = window.embedscope.data;
+            const at = (k) => c.getImageData(Math.round(p[2*k] * devicePixelRatio),
+                Math.round(p[2*k+1] * devicePixelRatio), 1, 1);
+            return [[0, 1].map(k => Array.from(at(k).data)),
+                    [1, 2].map(i => d.colours[d.label[i]])]; }"""
     )
-    assert colours[0][3] == 255 and colours[1][:3] == [255, 255, 255] and 0 < colours[1][3] < 255
+    rgb = [[int(c[k : k + 2], 16) for k in (1, 3, 5)] for c in classes]
+    assert pixels[0] == [*rgb[0], 255], "selected: its class colour"
+    washed = pixels[1][:3]
+    assert pixels[1][3] == 255 and washed not in (rgb[1], [255] * 3), "not selected: washed"
+    assert all(c <= w for c, w in zip(rgb[1], washed, strict=True)), "towards white"
     p.assert_safe()
     p.close()
 
@@ -467,6 +477,16 @@ def test_page_without_suggestions_has_no_suggestion_controls(browser, library, t
     p.assert_safe()
     p.close()
 
+    # suggestions that all agree with the labels: none to accept (an empty list on the page)
+    agree = pts.assign(suggested_label=pts["label"], suggested_share=1.0)
+    p = base.Page(browser, write_explorer(agree, root, tmp_path / "agree.html"))
+    assert (
+        p.page.evaluate("() => window.embedscope.edit({op: 'accept', rows: [0, 1]})")
+        == (MESSAGES["no_suggestion"])
+    )
+    p.assert_safe()
+    p.close()
+
 
 @pytest.fixture(scope="module")
 def sample_report(tmp_path_factory: pytest.TempPathFactory, builtin_cache: Path) -> Any:
@@ -501,10 +521,8 @@ def test_sample_flags_in_3d_relabel_three_drop_two(browser, sample_report, tmp_p
     p = base.Page(browser, sample_report.explorer)
     data = p.page.evaluate("() => window.embedscope.data")
     labels = np.array(data["classes"])[data["label"]]
-    xyz = np.array([data["x"], data["y"], data["z"]], float).T
-    lo, hi = xyz.min(axis=0), xyz.max(axis=0)
-    ranges = {f"scene.{a}axis.range": [lo[k], hi[k]] for k, a in enumerate("xyz")}
-    p.page.evaluate("(r) => Plotly.relayout('plot', r)", ranges)
+    view = p.page.evaluate("() => window.embedscope.view()")
+    set_view(p.page, {"distance": 0.7 * view["distance"]})  # zoomed in a little, as a user would
     settle(p)
     xy = project3d(p.page)
     flags = labels == "flags"
@@ -550,3 +568,94 @@ def test_sample_flags_in_3d_relabel_three_drop_two(browser, sample_report, tmp_p
     changed = applied.set_index("path").loc[paths]
     assert changed["label"].tolist()[:3] == ["symbols"] * 3
     assert changed["reason"].tolist()[3:] == ["dropped by decision"] * 2
+
+
+def test_a_hundred_thousand_points_draw_select_hover_and_pin(browser, library, tmp_path) -> None:
+    """At 100,000 points (folder mode: neighbours in script chunks beside the page) every point
+    is drawn, a real-mouse box selects exactly what the camera shows, a real hover names the
+    point under the mouse and shows its picture, and a click pins it with its neighbours."""
+    root, rels = library
+    n = 100_000
+    rng = np.random.default_rng(11)
+    coords = rng.normal(size=(n, 3))
+    # rows 0-23: alone on a ring around the cloud, square to the camera set below
+    ring = np.linspace(0, 2 * np.pi, 24, endpoint=False)[:, None]
+    e1, e2 = np.array([-1, 1, 0]) / np.sqrt(2), np.array([-1, -1, 2]) / np.sqrt(6)
+    coords[:24] = 6 * (np.cos(ring) * e1 + np.sin(ring) * e2)
+    pts = pd.DataFrame(coords, columns=list("xyz"))
+    pts["path"] = [f"c{i % 7}/{i:06d}.png" for i in range(n)]  # cells come from `thumbnails`
+    pts["label"] = [f"c{i % 7}" for i in range(n)]
+    nbrs = rng.integers(0, n, size=(n, 12))
+    nbrs[:, 0] = np.arange(n)  # self first, as analyse writes them
+    cells = [thumbnail_cell(root / r, 16) for r in rels]  # each point its own cell, 16 px
+    out = write_explorer(
+        pts, root, tmp_path / "big.html", neighbors=nbrs, thumb_size=16,
+        thumbnails=(cells[i % len(cells)] for i in range(n)),
+    )  # fmt: skip
+    assert len(list((tmp_path / "big-files" / "nbr").glob("*.js"))) > 1, "neighbours in chunks"
+    p = base.Page(browser, out)
+    assert p.plotted() == n, "every point drawn"
+    set_view(p.page, orbit((11, 11, 11), [0, 0, 0]))
+    assert p.plotted() == n, "every point still drawn"
+
+    xy = project3d(p.page)
+    ours = np.array(p.page.evaluate("() => Array.from(window.embedscope.screenPositions())"))
+    assert np.abs(ours.reshape(-1, 2) - xy).max() < 0.05, "page and test project alike"
+    p.page.click("#tool [data-tool='box']")
+    aside = np.median(xy[24:], 0) + np.std(xy[24:], 0)  # off the dense middle of the cloud
+    box = whole_pixel_box(xy, p.page.locator("#plot").bounding_box(), aside, 20)
+    want = in_box(xy, box)
+    assert 50 < len(want) < n // 2
+    assert drag(p, box_corners(box)) == want
+    assert p.page.locator("body").get_attribute("data-selected") == str(len(want))
+    p.page.click("#tool [data-tool='view']")
+
+    xy = project3d(p.page)  # the gallery opened: the map is smaller now
+    data = p.page.evaluate("() => ({thumb: window.embedscope.data.thumb.slice(0, 24)})")
+    assert data["thumb"][0] >= 0, "row 0 carries a picture"
+    plot = p.page.locator("#plot").bounding_box()
+    for i in range(0, 24, 3):
+        assert np.sort(np.hypot(*(xy - xy[i]).T))[1] > 8, "nothing else near the point"
+        p.page.mouse.move(plot["x"] + xy[i, 0], plot["y"] + xy[i, 1])
+        p.page.wait_for_selector(f"#hover[data-shown='{i}']", timeout=10_000)
+        card = p.card()
+        assert card["path"] == pts["path"][i] and card["cell"] == data["thumb"][i]
+    p.page.mouse.move(plot["x"] + xy[0, 0], plot["y"] + xy[0, 1])
+    p.page.wait_for_selector("#hover[data-shown='0']")
+    assert p.card()["image"].startswith('url("file:'), "a sheet beside the page"
+    p.page.mouse.down()
+    p.page.mouse.up()
+    p.page.wait_for_selector("#detail[data-index='0'] #neighbors .thumb")
+    shown = p.page.locator("#neighbors .thumb").evaluate_all("ts => ts.map(t => +t.dataset.index)")
+    assert shown == [j for j in nbrs[0] if j != 0][:12]
+    far = n - 1  # a neighbour list from another chunk, loaded on demand
+    p.page.evaluate("(i) => window.embedscope.pin(i)", far)
+    p.page.wait_for_selector(f"#detail[data-index='{far}'] #neighbors .thumb")
+    shown = p.page.locator("#neighbors .thumb").evaluate_all("ts => ts.map(t => +t.dataset.index)")
+    assert shown == [j for j in nbrs[far] if j != far][:12]
+
+    # 60,000 decisions: more than the ~5 MB every file:// page shares in localStorage allows
+    # comfortably, so they go to IndexedDB, and come back after a reload
+    said = p.page.evaluate(
+        "(n) => window.embedscope.edit({op: 'drop', rows: [...Array(n).keys()]})", 60_000
+    )
+    assert said == "" and _decided(p)["dropped"] == 60_000
+    p.page.wait_for_function(SAVED_IN_INDEXEDDB, timeout=30_000)
+    assert len(p.page.evaluate("() => localStorage.getItem(localStorage.key(0))")) < 100
+    reload(p)
+    assert (
+        _decided(p)["dropped"] == 60_000
+        and "Saved in this browser" in p.page.locator("#storage").text_content()
+    )
+    p.assert_safe()
+    p.close()
+
+
+#: Whether the page's decisions are in IndexedDB (a promise of true once the write committed).
+SAVED_IN_INDEXEDDB = """() => new Promise((resolve) => {
+    const open = indexedDB.open('embedscope');
+    open.onsuccess = () => { const db = open.result;
+      if (!db.objectStoreNames.contains('decisions')) { db.close(); resolve(false); return; }
+      const get = db.transaction('decisions').objectStore('decisions').getAllKeys();
+      get.onsuccess = () => { db.close(); resolve(get.result.length === 1); }; };
+    open.onerror = () => resolve(false); })"""

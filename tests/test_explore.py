@@ -1,6 +1,7 @@
 """explorer.html in a real headless Chromium opened straight from disk (real mouse hover and
 clicks, search, legend, no network, hostile file names as text), the atlas it carries, the
-inline notebook frame, the static plot and the CSV."""
+inline notebook frame, the static plot and the CSV. The page is driven only through its
+renderer-neutral interface (``window.embedscope``, ``body[data-drawn]``, DOM legend)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import pytest
 from helpers import launch_chromium, make_classes, png_bytes
 from matplotlib.figure import Figure
 from PIL import Image
-from plotly.offline import get_plotlyjs
 
 from embedscope import thumbs
 from embedscope.explore import (
@@ -35,7 +35,7 @@ from embedscope.explore import (
     write_embedding_csv,
     write_explorer,
 )
-from embedscope.explore.page import MAX_NEIGHBORS, NEIGHBOR_BUDGET
+from embedscope.explore.page import MAX_NEIGHBORS, NEIGHBOR_CHUNK
 from embedscope.explore.palette import PALETTE
 from embedscope.thumbs import as_images, cells_from_files
 
@@ -87,11 +87,18 @@ class Page:
         )
 
     def plotted(self) -> int:
-        """Points drawn now: every trace but the overlays (pin, decisions) and hidden classes."""
+        """Points drawn in a frame drawn now (hidden classes and search misses are not)."""
         return self.page.evaluate(
-            """() => document.getElementById('plot')._fullData
-                .filter(t => !t.uid.startsWith('ov_') && t.visible === true)
-                .reduce((n, t) => n + t.x.length, 0)"""
+            "() => window.embedscope.setView({}).then(() => Number(document.body.dataset.drawn))"
+        )
+
+    def at(self, i: int) -> tuple[float, float]:
+        """Page coordinates where point ``i`` is drawn."""
+        return self.page.evaluate(
+            """(i) => { const r = document.getElementById('plot').getBoundingClientRect(),
+                p = window.embedscope.screenPositions([i]);
+                return [r.left + p[0], r.top + p[1]]; }""",
+            i,
         )
 
     def search(self, text: str, expect: int) -> None:
@@ -148,11 +155,21 @@ def _expected_position(cell: int, px: int) -> str:
 
 
 def _data(page_text: str) -> dict[str, Any]:
+    """The page's data, per-point typed arrays ({dtype, b64}) decoded to lists."""
     blob = re.search(
         r'<script type="application/json" id="es-data">(.*?)</script>', page_text, re.S
     )
     assert blob, "the data <script> element must end where it was meant to"
-    return json.loads(blob.group(1))
+    data = json.loads(blob.group(1))
+    for key in ("x", "y", "z", "label", "thumb"):
+        data[key] = _typed(data[key])
+    return data
+
+
+def _typed(v: Any) -> Any:
+    if isinstance(v, dict) and "b64" in v:
+        return np.frombuffer(base64.b64decode(v["b64"]), dtype="<" + v["dtype"]).tolist()
+    return v
 
 
 def test_real_mouse_hover_in_3d_shows_that_point_as_text(browser, images, tmp_path) -> None:
@@ -214,14 +231,7 @@ def test_real_mouse_hover_in_2d_matches_every_point(browser, images, tmp_path) -
     assert p.plotted() == len(rels), "every point is plotted, the corrupt one too"
     kinds = set()
     for i in range(len(rels)):
-        x, y = p.page.evaluate(
-            """(i) => { const gd = document.getElementById('plot'), L = gd._fullLayout,
-                r = gd.getBoundingClientRect(), d = window.embedscope.data;
-                return [r.left + L.xaxis._offset + L.xaxis.l2p(d.x[i]),
-                        r.top + L.yaxis._offset + L.yaxis.l2p(d.y[i])]; }""",
-            i,
-        )
-        p.page.mouse.move(x, y)
+        p.page.mouse.move(*p.at(i))
         p.page.wait_for_function(
             "(i) => document.getElementById('hover').dataset.index == i", arg=i, timeout=3_000
         )
@@ -256,9 +266,7 @@ def test_search_legend_and_colour_by(browser, images, tmp_path) -> None:
     box = p.page.locator(".legendtext", has_text="red").bounding_box()
     p.page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     n_red = sum(r.startswith("red/") for r in rels)
-    p.page.wait_for_function(  # plotly first waits to tell a click from a double-click
-        "() => document.getElementById('plot')._fullData.some(t => t.visible === 'legendonly')"
-    )
+    p.page.wait_for_selector("#legend [data-name='red'].off")
     assert p.plotted() == len(rels) - n_red
     labels = pts["label"].fillna("(unlabelled)")
     shown = [i for i, r in enumerate(rels) if "e" in r.lower() or "e" in labels[i].lower()]
@@ -269,11 +277,13 @@ def test_search_legend_and_colour_by(browser, images, tmp_path) -> None:
     options = p.page.locator("#colour option").all_text_contents()
     assert options == ["label", "mislabel_score", "cluster"], "row is bookkeeping, not a colour"
     p.page.select_option("#colour", label="mislabel_score")
-    traces = p.page.evaluate(
-        "() => document.getElementById('plot').data.map(t => [t.name, "
-        "t.marker.showscale === true, t.x.length])"
+    shown = p.page.evaluate(
+        "() => { const c = window.embedscope.colouring(); return [c.name, c.scale, "
+        "document.querySelector('#colorbar:not([hidden])').dataset.name, "
+        "document.querySelectorAll('#legend .legendtext').length]; }"
     )
-    assert traces == [["mislabel_score", True, len(rels)]], "one trace with a colour scale"
+    assert shown == ["mislabel_score", True, "mislabel_score", 0], "a colour bar, no legend"
+    assert p.plotted() == len(rels)
     p.page.select_option("#colour", label="cluster")
     assert p.page.locator(".legendtext").all_text_contents() == ["0", "1", "2"]
     assert p.plotted() == len(rels)
@@ -285,9 +295,8 @@ def test_page_carries_atlases_and_safe_json(images, tmp_path) -> None:
     root, rels = images
     pts = _points(rels, np.random.default_rng(2).normal(size=(len(rels), 3)))
     out = write_explorer(pts, root, tmp_path / "a.html")
-    page = out.read_text(encoding="utf-8")
-    assert get_plotlyjs() in page, "plotly.js is inlined"
-    ours = page.replace(get_plotlyjs(), "")
+    page = ours = out.read_text(encoding="utf-8")
+    assert "Plotly" not in page and "EmbedScatter" in page, "the page's own renderer is inlined"
     assert ours.count("base64,") == 1, "one atlas image, not one image per point"
     assert not re.search(r"<(script|link|img|iframe)\b[^>]*\b(src|href)=", ours)
     assert "connect-src 'none'" in page
@@ -299,7 +308,7 @@ def test_page_carries_atlases_and_safe_json(images, tmp_path) -> None:
     assert data["thumb"][rels.index("red/corrupt.jpg")] == UNREADABLE
 
     # every point's atlas cell holds that point's picture (lossy: compare mean colours)
-    uri = re.search(r"url\(data:image/\w+;base64,([A-Za-z0-9+/=]+)\)", page).group(1)
+    uri = re.fullmatch(r"data:image/\w+;base64,([A-Za-z0-9+/=]+)", data["sheets"][0]).group(1)
     atlas = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))).convert("RGB"), float)
     size = data["cell"]
     for i, cell in enumerate(data["thumb"]):
@@ -350,26 +359,29 @@ def test_write_is_atomic_and_checks_neighbours(images, tmp_path) -> None:
     assert sorted(x.name for x in tmp_path.iterdir()) == ["e.html"], "no temp files left"
 
 
-def test_neighbours_take_no_more_of_the_page_than_their_budget(images, tmp_path) -> None:
-    """As many neighbours per point as fit the stated budget (all of them when it is large),
-    the same number for every point; none at all when not even one fits."""
+def test_neighbours_inline_or_in_chunks_beside_the_page(images, tmp_path) -> None:
+    """Every point keeps its first 12 valid neighbours (self and out-of-range rows dropped,
+    order kept) at any size: inline in a one-file page, or above ``inline_limit`` in
+    ``<stem>-files/nbr/<chunk>.js`` script files that hold the same rows."""
     root, rels = images
     n = len(rels)
     pts = _points(rels, np.zeros((n, 2)))
-    nbrs = np.array([[(i + k) % n for k in range(n)] for i in range(n)])  # self first
-
-    def near(budget: int) -> list[list[int]] | None:
-        out = write_explorer(pts, root, tmp_path / "n.html", neighbors=nbrs, neighbor_budget=budget)
-        return _data(out.read_text(encoding="utf-8"))["neighbors"]
-
+    nbrs = np.array([[(i + k) % n for k in range(n)] + [-1, n] for i in range(n)])  # self first
     most = min(MAX_NEIGHBORS, n - 1)
-    assert near(NEIGHBOR_BUDGET) == [[(i + k) % n for k in range(1, most + 1)] for i in range(n)]
-    step = n * (len(str(n - 1)) + 1)  # one more neighbour per point
-    for k in range(1, most):
-        rows = near(3 * n + k * step)
-        assert {len(r) for r in rows} == {k}
-        assert len(json.dumps(rows, separators=(",", ":"))) <= 3 * n + k * step
-    assert near(3 * n + step - 1) is None
+    want = [[(i + k) % n for k in range(1, most + 1)] for i in range(n)]
+
+    one = _data(write_explorer(pts, root, tmp_path / "n.html", neighbors=nbrs).read_text())
+    rows = np.array(_typed(one["neighbors"]["inline"])).reshape(n, -1)
+    assert one["neighbors"]["k"] == most and rows.tolist() == want
+    assert one["folder"] is None and not (tmp_path / "n-files").exists()
+
+    out = write_explorer(pts, root, tmp_path / "big.html", neighbors=nbrs, inline_limit=n - 1)
+    near = _data(out.read_text())["neighbors"]
+    assert near == {"k": most, "chunk": NEIGHBOR_CHUNK, "dir": "big-files/nbr/"}
+    chunk = (tmp_path / "big-files" / "nbr" / "0.js").read_text()
+    b64 = re.fullmatch(r'embedscopeChunk\("nbr",0,"([A-Za-z0-9+/=]+)"\);\n', chunk).group(1)
+    assert _typed({"dtype": "i4", "b64": b64}) == sum(want, [])
+    assert sorted(x.name for x in (tmp_path / "big-files" / "nbr").iterdir()) == ["0.js"]
 
 
 def test_show_inline_runs_the_page_in_a_frame(browser, images, tmp_path) -> None:
@@ -388,6 +400,12 @@ def test_show_inline_runs_the_page_in_a_frame(browser, images, tmp_path) -> None
     assert count == f"{len(rels)} of {len(rels)} points shown"
     p.assert_safe(allowed=("data:", "about:"))
     p.close()
+
+    # a page with a folder beside it cannot run inside the notebook: a line says what and where
+    big = write_explorer(pts, root, tmp_path / "big <page>.html", inline_limit=3)
+    line = show_inline(big).data
+    assert "<iframe" not in line and f"explorer of {len(rels)} points" in line
+    assert 'href="big%20%3Cpage%3E.html"' in line and "big &lt;page&gt;-files/" in line
 
 
 def test_static_plot_and_csv(images, tmp_path) -> None:
@@ -414,9 +432,9 @@ def test_inputs_outside_the_happy_path(tmp_path) -> None:
     pts.loc[0, "x"] = np.nan  # a point without coordinates does not break the JSON
     page = write_explorer(pts, root, tmp_path / "e.html").read_text()
     data = _data(page)
-    assert data["x"][0] is None and set(data["classes"]) == {"(unlabelled)"}
+    assert np.isnan(data["x"][0]) and set(data["classes"]) == {"(unlabelled)"}
     assert data["thumb"] == list(range(len(rels))), "every point keeps its thumbnail"
-    assert page.replace(get_plotlyjs(), "").count("base64,") == 1, "on one sheet"
+    assert page.count("base64,") == 1, "on one sheet"
     with pytest.raises(ValueError, match="lacks column"):
         write_explorer(pts.drop(columns="y"), root, tmp_path / "f.html")
     shutil.rmtree(root)

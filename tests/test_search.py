@@ -264,9 +264,9 @@ def _explorer_colours_by_a_prompt(page_file: Path, table: pd.DataFrame) -> None:
         page.locator("body[data-ready='1']").wait_for(state="attached", timeout=60_000)
         assert prompt in page.locator("#colour option").all_text_contents()
         page.select_option("#colour", label=prompt)
-        traces = page.evaluate(
-            "() => document.getElementById('plot').data.map(t => [t.name, "
-            "t.marker.showscale === true, Array.from(t.marker.color)])"
+        traces = page.evaluate(  # what "colour by" shows: name, a colour scale, every value
+            "() => { const c = window.embedscope.colouring(); "
+            "return [[c.name, c.scale, Array.from(c.values)]]; }"
         )
         browser.close()
     assert [t[:2] for t in traces] == [[prompt, True]]

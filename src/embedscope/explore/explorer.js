@@ -1,39 +1,65 @@
 (function () {
   "use strict";
   // explorer.html's own code: no framework, no network. Sections, in order: data, small DOM
-  // helpers, labels and decisions (with undo and local storage), selection, screen projection
-  // and the box/lasso tool, plot traces, the selection's highlight (a canvas veil), hover and
-  // pinned point, gallery, export, wiring.
+  // helpers, labels and decisions (with undo and browser storage), selection, the box/lasso
+  // tool, the map (scatter.js draws it; legend and colour bar are DOM), hover and pinned point,
+  // neighbours (inline or loaded on demand), gallery, review queue, export, wiring.
 
   // ---- data --------------------------------------------------------------------------------
+  // Per-point numbers travel as base64 little-endian typed arrays ({dtype, b64}); decoded once.
+  const TYPES = {f4: Float32Array, i1: Int8Array, i2: Int16Array, i4: Int32Array, u1: Uint8Array};
+  function typed(v) {
+    if (!v || typeof v.b64 !== "string" || !TYPES[v.dtype]) return v;
+    const bin = atob(v.b64), bytes = new Uint8Array(bin.length);
+    for (let k = 0; k < bin.length; k++) bytes[k] = bin.charCodeAt(k);
+    return new TYPES[v.dtype](bytes.buffer);
+  }
   const D = JSON.parse(document.getElementById("es-data").textContent);
+  ["x", "y", "z", "label", "thumb"].forEach((k) => { D[k] = typed(D[k]); });
+  D.columns.forEach((c) => { c.values = typed(c.values); c.codes = typed(c.codes); });
+  if (D.suggested) ["codes", "share", "offered"].forEach((k) => { D.suggested[k] = typed(D.suggested[k]); });
+  if (D.neighbors && D.neighbors.inline) D.neighbors.inline = typed(D.neighbors.inline);
   const N = D.path.length, is3d = D.is3d, $ = (id) => document.getElementById(id);
   const plot = $("plot"), stage = $("stage"), hover = $("hover"), detail = $("detail");
   const search = $("search"), colour = $("colour"), draw = $("draw");
   const HOVER_PX = 128, DETAIL_PX = 192, TILE_PX = 96, LIGHTBOX_PX = 384, PAGE = 48;
-  const DIM = 0.4;  // how much of the map shows through the veil outside a selection
-  const floats = (a) => { const f = new Float64Array(a.length);
-    for (let i = 0; i < a.length; i++) f[i] = a[i] === null ? NaN : a[i]; return f; };
-  const X = floats(D.x), Y = floats(D.y), Z = is3d ? floats(D.z) : null;
+  const X = D.x, Y = D.y, Z = is3d ? D.z : null;
   const SUG = D.suggested;  // {names, codes, share, offered} when analyse suggested labels
   // The rules of decisions come from decisions.py (page_rules): constants and messages.
   const R = D.rules, M = R.messages, WS = "[" + R.whitespace + "]+";
   const strip = (s) => String(s).replace(new RegExp("^" + WS + "|" + WS + "$", "gu"), "");
   const OFFERED = new Set(SUG ? SUG.offered : []);  // suggestions that can be accepted
   const CLUSTER = D.columns.find((c) => c.name === "cluster");
+  const num = (v) => Number.isFinite(v) ? Number(v.toPrecision(7)) : null;  // float32 as written
 
   // ---- small DOM helpers -------------------------------------------------------------------
   const el = (tag, cls, text) => { const e = document.createElement(tag);
     if (cls) e.className = cls; if (text !== undefined) e.textContent = String(text); return e; };
   const button = (text, onClick, title) => { const b = el("button", null, text);
     b.type = "button"; if (title) b.title = title; b.addEventListener("click", onClick); return b; };
-  // plotly renders a little HTML in legend names and titles: these travel entity-escaped
-  const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
-  const fmt = (v) => v === null || v === undefined ? "—"
+  const fmt = (v) => v === null || v === undefined || Number.isNaN(v) ? "—"
     : typeof v === "number" ? String(Number(v.toPrecision(3))) : String(v);
-  const pct = (v) => v === null || v === undefined ? "" : Math.round(v * 100) + "%";
+  const pct = (v) => Number.isFinite(v) ? Math.round(v * 100) + "%" : "";
   const plural = (n, word) => n.toLocaleString() + " " + word + (n === 1 ? "" : "s");
 
+  // Thumbnail sheets (D.sheets: data URIs, or URLs relative to the page) become one CSS class
+  // each, so a thumbnail is a box showing one cell of its sheet as a background.
+  const sheetCss = document.createElement("style");
+  const cssString = (u) => '"' + u.replace(/["\\\n]/g, (c) => "\\" + c.charCodeAt(0).toString(16) + " ") + '"';
+  sheetCss.textContent = D.sheets.map((u, k) => ".es-a" + k + "{background-image:url(" + cssString(u) + ")}").join("\n");
+  document.head.appendChild(sheetCss);
+  const sheetOf = (i) => D.thumb[i] < 0 ? -1 : Math.floor(D.thumb[i] / (D.cols * D.cols));
+  // sheet -> promise of its picture decoded (the hover card waits for it); the 64 sheets used
+  // last stay referenced, so hovering across a million points never holds thousands decoded
+  const decoded = new Map();
+  function sheetReady(k) {
+    let ready = decoded.get(k);
+    if (ready) decoded.delete(k);
+    else { const im = new Image(); im.src = D.sheets[k]; ready = im.decode().then(() => im, () => null); }
+    decoded.set(k, ready);
+    if (decoded.size > 64) decoded.delete(decoded.keys().next().value);
+    return ready;
+  }
   function thumb(i, px) {
     const t = D.thumb[i], box = el("div", "thumb");
     box.style.width = box.style.height = px + "px";
@@ -59,15 +85,17 @@
 
   // ---- labels and decisions ----------------------------------------------------------------
   // A decision is {label: new label or null, tags: [...]} per point; the tag "drop" means leave
-  // the image out. Every change is one undo step; all of them are kept in the browser's local
-  // storage under the report's key (title + digest of paths and labels, from page.py). The
+  // the image out. Every change is one undo step; all of them are kept in the browser under the
+  // report's key (title + digest of paths and labels, from page.py): in localStorage while
+  // small, in IndexedDB when large (localStorage holds ~5 MB for every file:// page together,
+  // a million decisions need more), with a small marker in localStorage saying so. The
   // rules are decisions.DecisionLog's (a test runs the same edits through both): a relabel to
   // the image's own label takes the decision back, "(unlabelled)" is never given, a tag with
   // the separator is refused, and each edit answers "" or the refusal's message.
   const decisions = new Map(), history = [];
   const STORE = "embedscope.decisions." + D.key;
   let names = D.classes.slice(), colours = D.colours.slice(), current = Int32Array.from(D.label);
-  let decided = 0, storage = "";  // decided: bumps on every change (cache key)
+  let storage = "";
   const labelOf = (i) => names[current[i]];
   const suggestionOf = (i) => OFFERED.has(i) ? SUG.names[SUG.codes[i]] : null;
   const tagsOf = (i) => (decisions.get(i) || {tags: []}).tags;
@@ -135,24 +163,55 @@
     decisionsChanged();
   }
 
+  const SMALL = 1 << 20;  // characters of JSON kept in localStorage; more goes to IndexedDB
+  const NOT_SAVED = "Not saved: this browser keeps no storage here. Download them.";
+  function database() {  // one object store "decisions", keyed by the report's key
+    return new Promise((resolve, reject) => {
+      const open = indexedDB.open("embedscope", 1);
+      open.onupgradeneeded = () => open.result.createObjectStore("decisions");
+      open.onsuccess = () => resolve(open.result);
+      open.onerror = () => reject(open.error);
+    });
+  }
+  function idb(mode, act) {  // act(store) -> request; resolves with its result once committed
+    return database().then((db) => new Promise((resolve, reject) => {
+      const tx = db.transaction("decisions", mode), req = act(tx.objectStore("decisions"));
+      tx.oncomplete = () => { db.close(); resolve(req.result); };
+      tx.onerror = tx.onabort = () => { db.close(); reject(tx.error); };
+    }));
+  }
+  let writing = Promise.resolve();
   function save() {
     const out = {};
     decisions.forEach((d, i) => { out[D.path[i]] = d; });
+    const text = JSON.stringify(out);
     try {
-      if (decisions.size) localStorage.setItem(STORE, JSON.stringify(out)); else localStorage.removeItem(STORE);
+      if (!decisions.size) localStorage.removeItem(STORE);
+      else if (text.length <= SMALL) localStorage.setItem(STORE, text);
+      else {
+        localStorage.setItem(STORE, JSON.stringify({"": "indexeddb", count: decisions.size}));
+        writing = writing.then(() => idb("readwrite", (st) => st.put(text, STORE)))
+          .catch(() => { storage = NOT_SAVED; showCounts(); });
+      }
       storage = "Saved in this browser for this report.";
     } catch (err) {  // a sandboxed frame or a private window: keep working, say so
-      storage = "Not saved: this browser keeps no storage here. Download them.";
+      storage = NOT_SAVED;
     }
   }
-  function load() {
+  function load() {  // a promise: decisions saved by this report (any earlier version of it)
     let saved = null;
-    try { saved = JSON.parse(localStorage.getItem(STORE) || "null"); } catch (err) { return; }
-    if (!saved || typeof saved !== "object") return;
-    const row = new Map(D.path.map((p, i) => [p, i]));
-    Object.entries(saved).forEach(([path, d]) => {
-      const ok = row.has(path) && d && (d.label === null || typeof d.label === "string") && Array.isArray(d.tags);
-      if (ok) decisions.set(row.get(path), {label: d.label, tags: d.tags.map(String)});
+    try { saved = JSON.parse(localStorage.getItem(STORE) || "null"); } catch (err) { storage = NOT_SAVED; return Promise.resolve(); }
+    storage = "Saved in this browser for this report.";
+    const big = saved && saved[""] === "indexeddb";
+    const got = big ? idb("readonly", (st) => st.get(STORE)).then((t) => JSON.parse(t || "null")).catch(() => null)
+      : Promise.resolve(saved);
+    return got.then((saved) => {
+      if (!saved || typeof saved !== "object") return;
+      const row = new Map(D.path.map((p, i) => [p, i]));
+      Object.entries(saved).forEach(([path, d]) => {
+        const ok = row.has(path) && d && (d.label === null || typeof d.label === "string") && Array.isArray(d.tags);
+        if (ok) decisions.set(row.get(path), {label: d.label, tags: d.tags.map(String)});
+      });
     });
   }
 
@@ -172,7 +231,6 @@
     $("download-decisions").disabled = !decisions.size;
   }
   function decisionsChanged() {
-    decided++;
     save(); relabelCodes(); syncWhere(); showCounts(); redraw(); renderGallery(); renderReview();
     if (pinned !== null) describe($("detail-card"), pinned, DETAIL_PX);
   }
@@ -210,8 +268,7 @@
     galleryPage = 0;
     $("selcount").textContent = plural(n, "point") + " selected";
     $("select-none").disabled = !n; $("download-selection").disabled = !n;
-    paintVeil();
-    requestAnimationFrame(() => {  // highlighted on screen: mouse-up (or click) to here, for `make bench`
+    map.setChosen(chosen, chosenList).then(() => {  // highlighted on screen: mouse-up (or click) to here
       const timing = window.embedscope.timing;
       timing.selectMs = performance.now() - t0; timing.selections++;
       document.body.dataset.selected = n;
@@ -255,43 +312,9 @@
     });
   }
 
-  // ---- screen projection and the box/lasso tool ---------------------------------------------
-  // Points are projected to the plot's pixels exactly as plotly draws them: in 2D through the
-  // axes' linear maps, in 3D through the scene's current camera (projection x view x model of
-  // the WebGL scene, data scaled by the scene's dataScale), then tested against the shape.
-  function mat4mul(a, b) {  // column-major, as WebGL
-    const o = new Float64Array(16);
-    for (let c = 0; c < 4; c++) for (let r = 0; r < 4; r++) {
-      let s = 0; for (let k = 0; k < 4; k++) s += a[4 * k + r] * b[4 * c + k]; o[4 * c + r] = s; }
-    return o;
-  }
-  function view() {  // the current data-to-pixel map; .sig changes whenever the picture moves
-    const L = plot._fullLayout, size = L._size;
-    if (!is3d) {
-      const xa = L.xaxis, ya = L.yaxis, v = [xa._offset + xa.l2p(0), xa.l2p(1) - xa.l2p(0),
-        ya._offset + ya.l2p(0), ya.l2p(1) - ya.l2p(0)];
-      return {v: v, sig: v.join(",")};
-    }
-    const sc = L.scene, scene = sc._scene, cam = scene.glplot.cameraParams, s = scene.dataScale;
-    const m = mat4mul(cam.projection, mat4mul(cam.view, cam.model));
-    const ox = size.l + sc.domain.x[0] * size.w, w = size.w * (sc.domain.x[1] - sc.domain.x[0]);
-    const oy = size.t + (1 - sc.domain.y[1]) * size.h, h = size.h * (sc.domain.y[1] - sc.domain.y[0]);
-    return {m: m, s: s, box: [ox, w, oy, h], sig: Array.from(m).concat(s, ox, w, oy, h).join(",")};
-  }
-  // [x0, y0, x1, y1, ...] in plot pixels for the points idx (every point without idx)
-  function screenPositions(idx) {
-    const V = view(), n = idx ? idx.length : N, out = new Float64Array(2 * n).fill(NaN);
-    for (let k = 0; k < n; k++) {
-      const i = idx ? idx[k] : k;
-      if (!is3d) { out[2 * k] = V.v[0] + V.v[1] * X[i]; out[2 * k + 1] = V.v[2] + V.v[3] * Y[i]; continue; }
-      const m = V.m, x = X[i] * V.s[0], y = Y[i] * V.s[1], z = Z[i] * V.s[2];
-      const cw = m[3] * x + m[7] * y + m[11] * z + m[15];
-      if (!(cw > 0)) continue;  // behind the camera (or no coordinates)
-      out[2 * k] = V.box[0] + 0.5 * (1 + (m[0] * x + m[4] * y + m[8] * z + m[12]) / cw) * V.box[1];
-      out[2 * k + 1] = V.box[2] + 0.5 * (1 - (m[1] * x + m[5] * y + m[9] * z + m[13]) / cw) * V.box[3];
-    }
-    return out;
-  }
+  // ---- the box/lasso tool -------------------------------------------------------------------
+  // Shapes are tested against the positions of the last frame drawn (scatter.js keeps them):
+  // a loop over two Float32Arrays, a few ms at a million points.
   function inside(poly, x, y) {  // even-odd rule
     let on = false;
     for (let a = 0, b = poly.length - 2; a < poly.length; b = a, a += 2) {
@@ -300,13 +323,13 @@
     }
     return on;
   }
-  function hitsIn(shape) {  // shown points under a box [x0, y0, x1, y1] or a lasso polygon
-    const p = screenPositions(), show = shownMask(), hits = [];
+  function hitsIn(shape) {  // drawn points under a box [x0, y0, x1, y1] or a lasso polygon
+    const [SX, SY] = map.positions(), hits = [];
     const xs = shape.poly.filter((_, k) => k % 2 === 0), ys = shape.poly.filter((_, k) => k % 2 === 1);
     const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
     for (let i = 0; i < N; i++) {
-      const x = p[2 * i], y = p[2 * i + 1];
-      if (!show[i] || !(x >= x0 && x <= x1 && y >= y0 && y <= y1)) continue;
+      const x = SX[i], y = SY[i];  // NaN (not drawn) fails every comparison
+      if (!(x >= x0 && x <= x1 && y >= y0 && y <= y1)) continue;
       if (shape.kind === "box" || inside(shape.poly, x, y)) hits.push(i);
     }
     return hits;
@@ -317,7 +340,7 @@
     tool = name;
     document.querySelectorAll("#tool button").forEach((b) => b.classList.toggle("on", b.dataset.tool === name));
     draw.classList.toggle("active", name !== "view");
-    hover.hidden = true;
+    hideHover();
   }
   function drawShape() {
     const path = draw.querySelector("path") || draw.appendChild(document.createElementNS("http://www.w3.org/2000/svg", "path"));
@@ -348,152 +371,126 @@
     choose(hitsIn(shape), mode, t0);
   });
 
-  // ---- plot traces ---------------------------------------------------------------------------
-  // Base traces (one per class, or one coloured by a number) are rebuilt only when the search,
-  // the colouring or a decision changes; a new selection only re-styles them (dimmed) and adds
-  // one trace of the selected points, so selecting stays fast at 100,000 points.
-  const gather = (a, idx) => { const o = new Float64Array(idx.length);
-    for (let k = 0; k < idx.length; k++) o[k] = a[idx[k]]; return o; };
-  function visible() {
-    const q = search.value.trim().toLowerCase(), idx = [];
-    for (let i = 0; i < N; i++) {
-      if (!q || labelOf(i).toLowerCase().includes(q) || D.path[i].toLowerCase().includes(q)) idx.push(i);
-    }
-    return idx;
+  // ---- the map: colours, what is shown, legend and colour bar ---------------------------------
+  // scatter.js draws; this section decides each point's colour (recomputed only when the
+  // colouring, a decision or the legend changes) and which points are shown (the search and the
+  // classes the legend hides). The legend and colour bar are DOM; a legend click hides a class.
+  const S = window.EmbedScatter;
+  const map = S.Scatter(plot, X, Y, Z, {overlay: overlay, hover: hoverFrom, click: clickFrom, frame: framed});
+  let lower = null;  // lower-case paths, made on the first search
+  function matches() {  // byte per point: matches the search box
+    const q = search.value.trim().toLowerCase(), out = new Uint8Array(N);
+    if (!q) return out.fill(1);
+    if (!lower) lower = D.path.map((p) => p.toLowerCase());
+    const hitName = names.map((c) => c.toLowerCase().includes(q));
+    for (let i = 0; i < N; i++) out[i] = hitName[current[i]] || lower[i].includes(q) ? 1 : 0;
+    return out;
   }
+  function visible() { const m = matches(), out = []; for (let i = 0; i < N; i++) if (m[i]) out.push(i); return out; }
   function groups() {  // categorical colourings: names, colours and each point's code
-    if (colour.value === "label") return {key: "label", names: names, colours: colours, code: (i) => current[i]};
+    if (colour.value === "label") return {key: "label", names: names, colours: colours, codes: current};
     const c = D.columns[Number(colour.value)];
     if (c.kind !== "category") return null;
-    return {key: "c" + colour.value, names: c.categories, code: (i) => c.codes[i],
+    return {key: "c" + colour.value, names: c.categories, codes: c.codes,
       colours: c.categories.map((_, k) => D.palette[k % D.palette.length])};
   }
-  const size = is3d ? 3 : 5;
-  function points(idx, extra) {
-    const t = {type: is3d ? "scatter3d" : "scattergl", mode: "markers", hoverinfo: "none",
-      x: gather(X, idx), y: gather(Y, idx), _idx: Int32Array.from(idx)};
-    if (is3d) t.z = gather(Z, idx);
-    return Object.assign(t, extra);
-  }
+  const hiddenBy = new Map();  // colouring key -> names its legend hides (kept per colouring)
+  const hiddenNames = (key) => { if (!hiddenBy.has(key)) hiddenBy.set(key, new Set()); return hiddenBy.get(key); };
+  const NONE = "(no value)";
+  const RINGS = [["relabelled", "#111827", "◇"], ["dropped", "#c0262d", "×"], ["tagged", "#6a3d9a", "□"]];
+  let colouring = null;
+
   function numberScale(c) {
     let lo = Infinity, hi = -Infinity;
-    c.values.forEach((v) => { if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); } });
-    return {colorscale: "Viridis", cmin: lo, cmax: hi};
+    for (let i = 0; i < N; i++) { const v = c.values[i]; if (v < lo) lo = v; if (v > hi) hi = v; }
+    return lo <= hi ? [lo, hi] : [0, 1];
   }
-  function baseTraces() {
-    const idx = visible(), g = groups(), out = [];
-    $("count").textContent = idx.length.toLocaleString() + " of " + N.toLocaleString() + " points shown";
+  function recolour() {  // per-point colours and the shown mask, legend and colour bar with them
+    const g = groups(), paint = new Uint32Array(N), show = matches(), missing = S.packHex(D.missingColour);
+    let n = 0;  // matching the search, whatever the legend hides
+    for (let i = 0; i < N; i++) n += show[i];
     if (g) {
-      const parts = g.names.map(() => []), none = [];
-      idx.forEach((i) => { const k = g.code(i); (k < 0 ? none : parts[k]).push(i); });
-      g.names.forEach((name, k) => out.push(points(parts[k], {name: esc(name), uid: g.key + "_" + k,
-        marker: {size: size, opacity: 0.8, color: g.colours[k]}})));
-      if (none.length) out.push(points(none, {name: "(no value)", uid: g.key + "_none",
-        marker: {size: size, opacity: 0.6, color: D.missingColour}}));
-    } else {
-      const c = D.columns[Number(colour.value)];
-      const has = idx.filter((i) => c.values[i] !== null), none = idx.filter((i) => c.values[i] === null);
-      out.push(points(has, {name: esc(c.name), uid: "n" + colour.value, showlegend: false,
-        marker: Object.assign({size: size, opacity: 0.8, color: has.map((i) => c.values[i]), showscale: true,
-          colorbar: {title: {text: esc(c.name), side: "right"}, thickness: 12, len: 0.6, outlinewidth: 0}},
-        numberScale(c))}));
-      if (none.length) out.push(points(none, {name: "(no value)", uid: "n" + colour.value + "_none",
-        marker: {size: size, opacity: 0.6, color: D.missingColour}}));
-    }
-    return out;
-  }
-  let base = {key: null, traces: []};
-  function shownMask() {  // points drawn now: matching the search, in classes the legend shows
-    const show = new Uint8Array(N), full = plot._fullData || [];
-    base.traces.forEach((t, k) => { if (full[k] && full[k].visible === true) t._idx.forEach((i) => { show[i] = 1; }); });
-    return show;
-  }
-  function overlays() {
-    const out = [], ring = (idx, name, marker, legend) => idx.length && out.push(points(idx, {name: name,
-      uid: "ov_" + name.split(" ")[0], hoverinfo: "skip", showlegend: legend !== false, marker: marker}));
-    const relabelled = [], dropped = [], tagged = [];
-    decisions.forEach((d, i) => { if (d.label !== null) relabelled.push(i);  // as decisionCounts()
-      if (d.tags.includes(R.drop)) dropped.push(i); if (d.tags.some((t) => t !== R.drop)) tagged.push(i); });
-    ring(relabelled, "relabelled · " + relabelled.length, {size: is3d ? 7 : 12, symbol: "diamond-open", color: "#111827"});
-    ring(dropped, "dropped · " + dropped.length, {size: is3d ? 6 : 10, symbol: "x", color: "#c0262d"});
-    ring(tagged, "tagged · " + tagged.length, {size: is3d ? 7 : 12, symbol: "square-open", color: "#6a3d9a"});
-    if (pinned !== null) ring([pinned], "pinned", {size: is3d ? 10 : 16, symbol: "circle-open",
-      color: "#111827", line: {color: "#111827", width: 2}}, false);
-    return out;
-  }
-  function traces() {
-    const key = [search.value.trim().toLowerCase(), colour.value, decided].join("\u0000");
-    if (base.key !== key) base = {key: key, traces: baseTraces()};
-    return base.traces.concat(overlays());
-  }
-
-  // ---- selection highlight: a canvas veil over the map ---------------------------------------
-  // Selecting never redraws the WebGL plot (at 100,000 points one 3D frame alone can take
-  // seconds without a GPU): the veil dims everything but the legend and paints the selected
-  // points on top from the same projection, again whenever the camera or the axes move.
-  const veil = $("veil"), ctx = veil.getContext("2d");
-  let veilSig = null;
-  const rgba = (hex, a) => { const v = parseInt(hex.slice(1, 7), 16);  // little-endian pixel
-    return ((a << 24) | ((v & 255) << 16) | (v & 0xff00) | (v >> 16)) >>> 0; };
-  function stamp(radius) {  // pixel offsets of a dot: [dx, dy, inner?] for a filled ring
-    const out = [];
-    for (let dy = -radius - 1; dy <= radius + 1; dy++) for (let dx = -radius - 1; dx <= radius + 1; dx++) {
-      const d = Math.hypot(dx, dy);
-      if (d <= radius + 0.5) out.push(dx, dy, d <= radius - 0.7 ? 1 : 0); }
-    return out;
-  }
-  function paintVeil() {  // pixels written directly: a software-rendered canvas stays fast
-    const w = plot.clientWidth, h = plot.clientHeight, dpr = window.devicePixelRatio || 1;
-    const W = Math.max(1, Math.round(w * dpr)), H = Math.max(1, Math.round(h * dpr));
-    if (veil.width !== W || veil.height !== H) { veil.width = W; veil.height = H; }
-    veilSig = plot._fullLayout ? view().sig + "," + w + "," + h : null;
-    if (!nChosen || veilSig === null) { ctx.clearRect(0, 0, W, H); return; }
-    const img = ctx.createImageData(W, H), px = new Uint32Array(img.data.buffer);
-    px.fill(rgba("#ffffff", Math.round(255 * (1 - DIM))));
-    const legend = plot.querySelector(".legend"), r = plot.getBoundingClientRect();
-    if (legend) {  // the legend stays readable
-      const b = legend.getBoundingClientRect(), x0 = Math.max(0, Math.floor((b.left - r.left) * dpr));
-      const x1 = Math.min(W, Math.ceil((b.right - r.left) * dpr)), y1 = Math.min(H, Math.ceil((b.bottom - r.top) * dpr));
-      for (let y = Math.max(0, Math.floor((b.top - r.top) * dpr)); y < y1; y++) px.fill(0, y * W + x0, y * W + Math.max(x0, x1));
-    }
-    const show = shownMask(), g = groups(), p = screenPositions(chosenList), dot = stamp(Math.round((is3d ? 3 : 4) * dpr));
-    const ring = rgba("#111827", 255), fills = new Map();
-    const fillOf = (c) => { if (!fills.has(c)) fills.set(c, rgba(c, 255)); return fills.get(c); };
-    chosenList.forEach((i, k) => {
-      const x = Math.round(p[2 * k] * dpr), y = Math.round(p[2 * k + 1] * dpr);
-      if (!show[i] || !(x > -9 && y > -9 && x < W + 9 && y < H + 9)) return;
-      const fill = fillOf(g ? (g.code(i) < 0 ? D.missingColour : g.colours[g.code(i)]) : "#f28e2b");
-      for (let q = 0; q < dot.length; q += 3) {
-        const xx = x + dot[q], yy = y + dot[q + 1];
-        if (xx >= 0 && yy >= 0 && xx < W && yy < H) px[yy * W + xx] = dot[q + 2] ? fill : ring;
+      const hidden = hiddenNames(g.key), fill = g.colours.map(S.packHex);
+      const off = g.names.map((n) => hidden.has(n)), noneOff = hidden.has(NONE);
+      let none = 0;
+      for (let i = 0; i < N; i++) {
+        const k = g.codes[i];
+        if (k < 0) { paint[i] = missing; none++; if (noneOff) show[i] = 0; } else { paint[i] = fill[k]; if (off[k]) show[i] = 0; }
       }
+      colouring = {name: colour.options[colour.selectedIndex].textContent, scale: false};
+      legend(g.names.map((n, k) => [n, g.colours[k]]).concat(none ? [[NONE, D.missingColour]] : []), hidden);
+      $("colorbar").hidden = true;
+    } else {
+      const c = D.columns[Number(colour.value)], [lo, hi] = numberScale(c), span = hi - lo || 1;
+      for (let i = 0; i < N; i++) { const v = c.values[i]; paint[i] = v === v ? S.viridis((v - lo) / span) : missing; }
+      colouring = {name: c.name, scale: true, values: c.values, range: [lo, hi]};
+      legend([], new Set());
+      colourBar(c.name, lo, hi);
+    }
+    $("count").textContent = n.toLocaleString() + " of " + N.toLocaleString() + " points shown";
+    map.setShown(show);
+    return map.setColours(paint);
+  }
+  function legend(entries, hidden) {  // class entries, then the decision rings' entries
+    const box = $("legend"), counts = decisionCounts();
+    const rows = entries.map(([name, col]) => {
+      const row = el("div", "entry"), sw = el("span", "swatch");
+      sw.style.background = col;
+      row.append(sw, el("span", "legendtext", name));
+      row.dataset.name = name; row.classList.toggle("off", hidden.has(name));
+      row.addEventListener("click", () => setClassShown(name, hidden.has(name)));
+      return row;
     });
-    ctx.putImageData(img, 0, 0);
+    RINGS.forEach(([kind, col, glyph]) => {
+      if (!counts[kind]) return;
+      const row = el("div", "entry ring " + kind), sw = el("span", "mark", glyph);
+      sw.style.color = col;
+      row.append(sw, el("span", "legendtext", kind + " · " + counts[kind]));
+      rows.push(row);
+    });
+    const title = el("div", "legendtitle", colour.options[colour.selectedIndex].textContent);
+    box.replaceChildren(title, ...rows);
+    box.hidden = rows.length === 0;
   }
-  function followView() {  // repaint when an orbit, zoom, pan or resize moved the points
-    if (nChosen && plot._fullLayout && view().sig + "," + plot.clientWidth + "," + plot.clientHeight !== veilSig) paintVeil();
-    requestAnimationFrame(followView);
+  function colourBar(name, lo, hi) {
+    const bar = $("colorbar");
+    bar.replaceChildren(el("div", "legendtitle", name), el("div", "max", fmt(hi)), el("div", "ramp"), el("div", "min", fmt(lo)));
+    bar.querySelector(".ramp").style.background = "linear-gradient(to top, " + S.VIRIDIS.join(", ") + ")";
+    bar.dataset.name = name; bar.hidden = false;
   }
-
-  const axis = {showspikes: false, showticklabels: false, title: {text: ""}, gridcolor: "#eef0f3",
-    zerolinecolor: "#dfe3e8", showbackground: true, backgroundcolor: "#fbfcfd", ticks: ""};
-  function layout() {
-    const legend = {x: 0.01, y: 0.99, xanchor: "left", yanchor: "top", itemsizing: "constant",
-      bgcolor: "rgba(255,255,255,0.88)", bordercolor: "#e2e5ea", borderwidth: 1, font: {size: 12},
-      title: {text: esc(colour.options[colour.selectedIndex].textContent)}};
-    const l = {paper_bgcolor: "#ffffff", plot_bgcolor: "#ffffff", font: {color: "#1d2330"},
-      margin: {l: 0, r: 0, t: 0, b: 0}, showlegend: true, legend: legend, uirevision: "keep",
-      hovermode: "closest", dragmode: is3d ? "orbit" : "pan"};
-    if (is3d) l.scene = {xaxis: axis, yaxis: axis, zaxis: axis, aspectmode: "data"};
-    else { l.xaxis = Object.assign({}, axis, {zeroline: false}); l.yaxis = Object.assign({}, l.xaxis, {scaleanchor: "x"}); }
-    return l;
+  function setClassShown(name, show) {  // what a legend click does
+    const g = groups();
+    if (!g) return Promise.resolve();
+    const hidden = hiddenNames(g.key);
+    if (show) hidden.delete(name); else hidden.add(name);
+    return recolour();
+  }
+  function overlay(ctx, at) {  // decision marks and the pinned point, on the overlay canvas
+    const r = is3d ? 4 : 6, marks = RINGS.map(() => new Path2D());  // one path per kind: one stroke each
+    decisions.forEach((d, i) => {
+      const p = at(i);
+      if (!p) return;
+      const [x, y] = p;
+      if (d.label !== null) { const m = marks[0];
+        m.moveTo(x, y - r - 1); m.lineTo(x + r + 1, y); m.lineTo(x, y + r + 1); m.lineTo(x - r - 1, y); m.closePath(); }
+      if (d.tags.includes(R.drop)) { const m = marks[1];
+        m.moveTo(x - r, y - r); m.lineTo(x + r, y + r); m.moveTo(x + r, y - r); m.lineTo(x - r, y + r); }
+      if (d.tags.some((t) => t !== R.drop)) marks[2].rect(x - r, y - r, 2 * r, 2 * r);
+    });
+    ctx.lineWidth = 1.5;
+    marks.forEach((m, k) => { ctx.strokeStyle = RINGS[k][1]; ctx.stroke(m); });
+    const p = pinned === null ? null : at(pinned);
+    if (p) { ctx.strokeStyle = "#111827"; ctx.lineWidth = 2; ctx.beginPath(); ctx.arc(p[0], p[1], r + 4, 0, 2 * Math.PI); ctx.stroke(); }
+  }
+  function framed(st) {
+    const t = window.embedscope.timing;
+    t.frameMs = st.frameMs; t.frames = st.frames; t.firstFrameMs = st.firstFrameMs;
+    document.body.dataset.drawn = st.drawn;
   }
 
   let pending = 0;
-  function redraw() { return Plotly.react(plot, traces(), layout()).then(paintVeil); }
+  function redraw() { return recolour(); }
   function later() { clearTimeout(pending); pending = setTimeout(redraw, 60); }
-  const pointOf = (e) => { const p = e.points && e.points[0], t = p && plot.data[p.curveNumber];
-    return t && t._idx && p.pointNumber !== undefined ? t._idx[p.pointNumber] : null; };
 
   // ---- hover card and pinned point -----------------------------------------------------------
   function describe(box, i, px) {
@@ -524,7 +521,8 @@
 
   let mouse = [0, 0];
   stage.addEventListener("mousemove", (ev) => { mouse = [ev.clientX, ev.clientY]; if (!hover.hidden) place(); });
-  stage.addEventListener("mouseleave", () => { hover.hidden = true; });
+  stage.addEventListener("mouseleave", hideHover);
+  function hideHover() { hover.hidden = true; delete hover.dataset.index; delete hover.dataset.shown; }
   function place() {
     const r = stage.getBoundingClientRect(), w = hover.offsetWidth, h = hover.offsetHeight;
     let x = mouse[0] - r.left + 18, y = mouse[1] - r.top + 18;
@@ -532,7 +530,47 @@
     if (y + h > r.height - 8) y = Math.max(8, r.height - h - 8);
     hover.style.left = Math.max(8, x) + "px"; hover.style.top = Math.max(8, y) + "px";
   }
-  function showHover(i) { if (tool !== "view") return; describe(hover, i, HOVER_PX); hover.hidden = false; place(); }
+  // The card names the point at once (data-index); data-shown follows once its thumbnail sheet
+  // is decoded, so what a user sees (and `timing.hoverMs`) includes the picture.
+  function hoverFrom(i, t0) {  // the point under the mouse after a frame, from scatter.js
+    if (i < 0 || tool !== "view" || !$("review").hidden) { if (!hover.hidden) hideHover(); return; }
+    if (!hover.hidden && Number(hover.dataset.index) === i) return;
+    delete hover.dataset.shown;
+    describe(hover, i, HOVER_PX); hover.hidden = false; place();
+    const k = sheetOf(i);
+    (k < 0 ? Promise.resolve() : sheetReady(k)).then(() => {
+      if (hover.hidden || Number(hover.dataset.index) !== i) return;
+      hover.dataset.shown = i;
+      const t = window.embedscope.timing;
+      t.hoverMs = performance.now() - t0; t.hovers++;
+    });
+  }
+  function clickFrom(i) { if (i >= 0 && tool === "view") pin(i); }
+
+  // ---- neighbours: inline for small reports, else <script> chunks loaded when first needed ----
+  // (file:// forbids fetch; a chunk file calls embedscopeChunk("nbr", chunk, base64 int32 rows))
+  const NB = D.neighbors, chunks = new Map(), waiters = new Map();
+  window.embedscopeChunk = (kind, c, b64) => {
+    if (kind !== "nbr") return;
+    chunks.set(c, typed({dtype: "i4", b64: b64}));
+    (waiters.get(c) || []).forEach((f) => f()); waiters.delete(c);
+  };
+  function rowOf(arr, row) { const out = [];
+    for (let k = 0; k < NB.k; k++) { const j = arr[row * NB.k + k]; if (j >= 0) out.push(j); } return out; }
+  function withNeighbours(i, then) {  // then(list) now when known, else once its chunk arrived
+    if (!NB) return then([]);
+    if (NB.inline) return then(rowOf(NB.inline, i));
+    const c = Math.floor(i / NB.chunk), done = () => then(rowOf(chunks.get(c), i - c * NB.chunk));
+    if (chunks.has(c)) return done();
+    if (!waiters.has(c)) {
+      waiters.set(c, []);
+      const tag = document.createElement("script");
+      tag.src = NB.dir + c + ".js";
+      tag.onerror = () => { waiters.delete(c); say("Neighbours not found: " + NB.dir + c + ".js is missing beside the page."); };
+      document.head.appendChild(tag);
+    }
+    waiters.get(c).push(done);
+  }
 
   let pinned = null;
   function pin(i) {
@@ -547,27 +585,28 @@
     describe(card, i, DETAIL_PX);
     const acts = el("div", "actions");
     acts.append(button("Enlarge", () => enlarge(pinned)));
-    if (D.neighbors) acts.append(button("Select neighbours", (ev) => choose([pinned].concat(D.neighbors[pinned]),
-      modeOf(ev), performance.now()), "This point and its nearest neighbours; Shift adds, Alt removes"));
+    if (NB) acts.append(button("Select neighbours", (ev) => { const t0 = performance.now(), at = pinned, mode = modeOf(ev);
+      withNeighbours(at, (list) => choose([at].concat(list), mode, t0)); },
+      "This point and its nearest neighbours; Shift adds, Alt removes"));
     if (CLUSTER) acts.append(button("Select its cluster", (ev) => { const v = clusterOf(pinned);
       selectWhere((j) => clusterOf(j) === v, ev); }, "Every point in this point's cluster"));
     detail.append(head, card, acts, el("div", "section", "Decide for this point"), decisionBar(() => [pinned], "this point"));
     detail.dataset.index = i;
-    if (D.neighbors) {
+    if (NB) {
       detail.appendChild(el("div", "section", "Nearest neighbours"));
       const grid = el("div"); grid.id = "neighbors";
-      D.neighbors[i].forEach((j) => {
+      detail.appendChild(grid);
+      withNeighbours(i, (list) => { if (pinned === i) grid.replaceChildren(...list.map((j) => {
         const t = thumb(j, 60); t.title = labelOf(j) + " — " + D.path[j];
         t.style.boxShadow = "0 0 0 1px #e2e5ea, inset 0 -3px 0 " + colours[current[j]];
-        t.dataset.index = j; t.addEventListener("click", () => pin(j)); grid.appendChild(t); });
-      detail.appendChild(grid);
+        t.dataset.index = j; t.addEventListener("click", () => pin(j)); return t; })); });
     }
     detail.hidden = false; $("hint").hidden = true;
     document.querySelectorAll("#grid .tile").forEach((t) => t.classList.toggle("focused", Number(t.dataset.index) === i));
-    redraw();
+    map.request();
   }
   const clusterOf = (i) => CLUSTER.kind === "number" ? CLUSTER.values[i] : CLUSTER.codes[i];
-  function unpin() { pinned = null; detail.hidden = true; $("hint").hidden = false; redraw(); }
+  function unpin() { pinned = null; detail.hidden = true; $("hint").hidden = false; map.request(); }
 
   function enlarge(i) {  // the atlas cell scaled up: the only picture an offline page carries
     const box = $("lightbox"), card = el("div", "card");
@@ -587,9 +626,15 @@
     return out;
   }
   const SORTS = sortKeys();
+  let inOrder = null;  // rows come sorted by path from ingest: then row order is path order
+  function pathsInOrder() {
+    if (inOrder === null) { inOrder = true; for (let i = 1; i < N && inOrder; i++) inOrder = !(D.path[i] < D.path[i - 1]); }
+    return inOrder;
+  }
   function ordered() {
     const s = SORTS[Number($("sort").value)], dir = $("sort-dir").dataset.dir === "desc" ? -1 : 1;
     const idx = Array.from(chosenList);
+    if (s.name === "path" && pathsInOrder()) return dir > 0 ? idx : idx.reverse();  // no sort at 1M
     if (s.text) return idx.map((i) => [s.text(i), i])
       .sort((a, b) => dir * (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1])).map((p) => p[1]);
     const v = (i) => { const x = s.value(i); return x === null ? NaN : x; };
@@ -691,9 +736,10 @@
     card.append(issues, el("div", "reason", Q.reason[k]));
     if (tagsOf(i).length) card.append(tagList(i));
     card.append(pathLine(D.path[i]));
-    $("review-neighbors").replaceChildren(...(D.neighbors ? D.neighbors[i] : []).map((j) => {
+    $("review-neighbors").replaceChildren();
+    withNeighbours(i, (list) => { if (Number($("review").dataset.index) === i) $("review-neighbors").replaceChildren(...list.map((j) => {
       const t = thumb(j, 76); t.title = labelOf(j) + " — " + D.path[j];
-      t.style.boxShadow = "0 0 0 1px #e2e5ea, inset 0 -3px 0 " + colours[current[j]]; return t; }));
+      t.style.boxShadow = "0 0 0 1px #e2e5ea, inset 0 -3px 0 " + colours[current[j]]; return t; })); });
   }
   function reviewMove(by) { say(""); review.pos += by; renderReview(); }
   function reviewAct(action, text) {  // decisions.ReviewQueue.decide, in the page
@@ -708,7 +754,7 @@
     return answer;
   }
   function openReview(open) {
-    $("review").hidden = !open; hover.hidden = true;
+    $("review").hidden = !open; hideHover();
     if (open) { renderReview(); $("review").focus(); }
   }
   function reviewControls() {
@@ -771,10 +817,10 @@
   function selectionCsv() {  // the selected rows: what they are, where they sit, their scores
     const head = ["path", "label"].concat(is3d ? ["x", "y", "z"] : ["x", "y"], D.columns.map((c) => c.name),
       SUG ? ["suggested_label", "suggested_share"] : [], ["new_label", "tags"]);
-    const rows = Array.from(chosenList, (i) => [D.path[i], D.classes[D.label[i]], D.x[i], D.y[i]]
-      .concat(is3d ? [D.z[i]] : [], D.columns.map((c) => c.kind === "number" ? c.values[i]
+    const rows = Array.from(chosenList, (i) => [D.path[i], D.classes[D.label[i]], num(D.x[i]), num(D.y[i])]
+      .concat(is3d ? [num(D.z[i])] : [], D.columns.map((c) => c.kind === "number" ? num(c.values[i])
         : c.codes[i] < 0 ? "" : c.categories[c.codes[i]]),
-      SUG ? [SUG.codes[i] < 0 ? "" : SUG.names[SUG.codes[i]], SUG.share[i]] : [],
+      SUG ? [SUG.codes[i] < 0 ? "" : SUG.names[SUG.codes[i]], num(SUG.share[i])] : [],
       [labelOf(i) === D.classes[D.label[i]] ? "" : labelOf(i), tagsOf(i).join(R.separator)]));
     return csv([head].concat(rows));
   }
@@ -792,21 +838,12 @@
   $("clear-decisions").addEventListener("click", clearDecisions);
   $("download-decisions").addEventListener("click", () => download("decisions.csv", decisionsCsv()));
   $("download-selection").addEventListener("click", () => download("selection.csv", selectionCsv()));
-  whereControls(); galleryControls(); reviewControls(); load(); save(); relabelCodes(); showCounts();
+  whereControls(); galleryControls(); reviewControls();
   $("select-none").disabled = $("download-selection").disabled = true;
-  renderGallery();
-  new ResizeObserver(() => { if (plot._fullLayout) Plotly.Plots.resize(plot); }).observe(stage);
-
-  Plotly.newPlot(plot, traces(), layout(), {responsive: true, displaylogo: false, scrollZoom: true,
-    modeBarButtonsToRemove: ["select2d", "lasso2d"]}).then(() => {
-    plot.on("plotly_hover", (e) => { const i = pointOf(e); if (i !== null) showHover(i); });
-    plot.on("plotly_unhover", () => { hover.hidden = true; });
-    // 3D emits clicks from inside its render loop: redraw after it, not within it
-    plot.on("plotly_click", (e) => { const i = pointOf(e); if (i !== null) setTimeout(pin, 0, i); });
-    plot.on("plotly_restyle", paintVeil);  // a legend click hid or showed a class
-    requestAnimationFrame(followView);
-    document.body.dataset.ready = "1";
-  });
+  load().then(() => {
+    relabelCodes(); showCounts(); renderGallery();
+    return recolour();
+  }).then(() => { document.body.dataset.ready = "1"; });
   search.addEventListener("input", later);
   colour.addEventListener("change", redraw);
   document.addEventListener("keydown", (e) => {
@@ -820,7 +857,12 @@
   const edit = (op) => op.op === "undo" ? (undo(), "") : say(op.op === "label" ? setLabel(op.rows, op.value)
     : op.op === "tag" ? addTag(op.rows, op.value) : op.op === "drop" ? drop(op.rows)
     : op.op === "accept" ? acceptSuggestion(op.rows) : keep(op.rows[0], op.value));
-  window.embedscope = {data: D, pin: pin, redraw: redraw, choose: choose, screenPositions: screenPositions,
-    selected: () => Array.from(chosenList), decisionsCsv: decisionsCsv, edit: edit,
-    timing: {selectMs: null, selections: 0}};
+  // the renderer-neutral interface tests and `make bench` drive (PAGE_CONTRACT): view() and
+  // setView() (a promise of the frame drawn), pointAt(x, y) and screenPositions() in CSS px of
+  // #plot, setClassShown() as a legend click, colouring() (what "colour by" shows), timing
+  window.embedscope = {data: D, pin: pin, redraw: redraw, choose: choose, edit: edit,
+    screenPositions: (idx) => map.screenPositions(idx), view: () => map.view(), setView: (v) => map.setView(v),
+    pointAt: (x, y) => map.pointAt(x, y), setClassShown: setClassShown, colouring: () => colouring,
+    selected: () => Array.from(chosenList), decisionsCsv: decisionsCsv,
+    timing: {selectMs: null, selections: 0, frameMs: null, frames: 0, firstFrameMs: null, hoverMs: null, hovers: 0}};
 })();

@@ -1,26 +1,32 @@
 """``explorer.html``: one offline page that survives sharing.
 
-plotly.js is inlined from the installed plotly package, the points travel as JSON, the
-thumbnails as a few sprite-atlas images, and the page's own ``explorer.css`` and ``explorer.js``
-are inlined at write time, so hovering a point shows its image without a server or a live
-kernel. Plotly cannot put an image in its own hover label, so the page draws its own card on
-``plotly_hover``; every label and path goes in as text, never HTML. The page also selects
-(box and lasso in 2D and 3D, or by rule), shows the selection as a gallery, records decisions
-(relabel, tag, drop; kept in the browser under :func:`report_key`) and downloads them as
-``decisions.csv`` for the next run. Its review queue walks the flagged images (the ``issues``
-column) one at a time, with keys. The rules of decisions and of the queue come from
-:mod:`embedscope.decisions`, computed there or handed to the script as data, never restated.
+The page's own ``scatter.js`` (a software point renderer: a million points orbit without a GPU),
+``explorer.js`` and ``explorer.css`` are inlined at write time; per-point numbers travel as
+base64 typed arrays inside the page's JSON, the thumbnails as a few sprite sheets, so hovering a
+point shows its image without a server or a live kernel. Above ``inline_limit`` points the page
+gets a sibling folder ``<page stem>-files/`` of files a ``file://`` page may load (``<script>``
+chunks of neighbour lists, thumbnail sheets), so the page itself stays small enough to open
+quickly; the two travel together. Every label and path goes in as text, never HTML. The page
+also selects (box and lasso in 2D and 3D, or by rule), shows the selection as a gallery,
+records decisions (relabel, tag, drop; kept in the browser under :func:`report_key`) and
+downloads them as ``decisions.csv`` for the next run. Its review queue walks the flagged
+images (the ``issues`` column) one at a time, with keys. The rules of decisions and of the
+queue come from :mod:`embedscope.decisions`, computed there or handed to the script as data,
+never restated.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import json
 import math
+import re
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -47,12 +53,11 @@ FINDING_TEXT_COLUMNS = (ISSUES, REASON)
 MAX_CATEGORIES = 40
 #: Neighbours shown per point: a 4 x 3 grid stays readable.
 MAX_NEIGHBORS = 12
-#: Bytes of the page the neighbour lists may take: as many neighbours per point as fit (all
-#: 12 up to ~50,000 points, 6 at 100,000, none beyond ~450,000, where the thumbnails alone
-#: already make a large file).
-NEIGHBOR_BUDGET = 4_000_000
-#: Up to this many points the page is one file; above, its thumbnail sheets are files beside it.
+#: Up to this many points the page is one file; above, it has a sibling ``<stem>-files/`` folder
+#: (thumbnail sheets, neighbour chunks).
 INLINE_LIMIT = 20_000
+#: Points per neighbour chunk file in folder mode (12 neighbours: ~1 MB of script each).
+NEIGHBOR_CHUNK = 16_384
 
 
 def write_explorer(
@@ -63,24 +68,21 @@ def write_explorer(
     title: str = "embedscope",
     neighbors: np.ndarray | None = None,
     thumb_size: int = 64,
-    neighbor_budget: int = NEIGHBOR_BUDGET,
     thumbnails: Thumbnails = None,
     inline_limit: int = INLINE_LIMIT,
 ) -> Path:
-    """Write the self-contained explorer page for ``points`` to ``out`` (atomically).
+    """Write the explorer page for ``points`` to ``out`` (atomically).
 
     ``points`` has x, y, optional z (a 2D map when absent or all NaN), label, path relative to
     ``image_root`` and any extra columns to colour by; ``suggested_label`` with
     ``suggested_share`` (from analyse) travel as each point's suggestion instead. ``neighbors``
-    (N, k) row positions feed the click panel, as many per point (up to 12) as fit
-    ``neighbor_budget`` bytes of the page. Every point gets its thumbnail cell, from
-    ``thumbnails`` (the dataset's thumbnail cache, or any cells in point order; see
-    :func:`~embedscope.explore.atlas.thumbnail_sheets`) or else decoded from its file; above
-    ``inline_limit`` points the sheets are files in ``<page stem>-files/thumbs/`` beside the
-    page, which travels with that folder.
+    (N, k) row positions feed the click panel (up to 12 per point). Every point gets its
+    thumbnail cell, from ``thumbnails`` (the dataset's thumbnail cache, or any cells in point
+    order; see :func:`~embedscope.explore.atlas.thumbnail_sheets`) or else decoded from its
+    file. Up to ``inline_limit`` points the page is one file; above, its thumbnail sheets
+    (``thumbs/``) and neighbour lists (``nbr/``, loaded when a point needs them) are files in
+    ``<page stem>-files/`` beside the page, which travels with that folder.
     """
-    from plotly.offline import get_plotlyjs
-
     missing = {"x", "y", "path"} - set(points.columns)
     if missing:
         raise ValueError(f"points lacks column(s) {sorted(missing)}")
@@ -92,8 +94,7 @@ def write_explorer(
     labels = labels_of(points)
     classes = class_order(labels)
     code = {c: k for k, c in enumerate(classes)}
-    near = _neighbors(neighbors, n, neighbor_budget)  # checked before the slow part
-
+    near = _neighbors(neighbors, n)  # checked before the slow part
     out = Path(out)
     folder = out.parent / f"{out.stem}-files" if n > inline_limit else None
     atlases, thumbs = thumbnail_sheets(points, image_root, thumbnails, folder, size=thumb_size)
@@ -102,10 +103,12 @@ def write_explorer(
     data: dict[str, Any] = {
         "title": str(title),
         "is3d": is3d,
-        "x": _numbers(points["x"], 6),
-        "y": _numbers(points["y"], 6),
-        "z": _numbers(points["z"], 6) if is3d else None,
-        "label": [code[c] for c in labels],
+        "folder": f"{folder.name}/" if folder else None,
+        "count": n,
+        "x": _typed(_numbers(points["x"], 6), "f4"),
+        "y": _typed(_numbers(points["y"], 6), "f4"),
+        "z": _typed(_numbers(points["z"], 6), "f4") if is3d else None,
+        "label": _typed([code[c] for c in labels]),
         "classes": classes,
         "colours": [class_colour(c, k) for k, c in enumerate(classes)],
         "path": paths,
@@ -114,25 +117,22 @@ def write_explorer(
         "review": ReviewQueue(points).page_data(),
         "rules": page_rules(),
         "key": report_key(title, paths, labels),
-        "neighbors": near,
-        "thumb": thumbs.tolist(),
+        "neighbors": _place_neighbors(near, folder),
+        "thumb": _typed(thumbs),
+        "sheets": atlases,
         "cell": thumb_size,
         "cols": ATLAS_COLS,
         "palette": list(PALETTE),
         "missingColour": MISSING_COLOUR,
     }
-    atlas_css = "\n".join(
-        f".es-a{k}{{background-image:url({uri})}}" for k, uri in enumerate(atlases)
-    )
     here = files("embedscope.explore")
     page = _fill(
         here.joinpath("explorer.html").read_text(encoding="utf-8"),
         {
             "__TITLE__": html.escape(str(title)),
             "__CSS__": here.joinpath("explorer.css").read_text(encoding="utf-8"),
-            "__ATLASES__": atlas_css,
             "__DATA__": _json_for_script(data),
-            "__PLOTLY__": get_plotlyjs(),
+            "__SCATTER__": here.joinpath("scatter.js").read_text(encoding="utf-8"),
             "__SCRIPT__": here.joinpath("explorer.js").read_text(encoding="utf-8"),
         },
     )
@@ -144,12 +144,25 @@ def show_inline(html_path: str | Path, *, height: int = 700) -> HTML:
     """Embed the whole explorer page in the notebook output as an ``<iframe srcdoc>``, so the
     executed notebook carries the explorer itself: it works after sharing, with no server.
 
-    JupyterLab runs it only for trusted notebooks (``jupyter trust``; ``make run-all`` signs the
-    notebooks it executes); untrusted, the output is sanitised and the frame stays empty.
+    A page with a ``-files`` folder (above ``inline_limit`` points) cannot reach that folder
+    from inside the notebook, so it is not embedded: one line says what the page shows and
+    where it is, with a link. JupyterLab runs the frame only for trusted notebooks (``jupyter
+    trust``; ``make run-all`` signs the notebooks it executes); untrusted, the output is
+    sanitised and the frame stays empty.
     """
     from IPython.display import HTML
 
-    page = Path(html_path).read_text(encoding="utf-8")
+    path = Path(html_path)
+    page = path.read_text(encoding="utf-8")
+    head = re.search(r'"folder":("(?:[^"\\]|\\.)*"),"count":(\d+)', page)
+    if head:  # folder mode
+        name, folder = html.escape(path.name), html.escape(json.loads(head.group(1)))
+        return HTML(  # names no directory of this machine: the notebook is shared too
+            f'<div class="embedscope-explorer">The explorer of {int(head.group(2)):,} points '
+            "is too large to show inside the notebook: open "
+            f'<a href="{html.escape(quote(path.name))}" target="_blank">{name}</a> (in the '
+            f"report folder, with the folder {folder} beside it) in a browser.</div>"
+        )
     return HTML(  # wrapped in a <div>: IPython warns about HTML that starts with <iframe
         f'<div class="embedscope-explorer"><iframe srcdoc="{html.escape(page, quote=True)}" '
         'sandbox="allow-scripts allow-downloads" '
@@ -164,17 +177,30 @@ def labels_of(points: pd.DataFrame) -> list[str]:
     return [UNLABELLED if pd.isna(v) or str(v) == "" else str(v) for v in raw.tolist()]
 
 
-def _numbers(values: pd.Series, digits: int) -> list[float | None]:
-    """Floats rounded to ``digits`` significant digits of the column's scale (JSON stays small
-    whatever the units); NaN and infinities become null, which plotly leaves out."""
+def _numbers(values: pd.Series, digits: int) -> np.ndarray:
+    """Floats rounded to ``digits`` significant digits of the column's scale (whatever the
+    units, the page shows what the data means, not float32 noise); NaN and infinities become
+    NaN, which the page never draws."""
     arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
     finite = np.isfinite(arr)
     if not finite.any():
-        return [None] * len(arr)
+        return np.full(len(arr), np.nan)
     scale = float(np.abs(arr[finite]).max()) or 1.0
     decimals = max(0, digits - 1 - math.floor(math.log10(scale)))
-    rounded = np.round(arr, decimals)
-    return [float(v) if ok else None for v, ok in zip(rounded.tolist(), finite, strict=True)]
+    return np.where(finite, np.round(arr, decimals), np.nan)
+
+
+def _typed(values: Any, dtype: str | None = None) -> dict[str, str]:
+    """A per-point array as the page decodes it: little-endian bytes in base64 with their type
+    (``f4``; integers in the smallest of ``i1``, ``i2``, ``i4`` that holds them), a quarter of
+    the size of JSON numbers and parsed by the browser in one pass."""
+    arr = np.asarray(values)
+    if dtype is None:
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        fits = (t for t in ("i1", "i2", "i4") if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+        dtype = next(fits)
+    raw = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    return {"dtype": dtype, "b64": base64.b64encode(raw).decode("ascii")}
 
 
 def _extra_columns(points: pd.DataFrame) -> list[dict[str, Any]]:
@@ -190,10 +216,13 @@ def _extra_columns(points: pd.DataFrame) -> list[dict[str, Any]]:
         numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
         few_ints = pd.api.types.is_integer_dtype(col) and len(distinct) <= MAX_CATEGORIES
         if numeric and not few_ints:
-            out.append({"name": str(name), "kind": "number", "values": _numbers(col, 4)})
+            values = _typed(_numbers(col, 4), "f4")
+            out.append({"name": str(name), "kind": "number", "values": values})
         elif 0 < len(distinct) <= MAX_CATEGORIES:
             cats, codes = _categories(col)
-            out.append({"name": str(name), "kind": "category", "categories": cats, "codes": codes})
+            out.append(
+                {"name": str(name), "kind": "category", "categories": cats, "codes": _typed(codes)}
+            )
     return out
 
 
@@ -204,8 +233,8 @@ def _suggestions(points: pd.DataFrame, labels: list[str]) -> dict[str, Any] | No
         return None
     names, codes = _categories(points["suggested_label"])
     can = np.flatnonzero(offered(labels, points["suggested_label"])).tolist()
-    share = _numbers(points["suggested_share"], 3)
-    return {"names": names, "codes": codes, "share": share, "offered": can}
+    share = _typed(_numbers(points["suggested_share"], 3), "f4")
+    return {"names": names, "codes": _typed(codes), "share": share, "offered": _typed(can, "i4")}
 
 
 def _categories(col: pd.Series) -> tuple[list[str], list[int]]:
@@ -233,20 +262,47 @@ def _natural(text: str) -> tuple[int, float | str]:
         return (1, text)
 
 
-def _neighbors(neighbors: np.ndarray | None, n: int, budget: int) -> list[list[int]] | None:
-    """Valid neighbour rows per point (self and out-of-range entries dropped), as many per
-    point as fit ``budget`` bytes of JSON; None when not even one does."""
+def _neighbors(neighbors: np.ndarray | None, n: int) -> np.ndarray | None:
+    """Up to :data:`MAX_NEIGHBORS` valid neighbour rows per point, (N, k) int32 with -1 after
+    the last one (self and out-of-range entries dropped, order kept); None without any."""
     if neighbors is None:
         return None
     arr = np.asarray(neighbors)
     if arr.ndim != 2 or arr.shape[0] != n:
         raise ValueError(f"neighbors must have shape ({n}, k), got {arr.shape}")
-    per_entry = len(str(max(n - 1, 0))) + 1  # the widest index and its comma
-    k = min(MAX_NEIGHBORS, (budget - 3 * n) // max(n * per_entry, 1))  # 3: "[],"
-    if k < 1:
-        return None
     arr = arr.astype(np.int64)
-    return [[j for j in row if 0 <= j < n and j != i][:k] for i, row in enumerate(arr.tolist())]
+    valid = (arr >= 0) & (arr < n) & (arr != np.arange(n)[:, None])
+    k = min(MAX_NEIGHBORS, int(valid.sum(axis=1).max(initial=0)))
+    if k == 0:
+        return None
+    rank = np.cumsum(valid, axis=1) - 1  # where each valid entry goes in its row
+    keep = valid & (rank < k)
+    out = np.full((n, k), -1, dtype=np.int32)
+    rows, cols = np.nonzero(keep)
+    out[rows, rank[rows, cols]] = arr[rows, cols]
+    return out
+
+
+def _place_neighbors(near: np.ndarray | None, folder: Path | None) -> dict[str, Any] | None:
+    """The page's neighbour lists: inline, or in folder mode written as ``nbr/<c>.js`` chunks
+    of :data:`NEIGHBOR_CHUNK` points (``<script>`` files, the one thing besides images a
+    ``file://`` page may load) that the page loads when a point needs its neighbours."""
+    if near is None:
+        return None
+    n, k = near.shape
+    if folder is None:
+        return {"k": k, "inline": _typed(near, "i4")}
+    chunks = folder / "nbr"
+    chunks.mkdir(parents=True, exist_ok=True)
+    count = -(-n // NEIGHBOR_CHUNK)
+    for c in range(count):
+        rows = _typed(near[c * NEIGHBOR_CHUNK : (c + 1) * NEIGHBOR_CHUNK], "i4")["b64"]
+        body = f'embedscopeChunk("nbr",{c},"{rows}");\n'.encode("ascii")
+        write_atomic(chunks / f"{c}.js", lambda tmp, b=body: tmp.write_bytes(b), len(body))
+    for old in chunks.glob("*.js"):  # chunks of an earlier, larger page
+        if not (old.stem.isdigit() and int(old.stem) < count):
+            old.unlink()
+    return {"k": k, "chunk": NEIGHBOR_CHUNK, "dir": f"{quote(folder.name)}/nbr/"}
 
 
 def _json_for_script(obj: Any) -> str:
@@ -258,7 +314,7 @@ def _json_for_script(obj: Any) -> str:
 
 def _fill(template: str, values: dict[str, str]) -> str:
     """Substitute each placeholder once, in one pass, so text inserted for one placeholder
-    (plotly.js, a title) is never searched for the next one."""
+    (a script, a title) is never searched for the next one."""
     out, rest = [], template
     for key, value in values.items():
         head, sep, rest = rest.partition(key)
