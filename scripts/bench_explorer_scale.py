@@ -8,7 +8,6 @@ cells are made on demand and handed to ``write_explorer(thumbnails=...)``: a mil
 are never written. The page is opened from disk (``file://``) with the network off, never with
 ``--allow-file-access-from-files``, and measured through the renderer-neutral test interface
 (``window.embedscope``: ``screenPositions``, ``pointAt``, ``timing``; ``#hover[data-shown]``).
-What the page under test lacks is reported as ``n/a (needs ...)``, not guessed.
 
 The live panel and the Dash app are measured at 100,000 points on real files (the same cells,
 written once into a work folder kept between runs) that the kit ingests, making their thumbnail
@@ -48,8 +47,8 @@ TARGETS = {
     "bytes_per_image": 1500.0,
 }
 VIEWPORT = {"width": 1400, "height": 900}
-#: Elements of the hover card that may hold its picture (an <img> or a CSS sprite box).
-PICTURE = "#hover img, #hover .thumb"
+#: The hover card's picture (a CSS sprite box).
+PICTURE = "#hover .thumb"
 
 
 class NumberedCells(Sequence[Image.Image]):
@@ -240,20 +239,12 @@ def _sheet_bytes(page: Path) -> int:
 _READY_CLOCK = """
 new MutationObserver((_, obs) => {
   const b = document.body;
-  if (b && b.dataset.ready === "1" && window.__esReadyAt === undefined) {
-    window.__esReadyAt = performance.now();
-  }
   if (b && b.dataset.ready === "1" && b.dataset.drawn === String(window.__esN)) {
     window.__esAllAt = performance.now(); obs.disconnect();
   }
 }).observe(document, {attributes: true, subtree: true,
   attributeFilter: ["data-ready", "data-drawn"]});
 """
-
-_HAS = """() => { const E = window.embedscope || {}, t = E.timing || {};
-  return {pointAt: typeof E.pointAt === "function", screenPositions: typeof E.screenPositions ===
-  "function", hoverMs: "hoverMs" in t, frameMs: "frameMs" in t, firstFrameMs: "firstFrameMs" in t,
-  drawn: document.body.dataset.drawn !== undefined}; }"""
 
 
 def probe_page(browser, page_path: Path, cells: NumberedCells, *, hovers: int, shot: Path | None):
@@ -277,48 +268,38 @@ def probe_page(browser, page_path: Path, cells: NumberedCells, *, hovers: int, s
             timeout=600_000,
             polling=100,
         )
-        has = page.evaluate(_HAS)
-        out["interface"] = has
-        if has["drawn"]:
-            # a renderer that draws in passes: wait for the frame with every point (if it
-            # never comes, the points it did draw are reported below)
-            with contextlib.suppress(PlaywrightTimeout):
-                page.wait_for_function("() => window.__esAllAt !== undefined", timeout=120_000)
+        # a renderer may draw in passes: wait for the frame with every point (if it never
+        # comes, the points it did draw are reported)
+        with contextlib.suppress(PlaywrightTimeout):
+            page.wait_for_function("() => window.__esAllAt !== undefined", timeout=120_000)
         wall = time.perf_counter() - t0
         clock = page.evaluate(
-            "() => ({ready: window.__esReadyAt, all: window.__esAllAt, drawn: document.body"
-            ".dataset.drawn, first: (window.embedscope.timing || {}).firstFrameMs})"
+            "() => ({all: window.__esAllAt, drawn: Number(document.body.dataset.drawn),"
+            " first: window.embedscope.timing.firstFrameMs})"
         )
-        if not has["drawn"]:  # ready is all this page says
-            out["seconds_all_on_screen"] = round(clock["ready"] / 1000, 2)
-        elif clock["all"] is not None:
-            out["seconds_all_on_screen"] = round(clock["all"] / 1000, 2)
-        else:
-            out["seconds_all_on_screen"] = f"n/a (only {clock['drawn']} of {n} drawn)"
+        out["seconds_all_on_screen"] = (
+            round(clock["all"] / 1000, 2)
+            if clock["all"] is not None
+            else f"n/a (only {clock['drawn']} of {n} drawn)"
+        )
         out["seconds_all_on_screen_wall"] = round(wall, 2)
-        out["drawn"] = (
-            int(clock["drawn"]) if clock["drawn"] is not None else "n/a (needs data-drawn)"
-        )
-        out["first_frame_ms"] = _ms(clock["first"], "timing.firstFrameMs")
-        out |= hover_probe(page, cells, hovers, has)
+        out["drawn"] = clock["drawn"]
+        out["first_frame_ms"] = round(clock["first"], 1)
+        out |= hover_probe(page, cells, hovers)
         last = out.pop("hover_last", None)
         if shot is not None and last is not None:  # a hover card open, nothing selected yet
-            _hover(page, last, has)
+            _hover(page, last)
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot))
             out["screenshot"] = str(shot.relative_to(ROOT) if shot.is_relative_to(ROOT) else shot)
         out |= select_probe(page)
-        out |= decision_probe(page, has)
+        out |= decision_probe(page)
     finally:
         out["failed_requests"] = len(failed)
         if failed:
             out["failed_request_examples"] = failed[:3]
         context.close()
     return out
-
-
-def _ms(value, needs: str):
-    return round(float(value), 1) if isinstance(value, (int, float)) else f"n/a (needs {needs})"
 
 
 def _plot_box(page) -> dict:
@@ -331,53 +312,52 @@ def _away(page) -> None:
     page.mouse.move(box["x"] + 5, max(1, box["y"] - 8))
 
 
-def _hover(page, i: int, has: dict) -> dict | None:
-    """Move the real mouse onto point ``i``; what the page then shows (None: not on screen or
-    no card within 10 s)."""
+#: The hover card shows its picture, for a hover after the ``h``-th.
+_SHOWN = """(h) => { const e = document.getElementById('hover');
+  return !e.hidden && e.dataset.shown !== undefined && e.dataset.shown === e.dataset.index
+    && window.embedscope.timing.hovers > h; }"""
+
+
+def _hover(page, i: int) -> dict | None:
+    """Move the real mouse onto point ``i``; what the page then shows (None: not on screen;
+    ``shown`` None: no card within 10 s)."""
     xy = page.evaluate("(i) => Array.from(window.embedscope.screenPositions([i]))", i)
-    if xy[0] is None or not all(np.isfinite(xy)):
-        return None
     box = _plot_box(page)
-    if not (0 <= xy[0] < box["width"] and 0 <= xy[1] < box["height"]):
+    if not all(v is not None and np.isfinite(v) for v in xy) or not (
+        0 <= xy[0] < box["width"] and 0 <= xy[1] < box["height"]
+    ):
         return None
     _away(page)
     page.wait_for_function("() => document.getElementById('hover').hidden", timeout=5_000)
-    before = page.evaluate("() => (window.embedscope.timing || {}).hovers || 0")
-    shown = (
-        "(h) => { const e = document.getElementById('hover'), t = window.embedscope.timing || {};"
-        " return !e.hidden && e.dataset.shown !== undefined && e.dataset.shown === e.dataset.index"
-        " && (t.hovers === undefined || t.hovers > h); }"
-        if has["hoverMs"]
-        else "() => { const e = document.getElementById('hover');"
-        " return !e.hidden && e.dataset.index !== undefined; }"
-    )
+    before = page.evaluate("() => window.embedscope.timing.hovers")
     t0 = time.perf_counter()
     page.mouse.move(box["x"] + xy[0], box["y"] + xy[1])
     try:
-        page.wait_for_function(shown, arg=before, timeout=10_000, polling="raf")
+        page.wait_for_function(_SHOWN, arg=before, timeout=10_000, polling="raf")
     except PlaywrightTimeout:  # no card: counted as a miss, the next point is tried
         return {"target": i, "shown": None}
     wall = (time.perf_counter() - t0) * 1000
     seen = page.evaluate(
-        "([x, y]) => { const e = document.getElementById('hover'), E = window.embedscope;"
-        " return {shown: Number(e.dataset.shown ?? e.dataset.index), ms: (E.timing || {}).hoverMs,"
-        " at: typeof E.pointAt === 'function' ? E.pointAt(x, y) : null}; }",
+        "([x, y]) => { const E = window.embedscope;"
+        " return {shown: Number(document.getElementById('hover').dataset.shown),"
+        " ms: E.timing.hoverMs, at: E.pointAt(x, y)}; }",
         xy,
     )
     return {"target": i, "wall_ms": wall, **seen}
 
 
-def hover_probe(page, cells: NumberedCells, tries: int, has: dict, seed: int = 7) -> dict:
-    """``tries`` random points hovered with the real mouse: latency to the picture shown, and
-    whether it is the right one (the point under the pixel, and its own picture by its pixels)."""
-    if not has["screenPositions"]:
-        return {"hover": "n/a (needs window.embedscope.screenPositions)"}
+def hover_probe(page, cells: NumberedCells, tries: int, seed: int = 7) -> dict:
+    """``tries`` random points hovered with the real mouse: latency to the picture shown
+    (``timing.hoverMs``; and as Playwright saw it), and whether it is the right one: the point
+    ``pointAt`` finds under the pixel, showing its own picture (:func:`matches` on a
+    screenshot of the card's picture). In 3D most random points lie behind others, so the
+    card rightly shows the one in front (``hovers_on_target`` counts the others)."""
     rng = np.random.default_rng(seed)
     targets = rng.choice(len(cells), min(tries, len(cells)), replace=False).tolist()
     ms, wall, results, off_screen, no_card = [], [], [], 0, 0
     last = None
     for i in targets:
-        got = _hover(page, i, has)
+        got = _hover(page, i)
         if got is None:
             off_screen += 1
             continue
@@ -385,29 +365,24 @@ def hover_probe(page, cells: NumberedCells, tries: int, has: dict, seed: int = 7
             no_card += 1
             continue
         wall.append(got["wall_ms"])
-        if isinstance(got["ms"], (int, float)):
-            ms.append(got["ms"])
-        picture = page.locator(PICTURE).first
-        shot = Image.open(io.BytesIO(picture.screenshot()))
+        ms.append(got["ms"])
+        shot = Image.open(io.BytesIO(page.locator(PICTURE).first.screenshot()))
         seen = matches(shot, cells, got["shown"])
-        under = got["at"] is None or got["at"] == got["shown"]
-        results.append({"ok": seen["ok"] and under, "target": got["shown"] == i, **seen})
+        ok = seen["ok"] and got["at"] == got["shown"]
+        results.append({"ok": ok, "target": got["shown"] == i, **seen})
         last = i
     _away(page)
-    done = len(results)
-    correct = sum(r["ok"] for r in results)
     return {
         "hovers_tried": len(targets),
         "hovers_off_screen": off_screen,
         "hovers_without_card": no_card,
-        "hovers_correct": f"{correct}/{done}",
+        "hovers_correct": f"{sum(r['ok'] for r in results)}/{len(results)}",
         "hovers_on_target": sum(r["target"] for r in results),
-        "hover_check": "pointAt + pixels" if has["pointAt"] else "pixels (needs pointAt)",
         # matches()'s ratio (right below 0.6, a wrong picture ~1 or more): the worst case
         # says how clear the verdicts were
         "picture_ratio_max": round(max(r["ratio"] for r in results), 2) if results else None,
-        "hover_p50_ms": _pct(ms, 50) if ms else "n/a (needs timing.hoverMs)",
-        "hover_p95_ms": _pct(ms, 95) if ms else "n/a (needs timing.hoverMs)",
+        "hover_p50_ms": _pct(ms, 50),
+        "hover_p95_ms": _pct(ms, 95),
         "hover_wall_p50_ms": _pct(wall, 50),
         "hover_wall_p95_ms": _pct(wall, 95),
         "hover_last": last,
@@ -458,7 +433,7 @@ _DECIDE = """async (i) => {
 }"""
 
 
-def decision_probe(page, has: dict) -> dict:
+def decision_probe(page) -> dict:
     """Pin a point, then relabel it (``window.embedscope.edit``): the frame each one drew
     (``timing.frameMs``) and the in-page time to the second animation frame after it."""
     i = page.evaluate(
@@ -467,11 +442,11 @@ def decision_probe(page, has: dict) -> dict:
         " return 0; }"
     )
     got = page.evaluate(_DECIDE, i)
-    needs = "timing.frameMs" if not has["frameMs"] else "a frame drawn after the change"
+    frame = {k: got[k]["frame"] for k in ("pin", "edit")}
     return {
-        "pin_frame_ms": _ms(got["pin"]["frame"], needs),
+        "pin_frame_ms": round(frame["pin"], 1) if frame["pin"] is not None else "no frame",
         "pin_wall_ms": round(got["pin"]["wall"], 1),
-        "decision_frame_ms": _ms(got["edit"]["frame"], needs),
+        "decision_frame_ms": round(frame["edit"], 1) if frame["edit"] is not None else "no frame",
         "decision_wall_ms": round(got["edit"]["wall"], 1),
         "decision_refused": got["refused"],
     }
@@ -497,7 +472,7 @@ def served_speed(work: Path, n: int, probes: int = 200) -> dict:
     out["seconds_ingest"] = round(time.perf_counter() - t0, 1)  # cells made here, once
     points["sha256"] = points["path"].map(manifest.set_index("path")["sha256"])
     rng = np.random.default_rng(11)
-    rows = rng.choice(n, probes, replace=False).tolist()
+    rows = rng.choice(n, min(probes, n), replace=False).tolist()
     print(f"[bench] explorer_scale: live panel at {n:,}", flush=True)
     out["live"] = live_speed(points, nbrs, cells, root, rows, ThumbnailCache(layout))
     print(f"[bench] explorer_scale: Dash app at {n:,}", flush=True)
@@ -686,7 +661,7 @@ def explorer_scale_table(results: dict) -> str:
         "|---" * (len(sizes) + 2) + "|",
     ]
     for key in dict.fromkeys(k for s in sizes for k in results[s]):
-        if key in ("interface", "points", "failed_request_examples"):
+        if key in ("points", "failed_request_examples"):
             continue
         row = [str(results[s].get(key, "")) for s in sizes]
         target = results["targets_at_1m"].get(key, "")
