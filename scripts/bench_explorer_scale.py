@@ -595,8 +595,9 @@ def dataset_layout(work: Path, root: Path):
 
 
 def explorer_scale(out: Path, sizes: list[int], *, hovers: int = 200, served: int = 100_000):
-    """Every measurement of the section; the report folders are written under a work folder
-    inside ``out`` (replaced on each run; the Dash/live files kept)."""
+    """Every measurement of the section. The pages' report folders are written into
+    ``out/explorer-scale-work/photo-<n>/`` (replaced on each run, kept afterwards to be opened:
+    about 1.1 GB at a million points); the Dash/live dataset there is kept between runs."""
     from playwright.sync_api import sync_playwright
 
     work = out / "explorer-scale-work"
