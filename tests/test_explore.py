@@ -377,11 +377,12 @@ def test_neighbours_inline_or_in_chunks_beside_the_page(images, tmp_path) -> Non
 
     out = write_explorer(pts, root, tmp_path / "big.html", neighbors=nbrs, inline_limit=n - 1)
     near = _data(out.read_text())["neighbors"]
-    assert near == {"k": most, "chunk": NEIGHBOR_CHUNK, "dir": "big-files/nbr/"}
-    chunk = (tmp_path / "big-files" / "nbr" / "0.js").read_text()
+    stem = near.pop("prefix").removeprefix("big-files/nbr/")
+    assert near == {"k": most, "chunk": NEIGHBOR_CHUNK} and re.fullmatch("[0-9a-f]{8}-", stem)
+    chunk = (tmp_path / "big-files" / "nbr" / f"{stem}0.js").read_text()
     b64 = re.fullmatch(r'embedscopeChunk\("nbr",0,"([A-Za-z0-9+/=]+)"\);\n', chunk).group(1)
     assert _typed({"dtype": "i4", "b64": b64}) == sum(want, [])
-    assert sorted(x.name for x in (tmp_path / "big-files" / "nbr").iterdir()) == ["0.js"]
+    assert sorted(x.name for x in (tmp_path / "big-files" / "nbr").iterdir()) == [f"{stem}0.js"]
 
 
 def test_show_inline_runs_the_page_in_a_frame(browser, images, tmp_path) -> None:

@@ -659,8 +659,9 @@ import sys
 import pandas as pd
 from embedscope.explore import write_explorer
 from embedscope.layout import DiskFull
+limit = {"inline_limit": int(sys.argv[4])} if len(sys.argv) > 4 else {}
 try:
-    write_explorer(pd.read_parquet(sys.argv[1]), sys.argv[2], sys.argv[3], title="t")
+    write_explorer(pd.read_parquet(sys.argv[1]), sys.argv[2], sys.argv[3], title="t", **limit)
 except DiskFull as exc:
     print(exc, flush=True)
     sys.exit(3)
@@ -694,6 +695,34 @@ def test_killed_during_the_explorer_write_then_rerun_equals_an_uninterrupted_run
     fresh = write_explorer(pd.read_parquet(points), images, tmp_path / "fresh.html", title="t")
     assert new_page == fresh.read_bytes() == rerun.read_bytes()
     assert not _litter(tmp_path)
+
+
+def _page_files(out: Path) -> dict[str, bytes]:
+    """The files of ``out``'s -files folder that the page names (its sheets' stem)."""
+    (stem,) = set(re.findall(r'"explorer-files/thumbs/([0-9a-f]{8}-)\d+\.webp"', out.read_text()))
+    sheets = (out.parent / "explorer-files" / "thumbs").iterdir()
+    return {p.name: p.read_bytes() for p in sheets if p.name.startswith(stem)}
+
+
+def test_a_folder_page_killed_while_replaced_keeps_showing_its_own_pictures(
+    tmp_path: Path, vit: str, stage: Stage
+) -> None:
+    """A page above inline_limit keeps its sheets beside it: the new page's sheets are named
+    apart, so until the new page is in place the old one still finds its own pictures."""
+    points, images, out = _explorer_case(tmp_path, vit)
+    pts = pd.read_parquet(points)
+    old = pts.iloc[::-1].reset_index(drop=True)  # other order: other sheets under the same names
+    write_explorer(old, images, out, title="t", inline_limit=0)
+    page, shown = out.read_bytes(), _page_files(out)
+    proc = stage(_EXPLORE, points, images, out, 0, fault="explorer:write=kill")
+    _killed_at_its_point(proc)
+    assert out.read_bytes() == page and _page_files(out) == shown
+    write_explorer(pts, images, out, title="t", inline_limit=0)
+    folder = out.parent / "explorer-files"
+    assert set(_page_files(out)) == {p.name for p in (folder / "thumbs").iterdir()}
+    assert not _litter(tmp_path)
+    write_explorer(pts, images, out, title="t")  # one file again: the folder goes
+    assert not folder.exists()
 
 
 def test_the_temp_file_of_a_writer_killed_mid_write_is_swept_by_the_next_write(

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -71,8 +72,9 @@ def _difference(a: Image.Image | np.ndarray, b: Image.Image) -> float:
     return float(np.abs(np.asarray(a, float) - np.asarray(b, float)).mean())
 
 
-def _sheet_cells(folder: Path, index: list[int], size: int = 64) -> list[np.ndarray | None]:
+def _sheet_cells(page: Path, index: list[int], size: int = 64) -> list[np.ndarray | None]:
     """Each point's cell cut out of the sheet files the page refers to."""
+    urls = _page_data(page)["sheets"]
     sheets: dict[int, np.ndarray] = {}
     out: list[np.ndarray | None] = []
     for cell in index:
@@ -81,7 +83,7 @@ def _sheet_cells(folder: Path, index: list[int], size: int = 64) -> list[np.ndar
             continue
         k, at = divmod(cell, ATLAS_COLS * ATLAS_COLS)
         if k not in sheets:
-            sheets[k] = np.asarray(Image.open(folder / f"{k}.webp").convert("RGB"))
+            sheets[k] = np.asarray(Image.open(page.parent / unquote(urls[k])).convert("RGB"))
         r, c = divmod(at, ATLAS_COLS)
         out.append(sheets[k][r * size : (r + 1) * size, c * size : (c + 1) * size])
     return out
@@ -131,12 +133,12 @@ def test_cells_are_made_in_ingest_and_the_page_needs_no_original(dataset, tmp_pa
     )  # fmt: skip
     data = _page_data(out)
     sheets = out.parent / "explorer-files" / "thumbs"
-    assert data["sheets"] == [f"explorer-files/thumbs/{k}.webp" for k in range(len(data["sheets"]))]
-    assert sorted(p.name for p in sheets.iterdir()) == sorted(
-        f"{k}.webp" for k in range(len(data["sheets"]))
-    )
+    stem = data["sheets"][0].removeprefix("explorer-files/thumbs/").removesuffix("0.webp")
+    names = [f"{stem}{k}.webp" for k in range(len(data["sheets"]))]
+    assert data["sheets"] == [f"explorer-files/thumbs/{name}" for name in names]
+    assert sorted(p.name for p in sheets.iterdir()) == sorted(names), "only this page's sheets"
     assert min(data["thumb"]) >= 0, "every point has its thumbnail"
-    cut = _sheet_cells(sheets, data["thumb"])
+    cut = _sheet_cells(out, data["thumb"])
     for path, got in zip(points["path"], cut, strict=True):
         assert _difference(got, wanted[path]) < CLOSE, path
         others = [_difference(got, w) for p, w in wanted.items() if p != path]
@@ -189,18 +191,19 @@ def test_sheets_hold_every_cell_in_order_whoever_encodes_them(tmp_path) -> None:
     assert index[index >= 0].tolist() == list(range(40))
     assert len(sheets) == 3  # 16 + 16 + 8 cells
 
-    (tmp_path / "thumbs").mkdir()
-    (tmp_path / "thumbs" / "7.webp").write_bytes(b"an older, larger page's sheet")
-    urls, _ = build_sheets(cells, size=16, cols=4, out_dir=tmp_path / "thumbs", prefix="f/thumbs/")
-    assert urls == ["f/thumbs/0.webp", "f/thumbs/1.webp", "f/thumbs/2.webp"]
-    assert sorted(p.name for p in (tmp_path / "thumbs").iterdir()) == ["0.webp", "1.webp", "2.webp"]
-    last = Image.open(tmp_path / "thumbs" / "2.webp")
+    urls, _ = build_sheets(
+        cells, size=16, cols=4, out_dir=tmp_path / "thumbs", prefix="f/thumbs/", stem="s-"
+    )
+    assert urls == ["f/thumbs/s-0.webp", "f/thumbs/s-1.webp", "f/thumbs/s-2.webp"]
+    names = sorted(p.name for p in (tmp_path / "thumbs").iterdir())
+    assert names == ["s-0.webp", "s-1.webp", "s-2.webp"]
+    last = Image.open(tmp_path / "thumbs" / "s-2.webp")
     assert last.size == (64, 32), "the last sheet keeps only the rows it uses"
     for at, pos in enumerate(index.tolist()):
         if pos < 0:
             continue
         k, cell = divmod(pos, 16)
-        sheet = np.asarray(Image.open(tmp_path / "thumbs" / f"{k}.webp").convert("RGB"), float)
+        sheet = np.asarray(Image.open(tmp_path / "thumbs" / f"s-{k}.webp").convert("RGB"), float)
         r, c = divmod(cell, 4)
         got = sheet[r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16]
         own = cells[at] if isinstance(cells[at], Image.Image) else decode_cell(cells[at])

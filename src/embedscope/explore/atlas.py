@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Sized
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -47,7 +46,6 @@ SHEET_QUALITY, SHEET_METHOD = 60, 2
 #: Sheets are encoded in worker processes when there is more than one (the encoder holds the
 #: GIL); at most this many sheets per worker wait in memory.
 _IN_FLIGHT = 2
-_SHEET_FILE = re.compile(r"(\d+)\.webp")
 _END = object()
 
 #: A point's cell: a picture, an encoded image, or None (unreadable).
@@ -63,6 +61,7 @@ def build_sheets(
     cols: int,
     out_dir: str | Path | None = None,
     prefix: str = "",
+    stem: str = "",
     workers: int | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Sprite sheets of ``cols`` x ``cols`` cells of ``size`` px, and each point's cell number.
@@ -71,8 +70,10 @@ def build_sheets(
     cached cell) or None for a point whose image is unreadable (its number is
     :data:`UNREADABLE`; readable cells are numbered on, row-major, sheet k holding cells
     k*cols*cols onwards). Without ``out_dir`` the sheets are WebP data URIs; with it they are
-    files ``<k>.webp`` written there atomically (older sheets numbered beyond are removed) and
-    the strings returned are ``prefix + "<k>.webp"``. The last sheet keeps only the rows it uses.
+    files ``<stem><k>.webp`` written there atomically and the strings returned are
+    ``prefix + "<stem><k>.webp"`` (a page names its sheets by ``stem``, so a new page's sheets
+    never overwrite those the page still in place shows). The last sheet keeps only the rows
+    it uses.
     """
     per_sheet = cols * cols
     out = None if out_dir is None else Path(out_dir)
@@ -86,8 +87,8 @@ def build_sheets(
     pool: ProcessPoolExecutor | None = None
 
     def job(k: int) -> tuple:
-        dest = None if out is None else str(out / f"{k}.webp")
-        return (list(items), size, cols, dest, f"{prefix}{k}.webp")
+        dest = None if out is None else str(out / f"{stem}{k}.webp")
+        return (list(items), size, cols, dest, f"{prefix}{stem}{k}.webp")
 
     try:
         for cell in cells:
@@ -114,8 +115,6 @@ def build_sheets(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    if out is not None:
-        _remove_beyond(out, len(done))
     return done, np.asarray(index, dtype=np.int32)
 
 
@@ -138,14 +137,6 @@ def _sheet(items: list, size: int, cols: int, dest: str | None, url: str) -> str
     return url
 
 
-def _remove_beyond(folder: Path, count: int) -> None:
-    """Sheets of an earlier, larger page that this page does not use."""
-    for entry in os.scandir(folder):
-        m = _SHEET_FILE.fullmatch(entry.name)
-        if m and int(m[1]) >= count:
-            Path(entry.path).unlink(missing_ok=True)
-
-
 def thumbnail_sheets(
     points: pd.DataFrame,
     image_root: str | Path,
@@ -153,6 +144,7 @@ def thumbnail_sheets(
     folder: str | Path | None = None,
     *,
     size: int = CELL_SIZE,
+    stem: str = "",
 ) -> tuple[list[str], np.ndarray]:
     """Every point's thumbnail on sheets (:func:`build_sheets`): the sheet URLs and each
     point's cell number.
@@ -161,7 +153,8 @@ def thumbnail_sheets(
     points' ``sha256``; those it lacks are decoded from the files under ``image_root`` and
     added to it), any iterable of cells in point order (pictures, encoded bytes or None), or
     None: every cell decoded from its file. With ``folder`` (the page's ``-files`` folder) the
-    sheets are files in ``folder/thumbs/``, addressed relative to the page; else data URIs.
+    sheets are files ``folder/thumbs/<stem><k>.webp``, addressed relative to the page; else
+    data URIs.
     """
     n = len(points)
     files = [os_path(image_root, p) for p in points["path"].astype(str)]
@@ -184,6 +177,7 @@ def thumbnail_sheets(
         cols=ATLAS_COLS,
         out_dir=folder / "thumbs",
         prefix=f"{quote(folder.name)}/thumbs/",
+        stem=stem,
     )
 
 

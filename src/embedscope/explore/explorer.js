@@ -565,8 +565,8 @@
     if (!waiters.has(c)) {
       waiters.set(c, []);
       const tag = document.createElement("script");
-      tag.src = NB.dir + c + ".js";
-      tag.onerror = () => { waiters.delete(c); say("Neighbours not found: " + NB.dir + c + ".js is missing beside the page."); };
+      tag.src = NB.prefix + c + ".js";
+      tag.onerror = () => { waiters.delete(c); say("Neighbours not found: " + NB.prefix + c + ".js is missing beside the page."); };
       document.head.appendChild(tag);
     }
     waiters.get(c).push(done);

@@ -18,11 +18,13 @@ never restated.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import json
 import math
 import re
+import secrets
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,7 +99,12 @@ def write_explorer(
     near = _neighbors(neighbors, n)  # checked before the slow part
     out = Path(out)
     folder = out.parent / f"{out.stem}-files" if n > inline_limit else None
-    atlases, thumbs = thumbnail_sheets(points, image_root, thumbnails, folder, size=thumb_size)
+    # this page's files are named apart from the page still in place (which keeps showing its
+    # own until this one replaces it), then the earlier page's files go
+    stem = f"{secrets.token_hex(4)}-" if folder else ""
+    atlases, thumbs = thumbnail_sheets(
+        points, image_root, thumbnails, folder, size=thumb_size, stem=stem
+    )
 
     is3d = "z" in points.columns and bool(points["z"].notna().any())
     data: dict[str, Any] = {
@@ -117,7 +124,7 @@ def write_explorer(
         "review": ReviewQueue(points).page_data(),
         "rules": page_rules(),
         "key": report_key(title, paths, labels),
-        "neighbors": _place_neighbors(near, folder),
+        "neighbors": _place_neighbors(near, folder, stem),
         "thumb": _typed(thumbs),
         "sheets": atlases,
         "cell": thumb_size,
@@ -137,7 +144,32 @@ def write_explorer(
         },
     )
     body = page.encode("utf-8")
-    return write_atomic(out, lambda tmp: tmp.write_bytes(body), len(body), point="explorer:write")
+    write_atomic(out, lambda tmp: tmp.write_bytes(body), len(body), point="explorer:write")
+    _remove_earlier_files(out.parent / f"{out.stem}-files", stem if folder else None)
+    return out
+
+
+#: The sub-folders of a page's ``-files`` folder, all of them written by :func:`write_explorer`.
+FOLDER_PARTS = ("thumbs", "nbr")
+
+
+def _remove_earlier_files(folder: Path, stem: str | None) -> None:
+    """Once the page is in place: the files of earlier pages of this name (all of them when
+    the page is now one file, ``stem`` None; temp files of a killed write too). Only the
+    folder's own sub-folders are touched, and the folder goes only when it is then empty."""
+    for part in FOLDER_PARTS:
+        sub = folder / part
+        if not sub.is_dir():
+            continue
+        for entry in sub.iterdir():
+            if stem is None or not entry.name.startswith(stem):
+                entry.unlink(missing_ok=True)
+        if stem is None:
+            with contextlib.suppress(OSError):
+                sub.rmdir()
+    if stem is None:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def show_inline(html_path: str | Path, *, height: int = 700) -> HTML:
@@ -283,8 +315,10 @@ def _neighbors(neighbors: np.ndarray | None, n: int) -> np.ndarray | None:
     return out
 
 
-def _place_neighbors(near: np.ndarray | None, folder: Path | None) -> dict[str, Any] | None:
-    """The page's neighbour lists: inline, or in folder mode written as ``nbr/<c>.js`` chunks
+def _place_neighbors(
+    near: np.ndarray | None, folder: Path | None, stem: str = ""
+) -> dict[str, Any] | None:
+    """The page's neighbour lists: inline, or in folder mode written as ``nbr/<stem><c>.js`` chunks
     of :data:`NEIGHBOR_CHUNK` points (``<script>`` files, the one thing besides images a
     ``file://`` page may load) that the page loads when a point needs its neighbours."""
     if near is None:
@@ -298,11 +332,8 @@ def _place_neighbors(near: np.ndarray | None, folder: Path | None) -> dict[str, 
     for c in range(count):
         rows = _typed(near[c * NEIGHBOR_CHUNK : (c + 1) * NEIGHBOR_CHUNK], "i4")["b64"]
         body = f'embedscopeChunk("nbr",{c},"{rows}");\n'.encode("ascii")
-        write_atomic(chunks / f"{c}.js", lambda tmp, b=body: tmp.write_bytes(b), len(body))
-    for old in chunks.glob("*.js"):  # chunks of an earlier, larger page
-        if not (old.stem.isdigit() and int(old.stem) < count):
-            old.unlink()
-    return {"k": k, "chunk": NEIGHBOR_CHUNK, "dir": f"{quote(folder.name)}/nbr/"}
+        write_atomic(chunks / f"{stem}{c}.js", lambda tmp, b=body: tmp.write_bytes(b), len(body))
+    return {"k": k, "chunk": NEIGHBOR_CHUNK, "prefix": f"{quote(folder.name)}/nbr/{stem}"}
 
 
 def _json_for_script(obj: Any) -> str:
