@@ -13,12 +13,15 @@ from PIL import Image
 import embedscope.embed.calibrate
 import embedscope.embed.precision
 from embedscope.embed import embed, pool
+from embedscope.embed.calibrate import calibration_limit, calibration_size
 from embedscope.embed.precision import (
     KNN_LOSS_MARGIN,
     MIN_AGREEMENT,
     Z_95,
+    Z_POWER,
     PrecisionRace,
     agreement,
+    calibration_needed,
     judge,
     paired_loss_upper,
 )
@@ -79,6 +82,46 @@ def test_the_loss_bound_without_a_changed_vote_has_its_closed_form() -> None:
     assert (
         paired_loss_upper(8, 0, 256) > paired_loss_upper(8, 8, 256) > paired_loss_upper(8, 16, 256)
     )
+
+
+def test_the_loss_bound_of_a_sample_of_a_finite_dataset() -> None:
+    """Drawn without replacement from N images the variance shrinks by (N - n) / (N - 1):
+    with no vote changed the bound solves n d / (1 - d) = z^2 (N - n) / (N - 1), and the
+    whole dataset bounds the loss at what was seen."""
+    for n, population in ((256, 360), (512, 4096), (1000, 1001)):
+        fpc = (population - n) / (population - 1)
+        expected = fpc * Z_95**2 / (n + fpc * Z_95**2)
+        assert paired_loss_upper(0, 0, n, population=population) == pytest.approx(expected, 1e-6)
+    assert paired_loss_upper(6, 4, 360, population=360) == pytest.approx(2 / 360)
+    assert paired_loss_upper(4, 6, 360, population=360) == pytest.approx(-2 / 360)
+    # the sample run's first 256 of 360 images (6 votes lost, 4 gained): 0.031 unlimited
+    unlimited, finite = paired_loss_upper(6, 4, 256), paired_loss_upper(6, 4, 256, population=360)
+    assert unlimited > KNN_LOSS_MARGIN > finite > 2 / 256
+
+
+def test_the_calibration_is_sized_from_the_votes_it_saw_flip() -> None:
+    """Hand-computed: 10 of 256 votes flipped (d = 0.039) need (1.6449 + 1.96)^2 d / 0.02^2
+    = 1269.1 scored images for 97.5% power at no loss; 280.6 of a dataset of 360."""
+    figures = {
+        "images": 256,
+        "knn_scored": 256,
+        "neighbour_agreement": 0.93,
+        "knn_losses": 6,
+        "knn_gains": 4,
+        "population": None,
+    }
+    assert (Z_95 + Z_POWER) ** 2 * (10 / 256) / KNN_LOSS_MARGIN**2 == pytest.approx(1269.1, 1e-4)
+    assert calibration_needed(figures) == 1270
+    assert calibration_needed(figures | {"population": 360}) == 281
+    # half of them scored: d doubles (2538.2 scored images), and as many again unscored
+    assert calibration_needed(figures | {"knn_scored": 128}) == 5077
+    assert calibration_needed(figures | {"knn_losses": 1, "knn_gains": 0}) == 256  # enough
+    # more images cannot change these verdicts: neighbours already differ, or surely lossy
+    assert calibration_needed(figures | {"neighbour_agreement": 0.8}) == 256
+    assert calibration_needed(figures | {"knn_losses": 30, "knn_gains": 2}) == 256
+    assert calibration_needed(figures | {"knn_scored": None}) == 256  # no labels to vote
+    assert [calibration_size(n) for n in (100, 360, 4096, 100_000)] == [100, 256, 512, 1024]
+    assert [calibration_limit(n) for n in (100, 360, 4096, 100_000)] == [100, 360, 1024, 8192]
 
 
 def test_a_faithful_candidate_is_accepted() -> None:

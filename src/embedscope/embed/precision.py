@@ -10,10 +10,16 @@ A reduced precision is *faithful* on a calibration sample when both hold:
 A plain threshold on the change in kNN accuracy is a coin flip at calibration sizes: it moves by
 +-0.03 between random draws of 128 images of the same vector pairs. The bound says how much
 could be lost given what was seen, so a larger sample accepts a faithful candidate more surely
-and a lossy one never. ``auto`` races the candidates the hardware offers against float32 on
-the calibration batches and keeps the fastest only when it is measurably faster and faithful;
-otherwise float32. Per-image cosine is no guide: it can stay high while neighbourhoods
-reshuffle, and drop on images nobody looks for.
+and a lossy one never. How large a sample the bound needs depends on how many votes the
+candidate flips either way (bf16 flips borderline votes both ways: 4-8% of images), which only
+the data tell: :func:`calibration_needed` sizes the sample from the flips seen on a first one
+(an internal pilot: the size depends on how many votes changed, not on which way, so the one
+test made at the end keeps its 95%). The loss asked about is the dataset's own, so a sample
+that is most of the dataset leaves little unseen (finite-population correction). ``auto``
+races the candidates the hardware offers against float32 on the calibration batches and keeps
+the fastest only when it is measurably faster and faithful; otherwise float32. Per-image
+cosine is no guide: it can stay high while neighbourhoods reshuffle, and drop on images nobody
+looks for.
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ MIN_AGREEMENT = 0.85
 KNN_LOSS_MARGIN = 0.02
 #: The one-sided normal quantile of the 95% bounds.
 Z_95 = 1.6449
+#: The calibration is sized so that a candidate that loses nothing passes the kNN bound with
+#: probability 97.5% (this one-sided normal quantile): a faithful precision is kept at least
+#: 95% of the time even when the first sample misjudges how many votes it flips.
+Z_POWER = 1.9600
 #: A candidate must run at least this much faster than float32 to be worth any loss, surely:
 #: the one-sided 95% lower bound of its speed-up over the race's timed batches (float32 and
 #: the candidate run side by side on each) must reach it. A native-bf16 CPU can still run a
@@ -141,13 +151,18 @@ def autocast(precision: str, device: torch.device) -> AbstractContextManager:
 
 
 def agreement(
-    reference: np.ndarray, other: np.ndarray, labels: np.ndarray, k: int = 10
+    reference: np.ndarray,
+    other: np.ndarray,
+    labels: np.ndarray,
+    k: int = 10,
+    population: int | None = None,
 ) -> dict[str, float | int | None]:
     """How far the analysis moves from ``reference`` vectors to ``other`` ones of the same
     images: mean overlap of the top-``k`` cosine neighbour sets; and, paired per labelled
     image, whose leave-one-out kNN vote only ``reference`` gets right (``knn_losses``) or only
     ``other`` (``knn_gains``), the change in kNN accuracy and the 95% upper bound of the
-    accuracy lost (kNN figures None without two labelled classes)."""
+    accuracy lost on a dataset of ``population`` images these are a sample of (None: an
+    unlimited one; kNN figures None without two labelled classes)."""
     idx_ref, sim_ref = neighbors(reference, k)
     idx_other, sim_other = neighbors(other, k)
     k = idx_ref.shape[1]
@@ -160,6 +175,7 @@ def agreement(
         "knn_gains": None,
         "knn_loss_upper": None,
         "images": int(len(reference)),
+        "population": population,
         "k": int(k),
     }
     labels = np.asarray(labels, dtype=object)
@@ -179,31 +195,39 @@ def agreement(
         "knn_accuracy_delta": round((gains - losses) / n, 4),
         "knn_losses": losses,
         "knn_gains": gains,
-        "knn_loss_upper": round(paired_loss_upper(losses, gains, n), 4),
+        "knn_loss_upper": round(paired_loss_upper(losses, gains, n, population=population), 4),
+        "knn_scored": n,
     }
 
 
-def paired_loss_upper(losses: int, gains: int, n: int, z: float = Z_95) -> float:
+def paired_loss_upper(
+    losses: int, gains: int, n: int, z: float = Z_95, population: int | None = None
+) -> float:
     """One-sided upper confidence bound (``z``: 95%) of the accuracy lost, p(right only
     before) - p(right only after), from ``n`` paired verdicts of which ``losses`` were right
-    only before and ``gains`` only after.
+    only before and ``gains`` only after, drawn from ``population`` (None: unlimited).
 
     Tango's score bound for a paired difference of proportions (Stat Med 1998;17:891): unlike
     the Wald bound it does not collapse to the estimate when few or no votes changed (no change
     in 256 images still bounds the loss at 0.010, in 128 at 0.021), and it keeps its coverage
     at the small discordant counts a calibration sample gives. Found by bisection on the
-    score statistic, which decreases in the loss tested.
+    score statistic, which decreases in the loss tested. Drawn without replacement from a
+    finite dataset, the variance shrinks by (N - n) / (N - 1): the whole dataset bounds the
+    loss at what was seen.
     """
     if n <= 0:
         return 1.0
     estimate = (losses - gains) / n
+    fpc = 1.0 if population is None else max(population - n, 0) / max(population - 1, 1)
+    if fpc == 0:
+        return min(1.0, estimate)
 
     def score(delta: float) -> float:
         a = 2 * n
         b = -losses - gains + (2 * n - losses + gains) * delta
         c = -gains * delta * (1 - delta)
         q = (-b + math.sqrt(max(b * b - 4 * a * c, 0.0))) / (2 * a)  # p(gain) under delta
-        var = n * (2 * q + delta * (1 - delta))
+        var = fpc * n * (2 * q + delta * (1 - delta))
         return (losses - gains - n * delta) / math.sqrt(var) if var > 0 else -math.inf
 
     lo, hi = estimate, 1.0
@@ -211,6 +235,28 @@ def paired_loss_upper(losses: int, gains: int, n: int, z: float = Z_95) -> float
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if score(mid) > -z else (lo, mid)
     return min(1.0, hi)
+
+
+def calibration_needed(figures: dict, margin: float = KNN_LOSS_MARGIN) -> int:
+    """How many images the check should have seen, from :func:`agreement`'s figures on a
+    first sample: enough for the kNN bound to pass a candidate that loses nothing with
+    probability 97.5% (:data:`Z_POWER`) at the share ``d`` of votes it flipped either way,
+    n0 = (z_95 + z_power)^2 d / margin^2 scored images, fewer on a finite dataset of N
+    (n0 N / (N - 1 + n0)), scaled by the share of images that are scored.
+
+    The images seen already when more cannot change the verdict: no kNN figures, neighbour
+    agreement already under :data:`MIN_AGREEMENT` (it only falls as neighbours crowd), or the
+    loss surely past the margin (its 95% lower bound is)."""
+    seen, scored = figures["images"], figures.get("knn_scored")
+    if not scored or figures["neighbour_agreement"] < MIN_AGREEMENT:
+        return seen
+    losses, gains, population = figures["knn_losses"], figures["knn_gains"], figures["population"]
+    if -paired_loss_upper(gains, losses, scored, population=population) >= margin:
+        return seen
+    n0 = (Z_95 + Z_POWER) ** 2 * ((losses + gains) / scored) / margin**2
+    if population:
+        n0 = n0 * population / (population - 1 + n0)
+    return max(seen, math.ceil(n0 * seen / scored))
 
 
 def judge(
@@ -366,16 +412,19 @@ class PrecisionRace:
             "race": "remembered" if self.remembered else "measured",
         }
 
-    def verdict(self, reference: np.ndarray, labels: np.ndarray) -> tuple[dict, np.ndarray | None]:
+    def verdict(
+        self, reference: np.ndarray, labels: np.ndarray, population: int | None = None
+    ) -> tuple[dict, np.ndarray | None]:
         """The check to record (tried candidate, kept or not and why, agreement figures and
-        the race's speed-ups) and the kept candidate's vectors (None: keep float32's)."""
+        the race's speed-ups) and the kept candidate's vectors (None: keep float32's), the
+        images a sample of a dataset of ``population``."""
         if not self.result:  # the calibration ended before the race did
             self._decide(self._measured())
         if not self.lows:
             return self.not_faster(), None
         (name,) = self.lows
         vectors = np.concatenate(self.outputs[name])
-        figures = agreement(reference, vectors, labels)
+        figures = agreement(reference, vectors, labels, population=population)
         kept, reason = judge(figures)
         check = {"candidate": name, "kept": kept, "reason": reason, **figures, **self.figures()}
         return check, (vectors if kept else None)
