@@ -6,10 +6,11 @@ against the model's bare forward pass on already-decoded tensors (the ceiling); 
 JPEGs against the older approach and against their floor, what the cores could do with no
 waste (``photos``); per model, how far the precision ``auto`` tries moves the analysis from
 float32 on the sample (random-weight ViT-B/16 for its FLOPs, a real-weight DINOv2-S for real
-attention activations: scripts/dinov2_small.py); how often the
-kit's fidelity decision on random calibration draws agrees with the whole sample's truth
-(``precision_draws``); and the Ray engine against the local one. ``--device cuda`` runs the
-embedding sections on a GPU. Writes ``reports/bench/bench.json`` and ``reports/bench/bench.md``.
+attention activations: scripts/dinov2_small.py); how often the kit's fidelity decision on
+random calibration draws agrees with the whole set's truth, on the sample and on 4,096
+Fashion-MNIST images (``precision_draws``); and the Ray engine against the local one.
+``--device cuda`` runs the embedding sections on a GPU. Writes ``reports/bench/bench.json``
+and ``reports/bench/bench.md``.
 """
 
 from __future__ import annotations
@@ -168,7 +169,9 @@ def precision_fidelity(
     return {"candidate": name, **agreement(ref, other, labels)}
 
 
-def precision_draws(work: Path, images: int, device: str, draws: int) -> dict:
+def precision_draws(
+    work: Path, images: int, device: str, draws: int, only: list[str] | None = None
+) -> dict:
     """For the sample (360 emoji) and the first ``images`` of Fashion-MNIST's training split
     (real 28x28 photos of clothes, 10 classes), each bench model and each precision the
     hardware offers it, plus a borderline candidate (:func:`borderline`): the truth on the
@@ -179,10 +182,15 @@ def precision_draws(work: Path, images: int, device: str, draws: int) -> dict:
     counts the former rule (the first sample alone, no finite-population correction).
 
     Vectors are the kit's own, embedded at each precision and cached in ``work``: a second
-    run embeds nothing."""
+    run embeds nothing. ``only``: the bench models to draw for (their names' first word;
+    default all)."""
     fashion = fashion_folder(work / f"fashion-train-{images}", "train", images)
     sets = {"sample": ROOT / "data" / "sample", f"fashion-mnist {images}": fashion}
-    models = {name: d for name, (d, _) in bench_models(work / "models").items()}
+    models = {
+        name: d
+        for name, (d, _) in bench_models(work / "models").items()
+        if only is None or name.split()[0] in only
+    }
     rows = {}
     for set_name, folder in sets.items():
         layout = Layout(folder.name, work / "data", work / "reports")
@@ -471,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--precision-images", type=int, default=4096, help="Fashion-MNIST, precision draws"
     )
+    parser.add_argument(
+        "--precision-models", nargs="+", help="precision draws: mobilenet_v2 vit-b16 dinov2-s"
+    )
     parser.add_argument("--device", default="cpu", help="cpu | cuda | mps (embedding sections)")
     parser.add_argument("--findings-images", type=int, default=12_000, help="Fashion-MNIST")
     parser.add_argument("--findings-seeds", type=int, default=5)
@@ -510,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     if "precision_draws" in args.only:
         work = out / "precision-work"  # kept: a second run embeds nothing again
         results["precision_draws"] = precision_draws(
-            work, args.precision_images, args.device, args.draws
+            work, args.precision_images, args.device, args.draws, args.precision_models
         )
     if "photos" in args.only:
         results["photos"] = photo_speed(args.photos, min(args.photos, 12), args.device)
