@@ -211,6 +211,33 @@ def test_auto_keeps_a_candidate_the_analysis_cannot_tell_apart(
     assert again["precision_check"] == check and again["from_cache"] == 360
 
 
+def test_auto_grows_the_calibration_to_what_its_first_verdict_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first 256 of the sample's 360 images flip some kNN votes under bf16; asked for near
+    certainty (a huge power quantile) the check needs far more images than the dataset holds,
+    so it takes all 360: their loss is then seen, not bounded, and every calibration vector is
+    kept at the chosen precision (nothing embedded twice)."""
+    monkeypatch.setattr(embedscope.embed.calibrate, "candidates", lambda device, net: ["bf16"])
+    monkeypatch.setattr(embedscope.embed.precision, "MIN_SPEEDUP", 0.0)
+    monkeypatch.setattr(embedscope.embed.precision, "Z_POWER", 100.0)
+    layout = Layout("sample", tmp_path / "data", tmp_path / "reports")
+    ingest(str(SAMPLE), layout)
+    sizes = dict(hidden_size=64, intermediate_size=256, image_size=64, patch_size=16)
+    model = str(_vit(tmp_path / "vit", **sizes))
+    facts = embed(layout, model, progress=False)
+    check = facts["precision_check"]
+    first = check["grown_from"]
+    assert first["images"] == 256 and first["knn_losses"] + first["knn_gains"] > 0
+    assert check["images"] == check["population"] == 360
+    lost, gained = check["knn_losses"], check["knn_gains"]
+    assert check["knn_loss_upper"] == pytest.approx((lost - gained) / 360, abs=1e-4)
+    assert check["kept"] == judge(check)[0] and "all 360 images" in check["reason"]
+    precision = "bf16" if check["kept"] else "fp32"
+    forced = embed(layout, model, progress=False, precision=precision)
+    assert forced["from_cache"] == 360
+
+
 def _twins_and_vit(tmp_path: Path) -> tuple[Layout, str]:
     layout = Layout("twins", tmp_path / "data", tmp_path / "reports")
     ingest(str(_near_twins(tmp_path / "images")), layout)

@@ -138,7 +138,7 @@ def auto_precision(
     ref_all = np.concatenate(ref)
     labels = images.loc[shas, "label"].to_numpy()
     check, kept_vectors = contest.verdict(ref_all, labels, population)
-    if len(shas) > first["images"]:  # grown: what the first sample said, for the record
+    if len(shas) > len(sample):  # grown: what the first sample said, for the record
         check["grown_from"] = {k: first[k] for k in ("images", "knn_losses", "knn_gains")}
     if not contest.remembered and contest.result.get("batches", 0) >= MIN_REMEMBERED_BATCHES:
         races[race_key] = contest.result
