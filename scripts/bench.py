@@ -182,15 +182,10 @@ def precision_draws(
     counts the former rule (the first sample alone, no finite-population correction).
 
     Vectors are the kit's own, embedded at each precision and cached in ``work``: a second
-    run embeds nothing. ``only``: the bench models to draw for (their names' first word;
-    default all)."""
+    run embeds nothing. ``only``: the bench models to draw for (see :func:`bench_models`)."""
     fashion = fashion_folder(work / f"fashion-train-{images}", "train", images)
     sets = {"sample": ROOT / "data" / "sample", f"fashion-mnist {images}": fashion}
-    models = {
-        name: d
-        for name, (d, _) in bench_models(work / "models").items()
-        if only is None or name.split()[0] in only
-    }
+    models = {name: d for name, (d, _) in bench_models(work / "models", only).items()}
     rows = {}
     for set_name, folder in sets.items():
         layout = Layout(folder.name, work / "data", work / "reports")
@@ -295,12 +290,19 @@ def kit_again(model_dir: str, images: Path, work: Path, facts: dict) -> dict:
     return kit(model_dir, images, work, facts["device"], precision=SHORT[facts["precision"]])
 
 
-def bench_models(folder: Path) -> dict[str, tuple[str, int]]:
-    """The bench's models (their folders) and how many images the slow approaches get."""
+def bench_models(folder: Path, only: list[str] | None = None) -> dict[str, tuple[str, int]]:
+    """The bench's models (their folders) and how many images the slow approaches get;
+    ``only``: those whose name starts with one of these (``--models``; default all)."""
+    models = {
+        "mobilenet_v2": lambda: str(builtin_model_dir()),
+        "vit-b16": lambda: str(vit_b16_dir(folder / "vit-b16")),
+        "dinov2-s (real weights)": lambda: str(dinov2_small_dir(folder / "dinov2-s")),
+    }
+    slow = {"mobilenet_v2": 128}
     return {
-        "mobilenet_v2": (str(builtin_model_dir()), 128),
-        "vit-b16": (str(vit_b16_dir(folder / "vit-b16")), 48),
-        "dinov2-s (real weights)": (str(dinov2_small_dir(folder / "dinov2-s")), 48),
+        name: (folder_of(), slow.get(name, 48))
+        for name, folder_of in models.items()
+        if only is None or name.split()[0] in only
     }
 
 
@@ -480,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         "--precision-images", type=int, default=4096, help="Fashion-MNIST, precision draws"
     )
     parser.add_argument(
-        "--precision-models", nargs="+", help="precision draws: mobilenet_v2 vit-b16 dinov2-s"
+        "--models", nargs="+", help="embed and precision_draws: mobilenet_v2 vit-b16 dinov2-s"
     )
     parser.add_argument("--device", default="cpu", help="cpu | cuda | mps (embedding sections)")
     parser.add_argument("--findings-images", type=int, default=12_000, help="Fashion-MNIST")
@@ -521,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     if "precision_draws" in args.only:
         work = out / "precision-work"  # kept: a second run embeds nothing again
         results["precision_draws"] = precision_draws(
-            work, args.precision_images, args.device, args.draws, args.precision_models
+            work, args.precision_images, args.device, args.draws, args.models
         )
     if "photos" in args.only:
         results["photos"] = photo_speed(args.photos, min(args.photos, 12), args.device)
@@ -552,7 +554,7 @@ def embedding_speed(args: argparse.Namespace) -> tuple[dict, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = make_images(tmp / "images", args.images)
-        for name, (model_dir, n_slow) in bench_models(tmp).items():
+        for name, (model_dir, n_slow) in bench_models(tmp, args.models).items():
             print(f"[bench] {name}", flush=True)
             # a first run as on a new machine: the race timed, not remembered from a last bench
             facts = kit(
