@@ -1,5 +1,8 @@
 """``precision="auto"`` on a real run: embed a calibration sample of the dataset in float32
-and in the candidates (:mod:`embedscope.embed.precision` races and judges them).
+and in the candidates (:mod:`embedscope.embed.precision` races and judges them). The sample
+grows once when its first verdict says how many more images the kNN bound needs (up to
+:func:`calibration_limit`): a faithful bf16 flips 3-5% of the kNN votes both ways, which a
+few hundred images cannot tell from a loss.
 
 Two memories, of different reach. The race's speed-ups depend on the model and the hardware
 only, so they are kept for every dataset in ``precision-races.json`` of the kit's cache
