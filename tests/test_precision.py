@@ -101,9 +101,12 @@ def test_the_whole_dataset_has_its_loss_seen_not_bounded() -> None:
 
 
 def test_the_calibration_is_sized_from_the_votes_it_saw_flip() -> None:
-    """Hand-computed: 10 of 256 votes flipped (d = 0.039) need (1.6449 + 1.96)^2 d / 0.02^2
-    = 1269.1 scored images for 97.5% power at no loss (the caller caps it at
-    :func:`calibration_limit`: all of a dataset up to 1,024 images)."""
+    """10 of 256 votes flipped (d = 0.039): with no loss, votes lost net of gained over n
+    images have a 97.5% quantile of 1.96 sqrt(d n); the least n at which Tango's bound of
+    that passes 0.02 is 1,325, near the normal approximation (1.6449 + 1.96)^2 d / 0.02^2
+    = 1269.1 (the caller caps it at :func:`calibration_limit`: all of a dataset up to 1,024
+    images). With one vote flipped the normal one says 127, where a single vote lost still
+    bounds the loss above 0.02 (it takes more images: 0.0173 at 256)."""
     figures = {
         "images": 256,
         "knn_scored": 256,
@@ -112,10 +115,18 @@ def test_the_calibration_is_sized_from_the_votes_it_saw_flip() -> None:
         "knn_gains": 4,
         "population": None,
     }
-    assert calibration_needed(figures) == 1270
-    # half of them scored: d doubles (2538.2 scored images), and as many again unscored
-    assert calibration_needed(figures | {"knn_scored": 128}) == 5077
+    needed = calibration_needed(figures)
+    assert needed == 1325
+    d = 10 / 256
+    for n, passes in ((needed, True), (needed - 1, False)):
+        net = 1.96 * (d * n) ** 0.5
+        bound = paired_loss_upper((d * n + net) / 2, (d * n - net) / 2, n)
+        assert (bound < KNN_LOSS_MARGIN) == passes
+    # half of them scored: d doubles, and as many images again unscored
+    assert calibration_needed(figures | {"knn_scored": 128}) == 2 * 2564
     assert calibration_needed(figures | {"knn_losses": 1, "knn_gains": 0}) == 256  # enough
+    assert paired_loss_upper(1, 0, 256) < KNN_LOSS_MARGIN < paired_loss_upper(1, 0, 255 // 2)
+    assert calibration_needed(figures | {"knn_losses": 2, "knn_gains": 0}) == 358
     # more images cannot change these verdicts: neighbours already differ, or surely lossy
     assert calibration_needed(figures | {"neighbour_agreement": 0.8}) == 256
     assert calibration_needed(figures | {"knn_losses": 30, "knn_gains": 2}) == 256

@@ -240,9 +240,13 @@ def calibration_needed(figures: dict, margin: float = KNN_LOSS_MARGIN) -> int:
     """How many images the check should have seen, from :func:`agreement`'s figures on a
     first sample: enough for the kNN bound to pass a candidate that loses nothing with
     probability 97.5% (:data:`Z_POWER`) at the share ``d`` of votes it flipped either way,
-    n0 = (z_95 + z_power)^2 d / margin^2 scored images, scaled by the share of images that
-    are scored. Where that is more than a dataset holds, the check takes all of it (see
-    :func:`agreement`).
+    scaled by the share of images that are scored. Where that is more than a dataset holds,
+    the check takes all of it (see :func:`agreement`).
+
+    With no loss, votes lost net of votes gained over n scored images spread as a normal of
+    variance d n; the size is the least n at which the bound itself (not its normal
+    approximation, n0 = (z_95 + z_power)^2 d / margin^2, which is too few where a handful of
+    votes flipped) passes at that spread's 97.5% quantile.
 
     The images seen already when more cannot change the verdict: no kNN figures, neighbour
     agreement already under :data:`MIN_AGREEMENT` (it only falls as neighbours crowd), or the
@@ -253,8 +257,17 @@ def calibration_needed(figures: dict, margin: float = KNN_LOSS_MARGIN) -> int:
     losses, gains = figures["knn_losses"], figures["knn_gains"]
     if -paired_loss_upper(gains, losses, scored) >= margin:
         return seen
-    n0 = (Z_95 + Z_POWER) ** 2 * ((losses + gains) / scored) / margin**2
-    return max(seen, math.ceil(n0 * seen / scored))
+    d = (losses + gains) / scored
+
+    def passes(n: int) -> bool:
+        net = min(Z_POWER * math.sqrt(d * n), d * n)
+        return paired_loss_upper((d * n + net) / 2, (d * n - net) / 2, n) < margin
+
+    lo, hi = 1, 1 << 30  # passes(hi); the bound falls as n grows
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if passes(mid) else (mid, hi)
+    return max(seen, math.ceil(hi * seen / scored))
 
 
 def judge(
