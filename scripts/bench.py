@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=100_000, help="points for manifest/reduce")
     parser.add_argument("--photos", type=int, default=48, help="4000x3000 JPEGs to embed")
     parser.add_argument("--fidelity-images", type=int, default=360, help="sample images")
-    parser.add_argument("--draws", type=int, default=20, help="calibration draws per candidate")
+    parser.add_argument("--draws", type=int, default=100, help="calibration draws per candidate")
     parser.add_argument(
         "--precision-images", type=int, default=4096, help="Fashion-MNIST, precision draws"
     )
