@@ -225,13 +225,17 @@ def test_auto_keeps_a_candidate_the_analysis_cannot_tell_apart(
 def test_auto_grows_the_calibration_to_what_its_first_verdict_needs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first 256 of the sample's 360 images flip some kNN votes under bf16; asked for near
-    certainty (a huge power quantile) the check needs far more images than the dataset holds,
-    so it takes all 360: their loss is then seen, not bounded, and every calibration vector is
-    kept at the chosen precision (nothing embedded twice)."""
+    """The first 256 of the sample's 360 images flip some kNN votes under bf16; sized for a
+    loss margin of 0.001 the check needs far more images than the dataset holds, so it takes
+    all 360: their loss is then seen, not bounded, and every calibration vector is kept at
+    the chosen precision (nothing embedded twice)."""
     monkeypatch.setattr(embedscope.embed.calibrate, "candidates", lambda device, net: ["bf16"])
     monkeypatch.setattr(embedscope.embed.precision, "MIN_SPEEDUP", 0.0)
-    monkeypatch.setattr(embedscope.embed.precision, "Z_POWER", 100.0)
+    monkeypatch.setattr(
+        embedscope.embed.calibrate,
+        "calibration_needed",
+        lambda figures: calibration_needed(figures, margin=0.001),
+    )
     layout = Layout("sample", tmp_path / "data", tmp_path / "reports")
     ingest(str(SAMPLE), layout)
     sizes = dict(hidden_size=64, intermediate_size=256, image_size=64, patch_size=16)
