@@ -6,12 +6,12 @@ against the model's bare forward pass on already-decoded tensors (the ceiling); 
 JPEGs against the older approach and against their floor, what the cores could do with no
 waste (``photos``); per model, how far the precision ``auto`` tries moves the analysis from
 float32 on the sample (random-weight ViT-B/16 for its FLOPs, a real-weight DINOv2-S for real
-attention activations: scripts/dinov2_small.py); how often the
-kit's fidelity decision on random calibration draws agrees with the whole sample's truth
-(``precision_draws``); the Ray engine against the local one; and the shared page at a million
-points, each with its own picture, in a real browser (``explorer_scale``:
-scripts/bench_explorer_scale.py). ``--device cuda`` runs the
-embedding sections on a GPU. Writes ``reports/bench/bench.json`` and ``reports/bench/bench.md``.
+attention activations: scripts/dinov2_small.py); how often the kit's fidelity decision on
+random calibration draws agrees with the whole set's truth, on the sample and on 4,096
+Fashion-MNIST images (``precision_draws``); the Ray engine against the local one; and the
+shared page at a million points, each with its own picture, in a real browser
+(``explorer_scale``: scripts/bench_explorer_scale.py). ``--device cuda`` runs the embedding
+sections on a GPU. Writes ``reports/bench/bench.json`` and ``reports/bench/bench.md``.
 """
 
 from __future__ import annotations
@@ -30,26 +30,29 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_explorer_scale import explorer_scale, explorer_scale_table
-from bench_findings import cost, findings_bench, findings_table, quality_bench
+from bench_findings import cost, fashion_folder, findings_bench, findings_table, quality_bench
 from browser import CHROMIUM_ARGS, ensure_chromium
 from dinov2_small import dinov2_small_dir
 from PIL import Image
 
 from embedscope.embed import Encoder, embed, embedded, resolve_pooling, start_local_ray
-from embedscope.embed.calibrate import calibration_size
+from embedscope.embed.calibrate import calibration_limit, calibration_size
 from embedscope.embed.pixels import checked_pixels, decode
 from embedscope.embed.precision import (
     KNN_LOSS_MARGIN,
     MIN_AGREEMENT,
     PRECISIONS,
     agreement,
+    calibration_needed,
     candidates,
     judge,
 )
 from embedscope.images import load_rgb
 from embedscope.ingest import ingest
+from embedscope.knn import knn_vote, neighbors
 from embedscope.layout import Layout, read_json, write_json
 from embedscope.models import builtin_model_dir, load_model
+from embedscope.store import load_embeddings
 
 SHORT = {long: short for short, long in PRECISIONS.items()}
 
@@ -168,45 +171,113 @@ def precision_fidelity(
     return {"candidate": name, **agreement(ref, other, labels)}
 
 
-def precision_draws(models: dict, paths: list[Path], device: str, draws: int) -> dict:
-    """For each model and each precision the hardware offers it: the truth on all ``paths``
-    (labelled by folder; agreement and kNN change against float32) and the kit's fidelity
-    decision on ``draws`` random calibration draws of the size it would calibrate on, counted
-    against that truth: ``false_rejections`` (truly faithful, rejected) and
-    ``false_acceptances`` (truly lossy, accepted)."""
-    labels = np.array([p.parent.name for p in paths])
-    size = calibration_size(len(paths))
+def precision_draws(
+    work: Path, images: int, device: str, draws: int, only: list[str] | None = None
+) -> dict:
+    """For the sample (360 emoji) and the first ``images`` of Fashion-MNIST's training split
+    (real 28x28 photos of clothes, 10 classes), each bench model and each precision the
+    hardware offers it, plus a borderline candidate (:func:`borderline`): the truth on the
+    whole set (agreement and kNN change against float32, figures of every image) and the
+    kit's decision on ``draws`` random calibrations of the set, sized and grown as the kit
+    does (:func:`kit_decision`), counted against that truth: ``false_rejections`` (truly
+    faithful, rejected) and ``false_acceptances`` (truly lossy, accepted); ``accepted_before``
+    counts the former rule (the first sample alone, no finite-population correction).
+
+    Vectors are the kit's own, embedded at each precision and cached in ``work``: a second
+    run embeds nothing. ``only``: the bench models to draw for (see :func:`bench_models`)."""
+    fashion = fashion_folder(work / f"fashion-train-{images}", "train", images)
+    sets = {"sample": ROOT / "data" / "sample", f"fashion-mnist {images}": fashion}
+    models = {name: d for name, (d, _) in bench_models(work / "models", only).items()}
     rows = {}
-    for name, model_dir in models.items():
-        reference = _encoder(model_dir, device, "fp32")
-        batches = _pixel_batches(reference, paths, 16)
-        ref = np.concatenate([v for _, v, _ in embedded(batches, reference)])
-        for cand in candidates(reference.device, reference.net):
-            print(f"[bench] precision draws: {name} {cand}", flush=True)
-            low = Encoder(
-                reference.net, reference.pooling, reference.device, reference.pixels, cand
-            )
-            other = np.concatenate([v for _, v, _ in embedded(batches, low)])
-            truth = agreement(ref, other, labels)
-            loss = -(truth["knn_accuracy_delta"] or 0.0)
-            faithful = truth["neighbour_agreement"] >= MIN_AGREEMENT and loss < KNN_LOSS_MARGIN
-            rng = np.random.default_rng(0)
-            picks = [np.sort(rng.choice(len(paths), size, replace=False)) for _ in range(draws)]
-            kept = [judge(agreement(ref[t], other[t], labels[t]))[0] for t in picks]
-            rows[f"{name} {cand}"] = {
-                "images": len(paths),
-                "neighbour_agreement": truth["neighbour_agreement"],
-                "knn_accuracy_delta": truth["knn_accuracy_delta"],
-                "knn_losses": truth["knn_losses"],
-                "knn_gains": truth["knn_gains"],
-                "truly_faithful": bool(faithful),
-                "draw_images": size,
-                "draws": draws,
-                "accepted": int(sum(kept)),
-                "false_rejections": 0 if not faithful else int(draws - sum(kept)),
-                "false_acceptances": 0 if faithful else int(sum(kept)),
+    for set_name, folder in sets.items():
+        layout = Layout(folder.name, work / "data", work / "reports")
+        ingest(str(folder), layout)
+        rng = np.random.default_rng(0)
+        orders = None
+        for name, model_dir in models.items():
+            ref, labels = kit_vectors(layout, model_dir, "fp32", device)
+            orders = orders or [rng.permutation(len(ref)) for _ in range(draws)]
+            net = _encoder(model_dir, device, "fp32").net
+            others = {
+                c: kit_vectors(layout, model_dir, c, device)[0]
+                for c in candidates(torch.device(device), net)
             }
+            if name == "mobilenet_v2":
+                others["fp32+noise (borderline)"] = borderline(ref, labels)
+            for cand, other in others.items():
+                print(f"[bench] precision draws: {set_name} {name} {cand}", flush=True)
+                rows[f"{set_name}: {name} {cand}"] = draw_row(ref, other, labels, orders)
     return rows
+
+
+def kit_vectors(layout: Layout, model_dir: str, precision: str, device: str):
+    """The kit's vectors of ``layout``'s images at ``precision`` and their labels, in path
+    order (embedded once, then read from the kit's cache)."""
+    embed(layout, model_dir, device=device, precision=precision, progress=False)
+    emb = load_embeddings(layout, model_dir)
+    order = np.argsort(emb.rows["path"].to_numpy(dtype=str), kind="stable")
+    return emb.vectors[order], emb.rows["label"].to_numpy(dtype=object)[order]
+
+
+def kit_decision(ref: np.ndarray, other: np.ndarray, labels: np.ndarray, order: np.ndarray):
+    """The kit's verdict (calibrate.auto_precision) on a calibration drawn in ``order``, a
+    random order of the whole set: the first :func:`calibration_size` images, grown to what
+    their verdict needs (at most :func:`calibration_limit`), judged as a sample of the set.
+    Returns (kept, images judged, the former rule's verdict on the first sample)."""
+    population = len(order)
+    first = order[: calibration_size(population)]
+    figures = agreement(ref[first], other[first], labels[first], population=population)
+    before = judge(agreement(ref[first], other[first], labels[first]))[0]
+    n = min(calibration_needed(figures), calibration_limit(population))
+    if n > len(first):
+        pick = order[:n]
+        figures = agreement(ref[pick], other[pick], labels[pick], population=population)
+    return judge(figures)[0], figures["images"], before
+
+
+def draw_row(ref: np.ndarray, other: np.ndarray, labels: np.ndarray, orders: list) -> dict:
+    truth = agreement(ref, other, labels)
+    loss = -(truth["knn_accuracy_delta"] or 0.0)
+    faithful = truth["neighbour_agreement"] >= MIN_AGREEMENT and loss < KNN_LOSS_MARGIN
+    kept, sizes, before = zip(*(kit_decision(ref, other, labels, o) for o in orders), strict=True)
+    draws = len(orders)
+    return {
+        "images": len(ref),
+        "neighbour_agreement": truth["neighbour_agreement"],
+        "knn_accuracy_delta": truth["knn_accuracy_delta"],
+        "knn_losses": truth["knn_losses"],
+        "knn_gains": truth["knn_gains"],
+        "truly_faithful": bool(faithful),
+        "first_images": calibration_size(len(ref)),
+        "draw_images": [min(sizes), max(sizes)],
+        "draws": draws,
+        "accepted": int(sum(kept)),
+        "false_rejections": 0 if not faithful else int(draws - sum(kept)),
+        "false_acceptances": 0 if faithful else int(sum(kept)),
+        "accepted_before": int(sum(before)),
+    }
+
+
+def borderline(ref: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """float32 vectors with noise added, made to fail on kNN only: 3% of the images whose vote
+    float32 gets right are moved beside a random image of another class (kNN accuracy about
+    0.03 lower), and every vector gets a light noise whose scale, found by bisection, brings
+    neighbour agreement on the whole set to 0.92, as bf16's on the sample. Isotropic noise
+    alone cannot do it: in 1,280 dimensions it barely reorders neighbours."""
+    rng = np.random.default_rng(seed)
+    idx, sim = neighbors(ref, 10)
+    right = np.flatnonzero(knn_vote(labels, idx, sim) == labels)
+    unit = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    moved = unit.copy()
+    for i in rng.choice(right, round(0.03 * len(ref)), replace=False):
+        moved[i] = unit[rng.choice(right[labels[right] != labels[i]])]
+    noise = rng.normal(size=ref.shape).astype(np.float32) / np.sqrt(ref.shape[1])
+    lo, hi = 0.0, 1.0
+    for _ in range(12):
+        scale = (lo + hi) / 2
+        agree = agreement(unit, moved + scale * noise, labels)["neighbour_agreement"]
+        lo, hi = (scale, hi) if agree > 0.92 else (lo, scale)
+    return moved + (lo + hi) / 2 * noise
 
 
 def kit(model_dir: str, images: Path, work: Path, device: str = "auto", **options) -> dict:
@@ -221,12 +292,19 @@ def kit_again(model_dir: str, images: Path, work: Path, facts: dict) -> dict:
     return kit(model_dir, images, work, facts["device"], precision=SHORT[facts["precision"]])
 
 
-def bench_models(folder: Path) -> dict[str, tuple[str, int]]:
-    """The bench's models (their folders) and how many images the slow approaches get."""
+def bench_models(folder: Path, only: list[str] | None = None) -> dict[str, tuple[str, int]]:
+    """The bench's models (their folders) and how many images the slow approaches get;
+    ``only``: those whose name starts with one of these (``--models``; default all)."""
+    models = {
+        "mobilenet_v2": lambda: str(builtin_model_dir()),
+        "vit-b16": lambda: str(vit_b16_dir(folder / "vit-b16")),
+        "dinov2-s (real weights)": lambda: str(dinov2_small_dir(folder / "dinov2-s")),
+    }
+    slow = {"mobilenet_v2": 128}
     return {
-        "mobilenet_v2": (str(builtin_model_dir()), 128),
-        "vit-b16": (str(vit_b16_dir(folder / "vit-b16")), 48),
-        "dinov2-s (real weights)": (str(dinov2_small_dir(folder / "dinov2-s")), 48),
+        name: (folder_of(), slow.get(name, 48))
+        for name, folder_of in models.items()
+        if only is None or name.split()[0] in only
     }
 
 
@@ -411,7 +489,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=100_000, help="points for manifest/reduce")
     parser.add_argument("--photos", type=int, default=48, help="4000x3000 JPEGs to embed")
     parser.add_argument("--fidelity-images", type=int, default=360, help="sample images")
-    parser.add_argument("--draws", type=int, default=20, help="calibration draws per candidate")
+    parser.add_argument("--draws", type=int, default=100, help="calibration draws per candidate")
+    parser.add_argument(
+        "--precision-images", type=int, default=4096, help="Fashion-MNIST, precision draws"
+    )
+    parser.add_argument(
+        "--models", nargs="+", help="embed and precision_draws: mobilenet_v2 vit-b16 dinov2-s"
+    )
     parser.add_argument("--device", default="cpu", help="cpu | cuda | mps (embedding sections)")
     parser.add_argument("--findings-images", type=int, default=12_000, help="Fashion-MNIST")
     parser.add_argument("--findings-seeds", type=int, default=5)
@@ -460,10 +544,10 @@ def main(argv: list[str] | None = None) -> int:
         if memory:
             results["memory"] = memory
     if "precision_draws" in args.only:
-        sample = sorted((ROOT / "data" / "sample").rglob("*.webp"))[: args.fidelity_images]
-        with tempfile.TemporaryDirectory() as tmp:
-            models = {name: d for name, (d, _) in bench_models(Path(tmp)).items()}
-            results["precision_draws"] = precision_draws(models, sample, args.device, args.draws)
+        work = out / "precision-work"  # kept: a second run embeds nothing again
+        results["precision_draws"] = precision_draws(
+            work, args.precision_images, args.device, args.draws, args.models
+        )
     if "photos" in args.only:
         results["photos"] = photo_speed(args.photos, min(args.photos, 12), args.device)
     if "ray" in args.only:
@@ -497,7 +581,7 @@ def embedding_speed(args: argparse.Namespace) -> tuple[dict, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = make_images(tmp / "images", args.images)
-        for name, (model_dir, n_slow) in bench_models(tmp).items():
+        for name, (model_dir, n_slow) in bench_models(tmp, args.models).items():
             print(f"[bench] {name}", flush=True)
             # a first run as on a new machine: the race timed, not remembered from a last bench
             facts = kit(
@@ -583,7 +667,9 @@ def photo_speed(n: int, n_slow: int, device: str) -> dict:
     # a first run: every image decoded once; the calibration images through float32 (the
     # kept precision's vectors are not redone), and through the candidate while it raced (all
     # of them when it was judged; a warm-up and the timed batches when it lost the race)
-    calibrated = calibration_size(n) if check.get("race") == "measured" or "images" in check else 0
+    calibrated = check.get("images") or (
+        calibration_size(n) if check.get("race") == "measured" else 0
+    )
     raced = calibrated if "images" in check else (check.get("race_batches", 0) + 1) * batch
     calibration_ms = calibrated * ms["fp32"] + min(raced, calibrated) * ms.get(candidate, 0.0)
     first_ms = n * ms["decode"] + calibration_ms + (n - calibrated) * ms[kept]
@@ -717,15 +803,19 @@ def table(results: dict) -> str:
         lines.append("")
     if results.get("precision_draws"):
         lines += [
-            "| precision draws: model, candidate | agreement (all) | kNN delta (all) "
-            "| truly faithful | draws x images | accepted | false rejections | false acceptances |",
-            "|---|---|---|---|---|---|---|---|",
+            "| precision draws: set: model, candidate | agreement (all) | kNN delta (all) "
+            "| lost / gained (all) | truly faithful | draws x images | accepted "
+            "| false rejections | false acceptances | accepted by the former rule |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in results["precision_draws"].items():
+            low, high = r["draw_images"]
+            sizes = f"{r['first_images']}" + (f"->{low}-{high}" if high > r["first_images"] else "")
             lines.append(
                 f"| {name} | {r['neighbour_agreement']} | {r['knn_accuracy_delta']} "
-                f"| {r['truly_faithful']} | {r['draws']} x {r['draw_images']} | {r['accepted']} "
-                f"| {r['false_rejections']} | {r['false_acceptances']} |"
+                f"| {r['knn_losses']} / {r['knn_gains']} | {r['truly_faithful']} "
+                f"| {r['draws']} x {sizes} | {r['accepted']} | {r['false_rejections']} "
+                f"| {r['false_acceptances']} | {r['accepted_before']} |"
             )
         lines.append("")
     if results.get("memory"):

@@ -13,12 +13,14 @@ from PIL import Image
 import embedscope.embed.calibrate
 import embedscope.embed.precision
 from embedscope.embed import embed, pool
+from embedscope.embed.calibrate import calibration_limit, calibration_size
 from embedscope.embed.precision import (
     KNN_LOSS_MARGIN,
     MIN_AGREEMENT,
     Z_95,
     PrecisionRace,
     agreement,
+    calibration_needed,
     judge,
     paired_loss_upper,
 )
@@ -79,6 +81,58 @@ def test_the_loss_bound_without_a_changed_vote_has_its_closed_form() -> None:
     assert (
         paired_loss_upper(8, 0, 256) > paired_loss_upper(8, 8, 256) > paired_loss_upper(8, 16, 256)
     )
+
+
+def test_the_whole_dataset_has_its_loss_seen_not_bounded() -> None:
+    """A calibration that is all of the dataset knows the kNN accuracy lost: its bound is the
+    change seen; a sample of it, even most of it, is bounded (its votes are not the
+    dataset's: fewer, farther neighbours)."""
+    x, labels, rng = _clusters(n=360)
+    other = x + 0.25 * rng.normal(size=x.shape).astype(np.float32)
+    whole = agreement(x, other, labels, population=360)
+    lost, gained = whole["knn_losses"], whole["knn_gains"]
+    assert lost + gained > 0
+    assert whole["knn_loss_upper"] == pytest.approx((lost - gained) / 360, abs=1e-4)
+    assert judge(whole)[1].endswith(f"(all 360 images) < {KNN_LOSS_MARGIN}") == judge(whole)[0]
+    part = agreement(x[:300], other[:300], labels[:300], population=360)
+    expected = paired_loss_upper(part["knn_losses"], part["knn_gains"], 300)
+    assert part["knn_loss_upper"] == pytest.approx(expected, abs=1e-4)
+    assert agreement(x, other, labels)["knn_loss_upper"] > whole["knn_loss_upper"]
+
+
+def test_the_calibration_is_sized_from_the_votes_it_saw_flip() -> None:
+    """10 of 256 votes flipped (d = 0.039): with no loss, votes lost net of gained over n
+    images have a 97.5% quantile of 1.96 sqrt(d n); the least n at which Tango's bound of
+    that passes 0.02 is 1,325, near the normal approximation (1.6449 + 1.96)^2 d / 0.02^2
+    = 1269.1 (the caller caps it at :func:`calibration_limit`: all of a dataset up to 1,024
+    images). With one vote flipped the normal one says 127, where a single vote lost still
+    bounds the loss above 0.02 (it takes more images: 0.0173 at 256)."""
+    figures = {
+        "images": 256,
+        "knn_scored": 256,
+        "neighbour_agreement": 0.93,
+        "knn_losses": 6,
+        "knn_gains": 4,
+        "population": None,
+    }
+    needed = calibration_needed(figures)
+    assert needed == 1325
+    d = 10 / 256
+    for n, passes in ((needed, True), (needed - 1, False)):
+        net = 1.96 * (d * n) ** 0.5
+        bound = paired_loss_upper((d * n + net) / 2, (d * n - net) / 2, n)
+        assert (bound < KNN_LOSS_MARGIN) == passes
+    # half of them scored: d doubles, and as many images again unscored
+    assert calibration_needed(figures | {"knn_scored": 128}) == 2 * 2564
+    assert calibration_needed(figures | {"knn_losses": 1, "knn_gains": 0}) == 256  # enough
+    assert paired_loss_upper(1, 0, 256) < KNN_LOSS_MARGIN < paired_loss_upper(1, 0, 255 // 2)
+    assert calibration_needed(figures | {"knn_losses": 2, "knn_gains": 0}) == 358
+    # more images cannot change these verdicts: neighbours already differ, or surely lossy
+    assert calibration_needed(figures | {"neighbour_agreement": 0.8}) == 256
+    assert calibration_needed(figures | {"knn_losses": 30, "knn_gains": 2}) == 256
+    assert calibration_needed(figures | {"knn_scored": None}) == 256  # no labels to vote
+    assert [calibration_size(n) for n in (100, 360, 4096, 100_000)] == [100, 256, 512, 1024]
+    assert [calibration_limit(n) for n in (100, 360, 4096, 100_000)] == [100, 360, 1024, 8192]
 
 
 def test_a_faithful_candidate_is_accepted() -> None:
@@ -166,6 +220,37 @@ def test_auto_keeps_a_candidate_the_analysis_cannot_tell_apart(
     # the decision is remembered for this dataset, model and hardware: no second calibration
     again = embed(layout, model, progress=False)
     assert again["precision_check"] == check and again["from_cache"] == 360
+
+
+def test_auto_grows_the_calibration_to_what_its_first_verdict_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first 256 of the sample's 360 images flip some kNN votes under bf16; sized for a
+    loss margin of 0.001 the check needs far more images than the dataset holds, so it takes
+    all 360: their loss is then seen, not bounded, and every calibration vector is kept at
+    the chosen precision (nothing embedded twice)."""
+    monkeypatch.setattr(embedscope.embed.calibrate, "candidates", lambda device, net: ["bf16"])
+    monkeypatch.setattr(embedscope.embed.precision, "MIN_SPEEDUP", 0.0)
+    monkeypatch.setattr(
+        embedscope.embed.calibrate,
+        "calibration_needed",
+        lambda figures: calibration_needed(figures, margin=0.001),
+    )
+    layout = Layout("sample", tmp_path / "data", tmp_path / "reports")
+    ingest(str(SAMPLE), layout)
+    sizes = dict(hidden_size=64, intermediate_size=256, image_size=64, patch_size=16)
+    model = str(_vit(tmp_path / "vit", **sizes))
+    facts = embed(layout, model, progress=False)
+    check = facts["precision_check"]
+    first = check["grown_from"]
+    assert first["images"] == 256 and first["knn_losses"] + first["knn_gains"] > 0
+    assert check["images"] == check["population"] == 360
+    lost, gained = check["knn_losses"], check["knn_gains"]
+    assert check["knn_loss_upper"] == pytest.approx((lost - gained) / 360, abs=1e-4)
+    assert check["kept"] == judge(check)[0] and "all 360 images" in check["reason"]
+    precision = "bf16" if check["kept"] else "fp32"
+    forced = embed(layout, model, progress=False, precision=precision)
+    assert forced["from_cache"] == 360
 
 
 def _twins_and_vit(tmp_path: Path) -> tuple[Layout, str]:

@@ -61,7 +61,8 @@ def embed(
     """Embed every ok manifest image not yet cached for this model; return run facts.
 
     ``precision="auto"`` embeds ``calibration_images`` images (default: 256, or an eighth of
-    the dataset up to 1,024; spread over it) in float32 and in the reduced precisions the
+    the dataset up to 1,024, spread over it, grown once when the kNN votes it flips need more;
+    see :mod:`embedscope.embed.calibrate`) in float32 and in the reduced precisions the
     hardware offers, and keeps the fastest of those only if it is measured faster and the
     analysis cannot tell it from float32 (:mod:`embedscope.embed.precision`). The race's
     speed-ups are remembered per model and hardware for every dataset, the decision per

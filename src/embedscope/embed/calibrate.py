@@ -1,5 +1,8 @@
 """``precision="auto"`` on a real run: embed a calibration sample of the dataset in float32
-and in the candidates (:mod:`embedscope.embed.precision` races and judges them).
+and in the candidates (:mod:`embedscope.embed.precision` races and judges them). The sample
+grows once when its first verdict says how many more images the kNN bound needs (up to
+:func:`calibration_limit`): a faithful bf16 flips 3-5% of the kNN votes both ways, which a
+few hundred images cannot tell from a loss.
 
 Two memories, of different reach. The race's speed-ups depend on the model and the hardware
 only, so they are kept for every dataset in ``precision-races.json`` of the kit's cache
@@ -20,17 +23,29 @@ import torch
 
 from embedscope.embed.encoder import Encoder
 from embedscope.embed.pixels import make_loader, stamps_of
-from embedscope.embed.precision import PrecisionRace, candidates, hardware
+from embedscope.embed.precision import (
+    PrecisionRace,
+    calibration_needed,
+    candidates,
+    hardware,
+)
 from embedscope.embed.stream import choose_workers, embedded, thread_options
 from embedscope.layout import Layout, read_json, write_json
 from embedscope.models import cache_root
 
-#: Calibration images: at least this many (all of a smaller dataset), else an eighth of the
-#: dataset, at most :data:`MAX_CALIBRATION`. The kNN bound needs about 135 scored images to
+#: Calibration images, first: at least this many (all of a smaller dataset), else an eighth of
+#: the dataset, at most :data:`MAX_CALIBRATION`. The kNN bound needs about 135 scored images to
 #: accept anything and tightens with the square root of the count; the cost is one extra
 #: forward per calibration image (the kept precision's vectors are kept, not redone).
 MIN_CALIBRATION = 256
 MAX_CALIBRATION = 1024
+#: When the first sample shows the candidate flips too many votes for its size to tell (see
+#: :func:`~embedscope.embed.precision.calibration_needed`), the check grows once, up to a
+#: quarter of the dataset (all of one up to :data:`MAX_CALIBRATION` images), at most
+#: :data:`MAX_GROWN_CALIBRATION`: a candidate twice as fast as float32 still saves half of
+#: what it could.
+CALIBRATION_SHARE = 4
+MAX_GROWN_CALIBRATION = 8192
 #: A race is remembered only when it timed this many batches.
 MIN_REMEMBERED_BATCHES = 3
 RACES = ("remembered", "again")
@@ -39,6 +54,12 @@ RACES = ("remembered", "again")
 def calibration_size(images: int) -> int:
     """How many of ``images`` the precision check embeds both ways."""
     return min(images, max(MIN_CALIBRATION, images // 8), MAX_CALIBRATION)
+
+
+def calibration_limit(images: int) -> int:
+    """The most images of ``images`` the precision check may grow to."""
+    share = max(MAX_CALIBRATION, images // CALIBRATION_SHARE)
+    return min(images, share, MAX_GROWN_CALIBRATION)
 
 
 def calibration_sample(images: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
@@ -54,18 +75,22 @@ def auto_precision(
     reference: Encoder,
     identity: str,
     root: Path,
-    sample: pd.DataFrame,
+    images: pd.DataFrame,
     *,
     batch_size: int,
     num_workers: int | None,
+    calibration_images: int | None = None,
     race: str = "remembered",
 ) -> tuple[Encoder, dict, dict[str, np.ndarray], dict[str, str]]:
-    """The encoder ``precision="auto"`` keeps, the check that decided, and the vectors of
-    ``sample`` (images by sha256, with ``path`` and ``label``) at the kept precision, with
-    the files it could not read, by sha256.
+    """The encoder ``precision="auto"`` keeps, the check that decided, and the vectors of the
+    calibration images (of ``images``: by sha256, with ``path`` and ``label``) at the kept
+    precision, with the files it could not read, by sha256.
 
-    A decision already taken for this dataset, model, pooling and hardware is reused as is
-    (nothing is embedded then), unless ``race="again"``.
+    The check embeds ``calibration_images`` images (default :func:`calibration_size`) and,
+    unless that count was given, grows once to the size the first verdict needs (up to
+    :func:`calibration_limit`) before judging. A decision already taken for this dataset,
+    model, pooling and hardware is reused as is (nothing is embedded then), unless
+    ``race="again"``.
     """
     if race not in RACES:
         raise ValueError(f"precision_race must be one of {RACES}, not {race!r}")
@@ -93,29 +118,31 @@ def auto_precision(
         decisions[cache_key] = check = contest.not_faster()
         write_json(cache, decisions)
         return reference, check, {}, {}
-    paths = sample["path"].tolist()
-    workers, costs = choose_workers(num_workers, root, paths, batch_size, reference)
-    loader = make_loader(
-        root,
-        paths,
-        reference.pixels,
-        batch_size=batch_size,
-        num_workers=workers,
-        device=dev,
-        stamps=stamps_of(sample),
+    sample = calibration_sample(images, calibration_images)
+    shas, ref, failed = _calibrate(
+        contest, root, sample, batch_size=batch_size, num_workers=num_workers
     )
-    shas, ref, failed = [], [], {}
-    threads = thread_options(dev, workers, measured=costs is not None)
-    for ids, vecs, bad in embedded(loader, contest, threads=threads):
-        failed.update({sample.index[i]: reason for i, reason in bad})  # one decode, all forwards
-        if vecs is not None:
-            shas += [sample.index[i] for i in ids]
-            ref.append(vecs)
     if len(shas) < 3:
         check = {"candidate": names[0], "kept": False, "reason": "too few readable images to judge"}
         return reference, check, {}, failed
+    population = len(images)
+    first, _ = contest.verdict(
+        np.concatenate(ref), images.loc[shas, "label"].to_numpy(), population
+    )
+    if calibration_images is None and "neighbour_agreement" in first:
+        needed = calibration_needed(first)
+        extra = min(needed, calibration_limit(population)) - len(sample)
+        if extra > 0:  # the images not seen yet, spread evenly over the dataset
+            more = calibration_sample(images.drop(index=sample.index), extra)
+            shas2, ref2, failed2 = _calibrate(
+                contest, root, more, batch_size=batch_size, num_workers=num_workers
+            )
+            shas, ref, failed = shas + shas2, ref + ref2, failed | failed2
     ref_all = np.concatenate(ref)
-    check, kept_vectors = contest.verdict(ref_all, sample.loc[shas, "label"].to_numpy())
+    labels = images.loc[shas, "label"].to_numpy()
+    check, kept_vectors = contest.verdict(ref_all, labels, population)
+    if len(shas) > len(sample):  # grown: what the first sample said, for the record
+        check["grown_from"] = {k: first[k] for k in ("images", "knn_losses", "knn_gains")}
     if not contest.remembered and contest.result.get("batches", 0) >= MIN_REMEMBERED_BATCHES:
         races[race_key] = contest.result
         write_json(races_path, races)
@@ -124,3 +151,35 @@ def auto_precision(
     kept = contest.lows[check["candidate"]] if check["kept"] else reference
     vectors = ref_all if kept_vectors is None else kept_vectors
     return kept, check, dict(zip(shas, vectors, strict=True)), failed
+
+
+def _calibrate(
+    contest: PrecisionRace,
+    root: Path,
+    sample: pd.DataFrame,
+    *,
+    batch_size: int,
+    num_workers: int | None,
+) -> tuple[list[str], list[np.ndarray], dict[str, str]]:
+    """Run ``sample`` through the race (float32 and the candidates, one decode for all): the
+    sha256 of the images read, float32's vectors by batch, and the failures by sha256."""
+    reference = contest.reference
+    paths = sample["path"].tolist()
+    workers, costs = choose_workers(num_workers, root, paths, batch_size, reference)
+    loader = make_loader(
+        root,
+        paths,
+        reference.pixels,
+        batch_size=batch_size,
+        num_workers=workers,
+        device=reference.device,
+        stamps=stamps_of(sample),
+    )
+    shas, ref, failed = [], [], {}
+    threads = thread_options(reference.device, workers, measured=costs is not None)
+    for ids, vecs, bad in embedded(loader, contest, threads=threads):
+        failed.update({sample.index[i]: reason for i, reason in bad})
+        if vecs is not None:
+            shas += [sample.index[i] for i in ids]
+            ref.append(vecs)
+    return shas, ref, failed

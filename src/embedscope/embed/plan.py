@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from embedscope.embed.calibrate import auto_precision, calibration_sample
+from embedscope.embed.calibrate import auto_precision
 from embedscope.embed.encoder import Encoder, resolve_pooling
 from embedscope.embed.pixels import FastPixels, cacheable, checked_pixels, stamps_of
 from embedscope.embed.precision import PRECISIONS, check_precision, is_convolutional
@@ -129,15 +129,15 @@ def plan(
         check = {"candidate": None, "kept": False, "reason": f"no {device.type} here to judge"}
     if precision == "auto" and here:
         reference = Encoder(net, pooling, device, pixels, "fp32")
-        sample = calibration_sample(first, calibration_images)
         kept, check, calibrated, failed_now = auto_precision(
             layout,
             reference,
             identity,
             root,
-            sample,
+            first,
             batch_size=batch_size,
             num_workers=num_workers,
+            calibration_images=calibration_images,
             race=precision_race,
         )
         precision = kept.precision

@@ -10,10 +10,17 @@ A reduced precision is *faithful* on a calibration sample when both hold:
 A plain threshold on the change in kNN accuracy is a coin flip at calibration sizes: it moves by
 +-0.03 between random draws of 128 images of the same vector pairs. The bound says how much
 could be lost given what was seen, so a larger sample accepts a faithful candidate more surely
-and a lossy one never. ``auto`` races the candidates the hardware offers against float32 on
-the calibration batches and keeps the fastest only when it is measurably faster and faithful;
-otherwise float32. Per-image cosine is no guide: it can stay high while neighbourhoods
-reshuffle, and drop on images nobody looks for.
+and a lossy one never. How large a sample the bound needs depends on how many votes the
+candidate flips either way (bf16 flips borderline votes both ways: 4-8% of images), which only
+the data tell: :func:`calibration_needed` sizes the sample from the flips seen on a first one
+(an internal pilot: the size depends on how many votes changed, not on which way, so the one
+test made at the end keeps its 95%). Where that is more than the dataset holds (bf16 on the
+360 sample images would need about 1,300) the check takes the whole dataset, whose loss is then
+known, not bounded: the kNN accuracy of this dataset is what the analysis reports. ``auto``
+races the candidates the hardware offers against float32 on the calibration batches and keeps
+the fastest only when it is measurably faster and faithful; otherwise float32. Per-image
+cosine is no guide: it can stay high while neighbourhoods reshuffle, and drop on images nobody
+looks for.
 """
 
 from __future__ import annotations
@@ -44,6 +51,10 @@ MIN_AGREEMENT = 0.85
 KNN_LOSS_MARGIN = 0.02
 #: The one-sided normal quantile of the 95% bounds.
 Z_95 = 1.6449
+#: The calibration is sized so that a candidate that loses nothing passes the kNN bound with
+#: probability 97.5% (this one-sided normal quantile): a faithful precision is kept at least
+#: 95% of the time even when the first sample misjudges how many votes it flips.
+Z_POWER = 1.9600
 #: A candidate must run at least this much faster than float32 to be worth any loss, surely:
 #: the one-sided 95% lower bound of its speed-up over the race's timed batches (float32 and
 #: the candidate run side by side on each) must reach it. A native-bf16 CPU can still run a
@@ -141,13 +152,20 @@ def autocast(precision: str, device: torch.device) -> AbstractContextManager:
 
 
 def agreement(
-    reference: np.ndarray, other: np.ndarray, labels: np.ndarray, k: int = 10
+    reference: np.ndarray,
+    other: np.ndarray,
+    labels: np.ndarray,
+    k: int = 10,
+    population: int | None = None,
 ) -> dict[str, float | int | None]:
     """How far the analysis moves from ``reference`` vectors to ``other`` ones of the same
     images: mean overlap of the top-``k`` cosine neighbour sets; and, paired per labelled
     image, whose leave-one-out kNN vote only ``reference`` gets right (``knn_losses``) or only
     ``other`` (``knn_gains``), the change in kNN accuracy and the 95% upper bound of the
-    accuracy lost (kNN figures None without two labelled classes)."""
+    accuracy lost (kNN figures None without two labelled classes). ``population``: the
+    images of the dataset these are drawn from; when they are all of it, the loss is known
+    and is its own bound. Short of that there is no finite-population shortcut: a sample's
+    votes are not the dataset's (its neighbours are fewer and farther)."""
     idx_ref, sim_ref = neighbors(reference, k)
     idx_other, sim_other = neighbors(other, k)
     k = idx_ref.shape[1]
@@ -160,6 +178,7 @@ def agreement(
         "knn_gains": None,
         "knn_loss_upper": None,
         "images": int(len(reference)),
+        "population": population,
         "k": int(k),
     }
     labels = np.asarray(labels, dtype=object)
@@ -174,12 +193,16 @@ def agreement(
         int((~right_ref & right_other).sum()),
         len(truth),
     )
+    # the whole dataset: its loss is what was seen, nothing to bound
+    whole = population is not None and len(reference) >= population
+    upper = (losses - gains) / n if whole else paired_loss_upper(losses, gains, n)
     return figures | {
         "knn_accuracy": round(float(right_ref.mean()), 4),
         "knn_accuracy_delta": round((gains - losses) / n, 4),
         "knn_losses": losses,
         "knn_gains": gains,
-        "knn_loss_upper": round(paired_loss_upper(losses, gains, n), 4),
+        "knn_loss_upper": round(upper, 4),
+        "knn_scored": n,
     }
 
 
@@ -213,6 +236,40 @@ def paired_loss_upper(losses: int, gains: int, n: int, z: float = Z_95) -> float
     return min(1.0, hi)
 
 
+def calibration_needed(figures: dict, margin: float = KNN_LOSS_MARGIN) -> int:
+    """How many images the check should have seen, from :func:`agreement`'s figures on a
+    first sample: enough for the kNN bound to pass a candidate that loses nothing with
+    probability 97.5% (:data:`Z_POWER`) at the share ``d`` of votes it flipped either way,
+    scaled by the share of images that are scored. Where that is more than a dataset holds,
+    the check takes all of it (see :func:`agreement`).
+
+    With no loss, votes lost net of votes gained over n scored images spread as a normal of
+    variance d n; the size is the least n at which the bound itself (not its normal
+    approximation, n0 = (z_95 + z_power)^2 d / margin^2, which is too few where a handful of
+    votes flipped) passes at that spread's 97.5% quantile.
+
+    The images seen already when more cannot change the verdict: no kNN figures, neighbour
+    agreement already under :data:`MIN_AGREEMENT` (it only falls as neighbours crowd), or the
+    loss surely past the margin (its 95% lower bound is)."""
+    seen, scored = figures["images"], figures.get("knn_scored")
+    if not scored or figures["neighbour_agreement"] < MIN_AGREEMENT:
+        return seen
+    losses, gains = figures["knn_losses"], figures["knn_gains"]
+    if -paired_loss_upper(gains, losses, scored) >= margin:
+        return seen
+    d = (losses + gains) / scored
+
+    def passes(n: int) -> bool:
+        net = min(Z_POWER * math.sqrt(d * n), d * n)
+        return paired_loss_upper((d * n + net) / 2, (d * n - net) / 2, n) < margin
+
+    lo, hi = 1, 1 << 30  # passes(hi); the bound falls as n grows
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if passes(mid) else (mid, hi)
+    return max(seen, math.ceil(hi * seen / scored))
+
+
 def judge(
     figures: dict, min_agreement: float = MIN_AGREEMENT, margin: float = KNN_LOSS_MARGIN
 ) -> tuple[bool, str]:
@@ -223,14 +280,16 @@ def judge(
         return False, f"neighbour agreement {agree} is under {min_agreement}"
     if upper is None:
         return True, f"neighbour agreement {agree} >= {min_agreement} (no labels to vote)"
+    whole = figures.get("population") == figures["images"]
+    bound = f"all {figures['images']} images" if whole else "95% bound"
     if upper >= margin:
         return False, (
-            f"kNN accuracy may drop by up to {upper:.3f} (95% bound; {figures['knn_losses']} "
+            f"kNN accuracy may drop by up to {upper:.3f} ({bound}; {figures['knn_losses']} "
             f"votes lost, {figures['knn_gains']} gained), not under {margin}"
         )
     return True, (
         f"neighbour agreement {agree} >= {min_agreement}; kNN accuracy lost at most "
-        f"{upper:.3f} (95% bound) < {margin}"
+        f"{upper:.3f} ({bound}) < {margin}"
     )
 
 
@@ -366,16 +425,19 @@ class PrecisionRace:
             "race": "remembered" if self.remembered else "measured",
         }
 
-    def verdict(self, reference: np.ndarray, labels: np.ndarray) -> tuple[dict, np.ndarray | None]:
+    def verdict(
+        self, reference: np.ndarray, labels: np.ndarray, population: int | None = None
+    ) -> tuple[dict, np.ndarray | None]:
         """The check to record (tried candidate, kept or not and why, agreement figures and
-        the race's speed-ups) and the kept candidate's vectors (None: keep float32's)."""
+        the race's speed-ups) and the kept candidate's vectors (None: keep float32's), the
+        images a sample of a dataset of ``population``."""
         if not self.result:  # the calibration ended before the race did
             self._decide(self._measured())
         if not self.lows:
             return self.not_faster(), None
         (name,) = self.lows
         vectors = np.concatenate(self.outputs[name])
-        figures = agreement(reference, vectors, labels)
+        figures = agreement(reference, vectors, labels, population=population)
         kept, reason = judge(figures)
         check = {"candidate": name, "kept": kept, "reason": reason, **figures, **self.figures()}
         return check, (vectors if kept else None)
