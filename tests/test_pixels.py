@@ -12,7 +12,14 @@ import torch
 from PIL import Image
 
 from embedscope.embed import pool
-from embedscope.embed.pixels import FastPixels, Images, decode_seconds, make_loader, resolve_workers
+from embedscope.embed.pixels import (
+    FastPixels,
+    Images,
+    decode_seconds,
+    make_loader,
+    ramped_batches,
+    resolve_workers,
+)
 from embedscope.images import decode, load_rgb
 from embedscope.models import load_model
 
@@ -111,3 +118,13 @@ def test_decoding_workers_follow_the_measured_costs(tmp_path: Path, builtin_cach
     _photo(tmp_path / "photo.jpg")
     seconds, pictures = decode_seconds(tmp_path, ["photo.jpg", "missing.jpg"], fast)
     assert seconds > 0 and len(pictures) == 1 and pictures[0].dtype == torch.uint8
+
+
+def test_the_stream_starts_with_small_batches_and_covers_every_image_once() -> None:
+    """Two workers, batch 8: the model's first batches come after 2 and 4 decodes, not 8."""
+    batches = ramped_batches(45, 8, workers=2)
+    assert [len(b) for b in batches] == [2, 2, 4, 4, 8, 8, 8, 8, 1]
+    assert sum(batches, []) == list(range(45))
+    assert ramped_batches(3, 8, workers=2) == [[0, 1], [2]]
+    plain = [list(range(0, 8)), list(range(8, 16)), [16, 17, 18, 19]]
+    assert ramped_batches(20, 8, workers=0) == plain

@@ -59,6 +59,7 @@ def embed_local(
             num_workers=workers,
             device=dev,
             stamps=job.stamps,
+            ramp=True,
         )
         threads = thread_options(encoder.device, workers, measured=costs is not None)
         new, new_failed = _run(
