@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_explorer_scale import explorer_scale, explorer_scale_table
+from bench_explorer_scale import drag_box, explorer_scale, explorer_scale_table
 from bench_findings import cost, fashion_folder, findings_bench, findings_table, quality_bench
 from browser import CHROMIUM_ARGS, ensure_chromium
 from dinov2_small import dinov2_small_dir
@@ -457,16 +457,7 @@ def _select_latency(page, tries: int = 5) -> float:
     for k in range(tries):
         box = page.locator("#plot").bounding_box()
         cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        half = 20 + 30 * k
-        before = page.evaluate("() => window.embedscope.timing.selections")
-        page.mouse.move(cx - half, cy - half)
-        page.mouse.down()
-        page.mouse.move(cx + half, cy + half, steps=4)
-        page.mouse.up()
-        page.wait_for_function(
-            "(n) => window.embedscope.timing.selections > n", arg=before, timeout=60_000
-        )
-        times.append(page.evaluate("() => window.embedscope.timing.selectMs"))
+        times.append(drag_box(page, cx, cy, 20 + 30 * k, steps=4, timeout=60_000))
     return round(float(np.median(times)), 1)
 
 

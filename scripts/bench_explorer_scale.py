@@ -393,6 +393,20 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
+def drag_box(page, cx: float, cy: float, half: float, *, steps: int, timeout: int) -> float:
+    """A real-mouse drag of the box tool (already chosen) around (cx, cy): the page's own
+    ``timing.selectMs``, mouse-up to the selection shown."""
+    before = page.evaluate("() => window.embedscope.timing.selections")
+    page.mouse.move(cx - half, cy - half)
+    page.mouse.down()
+    page.mouse.move(cx + half, cy + half, steps=steps)
+    page.mouse.up()
+    page.wait_for_function(
+        "(n) => window.embedscope.timing.selections > n", arg=before, timeout=timeout
+    )
+    return page.evaluate("() => window.embedscope.timing.selectMs")
+
+
 def select_probe(page, sizes: tuple[float, ...] = (0.1, 0.25, 0.5)) -> dict:
     """Box selections with the real mouse (key "b", drag): ``timing.selectMs`` of boxes of
     ``sizes`` times the map's width around its centre, and how many points the largest took."""
@@ -402,15 +416,7 @@ def select_probe(page, sizes: tuple[float, ...] = (0.1, 0.25, 0.5)) -> dict:
     times, chosen = [], 0
     for s in sizes:
         half = s * min(box["width"], box["height"]) / 2
-        before = page.evaluate("() => window.embedscope.timing.selections")
-        page.mouse.move(cx - half, cy - half)
-        page.mouse.down()
-        page.mouse.move(cx + half, cy + half, steps=5)
-        page.mouse.up()
-        page.wait_for_function(
-            "(n) => window.embedscope.timing.selections > n", arg=before, timeout=120_000
-        )
-        times.append(page.evaluate("() => window.embedscope.timing.selectMs"))
+        times.append(drag_box(page, cx, cy, half, steps=5, timeout=120_000))
         chosen = page.evaluate("() => window.embedscope.selected().length")
     page.keyboard.press("Escape")
     return {
