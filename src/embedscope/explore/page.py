@@ -58,6 +58,9 @@ MAX_NEIGHBORS = 12
 #: Up to this many points the page is one file; above, it has a sibling ``<stem>-files/`` folder
 #: (thumbnail sheets, neighbour chunks).
 INLINE_LIMIT = 20_000
+#: Characters of a page that hold its markup, style and the head of its data (title, folder,
+#: count): what :func:`show_inline` reads of a page that may weigh 50 MB.
+PAGE_HEAD = 1 << 16
 #: Points per neighbour chunk file in folder mode (12 neighbours: ~1 MB of script each).
 NEIGHBOR_CHUNK = 16_384
 
@@ -185,8 +188,8 @@ def show_inline(html_path: str | Path, *, height: int = 700) -> HTML:
     from IPython.display import HTML
 
     path = Path(html_path)
-    page = path.read_text(encoding="utf-8")
-    head = re.search(r'"folder":("(?:[^"\\]|\\.)*"),"count":(\d+)', page)
+    with path.open(encoding="utf-8") as fh:  # a folder-mode page is large: its head says so
+        head = re.search(r'"folder":("(?:[^"\\]|\\.)*"),"count":(\d+)', fh.read(PAGE_HEAD))
     if head:  # folder mode
         name, folder = html.escape(path.name), html.escape(json.loads(head.group(1)))
         return HTML(  # names no directory of this machine: the notebook is shared too
@@ -195,6 +198,7 @@ def show_inline(html_path: str | Path, *, height: int = 700) -> HTML:
             f'<a href="{html.escape(quote(path.name))}" target="_blank">{name}</a> (in the '
             f"report folder, with the folder {folder} beside it) in a browser.</div>"
         )
+    page = path.read_text(encoding="utf-8")
     return HTML(  # wrapped in a <div>: IPython warns about HTML that starts with <iframe
         f'<div class="embedscope-explorer"><iframe srcdoc="{html.escape(page, quote=True)}" '
         'sandbox="allow-scripts allow-downloads" '
