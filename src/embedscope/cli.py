@@ -119,6 +119,8 @@ def run_notebook(
                 kernel_manager_class=quiet_kernel_manager(kernel_log),
             )
         except DeadKernelError:
+            if output.exists():  # what ran is shared too, without the machine's directories
+                _share_notebook(output, notebook, roots)
             raise NotebookFailed(
                 f"{notebook.name}: the kernel died ({_last_line(kernel_log) or 'no message'}); "
                 f"executed notebook: {output}"

@@ -126,23 +126,23 @@ def auto_precision(
         check = {"candidate": names[0], "kept": False, "reason": "too few readable images to judge"}
         return reference, check, {}, failed
     population = len(images)
-    first, _ = contest.verdict(
-        np.concatenate(ref), images.loc[shas, "label"].to_numpy(), population
-    )
-    if calibration_images is None and "neighbour_agreement" in first:
-        needed = calibration_needed(first)
+    ref_all = np.concatenate(ref)
+    check, kept_vectors = contest.verdict(ref_all, images.loc[shas, "label"].to_numpy(), population)
+    if calibration_images is None and "neighbour_agreement" in check:
+        needed = calibration_needed(check)
         extra = min(needed, calibration_limit(population)) - len(sample)
         if extra > 0:  # the images not seen yet, spread evenly over the dataset
             more = calibration_sample(images.drop(index=sample.index), extra)
             shas2, ref2, failed2 = _calibrate(
                 contest, root, more, batch_size=batch_size, num_workers=num_workers
             )
-            shas, ref, failed = shas + shas2, ref + ref2, failed | failed2
-    ref_all = np.concatenate(ref)
-    labels = images.loc[shas, "label"].to_numpy()
-    check, kept_vectors = contest.verdict(ref_all, labels, population)
-    if len(shas) > len(sample):  # grown: what the first sample said, for the record
-        check["grown_from"] = {k: first[k] for k in ("images", "knn_losses", "knn_gains")}
+            failed |= failed2
+            if shas2:  # judged again on all of them; what the first sample said, for the record
+                first = check
+                shas, ref_all = shas + shas2, np.concatenate([ref_all, *ref2])
+                labels = images.loc[shas, "label"].to_numpy()
+                check, kept_vectors = contest.verdict(ref_all, labels, population)
+                check["grown_from"] = {k: first[k] for k in ("images", "knn_losses", "knn_gains")}
     if not contest.remembered and contest.result.get("batches", 0) >= MIN_REMEMBERED_BATCHES:
         races[race_key] = contest.result
         write_json(races_path, races)

@@ -174,7 +174,7 @@ def create_app(
         return send_file(row_file(row))
 
     cache = ThumbnailCache(layout)
-    shas = points["sha256"].tolist()
+    shas = points["sha256"].tolist() if "sha256" in points else [None] * len(points)
 
     @lru_cache(maxsize=4096)
     def thumb_bytes(row: int) -> bytes | None:

@@ -400,10 +400,11 @@
   const RINGS = [["relabelled", "#111827", "◇"], ["dropped", "#c0262d", "×"], ["tagged", "#6a3d9a", "□"]];
   let colouring = null;
 
-  function numberScale(c) {
+  function numberScale(c) {  // a column's range: its values never change, so found once
+    if (c.range) return c.range;
     let lo = Infinity, hi = -Infinity;
     for (let i = 0; i < N; i++) { const v = c.values[i]; if (v < lo) lo = v; if (v > hi) hi = v; }
-    return lo <= hi ? [lo, hi] : [0, 1];
+    return (c.range = lo <= hi ? [lo, hi] : [0, 1]);
   }
   function recolour() {  // per-point colours and the shown mask, legend and colour bar with them
     const g = groups(), paint = new Uint32Array(N), show = matches(), missing = S.packHex(D.missingColour);

@@ -55,6 +55,7 @@
     // units); 2D keeps equal units on both axes: centre and pixels per unit
     let cam = null, auto = true;  // auto: the view still fits the data (refit on resize)
     const paint = new Uint32Array(N).fill(WHITE), faded = new Uint32Array(N);
+    let fadedStale = true;  // the faded colours follow the colours, made when a frame needs them
     let shown = new Uint8Array(N).fill(1), chosen = null, chosenList = null;
     const SX = new Float32Array(N).fill(NaN), SY = new Float32Array(N).fill(NaN);
     let W = 0, H = 0, cssW = 0, cssH = 0, dpr = 1, img = null, px = null, depth = null, ids = null;
@@ -110,6 +111,7 @@
       const k = F * H / 2, near = cam.distance * 1e-3, dimmed = chosen !== null;
       const r0 = b ? b.r : null, u0 = b ? b.u : null, f0 = b ? b.f : null;
       const ex = b ? b.eye[0] : 0, ey = b ? b.eye[1] : 0, ez = b ? b.eye[2] : 0;
+      if (dimmed && fadedStale) { for (let i = 0; i < N; i++) faded[i] = fade(paint[i], 0.4); fadedStale = false; }
       const colour = dimmed ? faded : paint, inv = 1 / dpr;
       let n = 0, dz = 0;
       const plot = (i, c, owned, skip) => {  // the square of point i at SX/SY, depth-tested
@@ -260,16 +262,12 @@
     }, {passive: false});
     new ResizeObserver(() => request()).observe(host);  // (a frame with no change draws nothing)
 
-    function setFaded() {
-      if (!chosen) return;
-      for (let i = 0; i < N; i++) faded[i] = fade(paint[i], 0.4);
-    }
     return {
       N: N, is3d: is3d, request: request, pointAt: pointAt,
       // what the page shows: colours per point, which points are shown, the selection
-      setColours(c) { paint.set(c); setFaded(); return request(); },
+      setColours(c) { paint.set(c); fadedStale = true; return request(); },
       setShown(mask) { shown = mask; return request(); },
-      setChosen(mask, list) { chosen = list && list.length ? mask : null; chosenList = list; setFaded(); return request(); },
+      setChosen(mask, list) { chosen = list && list.length ? mask : null; chosenList = list; return request(); },
       view() {
         if (!cam) { resize(); cam = fit(); }
         const size = {width: cssW, height: cssH};
