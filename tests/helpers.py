@@ -65,8 +65,10 @@ def tiny_vit(path: Path, seed: int = 0, pooling_layer: bool = False) -> Path:
     return path
 
 
-#: Files of :func:`make_messy` that ingest must skip (with ``max_pixels=1_000_000``).
-SKIPPED_IN_MESSY = {"odd/empty.jpg", "odd/notes.jpg", "odd/truncated.jpg", "odd/bomb.png"}
+#: Files of :func:`make_messy` that ingest must skip (with ``max_pixels=1_000_000``); the
+#: hidden ones are listed as "hidden file".
+SKIPPED_IN_MESSY = {"odd/empty.jpg", "odd/notes.jpg", "odd/truncated.jpg", "odd/bomb.png",
+                    ".hidden.png", "odd/._resource.png"}  # fmt: skip
 
 
 def make_messy(root: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 from pathlib import Path
 
@@ -17,8 +18,12 @@ from embedscope.decisions import (
     ReviewQueue,
     apply_decisions,
     apply_to_dataset,
+    counts_line,
+    dataset_decisions,
     describe,
     keep_tag,
+    merge_decisions,
+    own_labels,
     read_decisions,
 )
 from embedscope.ingest import DROPPED_REASON, ingest
@@ -74,7 +79,9 @@ def test_apply_relabels_drops_tags_and_reports_unknown_paths(tmp_path: Path) -> 
     assert tree_digest(root) == before
 
 
-def test_a_file_round_trip_and_a_plain_rerun_undoes_it(tmp_path: Path) -> None:
+def test_a_file_round_trip_a_plain_rerun_keeps_it_and_deleting_starts_over(
+    tmp_path: Path,
+) -> None:
     root, layout = _dataset(tmp_path)
     ingest(str(root), layout)
     log = DecisionLog()
@@ -93,11 +100,98 @@ def test_a_file_round_trip_and_a_plain_rerun_undoes_it(tmp_path: Path) -> None:
     manifest, report = apply_to_dataset(layout, path)
     assert (report["relabelled"], report["dropped"], report["tagged"]) == (1, 1, 2)
     assert pd.read_parquet(layout.manifest).equals(manifest)  # written back
-    # the next run without decisions starts from the folders again
+    assert layout.decisions.read_text() == path.read_text()  # kept for the dataset
+    # the next run without decisions ingests the folders again, then applies the kept ones
     again = ingest(str(root), layout)
     assert again["status"].eq("ok").all() and again["tags"].eq("").all()
-    assert again.set_index("path").loc["red/red_1.jpg", "label"] == "red"
-    assert apply_to_dataset(layout, None)[1]["decisions"] == 0
+    manifest, report = apply_to_dataset(layout, None)
+    assert (report["file"], report["kept"], report["decisions"]) == (None, str(layout.decisions), 3)
+    by = manifest.set_index("path")
+    assert by.loc["red/red_1.jpg", ["label", "original_label"]].tolist() == ["green", "red"]
+    assert describe(report).startswith(f"decisions kept in {layout.decisions}: 3 applied")
+    layout.decisions.unlink()  # start over
+    ingest(str(root), layout)
+    manifest, report = apply_to_dataset(layout, None)
+    assert report["decisions"] == 0 and describe(report) == "no decisions file"
+    assert manifest.set_index("path").loc["red/red_1.jpg", "label"] == "red"
+
+
+def test_rounds_merge_later_rows_win_and_an_empty_row_takes_back(tmp_path: Path) -> None:
+    """Per path a later file's row replaces the kept one whole; ``path,,`` takes it back; rows
+    for paths the dataset lacks are kept (the file may come back)."""
+    root, layout = _dataset(tmp_path)
+    files = {
+        "r1": "path,label,tags\nred/red_1.jpg,green,blurry\nblue/blue_0.png,,drop\nnope.png,,drop",
+        "r2": "path,label,tags\nred/red_1.jpg,,check\ngreen/green_0.png,blue,\n",
+        "r3": "path,label,tags\nblue/blue_0.png,,\ngreen/green_0.png,, x ;x\n",
+    }
+    for name, text in files.items():
+        (tmp_path / f"{name}.csv").write_text(text)
+        ingest(str(root), layout)
+        manifest, report = apply_to_dataset(layout, tmp_path / f"{name}.csv")
+    assert layout.decisions.read_text().splitlines() == [
+        "path,label,tags",
+        "green/green_0.png,,x",  # r3's row replaced r2's relabel whole
+        "nope.png,,drop",
+        "red/red_1.jpg,,check",  # r2's row replaced r1's (label and tag)
+    ]  # blue/blue_0.png: r3 took its drop back
+    by = manifest.set_index("path")
+    assert by.loc["blue/blue_0.png", "status"] == "ok" and by.loc["red/red_1.jpg", "label"] == "red"
+    assert (report["merged"], report["decisions"], report["unknown_paths"]) == (2, 3, ["nope.png"])
+    kept = read_decisions(layout.decisions)
+    assert merge_decisions(kept, kept).equals(kept), "merging the complete set changes nothing"
+    twice = pd.DataFrame([("a.png", "", "drop"), ("a.png", "", "")], columns=COLUMNS)
+    assert merge_decisions(kept, twice).set_index("path").loc["a.png", "tags"] == "drop"
+
+
+def _merge_one(args: tuple[Layout, Path]) -> int:
+    return apply_to_dataset(*args)[1]["merged"]
+
+
+def test_concurrent_merges_into_one_dataset_lose_nothing(tmp_path: Path) -> None:
+    root, layout = _dataset(tmp_path)
+    ingest(str(root), layout)
+    files = []
+    for k in range(6):
+        files.append(tmp_path / f"d{k}.csv")
+        files[-1].write_text(f"path,label,tags\nimg{k}.png,,tag{k}\n")
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        assert pool.map(_merge_one, [(layout, f) for f in files]) == [1] * 6
+    assert read_decisions(layout.decisions)["path"].tolist() == [f"img{k}.png" for k in range(6)]
+
+
+def test_editors_start_from_the_kept_decisions(tmp_path: Path) -> None:
+    """DecisionLog's base: the table is the complete set, a kept relabel is taken back by
+    relabelling to the label before it (a ``path,,`` row), counters and progress skip those."""
+    root, layout = _dataset(tmp_path)
+    ingest(str(root), layout)
+    (tmp_path / "d.csv").write_text(
+        "path,label,tags\nred/red_1.jpg,green,\nblue/blue_0.png,,drop\nred/red_0.png,,x\n"
+    )
+    manifest, _ = apply_to_dataset(layout, tmp_path / "d.csv")
+    base = dataset_decisions(layout)
+    assert base["was"].tolist() == ["blue", "red", "red"]
+    points = manifest[manifest["status"] == "ok"][["path", "label"]]  # what the map shows
+    labels = own_labels(points, base)
+    assert labels["red/red_1.jpg"] == "red" and labels["green/green_0.png"] == "green"
+    log = DecisionLog(labels=labels, base=base)
+    assert log.table.equals(read_decisions(layout.decisions)), "opens with the complete set"
+    log.tag(["red/red_1.jpg"], "later")
+    log.relabel(["red/red_1.jpg"], "red")  # its label before the kept relabel: taken back
+    log.relabel(["green/green_1.jpg"], "blue")
+    assert log.table.values.tolist() == [
+        ["blue/blue_0.png", "", "drop"],  # not on the map: carried as it is
+        ["green/green_1.jpg", "blue", ""],
+        ["red/red_0.png", "", "x"],
+        ["red/red_1.jpg", "", "later"],
+    ]
+    log.ops.clear()
+    log.relabel(["red/red_1.jpg"], "red")
+    table = log.table
+    assert table.set_index("path").loc["red/red_1.jpg"].tolist() == ["", ""]  # takes it back
+    assert counts_line(table) == "2 decided (0 relabelled, 1 dropped)"
+    queue = ReviewQueue(points.assign(issues=["label"] * len(points)))
+    assert queue.progress(table) == f"1 of {len(points)} reviewed"
 
 
 def test_hostile_names_survive_the_csv(tmp_path: Path) -> None:

@@ -245,3 +245,50 @@ def test_real_box_selection_fills_the_gallery_and_downloads_decisions(server, tm
         browser.close()
     table = read_decisions(saved)
     assert len(table) == len(picked) and (table["tags"] == "drop").all()
+
+
+def test_one_class_with_loose_images_opens_coloured_by_cluster(tmp_path: Path) -> None:
+    """One class folder and loose images beside it: the analysis (cached, then read back)
+    judges no label, and the Dash app, the live panel, the page and the static picture open
+    coloured by cluster, with the labels still there to relabel with."""
+    from playwright.sync_api import sync_playwright
+
+    from embedscope.analyse import analyse
+    from embedscope.explore import static_plot, write_explorer
+    from embedscope.explore.live import LiveExplorer
+
+    classes = make_classes(tmp_path / "imgs", per_class=6)
+    for path in [*(classes / "green").iterdir(), *(classes / "blue").iterdir()]:
+        path.rename(classes / path.name)  # loose, beside the one class "red"
+    layout = Layout("oneclass", tmp_path / "data", tmp_path / "reports")
+    ingest(str(classes), layout)
+    embed(layout, "mobilenet_v2", progress=False)
+    first, _ = analyse(layout)
+    again, per_image = analyse(layout)  # from the cache (was: KeyError 'probe_label')
+    why = "label issues not judged: only one class (red)"
+    assert first == again and again["label_issues"]["skipped"] == why
+    assert again["knn_accuracy"] is None and again["clusters"] >= 2
+
+    app = create_app(layout, method="pca", dims=3)
+    traces = [t.name for t in app.layout["map"].figure.data]
+    assert traces and all(n.startswith("cluster ") or n == "no cluster" for n in traces)
+    assert app.layout["labels"].options == traces
+    known = app.layout["known-labels"].children
+    assert [o.value for o in known] == ["red", "(unlabelled)"]
+
+    points, _ = project(layout, "pca", 3)
+    points = points.assign(cluster=per_image["cluster"])
+    live = LiveExplorer(points, classes, neighbors=per_image["neighbors"])
+    assert live.colour.value == "cluster" and [t.name for t in live.fig.data] == traces
+    live.colour.value = "label"
+    assert [t.name for t in live.fig.data] == ["red", "(unlabelled)"]
+    page = write_explorer(points, classes, tmp_path / "explorer.html")
+    with sync_playwright() as pw:  # the page opens on the clusters, its legend names them
+        browser = launch_chromium(pw)
+        tab = browser.new_page()
+        tab.goto(page.as_uri())
+        tab.locator("body[data-ready='1']").wait_for(state="attached", timeout=60_000)
+        assert tab.evaluate("window.embedscope.colouring().name") == "cluster"
+        browser.close()
+    legend = static_plot(points).legends[0].get_texts()
+    assert [t.get_text() for t in legend] == traces

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
+import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
@@ -35,6 +38,10 @@ def messy(tmp_path: Path) -> Path:
 
 @pytest.mark.faults
 def test_every_file_is_accounted_for_and_nothing_changes(messy: Path, tmp_path: Path) -> None:
+    (messy / ".cache").mkdir()
+    (messy / ".cache" / "seen.png").write_bytes(png_bytes(colour=5))
+    (messy / "__MACOSX" / "odd").mkdir(parents=True)
+    (messy / "__MACOSX" / "odd" / "._tiny.bmp").write_bytes(b"\0\5")
     before = tree_digest(messy)
     layout = Layout("messy", tmp_path / "data", tmp_path / "reports")
     m = ingest(str(messy), layout, max_pixels=1_000_000).set_index("path")
@@ -45,10 +52,15 @@ def test_every_file_is_accounted_for_and_nothing_changes(messy: Path, tmp_path: 
     assert reason["odd/truncated.jpg"].startswith("truncated or corrupt")
     assert reason["odd/bomb.png"].startswith("too many pixels")
     skipped = set(m.index[m["status"] == "skipped"])
-    assert skipped == SKIPPED_IN_MESSY
-    # hidden files, OS litter and the symlink loop are not candidates
-    assert not any(p.startswith((".", "loop/")) or "/." in p for p in m.index)
-    assert "odd/Thumbs.db" not in m.index
+    assert skipped == SKIPPED_IN_MESSY | {".cache/seen.png"}
+    # hidden files, in hidden folders too, are listed as skipped; OS litter and the symlink
+    # loop are not candidates
+    hidden = {".hidden.png", "odd/._resource.png", ".cache/seen.png"}
+    assert {p for p in m.index if p.startswith(".") or "/." in p} == hidden
+    assert (m.loc[sorted(hidden), "reason"] == "hidden file").all()
+    assert m.loc[".hidden.png", "label"] == UNLABELLED
+    assert not any(p.startswith("loop/") or "__MACOSX" in p for p in m.index)
+    assert "odd/Thumbs.db" not in m.index and "odd/.DS_Store" not in m.index
     assert m.loc["odd/png_named.JPG", "format"] == "PNG"
     assert m.loc["odd/anim.gif", "status"] == "ok"
     assert m.loc["odd/<img src=x onerror=alert(1)>.png", "status"] == "ok"
@@ -59,9 +71,9 @@ def test_every_file_is_accounted_for_and_nothing_changes(messy: Path, tmp_path: 
     assert pd.isna(m.loc["odd/dup of red.png", "duplicate_of"])
     row = m.loc["odd/panorama.webp"]
     assert (row["width"], row["height"], row["format"]) == (4000, 20, "WEBP")
-    assert m["sha256"].notna().sum() == len(m) - 1  # all but the empty file
+    assert m["sha256"].notna().sum() == len(m) - 1 - len(hidden)  # hidden ones are not read
     summary = summarize(m.reset_index())
-    assert summary["skipped"] == 4 and summary["duplicates"] == 1
+    assert summary["skipped"] == 4 + len(hidden) and summary["duplicates"] == 1
     assert {s["path"] for s in summary["skipped_files"]} == skipped
     loaded, root = load_manifest(layout)
     assert root == messy.resolve() and len(loaded) == len(m)
@@ -129,7 +141,7 @@ def test_archives_unpack_and_path_traversal_is_refused(tmp_path: Path) -> None:
     layout = Layout("pack", tmp_path / "data", tmp_path / "reports")
     good = tmp_path / "pack.zip"
     with zipfile.ZipFile(good, "w") as zf:
-        zf.writestr("cats/a.png", png_bytes())
+        zf.writestr("pack/cats/a.png", png_bytes())  # the one top-level folder is stripped
     root = resolve_source(str(good), layout)
     assert (root / "cats" / "a.png").exists() and root.is_relative_to(layout.data_dir)
     evil = tmp_path / "evil.zip"
@@ -146,6 +158,118 @@ def test_archives_unpack_and_path_traversal_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="unsafe"):
         resolve_source(str(evil_tar), Layout("evil2", tmp_path / "data", tmp_path / "reports"))
     assert not list(tmp_path.rglob("escaped.png"))
+    evil_raw = tmp_path / "evil-raw.zip"  # a name Info-ZIP's way (raw UTF-8, no flag)
+    with zipfile.ZipFile(evil_raw, "w") as zf:
+        zf.writestr(_InfoZipName("../../escaped ü.png"), png_bytes())
+    with pytest.raises(SourceError, match="outside"):
+        resolve_source(str(evil_raw), Layout("evil3", tmp_path / "data", tmp_path / "reports"))
+    assert not list(tmp_path.rglob("escaped*.png"))
+
+
+class _InfoZipName(zipfile.ZipInfo):
+    """A member named as Info-ZIP's ``zip`` (the Linux tool) names it: the raw bytes of the
+    file system's name and no UTF-8 flag (bit 11), so zipfile reads it as cp437. zipfile
+    itself sets the flag on every non-ASCII name. Checked by hand against ``zip -r``: zipfile
+    reads the same names and flag bits from both."""
+
+    def _encodeFilenameFlags(self) -> tuple[bytes, int]:
+        return self.filename.encode("utf-8", "surrogateescape"), self.flag_bits & ~0x800
+
+
+def _zip_tree(archive: Path, base: Path, info_zip: bool) -> None:
+    """``cd base && zip -r archive .`` in Python: folders and files, sorted."""
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(base.rglob("*")):
+            name = path.relative_to(base).as_posix() + ("/" if path.is_dir() else "")
+            info = (_InfoZipName if info_zip else zipfile.ZipInfo)(name)
+            zf.writestr(info, b"" if path.is_dir() else path.read_bytes())
+
+
+def _make_archive(kind: str, base: Path, out: Path) -> Path:
+    if kind in ("info-zip", "zipfile"):
+        _zip_tree(archive := out / "mydata.zip", base, info_zip=kind == "info-zip")
+    elif kind == "tar-binary":  # GNU tar: raw name bytes, gnu format
+        archive = out / "mydata.tgz"
+        subprocess.run(["tar", "-czf", str(archive), "-C", str(base), "."], check=True)
+    else:  # tarfile: pax format, UTF-8 names
+        archive = out / f"mydata.{kind}"
+        with tarfile.open(archive, {"tar": "w", "tar.bz2": "w:bz2", "tar.xz": "w:xz"}[kind]) as tf:
+            for path in sorted(base.iterdir()):
+                tf.add(path, path.name)
+    return archive
+
+
+def _rows(m: pd.DataFrame) -> list[tuple]:
+    return sorted(m[["path", "label", "status", "reason", "sha256"]].itertuples(index=False))
+
+
+@pytest.mark.parametrize("kind", ["info-zip", "zipfile", "tar-binary", "tar", "tar.bz2", "tar.xz"])
+def test_an_archive_gives_the_manifest_of_its_folder(tmp_path: Path, kind: str) -> None:
+    """A zip or tar reads as the folder it unpacks to: names decoded as UTF-8 whatever the
+    zip's flag says, one top-level folder stripped (macOS litter beside it or not), hidden
+    files listed as skipped; a loose root image keeps the folder, as a folder would."""
+    unpacked = tmp_path / "unpacked"
+    mydata = unpacked / "mydata"
+    files = {
+        "Ünïcode dir/crème brûlée 🍮.png": png_bytes(colour=1),
+        "cats/a.png": png_bytes(colour=2),
+        "loose.png": png_bytes(colour=3),
+        ".hidden.png": png_bytes(colour=4),
+        ".DS_Store": b"\0\0",
+        "notes.jpg": b"not an image",
+    }
+    for rel, data in files.items():
+        (mydata / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mydata / rel).write_bytes(data)
+    (unpacked / "__MACOSX" / "mydata").mkdir(parents=True)  # what macOS's Compress adds
+    (unpacked / "__MACOSX" / "mydata" / "._loose.png").write_bytes(b"\0\5")
+    (unpacked / ".DS_Store").write_bytes(b"\0\0")
+    for loose, folder in [(False, mydata), (True, unpacked)]:
+        if loose:
+            (unpacked / "top.png").write_bytes(png_bytes(colour=5))
+        out = tmp_path / f"archives-{loose}"
+        out.mkdir()
+        archive = _make_archive(kind, unpacked, out)
+        data, reports = tmp_path / "data", tmp_path / "reports"
+        want = ingest(str(folder), Layout(f"folder-{int(loose)}", data, reports))
+        got = ingest(str(archive), Layout(f"archive-{int(loose)}", data, reports))
+        assert _rows(got) == _rows(want)
+        m = got.set_index("path")
+        prefix = "mydata/" if loose else ""
+        assert m.loc[f"{prefix}Ünïcode dir/crème brûlée 🍮.png", "label"] == "Ünïcode dir"
+        assert m.loc[f"{prefix}loose.png", "label"] == ("mydata" if loose else UNLABELLED)
+        assert m.loc[f"{prefix}.hidden.png", "reason"] == "hidden file"
+        assert not any(p.endswith(".DS_Store") or "__MACOSX" in p for p in m.index)
+        if loose:
+            assert m.loc["top.png", "label"] == UNLABELLED
+        assert (m["status"] == "ok").sum() == 3 + loose
+
+
+def test_a_zip_name_that_is_not_utf8_is_read_as_the_archive_says(tmp_path: Path) -> None:
+    """Raw bytes that are not UTF-8 (an old DOS zip) keep zipfile's cp437 reading."""
+    archive = tmp_path / "dos.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(_InfoZipName("M\udc81SLI/K\udc84SE.PNG"), png_bytes())  # cp437 ü, ä
+    m = ingest(str(archive), Layout("dos", tmp_path / "data", tmp_path / "reports"))
+    assert list(m["path"]) == ["KäSE.PNG"] and m["status"].tolist() == ["ok"]
+
+
+def test_an_archive_unpacked_by_older_code_is_unpacked_again(tmp_path: Path) -> None:
+    """Old unpacks kept cp437-garbled names and the top folder: their marker is not reused."""
+    archive = tmp_path / "mydata.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(_InfoZipName("mydata/Ünïcode dir/a.png"), png_bytes())
+    layout = Layout("mydata", tmp_path / "data", tmp_path / "reports")
+    root = resolve_source(str(archive), layout)
+    st = archive.stat()
+    old = {"archive": str(archive.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    shutil.rmtree(root)
+    garbled = root / "mydata" / "├£n├»code dir"
+    garbled.mkdir(parents=True)
+    (garbled / "a.png").write_bytes(png_bytes())
+    (root / ".embedscope-archive.json").write_text(json.dumps(old))
+    assert resolve_source(str(archive), layout) == root
+    assert (root / "Ünïcode dir" / "a.png").is_file() and not (root / "mydata").exists()
 
 
 def test_source_errors_are_one_sentence(tmp_path: Path, monkeypatch) -> None:
@@ -201,6 +325,7 @@ def test_sample_outputs_beside_its_images_are_not_ingested(tmp_path: Path, monke
     first = ingest("sample", layout)
     (layout.embeddings_dir("m") / "shards").mkdir(parents=True)
     (layout.embeddings_dir("m") / "vectors.npy").write_bytes(b"\x93NUMPY")
+    (sample / ".manifest.parquet.123.x1y2.tmp").write_bytes(b"PAR1")  # a write in flight
     second = ingest("sample", layout)
     assert len(first) == len(second) == 6 and (second["status"] == "ok").all()
     other = Layout("sample", tmp_path / "elsewhere", tmp_path / "reports")

@@ -263,6 +263,40 @@ def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> N
     assert "exact_duplicate" not in kept["issues"].split(";") and not kept["exact_duplicate"]
 
 
+def test_a_flat_folder_runs_end_to_end_and_serves(tmp_path: Path, builtin_cache: Path) -> None:
+    """Images straight in the source folder carry no labels: every notebook runs, no label is
+    judged and each says why in one line, clusters, outliers and quality are found as usual,
+    and the page and the Dash app open coloured by cluster (before: 04_explore failed with
+    KeyError 'probe_label', and ``embedscope serve`` printed its traceback)."""
+    from embedscope.explore.dash import create_app
+    from embedscope.layout import Layout
+
+    classes = make_classes(tmp_path / "classes", per_class=8)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in classes.rglob("*.*"):
+        path.rename(flat / path.name)
+    data, reports = tmp_path / "data", tmp_path / "reports"
+    assert _run_all(flat, data, reports) == 0
+    out = reports / "flat"
+    why = "label issues not judged: the images carry no labels (a flat folder)"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["knn_accuracy"] is None and metrics["analysis"]["reason"] == why
+    assert metrics["analysis"]["label_issues"]["skipped"] == why
+    assert metrics["analysis"]["clusters"] >= 2 and metrics["analysis"]["cluster_purity"] is None
+    assert metrics["findings"]["label"] == 0 and metrics["findings"]["labelled_images"] == 0
+    for nb in ("03_reduce.ipynb", "04_explore.ipynb"):
+        assert why in json.dumps(nbformat.read(out / nb, as_version=4).cells), nb
+    findings = pd.read_csv(out / "findings.csv", keep_default_na=False)
+    assert len(findings) == 24 and not findings["label_issue"].any()
+    assert findings["outlier_score"].between(0, 1).all() and "grayscale" in findings
+    page = (out / "explorer.html").read_text(encoding="utf-8")
+    assert '"colourBy":"0"' in page or '"colourBy":"1"' in page  # a column: the clusters
+    app = create_app(Layout("flat", data, reports), method="pca", dims=3)
+    names = [t.name for t in app.layout["map"].figure.data]
+    assert names and all(n.startswith("cluster ") or n == "no cluster" for n in names), names
+
+
 def test_a_bad_decisions_file_stops_the_run_in_one_line(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "decisions.csv"
     bad.write_text("path,label\nred/a.png,blue\n")

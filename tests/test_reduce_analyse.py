@@ -110,7 +110,7 @@ def test_unlabelled_images_are_not_scored_and_single_class_says_why() -> None:
     assert knn_report(labels, idx, sim)["scored_images"] == len(x) - 5
     one = np.array(["only"] * len(x), dtype=object)
     report = knn_report(one, idx, sim)
-    assert report["knn_accuracy"] is None and "two" in report["reason"]
+    assert report["knn_accuracy"] is None and "only one class (only)" in report["reason"]
 
 
 def test_approximate_neighbours_agree_with_exact(monkeypatch) -> None:
@@ -185,8 +185,64 @@ def test_label_issues_handle_small_classes_and_unlabelled_images() -> None:
     assert (t["mislabel_score"][-3:] == 0).all() and not t["label_issue"][-3:].any()
     assert not t["label_issue"][:93].any() and t["mislabel_score"].between(0, 1).all()
     one = label_issues(x[:30], labels[:30], *neighbors(x[:30], 5))
-    assert one.facts["skipped"] == "fewer than two labelled classes"
+    assert one.facts["skipped"] == "label issues not judged: only one class (c0)"
     assert not one.table["label_issue"].any()
+
+
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("flat", "label issues not judged: the images carry no labels (a flat folder)"),
+        ("one class", "label issues not judged: only one class (c0)"),
+        ("one class and loose", "label issues not judged: only one class (c0)"),
+    ],
+)
+def test_labels_that_cannot_be_judged_say_why_and_keep_every_column(kind: str, why: str) -> None:
+    """No labels, or one class (with or without loose images): nothing scored or flagged,
+    k-NN accuracy not applicable, the same columns as a judged set (the analysis cache and the
+    findings read them), and one line that says why; loose images take the zero-shot label
+    as their suggestion where a text tower gave one."""
+    from embedscope.analyse import LABEL_ISSUE_COLUMNS, label_note
+
+    x, _ = blobs(n_per=20, k=2)
+    labels = np.array([UNLABELLED if kind == "flat" else "c0"] * len(x), dtype=object)
+    if kind == "one class and loose":
+        labels[20:] = UNLABELLED
+    idx, sim = neighbors(x, 10)
+    report = knn_report(labels, idx, sim)
+    assert report["knn_accuracy"] is None and report["reason"] == why
+    found = label_issues(x, labels, idx, sim)
+    assert found.facts["skipped"] == why and found.facts["label_issues"] == 0
+    assert list(found.table.columns) == list(LABEL_ISSUE_COLUMNS)
+    assert not found.table["label_issue"].any() and (found.table["mislabel_score"] == 0).all()
+    assert list(found.table["suggested_label"]) == list(labels)  # nothing to propose
+    assert label_note({**report, "label_issues": found.facts}) == why
+    zero_shot = np.repeat(["a dog", "a cat"], 20).astype(object)
+    told = label_issues(x, labels, idx, sim, zero_shot=zero_shot).table
+    loose = labels == UNLABELLED
+    assert list(told["suggested_label"][loose]) == list(zero_shot[loose])
+    assert list(told["suggested_label"][~loose]) == list(labels[~loose])
+    assert (told["suggested_share"][loose] == 0.75).all() and not told["label_issue"].any()
+
+
+def test_a_mix_of_labelled_and_loose_images_is_judged_on_the_labelled_ones() -> None:
+    """Two classes and loose images: the labelled ones are judged as usual, each loose one is
+    proposed its neighbours' class (never scored or flagged)."""
+    from embedscope.analyse import label_note
+
+    x, labels = blobs(n_per=20, k=2)
+    labels[::4] = UNLABELLED
+    idx, sim = neighbors(x, 10)
+    report = knn_report(labels, idx, sim)
+    assert report["knn_accuracy"] == 1.0 and report["scored_images"] == 30
+    found = label_issues(x, labels, idx, sim)
+    loose = labels == UNLABELLED
+    truth = np.repeat(["c0", "c1"], 20)
+    assert "skipped" not in found.facts and found.facts["probe_classes"] == 2
+    assert (found.table["suggested_label"][loose] == truth[loose]).all()
+    assert (found.table["mislabel_score"][loose] == 0).all()
+    note = label_note({**report, "label_issues": found.facts})
+    assert note == "label issues judged on 30 labelled images in 2 classes: 0 flagged"
 
 
 def test_mislabel_score_ranks_the_sample_top_twelve(tmp_path: Path, builtin_cache: Path) -> None:

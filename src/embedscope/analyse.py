@@ -142,7 +142,7 @@ def analyse(
         "cluster_purity": round(
             float((table["purity"] * table["size"]).sum() / table["size"].sum()), 4
         )
-        if len(table)
+        if len(table) and "skipped" not in facts  # purity of no labels, or one, says nothing
         else None,
     }
     per_image = {
@@ -157,6 +157,18 @@ def analyse(
         "cluster": found,
     }
     return report, per_image
+
+
+def label_note(report: dict) -> str:
+    """One line on the label issues of an :func:`analyse` report: how many were judged and
+    flagged, or why the labels could not be judged (no labels, or one class)."""
+    facts = report.get("label_issues", {})
+    if "skipped" in facts:
+        return str(facts["skipped"])
+    return (
+        f"label issues judged on {report.get('scored_images', 0)} labelled images in "
+        f"{facts.get('classes', 0)} classes: {facts.get('label_issues', 0)} flagged"
+    )
 
 
 def _label_issues(layout: Layout, emb, idx, sim, fingerprint) -> tuple[pd.DataFrame, dict]:
@@ -191,11 +203,25 @@ def _read_label_issues(path, n: int) -> tuple[pd.DataFrame, dict]:
     with np.load(path, allow_pickle=False) as z:
         facts = json.loads(str(z["facts"]))
         table = pd.DataFrame({c: z[c] for c in z.files if c != "facts"})
-    if len(table) != n or "mislabel_score" not in table:
+    if len(table) != n:
         raise Damaged(f"{len(table)} rows for {n} images")
+    if missing := sorted(set(LABEL_ISSUE_COLUMNS) - set(table)):
+        raise Damaged(f"no column(s) {missing}")
     for c in ("suggested_label", "probe_label"):
         table[c] = table[c].astype(object)
     return table, facts
+
+
+#: Every column :func:`label_issues` returns (a cached table lacking one is damaged).
+LABEL_ISSUE_COLUMNS = (
+    "mislabel_score",
+    "label_issue",
+    "suggested_label",
+    "suggested_share",
+    "probe_label",
+    "probe_share",
+    "neighbour_votes",
+)
 
 
 def _read_neighbors(path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:

@@ -15,15 +15,27 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 from embedscope.decisions import read_decisions
-from embedscope.ingest import default_name
-from embedscope.layout import DiskFull, Layout, update_metrics, write_atomic
+from embedscope.ingest import SourceError, check_source, default_name
+from embedscope.layout import (
+    DiskFull,
+    Layout,
+    locked,
+    read_json,
+    sweep_temps,
+    update_metrics,
+    write_atomic,
+)
+from embedscope.models import ModelUnavailable, check_model
 
 NOTEBOOKS = ("01_download.ipynb", "02_embed.ipynb", "03_reduce.ipynb", "04_explore.ipynb")
 
@@ -86,45 +98,38 @@ def shareable(text: str, roots: dict[str, str]) -> str:
     return text
 
 
+#: Seconds papermill waits for a kernel to answer after starting it (its default). Measured on
+#: 2 shared cores: 0.5 s idle, a median 0.7 s and at most 0.9 s beside 2 and 4 busy processes
+#: per core (closing note of issue 24), so 60 s is ample: a start that takes longer is stuck.
+KERNEL_START_TIMEOUT = 60
+
+
 def run_notebook(
     notebook: Path, output: Path, parameters: dict, *, cwd: Path, roots: dict[str, str]
 ) -> float:
     """Execute one notebook with the parameters it declares; make it shareable (``roots``,
-    see :func:`shareable`); export HTML; trust it."""
+    see :func:`shareable`); export HTML; trust it.
+
+    Every failure raises :class:`NotebookFailed` with one sentence: a cell's error, a kernel
+    that died, or one that could not start (tried twice: a start is cheap, and a second try
+    outlasts a passing hiccup)."""
     import papermill as pm
-    from nbclient.exceptions import DeadKernelError
-    from nbconvert import HTMLExporter
     from nbformat.sign import NotebookNotary
-    from traitlets.config import Config
 
     declared = pm.inspect_notebook(str(notebook))
     params = {k: v for k, v in parameters.items() if k in declared}
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as kernel_log:
+    for attempt in (1, 2):
         try:
-            pm.execute_notebook(
-                str(notebook),
-                str(output),
-                parameters=params,
-                cwd=str(cwd),
-                kernel_name="python3",
-                progress_bar=False,
-                # Unix sockets, not TCP: no "running over TCP without encryption" warning per kernel
-                config=Config({"KernelManager": {"transport": "ipc"}}),
-                # jupyter_client interrupts every kernel before shutting it down, which the kernel
-                # logs as "KeyboardInterrupt caught": its own log is noise here (cell errors travel
-                # as messages and stop the run with one line)
-                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-                kernel_manager_class=quiet_kernel_manager(kernel_log),
-            )
-        except DeadKernelError:
+            _execute(notebook, output, params, cwd)
+            break
+        except _KernelFailed as exc:
             if output.exists():  # what ran is shared too, without the machine's directories
                 _share_notebook(output, notebook, roots)
-            raise NotebookFailed(
-                f"{notebook.name}: the kernel died ({_last_line(kernel_log) or 'no message'}); "
-                f"executed notebook: {output}"
-            ) from None
+            if attempt == 1 and exc.at_start:
+                continue
+            raise NotebookFailed(f"{notebook.name}: {exc} (executed notebook: {output})") from None
         except pm.PapermillExecutionError as exc:
             _share_notebook(output, notebook, roots)  # a failed run's notebook is shared too
             evalue = str(exc.evalue).strip().splitlines()[0] if exc.evalue else ""
@@ -135,12 +140,131 @@ def run_notebook(
     seconds = time.perf_counter() - t0
     nb = _share_notebook(output, notebook, roots)
     NotebookNotary().sign(nb)
+    body = export_html(nb)
+    write_atomic(output.with_suffix(".html"), lambda tmp: tmp.write_text(body, encoding="utf-8"))
+    return seconds
+
+
+class _KernelFailed(RuntimeError):
+    """A kernel that could not start, died, or stopped answering; ``at_start``: no cell ran."""
+
+    def __init__(self, message: str, at_start: bool) -> None:
+        super().__init__(message)
+        self.at_start = at_start
+
+
+def _execute(notebook: Path, output: Path, params: dict, cwd: Path) -> None:
+    """papermill's run of one notebook in a kernel of its own, its failures outside a cell
+    turned into :class:`_KernelFailed` (the machinery's logs and tracebacks kept out of sight).
+    """
+    import logging
+
+    import papermill as pm
+    from nbclient.exceptions import DeadKernelError
+    from traitlets.config import Config
+
+    # jupyter_client names an IPC kernel's sockets after its connection file, and without one
+    # it picks `kernel-ipc-<N>` in the working directory by an existence check: two runs
+    # starting kernels at once in notebooks/ took the same N and talked to each other's
+    # kernel ("Invalid Signature", or no answer). Each kernel gets a private folder for its
+    # connection file and sockets instead, removed afterwards. IPC stays: TCP would pick ports
+    # by bind-and-release, a race of its own between concurrent runs, and warn per kernel that
+    # it runs unencrypted.
+    with (
+        tempfile.TemporaryDirectory(prefix="embedscope-kernel-") as kernel_dir,
+        tempfile.TemporaryFile() as kernel_log,
+    ):
+        config = Config(
+            {
+                "KernelManager": {
+                    "transport": "ipc",
+                    "connection_file": str(Path(kernel_dir) / "kernel.json"),
+                }
+            }
+        )
+        # papermill (and nbclient through it) log a failed start before raising; the one
+        # sentence the user reads is made below, so their lines go to the kernel's log
+        handler = logging.StreamHandler(_TextLog(kernel_log))
+        logger = logging.getLogger("papermill")
+        logger.addHandler(handler)
+        propagate, logger.propagate = logger.propagate, False
+        try:
+            pm.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters=params,
+                cwd=str(cwd),
+                kernel_name="python3",
+                progress_bar=False,
+                start_timeout=KERNEL_START_TIMEOUT,
+                config=config,
+                # jupyter_client interrupts every kernel before shutting it down, which the
+                # kernel logs as "KeyboardInterrupt caught": its own log is noise here (cell
+                # errors travel as messages and stop the run with one line)
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+                kernel_manager_class=quiet_kernel_manager(kernel_log),
+            )
+        except pm.PapermillExecutionError:
+            raise
+        except DeadKernelError:
+            raise _KernelFailed(
+                f"the kernel died ({_last_line(kernel_log) or 'no message'}); out of memory is "
+                "the usual cause: close other work, or pass a smaller batch_size, and run again",
+                at_start=not _any_cell_ran(output),
+            ) from None
+        except Exception as exc:  # the kernel machinery raises many types; one sentence for all
+            at_start = not _any_cell_ran(output)
+            what = "could not start" if at_start else "stopped answering"
+            raise _KernelFailed(
+                f"the kernel {what} ({type(exc).__name__}: {_first_line(exc)}); the machine "
+                "may be overloaded or short of memory: run again when it is quieter",
+                at_start=at_start,
+            ) from None
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+
+
+class _TextLog:
+    """A text stream onto a binary log file, for a logging handler."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+
+    def write(self, text: str) -> None:
+        self.raw.write(text.encode("utf-8", "replace"))
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def _any_cell_ran(output: Path) -> bool:
+    """Whether papermill started any cell of ``output`` (it marks each as it starts)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(output), as_version=4)
+    except (OSError, ValueError):
+        return False
+    return any(
+        c.get("metadata", {}).get("papermill", {}).get("status", "pending") != "pending"
+        for c in nb.cells
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else "no message"
+
+
+def export_html(nb) -> str:
+    """The notebook as one offline HTML page."""
+    from nbconvert import HTMLExporter
+
     body, _ = HTMLExporter().from_notebook_node(nb)
     # nbconvert's template loads require.js, MathJax and the widget manager from CDNs; these
     # notebooks need none of them, and a shared report must open offline without requests.
-    body = re.sub(r'<script src="https?://[^"]*"[^>]*>\s*</script>', "", body)
-    write_atomic(output.with_suffix(".html"), lambda tmp: tmp.write_text(body, encoding="utf-8"))
-    return seconds
+    return re.sub(r'<script src="https?://[^"]*"[^>]*>\s*</script>', "", body)
 
 
 def quiet_kernel_manager(log: IO[bytes]) -> type:
@@ -191,7 +315,14 @@ def run_all(
 
     ``decisions`` is a ``decisions.csv`` (path,label,tags) for ``01_download`` to apply; it and
     ``extra`` (more notebook parameters) are checked before any notebook starts, so a bad file or
-    a misspelt parameter costs one line, not a run."""
+    a misspelt parameter costs one line, not a run.
+
+    The notebooks write into a staging folder beside the report, which replaces
+    ``reports/<name>/`` only once all four succeeded: a run that fails leaves the previous report
+    as it was, with its own notebooks apart in ``reports/<name>/failed/``. A second run of the
+    same name waits (one line) until the first is done, then reuses its work: two runs writing
+    one report at once would interleave their notebooks.
+    """
     notebooks_dir = Path(notebooks_dir).resolve()
     check_parameters([notebooks_dir / nb for nb in NOTEBOOKS], extra or {})
     if decisions:
@@ -201,9 +332,12 @@ def run_all(
         source = str(Path(source).expanduser().resolve())  # notebooks run in notebooks/
     if Path(model).expanduser().exists():  # a local model folder, from where the user stands
         model = str(Path(model).expanduser().resolve())
+    # each refused here in one sentence, before a notebook runs or a report is touched
     layout = Layout(
         name or default_name(source), Path(data_root).resolve(), Path(reports_root).resolve()
     )
+    check_source(source)
+    check_model(model)
     repo = notebooks_dir.parent
     roots = report_roots(
         repo,
@@ -213,29 +347,98 @@ def run_all(
         (Path(decisions).parent if decisions else None, "[decisions folder]"),
         (model if Path(model).is_absolute() else None, f"[{Path(model).name}]"),
     )
-    params = {
-        "source": source,
-        "name": layout.name,
-        "model": model,
-        "method": method,
-        "dims": dims,
-        "data_root": _from(notebooks_dir, layout.data_root),
-        "reports_root": _from(notebooks_dir, layout.reports_root),
-        "decisions": decisions or None,
-        **(extra or {}),
-    }
-    timings = {}
-    for k, nb in enumerate(NOTEBOOKS, 1):
-        print(f"[embedscope] {k}/{len(NOTEBOOKS)} {nb} for {layout.name!r} …", flush=True)
-        seconds = run_notebook(
-            notebooks_dir / nb, layout.reports_dir / nb, params, cwd=notebooks_dir, roots=roots
-        )
-        timings[nb.removesuffix(".ipynb")] = round(seconds, 2)
-        print(f"[embedscope] {k}/{len(NOTEBOOKS)} {nb} done in {seconds:.1f} s", flush=True)
-    update_metrics(layout.metrics, "notebook_seconds", timings)
-    share_report(layout.reports_dir, roots)
+    waiting = f"[embedscope] another run of {layout.name!r} is running: waiting for it to finish"
+    with locked(layout.run_lock, waiting=waiting), staged(layout, notebooks_dir, roots) as stage:
+        params = {
+            "source": source,
+            "name": layout.name,
+            "model": model,
+            "method": method,
+            "dims": dims,
+            "data_root": _from(notebooks_dir, layout.data_root),
+            "reports_root": _from(notebooks_dir, stage.reports_root),
+            "decisions": decisions or None,
+            **(extra or {}),
+        }
+        timings = {}
+        for k, nb in enumerate(NOTEBOOKS, 1):
+            print(f"[embedscope] {k}/{len(NOTEBOOKS)} {nb} for {layout.name!r} …", flush=True)
+            seconds = run_notebook(
+                notebooks_dir / nb, stage.reports_dir / nb, params, cwd=notebooks_dir, roots=roots
+            )
+            timings[nb.removesuffix(".ipynb")] = round(seconds, 2)
+            print(f"[embedscope] {k}/{len(NOTEBOOKS)} {nb} done in {seconds:.1f} s", flush=True)
+        update_metrics(stage.metrics, "notebook_seconds", timings)
+        share_report(stage.reports_dir, roots)
     print(f"[embedscope] done: {layout.reports_dir}", flush=True)
     return layout.reports_dir
+
+
+#: What a run-all keeps of the report it replaces: the last `make compare` (its own notebook,
+#: made from the dataset's embeddings, which a later run-all does not redo).
+CARRIED_OVER = ("05_compare.ipynb", "05_compare.html")
+
+
+@contextmanager
+def staged(layout: Layout, notebooks_dir: Path, roots: dict[str, str]) -> Iterator[Layout]:
+    """A layout whose reports land in a staging folder beside ``reports/``; on success it
+    replaces ``reports/<name>/`` at once, on failure it goes to ``reports/<name>/failed/``.
+
+    The staging folder is named like the atomic writes' temp files (``.<name>.<pid>.<x>.tmp``),
+    so the next write into ``reports/`` sweeps it when its run was killed. Its spellings
+    (absolute, and relative to ``notebooks/`` as the notebooks' parameters name it) are added
+    to ``roots``: the shared notebooks name ``reports/``, never the staging folder."""
+    layout.reports_root.mkdir(parents=True, exist_ok=True)
+    sweep_temps(layout.reports_root)
+    staging = Path(
+        tempfile.mkdtemp(
+            prefix=f".{layout.name}.{os.getpid()}.", suffix=".tmp", dir=layout.reports_root
+        )
+    )
+    roots[str(staging)] = roots.get(str(layout.reports_root), str(layout.reports_root))
+    relative = _from(notebooks_dir, staging)
+    if not Path(relative).is_absolute():
+        roots[relative] = _from(notebooks_dir, layout.reports_root)
+    stage = Layout(layout.name, layout.data_root, staging)
+    try:
+        yield stage
+        _publish(stage, layout)
+    except BaseException as exc:
+        if stage.reports_dir.exists():
+            _set_apart(stage.reports_dir, layout.failed_dir)
+            if isinstance(exc, NotebookFailed):  # name where its notebook is now
+                text = str(exc).replace(str(stage.reports_dir), str(layout.failed_dir))
+                raise NotebookFailed(text) from None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _set_apart(new: Path, failed: Path) -> None:
+    """A failed run's report folder becomes ``failed`` inside the report it did not replace."""
+    failed.parent.mkdir(parents=True, exist_ok=True)
+    if failed.exists():
+        shutil.rmtree(failed)
+    os.replace(new, failed)
+
+
+def _publish(stage: Layout, layout: Layout) -> None:
+    """Swap the staged report in for ``reports/<name>/`` (the old one moved aside, then
+    removed), keeping what :data:`CARRIED_OVER` names."""
+    target = layout.reports_dir
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.{os.getpid()}.old.tmp")
+        os.replace(target, old)
+        for name in CARRIED_OVER:
+            if (old / name).exists() and not (stage.reports_dir / name).exists():
+                os.replace(old / name, stage.reports_dir / name)
+        before = read_json(old / layout.metrics.name, default={}) or {}
+        if "compare" in before:
+            update_metrics(stage.metrics, "compare", before["compare"])
+    os.replace(stage.reports_dir, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _from(folder: Path, path: Path) -> str:
@@ -342,15 +545,48 @@ def main(argv: list[str] | None = None) -> int:
     except UnknownParameter as exc:  # a usage error, like argparse's own (exit status 2)
         print(f"embedscope: error: {exc}", file=sys.stderr)
         return 2
-    except (NotebookFailed, ValueError, FileNotFoundError, DiskFull) as exc:
+    except (
+        NotebookFailed,
+        SourceError,
+        ModelUnavailable,
+        ValueError,
+        FileNotFoundError,
+        DiskFull,
+    ) as exc:
         print(f"embedscope: error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    layout = Layout(args.name, Path(args.data_root).resolve(), Path(args.reports_root).resolve())
-    models = [m if not Path(m).exists() else str(Path(m).resolve()) for m in args.models]
+    """05_compare on the models that can be loaded here (the others named, skipped), into the
+    report only when it succeeds: a failed comparison goes to ``failed/``, the last good one
+    stays."""
+    try:
+        layout = Layout(
+            args.name, Path(args.data_root).resolve(), Path(args.reports_root).resolve()
+        )
+    except ValueError as exc:
+        print(f"embedscope: error: {exc}", file=sys.stderr)
+        return 2
+    if not layout.manifest.exists():
+        print(
+            f"embedscope: error: no dataset {layout.name!r} in {args.data_root}: run "
+            f"`make run-all NAME={layout.name} SOURCE=...` first",
+            file=sys.stderr,
+        )
+        return 1
+    models = []
+    for spec in args.models:
+        spec = str(Path(spec).resolve()) if Path(spec).exists() else spec
+        try:
+            check_model(spec)
+            models.append(spec)
+        except ModelUnavailable as exc:
+            print(f"[embedscope] skipped model {spec!r}: {exc}", file=sys.stderr, flush=True)
+    if not models:
+        print("embedscope: error: none of the models can be loaded here", file=sys.stderr)
+        return 1
     notebooks = Path(args.notebooks_dir).resolve()
     roots = report_roots(
         notebooks.parent,
@@ -366,19 +602,33 @@ def _compare(args: argparse.Namespace) -> int:
         "data_root": _from(notebooks, layout.data_root),
         "reports_root": _from(notebooks, layout.reports_root),
     }
-    try:
-        run_notebook(
-            notebooks / "05_compare.ipynb",
-            layout.reports_dir / "05_compare.ipynb",
-            params,
-            cwd=notebooks,
-            roots=roots,
+    notebook = "05_compare.ipynb"
+    waiting = f"[embedscope] another run of {layout.name!r} is running: waiting for it to finish"
+    with locked(layout.run_lock, waiting=waiting):
+        layout.reports_dir.mkdir(parents=True, exist_ok=True)
+        sweep_temps(layout.reports_dir)
+        staging = Path(
+            tempfile.mkdtemp(
+                prefix=f".compare.{os.getpid()}.", suffix=".tmp", dir=layout.reports_dir
+            )
         )
-        share_report(layout.reports_dir, roots)
-    except NotebookFailed as exc:
-        print(f"embedscope: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"[embedscope] done: {layout.reports_dir / '05_compare.ipynb'}", flush=True)
+        try:
+            run_notebook(
+                notebooks / notebook, staging / notebook, params, cwd=notebooks, roots=roots
+            )
+            for made in sorted(staging.iterdir()):
+                os.replace(made, layout.reports_dir / made.name)
+            share_report(layout.reports_dir, roots)
+        except NotebookFailed as exc:
+            _set_apart(staging, layout.failed_dir)
+            print(
+                f"embedscope: error: {str(exc).replace(str(staging), str(layout.failed_dir))}",
+                file=sys.stderr,
+            )
+            return 1
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    print(f"[embedscope] done: {layout.reports_dir / notebook}", flush=True)
     return 0
 
 

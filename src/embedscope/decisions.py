@@ -7,6 +7,14 @@ and the Dash app write it; ``01_download`` (``make run-all DECISIONS=...``) appl
 manifest, never to the source folder. Editors keep a :class:`DecisionLog` of operations, so
 undo is one pop and the same log serialises into a Dash store.
 
+Decisions add up over rounds: each dataset keeps every decision made for it in
+``data/<name>/decisions.csv`` (:attr:`~embedscope.layout.Layout.decisions`). A ``DECISIONS=``
+file merges into it (:func:`merge_decisions`: per path the later row replaces the earlier one
+whole, since an editor writes an image's complete state; a row with neither label nor tags takes
+the image's decisions back), and every run applies all of it. The editors open with it as their
+starting state (``base``), so what they save is the complete set again, rows for images no
+longer on the map (dropped) included.
+
 The rules every editor follows live here, once: ``explorer.html`` receives them from
 :func:`page_rules` (constants, messages) and from the points it is written with (which
 suggestion can be accepted, the review queue), and a test drives the same edits through the page
@@ -29,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from embedscope.ingest import DROPPED_REASON, UNLABELLED, load_manifest, mark_duplicates
-from embedscope.layout import Layout, write_atomic, write_parquet
+from embedscope.layout import Layout, locked, write_atomic, write_parquet
 
 #: The columns of a decisions file, in this order.
 COLUMNS = ("path", "label", "tags")
@@ -55,6 +63,10 @@ MESSAGES = {
 }
 #: Columns of the findings (``findings.csv``, or the points table) the review queue reads.
 ISSUES, REASON, PRIORITY = "issues", "reason", "review_priority"
+#: Manifest column: each image's label before any decision (its folder's, or the labels file's).
+ORIGINAL_LABEL = "original_label"
+#: Column of :func:`dataset_decisions`: a decided path's label before decisions ("" if unknown).
+WAS = "was"
 
 
 class DecisionsError(ValueError):
@@ -154,15 +166,20 @@ def apply_decisions(manifest: pd.DataFrame, decisions: pd.DataFrame) -> tuple[pd
     table = _per_path(validate_decisions(decisions))
     out = manifest.copy()
     out["tags"] = out["tags"] if "tags" in out.columns else ""
+    if ORIGINAL_LABEL not in out.columns:  # what a relabel changed, for the editors' "was"
+        out[ORIGINAL_LABEL] = out["label"]
     where = pd.Series(out.index, index=out["path"].astype(str))
     known = table["path"].isin(where.index)
     table, unknown = table[known], table.loc[~known, "path"].tolist()
-    at = where[table["path"]].to_numpy()
+    at = where[table["path"]].to_numpy(dtype=np.int64)  # int even when empty
     tags = table["tags"].map(split_tags)
     new = table["label"].to_numpy() != ""
     relabel = new & (table["label"].to_numpy() != out.loc[at, "label"].astype(str).to_numpy())
     out.loc[at[relabel], "label"] = table["label"].to_numpy()[relabel]
-    drop = tags.map(lambda t: DROP in t).to_numpy() & (out.loc[at, "status"] == "ok").to_numpy()
+    drop = (
+        tags.map(lambda t: DROP in t).to_numpy(dtype=bool)
+        & (out.loc[at, "status"] == "ok").to_numpy()
+    )
     out.loc[at[drop], ["status", "reason"]] = ["skipped", DROPPED_REASON]
     out.loc[at, "tags"] = table["tags"].to_numpy()
     if drop.any():
@@ -171,16 +188,43 @@ def apply_decisions(manifest: pd.DataFrame, decisions: pd.DataFrame) -> tuple[pd
         "decisions": int(len(decisions)),
         "relabelled": int(relabel.sum()),
         "dropped": int(drop.sum()),
-        "tagged": int(tags.map(lambda t: any(x != DROP for x in t)).sum()),
+        "tagged": int(tags.map(lambda t: any(x != DROP for x in t)).astype(bool).sum()),
         "unknown": len(unknown),
         "unknown_paths": unknown,
     }
     return out, report
 
 
-#: The report of a run without a decisions file.
+def merge_decisions(kept: pd.DataFrame, later: pd.DataFrame) -> pd.DataFrame:
+    """``kept`` with ``later``'s decisions on top, one row per path sorted by path.
+
+    Per path the later row replaces the kept one whole (label and tags): an editor's file holds
+    each image's complete state. A path whose later rows have neither label nor tags has its
+    decisions taken back (no row left). Several rows for one path in one file fold first, as
+    :func:`apply_decisions` folds them."""
+    state = {p: (lab, tags) for p, lab, tags in _per_path(validate_decisions(kept)).values}
+    for path, label, tags in _per_path(validate_decisions(later)).itertuples(index=False):
+        tags = TAG_SEPARATOR.join(split_tags(tags))
+        if label or tags:
+            state[path] = (label, tags)
+        else:
+            state.pop(path, None)
+    rows = [r for r in sorted((p, *v) for p, v in state.items()) if r[1] or r[2]]
+    return pd.DataFrame(rows, columns=list(COLUMNS), dtype=object).astype(str)
+
+
+def read_kept(layout: Layout) -> pd.DataFrame:
+    """The decisions ``data/<name>/decisions.csv`` keeps (an empty table when it has none)."""
+    if not layout.decisions.is_file():
+        return pd.DataFrame(columns=list(COLUMNS), dtype=str)
+    return read_decisions(layout.decisions)
+
+
+#: The report of a run without decisions, given or kept.
 NO_DECISIONS = {
     "file": None,
+    "kept": None,
+    "merged": 0,
     "decisions": 0,
     "relabelled": 0,
     "dropped": 0,
@@ -191,22 +235,65 @@ NO_DECISIONS = {
 
 
 def apply_to_dataset(layout: Layout, decisions: str | Path | None) -> tuple[pd.DataFrame, dict]:
-    """Apply a decisions file to ``data/<name>/manifest.parquet`` (rewritten atomically) and
-    return the manifest and the counts ``metrics.json`` records; ``None`` changes nothing."""
+    """Merge a decisions file (if any) into ``data/<name>/decisions.csv``, apply everything
+    that file keeps to ``data/<name>/manifest.parquet`` (both rewritten atomically) and return
+    the manifest and the counts ``metrics.json`` records (``decisions``: rows applied, over
+    every round; ``merged``: rows the given file had). The read-merge-write of the kept file
+    runs under a lock, so concurrent runs of one dataset never lose a merge."""
     manifest, _ = load_manifest(layout)
-    if decisions is None or str(decisions) == "":
+    given = None if decisions is None or str(decisions) == "" else read_decisions(decisions)
+    with locked(layout.data_dir):  # the folder: no lock file among the sample's images
+        kept = read_kept(layout)
+        if given is not None:
+            kept = merge_decisions(kept, given)
+            write_decisions(kept, layout.decisions)
+    if given is None and not len(kept):
         return manifest, dict(NO_DECISIONS)
-    manifest, report = apply_decisions(manifest, read_decisions(decisions))
+    manifest, report = apply_decisions(manifest, kept)
     write_parquet(layout.manifest, manifest, point="manifest:write")
-    return manifest, {"file": str(Path(decisions).expanduser().resolve()), **report}
+    return manifest, {
+        **NO_DECISIONS,
+        "file": None if given is None else str(Path(decisions).expanduser().resolve()),
+        "kept": str(layout.decisions),
+        "merged": 0 if given is None else len(given),
+        **report,
+    }
+
+
+def dataset_decisions(layout: Layout) -> pd.DataFrame:
+    """What the editors open with: the decisions ``data/<name>/decisions.csv`` keeps (already
+    applied to the points) and, in column ``was``, each path's label before any decision."""
+    kept = read_kept(layout)
+    manifest, _ = load_manifest(layout)
+    column = ORIGINAL_LABEL if ORIGINAL_LABEL in manifest.columns else "label"
+    before = manifest.set_index(manifest["path"].astype(str))[column].fillna(UNLABELLED)
+    was = before.reindex(kept["path"]).fillna("").astype(str).to_numpy()
+    return kept.assign(**{WAS: was})
+
+
+def own_labels(points: pd.DataFrame, base: pd.DataFrame | None = None) -> dict[str, str]:
+    """Path -> each point's own label, the one a relabel back to takes a decision back: its
+    label, or for an image ``base`` (:func:`dataset_decisions`) relabelled, the label before."""
+    labels = points["label"].fillna(UNLABELLED).astype(str).replace("", UNLABELLED)
+    own = dict(zip(points["path"].astype(str), labels, strict=True))
+    if base is not None and WAS in base.columns:
+        for path, was in zip(base["path"], base[WAS], strict=True):
+            if was and path in own:
+                own[path] = was
+    return own
 
 
 def describe(report: dict) -> str:
     """What a decisions run did, one line, then one line per unknown path."""
-    if report["file"] is None:
+    if report["file"] is None and not report.get("kept"):
         return "no decisions file"
+    given = f"decisions from {report['file']}" if report["file"] else "decisions"
+    if report.get("kept"):
+        given += (
+            f" merged into {report['kept']}" if report["file"] else f" kept in {report['kept']}"
+        )
     head = (
-        f"decisions from {report['file']}: {report['relabelled']} relabelled, "
+        f"{given}: {report['decisions']} applied, {report['relabelled']} relabelled, "
         f"{report['dropped']} dropped, {report['tagged']} tagged, {report['unknown']} unknown"
     )
     lines = [f"unknown path (nothing changed): {p!r}" for p in report["unknown_paths"]]
@@ -241,7 +328,9 @@ def suggestion_text(point: pd.Series) -> str:
 
 
 def counts_line(table: pd.DataFrame) -> str:
-    """``N decided (a relabelled, b dropped)``: the counter every editor shows."""
+    """``N decided (a relabelled, b dropped)``: the counter every editor shows (rows that take
+    an earlier round's decisions back are no decision)."""
+    table = table[(table["label"] != "") | (table["tags"] != "")]
     dropped = int(table["tags"].map(lambda t: DROP in split_tags(t)).sum())
     relabelled = int((table["label"] != "").sum())
     return f"{len(table)} decided ({relabelled} relabelled, {dropped} dropped)"
@@ -258,14 +347,26 @@ class DecisionLog:
     can hold it): ``undo`` removes the last one and ``table`` folds them into the CSV format.
 
     Paths are the manifest's relative paths, as the points tables carry them; ``labels`` maps
-    them to their labels now, so a relabel back to an image's own label takes the decision back.
+    them to their own labels (:func:`own_labels`), so a relabel back to an image's own label
+    takes the decision back. ``base`` (path,label,tags: the dataset's kept decisions, see
+    :func:`dataset_decisions`) is where the log starts: ``table`` is the complete set, base
+    rows no edit touched included, and a row with neither label nor tags for a base path this
+    editor took back (no undo reaches past the base).
     """
 
     def __init__(
-        self, ops: Iterable[dict] | None = None, labels: Mapping[str, str] | None = None
+        self,
+        ops: Iterable[dict] | None = None,
+        labels: Mapping[str, str] | None = None,
+        base: pd.DataFrame | None = None,
     ) -> None:
         self.ops: list[dict] = [dict(op) for op in ops or ()]
         self.labels = dict(labels or {})
+        self.base: dict[str, tuple[str, list[str]]] = {}
+        rows = () if base is None else validate_decisions(base[list(COLUMNS)]).values
+        for path, label, tags in rows:
+            label = label.strip()
+            self.base[path] = ("" if label == self.labels.get(path) else label, split_tags(tags))
 
     def _add(self, kind: str, paths: Iterable[str], value: str | list[str]) -> None:
         paths = [str(p) for p in paths]
@@ -306,7 +407,7 @@ class DecisionLog:
     def table(self) -> pd.DataFrame:
         """One row per decided path, sorted by path: its new label (empty when it has none or
         was given its own back) and its tags in the order they were added."""
-        state: dict[str, tuple[str, list[str]]] = {}
+        state: dict[str, tuple[str, list[str]]] = dict(self.base)
         for op in self.ops:
             for path, value in zip(op["paths"], _values(op), strict=True):
                 label, tags = state.get(path, ("", []))
@@ -316,7 +417,8 @@ class DecisionLog:
                     tags = [*tags, value]
                 state[path] = (label, tags)
         rows = sorted((p, label, TAG_SEPARATOR.join(t)) for p, (label, t) in state.items())
-        return pd.DataFrame([r for r in rows if r[1] or r[2]], columns=list(COLUMNS))
+        rows = [r for r in rows if r[1] or r[2] or r[0] in self.base]
+        return pd.DataFrame(rows, columns=list(COLUMNS))
 
     def save(self, path: str | Path) -> Path:
         return write_decisions(self.table, path)
@@ -375,7 +477,7 @@ class ReviewQueue:
     def progress(self, table: pd.DataFrame, issue: str = "") -> str:
         """``37 of 534 reviewed``: images of the (filtered) queue with a decision."""
         entries = self.entries(issue)
-        decided = set(table["path"])
+        decided = set(table["path"][(table["label"] != "") | (table["tags"] != "")])
         paths = self.points["path"].astype(str).to_numpy()[entries]
         done = sum(p in decided for p in paths)
         return MESSAGES["reviewed"].format(reviewed=done, total=len(entries))

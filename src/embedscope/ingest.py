@@ -1,7 +1,8 @@
 """Stage 1 — ingest: find the images of a source and account for every file in a manifest.
 
 A source is the built-in ``sample``, a local folder (used in place, never modified), a
-``.zip``/``.tar(.gz)`` archive (unpacked safely under ``data/<name>/source``) or
+``.zip``/``.tar(.gz)`` archive (unpacked safely under ``data/<name>/source`` and read as the
+folder it holds: UTF-8 names, its one top-level folder stripped) or
 ``kaggle:<owner>/<dataset>``. The manifest has one row per candidate file, ``ok`` or
 ``skipped`` with a reason, so a bad file never stops a run and never disappears silently.
 """
@@ -45,8 +46,18 @@ from embedscope.thumbs import ThumbnailCache, decoded_cell, encode_cell
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 #: Label given to images that sit directly in the dataset root (no class folder).
 UNLABELLED = "(unlabelled)"
+#: Files the OS leaves in folders on its own: never candidates, and not listed.
 OS_LITTER = {".DS_Store", "Thumbs.db", "desktop.ini", "Icon\r"}
+#: The folder of resource forks macOS's Compress adds to a zip: not read, and not listed.
+MACOS_FORKS = "__MACOSX"
+#: Skip reason of a file whose name, or a folder's on its path, starts with a dot.
+HIDDEN_REASON = "hidden file"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+#: Written into an unpacked archive's folder: which archive it holds, and ``UNPACK_VERSION``,
+#: raised whenever unpacking changes so that an older unpack is redone rather than reused.
+ARCHIVE_MARKER = ".embedscope-archive.json"
+UNPACK_VERSION = 2  # 2: zip names read as UTF-8, the one top-level folder stripped
+_ZIP_UTF8_FLAG = 0x800
 MANIFEST_COLUMNS = [
     "path",
     "label",
@@ -86,6 +97,33 @@ def default_name(source: str) -> str:
             name = name[: -len(suffix)]
             break
     return slug(name)
+
+
+def check_source(source: str) -> None:
+    """Raise :class:`SourceError` (one sentence) for a source that cannot work, before any
+    stage runs: a missing path, a file that is no archive, a folder without a single file, a
+    malformed Kaggle handle. Cheap: nothing is read, downloaded or unpacked."""
+    if source == "sample":
+        if not SAMPLE_DIR.is_dir():
+            raise SourceError(f"the built-in sample is missing at {SAMPLE_DIR}; run `make sample`")
+        return
+    if source.startswith("kaggle:"):
+        handle = source.removeprefix("kaggle:")
+        if handle.count("/") != 1 or not all(handle.split("/")):
+            raise SourceError(
+                f"kaggle source must look like kaggle:<owner>/<dataset>, got {handle!r}"
+            )
+        return
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise SourceError(
+            f"source {source!r} does not exist (expected a folder, an archive, "
+            "'sample' or 'kaggle:<owner>/<dataset>')"
+        )
+    if path.is_file() and not path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        raise SourceError(f"source {source!r} is a file but not a .zip or .tar(.gz) archive")
+    if path.is_dir() and not any(files for _, _, files in os.walk(path)):
+        raise SourceError(f"source folder {source!r} holds no files: nothing to embed")
 
 
 def resolve_source(source: str, layout: Layout) -> Path:
@@ -141,36 +179,48 @@ def _kaggle_download(handle: str) -> Path:
 
 
 def _unpack(archive: Path, target: Path) -> Path:
-    """Unpack ``archive`` into ``target`` once; refuse members that would land outside it."""
+    """Unpack ``archive`` into ``target`` once, as the folder it holds would be read: names
+    decoded as UTF-8 (:func:`_zip_name`), one top-level folder stripped (:func:`_content_root`).
+    Members that would land outside the target are refused."""
     stat = archive.stat()
-    stamp = {"archive": str(archive.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    marker = target / ".embedscope-archive.json"
+    stamp = {
+        "archive": str(archive.resolve()),
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "unpack": UNPACK_VERSION,
+    }
+    marker = target / ARCHIVE_MARKER
     if read_json(marker) == stamp:
         return target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_temps(target.parent)  # a killed unpack's half-filled folder
     tmp = Path(tempfile.mkdtemp(prefix=f".unpack.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+    tree = tmp / "tree"
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
-                for member in zf.namelist():
-                    dest = (tmp / member).resolve()
-                    if not dest.is_relative_to(tmp.resolve()):
+                members = zf.infolist()
+                for info in members:
+                    info.filename = _zip_name(info)  # what extract writes; the header keeps its own
+                    dest = (tree / info.filename).resolve()
+                    if not dest.is_relative_to(tree.resolve()):
                         raise SourceError(
-                            f"archive member {member!r} would be written outside "
+                            f"archive member {info.filename!r} would be written outside "
                             "the target folder; refusing to unpack"
                         )
-                zf.extractall(tmp)
+                zf.extractall(tree, members)
         else:
             with tarfile.open(archive) as tf:
                 try:
-                    tf.extractall(tmp, filter="data")
+                    tf.extractall(tree, filter="data")
                 except tarfile.FilterError as exc:
                     raise SourceError(f"unsafe archive member refused: {exc}") from None
-        write_json(tmp / marker.name, stamp)
+        tree.mkdir(exist_ok=True)  # an empty archive is an empty folder
+        content = _content_root(tree)
+        write_json(content / marker.name, stamp)
         if target.exists():
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        os.replace(content, target)
     except (zipfile.BadZipFile, tarfile.TarError) as exc:
         raise SourceError(f"cannot unpack {archive}: {exc}") from None
     finally:
@@ -178,8 +228,32 @@ def _unpack(archive: Path, target: Path) -> Path:
     return target.resolve()
 
 
+def _zip_name(info: zipfile.ZipInfo) -> str:
+    """A member's name as its maker meant it. Info-ZIP's ``zip`` (the Linux tool) stores the
+    file system's UTF-8 bytes without setting the UTF-8 flag, which zipfile then reads as
+    cp437 (``Ünïcode`` -> ``├£n├»code``): bytes that are valid UTF-8 are read as UTF-8, any
+    others keep the reading the archive asks for."""
+    if info.flag_bits & _ZIP_UTF8_FLAG:
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("utf-8")
+    except UnicodeError:
+        return info.filename
+
+
+def _content_root(tree: Path) -> Path:
+    """The folder of ``tree`` to read: its one top-level folder when nothing else but OS
+    litter (``__MACOSX``, ``.DS_Store``, …) lies beside it, as that folder would be read had
+    it been unpacked by hand, so a zip and its folder give the same paths and labels."""
+    entries = [p for p in tree.iterdir() if p.name not in OS_LITTER | {MACOS_FORKS}]
+    if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
+        return entries[0]
+    return tree
+
+
 def discover(root: Path, exclude: Sequence[str] = ()) -> list[str]:
-    """Relative posix paths of candidate files: no hidden files, OS litter or symlink loops.
+    """Relative posix paths of candidate files, hidden ones included (:func:`is_hidden`: the
+    manifest lists them as skipped); no OS litter, ``__MACOSX`` folder or symlink loop.
 
     Paths are :func:`~embedscope.layout.path_text` (any name the OS can hold, as text);
     a folder that vanishes during the walk is left out, not an error.
@@ -201,17 +275,20 @@ def discover(root: Path, exclude: Sequence[str] = ()) -> list[str]:
         dirnames[:] = sorted(
             d
             for d in dirnames
-            if not d.startswith(".")
-            and d != "__MACOSX"
-            and not _excluded(path_text(str(rel_dir / d)), exclude)
+            if d != MACOS_FORKS and not _excluded(path_text(str(rel_dir / d)), exclude)
         )
         for name in sorted(filenames):
-            if name.startswith(".") or name in OS_LITTER:
+            if name in OS_LITTER:
                 continue
             rel = path_text(str(rel_dir / name) if str(rel_dir) != "." else name)
             if not _excluded(rel, exclude):
                 found.append(rel)
     return found
+
+
+def is_hidden(rel: str) -> bool:
+    """Whether a manifest path is hidden: its name or one of its folders starts with a dot."""
+    return any(part.startswith(".") for part in PurePosixPath(rel).parts)
 
 
 def _excluded(rel: str, patterns: Iterable[str]) -> bool:
@@ -254,6 +331,10 @@ def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> di
         CELL: None,
         CELL_SECONDS: 0.0,
     }
+    if is_hidden(rel):  # listed, never read: dot-files are settings, caches, resource forks
+        row["reason"] = HIDDEN_REASON
+        row["bytes"], row["mtime_ns"] = _stat(path)
+        return row
     try:
         st = path.stat()
         row["bytes"], row["mtime_ns"] = st.st_size, st.st_mtime_ns
@@ -411,8 +492,11 @@ def ingest(
     if source == "sample":
         exclude = [*exclude, "LICENSE.md"]  # the sample's attribution file, not a data file
     if root == layout.data_dir.resolve() or (root / "source.json").is_file():
-        # data/sample is both the vendored images and dataset "sample"'s output folder
-        exclude = [*exclude, *layout.generated_names]
+        # data/sample is both the vendored images and dataset "sample"'s output folder;
+        # ".*.tmp" are the outputs' atomic writes in flight
+        exclude = [*exclude, *layout.generated_names, ".*.tmp"]
+    if (root / ARCHIVE_MARKER).is_file():
+        exclude = [*exclude, ARCHIVE_MARKER]  # an unpacked archive's own note, not a data file
     previous = None
     if (read_json(layout.source_file) or {}).get("root") == str(root):
         previous = load_checked(layout.manifest, read_manifest)  # damaged: rebuilt in full

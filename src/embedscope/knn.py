@@ -82,21 +82,31 @@ def knn_vote(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> np.ndarray
     return near[np.arange(len(idx)), totals.argmax(axis=1)]
 
 
+def labels_unjudged(labels) -> str | None:
+    """Why the labels cannot be judged (no labelled image, or one class only: no vote, probe
+    or accuracy can tell a right label from a wrong one), in one line; None when they can."""
+    labels = np.asarray(labels, dtype=object)
+    classes = sorted({str(v) for v in labels[labels != UNLABELLED]})
+    if not classes:
+        return "label issues not judged: the images carry no labels (a flat folder)"
+    if len(classes) == 1:
+        return f"label issues not judged: only one class ({classes[0]})"
+    return None
+
+
 def knn_report(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> dict:
     """Leave-one-out k-NN accuracy and per-class precision of the vote.
 
     Images without a label take part as neighbours but are not scored. Returns
-    ``knn_accuracy=None`` with a ``reason`` when fewer than two classes are labelled.
+    ``knn_accuracy=None`` with a ``reason`` (:func:`labels_unjudged`) when fewer than two
+    classes are labelled.
     """
     labels = np.asarray(labels, dtype=object)
     scored = labels != UNLABELLED
     classes = sorted(set(labels[scored]))
-    if len(classes) < 2:
-        return {
-            "knn_accuracy": None,
-            "reason": "fewer than two labelled classes",
-            "k": idx.shape[1],
-        }
+    why = labels_unjudged(labels)
+    if why is not None:
+        return {"knn_accuracy": None, "reason": why, "k": int(idx.shape[1])}
     pred = knn_vote(labels, idx, sim)
     truth, guess = labels[scored], pred[scored]
     precision = {}

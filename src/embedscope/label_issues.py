@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 
 from embedscope.ingest import UNLABELLED
+from embedscope.knn import labels_unjudged
 
 #: Bumped whenever the scores change, so cached results are recomputed.
-VERSION = 4
+VERSION = 5
 #: Folds of the out-of-fold probe; a class needs this many images for the probe to learn it.
 FOLDS = 5
 #: Weights of the probe and the neighbour vote in the mean of their probabilities (tuned on
@@ -177,6 +178,8 @@ def label_issues(
 
     Classes with fewer than ``folds`` images cannot be learnt by the probe: their images are
     judged by the neighbours (and zero-shot) alone, and they stay candidate labels for others.
+    With fewer than two labelled classes nothing is judged (the same columns, nothing scored or
+    flagged) and ``facts["skipped"]`` says why in one line.
     """
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
@@ -197,8 +200,9 @@ def label_issues(
         }
     )
     facts: dict = {"classes": len(classes), "folds": folds}
-    if len(classes) < 2:
-        return LabelIssues(table, facts | {"skipped": "fewer than two labelled classes"})
+    why = labels_unjudged(labels)
+    if why is not None:
+        return _unjudged(table, facts | {"skipped": why}, labels, zero_shot)
 
     x = np.asarray(vectors, dtype=np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -247,3 +251,23 @@ def label_issues(
         "zero_shot_used": zs_used,
     }
     return LabelIssues(table, facts)
+
+
+def _unjudged(table: pd.DataFrame, facts: dict, labels: np.ndarray, zero_shot) -> LabelIssues:
+    """The full set of columns when the labels cannot be judged (no labels, or one class):
+    nothing scored or flagged; a labelled image's suggestion is its own label, an unlabelled
+    one's the zero-shot label when the model has one (:func:`zero_shot_probabilities`' share:
+    one vote against a uniform prior), else none."""
+    n = len(labels)
+    labelled = labels != UNLABELLED
+    if zero_shot is not None:
+        zero_shot = np.asarray(zero_shot, dtype=object)
+        names = sorted({str(v) for v in zero_shot})
+        share = zero_shot_probabilities(zero_shot, names).max(axis=1)
+        table["suggested_label"] = np.where(labelled, labels, zero_shot)
+        table["suggested_share"] = np.where(labelled, 0.0, share).astype(np.float32)
+        facts["zero_shot_used"] = True
+    table["probe_label"] = np.full(n, "", dtype=object)
+    table["probe_share"] = np.full(n, np.nan, np.float32)
+    table["neighbour_votes"] = np.zeros(n, np.int16)  # no vote was taken
+    return LabelIssues(table, facts | {"label_issues": 0, "probe_classes": 0})

@@ -25,6 +25,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+if os.name != "nt":
+    import fcntl
+
 from embedscope.faults import fault_point
 
 T = TypeVar("T")
@@ -104,6 +107,7 @@ class Layout:
         "projections",
         "analysis",
         "thumbs",
+        "decisions.csv",
     )
 
     @property
@@ -114,6 +118,12 @@ class Layout:
     @property
     def manifest(self) -> Path:
         return self.data_dir / "manifest.parquet"
+
+    @property
+    def decisions(self) -> Path:
+        """Every decision made for this dataset, round after round (``DECISIONS=`` merges into
+        it, each run applies it: :mod:`embedscope.decisions`); delete it to start over."""
+        return self.data_dir / "decisions.csv"
 
     @property
     def thumbs(self) -> Path:
@@ -149,6 +159,18 @@ class Layout:
     def prompts(self, model_key: str) -> Path:
         """Prompt scores and zero-shot labels of a model's vectors (CLIP-family models)."""
         return self.embeddings_dir(model_key) / "prompts.parquet"
+
+    @property
+    def run_lock(self) -> Path:
+        """Held by ``run-all`` for this dataset while it runs. Beside ``data_dir``, not in it:
+        the sample's ``data_dir`` is also its image folder, and a lock is not an image."""
+        return self.data_root / ".locks" / f"{self.name}.lock"
+
+    @property
+    def failed_dir(self) -> Path:
+        """Where a failed run's executed notebooks go, apart from the report they did not
+        replace."""
+        return self.reports_dir / "failed"
 
 
 _UMASK = os.umask(0)
@@ -385,12 +407,50 @@ def set_aside(path: str | Path, reason: str, seen: os.stat_result | None = None)
     return dest
 
 
+@contextmanager
+def locked(path: str | Path, waiting: str = "") -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` for the block: a folder, or a file (made empty if
+    missing).
+
+    An OS lock (``flock``), not a file that exists or not: the OS drops it when its process
+    dies, so a run killed with SIGKILL never leaves a stale lock behind. ``waiting``, when
+    given, is printed (one line) if another process holds the lock and this one must wait.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if os.name != "nt":
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting:
+                    print(waiting, file=sys.stderr, flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
+
+
+def update_json(path: str | Path, change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    """Read-modify-write of a JSON object shared by concurrent runs: ``change(obj)`` edits the
+    object in place under a lock on its folder (no lock file left in a report), then it is
+    written atomically. Two runs that update at once both keep their part (a plain read then
+    write would drop the first one's)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path.parent):
+        obj = read_json(path, default={}) or {}
+        change(obj)
+        write_json(path, obj)
+    return obj
+
+
 def update_metrics(path: str | Path, section: str, values: Any) -> dict[str, Any]:
     """Merge one stage's numbers into ``metrics.json`` under ``section`` (other stages kept)."""
-    metrics = read_json(path, default={})
-    metrics[section] = values
-    write_json(path, metrics)
-    return metrics
+    return update_json(path, lambda metrics: metrics.__setitem__(section, values))
 
 
 def _json_default(obj: Any) -> Any:

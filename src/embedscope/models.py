@@ -188,6 +188,30 @@ def resolve_model(spec: str) -> str:
     return spec
 
 
+def check_model(spec: str) -> str:
+    """Raise :class:`ModelUnavailable` (one sentence) unless ``spec`` can be loaded here, without
+    loading it: the built-in weights are installed, a folder holds a saved model, a hub id is
+    reachable or already in the local Hugging Face cache. Returns ``spec`` resolved (a folder
+    path or the hub id), so a run can refuse a model before any notebook starts."""
+    if spec == BUILTIN:
+        builtin_weights()
+        return spec
+    resolved = resolve_model(spec)
+    if Path(resolved).is_dir():
+        return resolved
+    offline = _offline()
+    if offline:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(resolved, "config.json"), str):
+            raise ModelUnavailable(
+                f"model {resolved!r} is not in the local Hugging Face cache and {offline}; "
+                f"download it where the network works (`hf download {resolved} --local-dir "
+                "DIR`) and pass DIR as the model"
+            )
+    return resolved
+
+
 def load_model(
     spec: str, *, device: str = "cpu"
 ) -> tuple[PreTrainedModel, BaseImageProcessor, str]:

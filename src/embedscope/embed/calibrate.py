@@ -30,7 +30,7 @@ from embedscope.embed.precision import (
     hardware,
 )
 from embedscope.embed.stream import choose_workers, embedded, thread_options
-from embedscope.layout import Layout, read_json, write_json
+from embedscope.layout import Layout, read_json, update_json
 from embedscope.models import cache_root
 
 #: Calibration images, first: at least this many (all of a smaller dataset), else an eighth of
@@ -115,8 +115,8 @@ def auto_precision(
     remembered = races.get(race_key) if race != "again" else None
     contest = PrecisionRace(reference, {n: low(n) for n in names}, dev, remembered=remembered)
     if not contest.lows:  # a remembered race: nothing here is faster, nothing to calibrate
-        decisions[cache_key] = check = contest.not_faster()
-        write_json(cache, decisions)
+        check = contest.not_faster()
+        update_json(cache, lambda d: d.__setitem__(cache_key, check))
         return reference, check, {}, {}
     sample = calibration_sample(images, calibration_images)
     shas, ref, failed = _calibrate(
@@ -144,10 +144,9 @@ def auto_precision(
                 check, kept_vectors = contest.verdict(ref_all, labels, population)
                 check["grown_from"] = {k: first[k] for k in ("images", "knn_losses", "knn_gains")}
     if not contest.remembered and contest.result.get("batches", 0) >= MIN_REMEMBERED_BATCHES:
-        races[race_key] = contest.result
-        write_json(races_path, races)
-    decisions[cache_key] = check
-    write_json(cache, decisions)
+        # shared by every run on this machine: merged under a lock, never overwritten whole
+        update_json(races_path, lambda r: r.__setitem__(race_key, contest.result))
+    update_json(cache, lambda d: d.__setitem__(cache_key, check))
     kept = contest.lows[check["candidate"]] if check["kept"] else reference
     vectors = ref_all if kept_vectors is None else kept_vectors
     return kept, check, dict(zip(shas, vectors, strict=True)), failed

@@ -21,7 +21,7 @@ from embedscope.embed.pixels import FastPixels, cacheable, checked_pixels, stamp
 from embedscope.embed.precision import PRECISIONS, check_precision, is_convolutional
 from embedscope.images import decoder_identity
 from embedscope.ingest import load_manifest
-from embedscope.layout import Layout, os_path, read_json, write_json
+from embedscope.layout import Layout, os_path, update_json, write_json
 from embedscope.models import load_model
 from embedscope.store import model_key, read_shards, write_outputs, write_shard
 
@@ -232,7 +232,10 @@ def finish(
     }
     write_json(out_dir / "embed.json", facts)
     index_path = layout.data_dir / "embeddings" / "index.json"
-    index = read_json(index_path, default={"latest": None, "by_model": {}})
-    index["latest"], index["by_model"][job.model] = job.key, job.key
-    write_json(index_path, index)
+
+    def point_at(index: dict) -> None:  # two models embedded at once both stay in the index
+        index["latest"] = job.key
+        index.setdefault("by_model", {})[job.model] = job.key
+
+    update_json(index_path, point_at)
     return facts

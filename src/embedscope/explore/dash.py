@@ -39,13 +39,15 @@ from embedscope.decisions import (
     DecisionLog,
     ReviewQueue,
     counts_line,
+    dataset_decisions,
     decisions_csv,
+    own_labels,
     suggestion_text,
     suggestions,
 )
 from embedscope.explore.atlas import point_jpeg
 from embedscope.explore.live import GALLERY_SIZE
-from embedscope.explore.palette import class_colour, class_order
+from embedscope.explore.palette import class_order, colour_groups
 from embedscope.findings import read_findings, with_findings
 from embedscope.ingest import UNLABELLED, load_manifest
 from embedscope.layout import Layout, os_path
@@ -58,7 +60,9 @@ def figure(
     points: pd.DataFrame, labels: list[str] | None = None, selected: list[int] | None = None
 ):
     """One trace per label, always in the same order (hidden, not dropped, when filtered out),
-    so a hover's curve and point numbers name a row; plotly's own hover label is off.
+    so a hover's curve and point numbers name a row; plotly's own hover label is off. Where the
+    labels tell nothing apart (no labels, or one class) one trace per cluster instead
+    (:func:`~embedscope.explore.palette.colour_groups`); ``labels`` names the traces shown.
 
     ``selected`` rows get ringed by one last trace: in a 3D map, which has no selection
     styling of its own, and for search results (a 2D map highlights its box/lasso selection
@@ -67,16 +71,17 @@ def figure(
 
     is3d = "z" in points and points["z"].notna().any()
     fig = go.Figure()
-    classes = class_order(points["label"])
-    for k, label in enumerate(classes):
-        sel = points[points["label"] == label]
+    _, groups, order, colours = colour_groups(points)
+    groups = np.asarray(groups, dtype=object)
+    for label, colour in zip(order, colours, strict=True):
+        sel = points[groups == label]
         common = dict(
             visible=labels is None or label in labels,
             name=label,
             mode="markers",
             customdata=sel.index.to_numpy(),
             hoverinfo="none",
-            marker=dict(size=4, color=class_colour(label, k)),
+            marker=dict(size=4, color=colour),
         )
         if is3d:
             fig.add_trace(go.Scatter3d(x=sel["x"], y=sel["y"], z=sel["z"], **common))
@@ -153,7 +158,9 @@ def create_app(
     points["label"] = points["label"].fillna(UNLABELLED).astype(str)
     _, per_image = analyse(layout, model)
     points = points.assign(
-        suggested_label=per_image["suggested_label"], suggested_share=per_image["suggested_share"]
+        suggested_label=per_image["suggested_label"],
+        suggested_share=per_image["suggested_share"],
+        cluster=per_image["cluster"],  # the map's colours where the labels tell nothing apart
     )
     if layout.findings.is_file():  # 03_reduce's findings: the review queue (none: it says so)
         points = with_findings(points, read_findings(layout))
@@ -196,7 +203,8 @@ def create_app(
 
     is3d = "z" in points and points["z"].notna().any()
     classes = class_order(points["label"])
-    trace_rows = [points.index[points["label"] == c].to_numpy() for c in classes]
+    _, groups, shown, _ = colour_groups(points)  # the map's traces: labels, or clusters
+    trace_rows = [points.index[np.asarray(groups, dtype=object) == c].to_numpy() for c in shown]
 
     def row_of(pt: dict) -> int:
         """The row a hovered or clicked point stands for (event data may omit customdata)."""
@@ -204,8 +212,9 @@ def create_app(
             return int(pt["customdata"])
         return int(trace_rows[pt["curveNumber"]][pt["pointNumber"]])
 
-    curation = _Curation(app, points, classes, row_of)
-    review = _Review(app, points, neighbors, curation.labels)
+    kept = dataset_decisions(layout)  # earlier rounds' decisions: where the editor starts
+    curation = _Curation(app, points, classes, row_of, kept)
+    review = _Review(app, points, neighbors, curation.labels, kept)
     search = _search_controls(app, Searcher.from_layout(layout, model), row_of)
     app.layout = html.Div(
         style={"display": "flex", "height": "96vh", "fontFamily": "system-ui, sans-serif"},
@@ -242,8 +251,8 @@ def create_app(
                     html.H4(f"{layout.name} · {method}"),
                     dcc.Checklist(
                         id="labels",
-                        options=classes,
-                        value=classes,
+                        options=shown,
+                        value=shown,
                         inputStyle={"marginRight": "4px"},
                     ),
                     review.button,
@@ -325,12 +334,15 @@ class _Curation:
     """Selection, gallery and decision controls of the app: its layout pieces (``views``
     beside the map, ``below`` it, ``controls`` in the side panel) and their callbacks."""
 
-    def __init__(self, app, points: pd.DataFrame, classes: list[str], row_of) -> None:
+    def __init__(
+        self, app, points: pd.DataFrame, classes: list[str], row_of, base: pd.DataFrame
+    ) -> None:
         from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
         self.points = points
         #: Path -> label: a relabel back to its own label takes a decision back.
-        self.labels = dict(zip(points["path"], points["label"], strict=True))
+        self.labels = own_labels(points, base)
+        self.base = base  # the kept decisions every DecisionLog starts from
         is3d = "z" in points and points["z"].notna().any()
         sources = ["select-map"] if is3d else ["map"]
         self.views = []
@@ -401,7 +413,7 @@ class _Curation:
             prevent_initial_call=True,
         )
         def decide(_relabel, _tag, _drop, _accept, _undo, rows, ops, label, tag):
-            log = DecisionLog(ops, self.labels)
+            log = DecisionLog(ops, self.labels, self.base)
             paths = points["path"].iloc[rows or []].tolist()
             act = {
                 "relabel": lambda: log.relabel(paths, label or ""),
@@ -425,7 +437,7 @@ class _Curation:
             Input("scores", "data"),
         )
         def gallery(rows, ops, scores):
-            rows, table = rows or [], DecisionLog(ops, self.labels).table
+            rows, table = rows or [], DecisionLog(ops, self.labels, self.base).table
             decided = table.set_index("path")
             shown = rows[:GALLERY_SIZE]
             note = f"showing {len(shown)} of {len(rows)} selected" if rows else ""
@@ -439,7 +451,7 @@ class _Curation:
             prevent_initial_call=True,
         )
         def download(_clicks, ops):
-            table = DecisionLog(ops, self.labels).table
+            table = DecisionLog(ops, self.labels, self.base).table
             return dcc.send_string(decisions_csv(table), "decisions.csv")
 
         if is3d:
@@ -463,7 +475,8 @@ class _Curation:
         score, as text."""
         from dash import html
 
-        path, label = self.points["path"][row], self.points["label"][row]
+        path = self.points["path"][row]
+        label = self.labels.get(path, self.points["label"][row])  # before any decision
         new = decided["label"].get(path, "")
         tags = decided["tags"].get(path, "")
         hint = suggestion_text(self.points.iloc[row])
@@ -510,7 +523,9 @@ class _Review:
     """The review queue of the app: a button (side panel) that opens an ``overlay`` over the
     map, and its callbacks. The filter and the image shown persist in the browser."""
 
-    def __init__(self, app, points: pd.DataFrame, neighbors: np.ndarray, labels: dict) -> None:
+    def __init__(
+        self, app, points: pd.DataFrame, neighbors: np.ndarray, labels: dict, base: pd.DataFrame
+    ) -> None:
         from dash import Input, Output, State, ctx, dcc, html, no_update
 
         queue = ReviewQueue(points)
@@ -639,7 +654,7 @@ class _Review:
                 spot = paths[entries[max(0, min(at, len(entries) - 1))]]
                 return spot, no_update, "", "", no_update, no_update
             action = {"relabel": "label", "label": "label", "add-tag": "tag", "tag": "tag"}
-            log = DecisionLog(ops, labels)
+            log = DecisionLog(ops, labels, base)
             try:
                 onward = queue.decide(
                     log, entries[at], issue or "", action.get(name, name),
@@ -664,7 +679,7 @@ class _Review:
         )
         def render(issue, spot, ops):
             issue = issue or ""
-            entries, table = queue.entries(issue), DecisionLog(ops, labels).table
+            entries, table = queue.entries(issue), DecisionLog(ops, labels, base).table
             progress = queue.progress(table, issue)
             if not entries:
                 empty = MESSAGES["no_findings" if not queue.rows else "queue_done"]
@@ -672,7 +687,8 @@ class _Review:
             at = queue.position(issue, spot)
             row = entries[at]
             decided = table.set_index("path")
-            path, label = paths[row], points["label"][row]
+            path = paths[row]
+            label = labels.get(path, points["label"][row])  # before any decision
             new, tags = decided["label"].get(path, ""), decided["tags"].get(path, "")
             lines = [
                 f"{label} → {new}" if new else label,

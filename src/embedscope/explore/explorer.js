@@ -100,6 +100,14 @@
   const suggestionOf = (i) => OFFERED.has(i) ? SUG.names[SUG.codes[i]] : null;
   const tagsOf = (i) => (decisions.get(i) || {tags: []}).tags;
   const isDropped = (i) => tagsOf(i).includes(R.drop);
+  // The dataset's kept decisions (earlier rounds, already applied; decisions.DecisionLog's
+  // base) are where the page starts, as decisions no undo reaches. Images no longer on the map
+  // (dropped) keep their rows (OFF) for the download; a kept decision taken back here goes
+  // into it as a row with neither label nor tags, which takes it back in the next run.
+  const SEEDED = new Set(D.seed.rows), OFF = D.seed.off;
+  D.seed.rows.forEach((i, k) => { if (D.seed.labels[k] !== null || D.seed.tags[k].length)
+    decisions.set(i, {label: D.seed.labels[k], tags: D.seed.tags[k].slice()}); });
+  const takenBack = () => Array.from(SEEDED).filter((i) => !decisions.has(i));
 
   function relabelCodes() {  // new labels get the next palette colours, after the classes
     names = D.classes.slice(); colours = D.colours.slice(); current = Int32Array.from(D.label);
@@ -184,9 +192,10 @@
   function save() {
     const out = {};
     decisions.forEach((d, i) => { out[D.path[i]] = d; });
+    takenBack().forEach((i) => { out[D.path[i]] = {label: null, tags: []}; });
     const text = JSON.stringify(out);
     try {
-      if (!decisions.size) localStorage.removeItem(STORE);
+      if (text === "{}") localStorage.removeItem(STORE);
       else if (text.length <= SMALL) localStorage.setItem(STORE, text);
       else {
         localStorage.setItem(STORE, JSON.stringify({"": "indexeddb", count: decisions.size}));
@@ -210,7 +219,8 @@
       const row = new Map(D.path.map((p, i) => [p, i]));
       Object.entries(saved).forEach(([path, d]) => {
         const ok = row.has(path) && d && (d.label === null || typeof d.label === "string") && Array.isArray(d.tags);
-        if (ok) decisions.set(row.get(path), {label: d.label, tags: d.tags.map(String)});
+        if (ok && d.label === null && !d.tags.length) decisions.delete(row.get(path));  // a kept one taken back
+        else if (ok) decisions.set(row.get(path), {label: d.label, tags: d.tags.map(String)});
       });
     });
   }
@@ -222,13 +232,16 @@
     return {relabelled: relabelled, dropped: dropped, tagged: tagged};
   }
   function showCounts() {
-    const c = decisionCounts(), box = $("decided");
-    box.textContent = decisions.size ? c.relabelled + " relabelled · " + c.dropped + " dropped · "
-      + c.tagged + " tagged" : "No decisions yet.";
-    Object.entries(c).forEach(([k, v]) => { box.dataset[k] = v; });
+    const c = decisionCounts(), box = $("decided"), total = decisions.size + OFF.length;
+    OFF.forEach(([, label, text]) => { const t = text ? text.split(R.separator) : [];  // the download's rows
+      if (label) c.relabelled++; if (t.includes(R.drop)) c.dropped++; if (t.some((x) => x !== R.drop)) c.tagged++; });
+    box.textContent = total ? total + (total === 1 ? " decision: " : " decisions: ") + c.relabelled
+      + " relabelled · " + c.dropped + " dropped · " + c.tagged + " tagged"
+      + (OFF.length ? " (" + OFF.length + " of images not on the map)" : "") : "No decisions yet.";
+    Object.entries(Object.assign(c, {decisions: total})).forEach(([k, v]) => { box.dataset[k] = v; });
     $("storage").textContent = decisions.size ? storage : "";
     $("undo").disabled = !history.length; $("clear-decisions").disabled = !decisions.size;
-    $("download-decisions").disabled = !decisions.size;
+    $("download-decisions").disabled = !total && !takenBack().length;
   }
   function decisionsChanged() {
     save(); relabelCodes(); syncWhere(); showCounts(); redraw(); renderGallery(); renderReview();
@@ -811,7 +824,8 @@
     return a.length - b.length;
   }
   function decisionsCsv() {  // path,label,tags sorted by path: decisions.DecisionLog.table's file
-    const rows = Array.from(decisions, ([i, d]) => [D.path[i], d.label === null ? "" : d.label, d.tags.join(R.separator)]);
+    const rows = Array.from(decisions, ([i, d]) => [D.path[i], d.label === null ? "" : d.label, d.tags.join(R.separator)])
+      .concat(takenBack().map((i) => [D.path[i], "", ""]), OFF.map((r) => r.slice()));  // the complete set
     rows.sort((a, b) => byCodePoint(a[0], b[0]));
     return csv([["path", "label", "tags"]].concat(rows));
   }
@@ -831,6 +845,7 @@
   $("title").textContent = D.title;
   [["label", "label"]].concat(D.columns.map((c, k) => [String(k), c.name])).forEach(([v, t]) => {
     const o = el("option", null, t); o.value = v; colour.appendChild(o); });
+  colour.value = D.colourBy || "label";  // clusters when the labels tell nothing apart
   if (is3d) document.querySelector("#tool [data-tool='view']").textContent = "Orbit";
   document.querySelectorAll("#tool button").forEach((b) => b.addEventListener("click", () => setTool(b.dataset.tool)));
   $("select-none").addEventListener("click", () => choose([], "replace", performance.now()));

@@ -31,11 +31,12 @@ from embedscope.decisions import (
     DecisionLog,
     ReviewQueue,
     counts_line,
+    own_labels,
     suggestion_text,
     suggestions,
 )
 from embedscope.explore.atlas import point_jpeg, preview_jpeg
-from embedscope.explore.palette import class_colour, class_order
+from embedscope.explore.palette import by_cluster, class_colour, class_order, colour_groups
 from embedscope.ingest import UNLABELLED
 from embedscope.layout import os_path
 from embedscope.search import MAX_LIKE, PROMPT_PREFIX, Searcher
@@ -82,7 +83,9 @@ class ReviewKeys(anywidget.AnyWidget):
 
 
 class LiveExplorer:
-    """Build with the points of ``04_explore`` (x, y, optional z, label, path, scores)."""
+    """Build with the points of ``04_explore`` (x, y, optional z, label, path, scores) and the
+    dataset's kept ``decisions`` (:func:`~embedscope.decisions.dataset_decisions`), where its
+    decisions start."""
 
     def __init__(
         self,
@@ -95,6 +98,7 @@ class LiveExplorer:
         gallery_size: int = GALLERY_SIZE,
         searcher: Searcher | None = None,
         thumbnails: ThumbnailCache | None = None,
+        decisions: pd.DataFrame | None = None,
     ) -> None:
         import ipywidgets as w
         import plotly.graph_objects as go
@@ -111,8 +115,8 @@ class LiveExplorer:
         self._scores: dict[int, float] = {}  # row -> similarity of the last search
         self._clicked: int | None = None
         self.searcher = searcher
-        labels = dict(zip(self.points["path"], self.points["label"], strict=True))
-        self.log = DecisionLog(labels=labels)
+        labels = own_labels(self.points, decisions)  # before the kept decisions
+        self.log = DecisionLog(labels=labels, base=decisions)
         self.queue = ReviewQueue(self.points)
         self.review_issue, self._review_at, self._review_picture = "", 0, None
         self._thumbs: dict[tuple[int, int], bytes] = {}
@@ -139,6 +143,7 @@ class LiveExplorer:
         self.colour = w.Dropdown(
             options=["label", *[c for c in _SCORES if c in self.points]]
             + [c for c in self.points if str(c).startswith(PROMPT_PREFIX)],
+            value="cluster" if by_cluster(self.points) else "label",  # labels tell nothing apart
             description="colour",
         )
         self.checks = [w.Checkbox(value=True, description=c, indent=False) for c in self.classes]
@@ -391,7 +396,8 @@ class LiveExplorer:
             self.review_image.value = picture or b""
             self.review_image.layout.display = None if picture else "none"
         decided = self.decisions.set_index("path")
-        path, label = self.points["path"][row], self.points["label"][row]
+        path = self.points["path"][row]
+        label = self.log.labels.get(path, self.points["label"][row])  # before any decision
         new, tags = decided["label"].get(path, ""), decided["tags"].get(path, "")
         lines = [
             f"{label} → {new}" if new else label,
@@ -432,15 +438,21 @@ class LiveExplorer:
         shown = {c.description for c in self.checks if c.value}
         keep = self.points[self.points["label"].isin(shown)]
         by = self.colour.value
+        colours = self.colours
         if by == "label":
             groups = [(c, keep[keep["label"] == c]) for c in self.classes if c in shown]
+        elif by == "cluster":  # a legend of clusters, as the page and Dash show them
+            _, names, order, palette = colour_groups(self.points, "cluster")
+            names = pd.Series(names, index=self.points.index).reindex(keep.index)
+            colours = dict(zip(order, palette, strict=True))
+            groups = [(c, keep[names == c]) for c in order]
         else:
             groups = [(by, keep)]
         traces = []
         for name, sel in groups:
             marker = dict(size=3 if self.is3d else 6)
-            if by == "label":
-                marker |= dict(color=self.colours[name])
+            if by in ("label", "cluster"):
+                marker |= dict(color=colours[name])
             else:
                 marker |= dict(color=sel[by], colorscale="Viridis", showscale=True)
             kw = dict(
@@ -597,7 +609,8 @@ class LiveExplorer:
         )
         tiles = []
         for row in shown:
-            path, label = self.points["path"][row], self.points["label"][row]
+            path = self.points["path"][row]
+            label = self.log.labels.get(path, self.points["label"][row])  # before any decision
             new, tags = table["label"].get(path, ""), table["tags"].get(path, "")
             text = [w.Label(f"{label} → {new}" if new else label), w.Label(path)]
             hints = (suggestion_text(self.points.iloc[row]), tags.replace(";", ", "))

@@ -33,9 +33,26 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from embedscope.decisions import ISSUES, REASON, ReviewQueue, offered, page_rules
+from embedscope.decisions import (
+    COLUMNS,
+    ISSUES,
+    REASON,
+    TAG_SEPARATOR,
+    ReviewQueue,
+    offered,
+    own_labels,
+    page_rules,
+    split_tags,
+    validate_decisions,
+)
 from embedscope.explore.atlas import ATLAS_COLS, Thumbnails, thumbnail_sheets
-from embedscope.explore.palette import MISSING_COLOUR, PALETTE, class_colour, class_order
+from embedscope.explore.palette import (
+    MISSING_COLOUR,
+    PALETTE,
+    by_cluster,
+    class_colour,
+    class_order,
+)
 from embedscope.ingest import UNLABELLED
 from embedscope.layout import write_atomic
 
@@ -75,8 +92,14 @@ def write_explorer(
     thumb_size: int = 64,
     thumbnails: Thumbnails = None,
     inline_limit: int = INLINE_LIMIT,
+    decisions: pd.DataFrame | None = None,
 ) -> Path:
     """Write the explorer page for ``points`` to ``out`` (atomically).
+
+    ``decisions`` (:func:`~embedscope.decisions.dataset_decisions`: the dataset's kept
+    decisions, already applied to ``points``, with each path's label before them) are where
+    the page's decisions start: shown as decisions, and in its download, rows for images not on
+    the map (dropped) included.
 
     ``points`` has x, y, optional z (a 2D map when absent or all NaN), label, path relative to
     ``image_root`` and any extra columns to colour by; ``suggested_label`` with
@@ -97,7 +120,9 @@ def write_explorer(
     n = len(points)
     paths = points["path"].astype(str).tolist()
     labels = labels_of(points)
+    seed, own = _seed(points, labels, decisions)
     classes = class_order(labels)
+    classes += [c for c in class_order(own) if c not in set(classes)]  # relabelled away
     code = {c: k for k, c in enumerate(classes)}
     near = _neighbors(neighbors, n)  # checked before the slow part
     out = Path(out)
@@ -110,6 +135,7 @@ def write_explorer(
     )
 
     is3d = "z" in points.columns and bool(points["z"].notna().any())
+    columns = _extra_columns(points)
     data: dict[str, Any] = {
         "title": str(title),
         "is3d": is3d,
@@ -118,11 +144,13 @@ def write_explorer(
         "x": _typed(_numbers(points["x"], 6), "f4"),
         "y": _typed(_numbers(points["y"], 6), "f4"),
         "z": _typed(_numbers(points["z"], 6), "f4") if is3d else None,
-        "label": _typed([code[c] for c in labels]),
+        "label": _typed([code[c] for c in own]),
+        "seed": seed,
         "classes": classes,
         "colours": [class_colour(c, k) for k, c in enumerate(classes)],
         "path": paths,
-        "columns": _extra_columns(points),
+        "columns": columns,
+        "colourBy": _colour_by(points, columns),
         "suggested": _suggestions(points, labels),
         "review": ReviewQueue(points).page_data(),
         "rules": page_rules(),
@@ -213,6 +241,31 @@ def labels_of(points: pd.DataFrame) -> list[str]:
     return [UNLABELLED if pd.isna(v) or str(v) == "" else str(v) for v in raw.tolist()]
 
 
+def _seed(
+    points: pd.DataFrame, labels: list[str], decisions: pd.DataFrame | None
+) -> tuple[dict[str, list], list[str]]:
+    """The page's starting decisions, from the dataset's kept ones, folded as
+    :class:`~embedscope.decisions.DecisionLog` folds its ``base``, and each point's own label
+    (:func:`~embedscope.decisions.own_labels`): on the map, each decided point's row, new label
+    (None: none) and tags; ``off``, the rows of images not on the map, as the file has them."""
+    seed: dict[str, list] = {"rows": [], "labels": [], "tags": [], "off": []}
+    if decisions is None or not len(decisions):
+        return seed, labels
+    paths = points["path"].astype(str).tolist()
+    mine = own_labels(pd.DataFrame({"path": paths, "label": labels}), decisions)
+    own = [mine[p] for p in paths]
+    row = {p: i for i, p in enumerate(paths)}
+    for path, label, tags in validate_decisions(decisions[list(COLUMNS)]).values:
+        label, tags = label.strip(), split_tags(tags)
+        if path not in row:
+            seed["off"].append([path, label, TAG_SEPARATOR.join(tags)])
+            continue
+        seed["rows"].append(row[path])
+        seed["labels"].append(None if label in ("", own[row[path]]) else label)
+        seed["tags"].append(tags)
+    return seed, own
+
+
 def _numbers(values: pd.Series, digits: int) -> np.ndarray:
     """Floats rounded to ``digits`` significant digits of the column's scale (whatever the
     units, the page shows what the data means, not float32 noise); NaN and infinities become
@@ -260,6 +313,13 @@ def _extra_columns(points: pd.DataFrame) -> list[dict[str, Any]]:
                 {"name": str(name), "kind": "category", "categories": cats, "codes": _typed(codes)}
             )
     return out
+
+
+def _colour_by(points: pd.DataFrame, columns: list[dict[str, Any]]) -> str:
+    """The "colour by" the page opens with: ``label``, or the cluster column's position when
+    the labels tell nothing apart (:func:`~embedscope.explore.palette.by_cluster`)."""
+    names = [c["name"] for c in columns]
+    return str(names.index("cluster")) if by_cluster(points) and "cluster" in names else "label"
 
 
 def _suggestions(points: pd.DataFrame, labels: list[str]) -> dict[str, Any] | None:

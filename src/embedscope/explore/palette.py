@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import colorsys
 
+import pandas as pd
+
 from embedscope.ingest import UNLABELLED
+from embedscope.knn import labels_unjudged
 
 #: Tableau 10 (less its grey), then colours picked greedily for distance: the first 12 are at
 #: least 30 CIELAB units apart (the old list put #4e79a7 and #1f77b4, 10.5 apart, 1st and 10th).
@@ -32,3 +35,40 @@ def class_colour(label: str, k: int) -> str:
 def class_order(labels) -> list[str]:
     """Classes sorted by name with '(unlabelled)' last: the order colours are given out in."""
     return sorted(set(labels), key=lambda c: (c == UNLABELLED, c))
+
+
+#: A cluster's name in a legend; HDBSCAN's noise (-1) is "no cluster", grey like no label.
+NO_CLUSTER = "no cluster"
+
+
+def by_cluster(points: pd.DataFrame) -> bool:
+    """Whether a map is coloured by cluster rather than label: the labels tell nothing apart
+    (no labels, or one class: :func:`~embedscope.knn.labels_unjudged`) and analyse's
+    ``cluster`` column is there."""
+    if "cluster" not in points.columns:
+        return False
+    labels = points["label"] if "label" in points.columns else pd.Series(UNLABELLED, points.index)
+    text = [UNLABELLED if pd.isna(v) or str(v) == "" else str(v) for v in labels.tolist()]
+    return labels_unjudged(text) is not None
+
+
+def colour_groups(
+    points: pd.DataFrame, key: str | None = None
+) -> tuple[str, list[str], list[str], list[str]]:
+    """A map's categorical colouring: ``(key, group per point, groups in legend order, their
+    colours)``, by ``label`` or ``cluster`` (clusters in number order, "no cluster" last and
+    grey); ``key`` None picks cluster where :func:`by_cluster` says so, else label."""
+    if key == "cluster" or (key is None and by_cluster(points)):
+        ids = pd.to_numeric(points["cluster"], errors="coerce").fillna(-1).astype(int).tolist()
+        names = [NO_CLUSTER if c < 0 else f"cluster {c}" for c in ids]
+        order = [f"cluster {c}" for c in sorted({c for c in ids if c >= 0})]
+        order += [NO_CLUSTER] if min(ids, default=0) < 0 else []
+        return "cluster", names, order, [_cluster_colour(c, k) for k, c in enumerate(order)]
+    labels = points["label"] if "label" in points.columns else pd.Series(UNLABELLED, points.index)
+    names = [UNLABELLED if pd.isna(v) or str(v) == "" else str(v) for v in labels.tolist()]
+    order = class_order(names)
+    return "label", names, order, [class_colour(c, k) for k, c in enumerate(order)]
+
+
+def _cluster_colour(name: str, k: int) -> str:
+    return MISSING_COLOUR if name == NO_CLUSTER else class_colour(name, k)

@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from embedscope.explore.page import labels_of
-from embedscope.explore.palette import class_colour, class_order
+from embedscope.explore.palette import colour_groups
 from embedscope.layout import write_atomic
 
 
@@ -26,19 +25,20 @@ class StaticPlot(Figure):
 
 
 def static_plot(points: pd.DataFrame, *, title: str = "", out: str | Path | None = None) -> Figure:
-    """The map as a matplotlib scatter coloured by label (3D when z is present), for viewers
+    """The map as a matplotlib scatter coloured by label, or by cluster where the labels tell
+    nothing apart (3D when z is present), for viewers
     that run no JavaScript such as GitHub's notebook preview; also written as PNG to ``out``."""
     fig = StaticPlot(figsize=(8, 6), dpi=100, layout="constrained")
     is3d = "z" in points.columns and bool(points["z"].notna().any())
     ax = fig.add_subplot(projection="3d" if is3d else None)
-    labels = np.asarray(labels_of(points), dtype=object)
-    classes = class_order(labels)
-    for k, label in enumerate(classes):
+    _, groups, classes, colours = colour_groups(points)  # labels, or clusters (no/one label)
+    labels = np.asarray(groups, dtype=object)
+    for label, colour in zip(classes, colours, strict=True):
         sel = labels == label
         coords = [points["x"].to_numpy()[sel], points["y"].to_numpy()[sel]]
         if is3d:
             coords.append(points["z"].to_numpy()[sel])
-        ax.scatter(*coords, s=5, alpha=0.8, label=label, color=class_colour(label, k), lw=0)
+        ax.scatter(*coords, s=5, alpha=0.8, label=label, color=colour, lw=0)
     ax.set_title(title, fontsize=11)
     if is3d:
         ax.set(xticklabels=[], yticklabels=[], zticklabels=[])
