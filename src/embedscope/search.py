@@ -215,6 +215,9 @@ def prompt_scores(
     labels = emb.rows["label"].to_numpy(dtype=object)
     by_class = class_prompts(labels, template)
     texts = list(dict.fromkeys([*by_class.values(), *prompts]))
+    if not texts:  # a flat folder names no class, and no prompt was listed: nothing to score
+        layout.prompts(emb.model_key).unlink(missing_ok=True)  # an earlier run's, now stale
+        return {"prompts": [], "skipped": "no prompts: the images carry no labels, none listed"}
     sims = searcher.vectors @ searcher.tower.encode(texts).T
     table = pd.DataFrame({PROMPT_PREFIX + t: sims[:, j] for j, t in enumerate(texts)})
     facts: dict = {"prompts": texts}
