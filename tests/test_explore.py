@@ -224,6 +224,10 @@ def test_real_mouse_hover_in_2d_matches_every_point(browser, images, tmp_path) -
     root, rels = images
     grid = np.array([(i % 6, i // 6) for i in range(len(rels))], dtype=float)  # no overlaps
     pts = _points(rels, grid).assign(z=np.nan)  # all-NaN z: a 2D map
+    # -1: in no cluster, no group of near twins; the card says "none" (it said "-1"); many
+    # groups make look_alike_group a number column, a few make cluster a category
+    pts["cluster"] = np.arange(len(rels)) % 3 - 1
+    pts["look_alike_group"] = np.where(np.arange(len(rels)) % 2, -1, np.arange(len(rels)) + 100)
     out = write_explorer(pts, root, tmp_path / "e2d.html", thumb_size=48)
     p = Page(browser, out)
     data = p.page.evaluate("() => window.embedscope.data")
@@ -238,6 +242,13 @@ def test_real_mouse_hover_in_2d_matches_every_point(browser, images, tmp_path) -
         card = p.card()
         want = "(unlabelled)" if rels[i].startswith("x<") else pts["label"][i]
         assert (card["path"], card["label"]) == (rels[i], want)
+        facts = p.page.evaluate(
+            """() => Object.fromEntries([...document.querySelectorAll('#hover dl.kv dt')]
+                .map((dt) => [dt.textContent, dt.nextElementSibling.textContent]))"""
+        )
+        for group in ("cluster", "look_alike_group"):
+            value = int(pts[group][i])
+            assert facts[group] == ("none" if value < 0 else str(value)), (group, facts)
         assert card["cell"] == data["thumb"][i]
         if card["cell"] >= 0:
             kinds.add("thumb")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -20,7 +21,14 @@ from helpers import (
     tree_digest,
 )
 
-from embedscope.cli import NOTEBOOKS, RAY_MISSING, NotebookFailed, main, run_notebook
+from embedscope.cli import (
+    NOTEBOOKS,
+    RAY_MISSING,
+    NotebookFailed,
+    main,
+    report_app,
+    run_notebook,
+)
 from embedscope.compare import small_multiples
 from embedscope.explore.palette import class_colour
 
@@ -155,6 +163,17 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     _names_no_directory_of_this_machine(out, tmp_path, NOTEBOOK_DIR.parent)
     assert metrics["reduce"]["method"] == "umap"
     assert pd.read_csv(out / "embedding_image_df.csv")["z"].isna().all()
+    # make serve shows the report's own map (the last run's UMAP 2D), or the one asked for
+    assert report_app("tiny-set", data, reports).title == "embedscope · tiny-set · umap 2D"
+    asked = report_app("tiny-set", data, reports, method="pca", dims=3)
+    assert asked.title == "embedscope · tiny-set · pca 3D"
+    where = ["--data-root", str(data), "--reports-root", str(reports)]
+    assert main(["serve", "--name", "nope", *where]) == 1
+    err = capfd.readouterr().err
+    assert (
+        err == "embedscope: error: no report 'nope' to serve: run `make run-all NAME=nope "
+        "SOURCE=<your folder>` first\n"
+    ), err
     # a run that fails later leaves this report whole, and its own notebooks apart in failed/
     before = tree_digest(out)
     assert _run_all(source, data, reports, "--param", 'pooling="bogus"') == 1
@@ -275,6 +294,7 @@ def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> N
     metrics = json.loads((out / "metrics.json").read_text())
     applied = metrics["decisions"]
     assert applied["file"] == "[decisions folder]/decisions.csv"  # no path of this machine
+    assert applied["kept"] == "[data]/messy/decisions.csv"  # merged there, for the next rounds
     assert (applied["relabelled"], applied["dropped"], applied["tagged"]) == (2, 2, 4)
     assert applied["unknown_paths"] == ["nope/not-there.png"]
     assert metrics["embed"]["embedded_now"] == 0  # labels and drops change no image
@@ -307,6 +327,16 @@ def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> N
     assert manifest.loc["top-level.png", "label"] == "red"  # named by the labels file
     assert manifest.loc["green/green_0.png", "label"] == "green"  # not named: its folder's
     _names_no_directory_of_this_machine(out, reports.parent, NOTEBOOK_DIR.parent)
+    # 02_embed's tables show every sentence whole (pandas cut them at 50 characters with "…")
+    embed_nb = json.dumps(nbformat.read(out / "02_embed.ipynb", as_version=4).cells)
+    facts = metrics["embed"]
+    said = [v for k, v in facts.items() if isinstance(v, str) and k != "skipped_files"]
+    said.append((facts["precision_check"] or {}).get("reason", ""))
+    for text in said:
+        assert json.dumps(text)[1:-1] in embed_nb, text
+    for nb in NOTEBOOKS:  # counts read right: "1 file skipped", never "1 files skipped"
+        text = json.dumps(nbformat.read(out / nb, as_version=4).cells)
+        assert not re.search(r"(?<![\d.,])1 (image|file|label|path|exact duplicate)s\b", text), nb
     findings = pd.read_csv(out / "findings.csv", keep_default_na=False).set_index("path")
     kept = findings.loc["red/red_0.png"]  # a person kept it: no longer flagged for that
     assert kept["exact_duplicate_of"] == "odd/dup of red.png"

@@ -11,7 +11,7 @@ import pytest
 from embedscope.analyse import (
     cluster_table,
     clusters,
-    near_duplicates,
+    look_alikes,
     projection_quality,
 )
 from embedscope.ingest import UNLABELLED
@@ -139,7 +139,7 @@ def test_near_duplicates_group_planted_copies_only() -> None:
     for src, dst in planted.items():
         x[dst] = x[src] + rng.normal(scale=1e-3, size=x.shape[1])
     idx, sim = neighbors(x, 10)
-    groups = near_duplicates(idx, sim, threshold=0.999)
+    groups = look_alikes(idx, sim, threshold=0.999)
     assert groups[3] == groups[50] >= 0
     assert groups[7] == groups[90] == groups[91] >= 0 and groups[7] != groups[3]
     assert (groups >= 0).sum() == 5

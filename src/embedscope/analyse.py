@@ -19,8 +19,8 @@ from embedscope.layout import Damaged, Layout, load_checked, write_npz
 from embedscope.store import load_embeddings
 
 
-def near_duplicates(idx: np.ndarray, sim: np.ndarray, threshold: float = 0.97) -> np.ndarray:
-    """Group number per image (-1 when it has no near-duplicate): images joined by a
+def look_alikes(idx: np.ndarray, sim: np.ndarray, threshold: float = 0.97) -> np.ndarray:
+    """Look-alike group per image (-1: none): images joined by a
     neighbour pair with cosine similarity >= ``threshold``, grouped transitively."""
     parent = np.arange(len(idx))
 
@@ -106,7 +106,7 @@ def analyse(
     Returns ``(report, per_image)`` where ``per_image`` has ``neighbors`` (n, k) row positions,
     ``similarity``, the label-issue columns of :func:`embedscope.label_issues.label_issues`
     (with the zero-shot labels of ``prompts.parquet`` when the model has them),
-    ``outlier_score`` (1 - mean similarity to the neighbours), ``duplicate_group`` (embedding
+    ``outlier_score`` (1 - mean similarity to the neighbours), ``look_alike_group`` (embedding
     near-duplicates) and ``cluster``, aligned with the embeddings' rows. Neighbours, clusters
     and label issues are cached under ``data/<name>/analysis/<model_key>/`` while the embedded
     images and their labels are unchanged.
@@ -130,13 +130,13 @@ def analyse(
     labels = emb.rows["label"].to_numpy(dtype=object)
     report = knn_report(labels, idx, sim)
     issues, facts = _label_issues(layout, emb, idx, sim, fingerprint)
-    dup = near_duplicates(idx, sim, duplicate_threshold)
+    dup = look_alikes(idx, sim, duplicate_threshold)
     table = cluster_table(labels, found)
     report |= {
         "label_issues": facts,
-        "near_duplicate_threshold": duplicate_threshold,
-        "near_duplicate_groups": int(dup.max() + 1),
-        "near_duplicate_images": int((dup >= 0).sum()),
+        "look_alike_threshold": duplicate_threshold,
+        "look_alike_groups": int(dup.max() + 1),
+        "look_alike_images": int((dup >= 0).sum()),
         "clusters": int(len(table)),
         "cluster_noise_share": round(float((found < 0).mean()), 4),
         "cluster_purity": round(
@@ -153,7 +153,7 @@ def analyse(
         "outlier_score": (1.0 - np.asarray(sim, np.float64).mean(axis=1)).astype(np.float32)
         if idx.shape[1]
         else np.zeros(len(labels), np.float32),
-        "duplicate_group": dup,
+        "look_alike_group": dup,
         "cluster": found,
     }
     return report, per_image

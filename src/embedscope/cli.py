@@ -743,37 +743,45 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    """The Dash app on the report's own map: the method and dims of its last run (and the
-    model embedded last), unless given."""
-    from embedscope.explore.dash import serve
+def report_app(
+    name: str,
+    data_root: str | Path = "data",
+    reports_root: str | Path = "reports",
+    *,
+    model: str | None = None,
+    method: str | None = None,
+    dims: int | None = None,
+):
+    """The Dash app on a report's own map: the method and dims of its last run (and the model
+    embedded last) unless given. An unknown name raises ``FileNotFoundError`` naming the
+    ``make run-all`` to run."""
+    from embedscope.explore.dash import create_app
 
-    try:
-        layout = Layout(args.name, Path(args.data_root), Path(args.reports_root))
-    except ValueError as exc:
-        print(f"embedscope: error: {exc}", file=sys.stderr)
-        return 2
+    layout = Layout(name, Path(data_root), Path(reports_root))
     if not layout.manifest.exists() or not layout.metrics.exists():
-        print(
-            f"embedscope: error: no report {layout.name!r} to serve: run `make run-all "
-            f"NAME={layout.name} SOURCE=<your folder>` first",
-            file=sys.stderr,
+        raise FileNotFoundError(
+            f"no report {layout.name!r} to serve: run `make run-all NAME={layout.name} "
+            "SOURCE=<your folder>` first"
         )
-        return 1
-    metrics = read_json(layout.metrics, default={}) or {}
-    shown = metrics.get("reduce", {})
+    shown = (read_json(layout.metrics, default={}) or {}).get("reduce", {})
+    method = method or shown.get("method", "pca")
+    return create_app(layout, model=model, method=method, dims=dims or shown.get("dims", 3))
+
+
+def _serve(args: argparse.Namespace) -> int:
     try:
-        serve(
-            layout,
-            host=args.host,
-            port=args.port,
-            model=args.model,  # None: the model embedded last, the report's own
-            method=args.method or shown.get("method", "pca"),
-            dims=args.dims or shown.get("dims", 3),
+        app = report_app(
+            args.name,
+            args.data_root,
+            args.reports_root,
+            model=args.model,
+            method=args.method,
+            dims=args.dims,
         )
     except (FileNotFoundError, ValueError, ModelUnavailable) as exc:
         print(f"embedscope: error: {exc}", file=sys.stderr)
         return 1
+    app.run(host=args.host, port=args.port, debug=False)  # blocks; debug stays off
     return 0
 
 

@@ -168,7 +168,7 @@ def create_app(
     _, root = load_manifest(layout)
     files = [os_path(root, p) for p in points["path"]]
 
-    app = Dash(__name__, title=f"embedscope · {layout.name}")
+    app = Dash(__name__, title=f"embedscope · {layout.name} · {method} {dims}D")
     server = app.server
 
     def row_file(row: int) -> Path:
@@ -759,8 +759,3 @@ def _search_controls(app, searcher: Searcher, row_of) -> list:
         return rows.tolist(), scores, ""
 
     return controls
-
-
-def serve(layout: Layout, *, host: str = "127.0.0.1", port: int = 8050, **kwargs) -> None:
-    """Run the app (blocking) on ``host:port``; debug stays off."""
-    create_app(layout, **kwargs).run(host=host, port=port, debug=False)

@@ -522,10 +522,16 @@
     box.append(pathLine(D.path[i]));
     if (D.columns.length) {
       const kv = el("dl", "kv");
-      D.columns.forEach((c) => kv.append(el("dt", null, c.name), el("dd", null,
-        c.kind === "number" ? fmt(c.values[i]) : (c.codes[i] < 0 ? "—" : c.categories[c.codes[i]]))));
+      D.columns.forEach((c) => kv.append(el("dt", null, c.name), el("dd", null, cardValue(c, i))));
       box.appendChild(kv);
     }
+  }
+  // A group number of -1 means "in no group" (HDBSCAN's noise, an image without near twins)
+  const GROUPS = new Set(["cluster", "look_alike_group", "near_duplicate_group"]);
+  function cardValue(c, i) {
+    const v = c.kind === "number" ? c.values[i] : (c.codes[i] < 0 ? null : c.categories[c.codes[i]]);
+    if (GROUPS.has(c.name) && v !== null && Number(v) < 0) return "none";
+    return c.kind === "number" ? fmt(v) : (v === null ? "—" : v);
   }
   function tagList(i) {
     const box = el("div", "tags");
