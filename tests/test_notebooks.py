@@ -102,7 +102,7 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     assert not printed.err.strip(), printed.err
     out = reports / "tiny-set"
     assert lines[-4] == (
-        "[embedscope] 36 images embedded, 1 file skipped (not an image or truncated: 1)"
+        "[embedscope] 36 images embedded, 1 file skipped (truncated or corrupt image data: 1)"
     ), lines[-4]
     assert lines[-3].startswith("[embedscope] findings: "), lines[-3]
     assert lines[-2] == (
@@ -181,7 +181,7 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     assert err.count("\n") == 1 and "02_embed.ipynb failed in cell" in err, err
     assert f"(executed notebook: {out / 'failed' / '02_embed.ipynb'})" in err, err
     assert {p: d for p, d in tree_digest(out).items() if not p.startswith("failed/")} == before
-    assert sorted(p.name for p in (out / "failed").glob("*.ipynb")) == NOTEBOOKS[:2]
+    assert sorted(p.name for p in (out / "failed").glob("*.ipynb")) == list(NOTEBOOKS[:2])
     _names_no_directory_of_this_machine(out, tmp_path, NOTEBOOK_DIR.parent)
     assert not [p for p in reports.iterdir() if p.name.startswith(".")]  # no staging left
 
@@ -191,11 +191,12 @@ def test_a_source_that_cannot_work_is_refused_before_any_notebook(tmp_path: Path
     folder: one sentence each before anything runs, and no report folder made."""
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "notes.txt").write_text("hello")
+    make_classes(tmp_path / "one", per_class=1)
     cases = [
         ("missing", [], "does not exist"),
         ("empty", [], "holds no files: nothing to embed"),
         ("notes.txt", [], "is a file but not a .zip or .tar(.gz) archive"),
-        ("empty", ["--model", str(tmp_path / "nowhere")], "no model folder at"),
+        ("one", ["--model", str(tmp_path / "nowhere")], "no model folder at"),
     ]
     for source, extra, says in cases:
         rc = _run_all(tmp_path / source, tmp_path / "d", tmp_path / "r", *extra)

@@ -190,9 +190,10 @@ def _execute(notebook: Path, output: Path, params: dict, cwd: Path) -> None:
                 }
             }
         )
-        # papermill (and nbclient through it) log a failed start before raising; the one
-        # sentence the user reads is made below, so their lines go to the kernel's log
-        handler = logging.StreamHandler(_TextLog(kernel_log))
+        # papermill (and nbclient through it) log a failed start or a dead kernel before
+        # raising; the one sentence the user reads is made below from the exception and the
+        # kernel's own last words, so their lines go nowhere
+        handler = logging.NullHandler()
         logger = logging.getLogger("papermill")
         logger.addHandler(handler)
         propagate, logger.propagate = logger.propagate, False
@@ -233,19 +234,6 @@ def _execute(notebook: Path, output: Path, params: dict, cwd: Path) -> None:
         finally:
             logger.removeHandler(handler)
             logger.propagate = propagate
-
-
-class _TextLog:
-    """A text stream onto a binary log file, for a logging handler."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-
-    def write(self, text: str) -> None:
-        self.raw.write(text.encode("utf-8", "replace"))
-
-    def flush(self) -> None:
-        self.raw.flush()
 
 
 def _any_cell_ran(output: Path) -> bool:
