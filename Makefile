@@ -100,7 +100,7 @@ chromium: $(VENV)/.test-installed ## find a headless Chromium for the browser te
 test: chromium ## install the test tools, Ray and test data, then run the test suite
 	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
 
-test-faults: chromium ## the README's fault matrix alone, REPEAT times over (flakiness shows)
+test-faults: chromium ## the fault matrix (docs/faults.md) alone, REPEAT times over (flakiness shows)
 	@failed=0; for i in $$(seq $(REPEAT)); do \
 		echo "== fault matrix, run $$i of $(REPEAT)"; \
 		$(BIN)/python -m pytest -q -m faults $(PYTEST_ARGS) || failed=$$((failed + 1)); \
@@ -120,7 +120,7 @@ clean: ## remove generated outputs (reports/ and data/ except the sample)
 	rm -rf reports
 	find data -mindepth 1 -maxdepth 1 ! -name sample ! -name README.md -exec rm -rf {} +
 
-pictures: chromium ## remake the README's pictures (docs/*.png) from a real run
+pictures: chromium ## remake the docs' pictures (docs/*.png) from a real run
 	$(BIN)/python scripts/make_pictures.py
 
 bench: $(VENV)/.bench-installed ## measure embedding speed and memory side by side (reports/bench/)

@@ -1,5 +1,5 @@
 """Where a headless Chromium lives on this machine, for the browser tests, the benchmark and the
-README pictures (dev tooling, not part of the package): users' Chromium is in many places (a
+docs' pictures (dev tooling, not part of the package): users' Chromium is in many places (a
 variable, Playwright's cache, Debian, Ubuntu's snap, macOS), so it is looked for, never assumed
 at one path.
 

@@ -1,4 +1,4 @@
-"""A headless JupyterLab driven like a person drives it, for the JupyterLab tests and the README
+"""A headless JupyterLab driven like a person drives it, for the JupyterLab tests and the docs'
 pictures (dev tooling, not part of the package): started with exactly the command and settings
 of ``make lab`` (:mod:`embedscope.lab`), on a free loopback port, its settings kept in a
 private folder; notebooks parameterized the way a person edits the parameters cell; Run All

@@ -1,4 +1,4 @@
-"""The README's pictures, made from a real run rather than by hand (``make pictures``):
+"""The docs' pictures, made from a real run rather than by hand (``make pictures``):
 
 - ``docs/explorer.png``: the built-in sample's ``explorer.html`` with a hover card open;
 - ``docs/review-queue.png``: the same page's review queue, on its second flagged image;

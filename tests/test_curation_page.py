@@ -492,22 +492,18 @@ def test_page_without_suggestions_has_no_suggestion_controls(browser, library, t
 def sample_report(tmp_path_factory: pytest.TempPathFactory, builtin_cache: Path) -> Any:
     """The built-in sample through the real stages (ingest, MobileNetV2, PCA 3D, analyse) to
     its explorer.html, as 04_explore writes it; the layout comes along."""
-    from embedscope.analyse import analyse
     from embedscope.embed import embed
     from embedscope.ingest import ingest, load_manifest
     from embedscope.layout import Layout
-    from embedscope.reduce import project
+    from embedscope.points import neighbor_rows, point_table
 
     work = tmp_path_factory.mktemp("sample")
     layout = Layout("sample", work / "data", work / "reports")
     ingest("sample", layout)
     embed(layout, "mobilenet_v2", progress=False)
-    coords, _ = project(layout, "pca", 3, model="mobilenet_v2", random_state=0)
-    _, per_image = analyse(layout, "mobilenet_v2")
+    points = point_table(layout, "mobilenet_v2", "pca", 3, 0)
     _, root = load_manifest(layout)
-    extra = ("cluster", "mislabel_score", "outlier_score", "suggested_label", "suggested_share")
-    points = coords.assign(**{k: per_image[k] for k in extra if k in per_image})
-    write_explorer(points, root, layout.explorer, title="sample", neighbors=per_image["neighbors"])
+    write_explorer(points, root, layout.explorer, title="sample", neighbors=neighbor_rows(points))
     return layout
 
 

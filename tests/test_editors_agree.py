@@ -20,7 +20,6 @@ import test_explore as base
 from helpers import make_classes
 from PIL import Image
 
-from embedscope.analyse import analyse
 from embedscope.cli import main
 from embedscope.decisions import (
     MESSAGES,
@@ -33,10 +32,9 @@ from embedscope.embed import embed
 from embedscope.explore import write_explorer
 from embedscope.explore.dash import create_app
 from embedscope.explore.live import LiveExplorer
-from embedscope.findings import read_findings, with_findings
 from embedscope.ingest import ingest, load_manifest
 from embedscope.layout import Layout
-from embedscope.reduce import project
+from embedscope.points import load_points, neighbor_rows, point_table, write_points
 
 browser = base.browser  # one Chromium for the module
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -87,7 +85,7 @@ EXPECTED = (
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, builtin_cache: Path) -> dict[str, Any]:
     """Three colour classes plus the four awkward names, embedded by the built-in model, with
-    a findings.csv for the report and the points every editor reads (the Dash app's own)."""
+    a findings.csv for the report and the point table file every editor reads."""
     tmp = tmp_path_factory.mktemp("agree")
     source = make_classes(tmp / "agree", per_class=4)
     rng = np.random.default_rng(3)
@@ -99,11 +97,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, builtin_cache: Path) -> dict
     layout = Layout("agree", tmp / "data", tmp / "reports")
     ingest(str(source), layout)
     embed(layout, "mobilenet_v2", progress=False)
-    coords, _ = project(layout, "pca", 2, random_state=0)
-    _, per_image = analyse(layout, "mobilenet_v2")
-    points = coords.reset_index(drop=True).assign(
-        suggested_label=per_image["suggested_label"], suggested_share=per_image["suggested_share"]
-    )  # what the Dash app builds, before it joins the findings
+    points = point_table(layout, "mobilenet_v2", "pca", 2, 0)  # analyse's suggestions
     table = points[["path", "label", "suggested_label", "suggested_share"]].assign(
         label_issue=False, issues="", reason="", review_priority=0.0, exact_duplicate_of=""
     )
@@ -115,12 +109,13 @@ def world(tmp_path_factory: pytest.TempPathFactory, builtin_cache: Path) -> dict
     table.sort_values("review_priority", ascending=False, kind="stable").to_csv(
         layout.findings, index=False
     )
-    points = with_findings(points, read_findings(layout))
+    write_points(layout, point_table(layout, "mobilenet_v2", "pca", 2, 0))  # as 04_explore
+    points = load_points(layout, "mobilenet_v2", "pca", 2, 0)  # what every editor reads
     by_path = points.set_index("path")["suggested_label"]
     assert {p: by_path[p] for p in SUGGESTED} == SUGGESTED, "the colours decide the suggestions"
     _, root = load_manifest(layout)
     return {"layout": layout, "source": source, "root": root, "points": points,
-            "neighbors": np.asarray(per_image["neighbors"]), "tmp": tmp}  # fmt: skip
+            "neighbors": neighbor_rows(points), "tmp": tmp}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from embedscope.embed import embed
 from embedscope.explore.dash import create_app
 from embedscope.ingest import ingest
 from embedscope.layout import Layout
-from embedscope.reduce import project
+from embedscope.points import load_points, neighbor_rows, point_table
 
 
 def _free_port() -> int:
@@ -128,7 +128,7 @@ def test_3d_selection_view_gallery_decisions_and_download(dataset, tmp_path: Pat
     layout, _ = dataset
     app = create_app(layout, method="pca", dims=3)
     client = app.server.test_client()
-    points = project(layout, "pca", 3)[0].reset_index(drop=True)
+    points = load_points(layout, None, "pca", 3)  # the app's own table
     # the selection view follows the 3D camera: looking down z, it shows x and y
     top = {"eye": {"x": 0, "y": 0, "z": 2}, "up": {"x": 0, "y": 1, "z": 0}}
     turned = {"map.relayoutData": {"scene.camera": top}, "labels.value": ["red", "green", "blue"]}
@@ -263,8 +263,8 @@ def test_one_class_with_loose_images_opens_coloured_by_cluster(tmp_path: Path) -
     layout = Layout("oneclass", tmp_path / "data", tmp_path / "reports")
     ingest(str(classes), layout)
     embed(layout, "mobilenet_v2", progress=False)
-    first, _ = analyse(layout)
-    again, per_image = analyse(layout)  # from the cache (was: KeyError 'probe_label')
+    first = analyse(layout).report
+    again = analyse(layout).report  # from the cache (was: KeyError 'probe_label')
     why = "label issues not judged: only one class (red)"
     assert first == again and again["label_issues"]["skipped"] == why
     assert again["knn_accuracy"] is None and again["clusters"] >= 2
@@ -276,9 +276,8 @@ def test_one_class_with_loose_images_opens_coloured_by_cluster(tmp_path: Path) -
     known = app.layout["known-labels"].children
     assert [o.value for o in known] == ["red", "(unlabelled)"]
 
-    points, _ = project(layout, "pca", 3)
-    points = points.assign(cluster=per_image["cluster"])
-    live = LiveExplorer(points, classes, neighbors=per_image["neighbors"])
+    points = point_table(layout, None, "pca", 3)
+    live = LiveExplorer(points, classes, neighbors=neighbor_rows(points))
     assert live.colour.value == "cluster" and [t.name for t in live.fig.data] == traces
     live.colour.value = "label"
     assert [t.name for t in live.fig.data] == ["red", "(unlabelled)"]

@@ -1,4 +1,4 @@
-"""The fault matrix (README, "Faults survived"): each test provokes one fault for real — odd
+"""The fault matrix (docs/faults.md, "Faults survived"): each test provokes one fault for real — odd
 file names, damaged caches, SIGKILL mid-stage, a full disk, files changing under a run — and
 checks the kit's promise: a clear line or a recorded skip, nothing lost, re-runs equal.
 
@@ -118,8 +118,8 @@ def _killed_at_its_point(proc: subprocess.Popen) -> None:
 def test_the_matrix_names_points_the_stages_pass_and_tests_make_test_faults_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    matrix = readme.split("## Faults survived", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "faults.md").read_text(encoding="utf-8")
+    matrix = page.split("## Faults survived", 1)[1].split("\n## ", 1)[0]
     rows = [r.split(" | ") for r in matrix.splitlines() if r.startswith("| ") and "---" not in r]
     assert rows[0][:3] == ["| fault", "fault point", "what the kit does"], rows[0]
     named = {p for row in rows[1:] for p in re.findall(r"`([a-z]+:[a-z]+)(?:@\d+)?`", row[1])}
@@ -271,9 +271,9 @@ def _rerun(layout: Layout, vit: str, first: str) -> tuple[pd.DataFrame, np.ndarr
         ingest(str(layout.data_root.parent / "images"), layout)
         assert _embed(layout, vit)["embedded_now"] == 0  # shards still good
     coords, _ = project(layout, "pca", 3)
-    _, per_image = analyse(layout, k=3)
+    near = analyse(layout, k=3).neighbors
     update_metrics(layout.metrics, "faults", {"ok": True})
-    return coords, per_image["neighbors"]
+    return coords, near
 
 
 CACHE_FILES = {  # file -> how it is damaged, and which notebook the re-run starts from

@@ -100,7 +100,7 @@ def _per_image(n: int, **columns) -> dict:
         "probe_label": np.array(["a"] * n, dtype=object),
         "probe_share": np.ones(n, np.float32),
         "neighbour_votes": np.full(n, 10),
-        "neighbours": 10,
+        "k": 10,
     }
     return base | columns
 
@@ -123,12 +123,12 @@ def test_findings_table_sorts_explains_counts_and_honours_keep_tags(photos, tmp_
     table = findings_table(rows, per_image, manifest)
     assert list(table["review_priority"]) == sorted(table["review_priority"], reverse=True)
     top = table.set_index("path")
-    assert top.loc["ok/photo9.jpg", "issues"] == "label"
+    assert top.loc["ok/photo9.jpg", "issues"] == "mislabel"  # the label type, renamed
     assert top.loc["ok/photo9.jpg", "reason"] == "9 of 10 neighbours and the probe (0.91) say dark"
     assert top.loc["dark/photo0.png", "issues"].split(";")[0] == "dark"
     assert "looks the same as" in top.loc["grayscale/photo0.png", "reason"]
     counts = issue_counts(table)
-    assert set(ISSUE_TYPES) <= set(counts) and counts["label"] == 1 and counts["dark"] == 6
+    assert set(ISSUE_TYPES) <= set(counts) and counts["mislabel"] == 1 and counts["dark"] == 6
     flagged = table[table["issues"] != ""]
     assert (flagged["review_priority"] > 1).all()  # every flagged image before any other
 

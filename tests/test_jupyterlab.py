@@ -43,7 +43,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     model = str(tiny_vit(tmp / "vit"))
     ingest(str(source), layout)
     embed(layout, model)
-    _, per_image = analyse(layout, model)  # 03_reduce's findings, which 04_explore reads
+    per_image = analyse(layout, model)  # 03_reduce's findings, which 04_explore reads
     rows = load_embeddings(layout, model).rows
     write_findings(findings_table(rows, per_image, load_manifest(layout)[0]), layout)
     books = tmp / "notebooks"
@@ -66,20 +66,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
 
 
 #: The review notebook's code: the live panel on the map, three images flagged "dark".
-REVIEW_CODE = """from embedscope.analyse import analyse
-from embedscope.explore.live import LiveExplorer
+REVIEW_CODE = """from embedscope.explore.live import LiveExplorer
 from embedscope.ingest import load_manifest
 from embedscope.layout import Layout
-from embedscope.reduce import project
+from embedscope.points import neighbor_rows, point_table
 
 layout = Layout("lab", {data!r}, {reports!r})
-points, _ = project(layout, "pca", 2, model={model!r})
-_, per_image = analyse(layout, {model!r})
-points = points.reset_index(drop=True).assign(
-    suggested_label=per_image["suggested_label"], suggested_share=per_image["suggested_share"],
-    issues=["dark" if i < 3 else "" for i in range(len(points))],
-    reason="mean brightness 0.04", review_priority=1.0)
-live = LiveExplorer(points, load_manifest(layout)[1], neighbors=per_image["neighbors"])
+points = point_table(layout, {model!r}, "pca", 2, 0)
+points = points.assign(issues=["dark" if i < 3 else "" for i in range(len(points))],
+                       reason="mean brightness 0.04", review_priority=1.0)
+live = LiveExplorer(points, load_manifest(layout)[1], neighbors=neighbor_rows(points))
 live"""
 
 

@@ -257,7 +257,7 @@ def test_mislabel_score_ranks_the_sample_top_twelve(tmp_path: Path, builtin_cach
     layout = Layout("sample", tmp_path / "data", tmp_path / "reports")
     ingest("sample", layout)
     embed(layout, "mobilenet_v2", progress=False)
-    _, per_image = analyse(layout)
+    per_image = analyse(layout)
     score = pd.Series(per_image["mislabel_score"])
     top = score.nlargest(12)
     assert top.nunique() == 12 and top.iloc[0] < 1.0 and top.iloc[-1] > 0.3

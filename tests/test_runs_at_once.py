@@ -1,4 +1,4 @@
-"""Several runs on one machine at once (README, "Faults survived"): kernels that cannot
+"""Several runs on one machine at once (docs/faults.md, "Faults survived"): kernels that cannot
 collide, one sentence when a kernel fails, one run per dataset at a time, shared files merged,
 one install at a time. The end-to-end rows (``heavy``) start whole ``run-all``s together; they
 run in ``make test-faults``, and ``make test`` keeps the quick case of two kernels at once."""

@@ -152,7 +152,8 @@ def test_a_flat_folder_has_no_class_prompts_and_says_so(clip: str, tmp_path: Pat
     facts = prompt_scores(layout, clip, [])
     assert facts["prompts"] == [] and "no labels" in facts["skipped"]
     assert load_prompt_scores(layout, clip).columns.empty
-    report, per_image = analyse(layout, clip)
+    found = analyse(layout, clip)
+    report, per_image = found.report, found
     assert report["knn_accuracy"] is None and "flat folder" in report["label_issues"]["skipped"]
     assert set(per_image["suggested_label"]) == {"(unlabelled)"}
 

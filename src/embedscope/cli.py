@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO
 
 from embedscope.decisions import read_decisions
-from embedscope.ingest import UNLABELLED, SourceError, check_source, default_name, read_labels
+from embedscope.ingest import SourceError, check_source, default_name, read_labels
 from embedscope.layout import (
     DiskFull,
     Layout,
@@ -37,7 +37,8 @@ from embedscope.layout import (
     write_atomic,
 )
 from embedscope.models import ModelUnavailable, check_model
-from embedscope.reduce import METHODS
+from embedscope.shipped import NOTEBOOKS_DIR, PACKAGE_DIR
+from embedscope.vocabulary import METHODS, UNLABELLED
 from embedscope.words import counted
 
 NOTEBOOKS = ("01_download.ipynb", "02_embed.ipynb", "03_reduce.ipynb", "04_explore.ipynb")
@@ -74,16 +75,23 @@ def check_parameters(notebooks: list[Path], extra: dict) -> None:
         raise ValueError(RAY_MISSING)
 
 
-def report_roots(repo: Path, *others: tuple[str | Path | None, str]) -> dict[str, str]:
-    """Stand-ins for the absolute directories a report could name: the repository becomes
-    relative paths, the home directory ``~``, and each of ``others`` outside the repository
-    (``(path, "[data]")``, ...) its label."""
-    roots = {str(repo): ""}
+def report_roots(here: Path, *others: tuple[str | Path | None, str]) -> dict[str, str]:
+    """Stand-ins for the absolute directories a report could name: ``here`` (where the run
+    started: a checkout's top, or any folder an installed kit runs in) becomes relative paths,
+    the home directory ``~``, and each folder outside ``here`` its label: each of ``others``
+    (``(path, "[data]")``, ...), the installed package ``[embedscope]`` (its notebooks and
+    sample) and the virtual environment ``[python]`` (its packages' warnings name their files).
+    """
+    top = here if len(str(here)) > 1 else None  # the root folder "/" is no stand-in's
+    roots = {str(top): ""} if top else {}
     home = str(Path.home())
     if len(home) > 1:
         roots.setdefault(home, "~")
-    for path, alias in others:
-        if path and Path(path).is_absolute() and not Path(path).is_relative_to(repo):
+    kit = [(PACKAGE_DIR, "[embedscope]")]
+    if sys.prefix != sys.base_prefix:  # a venv's folder, not the system's /usr
+        kit.append((sys.prefix, "[python]"))
+    for path, alias in [*kit, *others]:
+        if path and Path(path).is_absolute() and not (top and Path(path).is_relative_to(top)):
             roots[str(path)] = alias
     return roots
 
@@ -301,7 +309,7 @@ def run_all(
     model: str = "mobilenet_v2",
     method: str = "pca",
     dims: int = 3,
-    notebooks_dir: str | Path = "notebooks",
+    notebooks_dir: str | Path = NOTEBOOKS_DIR,
     data_root: str | Path = "data",
     reports_root: str | Path = "reports",
     decisions: str | Path | None = None,
@@ -343,9 +351,9 @@ def run_all(
     )
     check_source(source)
     check_model(model)
-    repo = notebooks_dir.parent
     roots = report_roots(
-        repo,
+        Path.cwd(),
+        (notebooks_dir, "[notebooks]"),
         (layout.data_root, "[data]"),
         (layout.reports_root, "[reports]"),
         (source if Path(source).is_absolute() else None, "[dataset]"),
@@ -501,8 +509,9 @@ def _publish(stage: Layout, layout: Layout) -> None:
 
 
 def _from(folder: Path, path: Path) -> str:
-    """``path`` as the notebooks (run in ``folder``) should see it: relative inside the
-    repository, so the executed notebooks name no directory of this machine."""
+    """``path`` as the notebooks (run in ``folder``) should see it: relative inside a checkout
+    (``folder``'s parent), so the executed notebooks name no directory of this machine; else
+    absolute (an installed kit's notebooks), which :func:`report_roots` has a stand-in for."""
     repo = folder.parent
     return os.path.relpath(path, folder) if path.is_relative_to(repo) else str(path)
 
@@ -524,6 +533,13 @@ def _value(text: str):
         return json.loads(text)
     except ValueError:
         return text
+
+
+#: Where the commands read and write by default: the kit's own notebooks (the installed
+#: package's, or a checkout's), and data/ and reports/ in the folder the command runs in.
+NOTEBOOKS_HELP = "the notebooks to run (default: the kit's own)"
+DATA_HELP = "where data/<name>/ goes (default: data, in the current folder)"
+REPORTS_HELP = "where reports/<name>/ goes (default: reports, in the current folder)"
 
 
 #: The Make variable that sets each checked option, per command (compare's --dims has none).
@@ -573,9 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--labels", default="", help="CSV/parquet (path,label): the label of each image it names"
     )
-    run.add_argument("--notebooks-dir", default="notebooks")
-    run.add_argument("--data-root", default="data")
-    run.add_argument("--reports-root", default="reports")
+    run.add_argument("--notebooks-dir", default=None, help=NOTEBOOKS_HELP)
+    run.add_argument("--data-root", default="data", help=DATA_HELP)
+    run.add_argument("--reports-root", default="reports", help=REPORTS_HELP)
     run.add_argument(
         "--param",
         "-p",
@@ -596,9 +612,9 @@ def main(argv: list[str] | None = None) -> int:
         help=" | ".join(METHODS),
     )
     cmp_.add_argument("--dims", default="2", help="2 | 3")
-    cmp_.add_argument("--notebooks-dir", default="notebooks")
-    cmp_.add_argument("--data-root", default="data")
-    cmp_.add_argument("--reports-root", default="reports")
+    cmp_.add_argument("--notebooks-dir", default=None, help=NOTEBOOKS_HELP)
+    cmp_.add_argument("--data-root", default="data", help=DATA_HELP)
+    cmp_.add_argument("--reports-root", default="reports", help=REPORTS_HELP)
     srv = sub.add_parser("serve", help="serve a dataset's map as a Dash app on 127.0.0.1")
     srv.add_argument("--name", required=True, help="dataset name (as in reports/<name>)")
     srv.add_argument("--model", default=None, help="whose embeddings (default: the latest run)")
@@ -634,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
             model=args.model,
             method=args.method,
             dims=args.dims,
-            notebooks_dir=args.notebooks_dir,
+            notebooks_dir=args.notebooks_dir or NOTEBOOKS_DIR,
             data_root=args.data_root,
             reports_root=args.reports_root,
             decisions=args.decisions or None,
@@ -686,9 +702,10 @@ def _compare(args: argparse.Namespace) -> int:
     if not models:
         print("embedscope: error: none of the models can be loaded here", file=sys.stderr)
         return 1
-    notebooks = Path(args.notebooks_dir).resolve()
+    notebooks = Path(args.notebooks_dir or NOTEBOOKS_DIR).resolve()
     roots = report_roots(
-        notebooks.parent,
+        Path.cwd(),
+        (notebooks, "[notebooks]"),
         (layout.data_root, "[data]"),
         (layout.reports_root, "[reports]"),
         *((m, f"[{Path(m).name}]") for m in models if Path(m).is_absolute()),
@@ -753,7 +770,9 @@ def report_app(
         )
     shown = (read_json(layout.metrics, default={}) or {}).get("reduce", {})
     method = method or shown.get("method", "pca")
-    return create_app(layout, model=model, method=method, dims=dims or shown.get("dims", 3))
+    dims = dims or shown.get("dims", 3)
+    seed = shown.get("random_state", 0)  # the run's, so its point table file is the one read
+    return create_app(layout, model=model, method=method, dims=dims, random_state=seed)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ def compare(
     rows, maps = [], {}
     for model in models:
         facts = embed(layout, model, progress=progress)
-        report, _ = analyse(layout, model)
+        report = analyse(layout, model).report
         emb = load_embeddings(layout, model)
         for method in methods:
             coords, info = project(layout, method, dims, model=model, random_state=random_state)

@@ -36,17 +36,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedscope.ingest import DROPPED_REASON, UNLABELLED, load_manifest, mark_duplicates
+from embedscope.ingest import load_manifest, mark_duplicates
 from embedscope.layout import Layout, locked, write_atomic, write_parquet
+from embedscope.vocabulary import (  # the tag words and findings columns, re-exported here
+    DECISION_COLUMNS,
+    DROP,
+    DROPPED_REASON,
+    ISSUES,
+    KEEP_PREFIX,
+    ORIGINAL_LABEL,
+    PRIORITY,
+    REASON,
+    SUGGESTED_LABEL,
+    SUGGESTED_SHARE,
+    TAG_SEPARATOR,
+    UNLABELLED,
+)
 
 #: The columns of a decisions file, in this order.
-COLUMNS = ("path", "label", "tags")
-#: The tag that leaves an image out of the next run.
-DROP = "drop"
-#: Separator of the ``tags`` column.
-TAG_SEPARATOR = ";"
-#: ``keep:<issue type>``: the next run does not flag the image for that issue again.
-KEEP_PREFIX = "keep:"
+COLUMNS = DECISION_COLUMNS
 #: Characters ``str.strip`` removes: the page trims typed text with exactly these.
 WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
 #: What an editor says when it refuses an edit or has nothing to show; the same in all three.
@@ -61,10 +69,6 @@ MESSAGES = {
     "reviewed": "{reviewed} of {total} reviewed",
     "position": "image {position} of {total}",
 }
-#: Columns of the findings (``findings.csv``, or the points table) the review queue reads.
-ISSUES, REASON, PRIORITY = "issues", "reason", "review_priority"
-#: Manifest column: each image's label before any decision (its folder's, or the labels file's).
-ORIGINAL_LABEL = "original_label"
 #: Column of :func:`dataset_decisions`: a decided path's label before decisions ("" if unknown).
 WAS = "was"
 
@@ -311,20 +315,20 @@ def offered(labels: Iterable, suggested: Iterable) -> np.ndarray:
 def suggestions(points: pd.DataFrame, rows: Iterable[int]) -> dict[str, str]:
     """Path -> ``suggested_label`` of ``rows`` of a points table where it can be accepted
     (:func:`offered`): what "accept suggestion" relabels."""
-    if "suggested_label" not in points.columns:
+    if SUGGESTED_LABEL not in points.columns:
         return {}
     sel = points.iloc[list(rows)]
-    keep = offered(sel["label"], sel["suggested_label"])
-    paths, labels = sel["path"][keep].astype(str), sel["suggested_label"][keep].astype(str)
+    keep = offered(sel["label"], sel[SUGGESTED_LABEL])
+    paths, labels = sel["path"][keep].astype(str), sel[SUGGESTED_LABEL][keep].astype(str)
     return dict(zip(paths, labels, strict=True))
 
 
 def suggestion_text(point: pd.Series) -> str:
     """``suggests flags (73%)`` when a point's suggestion can be accepted."""
-    new = point.get("suggested_label")
+    new = point.get(SUGGESTED_LABEL)
     if new is None or not offered([point["label"]], [new])[0]:
         return ""
-    return f"suggests {new} ({float(point['suggested_share']):.0%})"
+    return f"suggests {new} ({float(point[SUGGESTED_SHARE]):.0%})"
 
 
 def counts_line(table: pd.DataFrame) -> str:

@@ -40,13 +40,11 @@ from embedscope.layout import (
     write_parquet,
 )
 from embedscope.quality import STAT_COLUMNS, image_stats, stats_copy
+from embedscope.shipped import SAMPLE_DIR  # the vendored sample: the checkout's or the wheel's
 from embedscope.thumbs import ThumbnailCache, decoded_cell, encode_cell
+from embedscope.vocabulary import DROPPED_REASON, UNLABELLED  # re-exported: older imports
 from embedscope.words import counted
 
-#: The vendored sample, committed in the repository beside ``src/``.
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
-#: Label given to images that sit directly in the dataset root (no class folder).
-UNLABELLED = "(unlabelled)"
 #: Files the OS leaves in folders on its own: never candidates, and not listed.
 OS_LITTER = {".DS_Store", "Thumbs.db", "desktop.ini", "Icon\r"}
 #: The folder of resource forks macOS's Compress adds to a zip: not read, and not listed.
@@ -76,8 +74,6 @@ MANIFEST_COLUMNS = [
     "decoder",
     *STAT_COLUMNS,
 ]
-#: Skip reason of images a decisions file dropped (see :mod:`embedscope.decisions`).
-DROPPED_REASON = "dropped by decision"
 #: Keys of an :func:`inspect_file` row that are not manifest columns: the image's encoded
 #: thumbnail cell and the seconds it took, for the thumbnail cache.
 CELL, CELL_SECONDS = "cell", "cell_seconds"

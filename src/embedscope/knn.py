@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from embedscope.ingest import UNLABELLED
+from embedscope.vocabulary import UNLABELLED
 
 #: Above this many points neighbours come from an approximate index.
 EXACT_LIMIT = 20_000

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from embedscope.ingest import UNLABELLED
 from embedscope.knn import labels_unjudged
+from embedscope.vocabulary import UNLABELLED
 
 #: Bumped whenever the scores change, so cached results are recomputed.
 VERSION = 5

@@ -29,6 +29,7 @@ if os.name != "nt":
     import fcntl
 
 from embedscope.faults import fault_point
+from embedscope.vocabulary import GENERATED_NAMES
 
 T = TypeVar("T")
 
@@ -99,16 +100,7 @@ class Layout:
         return self.reports_root / self.name
 
     #: What the stages write into ``data_dir`` (never part of a dataset's images).
-    generated_names = (
-        "manifest.parquet",
-        "source.json",
-        "source",
-        "embeddings",
-        "projections",
-        "analysis",
-        "thumbs",
-        "decisions.csv",
-    )
+    generated_names = GENERATED_NAMES
 
     @property
     def source_file(self) -> Path:
@@ -155,6 +147,10 @@ class Layout:
     @property
     def findings(self) -> Path:
         return self.reports_dir / "findings.csv"
+
+    def points(self, method: str, dims: int) -> Path:
+        """The point table of one map (:mod:`embedscope.points`): what every editor reads."""
+        return self.reports_dir / f"points-{method}-{dims}d.parquet"
 
     def prompts(self, model_key: str) -> Path:
         """Prompt scores and zero-shot labels of a model's vectors (CLIP-family models)."""

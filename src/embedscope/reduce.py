@@ -25,8 +25,7 @@ from embedscope.layout import (
     write_parquet,
 )
 from embedscope.store import load_embeddings
-
-METHODS = ("pca", "ipca", "umap", "tsne")
+from embedscope.vocabulary import METHODS  # re-exported: older imports
 
 
 def reduce(

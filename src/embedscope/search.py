@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedscope.ingest import UNLABELLED
 from embedscope.knn import normalize
 from embedscope.layout import Layout, read_json, write_parquet
 from embedscope.models import ModelUnavailable
 from embedscope.store import load_embeddings
+from embedscope.vocabulary import MISLABEL_SCORE, SUGGESTED_LABEL, UNLABELLED
 
 #: The default prompt per class; ``{label}`` is the class name with ``_`` and ``-`` as spaces.
 CLASS_PROMPT = "a photo of a {label}"
@@ -280,6 +280,6 @@ def second_opinion(scored: pd.DataFrame) -> dict | None:
     return zero_shot_agreement(
         scored["label"],
         scored["zero_shot_label"],
-        scored["suggested_label"],
-        scored["mislabel_score"],
+        scored[SUGGESTED_LABEL],
+        scored[MISLABEL_SCORE],
     )

@@ -112,7 +112,7 @@ def plan(
     ``precision="auto"`` is decided here, on this machine (see
     :func:`~embedscope.embed.calibrate.auto_precision`); when ``device`` is a GPU this machine
     lacks (a Ray driver without one) float32 is kept."""
-    check_precision(precision)
+    precision = check_precision(precision)
     manifest, root = load_manifest(layout)
     ok = manifest[manifest["status"] == "ok"]
     here = device.type != "cuda" or torch.cuda.is_available()

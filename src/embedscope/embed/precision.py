@@ -36,11 +36,12 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 import torch
 
-from embedscope.ingest import UNLABELLED
 from embedscope.knn import knn_vote, neighbors
+from embedscope.vocabulary import DTYPE_NAMES, UNLABELLED, precision_name
 
-#: What ``precision=`` accepts; short names map to the names recorded in outputs.
-PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}
+#: What ``precision=`` accepts (:data:`embedscope.vocabulary.PRECISIONS`, the dtype names too),
+#: each with its dtype name, which the vectors' folder name hashes.
+PRECISIONS = DTYPE_NAMES
 #: Mean top-10 neighbour overlap a candidate needs. Faithful bf16 MobileNetV2 measured 0.918 on
 #: the 360 sample images, lossy int8 DINOv2-S 0.73-0.79; the mean of per-image overlaps on 256+
 #: images has a standard error near 0.01, so 0.85 sits many errors from both.
@@ -72,9 +73,9 @@ T_95 += (1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725, 1.721, 1.717, 1
 
 
 def check_precision(precision: str) -> str:
-    if precision != "auto" and precision not in PRECISIONS:
-        raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)}, not {precision!r}")
-    return precision
+    """``precision`` in the kit's one spelling (``"float32"`` is taken as ``"fp32"``), or a
+    one-line refusal."""
+    return precision_name(precision)
 
 
 def is_convolutional(model: torch.nn.Module) -> bool:

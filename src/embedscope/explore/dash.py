@@ -17,9 +17,10 @@ Search: a typed query (CLIP-family models, :mod:`embedscope.search`) or "more li
 the clicked point fills the same selection and gallery with the top k and their scores, ringed
 on the map.
 
-Review: ``reports/<name>/findings.csv`` (joined on ``path``) feeds a review queue over the map:
-one flagged image at a time, large, with its reason and neighbours; the keys a, k, d and the
-arrows press its buttons. The filter and the image shown are kept in the browser.
+Review: the point table's findings columns (``findings.csv``'s, :mod:`embedscope.points`) feed
+a review queue over the map: one flagged image at a time, large, with its reason and
+neighbours; the keys a, k, d and the arrows press its buttons. The filter and the image shown
+are kept in the browser.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedscope.analyse import analyse
 from embedscope.decisions import (
     MESSAGES,
     REVIEW_KEYS,
@@ -48,10 +48,9 @@ from embedscope.decisions import (
 from embedscope.explore.atlas import point_jpeg
 from embedscope.explore.live import GALLERY_SIZE
 from embedscope.explore.palette import class_order, colour_groups
-from embedscope.findings import read_findings, with_findings
-from embedscope.ingest import UNLABELLED, load_manifest
+from embedscope.ingest import load_manifest
 from embedscope.layout import Layout, os_path
-from embedscope.reduce import project
+from embedscope.points import load_points, neighbor_rows
 from embedscope.search import MAX_LIKE, Searcher
 from embedscope.thumbs import ThumbnailCache
 
@@ -149,22 +148,14 @@ def create_app(
     dims: int = 3,
     random_state: int | None = 0,
 ):
-    """A Dash app over a dataset's stored projection, neighbours and images."""
+    """A Dash app over a report's point table (``04_explore``'s file, or computed from the
+    stages' files when there is none yet: :func:`~embedscope.points.load_points`) and images.
+    Without ``findings.csv`` the review queue is empty and says so."""
     from dash import Dash, Input, Output, ctx, dcc, html, no_update
     from flask import abort, send_file
 
-    points, _ = project(layout, method, dims, model=model, random_state=random_state)
-    points = points.reset_index(drop=True)
-    points["label"] = points["label"].fillna(UNLABELLED).astype(str)
-    _, per_image = analyse(layout, model)
-    points = points.assign(
-        suggested_label=per_image["suggested_label"],
-        suggested_share=per_image["suggested_share"],
-        cluster=per_image["cluster"],  # the map's colours where the labels tell nothing apart
-    )
-    if layout.findings.is_file():  # 03_reduce's findings: the review queue (none: it says so)
-        points = with_findings(points, read_findings(layout))
-    neighbors = np.asarray(per_image["neighbors"])
+    points = load_points(layout, model, method, dims, random_state)
+    neighbors = neighbor_rows(points)
     _, root = load_manifest(layout)
     files = [os_path(root, p) for p in points["path"]]
 

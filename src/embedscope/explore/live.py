@@ -37,12 +37,12 @@ from embedscope.decisions import (
 )
 from embedscope.explore.atlas import point_jpeg, preview_jpeg
 from embedscope.explore.palette import by_cluster, class_colour, class_order, colour_groups
-from embedscope.ingest import UNLABELLED
 from embedscope.layout import os_path
 from embedscope.search import MAX_LIKE, PROMPT_PREFIX, Searcher
 from embedscope.thumbs import ThumbnailCache
+from embedscope.vocabulary import CLUSTER, MISLABEL_SCORE, OUTLIER_SCORE, UNLABELLED
 
-_SCORES = ("cluster", "mislabel_score", "outlier_score")
+_SCORES = (CLUSTER, MISLABEL_SCORE, OUTLIER_SCORE)
 #: Name of the trace that rings a search's results.
 FOUND = "search results"
 #: Tiles the gallery shows at most (the first ones of the selection, in row order).

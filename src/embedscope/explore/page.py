@@ -53,19 +53,20 @@ from embedscope.explore.palette import (
     class_colour,
     class_order,
 )
-from embedscope.ingest import UNLABELLED
 from embedscope.layout import write_atomic
+from embedscope.vocabulary import SUGGESTED_LABEL, SUGGESTED_SHARE, UNLABELLED
 
 if TYPE_CHECKING:
     from IPython.display import HTML
 
 #: Columns that are the map itself, never offered in "colour by".
 POSITION_COLUMNS = ("x", "y", "z", "label", "path")
-#: Bookkeeping columns other stages carry along that are meaningless as colours.
-IGNORED_COLUMNS = ("row", "sha256")
+#: Bookkeeping columns other stages carry along that are meaningless as colours (the point
+#: table's ``neighbors`` travel as the click panel's lists instead).
+IGNORED_COLUMNS = ("row", "sha256", "neighbors")
 #: Per-point suggestion from analyse (neighbours' weighted majority label and its share): shown
 #: in the gallery and hover card and accepted as a decision, not offered as a colour.
-SUGGESTION_COLUMNS = ("suggested_label", "suggested_share")
+SUGGESTION_COLUMNS = (SUGGESTED_LABEL, SUGGESTED_SHARE)
 #: Per-point findings text: shown in the review queue, not offered as a colour.
 FINDING_TEXT_COLUMNS = (ISSUES, REASON)
 #: A non-numeric (or small-integer) column with more distinct values than this is not offered.

@@ -7,8 +7,8 @@ import colorsys
 
 import pandas as pd
 
-from embedscope.ingest import UNLABELLED
 from embedscope.knn import labels_unjudged
+from embedscope.vocabulary import UNLABELLED
 
 #: Tableau 10 (less its grey), then colours picked greedily for distance: the first 12 are at
 #: least 30 CIELAB units apart (the old list put #4e79a7 and #1f77b4, 10.5 apart, 1st and 10th).
