@@ -10,6 +10,7 @@ ENGINE ?= local
 DIMS   ?= 3
 DECISIONS ?=
 LABELS ?=
+VECTORS ?=
 PYTEST_ARGS ?=
 REPEAT ?= 1
 PORT   ?= 8050
@@ -44,6 +45,7 @@ help: ## list targets and variables
 	@echo "  ENGINE=$(ENGINE)   local | ray (Ray Data, after make ray; RAY_ADDRESS=host:port: a cluster)"
 	@echo "  DECISIONS=$(DECISIONS)   a decisions.csv (path,label,tags) from the explorer to apply"
 	@echo "  LABELS=$(LABELS)   a CSV/parquet (path,label): the label of each image it names"
+	@echo "  VECTORS=$(VECTORS)   your own vectors (.parquet path+vector, or .npy + .paths.txt): no embedding"
 	@echo "  MODELS=$(MODELS)   METHODS=$(METHODS)   lists for make compare"
 	@echo "  PORT=$(PORT)   port of make serve (binds 127.0.0.1)"
 	@echo "  PYTEST_ARGS=   extra pytest arguments for make test and make test-faults"
@@ -81,7 +83,7 @@ ray: $(VENV)/.ray-installed ## add Ray, for ENGINE=ray (an optional extra)
 run-all: install ## run the four notebooks headlessly into reports/<NAME>/
 	$(BIN)/embedscope run-all --source "$(SOURCE)" --name "$(NAME)" --model "$(MODEL)" \
 		--method "$(METHOD)" --dims "$(DIMS)" --decisions "$(DECISIONS)" --labels "$(LABELS)" \
-		--param engine="$(ENGINE)"
+		--vectors "$(VECTORS)" --param engine="$(ENGINE)"
 
 compare: install ## run 05_compare on NAME for MODELS x METHODS (2D)
 	$(BIN)/embedscope compare --name "$(or $(NAME),sample)" --models $(MODELS) --methods $(METHODS)

@@ -494,35 +494,37 @@ def live_speed(
     rows: list[int],
     thumbnails,
 ) -> dict:
-    """The live panel built in-process on ``points`` with the dataset's thumbnail cache, as
-    04_explore builds it: build, ``show(row)`` (its picture checked by its pixels), a
-    selection of the points in a box and a relabel of it."""
+    """The JupyterLab panel's kernel side, built in-process on ``points`` with the dataset's
+    thumbnail cache as 04_explore builds it: build, the data a view receives (bytes and
+    messages of at most ``CHUNK_BYTES``), one thumbnail sheet served, a selection sent to the
+    view. Drawing and hover happen in the browser (the page's explorer.js, measured above)."""
     from embedscope.explore.live import LiveExplorer
 
     t0 = time.perf_counter()
     live = LiveExplorer(points, root, neighbors=nbrs, thumbnails=thumbnails)
     built = time.perf_counter() - t0
-    show, right = [], 0
-    for row in rows:
-        t0 = time.perf_counter()
-        live.show(row)
-        show.append((time.perf_counter() - t0) * 1000)
-        right += matches(Image.open(io.BytesIO(live.image.value)), cells, row)["ok"]
+    sent: list[int] = []
+    live.send = lambda content, buffers=None: sent.append(sum(len(b) for b in buffers or []))
+    t0 = time.perf_counter()
+    chunks = live.send_data()
+    data_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    live._handle_custom_msg({"kind": "sheet", "k": 0}, [])
+    sheet = (time.perf_counter() - t0) * 1000
     box = np.flatnonzero(points["x"].between(-1, 1) & points["y"].between(-1, 1)).tolist()
     t0 = time.perf_counter()
     live.select(box)
     select = (time.perf_counter() - t0) * 1000
-    t0 = time.perf_counter()
-    live.relabel("bench-relabelled")
-    relabel = (time.perf_counter() - t0) * 1000
     return {
         "seconds_build": round(built, 2),
-        "show_p50_ms": _pct(show, 50),
-        "show_p95_ms": _pct(show, 95),
-        "show_correct": f"{right}/{len(rows)}",
+        "data_mb": round(sum(chunks) / 1e6, 1),
+        "data_messages": len(chunks) + 1,
+        "largest_message_mb": round(max(chunks, default=0) / 1e6, 2),
+        "seconds_send_data": round(data_s, 2),
+        "sheet_ms": round(sheet, 1),
+        "sheets": len(live._sheets),
         "select_ms": round(select, 1),
         "selected": len(box),
-        "relabel_selection_ms": round(relabel, 1),
     }
 
 

@@ -75,17 +75,12 @@ def main() -> int:
             with running_lab(books, home=tmp / "lab") as lab:
                 page = browser.new_page(viewport={"width": 1400, "height": 1400})
                 open_and_run_all(page, lab, "04_explore.ipynb")
-                plot = page.locator(".jp-OutputArea .js-plotly-plot").first
-                plot.wait_for(timeout=180_000)
-                plot.scroll_into_view_if_needed()
-                hover_somewhere(page, ".jp-OutputArea .js-plotly-plot", "img.embedscope-preview")
-                page.mouse.down()
-                page.mouse.up()
-                page.locator(".embedscope-neighbours img").first.wait_for(timeout=60_000)
-                page.wait_for_timeout(500)
-                widget = page.locator(".jp-OutputArea-output").filter(
-                    has=page.locator(".js-plotly-plot")
-                )
+                panel = page.locator(".jp-OutputArea .embedscope-live[data-ready='1']").first
+                panel.wait_for(timeout=180_000)
+                panel.scroll_into_view_if_needed()
+                page.locator(".embedscope-live #review-open").click()  # the page's queue
+                page.wait_for_timeout(1000)
+                widget = page.locator(".jp-OutputArea-output").filter(has=panel)
                 widget.first.screenshot(path=str(DOCS / "live-panel.png"))
                 print(f"[pictures] {DOCS / 'live-panel.png'}")
             browser.close()

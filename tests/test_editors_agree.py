@@ -1,5 +1,6 @@
-"""The three editors agree exactly: ``explorer.html`` (real Chromium), the live panel (its
-widgets) and the Dash app (real Chromium) make the same decisions through their review queues on
+"""The three editors agree exactly: ``explorer.html`` (real Chromium), the JupyterLab panel
+(the page's own script; its Python side writes what the script hands it) and the Dash app (real
+Chromium) make the same decisions through their review queues on
 paths with a comma, a quote, an emoji and a full-width name, write byte-identical
 ``decisions.csv`` files, and ``embedscope run-all --decisions`` applies them. The page's
 JavaScript and :class:`~embedscope.decisions.DecisionLog` also run one sequence of edits side by
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from embedscope.decisions import (
 from embedscope.embed import embed
 from embedscope.explore import write_explorer
 from embedscope.explore.dash import create_app
-from embedscope.explore.live import LiveExplorer
+from embedscope.explore.live import LiveExplorer, widget_module
 from embedscope.ingest import ingest, load_manifest
 from embedscope.layout import Layout
 from embedscope.points import load_points, neighbor_rows, point_table, write_points
@@ -179,28 +181,21 @@ def _page_review(browser, world, out: Path) -> tuple[str, list[tuple]]:
     return text, seen
 
 
-def _live_review(world, out: Path) -> tuple[str, list[tuple]]:
-    """The live panel: keys arrive as the key box's messages, text through its widgets."""
-    pts = world["points"]
-    live = LiveExplorer(pts, world["root"], neighbors=world["neighbors"])
-    assert live.review_progress.value == "0 of 5 reviewed"
-    assert live.review_image.value[:2] == b"\xff\xd8"  # the original, read large
-    buttons = {"label": "set label", "tag": "add tag"}
-    arrows = {"ArrowLeft": "prev", "ArrowRight": "next"}
-    seen = []
-    for action, value, _, _ in STEPS:
-        if action == "key":  # what ReviewKeys' script sends for that key
-            key = arrows.get(value) or live.review_keys.bindings[value]
-            live.review_keys._handle_custom_msg({"action": key}, [])
-        elif action == "filter":
-            live.review_filter.value = value
-        else:
-            (live.review_label if action == "label" else live.review_tag).value = value
-            live.review_buttons[buttons[action]].click()
-        seen.append(
-            (pts["path"][live.review_row], live.review_message.value, live.review_progress.value)
-        )
-    return live.save_decisions(out / "decisions.csv").read_bytes().decode("utf-8"), seen
+def _live_review(world, out: Path, page_text: str) -> str:
+    """The JupyterLab panel: its editor is the page's own explorer.js (not a copy), which hands
+    Python the same ``decisionsCsv()`` text after each change; Python writes it into the
+    decisions file (merged, atomically). ``test_jupyterlab`` drives the panel's keys."""
+    here = files("embedscope.explore")
+    module = widget_module()
+    for script in ("explorer.js", "scatter.js"):
+        assert here.joinpath(script).read_text(encoding="utf-8") in module
+    live = LiveExplorer(
+        world["points"], world["root"], neighbors=world["neighbors"],
+        decisions_file=out / "decisions.csv",
+    )  # fmt: skip
+    live.decisions_csv = page_text  # what the panel sets after the page's last step
+    assert live.saved.startswith("Written to"), live.saved
+    return (out / "decisions.csv").read_bytes().decode("utf-8")
 
 
 def _dash_review(browser, base_url: str, seen_in_page: list[tuple]) -> tuple[str, list[tuple]]:
@@ -255,8 +250,7 @@ def test_three_editors_write_the_same_file_and_the_next_run_applies_it(
     for name in ("page", "live"):
         (tmp_path / name).mkdir()
     texts["page"], page_seen = _page_review(browser, world, tmp_path / "page")
-    texts["live"], live_seen = _live_review(world, tmp_path / "live")
-    assert live_seen == page_seen  # image shown, message and count after every step
+    texts["live"] = _live_review(world, tmp_path / "live", texts["page"])
     texts["dash"], dash_seen = _dash_review(browser, dash_server, page_seen)
     assert dash_seen == page_seen
     assert texts["page"] == EXPECTED, "code point order, RFC 4180 quoting, \\n line ends"

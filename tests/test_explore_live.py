@@ -1,26 +1,31 @@
-"""The live JupyterLab explorer's Python side: hover, click, filter, colour, selection.
+"""The JupyterLab panel's Python side: the page's explorer as an anywidget.
 
-The events are dispatched the way plotly's FigureWidget delivers them from the browser; the
-widgets are real ipywidgets / anywidget objects.
+Its messages are dispatched the way the widget's comm delivers them (``_handle_custom_msg``,
+traitlet changes), on real files; the browser side is the page's own explorer.js, driven in a
+real JupyterLab by ``test_jupyterlab.py``.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from helpers import make_classes, png_bytes
-from plotly.callbacks import InputDeviceState, Points
 
 from embedscope.decisions import read_decisions
+from embedscope.explore import live as live_module
 from embedscope.explore.live import LiveExplorer
+from embedscope.explore.page import explorer_data
+from embedscope.layout import Layout
 
 EVIL = "<img src=x onerror=alert(1)>.png"
 
 
-def _explorer(tmp_path: Path) -> LiveExplorer:
+def _points(tmp_path: Path) -> tuple[pd.DataFrame, Path, np.ndarray]:
     root = make_classes(tmp_path / "imgs", per_class=3)
     (root / "red" / EVIL).write_bytes(png_bytes(colour=9))
     rels = sorted(str(p.relative_to(root)) for p in root.rglob("*.*"))
@@ -28,87 +33,102 @@ def _explorer(tmp_path: Path) -> LiveExplorer:
     pts = pd.DataFrame(rng.normal(size=(len(rels), 3)), columns=list("xyz"))
     pts["path"], pts["label"] = rels, [r.split("/")[0] for r in rels]
     pts["mislabel_score"] = np.linspace(0, 1, len(rels))
-    pts["suggested_label"] = [
-        "green" if r.startswith("blue/blue_0") else r.split("/")[0] for r in rels
-    ]
-    pts["suggested_share"] = 0.75
     nbrs = np.array([[(i + k) % len(rels) for k in range(1, 5)] for i in range(len(rels))])
-    return LiveExplorer(pts, root, neighbors=nbrs)
+    return pts, root, nbrs
 
 
-def _event(live: LiveExplorer, trace_index: int, point: int) -> tuple:
-    trace = live.fig.data[trace_index]
-    return trace, Points(point_inds=[point], trace_index=trace_index), InputDeviceState()
+class _Sent(list):
+    """What the widget sent to its views: (content, buffers) per message."""
 
 
-def test_hover_click_filter_colour_and_selection(tmp_path: Path) -> None:
-    live = _explorer(tmp_path)
-    assert [t.name for t in live.fig.data] == ["blue", "green", "red"]
-    trace, pts, state = _event(live, 2, 0)
-    trace._dispatch_on_hover(pts, state)
-    row = int(trace.customdata[0])
-    assert live.caption.value == "red" and live.path.value == live.points["path"][row]
-    assert live.image.value[:2] == b"\xff\xd8"  # a JPEG thumbnail of that image
-    evil_row = int(live.points.index[live.points["path"] == f"red/{EVIL}"][0])
-    live.show(evil_row)
-    assert live.path.value == f"red/{EVIL}"  # a Label: shown as text
-    trace._dispatch_on_click(pts, state)
-    assert len(live.neighbour_box.children) == 4
-    live.checks[0].value = False  # hide "blue"
-    assert [t.name for t in live.fig.data] == ["green", "red"]
-    live.colour.value = "mislabel_score"
-    assert len(live.fig.data) == 1 and live.fig.data[0].marker.showscale
-    sel = Points(point_inds=[0, 1], trace_index=0)
-    live.fig.data[0]._dispatch_on_selection(sel, state)
-    assert len(live.selected) == 2 and set(live.selected["label"]) <= {"green", "red"}
+def _capture(live: LiveExplorer) -> _Sent:
+    sent = _Sent()
+    live.send = lambda content, buffers=None: sent.append((content, buffers or []))  # type: ignore[method-assign]
+    return sent
 
 
-def test_selection_gallery_and_decisions_round_trip(tmp_path: Path) -> None:
-    live = _explorer(tmp_path)
-    assert live.gallery.children == () and "0 selected" in live.counter.value
-    live.buttons["drop"].click()  # nothing selected: refused, said as text
-    assert "nothing selected" in live.message.value and live.decisions.empty
-    red = live.fig.data[2]  # a box selection in the map arrives per trace
-    red._dispatch_on_selection(Points(point_inds=[0, 1, 3], trace_index=2), InputDeviceState())
-    rows = [int(red.customdata[i]) for i in (0, 1, 3)]
-    assert live.selected.index.tolist() == sorted(rows)
-    assert len(live.gallery.children) == 3
-    tile_text = [[c.value for c in t.children[2:]] for t in live.gallery.children]
-    assert [t[1] for t in tile_text] == live.points["path"][sorted(rows)].tolist()  # as text
-    assert [f"red/{EVIL}"] in [t[1:] for t in tile_text]  # the hostile name, as typed
-    assert all(t.children[0].value[:2] == b"\xff\xd8" for t in live.gallery.children)
-    last = live.gallery.children[-1]
-    last.children[1].click()  # the tile's "view": as a click on its point
-    assert live.path.value == last.children[3].value and live._clicked == sorted(rows)[-1]
-    assert live.image.value != live._thumb(sorted(rows)[-1], live.size)  # the larger view
-    live.new_label.value = "objects"  # a new label, typed in
-    live.buttons["relabel"].click()
-    assert live.gallery.children[0].children[2].value == "red → objects"
-    evil = int(live.points.index[live.points["path"] == f"red/{EVIL}"][0])
-    live.drop(rows=[evil])
-    live.tag("blurry")
-    live.tag("oops", rows=[0])
-    live.undo()  # takes back "oops"
-    assert "3 relabelled, 1 dropped" in live.counter.value
-    table = live.decisions
-    assert list(table.columns) == ["path", "label", "tags"]
-    by = table.set_index("path")
-    assert by.loc[f"red/{EVIL}"].tolist() == ["objects", "drop;blurry"]
-    assert set(by.index) == set(by.index[by["label"] == "objects"])
-    assert set(by.index) == set(live.points["path"][sorted(rows)])
-    blue0 = int(live.points.index[live.points["path"].str.startswith("blue/blue_0")][0])
-    live.select([blue0, evil])  # only blue_0's suggestion differs from its label
-    assert [c.value for c in live.gallery.children[0].children[2:]][-1] == "suggests green (75%)"
-    live.buttons["accept suggestion"].click()
-    assert live.decisions.set_index("path")["label"][live.points["path"][blue0]] == "green"
-    live.undo()
-    with pytest.raises(ValueError, match="no selected image has a suggestion"):
-        live.accept_suggestion(rows=[evil])
+def _received(sent: _Sent) -> tuple[dict, list[bytes]]:
+    """The data and its parts as the panel reassembles them from the chunks."""
+    (data,) = [c for c, _ in sent if c["kind"] == "data"]
+    parts = [bytearray(n) for n in data["sizes"]]
+    for content, buffers in sent:
+        if content["kind"] == "chunk":
+            body = bytes(buffers[0])
+            parts[content["part"]][content["offset"] : content["offset"] + len(body)] = body
+    return data["data"], [bytes(p) for p in parts]
+
+
+def test_the_panel_gets_the_pages_data_in_chunks_and_sheets_on_demand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pts, root, nbrs = _points(tmp_path)
+    monkeypatch.setattr(live_module, "CHUNK_BYTES", 64)  # many chunks, even on a tiny map
+    live = LiveExplorer(pts, root, neighbors=nbrs)
+    sent = _capture(live)
+    live._handle_custom_msg({"kind": "hello"}, [])
+    assert all(len(b[0]) <= 64 for c, b in sent if c["kind"] == "chunk")
+    assert sum(c["kind"] == "chunk" for c, _ in sent) > 5
+    data, parts = _received(sent)
+    page = explorer_data(pts, root, neighbors=nbrs)  # what the page inlines
+    assert parts[data["path"]["buf"]].decode().split("\0") == page["path"]
+    x = np.frombuffer(parts[data["x"]["buf"]], "<f4")
+    assert x.tobytes() == base64.b64decode(page["x"]["b64"])
+    near = np.frombuffer(parts[data["neighbors"]["inline"]["buf"]], "<i4")
+    assert near.tobytes() == base64.b64decode(page["neighbors"]["inline"]["b64"])
+    assert data["classes"] == page["classes"] and data["rules"] == page["rules"]
+    assert data["sheets"] == [None] * len(page["sheets"])  # not sent with the data
+    assert len(json.dumps(data)) < 10_000  # the JSON message is small: arrays go as bytes
+    sent.clear()
+    live._handle_custom_msg({"kind": "sheet", "k": 0}, [])
+    ((content, (body,)),) = sent
+    assert content["mime"] == "image/webp" and bytes(body)[8:12] == b"WEBP"
+    bundle, _ = live._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "needs a running kernel" in bundle["text/html"]  # shared: a line leads to the page
+
+
+def test_decisions_reach_the_kept_file_merged_atomically(tmp_path: Path) -> None:
+    pts, root, nbrs = _points(tmp_path)
+    layout = Layout("t", tmp_path / "data", tmp_path / "reports")
+    layout.data_dir.mkdir(parents=True)
+    layout.decisions.write_text("path,label,tags\nelsewhere.png,,drop\nred/red_0.png,blue,\n")
+    kept = read_decisions(layout.decisions).assign(was=["", "red"])
+    live = LiveExplorer(pts, root, neighbors=nbrs, decisions=kept, layout=layout)
+    assert live.decisions["path"].tolist() == ["elsewhere.png", "red/red_0.png"]
+    # the panel's complete set (decisionsCsv): the kept one taken back, two new ones
+    live.decisions_csv = (
+        "path,label,tags\nblue/blue_0.png,green,\nelsewhere.png,,drop\n"
+        f'red/red_0.png,,\n"red/{EVIL}",,drop;blurry\n'
+    )
+    assert "Written to" in live.saved
+    assert layout.decisions.read_text() == (
+        f"path,label,tags\nblue/blue_0.png,green,\nelsewhere.png,,drop\nred/{EVIL},,drop;blurry\n"
+    )
+    layout.decisions.write_text(  # another editor's run merged one meanwhile
+        layout.decisions.read_text() + "green/green_1.png,,keep:dark\n"
+    )
+    live.decisions_csv = "path,label,tags\nelsewhere.png,,drop\n"  # undone: both taken back
+    assert layout.decisions.read_text() == (
+        "path,label,tags\nelsewhere.png,,drop\ngreen/green_1.png,,keep:dark\n"
+    )
+    assert list(layout.data_dir.glob("*.tmp")) == []
+    live.decisions_csv = "path,label\nx,y\n"  # not the format: said, nothing written
+    assert live.saved.startswith("decisions not written:")
+    assert "green/green_1.png" in layout.decisions.read_text()
+
+
+def test_selection_both_ways(tmp_path: Path) -> None:
+    pts, root, nbrs = _points(tmp_path)
+    live = LiveExplorer(pts, root, neighbors=nbrs)
+    sent = _capture(live)
+    rows = np.array([3, 1], dtype="<i4")
+    live._handle_custom_msg({"kind": "selected"}, [memoryview(rows.tobytes())])
+    assert live.selected.index.tolist() == [3, 1]
+    live.select([5, 2, 99], scores={5: 0.9, 2: 0.5, 99: 0.1})
+    assert np.frombuffer(bytes(sent[-1][1][0]), "<i4").tolist() == [5, 2]
+    live._handle_custom_msg({"kind": "selected"}, [memoryview(np.array([2, 5], "<i4").tobytes())])
+    assert live.selected["score"].tolist() == [0.9, 0.5]  # the panel's echo keeps the search's
+    with pytest.raises(ValueError, match="no searcher"):
+        live.search("a dog")
     out = live.save_decisions(tmp_path / "curated" / "decisions.csv")
-    pd.testing.assert_frame_equal(read_decisions(out), table)
-    state = InputDeviceState()
-    for k, trace in enumerate(live.fig.data):  # a new box arrives at every trace: it replaces
-        trace._dispatch_on_selection(Points(point_inds=[0] if k else [], trace_index=k), state)
-    assert len(live.selected) == len(live.fig.data) - 1
-    live.buttons["clear selection"].click()
-    assert live.gallery.children == () and live.selected.empty
+    assert out.read_text() == "path,label,tags\n"

@@ -684,6 +684,43 @@ def _explorer_case(tmp_path: Path, vit: str) -> tuple[Path, Path, Path]:
     return points, tmp_path / "images", out
 
 
+_PANEL = """
+import sys
+import pandas as pd
+from embedscope.explore.live import LiveExplorer
+live = LiveExplorer(pd.read_parquet(sys.argv[1]), sys.argv[2], decisions_file=sys.argv[3])
+live.decisions_csv = sys.argv[4]
+"""
+
+
+def test_a_kernel_killed_while_the_panel_writes_decisions_keeps_the_kept_file(
+    tmp_path: Path, stage: Stage
+) -> None:
+    """The JupyterLab panel's kernel killed with the merged decisions complete in their temp
+    file: the kept decisions.csv stays whole (the earlier rounds'), and the next change
+    writes the merge an uninterrupted kernel writes."""
+    images = make_classes(tmp_path / "images", per_class=2)
+    rels = sorted(str(p.relative_to(images)) for p in images.rglob("*.png"))
+    points = pd.DataFrame({"x": np.arange(len(rels), dtype=float), "y": 0.0, "path": rels})
+    points.to_parquet(tmp_path / "points.parquet")
+    kept = tmp_path / "data" / "decisions.csv"
+    kept.parent.mkdir()
+    before = "path,label,tags\nearlier.png,,drop\n"
+    kept.write_text(before)
+    change = f"path,label,tags\n{rels[0]},cat,\n{rels[1]},,drop\n"
+    args = (tmp_path / "points.parquet", images, kept, change)
+    _killed_at_its_point(stage(_PANEL, *args, fault="decisions:write=kill"))
+    assert kept.read_text() == before  # never half a file
+    assert len(_litter(kept.parent)) == 1  # the dead writer's complete temp file
+    from embedscope.explore.live import LiveExplorer
+
+    live = LiveExplorer(points, images, decisions_file=kept)
+    live.decisions_csv = change
+    merged = sorted(["earlier.png,,drop", f"{rels[0]},cat,", f"{rels[1]},,drop"])
+    assert kept.read_text() == "path,label,tags\n" + "".join(f"{r}\n" for r in merged)
+    assert not _litter(kept.parent)
+
+
 def test_killed_during_the_explorer_write_then_rerun_equals_an_uninterrupted_run(
     tmp_path: Path, vit: str, stage: Stage
 ) -> None:

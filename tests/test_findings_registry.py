@@ -110,7 +110,7 @@ def test_a_toy_issue_type_in_one_module_reaches_findings_csv_and_the_review_filt
     p.page.click("#review-open")
     assert "toy (3)" in p.page.locator("#review-issue option").all_text_contents()
     p.page.select_option("#review-issue", value="toy")
-    assert p.page.locator("#review .reason").text_content().startswith("a toy (")
+    assert "a toy (" in p.page.locator("#review .reason").text_content()  # and low contrast
     p.page.keyboard.press("k")  # keep: the person looked, it is fine
     decisions = tmp_path / "decisions.csv"
     decisions.write_text(p.page.evaluate("() => window.embedscope.decisionsCsv()"), "utf-8")

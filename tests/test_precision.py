@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -299,6 +300,7 @@ def test_the_race_is_remembered_for_the_next_dataset_until_asked_again(
     judges fidelity on its own images); ``precision_race="again"`` times them anew."""
     monkeypatch.setattr(embedscope.embed.calibrate, "candidates", lambda device, net: ["int8"])
     monkeypatch.setattr(embedscope.embed.precision, "MIN_SPEEDUP", 0.0)  # fidelity decides
+    monkeypatch.setattr(embedscope.embed.calibrate, "MAX_REMEMBERED_LOAD", math.inf)  # any load
     images = _near_twins(tmp_path / "images")
     model = str(_vit(tmp_path / "vit"))
     checks = []

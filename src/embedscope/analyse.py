@@ -224,7 +224,7 @@ def _label_issues(layout: Layout, emb, idx, sim, fingerprint) -> tuple[pd.DataFr
     key.update(("\n".join(map(str, labels)) + f"|{LABEL_ISSUES_VERSION}").encode())
     if zero_shot is not None:
         key.update("\n".join(map(str, zero_shot)).encode())
-    path = layout.neighbors(emb.model_key).with_name(f"label-issues-{key.hexdigest()[:20]}.npz")
+    path = layout.label_issues(emb.model_key, key.hexdigest()[:20])
     stored = load_checked(path, lambda p: _read_label_issues(p, len(labels)))
     if stored is not None:
         return stored
@@ -232,7 +232,8 @@ def _label_issues(layout: Layout, emb, idx, sim, fingerprint) -> tuple[pd.DataFr
     columns = {c: found.table[c].to_numpy() for c in found.table}
     columns = {c: v.astype(str) if v.dtype == object else v for c, v in columns.items()}
     write_npz(path, facts=np.array(json.dumps(found.facts)), **columns)
-    for old in path.parent.glob("label-issues-*.npz"):  # results for labels no longer current
+    stale = layout.label_issues(emb.model_key).name  # a glob: every set of labels
+    for old in path.parent.glob(stale):  # results for labels no longer current
         if old != path:
             old.unlink(missing_ok=True)
     return found.table, found.facts

@@ -37,7 +37,8 @@ from embedscope.layout import (
     write_atomic,
 )
 from embedscope.models import ModelUnavailable, check_model
-from embedscope.shipped import NOTEBOOKS_DIR, PACKAGE_DIR
+from embedscope.shipped import NOTEBOOKS_DIR, PACKAGE_DIR, SAMPLE_DIR
+from embedscope.vectors import VECTORS_MODEL, read_vectors
 from embedscope.vocabulary import METHODS, UNLABELLED
 from embedscope.words import counted
 
@@ -314,12 +315,19 @@ def run_all(
     reports_root: str | Path = "reports",
     decisions: str | Path | None = None,
     labels: str | Path | None = None,
+    vectors: str | Path | None = None,
     extra: dict | None = None,
 ) -> Path:
     """Run the four notebooks in order for one dataset; returns ``reports/<name>``.
 
     ``labels`` is a labels file (path,label: the label of each image it names) for
     ``01_download``; it and ``decisions`` are read from where the user stands, and checked here.
+
+    ``vectors`` is a vectors file (:mod:`embedscope.vectors`) that stands in for the embedding:
+    ``02_embed`` stores its vectors as those of the pseudo-model ``[vectors]``, which the later
+    notebooks read (``model`` is then not used). It is read from where the user stands and
+    checked here, against the folder when ``source`` is one; its folder is named ``[vectors]``
+    in the report.
 
     ``decisions`` is a ``decisions.csv`` (path,label,tags) for ``01_download`` to apply; it and
     ``extra`` (more notebook parameters) are checked before any notebook starts, so a bad file or
@@ -343,14 +351,21 @@ def run_all(
         read_labels(labels)
     if source != "sample" and not source.startswith("kaggle:"):
         source = str(Path(source).expanduser().resolve())  # notebooks run in notebooks/
-    if Path(model).expanduser().exists():  # a local model folder, from where the user stands
+    if vectors:  # checked whole before any notebook runs: a bad file costs one line
+        vectors = str(Path(vectors).expanduser().resolve())
+        check_source(source)
+        folder = SAMPLE_DIR if source == "sample" else Path(source)
+        read_vectors(vectors, folder if folder.is_dir() else None)  # an archive: in 02_embed
+        model = VECTORS_MODEL
+    elif Path(model).expanduser().exists():  # a local model folder, from where the user stands
         model = str(Path(model).expanduser().resolve())
     # each refused here in one sentence, before a notebook runs or a report is touched
     layout = Layout(
         name or default_name(source), Path(data_root).resolve(), Path(reports_root).resolve()
     )
     check_source(source)
-    check_model(model)
+    if not vectors:
+        check_model(model)
     roots = report_roots(
         Path.cwd(),
         (notebooks_dir, "[notebooks]"),
@@ -359,6 +374,7 @@ def run_all(
         (source if Path(source).is_absolute() else None, "[dataset]"),
         (Path(decisions).parent if decisions else None, "[decisions folder]"),
         (Path(labels).parent if labels else None, "[labels folder]"),
+        (Path(vectors).parent if vectors else None, VECTORS_MODEL),
         (model if Path(model).is_absolute() else None, f"[{Path(model).name}]"),
     )
     waiting = f"[embedscope] another run of {layout.name!r} is running: waiting for it to finish"
@@ -373,6 +389,7 @@ def run_all(
             "reports_root": _from(notebooks_dir, stage.reports_root),
             "decisions": decisions or None,
             "labels": labels or None,
+            "vectors": vectors or None,
             **extra,
         }
         timings = {}
@@ -397,7 +414,8 @@ def run_summary(metrics: dict) -> list[str]:
     and ``knn_accuracy`` beside what guessing would score."""
     ingest, embed = metrics.get("ingest", {}), metrics.get("embed", {})
     skipped = [*ingest.get("skipped_files", []), *embed.get("skipped_files", [])]
-    line = f"{counted(embed.get('images', ingest.get('images', 0)), 'image')} embedded"
+    done = "with vectors from a file" if embed.get("model") == VECTORS_MODEL else "embedded"
+    line = f"{counted(embed.get('images', ingest.get('images', 0)), 'image')} {done}"
     if skipped:
         reasons = Counter(str(s.get("reason", "")).split(" (")[0] for s in skipped)
         common = "; ".join(f"{reason}: {n}" for reason, n in reasons.most_common(3))
@@ -589,6 +607,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--labels", default="", help="CSV/parquet (path,label): the label of each image it names"
     )
+    run.add_argument(
+        "--vectors",
+        default="",
+        help="your own vectors (.parquet: path + vector; or .npy + .paths.txt): no embedding",
+    )
     run.add_argument("--notebooks-dir", default=None, help=NOTEBOOKS_HELP)
     run.add_argument("--data-root", default="data", help=DATA_HELP)
     run.add_argument("--reports-root", default="reports", help=REPORTS_HELP)
@@ -655,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
             reports_root=args.reports_root,
             decisions=args.decisions or None,
             labels=args.labels or None,
+            vectors=args.vectors or None,
             extra=extra,
         )
     except UnknownParameter as exc:  # a usage error, like argparse's own (exit status 2)

@@ -40,6 +40,8 @@ POINTS = {
     "projection:write": "a projection's coordinates (1st pass) or facts (2nd) are complete in "
     "their temp file, not yet moved into place",
     "explorer:write": "explorer.html is complete in its temp file, not yet moved into place",
+    "decisions:write": "the JupyterLab panel's decisions, merged into the dataset's kept "
+    "decisions.csv, are complete in its temp file, not yet moved into place",
 }
 
 #: How long a ``wait`` lasts at most: a test that armed it and died must not leave it forever.

@@ -13,6 +13,7 @@ import contextlib
 import fnmatch
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -39,7 +40,7 @@ from embedscope.layout import (
     write_json,
     write_parquet,
 )
-from embedscope.quality import STAT_COLUMNS, image_stats, stats_copy
+from embedscope.quality import STAT_COLUMNS, STATS_VERSION, image_stats, stats_copy
 from embedscope.shipped import SAMPLE_DIR  # the vendored sample: the checkout's or the wheel's
 from embedscope.thumbs import ThumbnailCache, decoded_cell, encode_cell
 from embedscope.vocabulary import DROPPED_REASON, UNLABELLED  # re-exported: older imports
@@ -329,6 +330,61 @@ def label_of(rel: str, label_depth: int | None = None) -> str:
     return parts[min(label_depth, len(parts)) - 1]
 
 
+#: Words of a split folder's name (``seg_train``, ``train2017``, ``Validation`` ...) -> the split
+#: it names: the kit's split words are ``train``, ``val`` and ``test``.
+SPLIT_WORDS = {
+    **dict.fromkeys(("train", "training", "trainset", "trn"), "train"),
+    **dict.fromkeys(("val", "valid", "validation", "validset", "valset", "dev"), "val"),
+    **dict.fromkeys(("test", "testing", "testset", "tst", "holdout", "heldout"), "test"),
+}
+#: ``split`` parameter values besides a folder depth.
+SPLIT_MODES = ("auto", "none")
+
+
+def split_name(name: str) -> str | None:
+    """The split a folder name (or a labels file's ``split`` cell) names, or None: any case,
+    any word of it (``seg_train`` -> train, ``val2017`` -> val, ``Holdout`` -> test)."""
+    for word in re.findall(r"[a-z]+", str(name).lower()):
+        if word in SPLIT_WORDS:
+            return SPLIT_WORDS[word]
+    return None
+
+
+def check_split(split: str | int | None) -> str | int:
+    """``split`` as ``auto``, ``none`` or a folder depth (1 = first folder under the root), or
+    a one-line refusal."""
+    if split is None:
+        return "none"
+    text = str(split).strip().lower()
+    if text in SPLIT_MODES:
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise SourceError(f"split must be auto, none or a folder depth (1, 2, ...), not {split!r}")
+
+
+def split_of(rel: str, split: str | int = "auto") -> tuple[str, bool]:
+    """The split of a manifest path ('' for none) and whether its split folder is its parent
+    (then the image sits in no class folder). ``auto``: the first folder from the root whose
+    name is a split word, above the class folder (the parent folder counts only for a file
+    one folder deep: ``train/img.png``); a depth: that folder, its name as the split (a split
+    word in it as that word)."""
+    folders = PurePosixPath(rel).parts[:-1]
+    if split == "none" or not folders:
+        return "", False
+    if isinstance(split, int):
+        if len(folders) < split:
+            return "", False
+        name = folders[split - 1]
+        return split_name(name) or name, split == len(folders)
+    above = folders if len(folders) == 1 else folders[:-1]
+    for depth, name in enumerate(above, 1):
+        found = split_name(name)
+        if found:
+            return found, depth == len(folders)
+    return "", False
+
+
 def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> dict:
     """Facts about one file, and whether it is a usable image (``reason`` says why not), with
     its thumbnail cell (:data:`CELL`, None when it has none) made from the same decode.
@@ -407,6 +463,7 @@ def build_manifest(
     exclude: Sequence[str] = (),
     label_depth: int | None = None,
     labels: str | Path | pd.DataFrame | None = None,
+    split: str | int = "auto",
     max_pixels: int = MAX_PIXELS,
     previous: pd.DataFrame | None = None,
     workers: int | None = None,
@@ -429,8 +486,10 @@ def build_manifest(
         judged = prev["decoder"] == decoder_identity() if "decoder" in prev else False
         prev = prev[(prev["status"] == "ok") | judged]
         same = now.merge(prev, on=["path", "bytes", "mtime_ns"], how="inner")
-        # an ok row from before image statistics existed is inspected again, once
-        same = same[(same["status"] != "ok") | same["phash"].notna()]
+        # an ok row whose statistics are of another version (or from before they existed) is
+        # inspected again, once
+        current = (same["stats_version"] == STATS_VERSION) & same["phash"].notna()
+        same = same[(same["status"] != "ok") | current]
         reused = {r["path"]: r for r in same.to_dict(orient="records")}
     todo = [rel for rel in rels if rel not in reused]
     rows = dict(reused)
@@ -443,6 +502,7 @@ def build_manifest(
             rows[row["path"]] = row
     df = pd.DataFrame([rows[rel] for rel in rels], columns=MANIFEST_COLUMNS)
     df["label"] = _labels(df["path"], label_depth, labels)
+    _add_splits(df, check_split(split), label_depth, labels)
     df["tags"] = ""  # set by decisions only
     for col in ("bytes", "mtime_ns", "width", "height"):
         df[col] = df[col].astype("Int64")
@@ -490,7 +550,55 @@ def _labels(paths: pd.Series, label_depth: int | None, labels) -> pd.Series:
     if labels is None:
         return folder
     mapping = read_labels(labels) if not isinstance(labels, dict) else labels
+    if not mapping:  # a file of splits only
+        return folder
     return paths.map(mapping).fillna(folder)
+
+
+def _add_splits(df: pd.DataFrame, split: str | int, label_depth: int | None, labels) -> None:
+    """A ``split`` column (:func:`split_of`, replaced by the labels file's ``split`` for the
+    paths it names), only when the dataset has splits: with ``auto``, at least two different
+    ones among its images. An image whose parent folder is the split folder gets no label
+    from it (unless the labels file gives one): labels stay the class folder."""
+    if split == "none":
+        return
+    found = [split_of(rel, split) for rel in df["path"]]
+    splits = pd.Series([s for s, _ in found], index=df.index, dtype=object)
+    given = read_splits(labels) if labels is not None and not isinstance(labels, dict) else {}
+    if given:
+        splits = df["path"].map(given).fillna(splits)
+    ok = splits[(df["status"] == "ok") & (splits != "")]
+    if split == "auto" and ok.nunique() < 2:
+        return
+    df["split"] = splits.astype(str)
+    named = (
+        set(read_labels(labels)) if labels is not None and not isinstance(labels, dict) else set()
+    )
+    flat = [
+        bool(f) and label_depth is None and rel not in named
+        for rel, (_, f) in zip(df["path"], found, strict=True)
+    ]
+    df.loc[flat, "label"] = UNLABELLED
+
+
+def read_splits(labels: str | Path | pd.DataFrame) -> dict[str, str]:
+    """The ``split`` column of a labels file as ``{path: split}`` (a split word as the kit's
+    word: ``validation`` -> val); empty when it has none (it was checked by
+    :func:`read_labels`)."""
+    table = labels if isinstance(labels, pd.DataFrame) else _read_table(Path(labels).expanduser())
+    table = table.set_axis([str(c).strip() for c in table.columns], axis=1)
+    if "split" not in table:
+        return {}
+    paths = table["path"].fillna("").astype(str).str.strip()
+    given = table["split"].fillna("").astype(str).str.strip()
+    keep = (paths != "") & (given != "")
+    return {p: split_name(s) or s for p, s in zip(paths[keep], given[keep], strict=True)}
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
 
 
 def read_labels(labels: str | Path | pd.DataFrame) -> dict[str, str]:
@@ -505,19 +613,18 @@ def read_labels(labels: str | Path | pd.DataFrame) -> dict[str, str]:
         if not path.is_file():
             raise SourceError(f"{what} does not exist")
         try:
-            if path.suffix.lower() == ".parquet":
-                table = pd.read_parquet(path)
-            else:
-                table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+            table = _read_table(path)
         except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SourceError(
                 f"{what} cannot be read as a UTF-8 CSV or parquet file: {reason}"
             ) from None
     table = table.set_axis([str(c).strip() for c in table.columns], axis=1)
-    if not {"path", "label"} <= set(table.columns):
+    if "path" not in table or not {"label", "split"} & set(table.columns):
         found = ",".join(table.columns) or "none"
         raise SourceError(f"{what} needs the columns path,label; found {found}")
+    if "label" not in table:  # a file of splits only (path,split): it relabels nothing
+        return {}
     paths = table["path"].fillna("").astype(str).str.strip()
     names = table["label"].fillna("").astype(str).str.strip()
     if (paths == "").any() or (names == "").any():
@@ -550,11 +657,15 @@ def ingest(
     exclude: Sequence[str] = (),
     label_depth: int | None = None,
     labels: str | Path | None = None,
+    split: str | int = "auto",
     max_pixels: int = MAX_PIXELS,
     workers: int | None = None,
 ) -> pd.DataFrame:
     """Resolve ``source``, build (or refresh) ``data/<name>/manifest.parquet`` and return it;
-    the thumbnail cells of the files it decodes go to ``data/<name>/thumbs/``."""
+    the thumbnail cells of the files it decodes go to ``data/<name>/thumbs/``. ``split``:
+    ``auto`` (split folders such as ``train/``, ``val/``, ``test/``, or a labels file's
+    ``split`` column), ``none``, or the folder depth that holds the split (:func:`split_of`)."""
+    split = check_split(split)
     root = resolve_source(source, layout)
     if source == "sample":
         exclude = [*exclude, "LICENSE.md"]  # the sample's attribution file, not a data file
@@ -572,6 +683,7 @@ def ingest(
         exclude=exclude,
         label_depth=label_depth,
         labels=labels,
+        split=split,
         max_pixels=max_pixels,
         previous=previous,
         workers=workers,
@@ -635,6 +747,11 @@ def summarize(manifest: pd.DataFrame, labels: str | Path | pd.DataFrame | None =
         "skipped": int(len(skipped)),
         "duplicates": int(ok["duplicate_of"].notna().sum()),
         "labels": {str(k): int(v) for k, v in ok["label"].value_counts().sort_index().items()},
+        **(
+            {"splits": {str(k): int(v) for k, v in ok["split"].value_counts().sort_index().items()}}
+            if "split" in ok
+            else {}
+        ),
         "skipped_files": [
             {"path": p, "reason": r}
             for p, r in zip(skipped["path"], skipped["reason"], strict=True)

@@ -78,6 +78,30 @@ def _unescape(m: re.Match) -> str:
 
 
 @dataclass(frozen=True)
+class EmbeddingFiles:
+    """One model's embeddings of a dataset: complete shards as they were written, and the
+    vectors and their rows assembled from them (``embed.json``: the run's facts)."""
+
+    dir: Path
+
+    @property
+    def shards(self) -> Path:
+        return self.dir / "shards"
+
+    @property
+    def vectors(self) -> Path:
+        return self.dir / "vectors.npy"
+
+    @property
+    def rows(self) -> Path:
+        return self.dir / "rows.parquet"
+
+    @property
+    def facts(self) -> Path:
+        return self.dir / "embed.json"
+
+
+@dataclass(frozen=True)
 class Layout:
     """Paths of one dataset ``name`` under a data root and a reports root."""
 
@@ -125,6 +149,24 @@ class Layout:
     def embeddings_dir(self, model_key: str) -> Path:
         return self.data_dir / "embeddings" / model_key
 
+    def embedding_files(self, model_key: str) -> EmbeddingFiles:
+        """The files of one model's embeddings (shards, vectors, rows, facts)."""
+        return EmbeddingFiles(self.embeddings_dir(model_key))
+
+    @property
+    def embeddings_index(self) -> Path:
+        """Which model key each model's embeddings have, and the latest one."""
+        return self.data_dir / "embeddings" / "index.json"
+
+    @property
+    def precision_decisions(self) -> Path:
+        """The precision each model's check kept for this dataset (:mod:`embedscope.embed`)."""
+        return self.data_dir / "embeddings" / "precision.json"
+
+    def label_issues(self, model_key: str, digest: str = "*") -> Path:
+        """Label-issue results for one set of labels (``digest``; ``*``: a glob of all)."""
+        return self.data_dir / "analysis" / model_key / f"label-issues-{digest}.npz"
+
     def projection(self, model_key: str, method: str, dims: int, digest: str) -> Path:
         """Coordinates; ``digest`` covers the parameters and the vectors they came from."""
         return self.data_dir / "projections" / model_key / f"{method}-{dims}d-{digest}.parquet"
@@ -147,6 +189,11 @@ class Layout:
     @property
     def findings(self) -> Path:
         return self.reports_dir / "findings.csv"
+
+    @property
+    def leaks(self) -> Path:
+        """The held-out images that copy an earlier split's, one pair a row (with splits)."""
+        return self.reports_dir / "leaks.csv"
 
     def points(self, method: str, dims: int) -> Path:
         """The point table of one map (:mod:`embedscope.points`): what every editor reads."""

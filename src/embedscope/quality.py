@@ -9,6 +9,14 @@ scores and flags (:func:`quality_findings`) follow cleanvision 0.3.7's formulas 
 thresholds, with one change of direction: every ``<type>_score`` here is 0..1 with **higher =
 more of a problem** (cleanvision's scores are the other way round), so that all the kit's
 scores sort the same way.
+
+Those are the ``"cleanvision"`` thresholds (:data:`THRESHOLD_MODES`): they reproduce
+cleanvision's flags exactly, blind spots included (its blur score keeps the unfiltered one-pixel
+border of its 64-pixel copy, so a blurred photo with a bright border reads as sharp; a photo
+washed 90% toward white is not light). The default, ``"calibrated"``, scores blur, exposure,
+contrast and colour with statistics of the same 256-pixel copy (:data:`CALIBRATED`) whose
+thresholds were chosen on degraded copies of images kept apart from the ones the bench reports
+(``scripts/bench_quality.py``; the grid and the numbers are in docs/findings.md).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageChops, ImageFilter
+from scipy.ndimage import uniform_filter1d
 
 from embedscope.images import to_rgb
 
@@ -32,7 +41,44 @@ STAT_COLUMNS = (
     "gray_hist_std",
     "colour_spread",
     "phash",
+    "brightness_p1",
+    "blur_effect",
+    "chroma_p99",
+    "max_channel_p99",
+    "min_channel_p5",
+    "stats_version",
 )
+#: Raised whenever a statistic's definition changes: ingest inspects again every file whose
+#: manifest row holds statistics of another version (rows from before it existed included).
+#: 2: ``brightness_p1``, ``blur_effect``, ``chroma_p99``, ``max_channel_p99`` and
+#: ``min_channel_p5`` for the calibrated thresholds.
+STATS_VERSION = 2
+#: The two sets of quality thresholds :func:`quality_findings` knows.
+THRESHOLD_MODES = ("calibrated", "cleanvision")
+#: The calibrated thresholds (flag when a score is above them; scores 0..1, higher = worse),
+#: chosen by ``scripts/bench_quality.py --calibrate`` on degraded copies of calibration images:
+#: halfway between the 97th percentile of the originals (JPEG- and noise-damaged copies
+#: included) and the 5th percentile of the degraded copies where the two do not overlap, else
+#: at that 97th percentile.
+#:
+#: - blurry: Crete et al.'s blur effect (2007) of the grey copy, borders left out;
+#: - dark: 1 - the 99th percentile of each pixel's largest channel (so a saturated red or
+#:   blue, which perceived brightness calls dim, is not dark);
+#: - light: the 5th percentile of each pixel's smallest channel: washed out toward white (a
+#:   saturated yellow is not light);
+#: - low_information: 1 - the contrast (99th - 1st percentile of brightness);
+#: - grayscale: 1 - the 99th percentile of the largest channel difference / 255.
+CALIBRATED = {
+    "blurry": 0.42,
+    "dark": 0.27,
+    "light": 0.49,
+    "low_information": 0.69,
+    "grayscale": 0.87,
+}
+#: Width of the box filter of the blur effect (Crete et al.'s value).
+BLUR_EFFECT_WIDTH = 11
+#: The smallest side the blur effect is measured on (4 box widths).
+BLUR_EFFECT_MIN_SIDE = 4 * BLUR_EFFECT_WIDTH
 #: cleanvision 0.3.7's default thresholds, on its own scores (low = issue).
 THRESHOLDS = {
     "dark": 0.32,
@@ -75,7 +121,8 @@ def image_stats(im: Image.Image) -> dict[str, float | int]:
         np.sqrt(0.241 * arr[..., 0] ** 2 + 0.691 * arr[..., 1] ** 2 + 0.068 * arr[..., 2] ** 2)
         / 255
     )
-    p5, p99 = np.percentile(bright, [5, 99])
+    p1, p5, p99 = np.percentile(bright, [1, 5, 99])
+    top, bottom = arr.max(axis=2), arr.min(axis=2)
     tiny = rgb if max(rgb.size) <= BLUR_SIDE else _shrunk(rgb, BLUR_SIDE)
     grey = tiny.convert("L")
     edges = np.asarray(grey.filter(ImageFilter.FIND_EDGES), dtype=np.float64)
@@ -87,7 +134,35 @@ def image_stats(im: Image.Image) -> dict[str, float | int]:
         "gray_hist_std": float(np.std(grey.histogram())),
         "colour_spread": _colour_spread(rgb),
         "phash": phash(rgb),
+        "brightness_p1": float(p1),
+        "blur_effect": blur_effect(np.asarray(rgb.convert("L"), dtype=np.float32)),
+        "chroma_p99": float(np.percentile(top - bottom, 99)),
+        "max_channel_p99": float(np.percentile(top, 99) / 255),
+        "min_channel_p5": float(np.percentile(bottom, 5) / 255),
+        "stats_version": STATS_VERSION,
     }
+
+
+def blur_effect(grey: np.ndarray, width: int = BLUR_EFFECT_WIDTH) -> float:
+    """Crete et al.'s no-reference blur effect (2007), 0 (sharp) .. 1 (blurry): how little of
+    the variation between neighbouring pixels a box blur of ``width`` pixels removes (a blurred
+    image has little left to lose), the larger of rows and columns. The ``width`` pixels along
+    each edge are left out, so a border (a frame, the edge of a resized copy) reads as nothing.
+    A flat image is 1; one under :data:`BLUR_EFFECT_MIN_SIDE` pixels a side is not measured
+    (NaN: never flagged), since too few pixels tell blur from a small picture."""
+    if min(grey.shape) < BLUR_EFFECT_MIN_SIDE:
+        return float("nan")
+    worst = 0.0
+    inner = (slice(width, -width), slice(width, -width))
+    for axis in (0, 1):
+        smooth = uniform_filter1d(grey, width, axis=axis, mode="reflect")
+        sharp = np.abs(np.diff(grey, axis=axis))[inner]
+        kept = np.abs(np.diff(smooth, axis=axis))[inner]
+        total = float(sharp.sum())
+        if total <= 0:
+            return 1.0
+        worst = max(worst, (total - float(np.maximum(sharp - kept, 0).sum())) / total)
+    return worst
 
 
 def _colour_spread(rgb: Image.Image) -> float:
@@ -120,12 +195,41 @@ def phash(im: Image.Image) -> int:
     return int(np.packbits(bits).view(">i8")[0])
 
 
-def quality_findings(stats: pd.DataFrame) -> pd.DataFrame:
+def quality_findings(stats: pd.DataFrame, thresholds: str = "calibrated") -> pd.DataFrame:
     """Per-image ``<type>_score`` (0..1, higher = worse) and ``<type>`` flags for every quality
-    type, from the :data:`STAT_COLUMNS` plus ``width`` and ``height`` of each image.
+    type, from the :data:`STAT_COLUMNS` plus ``width`` and ``height`` of each image, with the
+    ``thresholds`` of :data:`THRESHOLD_MODES` (``"cleanvision"``: its scores and flags exactly).
 
     Rows without statistics (an image ingest has not inspected since this version) get NaN
     scores and no flags."""
+    if thresholds not in THRESHOLD_MODES:
+        raise ValueError(
+            f"quality_thresholds must be one of {', '.join(THRESHOLD_MODES)}, not {thresholds!r}"
+        )
+    out = cleanvision_findings(stats)
+    if thresholds == "calibrated":
+        for name, score in calibrated_scores(stats).items():
+            out[f"{name}_score"] = score.astype(np.float32)
+            out[name] = (score > CALIBRATED[name]).fillna(False).astype(bool)
+    return out
+
+
+def calibrated_scores(stats: pd.DataFrame) -> dict[str, pd.Series]:
+    """The calibrated scores (0..1, higher = worse) of the types :data:`CALIBRATED` flags; a
+    manifest without the newer statistics gives NaN (no flag)."""
+    stats = stats.reindex(columns=[*stats.columns, *(c for c in STAT_COLUMNS if c not in stats)])
+    return {
+        "blurry": stats["blur_effect"],
+        "dark": 1 - stats["max_channel_p99"],
+        "light": stats["min_channel_p5"],
+        "low_information": 1 - (stats["brightness_p99"] - stats["brightness_p1"]),
+        "grayscale": 1 - np.minimum(stats["chroma_p99"] / 255, 1),
+    }
+
+
+def cleanvision_findings(stats: pd.DataFrame) -> pd.DataFrame:
+    """Every quality type's score and flag as cleanvision 0.3.7 computes them with its default
+    thresholds (its scores turned round), blind spots included."""
     out = pd.DataFrame(index=stats.index)
     dark = stats["brightness_p99"]
     light = 1 - stats["brightness_p5"]

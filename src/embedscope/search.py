@@ -112,7 +112,7 @@ class Searcher:
         """The stored vectors of ``model`` (latest when None), with its text tower when it has
         one and the images were embedded in the shared space (``image_features``)."""
         emb = load_embeddings(layout, model)
-        facts = read_json(layout.embeddings_dir(emb.model_key) / "embed.json", default={})
+        facts = read_json(layout.embedding_files(emb.model_key).facts, default={})
         spec, pooling = model or facts.get("model", ""), facts.get("pooling", "")
         tower, why = None, ""
         if not facts.get("text_tower"):

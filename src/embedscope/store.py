@@ -29,11 +29,13 @@ import pandas as pd
 from embedscope.ingest import load_manifest
 from embedscope.layout import (
     Damaged,
+    EmbeddingFiles,
     Layout,
     load_checked,
     read_json,
     set_aside,
     slug,
+    update_json,
     write_npy,
     write_npz,
     write_parquet,
@@ -150,12 +152,13 @@ class Embeddings:
 def read_embedding_files(out_dir: Path) -> tuple[np.ndarray, pd.DataFrame] | None:
     """``vectors.npy`` (memory-mapped) and ``rows.parquet`` of one model folder, checked
     against each other; None when missing or damaged (damaged ones are set aside)."""
-    rows = load_checked(out_dir / "rows.parquet", _read_rows)
-    vectors = load_checked(out_dir / "vectors.npy", lambda p: np.load(p, mmap_mode="r"))
+    files = EmbeddingFiles(out_dir)
+    rows = load_checked(files.rows, _read_rows)
+    vectors = load_checked(files.vectors, lambda p: np.load(p, mmap_mode="r"))
     if rows is None or vectors is None:
         return None
     if len(rows) and (vectors.ndim != 2 or vectors.shape[0] != len(rows)):
-        set_aside(out_dir / "vectors.npy", f"shape {vectors.shape} for {len(rows)} rows")
+        set_aside(files.vectors, f"shape {vectors.shape} for {len(rows)} rows")
         return None
     return vectors, rows
 
@@ -185,9 +188,20 @@ def write_outputs(
     vectors = np.stack([done[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, 0))
     stored = None if force else read_embedding_files(out_dir)
     if stored is None or not stored[1].equals(rows):
-        write_npy(out_dir / "vectors.npy", vectors)
-        write_parquet(out_dir / "rows.parquet", rows)
+        write_npy(EmbeddingFiles(out_dir).vectors, vectors)
+        write_parquet(EmbeddingFiles(out_dir).rows, rows)
     return rows, vectors
+
+
+def mark_latest(layout: Layout, model: str, key: str) -> None:
+    """Record ``key`` as ``model``'s embeddings and the latest of the dataset, in its
+    ``index.json`` (merged under a lock: two models embedded at once both stay in it)."""
+
+    def point_at(index: dict) -> None:
+        index["latest"] = key
+        index.setdefault("by_model", {})[model] = key
+
+    update_json(layout.embeddings_index, point_at)
 
 
 def _rebuild_outputs(layout: Layout, key: str) -> None:
@@ -195,14 +209,14 @@ def _rebuild_outputs(layout: Layout, key: str) -> None:
     and the manifest (no model needed): how a damaged output file is rebuilt."""
     manifest, _ = load_manifest(layout)
     out_dir = layout.embeddings_dir(key)
-    done, _ = read_shards(out_dir / "shards")
+    done, _ = read_shards(EmbeddingFiles(out_dir).shards)
     write_outputs(manifest[manifest["status"] == "ok"], done, out_dir, force=True)
 
 
 def load_embeddings(layout: Layout, model: str | None = None) -> Embeddings:
     """Vectors and rows written by the embedding stage for ``model`` (the latest run when
     None); rebuilt from the embedding shards when either file is missing or damaged."""
-    index = read_json(layout.data_dir / "embeddings" / "index.json")
+    index = read_json(layout.embeddings_index)
     key = None
     if index is not None:
         key = index["latest"] if model is None else index["by_model"].get(model)

@@ -10,7 +10,8 @@ only, so they are kept for every dataset in ``precision-races.json`` of the kit'
 calibrates only the winner, or nothing when no candidate was faster. Fidelity depends on the
 images, so it is judged per dataset; the decision is kept with the dataset's embeddings
 (``precision.json``), so every later run embeds at the same precision into the same cache.
-``precision_race="again"`` forgets both for this run: a new race, a new verdict.
+``precision_race="again"`` forgets both for this run: a new race, a new verdict. A race run
+while the machine was crowded (:data:`MAX_REMEMBERED_LOAD`) is used for its own run only.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ CALIBRATION_SHARE = 4
 MAX_GROWN_CALIBRATION = 8192
 #: A race is remembered only when it timed this many batches.
 MIN_REMEMBERED_BATCHES = 3
+#: ... and only when the machine was not crowded while it ran: its load per core
+#: (:func:`~embedscope.embed.precision.load_per_core`, the race's own threads included, so
+#: about 1 when nothing else runs) stayed under this. A race at load average 6-9 on 2 cores
+#: (3-4.5 per core) measured the other processes as much as the model; it still decides this
+#: run, but the next one races again rather than inherit it as the machine's truth.
+MAX_REMEMBERED_LOAD = 2.0
 RACES = ("remembered", "again")
 
 
@@ -97,7 +104,7 @@ def auto_precision(
     dev = reference.device
     names = candidates(dev, reference.net)
     kind = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
-    cache = layout.data_dir / "embeddings" / "precision.json"
+    cache = layout.precision_decisions
     decisions = read_json(cache, default={}) or {}
     cache_key = f"{identity}|{reference.pooling}|{kind}|{'+'.join(names)}"
     if not names:
@@ -143,13 +150,21 @@ def auto_precision(
                 labels = images.loc[shas, "label"].to_numpy()
                 check, kept_vectors = contest.verdict(ref_all, labels, population)
                 check["grown_from"] = {k: first[k] for k in ("images", "knn_losses", "knn_gains")}
-    if not contest.remembered and contest.result.get("batches", 0) >= MIN_REMEMBERED_BATCHES:
+    if remember_race(contest.result) and not contest.remembered:
         # shared by every run on this machine: merged under a lock, never overwritten whole
         update_json(races_path, lambda r: r.__setitem__(race_key, contest.result))
     update_json(cache, lambda d: d.__setitem__(cache_key, check))
     kept = contest.lows[check["candidate"]] if check["kept"] else reference
     vectors = ref_all if kept_vectors is None else kept_vectors
     return kept, check, dict(zip(shas, vectors, strict=True)), failed
+
+
+def remember_race(result: dict) -> bool:
+    """Whether a race's result may stand for this model on this hardware: enough batches
+    timed, on a machine that was not crowded (:data:`MAX_REMEMBERED_LOAD`)."""
+    load = result.get("load_per_core")
+    quiet = load is None or load < MAX_REMEMBERED_LOAD
+    return result.get("batches", 0) >= MIN_REMEMBERED_BATCHES and quiet
 
 
 def _calibrate(

@@ -21,9 +21,9 @@ from embedscope.embed.pixels import FastPixels, cacheable, checked_pixels, stamp
 from embedscope.embed.precision import PRECISIONS, check_precision, is_convolutional
 from embedscope.images import decoder_identity
 from embedscope.ingest import load_manifest
-from embedscope.layout import Layout, os_path, update_json, write_json
+from embedscope.layout import EmbeddingFiles, Layout, os_path, write_json
 from embedscope.models import load_model
-from embedscope.store import model_key, read_shards, write_outputs, write_shard
+from embedscope.store import mark_latest, model_key, read_shards, write_outputs, write_shard
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -84,7 +84,7 @@ class Job:
 
     @property
     def shard_dir(self) -> Path:
-        return self.out_dir / "shards"
+        return EmbeddingFiles(self.out_dir).shards
 
     def encoder(self) -> Encoder:
         """The encoder ``precision="auto"`` kept (an int8 copy is not quantised twice), or a
@@ -145,7 +145,7 @@ def plan(
     seconds_check = time.perf_counter() - t0
 
     out_dir = layout.embeddings_dir(model_key(model, identity, pooling, PRECISIONS[precision]))
-    shard_dir = out_dir / "shards"
+    shard_dir = EmbeddingFiles(out_dir).shards
     shard_dir.mkdir(parents=True, exist_ok=True)
     decoder = decoder_identity()  # failures another decoder met are tried again
     done, failed = read_shards(shard_dir, decoder)
@@ -230,12 +230,6 @@ def finish(
         else None,
         **extra,
     }
-    write_json(out_dir / "embed.json", facts)
-    index_path = layout.data_dir / "embeddings" / "index.json"
-
-    def point_at(index: dict) -> None:  # two models embedded at once both stay in the index
-        index["latest"] = job.key
-        index.setdefault("by_model", {})[job.model] = job.key
-
-    update_json(index_path, point_at)
+    write_json(EmbeddingFiles(out_dir).facts, facts)
+    mark_latest(layout, job.model, job.key)
     return facts

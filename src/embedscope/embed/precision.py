@@ -57,19 +57,18 @@ Z_95 = 1.6449
 #: 95% of the time even when the first sample misjudges how many votes it flips.
 Z_POWER = 1.9600
 #: A candidate must run at least this much faster than float32 to be worth any loss, surely:
-#: the one-sided 95% lower bound of its speed-up over the race's timed batches (float32 and
-#: the candidate run side by side on each) must reach it. A native-bf16 CPU can still run a
-#: ViT slower in bf16 than in float32 (0.56x measured here), int8 on the same CPU 1.8x faster.
+#: the one-sided 95% lower bound of its median speed-up over the race's timed batches (float32
+#: and the candidate run side by side on each) must reach it (:func:`speedup_figures`). A
+#: native-bf16 CPU can still run a ViT slower in bf16 than in float32 (0.56x measured here),
+#: int8 on the same CPU 1.8x faster.
 MIN_SPEEDUP = 1.1
 #: Timed batches of the race (after one untimed warm-up): at least this many, for a spread of
 #: the speed-up; then more while it is unclear (the bounds straddle :data:`MIN_SPEEDUP`, as on
 #: a busy machine), up to :data:`MAX_RACE_BATCHES`.
 RACE_BATCHES = 6
 MAX_RACE_BATCHES = 24
-#: One-sided 95% quantiles of Student's t by degrees of freedom (timed batches - 1), for the
-#: bounds of the speed-up.
-T_95 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796, 1.782)
-T_95 += (1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725, 1.721, 1.717, 1.714)
+#: The one-sided error of the speed-up's bounds (95%).
+RACE_ALPHA = 0.05
 
 
 def check_precision(precision: str) -> str:
@@ -316,6 +315,54 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def order_bound_rank(n: int, alpha: float = RACE_ALPHA) -> int:
+    """The rank ``r`` (1-based) whose order statistic is a one-sided ``1 - alpha`` lower bound
+    of the median of ``n`` draws (the ``n + 1 - r``-th is the upper one): the largest ``r``
+    with P(Binomial(n, 1/2) < r) <= ``alpha``. Distribution-free: nothing is assumed of the
+    timings' spread. Below 5 draws no rank reaches 95%; the extremes (rank 1) are used."""
+    below = 0.0
+    for r in range(1, n + 1):
+        below += math.comb(n, r - 1) / 2**n  # P(B <= r - 1)
+        if below > alpha:
+            return max(r - 1, 1)
+    return n
+
+
+def speedup_figures(reference: list[float], candidates: dict[str, list[float]]) -> dict:
+    """Per candidate, float32's time over its own on the same batches: the median of those
+    per-batch ratios (``speedups``) and its one-sided 95% lower and upper bounds, order
+    statistics of the ratios (:func:`order_bound_rank`; ``speedup_low``, ``speedup_high``,
+    None from fewer than two batches), from ``batches`` timed batches.
+
+    Why the median and order statistics, not the mean and a t bound: on a loaded machine a
+    batch now and then waits for the cores (its ratio off by 2-5x either way). A few such
+    spikes widen a t bound on the log ratios past :data:`MIN_SPEEDUP` (float32 was kept in 2 of
+    3 races at load average 6-9 on 2 cores) while they move the median and its order-statistic
+    bound by a rank or two: a third of the batches may be hit before a clear winner is lost."""
+    timed = len(reference)
+    speedups, lows, highs = {}, {}, {}
+    rank = order_bound_rank(timed) if timed else 0
+    for name, seconds in candidates.items():
+        ratios = np.sort(np.array(reference) / np.maximum(np.array(seconds), 1e-9))
+        speedups[name] = round(float(np.median(ratios)), 3) if timed else None
+        lows[name] = highs[name] = None
+        if timed > 1:
+            lows[name] = round(float(ratios[rank - 1]), 3)
+            highs[name] = round(float(ratios[timed - rank]), 3)
+    return {"speedups": speedups, "speedup_low": lows, "speedup_high": highs, "batches": timed}
+
+
+def load_per_core() -> float:
+    """Runnable work per core this process may use: the 1-minute load average over the
+    cores (the race's own threads count too, so about 1 on an otherwise idle machine while it
+    runs). A race timed while others crowd the cores is no measure of the machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        return round(os.getloadavg()[0] / max(cores or 1, 1), 2)
+    except OSError:  # no load average on this system
+        return 0.0
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work, so a wall-clock time covers it."""
     if device.type == "cuda":
@@ -348,6 +395,7 @@ class PrecisionRace:
         self.seconds: dict[str, list[float]] = {name: [] for name in ["fp32", *lows]}
         self.outputs: dict[str, list[np.ndarray]] = {name: [] for name in lows}
         self.batches = 0
+        self.loads: list[float] = []  # load_per_core() at the first timed batch and at the end
         self.result: dict = {}
         self.remembered = remembered is not None
         if remembered is not None:
@@ -355,15 +403,24 @@ class PrecisionRace:
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         self.batches += 1
-        out = self._timed("fp32", self.reference, pixels)
-        for name, low in self.lows.items():
-            self.outputs[name].append(self._timed(name, low, pixels).float().cpu().numpy())
+        if self.batches == 2 and not self.result:
+            self.loads.append(load_per_core())
+        # float32 first on odd batches, last on even ones: what the first forward leaves in
+        # the caches, or a load that rises during a batch, favours neither side
+        lows = list(self.lows.items())
+        order = [("fp32", self.reference), *lows]
+        if self.batches % 2 == 0:
+            order.reverse()
+        outs = {name: self._timed(name, f, pixels) for name, f in order}
+        for name, _ in lows:
+            self.outputs[name].append(outs[name].float().cpu().numpy())
         timed = self.batches - 1
         if not self.result and timed >= self.race[0]:
             measured = self._measured()
             if timed >= self.race[1] or self._clear(measured):
-                self._decide(measured)
-        return out
+                self.loads.append(load_per_core())
+                self._decide(self._measured())
+        return outs["fp32"]
 
     @staticmethod
     def _clear(measured: dict) -> bool:
@@ -383,22 +440,10 @@ class PrecisionRace:
         return out
 
     def _measured(self) -> dict:
-        """Per candidate, float32's time over its own on the same batches: the geometric mean
-        of the per-batch ratios (``speedups``) and its one-sided 95% lower and upper bounds
-        (Student's t on the log ratios; ``speedup_low``, ``speedup_high``, None from fewer
-        than two batches), from ``batches`` timed batches."""
-        timed = len(self.seconds["fp32"])
-        speedups, lows, highs = {}, {}, {}
-        for name in self.lows:
-            logs = np.log(np.array(self.seconds["fp32"]) / np.maximum(self.seconds[name], 1e-9))
-            speedups[name] = round(float(np.exp(logs.mean())), 3) if timed else None
-            lows[name] = highs[name] = None
-            if timed > 1:
-                t = T_95[min(timed - 2, len(T_95) - 1)]  # by degrees of freedom, from 1
-                spread = t * logs.std(ddof=1) / math.sqrt(timed)
-                lows[name] = round(float(np.exp(logs.mean() - spread)), 3)
-                highs[name] = round(float(np.exp(logs.mean() + spread)), 3)
-        return {"speedups": speedups, "speedup_low": lows, "speedup_high": highs, "batches": timed}
+        """The race so far (:func:`speedup_figures` of the timed batches), with the machine's
+        load per core while it ran (:func:`load_per_core`, the most seen)."""
+        result = speedup_figures(self.seconds["fp32"], {n: self.seconds[n] for n in self.lows})
+        return result | {"load_per_core": max(self.loads, default=None)}
 
     def _decide(self, result: dict) -> None:
         """Keep the fastest of the candidates that surely beat float32 by :data:`MIN_SPEEDUP`
@@ -424,6 +469,7 @@ class PrecisionRace:
             "speedup_high": self.result.get("speedup_high", {}),
             "race_batches": self.result.get("batches", 0),
             "race": "remembered" if self.remembered else "measured",
+            "race_load_per_core": self.result.get("load_per_core"),
         }
 
     def verdict(
@@ -433,6 +479,7 @@ class PrecisionRace:
         the race's speed-ups) and the kept candidate's vectors (None: keep float32's), the
         images a sample of a dataset of ``population``."""
         if not self.result:  # the calibration ended before the race did
+            self.loads.append(load_per_core())
             self._decide(self._measured())
         if not self.lows:
             return self.not_faster(), None

@@ -2,7 +2,7 @@
 
 - ``page``: ``explorer.html``, one offline file that survives sharing (``explorer.js`` and
   ``explorer.css`` beside it are inlined at write time);
-- ``live``: a FigureWidget + ipywidgets panel in JupyterLab (needs a kernel);
+- ``live``: the page's explorer as an anywidget in JupyterLab (needs a kernel);
 - ``dash``: the same map served as a Dash app (``make serve``);
 - ``static``: a matplotlib plot and the older project's CSV, for viewers without JavaScript;
 - ``atlas`` (thumbnails) and ``palette`` (class colours) are shared by all four.

@@ -1,25 +1,43 @@
 (function () {
   "use strict";
-  // explorer.html's own code: no framework, no network. Sections, in order: data, small DOM
-  // helpers, labels and decisions (with undo and browser storage), selection, the box/lasso
-  // tool, the map (scatter.js draws it; legend and colour bar are DOM), hover and pinned point,
-  // neighbours (inline or loaded on demand), gallery, review queue, export, wiring.
+  // The explorer's one editor, for explorer.html and for the JupyterLab panel (live.py's
+  // anywidget): no framework, no network. init(root, D, host) builds it in ``root`` (the page's
+  // document, or the widget's shadow root holding the same markup) from the page's data D;
+  // ``host`` is what the panel adds: {mark: element for data-* marks, keys: element whose
+  // keydown it reads, storage: false (no browser storage: Python keeps the decisions),
+  // changed(csv): the complete decisions after each change, selected(rows), sheet(k): promise
+  // of thumbnail sheet k's URL (fetched when first needed)}; the page passes {}. Sections, in
+  // order: data, small DOM helpers, labels and decisions (with undo and browser storage),
+  // selection, the box/lasso tool, the map (scatter.js draws it; legend and colour bar are
+  // DOM), hover and pinned point, neighbours (inline or loaded on demand), gallery, review
+  // queue, export, wiring.
 
   // ---- data --------------------------------------------------------------------------------
-  // Per-point numbers travel as base64 little-endian typed arrays ({dtype, b64}); decoded once.
+  // Per-point numbers travel as base64 little-endian typed arrays ({dtype, b64}) in the page,
+  // as binary buffers ({dtype, buf: k}, ``parts[k]`` an ArrayBuffer) to the widget; decoded once.
   const TYPES = {f4: Float32Array, i1: Int8Array, i2: Int16Array, i4: Int32Array, u1: Uint8Array};
-  function typed(v) {
+  function typed(v, parts) {
+    if (v && parts && typeof v.buf === "number" && TYPES[v.dtype]) return new TYPES[v.dtype](parts[v.buf]);
     if (!v || typeof v.b64 !== "string" || !TYPES[v.dtype]) return v;
     const bin = atob(v.b64), bytes = new Uint8Array(bin.length);
     for (let k = 0; k < bin.length; k++) bytes[k] = bin.charCodeAt(k);
     return new TYPES[v.dtype](bytes.buffer);
   }
-  const D = JSON.parse(document.getElementById("es-data").textContent);
-  ["x", "y", "z", "label", "thumb"].forEach((k) => { D[k] = typed(D[k]); });
-  D.columns.forEach((c) => { c.values = typed(c.values); c.codes = typed(c.codes); });
-  if (D.suggested) ["codes", "share", "offered"].forEach((k) => { D.suggested[k] = typed(D.suggested[k]); });
-  if (D.neighbors && D.neighbors.inline) D.neighbors.inline = typed(D.neighbors.inline);
-  const N = D.path.length, is3d = D.is3d, $ = (id) => document.getElementById(id);
+  function decode(D, parts) {  // the data's arrays (and, from the widget, its paths) decoded
+    ["x", "y", "z", "label", "thumb"].forEach((k) => { D[k] = typed(D[k], parts); });
+    D.columns.forEach((c) => { c.values = typed(c.values, parts); c.codes = typed(c.codes, parts); });
+    if (D.suggested) ["codes", "share", "offered"].forEach((k) => { D.suggested[k] = typed(D.suggested[k], parts); });
+    if (D.neighbors && D.neighbors.inline) D.neighbors.inline = typed(D.neighbors.inline, parts);
+    if (parts && D.path && typeof D.path.buf === "number")  // one UTF-8 buffer, NUL between paths
+      D.path = D.count ? new TextDecoder().decode(parts[D.path.buf]).split("\0") : [];
+    return D;
+  }
+
+  function init(root, D, host) {
+  host = host || {};
+  const mark = host.mark || document.body, timing = {selectMs: null, selections: 0, frameMs: null,
+    frames: 0, firstFrameMs: null, hoverMs: null, hovers: 0};
+  const N = D.path.length, is3d = D.is3d, $ = (id) => root.getElementById(id);
   const plot = $("plot"), stage = $("stage"), hover = $("hover"), detail = $("detail");
   const search = $("search"), colour = $("colour"), draw = $("draw");
   const HOVER_PX = 128, DETAIL_PX = 192, TILE_PX = 96, LIGHTBOX_PX = 384, PAGE = 48;
@@ -46,16 +64,23 @@
   // each, so a thumbnail is a box showing one cell of its sheet as a background.
   const sheetCss = document.createElement("style");
   const cssString = (u) => '"' + u.replace(/["\\\n]/g, (c) => "\\" + c.charCodeAt(0).toString(16) + " ") + '"';
-  sheetCss.textContent = D.sheets.map((u, k) => ".es-a" + k + "{background-image:url(" + cssString(u) + ")}").join("\n");
-  document.head.appendChild(sheetCss);
+  const sheetRule = (k, u) => ".es-a" + k + "{background-image:url(" + cssString(u) + ")}\n";
+  if (!host.sheet) sheetCss.textContent = D.sheets.map((u, k) => sheetRule(k, u)).join("");
+  (root.head || root).appendChild(sheetCss);
   const sheetOf = (i) => D.thumb[i] < 0 ? -1 : Math.floor(D.thumb[i] / (D.cols * D.cols));
+  const urls = new Map();  // sheet -> promise of its URL; the widget's arrive when first needed
+  function sheetUrl(k) {
+    if (!host.sheet) return Promise.resolve(D.sheets[k]);
+    if (!urls.has(k)) urls.set(k, host.sheet(k).then((u) => { sheetCss.append(sheetRule(k, u)); return u; }));
+    return urls.get(k);
+  }
   // sheet -> promise of its picture decoded (the hover card waits for it); the 64 sheets used
   // last stay referenced, so hovering across a million points never holds thousands decoded
   const decoded = new Map();
   function sheetReady(k) {
     let ready = decoded.get(k);
     if (ready) decoded.delete(k);
-    else { const im = new Image(); im.src = D.sheets[k]; ready = im.decode().then(() => im, () => null); }
+    else ready = sheetUrl(k).then((u) => { const im = new Image(); im.src = u; return im.decode().then(() => im, () => null); });
     decoded.set(k, ready);
     if (decoded.size > 64) decoded.delete(decoded.keys().next().value);
     return ready;
@@ -71,6 +96,7 @@
     }
     const per = D.cols * D.cols, atlas = Math.floor(t / per), cell = t % per;
     box.classList.add("es-a" + atlas);
+    if (host.sheet) sheetUrl(atlas);
     box.style.backgroundSize = (D.cols * px) + "px auto";
     box.style.backgroundPosition = (-(cell % D.cols) * px) + "px " + (-Math.floor(cell / D.cols) * px) + "px";
     return box;
@@ -190,6 +216,7 @@
   }
   let writing = Promise.resolve();
   function save() {
+    if (host.storage === false) return;  // the panel: Python writes them to the dataset
     const out = {};
     decisions.forEach((d, i) => { out[D.path[i]] = d; });
     takenBack().forEach((i) => { out[D.path[i]] = {label: null, tags: []}; });
@@ -208,6 +235,7 @@
     }
   }
   function load() {  // a promise: decisions saved by this report (any earlier version of it)
+    if (host.storage === false) return Promise.resolve();
     let saved = null;
     try { saved = JSON.parse(localStorage.getItem(STORE) || "null"); } catch (err) { storage = NOT_SAVED; return Promise.resolve(); }
     storage = "Saved in this browser for this report.";
@@ -244,7 +272,8 @@
     $("download-decisions").disabled = !total && !takenBack().length;
   }
   function decisionsChanged() {
-    save(); relabelCodes(); syncWhere(); showCounts(); redraw(); renderGallery(); renderReview();
+    save(); if (host.changed) host.changed(decisionsCsv());
+    relabelCodes(); syncWhere(); showCounts(); redraw(); renderGallery(); renderReview();
     if (pinned !== null) describe($("detail-card"), pinned, DETAIL_PX);
   }
 
@@ -282,9 +311,9 @@
     $("selcount").textContent = plural(n, "point") + " selected";
     $("select-none").disabled = !n; $("download-selection").disabled = !n;
     map.setChosen(chosen, chosenList).then(() => {  // highlighted on screen: mouse-up (or click) to here
-      const timing = window.embedscope.timing;
       timing.selectMs = performance.now() - t0; timing.selections++;
-      document.body.dataset.selected = n;
+      mark.dataset.selected = n;
+      if (host.selected) host.selected(chosenList);
       setTimeout(renderGallery, 0);
     });
   }
@@ -351,7 +380,7 @@
   let tool = "view", drag = null;
   function setTool(name) {
     tool = name;
-    document.querySelectorAll("#tool button").forEach((b) => b.classList.toggle("on", b.dataset.tool === name));
+    root.querySelectorAll("#tool button").forEach((b) => b.classList.toggle("on", b.dataset.tool === name));
     draw.classList.toggle("active", name !== "view");
     hideHover();
   }
@@ -497,9 +526,9 @@
     if (p) { ctx.strokeStyle = "#111827"; ctx.lineWidth = 2; ctx.beginPath(); ctx.arc(p[0], p[1], r + 4, 0, 2 * Math.PI); ctx.stroke(); }
   }
   function framed(st) {
-    const t = window.embedscope.timing;
+    const t = timing;
     t.frameMs = st.frameMs; t.frames = st.frames; t.firstFrameMs = st.firstFrameMs;
-    document.body.dataset.drawn = st.drawn;
+    mark.dataset.drawn = st.drawn;
   }
 
   let pending = 0;
@@ -561,7 +590,7 @@
     (k < 0 ? Promise.resolve() : sheetReady(k)).then(() => {
       if (hover.hidden || Number(hover.dataset.index) !== i) return;
       hover.dataset.shown = i;
-      const t = window.embedscope.timing;
+      const t = timing;
       t.hoverMs = performance.now() - t0; t.hovers++;
     });
   }
@@ -622,7 +651,7 @@
         t.dataset.index = j; t.addEventListener("click", () => pin(j)); return t; })); });
     }
     detail.hidden = false; $("hint").hidden = true;
-    document.querySelectorAll("#grid .tile").forEach((t) => t.classList.toggle("focused", Number(t.dataset.index) === i));
+    root.querySelectorAll("#grid .tile").forEach((t) => t.classList.toggle("focused", Number(t.dataset.index) === i));
     map.request();
   }
   const clusterOf = (i) => CLUSTER.kind === "number" ? CLUSTER.values[i] : CLUSTER.codes[i];
@@ -847,13 +876,13 @@
   }
 
   // ---- wiring -----------------------------------------------------------------------------------
-  document.title = D.title;
+  if (root === document) document.title = D.title;
   $("title").textContent = D.title;
   [["label", "label"]].concat(D.columns.map((c, k) => [String(k), c.name])).forEach(([v, t]) => {
     const o = el("option", null, t); o.value = v; colour.appendChild(o); });
   colour.value = D.colourBy || "label";  // clusters when the labels tell nothing apart
-  if (is3d) document.querySelector("#tool [data-tool='view']").textContent = "Orbit";
-  document.querySelectorAll("#tool button").forEach((b) => b.addEventListener("click", () => setTool(b.dataset.tool)));
+  if (is3d) root.querySelector("#tool [data-tool='view']").textContent = "Orbit";
+  root.querySelectorAll("#tool button").forEach((b) => b.addEventListener("click", () => setTool(b.dataset.tool)));
   $("select-none").addEventListener("click", () => choose([], "replace", performance.now()));
   $("select-search").addEventListener("click", (ev) => { const hits = visible(); choose(hits, modeOf(ev), performance.now()); });
   $("undo").addEventListener("click", undo);
@@ -865,10 +894,10 @@
   load().then(() => {
     relabelCodes(); showCounts(); renderGallery();
     return recolour();
-  }).then(() => { document.body.dataset.ready = "1"; });
+  }).then(() => { mark.dataset.ready = "1"; });
   search.addEventListener("input", later);
   colour.addEventListener("change", redraw);
-  document.addEventListener("keydown", (e) => {
+  (host.keys || document).addEventListener("keydown", (e) => {
     if (["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName) || reviewKey(e)) return;
     if (e.key === "Escape") { if (!$("lightbox").hidden) $("lightbox").hidden = true; else if (pinned !== null) unpin(); else setTool("view"); }
     if (e.key === "b" || e.key === "l") setTool(e.key === "b" ? "box" : "lasso");
@@ -882,9 +911,12 @@
   // the renderer-neutral interface tests and `make bench` drive (PAGE_CONTRACT): view() and
   // setView() (a promise of the frame drawn), pointAt(x, y) and screenPositions() in CSS px of
   // #plot, setClassShown() as a legend click, colouring() (what "colour by" shows), timing
-  window.embedscope = {data: D, pin: pin, redraw: redraw, choose: choose, edit: edit,
+  return {data: D, pin: pin, redraw: redraw, choose: choose, edit: edit,
     screenPositions: (idx) => map.screenPositions(idx), view: () => map.view(), setView: (v) => map.setView(v),
     pointAt: (x, y) => map.pointAt(x, y), setClassShown: setClassShown, colouring: () => colouring,
     selected: () => Array.from(chosenList), decisionsCsv: decisionsCsv,
-    timing: {selectMs: null, selections: 0, frameMs: null, frames: 0, firstFrameMs: null, hoverMs: null, hovers: 0}};
+    timing: timing};
+  }
+
+  window.EmbedExplorer = {init: init, decode: decode};
 })();

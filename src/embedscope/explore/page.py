@@ -112,6 +112,54 @@ def write_explorer(
     (``thumbs/``) and neighbour lists (``nbr/``, loaded when a point needs them) are files in
     ``<page stem>-files/`` beside the page, which travels with that folder.
     """
+    out = Path(out)
+    folder = out.parent / f"{out.stem}-files" if len(points) > inline_limit else None
+    # this page's files are named apart from the page still in place (which keeps showing its
+    # own until this one replaces it), then the earlier page's files go
+    stem = f"{secrets.token_hex(4)}-" if folder else ""
+    data = explorer_data(
+        points,
+        image_root,
+        title=title,
+        neighbors=neighbors,
+        thumb_size=thumb_size,
+        thumbnails=thumbnails,
+        decisions=decisions,
+        folder=folder,
+        stem=stem,
+    )
+    here = files("embedscope.explore")
+    page = _fill(
+        here.joinpath("explorer.html").read_text(encoding="utf-8"),
+        {
+            "__TITLE__": html.escape(str(title)),
+            "__CSS__": here.joinpath("explorer.css").read_text(encoding="utf-8"),
+            "__DATA__": _json_for_script(data),
+            "__SCATTER__": here.joinpath("scatter.js").read_text(encoding="utf-8"),
+            "__SCRIPT__": here.joinpath("explorer.js").read_text(encoding="utf-8"),
+        },
+    )
+    body = page.encode("utf-8")
+    write_atomic(out, lambda tmp: tmp.write_bytes(body), len(body), point="explorer:write")
+    _remove_earlier_files(out.parent / f"{out.stem}-files", stem if folder else None)
+    return out
+
+
+def explorer_data(
+    points: pd.DataFrame,
+    image_root: str | Path,
+    *,
+    title: str = "embedscope",
+    neighbors: np.ndarray | None = None,
+    thumb_size: int = 64,
+    thumbnails: Thumbnails = None,
+    decisions: pd.DataFrame | None = None,
+    folder: Path | None = None,
+    stem: str = "",
+) -> dict[str, Any]:
+    """What ``explorer.js`` draws (:func:`write_explorer`'s arguments): the page inlines it as
+    JSON, the JupyterLab panel (:mod:`~embedscope.explore.live`) sends it as binary parts.
+    ``folder``: the thumbnail sheets and neighbour chunks go there as files (else inline)."""
     missing = {"x", "y", "path"} - set(points.columns)
     if missing:
         raise ValueError(f"points lacks column(s) {sorted(missing)}")
@@ -126,11 +174,6 @@ def write_explorer(
     classes += [c for c in class_order(own) if c not in set(classes)]  # relabelled away
     code = {c: k for k, c in enumerate(classes)}
     near = _neighbors(neighbors, n)  # checked before the slow part
-    out = Path(out)
-    folder = out.parent / f"{out.stem}-files" if n > inline_limit else None
-    # this page's files are named apart from the page still in place (which keeps showing its
-    # own until this one replaces it), then the earlier page's files go
-    stem = f"{secrets.token_hex(4)}-" if folder else ""
     atlases, thumbs = thumbnail_sheets(
         points, image_root, thumbnails, folder, size=thumb_size, stem=stem
     )
@@ -164,21 +207,15 @@ def write_explorer(
         "palette": list(PALETTE),
         "missingColour": MISSING_COLOUR,
     }
-    here = files("embedscope.explore")
-    page = _fill(
-        here.joinpath("explorer.html").read_text(encoding="utf-8"),
-        {
-            "__TITLE__": html.escape(str(title)),
-            "__CSS__": here.joinpath("explorer.css").read_text(encoding="utf-8"),
-            "__DATA__": _json_for_script(data),
-            "__SCATTER__": here.joinpath("scatter.js").read_text(encoding="utf-8"),
-            "__SCRIPT__": here.joinpath("explorer.js").read_text(encoding="utf-8"),
-        },
-    )
-    body = page.encode("utf-8")
-    write_atomic(out, lambda tmp: tmp.write_bytes(body), len(body), point="explorer:write")
-    _remove_earlier_files(out.parent / f"{out.stem}-files", stem if folder else None)
-    return out
+    return data
+
+
+def explorer_markup() -> str:
+    """The explorer's markup (``explorer.html``'s body before its scripts), which the panel
+    puts in its shadow root: one copy of the editor's HTML."""
+    page = files("embedscope.explore").joinpath("explorer.html").read_text(encoding="utf-8")
+    body = page.split("<body>", 1)[1]
+    return body.split('<script type="application/json"', 1)[0]
 
 
 #: The sub-folders of a page's ``-files`` folder, all of them written by :func:`write_explorer`.

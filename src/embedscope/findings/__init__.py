@@ -66,22 +66,41 @@ ISSUE_TYPES = tuple(t.name for t in issue_types())
 IMPORTANCE = {t.name: t.weight for t in issue_types()}
 
 
-def findings_table(rows: pd.DataFrame, per_image, manifest: pd.DataFrame) -> pd.DataFrame:
+def findings_table(
+    rows: pd.DataFrame,
+    per_image,
+    manifest: pd.DataFrame,
+    *,
+    quality_thresholds: str = "calibrated",
+    leaks: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """The findings of the embedded images ``rows`` (path, label), from :func:`analyse`'s
     per-image results and the manifest (statistics, duplicates, tags), sorted by
     ``review_priority``: every registered family's columns, then ``issues``, ``reason``,
-    ``review_priority``."""
+    ``review_priority``. ``quality_thresholds="cleanvision"`` flags image quality exactly as
+    cleanvision does (see :mod:`embedscope.quality`). ``leaks``
+    (:func:`embedscope.findings.leaks.find_leaks`, row for row with ``rows``) joins the facts.
+    A family may leave its columns out (the leak family does for a dataset without splits):
+    its types then flag nothing and are not counted."""
     facts = manifest.set_index("path").reindex(rows["path"]).reset_index()
-    context = Context(rows=rows.reset_index(drop=True), per_image=per_image, facts=facts)
+    if leaks is not None:
+        for column in leaks.columns.difference(["path", "split"]):
+            facts[column] = leaks[column].to_numpy()
+    context = Context(
+        rows=rows.reset_index(drop=True),
+        per_image=per_image,
+        facts=facts,
+        quality_thresholds=quality_thresholds,
+    )
     table = pd.DataFrame({"path": rows["path"].to_numpy(), "label": rows["label"].to_numpy()})
     table["label"] = table["label"].astype(object)
     known = families()
     for family in known:
         found = family.compute(context).reset_index(drop=True)
         for column in family.columns:
-            if column.name not in family.legacy:
+            if column.name not in family.legacy and column.name in found:
                 table[column.name] = found[column.name].to_numpy()
-    types = [t for f in known for t in f.types]
+    types = [t for f in known for t in f.types if t.flag in table]
     kept = _kept(facts["tags"] if "tags" in facts else pd.Series("", index=facts.index))
     flags = pd.DataFrame(
         {
@@ -145,7 +164,8 @@ def issue_counts(table: pd.DataFrame) -> dict[str, int]:
     """How many images each issue type flags (for ``metrics.json``)."""
     issues = table[ISSUES].str.split(ISSUE_SEPARATOR).explode()
     counts = issues[issues != ""].value_counts()
-    return {t.name: int(counts.get(t.name, 0)) for t in issue_types()} | {
+    present = [t for t in issue_types() if t.flag in table]
+    return {t.name: int(counts.get(t.name, 0)) for t in present} | {
         "images_flagged": int((table[ISSUES] != "").sum()),
         "labelled_images": int((table["label"] != UNLABELLED).sum()),
     }

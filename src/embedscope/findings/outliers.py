@@ -1,8 +1,13 @@
-"""Outlier findings: how far each image sits from its nearest neighbours in embedding space.
+"""Outlier findings: images far from every class in embedding space.
 
-Only the score for now (``1 - mean cosine similarity to the neighbours``, from
-:func:`embedscope.analyse.analyse`): no threshold has been measured yet, so the family declares
-no issue type and flags nothing; an ``outlier`` type with its flag and reason joins here.
+``outlier_score`` is ``1 - mean cosine similarity to the k nearest neighbours`` (from
+:func:`embedscope.analyse.analyse`), the statistic cleanlab's ``OutOfDistribution`` computes on
+features. The ``outlier`` flag takes the images past Tukey's far-out fence of the dataset's own
+scores (:data:`FENCE`: Q3 + 3 x IQR): cosine similarities mean different things under different
+models, so the bar is the dataset's spread, not a fixed number. On a normal spread the fence is
+4.7 standard deviations out (about one image in a million); the sample's 360 emoji, where no
+image is foreign, have none past it, while foreign clip art slipped into its classes lands
+past it (``make bench``, section ``outliers``). A ``keep:outlier`` tag keeps an image unflagged.
 """
 
 from __future__ import annotations
@@ -10,17 +15,62 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from embedscope.findings.registry import Column, Context, Family
+from embedscope.findings.registry import Column, Context, Family, IssueType
 from embedscope.vocabulary import OUTLIER_SCORE
+
+#: How many interquartile ranges past the third quartile an ``outlier_score`` must lie.
+FENCE = 3.0
+#: The fewest images whose spread makes a fence (fewer: nothing is flagged).
+MIN_IMAGES = 20
+
+
+def outlier_flags(score: np.ndarray, fence: float = FENCE) -> tuple[np.ndarray, float]:
+    """(flags, threshold): scores above Q3 + ``fence`` x IQR of the finite scores."""
+    score = np.asarray(score, np.float64)
+    known = score[np.isfinite(score)]
+    if len(known) < MIN_IMAGES:
+        return np.zeros(len(score), bool), float("inf")
+    q1, q3 = np.percentile(known, [25, 75])
+    threshold = float(q3 + fence * (q3 - q1))
+    return np.nan_to_num(score, nan=-np.inf) > threshold, threshold
 
 
 def _compute(context: Context) -> pd.DataFrame:
-    return pd.DataFrame({OUTLIER_SCORE: np.asarray(context.per_image["outlier_score"], np.float32)})
+    score = np.asarray(context.per_image["outlier_score"], np.float32)
+    return pd.DataFrame({OUTLIER_SCORE: score, "outlier": outlier_flags(score)[0]})
+
+
+def _reasons(table: pd.DataFrame, at: np.ndarray, context: Context) -> list[str]:
+    """ "far from every class: nearest is a cat at 0.41 cosine (most images: 0.83)"."""
+    sim = np.asarray(context.per_image["similarity"], np.float64)
+    idx = np.asarray(context.per_image["neighbors"])
+    labels = context.rows["label"].to_numpy(dtype=object)
+    typical = float(np.median(sim[:, 0])) if sim.size else float("nan")
+    out = []
+    for i in at:
+        near = labels[idx[i, 0]] if sim.shape[1] else "?"
+        nearest = float(sim[i, 0]) if sim.shape[1] else float("nan")
+        out.append(
+            f"far from every class: nearest is {near} at {nearest:.2f} cosine "
+            f"(most images: {typical:.2f})"
+        )
+    return out
 
 
 FAMILY = Family(
     name="outliers",
     order=20,
-    columns=(Column(OUTLIER_SCORE, "1 - mean cosine similarity to the neighbours (no flag yet)"),),
+    columns=(
+        Column(OUTLIER_SCORE, "1 - mean cosine similarity to the neighbours"),
+        Column("outlier", "past the far-out fence of the dataset's outlier scores"),
+    ),
     compute=_compute,
+    types=(
+        IssueType(
+            "outlier",
+            weight=0.7,
+            reason=_reasons,
+            doc="far from every class: `outlier_score` past Q3 + 3 x IQR of the dataset's",
+        ),
+    ),
 )

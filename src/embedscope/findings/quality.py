@@ -1,7 +1,7 @@
-"""Image-quality findings as cleanvision defines them (:mod:`embedscope.quality` computes the
-scores from the statistics ingest stores): dark, light, blurry, low information, grayscale, odd
-aspect ratio and odd size. Near duplicates, which cleanvision counts here too, are in the
-duplicates family.
+"""Image-quality findings (:mod:`embedscope.quality` computes the scores from the statistics
+ingest stores): dark, light, blurry, low information, grayscale, odd aspect ratio and odd size,
+with calibrated thresholds, or cleanvision's exactly (``quality_thresholds="cleanvision"``).
+Near duplicates, which cleanvision counts here too, are in the duplicates family.
 """
 
 from __future__ import annotations
@@ -34,12 +34,26 @@ TEXT = {
     "odd_aspect_ratio": lambda r: f"odd aspect ratio ({r.width}x{r.height})",
     "odd_size": lambda r: f"odd size for this dataset ({r.width}x{r.height})",
 }
+#: The same, for the calibrated scores where they say something else.
+CALIBRATED_TEXT = {
+    "blurry": lambda r: f"blurry (blur effect {r.blurry_score:.2f}; sharp photos stay under 0.42)",
+    "low_information": lambda r: (
+        f"low contrast (its brightness spans {1 - r.low_information_score:.0%} of the range)"
+    ),
+    "grayscale": lambda r: (
+        f"almost no colour (channels differ by {1 - r.grayscale_score:.0%} at most)"
+    ),
+    "light": lambda r: (
+        f"washed out (its darkest pixels' channels are all over {r.light_score:.0%})"
+    ),
+    "dark": lambda r: f"dark (its brightest pixels' channels reach {1 - r.dark_score:.0%} at most)",
+}
 DOCS = {
-    "dark": "too dark (cleanvision's threshold)",
-    "light": "too light",
-    "blurry": "blurry",
-    "low_information": "little information (low entropy)",
-    "grayscale": "no colour",
+    "dark": "too dark: its brightest pixels' channels all under 73% (cleanvision: 32%)",
+    "light": "washed out: its darkest pixels' channels all over 49% (cleanvision: 95%)",
+    "blurry": "blurry: blur effect over 0.42 (cleanvision: its edge score)",
+    "low_information": "low contrast: brightness spans under 31% (cleanvision: low entropy)",
+    "grayscale": "(almost) no colour: channels differ by under 13% (cleanvision: by 8 levels)",
     "odd_aspect_ratio": "far from square",
     "odd_size": "far from the dataset's usual size",
 }
@@ -48,7 +62,9 @@ DOCS = {
 def _compute(context: Context) -> pd.DataFrame:
     facts = context.facts
     stats = facts.reindex(columns=[*STAT_COLUMNS, "width", "height"]).reset_index(drop=True)
-    found = quality_findings(stats.apply(pd.to_numeric, errors="coerce"))
+    found = quality_findings(
+        stats.apply(pd.to_numeric, errors="coerce"), context.quality_thresholds
+    )
     out = pd.DataFrame({"width": facts["width"].to_numpy(), "height": facts["height"].to_numpy()})
     own = [c for c in found.columns if c.removesuffix("_score") in WEIGHTS]
     return pd.concat([out, found[own].reset_index(drop=True)], axis=1)
@@ -56,12 +72,14 @@ def _compute(context: Context) -> pd.DataFrame:
 
 def _reason(name: str):
     def reasons(table: pd.DataFrame, at: np.ndarray, context: Context) -> list[str]:
-        return [TEXT[name](row) for row in table.iloc[at].itertuples()]
+        calibrated = context.quality_thresholds == "calibrated"
+        text = CALIBRATED_TEXT.get(name, TEXT[name]) if calibrated else TEXT[name]
+        return [text(row) for row in table.iloc[at].itertuples()]
 
     return reasons
 
 
-_SCORE_DOCS = "0..1, higher = worse (cleanvision's score turned round)"
+_SCORE_DOCS = "0..1, higher = worse (calibrated, or cleanvision's score turned round)"
 
 FAMILY = Family(
     name="quality",

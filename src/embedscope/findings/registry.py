@@ -34,6 +34,8 @@ class Context:
     per_image: Mapping
     #: The manifest's row of each image (statistics, size, duplicates, tags), index 0..n-1.
     facts: pd.DataFrame
+    #: Which image-quality thresholds flag (:data:`embedscope.quality.THRESHOLD_MODES`).
+    quality_thresholds: str = "calibrated"
 
 
 #: ``reason(table, at, context)``: one line per row position in ``at`` (the rows flagged for

@@ -1,0 +1,268 @@
+"""`make bench` section ``leaks``: how many planted train->test copies the kit finds, per kind.
+
+Sets built offline from two sources of real images: the sample's emoji and Fashion-MNIST
+(Debian ``dataset-fashion-mnist``). Each source is de-duplicated (same pixels), split in two
+disjoint halves, one to calibrate the threshold on and one to report, and each half into
+train and test (80/20 per class). Into test go copies of train images of every kind at several
+strengths (crops centred and off-centre); the test split's own images are the look-alikes
+(same class, same style, not copies). Reported per kind: recall (the copy joined to its own
+source) and false train-test pairs per 1,000 held-out images.
+
+Run alone: ``scripts/bench.py --only leaks`` (or ``python scripts/bench_leaks.py``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageEnhance, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from embedscope.embed import embed  # noqa: E402
+from embedscope.findings.leaks import THRESHOLD, find_leaks  # noqa: E402
+from embedscope.images import load_rgb  # noqa: E402
+from embedscope.ingest import ingest  # noqa: E402
+from embedscope.layout import Layout  # noqa: E402
+from embedscope.store import load_embeddings  # noqa: E402
+
+#: kind -> strengths of the copies planted (every kind at each strength, same count).
+VARIANTS = {
+    "exact": [None],
+    "jpeg": [75, 50, 35, 20],
+    "resized": [0.75, 0.5, 0.35],
+    "crop centre": [0.95, 0.9, 0.85],
+    "crop off-centre": [0.95, 0.9, 0.85],
+    "mirrored": ["plain", "jpeg 50"],
+    "brightness": [1.25, 0.75],
+    "contrast": [1.3, 0.7],
+}
+
+
+def copy_of(im: Image.Image, kind: str, strength, rng: np.random.Generator) -> tuple[bytes, str]:
+    """``im`` (RGB) edited as ``kind`` at ``strength``: the encoded bytes and the suffix."""
+
+    def png(x: Image.Image) -> tuple[bytes, str]:
+        buf = io.BytesIO()
+        x.save(buf, "PNG")
+        return buf.getvalue(), ".png"
+
+    def jpeg(x: Image.Image, q: int) -> tuple[bytes, str]:
+        buf = io.BytesIO()
+        x.save(buf, "JPEG", quality=q)
+        return buf.getvalue(), ".jpg"
+
+    w, h = im.size
+    if kind == "jpeg":
+        return jpeg(im, strength)
+    if kind == "resized":
+        return png(im.resize((max(1, round(w * strength)), max(1, round(h * strength)))))
+    if kind.startswith("crop"):
+        cw, ch = round(w * strength), round(h * strength)
+        if kind == "crop centre":
+            x0, y0 = (w - cw) // 2, (h - ch) // 2
+        else:  # a corner-ward offset, never the centre
+            x0 = int(rng.choice([0, w - cw]))
+            y0 = int(rng.integers(0, h - ch + 1))
+        return png(im.crop((x0, y0, x0 + cw, y0 + ch)))
+    if kind == "mirrored":
+        flipped = ImageOps.mirror(im)
+        return png(flipped) if strength == "plain" else jpeg(flipped, 50)
+    if kind == "brightness":
+        return png(ImageEnhance.Brightness(im).enhance(strength))
+    if kind == "contrast":
+        return png(ImageEnhance.Contrast(im).enhance(strength))
+    raise ValueError(kind)
+
+
+def distinct(images: list[tuple[str, Image.Image]]) -> list[tuple[str, Image.Image]]:
+    """The source de-duplicated: one image per distinct pixel content (at 16x16 grey, to
+    drop near-identical twins the source already holds)."""
+    seen: set[bytes] = set()
+    out = []
+    for label, im in images:
+        key = np.asarray(im.convert("L").resize((16, 16)), np.uint8) // 8
+        if key.tobytes() not in seen:
+            seen.add(key.tobytes())
+            out.append((label, im))
+    return out
+
+
+def emoji_pool() -> list[tuple[str, Image.Image]]:
+    folder = ROOT / "data" / "sample"
+    return [(p.parent.name, load_rgb(p)) for p in sorted(folder.glob("*/*.webp"))]
+
+
+def fashion_pool(n: int) -> list[tuple[str, Image.Image]]:
+    from bench_findings import FASHION, FASHION_CLASSES, _idx
+
+    if not FASHION.is_dir():
+        return []
+    images = _idx(FASHION / "train-images-idx3-ubyte.gz")[:n]
+    labels = _idx(FASHION / "train-labels-idx1-ubyte.gz")[:n]
+    return [
+        (FASHION_CLASSES[y], Image.fromarray(x).convert("RGB"))
+        for x, y in zip(images, labels, strict=True)
+    ]
+
+
+def build(pool: list[tuple[str, Image.Image]], folder: Path, seed: int, copies_per: int) -> dict:
+    """A train/test folder from ``pool``; returns the truth: test path -> (kind, strength,
+    source path) for each planted copy."""
+    rng = np.random.default_rng(seed)
+    if folder.exists():
+        shutil.rmtree(folder)
+    order = rng.permutation(len(pool))
+    test_share = {i for i in order[: len(pool) // 5]}
+    train_paths = []
+    for i, (label, im) in enumerate(pool):
+        split = "test" if i in test_share else "train"
+        rel = f"{split}/{label}/{i:05d}.png"
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        im.save(folder / rel)
+        if split == "train":
+            train_paths.append((rel, label, im))
+    truth = {}
+    picks = rng.permutation(len(train_paths))
+    at = 0
+    for kind, strengths in VARIANTS.items():
+        for strength in strengths:
+            for _ in range(copies_per):
+                rel, label, im = train_paths[picks[at % len(picks)]]
+                at += 1
+                if kind == "exact":
+                    data, suffix = (folder / rel).read_bytes(), ".png"
+                else:
+                    data, suffix = copy_of(im, kind, strength, rng)
+                dest = f"test/{label}/copy-{at:05d}{suffix}"
+                (folder / dest).write_bytes(data)
+                truth[dest] = (kind, str(strength), rel)
+    return truth
+
+
+def kit_leaks(folder: Path, work: Path, thresholds: list[float]) -> tuple[pd.DataFrame, dict]:
+    """The kit's leak search on ``folder`` (ingest, MobileNetV2 vectors, :func:`find_leaks`)
+    at each threshold: (scores table at the lowest, seconds)."""
+    layout = Layout(folder.name, work / "data", work / "reports")
+    t0 = time.perf_counter()
+    manifest = ingest(str(folder), layout)
+    embed(layout, "mobilenet_v2", precision="fp32", progress=False)
+    seconds = {"ingest_embed": round(time.perf_counter() - t0, 1)}
+    emb = load_embeddings(layout, "mobilenet_v2")
+    facts = manifest.set_index("path").reindex(emb.rows["path"]).reset_index()
+    t0 = time.perf_counter()
+    found = find_leaks(folder, facts, emb.vectors, facts["split"], threshold=min(thresholds))
+    seconds["leak_search"] = round(time.perf_counter() - t0, 1)
+    found.insert(0, "path", facts["path"].to_numpy())
+    found["split"] = facts["split"].to_numpy()
+    return found, seconds
+
+
+def score(found: pd.DataFrame, truth: dict, threshold: float) -> dict:
+    """Per kind (and strength) recall, and false train-test pairs per 1,000 held-out images."""
+    held = found[found["split"] != "train"]
+    flagged = held[held["leak_score"] >= threshold]
+    hits = {p: s for p, s in zip(flagged["path"], flagged["leak_of"], strict=True)}
+    rows = []
+    for path, (kind, strength, source) in truth.items():
+        rows.append({"kind": kind, "strength": strength, "found": hits.get(path) == source})
+    table = pd.DataFrame(rows)
+    false = sum(1 for p, s in hits.items() if p not in truth or truth[p][2] != s)
+    return {
+        "threshold": threshold,
+        "recall": {k: round(float(g["found"].mean()), 3) for k, g in table.groupby("kind")},
+        "recall_by_strength": {
+            f"{k} {s}": round(float(g["found"].mean()), 3)
+            for (k, s), g in table.groupby(["kind", "strength"])
+        },
+        "false_pairs_per_1000": round(1000 * false / max(len(held), 1), 2),
+        "held_out": int(len(held)),
+        "copies": int(len(table)),
+    }
+
+
+def calibrate(found: pd.DataFrame, truth: dict, grid: list[float]) -> float:
+    """The lowest threshold of ``grid`` at most 1 false pair per 1,000 held-out images."""
+    for t in sorted(grid):
+        if score(found, truth, t)["false_pairs_per_1000"] <= 1.0:
+            return t
+    return max(grid)
+
+
+def leaks_bench(work: Path, *, fashion_images: int = 4000, copies_per: int = 4) -> dict:
+    """The ``leaks`` section: calibrate on one half of each source, report the other."""
+    sources = {"emoji": distinct(emoji_pool())}
+    fashion = distinct(fashion_pool(fashion_images))
+    if fashion:
+        sources["fashion-mnist"] = fashion
+    else:
+        print("[bench] leaks: no Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+    grid = [round(t, 3) for t in np.arange(0.70, 0.995, 0.01)]
+    halves: dict[str, dict] = {}
+    for name, pool in sources.items():
+        rng = np.random.default_rng(0)
+        order = rng.permutation(len(pool))
+        half = len(pool) // 2
+        for part, take in (("calibrate", order[:half]), ("report", order[half:])):
+            folder = work / "sets" / f"{name}-{part}"
+            truth = build([pool[i] for i in take], folder, seed=1, copies_per=copies_per)
+            print(f"[bench] leaks: {folder.name}: {len(truth)} copies", flush=True)
+            found, seconds = kit_leaks(folder, work, grid)
+            halves[f"{name} {part}"] = {"found": found, "truth": truth, "seconds": seconds}
+    calibration = pd.concat([h["found"] for k, h in halves.items() if k.endswith("calibrate")])
+    truth_all = {
+        p: t for k, h in halves.items() if k.endswith("calibrate") for p, t in h["truth"].items()
+    }
+    # paths repeat between sets: keep them apart by prefixing the set's name
+    calibration_found, calibration_truth = [], {}
+    for key, h in halves.items():
+        if key.endswith("calibrate"):
+            f = h["found"].copy()
+            f["path"] = key + "/" + f["path"]
+            f["leak_of"] = key + "/" + f["leak_of"]
+            calibration_found.append(f)
+            calibration_truth |= {
+                key + "/" + p: (k, s, key + "/" + src) for p, (k, s, src) in h["truth"].items()
+            }
+    del calibration, truth_all
+    chosen = calibrate(pd.concat(calibration_found), calibration_truth, grid)
+    results = {"threshold_calibrated": chosen, "threshold_default": THRESHOLD, "sets": {}}
+    for key, h in halves.items():
+        results["sets"][key] = {
+            **score(h["found"], h["truth"], THRESHOLD),
+            "at_calibrated": score(h["found"], h["truth"], chosen)["recall"],
+            "seconds": h["seconds"],
+        }
+    return results
+
+
+def leaks_table(results: dict) -> str:
+    """The section as a markdown table (per set and kind)."""
+    lines = [
+        f"threshold (default) {results['threshold_default']}, calibrated "
+        f"{results['threshold_calibrated']}",
+        "",
+        "| set | " + " | ".join(VARIANTS) + " | false pairs / 1,000 held-out |",
+        "|---|" + "---|" * (len(VARIANTS) + 1),
+    ]
+    for key, r in results["sets"].items():
+        cells = [f"{r['recall'].get(k, float('nan')):.2f}" for k in VARIANTS]
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {r['false_pairs_per_1000']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    out = ROOT / "reports" / "bench"
+    res = leaks_bench(
+        out / "leaks-work", fashion_images=int(sys.argv[1]) if len(sys.argv) > 1 else 4000
+    )
+    print(json.dumps(res, indent=1))
+    print(leaks_table(res))

@@ -1,0 +1,202 @@
+"""Splits and leaks: split folders and columns, held-out copies of train images found through
+ingest, embed (a tiny real model), the leak search and the findings; honest split numbers; a
+dataset without splits unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import tiny_vit
+from PIL import Image, ImageEnhance, ImageOps
+
+from embedscope.analyse import analyse
+from embedscope.embed import embed
+from embedscope.findings import findings_table, issue_counts
+from embedscope.findings.leaks import dataset_leaks, leak_pairs, match, small_copy, write_leaks
+from embedscope.ingest import SourceError, build_manifest, check_split, ingest, split_name, split_of
+from embedscope.layout import Layout
+from embedscope.splits import split_report
+from embedscope.store import load_embeddings
+from embedscope.vocabulary import UNLABELLED
+
+CLASSES = {"red": (200, 40, 40), "blue": (40, 60, 210)}
+
+
+def picture(seed: int, tint: tuple[int, int, int], size: int = 64) -> Image.Image:
+    """A distinct picture: smooth random shapes in a class's tint (look-alikes, not copies)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 1, (6, 6))
+    shade = (
+        np.asarray(
+            Image.fromarray((coarse * 255).astype("uint8")).resize(
+                (size, size), Image.Resampling.BICUBIC
+            ),
+            np.float32,
+        )
+        / 255
+    )
+    arr = np.clip(np.array(tint)[None, None, :] * (0.4 + shade[..., None]), 0, 255)
+    return Image.fromarray(arr.astype("uint8"))
+
+
+#: The copies planted in test/, each of train/<class>/<class>_<n>.png: kind -> the edit.
+COPIES = {
+    "mirrored": lambda im: ImageOps.mirror(im),
+    "cropped": lambda im: im.crop((0, 5, 54, 59)),  # 85 % of the side, off-centre
+    "brightness/contrast": lambda im: ImageEnhance.Brightness(im).enhance(1.25),
+    "re-encoded": None,  # JPEG quality 35
+}
+
+
+def make_splits(root: Path) -> dict[str, str]:
+    """train/<class>/ (8 each), test/<class>/ (3 distinct each) and 4 copies of train images
+    into test/, one of them filed under the other class; returns copy path -> source path."""
+    truth = {}
+    for c, (label, tint) in enumerate(CLASSES.items()):
+        for split, count in (("train", 8), ("test", 3)):
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                picture(100 * c + i + (50 if split == "test" else 0), tint).save(
+                    root / split / label / f"{label}_{i}.png"
+                )
+    for n, (kind, edit) in enumerate(COPIES.items()):
+        label = "red" if n % 2 == 0 else "blue"
+        filed = "blue" if kind == "re-encoded" else label  # a copy with another label
+        source = f"train/{label}/{label}_{n}.png"
+        im = Image.open(root / source).convert("RGB")
+        dest = f"test/{filed}/copy_{n}" + (".jpg" if edit is None else ".png")
+        if edit is None:
+            im.save(root / dest, quality=35)
+        else:
+            edit(im).save(root / dest)
+        truth[dest] = source
+    return truth
+
+
+def test_split_folders_are_recognised_at_any_depth_in_any_spelling() -> None:
+    assert [
+        split_name(n)
+        for n in (
+            "Train",
+            "seg_train",
+            "val2017",
+            "Validation",
+            "dev",
+            "TESTING",
+            "holdout",
+            "cats",
+        )
+    ] == ["train", "train", "val", "val", "val", "test", "test", None]
+    assert split_of("data/train/cat/a.png") == ("train", False)
+    assert split_of("seg_test/seg_test/forest/1.jpg") == ("test", False)
+    assert split_of("train/a.png") == ("train", True)  # a split folder, no class folder
+    assert split_of("cats/test/a.png") == ("", False)  # the class folder is never the split
+    assert split_of("fold_a/cat/x.png", 1) == ("fold_a", False)
+    assert split_of("train/cat/a.png", "none") == ("", False)
+    assert check_split("2") == 2 and check_split(None) == "none"
+    with pytest.raises(SourceError, match="split must be auto, none or a folder depth"):
+        check_split("sideways")
+
+
+def test_splits_become_a_manifest_column_and_labels_stay_the_class(tmp_path: Path) -> None:
+    make_splits(tmp_path / "ds")
+    manifest = build_manifest(tmp_path / "ds", workers=1)
+    assert set(manifest["split"]) == {"train", "test"}
+    assert set(manifest["label"]) == {"red", "blue"}
+    assert "split" not in build_manifest(tmp_path / "ds", split="none", workers=1)
+    # a labels file's split column overrides the folder, and a split-only file relabels nothing
+    (tmp_path / "splits.csv").write_text("path,split\ntrain/red/red_0.png,Validation\n")
+    named = build_manifest(tmp_path / "ds", labels=tmp_path / "splits.csv", workers=1)
+    assert named.set_index("path").loc["train/red/red_0.png", ["split", "label"]].tolist() == [
+        "val",
+        "red",
+    ]
+    # images straight in a split folder carry no label from it
+    flat = tmp_path / "flat"
+    for split in ("train", "test"):
+        (flat / split).mkdir(parents=True)
+        picture(1 if split == "train" else 2, (90, 90, 90)).save(flat / split / "a.png")
+    assert set(build_manifest(flat, workers=1)["label"]) == {UNLABELLED}
+
+
+def test_copies_match_their_source_and_look_alikes_do_not() -> None:
+    source = picture(7, (200, 40, 40))
+    mine = (small_copy(source), 64)
+    for kind, edit in COPIES.items():
+        copy = edit(source) if edit else source
+        score, found = match((small_copy(copy), 64), mine)
+        assert score > 0.95, kind
+    other, _ = match((small_copy(picture(8, (200, 40, 40))), 64), mine)
+    assert other < 0.9
+
+
+@pytest.fixture(scope="module")
+def leaked(tmp_path_factory) -> tuple[Layout, Path, dict, pd.DataFrame, object]:
+    tmp = tmp_path_factory.mktemp("leaks")
+    root = tmp / "ds"
+    truth = make_splits(root)
+    layout = Layout("ds", tmp / "data", tmp / "reports")
+    model = str(tiny_vit(tmp / "vit"))
+    manifest = ingest(str(root), layout, workers=1)
+    embed(layout, model, progress=False)
+    return layout, root, truth, manifest, analyse(layout, model)
+
+
+def test_held_out_copies_get_leak_columns_pairs_and_honest_numbers(leaked) -> None:
+    layout, root, truth, manifest, analysis = leaked
+    emb = load_embeddings(layout)
+    leaks = dataset_leaks(root, emb.rows, emb.vectors, manifest)
+    found = findings_table(emb.rows, analysis, manifest, leaks=leaks).set_index("path")
+    assert {"split", "leak_of", "leak_score", "leak", "leak_kind", "conflicting_labels"} <= set(
+        found
+    )
+    flagged = found[found["leak"]]
+    assert dict(zip(flagged.index, flagged["leak_of"], strict=True)) == truth
+    assert (found.loc[flagged.index, "split"] == "test").all()
+    assert not found.loc[found["split"] == "train", "leak"].any()
+    kinds = dict(zip(flagged.index, flagged["leak_kind"], strict=True))
+    assert kinds["test/red/copy_0.png"] == "mirrored" and kinds["test/blue/copy_1.png"] == "cropped"
+    assert "copies train/red/red_0.png (mirrored" in found.loc["test/red/copy_0.png", "reason"]
+    assert (
+        found["conflicting_labels"].sum() == 1
+        and found.loc["test/blue/copy_3.jpg", "conflicting_labels"]
+    )
+    assert {"leak": 4, "conflicting_labels": 1}.items() <= issue_counts(found.reset_index()).items()
+    pairs = leak_pairs(emb.rows, leaks["split"], leaks)
+    write_leaks(pairs, layout.leaks)
+    written = pd.read_csv(layout.leaks)
+    assert list(written.columns[:4]) == ["path", "split", "leak_of", "source_split"]
+    assert len(written) == 4 and written["score"].is_monotonic_decreasing
+    honest = split_report(emb.vectors, emb.rows["label"], leaks["split"], leaks["leak"])
+    test = honest["test"]
+    assert test["images"] == 10 and test["leaks"] == 4 and test["scored"] == 10
+    assert {
+        "knn_accuracy_all",
+        "knn_accuracy_without_leaks",
+        "probe_accuracy_all",
+        "probe_accuracy_without_leaks",
+    } <= set(test)
+    # a higher threshold finds fewer
+    strict = dataset_leaks(root, emb.rows, emb.vectors, manifest, threshold=0.9999)
+    assert strict["leak"].sum() < 4
+
+
+def test_a_dataset_without_splits_is_unchanged(leaked, tmp_path: Path) -> None:
+    layout, root, *_ = leaked
+    plain = tmp_path / "plain"
+    for label in CLASSES:
+        (plain / label).mkdir(parents=True)
+        for f in (root / "train" / label).iterdir():
+            (plain / label / f.name).write_bytes(f.read_bytes())
+    auto = build_manifest(plain, workers=1)
+    assert "split" not in auto
+    assert auto.drop(columns=["mtime_ns"]).equals(
+        build_manifest(plain, split="none", workers=1).drop(columns=["mtime_ns"])
+    )
+    assert (
+        dataset_leaks(plain, auto[["path", "label", "sha256"]], np.zeros((len(auto), 4)), auto)
+        is None
+    )

@@ -1,0 +1,149 @@
+"""Your own vectors (VECTORS=): one sentence per bad file, and a run that embeds nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import COLOURS, make_classes
+
+from embedscope.cli import main
+from embedscope.ingest import discover
+from embedscope.points import SCHEMA
+from embedscope.vectors import VectorsError, paths_file, read_vectors
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _class_vectors(paths: list[str], dim: int = 16, seed: int = 0) -> np.ndarray:
+    """One tight cluster per class folder: what a good model's vectors look like."""
+    rng = np.random.default_rng(seed)
+    centres = {label: rng.normal(0, 1, dim) for label in COLOURS}
+    return np.stack([centres[p.split("/")[0]] + rng.normal(0, 0.05, dim) for p in paths]).astype(
+        np.float32
+    )
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return make_classes(tmp_path / "imgs", per_class=4)
+
+
+def _parquet(path: Path, paths: list[str], vectors: list) -> Path:
+    pd.DataFrame({"path": paths, "vector": vectors}).to_parquet(path)
+    return path
+
+
+def test_a_good_parquet_and_npy_pair_are_read_in_row_order(folder: Path, tmp_path: Path) -> None:
+    paths = discover(folder)
+    vecs = _class_vectors(paths)
+    got = read_vectors(_parquet(tmp_path / "v.parquet", paths, list(vecs)), folder)
+    assert got.paths == paths and got.dim == 16 and np.array_equal(got.vectors, vecs)
+    np.save(tmp_path / "v.npy", vecs)
+    paths_file(tmp_path / "v.npy").write_text("\n".join(paths) + "\n", encoding="utf-8")
+    assert np.array_equal(read_vectors(tmp_path / "v.npy", folder).vectors, vecs)
+
+
+@pytest.mark.parametrize(
+    ("fault", "sentence"),
+    [
+        ("dimension", "mixes dimensions: 1 vector of 15 values beside 16 ('blue/blue_1.jpg')"),
+        ("nan", "has NaN or infinite values in 1 vector: 'blue/blue_2.png'"),
+        ("inf", "has NaN or infinite values in 1 vector: 'blue/blue_2.png'"),
+        ("duplicate", "names 1 path more than once: 'blue/blue_0.png'"),
+        ("not in folder", "names 1 path that the folder lacks: 'blue/elsewhere.png'"),
+        ("not in file", "has no vector for 1 image of the folder: 'red/red_3.jpg'"),
+    ],
+)
+def test_each_bad_file_gets_one_sentence(
+    folder: Path, tmp_path: Path, fault: str, sentence: str
+) -> None:
+    paths = discover(folder)
+    vecs = list(_class_vectors(paths))
+    if fault == "dimension":
+        vecs[1] = vecs[1][:15]
+    if fault in ("nan", "inf"):
+        vecs[2] = vecs[2].copy()
+        vecs[2][3] = np.nan if fault == "nan" else np.inf
+    if fault == "duplicate":
+        paths[1] = paths[0]
+    if fault == "not in folder":
+        paths[1] = "blue/elsewhere.png"
+    if fault == "not in file":
+        paths, vecs = paths[:-1], vecs[:-1]
+    with pytest.raises(VectorsError) as caught:
+        read_vectors(_parquet(tmp_path / "bad.parquet", paths, vecs), folder)
+    assert str(caught.value) == f"vectors file 'bad.parquet' {sentence}"
+
+
+def test_an_npy_without_its_paths_file_is_refused(folder: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "v.npy", np.zeros((3, 4), np.float32))
+    with pytest.raises(VectorsError, match="needs its paths, one per line in row order"):
+        read_vectors(tmp_path / "v.npy", folder)
+
+
+def _run_all(source: Path, data: Path, reports: Path, vectors: Path) -> int:
+    return main(
+        [
+            "run-all",
+            "--source",
+            str(source),
+            "--notebooks-dir",
+            str(NOTEBOOK_DIR),
+            "--data-root",
+            str(data),
+            "--reports-root",
+            str(reports),
+            "--vectors",
+            str(vectors),
+        ]
+    )
+
+
+def test_a_bad_vectors_file_stops_run_all_before_any_notebook(
+    folder: Path, tmp_path: Path, capfd
+) -> None:
+    paths = discover(folder)
+    vecs = list(_class_vectors(paths))
+    vecs[0] = vecs[0] * np.inf
+    (tmp_path / "own").mkdir()
+    bad = _parquet(tmp_path / "own" / "bad.parquet", paths, vecs)
+    rc = _run_all(folder, tmp_path / "d", tmp_path / "r", bad)
+    err = capfd.readouterr().err.strip()
+    assert rc == 1 and err.count("\n") == 0, err
+    assert err.startswith("embedscope: error: vectors file 'bad.parquet' has NaN or infinite")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "d").exists()  # nothing written
+
+
+def test_run_all_with_own_vectors_embeds_nothing_and_reports_as_usual(
+    tmp_path: Path, capfd
+) -> None:
+    source = make_classes(tmp_path / "tiny set", per_class=12)  # > k=10 neighbours per class
+    paths = discover(source)
+    (tmp_path / "mine").mkdir()
+    vectors = _parquet(tmp_path / "mine" / "own.parquet", paths, list(_class_vectors(paths)))
+    data, reports = tmp_path / "data", tmp_path / "reports"
+    rc = _run_all(source, data, reports, vectors)
+    printed = capfd.readouterr()
+    assert rc == 0, printed.err
+    assert "[embedscope] 36 images with vectors from a file" in printed.out
+    out = reports / "tiny-set"
+    metrics = json.loads((out / "metrics.json").read_text())
+    embed = metrics["embed"]
+    assert embed["model"] == "[vectors]" and embed["vectors_file"] == "[vectors]"
+    assert embed["dim"] == 16 and embed["images"] == 36 and embed["embedded_now"] == 0
+    assert metrics["ingest"]["images"] == 36  # the images were still read (quality, thumbnails)
+    assert metrics["knn_accuracy"] == 1.0  # the file's classes, not a model's
+    points = pd.read_parquet(out / "points-pca-3d.parquet")
+    assert list(points.columns) == list(SCHEMA) and len(points) == 36
+    assert (out / "explorer.html").stat().st_size > 10_000
+    assert any((data / "tiny-set" / "thumbs").rglob("*")), "thumbnails made by ingest"
+    for path in out.rglob("*"):  # no machine directory, the vectors file's folder included
+        if path.is_file():
+            blob = path.read_bytes()
+            assert str(tmp_path).encode() not in blob, path.name
+    executed = (out / "02_embed.ipynb").read_text(encoding="utf-8")
+    assert "[vectors]/own.parquet" in executed
