@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from bench_explorer_scale import drag_box, explorer_scale, explorer_scale_table
 from bench_findings import cost, fashion_folder, findings_bench, findings_table, quality_bench
+from bench_leaks import leaks_bench, leaks_table
 from browser import CHROMIUM_ARGS, ensure_chromium
 from dinov2_small import dinov2_small_dir
 from PIL import Image
@@ -41,7 +42,6 @@ from embedscope.embed.pixels import checked_pixels, decode
 from embedscope.embed.precision import (
     KNN_LOSS_MARGIN,
     MIN_AGREEMENT,
-    PRECISIONS,
     agreement,
     calibration_needed,
     candidates,
@@ -53,8 +53,7 @@ from embedscope.knn import knn_vote, neighbors
 from embedscope.layout import Layout, read_json, write_json
 from embedscope.models import builtin_model_dir, load_model
 from embedscope.store import load_embeddings
-
-SHORT = {long: short for short, long in PRECISIONS.items()}
+from embedscope.vocabulary import precision_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,7 +145,7 @@ def _pixel_batches(encoder: Encoder, paths: list[Path], batch_size: int) -> list
 def ceiling(model_dir: str, paths: list[Path], batch_size: int, device: str, precision: str):
     """Bare forward passes on already-decoded tensors, already on the device, at the kit's
     precision and memory layout."""
-    encoder = _encoder(model_dir, device, SHORT[precision])
+    encoder = _encoder(model_dir, device, precision_name(precision))
     batches = _pixel_batches(encoder, paths, batch_size)
     list(embedded(batches[:1], encoder))  # warm-up: kernels are picked on the first call
     t0 = time.perf_counter()
@@ -289,7 +288,9 @@ def kit(model_dir: str, images: Path, work: Path, device: str = "auto", **option
 def kit_again(model_dir: str, images: Path, work: Path, facts: dict) -> dict:
     """A second run on the same images at the precision the first one chose, its decision
     remembered (no calibration): what every later run of the dataset costs."""
-    return kit(model_dir, images, work, facts["device"], precision=SHORT[facts["precision"]])
+    return kit(
+        model_dir, images, work, facts["device"], precision=precision_name(facts["precision"])
+    )
 
 
 def bench_models(folder: Path, only: list[str] | None = None) -> dict[str, tuple[str, int]]:
@@ -513,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         "ray",
         "findings",
         "explorer_scale",
+        "leaks",
     )
     parser.add_argument("--only", nargs="+", default=list(sections), choices=sections)
     args = parser.parse_args(argv)
@@ -553,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
         results["findings"]["quality"] = quality_bench(work)
         print("[bench] findings: cost", flush=True)
         results["findings"]["cost"] = [cost(100_000, 1280, 10), cost(100_000, 1280, 1000)]
+    if "leaks" in args.only:
+        print("[bench] leaks", flush=True)
+        results["leaks"] = leaks_bench(out / "leaks-work")  # kept: a second run embeds nothing
     if "explorer_scale" in args.only:
         results["explorer_scale"] = explorer_scale(
             out, args.scale_points, hovers=args.scale_hovers, served=args.scale_served
@@ -642,7 +647,7 @@ def photo_speed(n: int, n_slow: int, device: str) -> dict:
         # a first run as on a new machine: the race timed, not remembered from a last bench
         facts = kit(model_dir, tmp / "photos", tmp / "kit", device, precision_race="again")
         check, batch = facts["precision_check"] or {}, facts["batch_size"]
-        kept, candidate = SHORT[facts["precision"]], check.get("candidate")
+        kept, candidate = precision_name(facts["precision"]), check.get("candidate")
         # the later run as kit_again makes it, its CPU time counted from ingest's end
         layout = Layout("bench", tmp / "again" / "data", tmp / "again" / "reports")
         ingest(str(tmp / "photos"), layout)
@@ -832,6 +837,8 @@ def table(results: dict) -> str:
             )
     if "findings" in results:
         lines += ["", findings_table(results["findings"])]
+    if "leaks" in results:
+        lines += ["", "## leaks", "", leaks_table(results["leaks"])]
     if "explorer_scale" in results:
         lines += ["", explorer_scale_table(results["explorer_scale"])]
     return "\n".join(lines) + "\n"

@@ -217,10 +217,6 @@ def leaks_bench(work: Path, *, fashion_images: int = 4000, copies_per: int = 4) 
             print(f"[bench] leaks: {folder.name}: {len(truth)} copies", flush=True)
             found, seconds = kit_leaks(folder, work, grid)
             halves[f"{name} {part}"] = {"found": found, "truth": truth, "seconds": seconds}
-    calibration = pd.concat([h["found"] for k, h in halves.items() if k.endswith("calibrate")])
-    truth_all = {
-        p: t for k, h in halves.items() if k.endswith("calibrate") for p, t in h["truth"].items()
-    }
     # paths repeat between sets: keep them apart by prefixing the set's name
     calibration_found, calibration_truth = [], {}
     for key, h in halves.items():
@@ -232,7 +228,6 @@ def leaks_bench(work: Path, *, fashion_images: int = 4000, copies_per: int = 4) 
             calibration_truth |= {
                 key + "/" + p: (k, s, key + "/" + src) for p, (k, s, src) in h["truth"].items()
             }
-    del calibration, truth_all
     chosen = calibrate(pd.concat(calibration_found), calibration_truth, grid)
     results = {"threshold_calibrated": chosen, "threshold_default": THRESHOLD, "sets": {}}
     for key, h in halves.items():

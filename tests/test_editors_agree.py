@@ -150,6 +150,12 @@ def _page_review(browser, world, out: Path) -> tuple[str, list[tuple]]:
     assert p.page.locator("#review .reason").text_content() == FLAGGED[COMMA][1]
     assert p.page.locator("#review-neighbors .thumb").count() >= 6
     assert p.page.locator("#review-picture .thumb").evaluate("t => t.style.width") == "320px"
+    # a flagged image shows its 192-px cell, its sheet loaded (not the 64-px one enlarged)
+    assert p.page.locator("#review-picture .thumb").get_attribute("data-large") == "192"
+    p.page.wait_for_function(
+        "() => getComputedStyle(document.querySelector('#review-picture .thumb'))"
+        ".backgroundImage.startsWith('url(')"
+    )
     seen = []
     for action, value, shown, message in STEPS:
         if action == "key":

@@ -84,7 +84,7 @@ def test_ray_vectors_equal_local_ones_skips_are_recorded_and_reruns_embed_nothin
     mine = embed(local, progress=False, precision="fp32")
     facts = embed(on_ray, progress=False, precision="fp32", engine="ray", concurrency=1)
     assert facts["engine"] == "ray" and facts["ray_version"] == ray.__version__
-    assert facts["model_key"] == mine["model_key"] and facts["precision"] == "float32"
+    assert facts["model_key"] == mine["model_key"] and facts["precision"] == "fp32"
     assert facts["images"] == 11 and facts["embedded_now"] == 11
     assert facts["skipped_files"] == mine["skipped_files"]
     assert [s["path"] for s in facts["skipped_files"]] == ["green/green_1.jpg"]

@@ -272,7 +272,7 @@ def test_one_class_with_loose_images_opens_coloured_by_cluster(tmp_path: Path) -
     app = create_app(layout, method="pca", dims=3)
     traces = [t.name for t in app.layout["map"].figure.data]
     assert traces and all(n.startswith("cluster ") or n == "no cluster" for n in traces)
-    assert app.layout["labels"].options == traces
+    assert [o["value"] for o in app.layout["labels"].options] == traces  # with their colours
     known = app.layout["known-labels"].children
     assert [o.value for o in known] == ["red", "(unlabelled)"]
 

@@ -161,7 +161,7 @@ def test_register_refuses_a_type_or_column_twice(toy) -> None:
 
 def test_every_type_is_named_type_and_type_score_and_declared_once() -> None:
     families = findings.families()
-    assert [f.name for f in families] == ["labels", "outliers", "quality", "duplicates"]
+    assert [f.name for f in families] == ["labels", "outliers", "quality", "duplicates", "leaks"]
     names = [c.name for c in findings.columns()]
     assert len(names) == len(set(names))
     for t in findings.issue_types():

@@ -64,7 +64,8 @@ def make_splits(root: Path) -> dict[str, str]:
                 )
     for n, (kind, edit) in enumerate(COPIES.items()):
         label = "red" if n % 2 == 0 else "blue"
-        filed = "blue" if kind == "re-encoded" else label  # a copy with another label
+        other = "red" if label == "blue" else "blue"
+        filed = other if kind == "re-encoded" else label  # a copy with another label
         source = f"train/{label}/{label}_{n}.png"
         im = Image.open(root / source).convert("RGB")
         dest = f"test/{filed}/copy_{n}" + (".jpg" if edit is None else ".png")
@@ -162,7 +163,7 @@ def test_held_out_copies_get_leak_columns_pairs_and_honest_numbers(leaked) -> No
     assert "copies train/red/red_0.png (mirrored" in found.loc["test/red/copy_0.png", "reason"]
     assert (
         found["conflicting_labels"].sum() == 1
-        and found.loc["test/blue/copy_3.jpg", "conflicting_labels"]
+        and found.loc["test/red/copy_3.jpg", "conflicting_labels"]
     )
     assert {"leak": 4, "conflicting_labels": 1}.items() <= issue_counts(found.reset_index()).items()
     pairs = leak_pairs(emb.rows, leaks["split"], leaks)

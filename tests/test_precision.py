@@ -189,7 +189,7 @@ def test_auto_falls_back_to_float32_when_the_candidate_disagrees(
     assert check["candidate"] in ("bf16", "int8") and check["images"] == 40
     assert check["neighbour_agreement"] < MIN_AGREEMENT and not check["kept"]
     assert check["reason"].startswith("neighbour agreement")
-    assert facts["precision"] == "float32"
+    assert facts["precision"] == "fp32"
     # the calibration batch's vectors were kept, and they are float32's
     forced = embed(layout, model, progress=False, precision="fp32")
     assert forced["model_key"] == facts["model_key"] and forced["from_cache"] == 40
@@ -217,7 +217,7 @@ def test_auto_keeps_a_candidate_the_analysis_cannot_tell_apart(
     assert check["kept"] and check["images"] == 360, check["reason"]
     assert check["neighbour_agreement"] >= MIN_AGREEMENT
     assert check["knn_loss_upper"] < KNN_LOSS_MARGIN
-    assert facts["precision"] == "bfloat16" and facts["images"] == 360
+    assert facts["precision"] == "bf16" and facts["images"] == 360
     # the decision is remembered for this dataset, model and hardware: no second calibration
     again = embed(layout, model, progress=False)
     assert again["precision_check"] == check and again["from_cache"] == 360
@@ -288,7 +288,7 @@ def test_a_candidate_that_is_not_faster_is_not_kept(
     facts = embed(layout, model, progress=False)
     check = facts["precision_check"]
     assert not check["kept"] and check["reason"].startswith("not faster here")
-    assert check["candidate"] == "int8" and facts["precision"] == "float32"
+    assert check["candidate"] == "int8" and facts["precision"] == "fp32"
     forced = embed(layout, model, progress=False, precision="fp32")
     assert forced["model_key"] == facts["model_key"] and forced["from_cache"] == 40
 

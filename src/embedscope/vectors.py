@@ -272,7 +272,7 @@ def store_vectors(layout: Layout, path: str | Path) -> dict:
         "pooling": "file",
         "text_tower": False,
         "device": None,
-        "precision": "float32",
+        "precision": "fp32",
         "precision_check": {"precision": "none: the vectors came from a file"},
         "dim": given.dim,
         "images": int(len(rows)),

@@ -79,10 +79,6 @@ class Job:
     kept: Encoder | None = None  # the encoder the precision check kept, when it ran here
 
     @property
-    def precision_name(self) -> str:
-        return PRECISIONS[self.precision]
-
-    @property
     def shard_dir(self) -> Path:
         return EmbeddingFiles(self.out_dir).shards
 
@@ -211,7 +207,7 @@ def finish(
         "pooling": job.pooling,
         "text_tower": hasattr(job.net, "get_text_features"),  # text search and prompts can work
         "device": str(job.device),
-        "precision": job.precision_name,
+        "precision": job.precision,  # the kit's one spelling (fp32, bf16, ...)
         "precision_check": job.precision_check,
         "batch_size": job.batch_size,
         "dim": int(vectors.shape[1]) if vectors.size else 0,

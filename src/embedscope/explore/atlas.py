@@ -63,6 +63,7 @@ def build_sheets(
     prefix: str = "",
     stem: str = "",
     workers: int | None = None,
+    quality: int = SHEET_QUALITY,
 ) -> tuple[list[str], np.ndarray]:
     """Sprite sheets of ``cols`` x ``cols`` cells of ``size`` px, and each point's cell number.
 
@@ -73,7 +74,7 @@ def build_sheets(
     files ``<stem><k>.webp`` written there atomically and the strings returned are
     ``prefix + "<stem><k>.webp"`` (a page names its sheets by ``stem``, so a new page's sheets
     never overwrite those the page still in place shows). The last sheet keeps only the rows
-    it uses.
+    it uses; ``quality`` is the WebP quality (the review queue's larger cells get more).
     """
     per_sheet = cols * cols
     out = None if out_dir is None else Path(out_dir)
@@ -88,7 +89,7 @@ def build_sheets(
 
     def job(k: int) -> tuple:
         dest = None if out is None else str(out / f"{stem}{k}.webp")
-        return (list(items), size, cols, dest, f"{prefix}{stem}{k}.webp")
+        return (list(items), size, cols, dest, f"{prefix}{stem}{k}.webp", quality)
 
     try:
         for cell in cells:
@@ -118,7 +119,9 @@ def build_sheets(
     return done, np.asarray(index, dtype=np.int32)
 
 
-def _sheet(items: list, size: int, cols: int, dest: str | None, url: str) -> str:
+def _sheet(
+    items: list, size: int, cols: int, dest: str | None, url: str, quality: int = SHEET_QUALITY
+) -> str:
     """One sheet: paste, encode, and either write it to ``dest`` (returning ``url``) or
     return it as a data URI. Runs in a worker process."""
     rows = -(-len(items) // cols)
@@ -129,7 +132,7 @@ def _sheet(items: list, size: int, cols: int, dest: str | None, url: str) -> str
             cell = cell.resize((size, size), Image.Resampling.BICUBIC)
         sheet.paste(cell, ((k % cols) * size, (k // cols) * size))
     buf = io.BytesIO()
-    sheet.save(buf, format="WEBP", quality=SHEET_QUALITY, method=SHEET_METHOD)
+    sheet.save(buf, format="WEBP", quality=quality, method=SHEET_METHOD)
     data = buf.getvalue()
     if dest is None:
         return f"data:image/webp;base64,{base64.b64encode(data).decode('ascii')}"
@@ -178,6 +181,34 @@ def thumbnail_sheets(
         out_dir=folder / "thumbs",
         prefix=f"{quote(folder.name)}/thumbs/",
         stem=stem,
+    )
+
+
+#: The review queue's larger cells (:func:`large_sheets`): 192 px shows the blur and small
+#: details a 64-px cell hides; 8 x 8 of them make a 1536 px sheet, at a higher WebP quality so
+#: the encoder's own smoothing is not taken for blur.
+LARGE_CELL, LARGE_COLS, LARGE_QUALITY = 192, 8, 80
+
+
+def large_sheets(
+    paths: Iterable[str],
+    image_root: str | Path,
+    folder: str | Path | None = None,
+    *,
+    stem: str = "",
+    size: int = LARGE_CELL,
+) -> tuple[list[str], np.ndarray]:
+    """Sheets of larger cells for a few images (the flagged ones: a minority), decoded from
+    their originals (the thumbnail cache holds 64-px cells only), and each one's cell number
+    (:data:`UNREADABLE` for an original that is gone or unreadable: the page then shows its
+    small cell). With ``folder`` the sheets are files ``folder/thumbs/<stem><k>.webp``."""
+    cells = (thumbnail_cell(os_path(image_root, p), size) for p in paths)
+    where: dict = {}
+    if folder is not None:
+        folder = Path(folder)
+        where = {"out_dir": folder / "thumbs", "prefix": f"{quote(folder.name)}/thumbs/"}
+    return build_sheets(
+        cells, size=size, cols=LARGE_COLS, stem=stem, quality=LARGE_QUALITY, **where
     )
 
 

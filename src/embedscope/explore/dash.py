@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import json
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ from embedscope.decisions import (
 )
 from embedscope.explore.atlas import point_jpeg
 from embedscope.explore.live import GALLERY_SIZE
-from embedscope.explore.palette import class_order, colour_groups
+from embedscope.explore.palette import by_cluster, class_order, colour_groups
 from embedscope.ingest import load_manifest
 from embedscope.layout import Layout, os_path
 from embedscope.points import load_points, neighbor_rows
@@ -103,9 +104,18 @@ def figure(
         margin=dict(l=0, r=0, t=0, b=0),
         uirevision="keep",
         template="plotly_white",
-        legend=dict(itemsizing="constant"),
+        font=FONT,
+        legend=LEGEND,
     )
     return fig
+
+
+#: The page's typography and legend (explorer.css: system-ui 12-13 px, --fg, --line; the
+#: legend a translucent card at the map's top left), for plotly's own text.
+FONT = dict(family='system-ui, -apple-system, "Segoe UI", Roboto, sans-serif', size=12,
+            color="#1d2330")  # fmt: skip
+LEGEND = dict(itemsizing="constant", x=0.01, y=0.99, xanchor="left", yanchor="top",
+              bgcolor="rgba(255,255,255,0.88)", bordercolor="#e2e5ea", borderwidth=1)  # fmt: skip
 
 
 def camera_view(points: pd.DataFrame, camera: dict | None = None) -> pd.DataFrame:
@@ -151,16 +161,66 @@ def create_app(
     """A Dash app over a report's point table (``04_explore``'s file, or computed from the
     stages' files when there is none yet: :func:`~embedscope.points.load_points`) and images.
     Without ``findings.csv`` the review queue is empty and says so."""
-    from dash import Dash, Input, Output, ctx, dcc, html, no_update
-    from flask import abort, send_file
+    from dash import Dash, html
 
     points = load_points(layout, model, method, dims, random_state)
     neighbors = neighbor_rows(points)
     _, root = load_manifest(layout)
-    files = [os_path(root, p) for p in points["path"]]
+    title = f"embedscope · {layout.name} · {method} {dims}D"
+    app = Dash(__name__, title=title)
+    app.index_string = _index_string()
+    _image_routes(app.server, layout, points, [os_path(root, p) for p in points["path"]])
 
-    app = Dash(__name__, title=f"embedscope · {layout.name} · {method} {dims}D")
-    server = app.server
+    _, groups, shown, colours = colour_groups(points)  # the map's traces: labels, or clusters
+    trace_rows = [points.index[np.asarray(groups, dtype=object) == c].to_numpy() for c in shown]
+
+    def row_of(pt: dict) -> int:
+        """The row a hovered or clicked point stands for (event data may omit customdata)."""
+        if "customdata" in pt:
+            return int(pt["customdata"])
+        return int(trace_rows[pt["curveNumber"]][pt["pointNumber"]])
+
+    kept = dataset_decisions(layout)  # earlier rounds' decisions: where the editor starts
+    curation = _Curation(app, points, class_order(points["label"]), row_of, kept)
+    review = _Review(app, points, neighbors, curation.labels, kept)
+    search = _search_controls(app, Searcher.from_layout(layout, model), row_of)
+    legend = _legend(shown, colours, "Clusters" if by_cluster(points) else "Classes")
+    app.layout = _page(
+        f"{layout.name} · {method} {dims}D",
+        f"{len(points):,} points",
+        _views(points, curation, review),
+        [legend, *search, *curation.controls, _box("Pinned point", [html.Div(id="detail")])],
+        curation.below,
+        review.overlay,
+    )
+    cards = _Cards(points, neighbors, colours, trace_rows)
+    cards.hover_callbacks(app, row_of, ["map", *(["select-map"] if curation.views else [])])
+    cards.click_callback(app, row_of, curation.tile_clicks)
+    _redraw_callback(app, points)
+    return app
+
+
+#: The page's stylesheet (palette, typography, controls) then the Dash app's own rules.
+STYLE_FILES = ("explorer.css", "dash.css")
+
+
+def _index_string() -> str:
+    """Dash's page with the page's CSS inlined (:data:`STYLE_FILES`): the same look, and
+    nothing to serve from an assets folder."""
+    here = files("embedscope.explore")
+    css = "\n".join(here.joinpath(f).read_text(encoding="utf-8") for f in STYLE_FILES)
+    return (
+        "<!DOCTYPE html>\n<html>\n<head>\n{%metas%}\n<title>{%title%}</title>\n{%favicon%}\n"
+        "{%css%}\n<style>" + css.replace("{%", "{ %") + "</style>\n</head>\n<body>\n"
+        "{%app_entry%}\n<footer>\n{%config%}\n{%scripts%}\n{%renderer%}\n</footer>\n"
+        "</body>\n</html>"
+    )
+
+
+def _image_routes(server, layout: Layout, points: pd.DataFrame, files: list[Path]) -> None:
+    """``/image/<row>`` (the original) and ``/thumb/<row>`` (a 160-px JPEG from the thumbnail
+    cache, so a hover decodes no original): a request names a row, never a path."""
+    from flask import abort, send_file
 
     def row_file(row: int) -> Path:
         if not 0 <= row < len(files) or not files[row].is_file():
@@ -192,118 +252,164 @@ def create_app(
             abort(404)
         return send_file(io.BytesIO(data), mimetype="image/jpeg")
 
-    is3d = "z" in points and points["z"].notna().any()
-    classes = class_order(points["label"])
-    _, groups, shown, _ = colour_groups(points)  # the map's traces: labels, or clusters
-    trace_rows = [points.index[np.asarray(groups, dtype=object) == c].to_numpy() for c in shown]
 
-    def row_of(pt: dict) -> int:
-        """The row a hovered or clicked point stands for (event data may omit customdata)."""
-        if "customdata" in pt:
-            return int(pt["customdata"])
-        return int(trace_rows[pt["curveNumber"]][pt["pointNumber"]])
+def _box(title: str, children: list):
+    """A titled group of the side panel, as the page's ``.box``."""
+    from dash import html
 
-    kept = dataset_decisions(layout)  # earlier rounds' decisions: where the editor starts
-    curation = _Curation(app, points, classes, row_of, kept)
-    review = _Review(app, points, neighbors, curation.labels, kept)
-    search = _search_controls(app, Searcher.from_layout(layout, model), row_of)
-    app.layout = html.Div(
-        style={"display": "flex", "height": "96vh", "fontFamily": "system-ui, sans-serif"},
+    return html.Div(className="box", children=[html.Div(title, className="section"), *children])
+
+
+def _legend(shown: list[str], colours: list[str], title: str):
+    """The classes (or clusters) with their colours, each a checkbox that shows or hides it."""
+    from dash import dcc, html
+
+    options = [
+        {
+            "label": html.Span(
+                [html.Span(className="swatch", style={"background": colour}), name],
+                style={"display": "inline-flex", "alignItems": "center", "gap": "6px"},
+            ),
+            "value": name,
+        }
+        for name, colour in zip(shown, colours, strict=True)
+    ]
+    return _box(title, [dcc.Checklist(id="labels", options=options, value=shown,
+                                      className="es-legend")])  # fmt: skip
+
+
+def _view(title: str, hint: str, graph, tip: str, select: bool = False):
+    """One labelled view: its title bar, the plotly graph and the hover card over it."""
+    from dash import dcc, html
+
+    return html.Div(
+        className="es-view select" if select else "es-view",
         children=[
-            html.Div(
-                style={
-                    "flex": "1",
-                    "position": "relative",
-                    "display": "flex",
-                    "flexDirection": "column",
-                },
-                children=[
-                    html.Div(
-                        style={"display": "flex", "height": "62%"},
-                        children=[
-                            dcc.Graph(
-                                id="map",
-                                figure=figure(points),
-                                style={"height": "100%", "flex": "2"},
-                                clear_on_unhover=True,
-                                config={"displaylogo": False},
-                            ),
-                            *curation.views,
-                        ],
-                    ),
-                    dcc.Tooltip(id="tip"),
-                    *curation.below,
-                    review.overlay,
-                ],
-            ),
-            html.Div(
-                style={"width": "300px", "padding": "8px", "overflowY": "auto"},
-                children=[
-                    html.H4(f"{layout.name} · {method}"),
-                    dcc.Checklist(
-                        id="labels",
-                        options=shown,
-                        value=shown,
-                        inputStyle={"marginRight": "4px"},
-                    ),
-                    review.button,
-                    *search,
-                    *curation.controls,
-                    html.Div(id="detail"),
-                ],
-            ),
+            html.Div([html.B(title), html.Span(hint, className="muted")],
+                     className="es-view-title"),
+            html.Div(className="es-plot", children=[  # the tooltip's bbox is the graph's
+                graph,
+                dcc.Tooltip(id=tip, className="es-hover", background_color="#ffffff",
+                            border_color="#e2e5ea"),
+            ]),
         ],
-    )
+    )  # fmt: skip
 
-    def caption(row: int) -> list:
-        """Label, path and the neighbours' suggestion as Dash text children: rendered as text,
-        never as HTML."""
-        small = {"fontSize": "11px", "wordBreak": "break-all"}
+
+def _views(points: pd.DataFrame, curation: _Curation, review: _Review):
+    """The tools bar and the map's views side by side: the map ("3D map" or "2D map") and, for
+    a 3D map, the titled "2D selection view" a box or lasso is drawn in."""
+    from dash import dcc, html
+
+    is3d = bool(curation.views)
+    graph = dcc.Graph(id="map", figure=figure(points), clear_on_unhover=True,
+                      config={"displaylogo": False}, style={"height": "100%"})  # fmt: skip
+    views = [
+        _view(
+            "3D map" if is3d else "2D map",
+            "drag to orbit, wheel to zoom" if is3d else "box or lasso in the toolbar",
+            graph,
+            "tip",
+        )  # fmt: skip
+    ]
+    if is3d:
+        views.append(_view("2D selection view", "what the 3D camera sees: box or lasso here",
+                           curation.views[0], "select-tip", select=True))  # fmt: skip
+    bar = html.Div(className="bar", children=[
+        html.Span("Hover a point to see its picture; click it for its neighbours.",
+                  className="muted"),
+        html.Span(className="grow"), review.button, html.Span(id="counter", className="muted"),
+    ])  # fmt: skip
+    return [bar, html.Div(className="es-views", children=views)]
+
+
+def _page(title: str, count: str, views: list, side: list, below: list, overlay):
+    """The page's layout: views and gallery (``main``), the side panel on the right."""
+    from dash import html
+
+    return html.Div(id="app", className="es-dash", children=[
+        html.Main(id="main", children=[*views, html.Section(className="es-gallery", children=below),
+                                       overlay]),
+        html.Aside(id="side", children=[html.H1(title), html.Div(count, className="muted"), *side]),
+    ])  # fmt: skip
+
+
+class _Cards:
+    """The hover card (thumbnail, label, path, suggestion) over either view, and the pinned
+    point in the side panel (the original, its neighbours): text always as text, never HTML."""
+
+    def __init__(
+        self, points: pd.DataFrame, neighbors: np.ndarray, colours: list[str], trace_rows: list
+    ) -> None:
+        self.points, self.neighbors = points, neighbors
+        self.colour = np.empty(len(points), dtype=object)
+        for rows, colour in zip(trace_rows, colours, strict=True):
+            self.colour[rows] = colour
+
+    def caption(self, row: int) -> list:
+        """Label (with its colour), path and the neighbours' suggestion."""
+        from dash import html
+
+        swatch = html.Span(className="swatch", style={"background": self.colour[row]})
+        hint = suggestion_text(self.points.iloc[row])
         return [
-            html.Div(points["label"][row], style={"fontWeight": "600"}),
-            html.Div(points["path"][row], style=small),
-            html.Div(suggestion_text(points.iloc[row]), style=small),
+            html.Div([swatch, html.Span(self.points["label"][row])], className="label"),
+            html.Div(self.points["path"][row], className="path"),
+            *([html.Div(hint, className="suggested")] if hint else []),
         ]
 
-    def card(row: int, size: int) -> list:
-        style = {"width": f"{size}px", "height": f"{size}px"}
-        return [html.Img(src=f"/thumb/{row}", style=style), *caption(row)]
+    def card(self, row: int):
+        from dash import html
 
-    @app.callback(
-        Output("tip", "show"),
-        Output("tip", "bbox"),
-        Output("tip", "children"),
-        Input("map", "hoverData"),
-    )
-    def hover(data):
-        if not data:
-            return False, no_update, no_update
-        pt = data["points"][0]
-        bbox = pt.get("bbox") or {"x0": 10, "x1": 10, "y0": 10, "y1": 10}
-        return True, bbox, html.Div(card(row_of(pt), 128), style={"width": "160px"})
+        return html.Div([html.Img(src=f"/thumb/{row}"), *self.caption(row)], className="es-card")
 
-    @app.callback(Output("detail", "children"), Input("map", "clickData"), curation.tile_clicks)
-    def click(data, _tiles):
-        tile = ctx.triggered_id if isinstance(ctx.triggered_id, dict) else None
-        if tile is not None and not ctx.triggered[0]["value"]:
-            return no_update  # a tile appeared in the gallery; it was not clicked
-        if tile is None and not data:
-            return html.Div("Click a point or a gallery tile to see its neighbours.")
-        row = int(tile["row"]) if tile is not None else row_of(data["points"][0])
-        thumbs = [
-            html.Img(
-                src=f"/thumb/{j}",
-                title=points["path"][j],
-                style={"width": "64px", "height": "64px", "margin": "2px"},
+    def hover_callbacks(self, app, row_of, graphs: list[str]) -> None:
+        """Each view's hover shows the card in that view's tooltip."""
+        from dash import Input, Output, no_update
+
+        for graph, tip in zip(graphs, ["tip", "select-tip"], strict=False):
+
+            @app.callback(
+                Output(tip, "show"),
+                Output(tip, "bbox"),
+                Output(tip, "children"),
+                Input(graph, "hoverData"),
             )
-            for j in neighbors[row][:8]
-        ]
-        return [
-            html.Img(src=f"/image/{row}", style={"maxWidth": "280px"}),
-            *caption(row),
-            html.Div("Nearest neighbours"),
-            html.Div(thumbs),
-        ]
+            def hover(data):
+                if not data:
+                    return False, no_update, no_update
+                pt = data["points"][0]
+                bbox = pt.get("bbox") or {"x0": 10, "x1": 10, "y0": 10, "y1": 10}
+                return True, bbox, self.card(row_of(pt))
+
+    def click_callback(self, app, row_of, tile_clicks) -> None:
+        """A click on the map or a gallery tile pins that point in the side panel."""
+        from dash import Input, Output, ctx, html, no_update
+
+        @app.callback(Output("detail", "children"), Input("map", "clickData"), tile_clicks)
+        def click(data, _tiles):
+            tile = ctx.triggered_id if isinstance(ctx.triggered_id, dict) else None
+            if tile is not None and not ctx.triggered[0]["value"]:
+                return no_update  # a tile appeared in the gallery; it was not clicked
+            if tile is None and not data:
+                return html.Div("Click a point or a gallery tile to see its neighbours.",
+                                className="hint")  # fmt: skip
+            row = int(tile["row"]) if tile is not None else row_of(data["points"][0])
+            near = [html.Img(src=f"/thumb/{j}", title=self.points["path"][j])
+                    for j in self.neighbors[row][:8]]  # fmt: skip
+            return [
+                html.Img(src=f"/image/{row}", className="original"),
+                *self.caption(row),
+                html.Div("Nearest neighbours", className="section"),
+                html.Div(near, className="es-thumbs"),
+            ]
+
+
+def _redraw_callback(app, points: pd.DataFrame) -> None:
+    """The map follows the legend's checkboxes, the selection (ringed in 3D) and a search."""
+    from dash import Input, Output, ctx, no_update
+
+    is3d = "z" in points and points["z"].notna().any()
 
     @app.callback(
         Output("map", "figure"),
@@ -318,8 +424,6 @@ def create_app(
             return no_update  # plotly keeps and highlights a 2D box/lasso selection itself
         return figure(points, values, selected if is3d or scores else None)
 
-    return app
-
 
 class _Curation:
     """Selection, gallery and decision controls of the app: its layout pieces (``views``
@@ -328,66 +432,100 @@ class _Curation:
     def __init__(
         self, app, points: pd.DataFrame, classes: list[str], row_of, base: pd.DataFrame
     ) -> None:
-        from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
+        from dash import ALL, Input
 
         self.points = points
         #: Path -> label: a relabel back to its own label takes a decision back.
         self.labels = own_labels(points, base)
         self.base = base  # the kept decisions every DecisionLog starts from
-        is3d = "z" in points and points["z"].notna().any()
-        sources = ["select-map"] if is3d else ["map"]
-        self.views = []
-        if is3d:
-            view = selection_view(points)
-            self.views = [
-                dcc.Graph(
-                    id="select-map",
-                    figure=view,
-                    style={"height": "100%", "flex": "1"},
-                    config={"displaylogo": False},
-                )
-            ]
+        self.is3d = bool("z" in points and points["z"].notna().any())
+        self.views = self._selection_views()
+        self.controls = self._controls(classes)
+        self.below = self._below()
+        self._select_callback(app, row_of)
+        self._decide_callback(app)
+        self._gallery_callbacks(app)
+        if self.is3d:
+            self._camera_callback(app)
+        self.tile_clicks = Input({"type": "tile", "row": ALL}, "n_clicks")
+
+    def log(self, ops: list | None) -> DecisionLog:
+        """The decisions so far: the kept ones, then this session's ``ops``."""
+        return DecisionLog(ops, self.labels, self.base)
+
+    def _selection_views(self) -> list:
+        """A 3D map's 2D selection view (plotly's 3D scenes have no box or lasso)."""
+        from dash import dcc
+
+        if not self.is3d:
+            return []
+        return [dcc.Graph(id="select-map", figure=selection_view(self.points),
+                          style={"height": "100%"}, config={"displaylogo": False},
+                          clear_on_unhover=True)]  # fmt: skip
+
+    def _controls(self, classes: list[str]) -> list:
+        """The side panel's "Decisions" group and the stores the callbacks share."""
+        from dash import dcc, html
 
         def button(name: str, text: str):
-            return html.Button(text, id=name, n_clicks=0, style={"margin": "2px"})
+            return html.Button(text, id=name, n_clicks=0)
 
-        where = "in the selection view (the 3D camera's view)" if is3d else "on the map"
-        self.controls = [
-            html.Div(f"Select with box or lasso {where}.", style={"fontSize": "12px"}),
-            dcc.Input(id="new-label", list="known-labels", placeholder="label: existing or new"),
-            html.Datalist(id="known-labels", children=[html.Option(value=c) for c in classes]),
-            button("relabel", "relabel"),
-            dcc.Input(id="new-tag", placeholder="tag"),
-            button("tag", "tag"),
-            button("drop", "drop"),
-            button("accept", "accept suggestion"),
-            button("undo", "undo"),
-            button("download-decisions", "download decisions"),
-            dcc.Download(id="download"),
-            html.Div(id="counter"),
-            html.Div(id="message", style={"color": "#b00020"}),
+        where = "in the 2D selection view" if self.is3d else "on the map"
+        return [
+            _box("Decisions", [
+                html.Div(f"Select with box or lasso {where}, then:", className="muted"),
+                html.Div([dcc.Input(id="new-label", list="known-labels",
+                                    placeholder="label: existing or new"),
+                          button("relabel", "Set label")], className="row"),
+                html.Datalist(id="known-labels", children=[html.Option(value=c) for c in classes]),
+                html.Div([dcc.Input(id="new-tag", placeholder="tag"), button("tag", "Add tag")],
+                         className="row"),
+                html.Div([button("drop", "Drop"), button("accept", "Accept suggestion")],
+                         className="row"),
+                html.Div([button("undo", "Undo"),
+                          button("download-decisions", "Download decisions.csv")],
+                         className="row"),
+                dcc.Download(id="download"),
+                html.Div(id="message", className="message"),
+            ]),
             dcc.Store(id="selection", data=[]),
             dcc.Store(id="ops", data=[]),
             dcc.Store(id="scores", data={}),  # str(row) -> similarity of the last search
-        ]
-        self.below = [
-            html.Div(id="gallery-note", style={"fontSize": "12px"}),
-            html.Div(
-                id="gallery",
-                style={"display": "flex", "flexWrap": "wrap", "overflowY": "auto", "flex": "1"},
-            ),
-        ]
+        ]  # fmt: skip
+
+    def _below(self) -> list:
+        """The gallery of the selection, under the views."""
+        from dash import html
+
+        bar = html.Div(
+            className="bar",
+            children=[
+                html.Span("Selection", className="section"),
+                html.Span(id="gallery-note", className="muted"),
+            ],
+        )
+        return [bar, html.Div(id="gallery")]  # fmt: skip
+
+    def _select_callback(self, app, row_of) -> None:
+        """A box or lasso (in the selection view of a 3D map) becomes the selection."""
+        from dash import Input, Output, State, no_update
 
         @app.callback(
             Output("selection", "data"),
             Output("scores", "data"),
-            Input(sources[0], "selectedData"),
+            Input("select-map" if self.is3d else "map", "selectedData"),
             State("scores", "data"),
             prevent_initial_call=True,
         )
         def select(data, scores):
             rows = sorted({row_of(pt) for pt in (data or {}).get("points", [])})
             return rows, {} if scores else no_update  # a box replaces a search's results
+
+    def _decide_callback(self, app) -> None:
+        """The side panel's buttons decide about the selection (:class:`DecisionLog`)."""
+        from dash import Input, Output, State, ctx, no_update
+
+        points = self.points
 
         @app.callback(
             Output("ops", "data"),
@@ -404,7 +542,7 @@ class _Curation:
             prevent_initial_call=True,
         )
         def decide(_relabel, _tag, _drop, _accept, _undo, rows, ops, label, tag):
-            log = DecisionLog(ops, self.labels, self.base)
+            log = self.log(ops)
             paths = points["path"].iloc[rows or []].tolist()
             act = {
                 "relabel": lambda: log.relabel(paths, label or ""),
@@ -419,6 +557,11 @@ class _Curation:
                 return no_update, str(exc)
             return log.ops, ""
 
+    def _gallery_callbacks(self, app) -> None:
+        """The gallery and counter follow the selection and decisions; the download button
+        saves ``decisions.csv``."""
+        from dash import Input, Output, State, dcc
+
         @app.callback(
             Output("gallery", "children"),
             Output("gallery-note", "children"),
@@ -428,7 +571,7 @@ class _Curation:
             Input("scores", "data"),
         )
         def gallery(rows, ops, scores):
-            rows, table = rows or [], DecisionLog(ops, self.labels, self.base).table
+            rows, table = rows or [], self.log(ops).table
             decided = table.set_index("path")
             shown = rows[:GALLERY_SIZE]
             note = f"showing {len(shown)} of {len(rows)} selected" if rows else ""
@@ -442,24 +585,23 @@ class _Curation:
             prevent_initial_call=True,
         )
         def download(_clicks, ops):
-            table = DecisionLog(ops, self.labels, self.base).table
-            return dcc.send_string(decisions_csv(table), "decisions.csv")
+            return dcc.send_string(decisions_csv(self.log(ops).table), "decisions.csv")
 
-        if is3d:
+    def _camera_callback(self, app) -> None:
+        """The selection view follows the 3D camera (and the legend's checkboxes)."""
+        from dash import Input, Output, ctx, no_update
 
-            @app.callback(
-                Output("select-map", "figure"),
-                Input("map", "relayoutData"),
-                Input("labels", "value"),
-                prevent_initial_call=True,
-            )
-            def follow_camera(relayout, labels):
-                camera = (relayout or {}).get("scene.camera")
-                if camera is None and ctx.triggered_id == "map":
-                    return no_update  # a zoom or a legend click: the view stays
-                return selection_view(points, camera, labels)
-
-        self.tile_clicks = Input({"type": "tile", "row": ALL}, "n_clicks")
+        @app.callback(
+            Output("select-map", "figure"),
+            Input("map", "relayoutData"),
+            Input("labels", "value"),
+            prevent_initial_call=True,
+        )
+        def follow_camera(relayout, labels):
+            camera = (relayout or {}).get("scene.camera")
+            if camera is None and ctx.triggered_id == "map":
+                return no_update  # a zoom or a legend click: the view stays
+            return selection_view(self.points, camera, labels)
 
     def _tile(self, row: int, decided: pd.DataFrame, score: float | None = None):
         """One gallery tile: thumbnail, label (and its new label), path, tags and a search's
@@ -471,21 +613,19 @@ class _Curation:
         new = decided["label"].get(path, "")
         tags = decided["tags"].get(path, "")
         hint = suggestion_text(self.points.iloc[row])
-        small = {"fontSize": "11px", "wordBreak": "break-all"}
         return html.Div(
             id={"type": "tile", "row": int(row)},
             n_clicks=0,
-            className="gallery-tile",
-            style={"width": "104px", "margin": "3px", "cursor": "pointer"},
+            className="tile gallery-tile",
             children=[
-                html.Img(src=f"/thumb/{row}", style={"width": "96px", "height": "96px"}),
-                html.Div(f"{label} → {new}" if new else label, style={"fontWeight": "600"}),
-                html.Div(path, style=small),
-                html.Div(hint, style=small),
-                html.Div(tags.replace(";", ", "), style=small),
-                *([html.Div(f"score {score:.3f}", style=small)] if score is not None else []),
+                html.Img(src=f"/thumb/{row}"),
+                html.Div(f"{label} → {new}" if new else label, className="label"),
+                html.Div(path, className="path"),
+                html.Div(hint, className="suggested"),
+                html.Div(tags.replace(";", ", "), className="tags"),
+                *([html.Div(f"score {score:.3f}", className="score")] if score is not None else []),
             ],
-        )
+        )  # fmt: skip
 
 
 #: Installs the review keys once: a, k, d and the arrows press the review queue's buttons while
@@ -511,92 +651,75 @@ REVIEW_KEYS_JS = """function (_) {
 
 
 class _Review:
-    """The review queue of the app: a button (side panel) that opens an ``overlay`` over the
-    map, and its callbacks. The filter and the image shown persist in the browser."""
+    """The review queue of the app: a button (tools bar) that opens an ``overlay`` over the
+    views, as the page's queue does, and its callbacks. The picture is the original
+    (``/image/<row>``), so blur and small details can be judged. The filter and the image shown
+    persist in the browser."""
 
     def __init__(
         self, app, points: pd.DataFrame, neighbors: np.ndarray, labels: dict, base: pd.DataFrame
     ) -> None:
-        from dash import Input, Output, State, ctx, dcc, html, no_update
+        from dash import html
 
-        queue = ReviewQueue(points)
+        self.points, self.neighbors, self.labels, self.base = points, neighbors, labels, base
+        self.queue = ReviewQueue(points)
+        self.paths = points["path"].astype(str).tolist()
         self.button = html.Button(
-            f"review queue ({len(queue.rows)})", id="review-open", n_clicks=0,
-            style={"margin": "2px", "fontWeight": "600"},
+            f"Review queue ({len(self.queue.rows)})", id="review-open", n_clicks=0,
+            title="The flagged images one at a time (keys a, k, d, ← →)",
         )  # fmt: skip
+        self.overlay = self._overlay()
+        self._open_callbacks(app)
+        self._act_callback(app)
+        self._render_callback(app)
 
-        def button(name: str, text: str):
-            return html.Button(text, id=f"review-{name}", n_clicks=0, style={"margin": "2px"})
+    @staticmethod
+    def _button(name: str, text: str, title: str = ""):
+        from dash import html
 
-        small = {"fontSize": "12px", "color": "#667085"}
-        acts = [button(name, f"{name} ({key})") for key, name in REVIEW_KEYS.items()]
-        self.overlay = html.Div(
-            id="review",
-            style={"display": "none"},
-            children=[
-                html.Div(
-                    style={
-                        "display": "flex",
-                        "gap": "10px",
-                        "alignItems": "center",
-                        "flexWrap": "wrap",
-                    },
-                    children=[
-                        html.B("Review queue"),
-                        dcc.RadioItems(
-                            id="review-issue",
-                            options=[{"label": t, "value": v} for t, v in queue.options()],
-                            value="",
-                            inline=True,
-                            persistence=True,
-                            persistence_type="local",
-                            inputStyle={"marginRight": "3px", "marginLeft": "8px"},
-                        ),
-                        html.Span(id="review-position", style=small),
-                        html.Span(id="review-progress", style={"fontWeight": "600"}),
-                        html.Span(
-                            "keys: a accept · k keep · d drop · ← → move · Esc close", style=small
-                        ),
-                        button("close", "close"),
-                    ],
-                ),  # fmt: skip
-                html.Div(
-                    style={"display": "flex", "gap": "16px", "marginTop": "8px"},
-                    children=[
-                        html.Div(id="review-picture"),
-                        html.Div(
-                            style={"flex": "1", "minWidth": "260px"},
-                            children=[
-                                html.Div(id="review-text"),
-                                html.Div(
-                                    [button("prev", "← previous"), *acts, button("next", "next →")]
-                                ),
-                                html.Div(
-                                    [
-                                        dcc.Input(
-                                            id="review-label",
-                                            list="known-labels",
-                                            placeholder="label: existing or new",
-                                        ),
-                                        button("relabel", "set label"),
-                                        dcc.Input(id="review-tag", placeholder="tag"),
-                                        button("add-tag", "add tag"),
-                                    ]
-                                ),
-                                html.Div(id="review-message", style={"color": "#b00020"}),
-                                html.Div("Nearest neighbours", style=small),
-                                html.Div(id="review-neighbours"),
-                            ],
-                        ),  # fmt: skip
-                    ],
-                ),
-                dcc.Store(id="review-spot", storage_type="local"),  # the path shown
-                dcc.Store(id="review-keys"),
-            ],
-        )
-        shown = {"position": "absolute", "inset": "0", "zIndex": 20, "background": "#fff",
-                 "padding": "10px", "overflowY": "auto"}  # fmt: skip
-        paths = points["path"].astype(str).tolist()
+        return html.Button(text, id=f"review-{name}", n_clicks=0, title=title)
+
+    def _overlay(self):
+        """The queue's bar (filter, position, progress, keys) and its body (picture, card,
+        actions, neighbours), hidden until opened."""
+        from dash import dcc, html
+
+        button = self._button
+        bar = html.Div(className="bar", children=[
+            html.Span("Review queue", className="section"),
+            dcc.RadioItems(id="review-issue", value="", inline=True, persistence=True,
+                           persistence_type="local",
+                           options=[{"label": t, "value": v} for t, v in self.queue.options()]),
+            html.Span(id="review-position", className="muted"),
+            html.Span(id="review-progress"),
+            html.Span(className="grow"),
+            html.Span("keys: a accept · k keep · d drop · ← → move · Esc close", className="muted"),
+            button("close", "Close"),
+        ])  # fmt: skip
+        acts = [button(name, f"{name.capitalize()} ({key})") for key, name in REVIEW_KEYS.items()]
+        info = html.Div(id="review-info", children=[
+            html.Div(id="review-text"),
+            html.Div([button("prev", "← Previous", "Previous (←)"), *acts,
+                      button("next", "Next →", "Next (→)")], className="decide"),
+            html.Div([dcc.Input(id="review-label", list="known-labels",
+                                placeholder="label (existing or new)"),
+                      button("relabel", "Set label"),
+                      dcc.Input(id="review-tag", placeholder="tag"),
+                      button("add-tag", "Add tag")], className="decide"),
+            html.Div(id="review-message", className="message"),
+            html.Div("Nearest neighbours", className="section"),
+            html.Div(id="review-neighbours"),
+        ])  # fmt: skip
+        body = html.Div(id="review-body", children=[html.Div(id="review-picture"), info])
+        return html.Div(id="review", style={"display": "none"}, children=[
+            bar, body,
+            dcc.Store(id="review-spot", storage_type="local"),  # the path shown
+            dcc.Store(id="review-keys"),
+        ])  # fmt: skip
+
+    def _open_callbacks(self, app) -> None:
+        """The review keys (installed once, in the browser) and the open/close buttons."""
+        from dash import Input, Output, ctx
 
         app.clientside_callback(
             REVIEW_KEYS_JS % json.dumps(REVIEW_KEYS),
@@ -611,8 +734,14 @@ class _Review:
             prevent_initial_call=True,
         )
         def toggle(_open, _close):
-            return shown if ctx.triggered_id == "review-open" else {"display": "none"}
+            return {} if ctx.triggered_id == "review-open" else {"display": "none"}
 
+    def _act_callback(self, app) -> None:
+        """Moves and decisions (:meth:`ReviewQueue.decide`), from buttons, keys and the text
+        boxes' Enter."""
+        from dash import Input, Output, State, ctx, no_update
+
+        queue, paths = self.queue, self.paths
         names = ["prev", "next", *REVIEW_KEYS.values(), "relabel", "add-tag"]
 
         @app.callback(
@@ -645,7 +774,7 @@ class _Review:
                 spot = paths[entries[max(0, min(at, len(entries) - 1))]]
                 return spot, no_update, "", "", no_update, no_update
             action = {"relabel": "label", "label": "label", "add-tag": "tag", "tag": "tag"}
-            log = DecisionLog(ops, labels, base)
+            log = DecisionLog(ops, self.labels, self.base)
             try:
                 onward = queue.decide(
                     log, entries[at], issue or "", action.get(name, name),
@@ -657,6 +786,13 @@ class _Review:
             cleared = action.get(name)
             return (spot, log.ops, "", "", "" if cleared == "label" else no_update,
                     "" if cleared == "tag" else no_update)  # fmt: skip
+
+    def _render_callback(self, app) -> None:
+        """The image shown: the original, its card (label, suggestion, issues, reason, path,
+        tags), its neighbours, where it stands in the queue and the progress."""
+        from dash import Input, Output, html
+
+        queue, paths, points = self.queue, self.paths, self.points
 
         @app.callback(
             Output("review-picture", "children"),
@@ -670,7 +806,7 @@ class _Review:
         )
         def render(issue, spot, ops):
             issue = issue or ""
-            entries, table = queue.entries(issue), DecisionLog(ops, labels, base).table
+            entries, table = queue.entries(issue), DecisionLog(ops, self.labels, self.base).table
             progress = queue.progress(table, issue)
             if not entries:
                 empty = MESSAGES["no_findings" if not queue.rows else "queue_done"]
@@ -679,26 +815,22 @@ class _Review:
             row = entries[at]
             decided = table.set_index("path")
             path = paths[row]
-            label = labels.get(path, points["label"][row])  # before any decision
+            label = self.labels.get(path, points["label"][row])  # before any decision
             new, tags = decided["label"].get(path, ""), decided["tags"].get(path, "")
             lines = [
-                f"{label} → {new}" if new else label,
-                suggestion_text(points.iloc[row]),
-                "issues: " + ", ".join(queue.issues[row]),
-                queue.reasons[row],
-                path,
-                tags.replace(";", ", "),
+                (f"{label} → {new}" if new else label, "label"),
+                (suggestion_text(points.iloc[row]), "suggested"),
+                ("issues: " + ", ".join(queue.issues[row]), "issue-line"),
+                (queue.reasons[row], "reason"),
+                (path, "path"),
+                (tags.replace(";", ", "), "tags"),
             ]
-            picture = html.Img(
-                src=f"/image/{row}", id="review-image", title=path,
-                style={"maxWidth": "480px", "maxHeight": "480px"},
-            )  # fmt: skip
-            text = [html.Div(t, className="review-line") for t in lines if t]
-            near = [
-                html.Img(src=f"/thumb/{j}", title=paths[j],
-                         style={"width": "64px", "height": "64px", "margin": "2px"})
-                for j in neighbors[row][:12]
-            ]  # fmt: skip
+            picture = [
+                html.Img(src=f"/image/{row}", id="review-image", title=path),
+                html.Div("The original image, from the dataset folder.", className="muted"),
+            ]
+            text = [html.Div(t, className=f"review-line {c}") for t, c in lines if t]
+            near = [html.Img(src=f"/thumb/{j}", title=paths[j]) for j in self.neighbors[row][:12]]
             position = MESSAGES["position"].format(position=at + 1, total=len(entries))
             return picture, text, near, position, progress
 
@@ -710,19 +842,19 @@ def _search_controls(app, searcher: Searcher, row_of) -> list:
     from dash import Input, Output, State, ctx, dcc, html, no_update
 
     text = searcher.can_read_text
+    query = dcc.Input(id="query", placeholder="a dog on a sofa" if text else searcher.why,
+                      disabled=not text, debounce=True)  # fmt: skip
     controls = [
-        dcc.Input(
-            id="query",
-            placeholder="search: a dog on a sofa" if text else searcher.why,
-            disabled=not text,
-            debounce=True,
-            style={"width": "100%"},
-        ),
-        html.Button("search", id="search", n_clicks=0, disabled=not text, style={"margin": "2px"}),
-        dcc.Input(id="k", type="number", value=20, min=1, max=MAX_LIKE, style={"width": "60px"}),
-        html.Button("more like this", id="more-like", n_clicks=0, style={"margin": "2px"}),
-        html.Div(id="search-message", style={"color": "#b00020", "fontSize": "12px"}),
-    ]
+        _box("Search", [
+            html.Div([query, html.Button("Search", id="search", n_clicks=0, disabled=not text)],
+                     className="row"),
+            html.Div([html.Label("top", className="inline"),
+                      dcc.Input(id="k", type="number", value=20, min=1, max=MAX_LIKE),
+                      html.Button("More like this", id="more-like", n_clicks=0,
+                                  title="Images like the clicked point")], className="row"),
+            html.Div(id="search-message", className="message"),
+        ])
+    ]  # fmt: skip
 
     @app.callback(
         Output("selection", "data", allow_duplicate=True),

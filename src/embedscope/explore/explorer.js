@@ -28,6 +28,7 @@
     D.columns.forEach((c) => { c.values = typed(c.values, parts); c.codes = typed(c.codes, parts); });
     if (D.suggested) ["codes", "share", "offered"].forEach((k) => { D.suggested[k] = typed(D.suggested[k], parts); });
     if (D.neighbors && D.neighbors.inline) D.neighbors.inline = typed(D.neighbors.inline, parts);
+    if (D.large) ["rows", "cells"].forEach((k) => { D.large[k] = typed(D.large[k], parts); });
     if (parts && D.path && typeof D.path.buf === "number")  // one UTF-8 buffer, NUL between paths
       D.path = D.count ? new TextDecoder().decode(parts[D.path.buf]).split("\0") : [];
     return D;
@@ -101,6 +102,27 @@
     box.style.backgroundPosition = (-(cell % D.cols) * px) + "px " + (-Math.floor(cell / D.cols) * px) + "px";
     return box;
   }
+
+  // Flagged images also have a larger cell (D.large: its sheets follow the small ones in
+  // D.sheets), sharp enough to judge blur and small details: the review queue and the
+  // lightbox show it; every other view keeps the small cell.
+  const LARGE = new Map();
+  if (D.large) D.large.rows.forEach((r, k) => { if (D.large.cells[k] >= 0) LARGE.set(r, D.large.cells[k]); });
+  function picture(i, px) {  // the largest cell point i has, shown at px
+    if (!LARGE.has(i)) return thumb(i, px);
+    const t = LARGE.get(i), box = el("div", "thumb"), cols = D.large.cols;
+    const per = cols * cols, atlas = D.large.first + Math.floor(t / per), cell = t % per;
+    box.style.width = box.style.height = px + "px";
+    box.dataset.cell = t; box.dataset.large = D.large.cell;
+    box.classList.add("es-a" + atlas);
+    if (host.sheet) sheetUrl(atlas);
+    box.style.backgroundSize = (cols * px) + "px auto";
+    box.style.backgroundPosition = (-(cell % cols) * px) + "px " + (-Math.floor(cell / cols) * px) + "px";
+    return box;
+  }
+  const pictureNote = (i) => LARGE.has(i)
+    ? "A " + D.large.cell + "-px copy stored in this page for flagged images; the original stays in the dataset folder."
+    : "Enlarged from the " + D.cell + "-px thumbnail stored in this page; the original stays in the dataset folder.";
 
   function pathLine(path) {  // text nodes with a line-break chance after each "/"
     const line = el("div", "path");
@@ -659,9 +681,8 @@
 
   function enlarge(i) {  // the atlas cell scaled up: the only picture an offline page carries
     const box = $("lightbox"), card = el("div", "card");
-    card.append(thumb(i, LIGHTBOX_PX), el("div", "label", labelOf(i)), pathLine(D.path[i]),
-      el("div", "muted", "Enlarged from the " + D.cell + "-px thumbnail stored in this page; "
-        + "the original image stays in the dataset folder at the path above."));
+    card.append(picture(i, LIGHTBOX_PX), el("div", "label", labelOf(i)), pathLine(D.path[i]),
+      el("div", "muted", pictureNote(i)));
     box.replaceChildren(card); box.dataset.index = i; box.hidden = false;
   }
   $("lightbox").addEventListener("click", () => { $("lightbox").hidden = true; });
@@ -771,8 +792,7 @@
     if (empty) return;
     const k = list[review.pos], i = Q.rows[k], card = $("review-card");
     $("review").dataset.index = i;
-    $("review-picture").replaceChildren(thumb(i, REVIEW_PX), el("div", "muted", "Enlarged from the "
-      + D.cell + "-px thumbnail stored in this page; the original stays in the dataset folder."));
+    $("review-picture").replaceChildren(picture(i, REVIEW_PX), el("div", "muted", pictureNote(i)));
     card.replaceChildren();
     const name = el("div", "label"), sw = el("span", "swatch");
     sw.style.background = colours[current[i]];

@@ -45,7 +45,14 @@ from embedscope.decisions import (
     split_tags,
     validate_decisions,
 )
-from embedscope.explore.atlas import ATLAS_COLS, Thumbnails, thumbnail_sheets
+from embedscope.explore.atlas import (
+    ATLAS_COLS,
+    LARGE_CELL,
+    LARGE_COLS,
+    Thumbnails,
+    large_sheets,
+    thumbnail_sheets,
+)
 from embedscope.explore.palette import (
     MISSING_COLOUR,
     PALETTE,
@@ -81,6 +88,10 @@ INLINE_LIMIT = 20_000
 PAGE_HEAD = 1 << 16
 #: Points per neighbour chunk file in folder mode (12 neighbours: ~1 MB of script each).
 NEIGHBOR_CHUNK = 16_384
+#: Flagged images (the review queue's first, most urgent) that also get a larger cell
+#: (:data:`~embedscope.explore.atlas.LARGE_CELL` px, ~8 KB each), so blur and small details can
+#: be judged in the review queue; the rest of the queue shows its 64-px cell enlarged.
+MAX_LARGE = 2_000
 
 
 def write_explorer(
@@ -177,6 +188,9 @@ def explorer_data(
     atlases, thumbs = thumbnail_sheets(
         points, image_root, thumbnails, folder, size=thumb_size, stem=stem
     )
+    queue = ReviewQueue(points)
+    large = _large(paths, queue.rows, image_root, folder, stem, first=len(atlases))
+    atlases += large.pop("sheets", [])
 
     is3d = "z" in points.columns and bool(points["z"].notna().any())
     columns = _extra_columns(points)
@@ -196,7 +210,7 @@ def explorer_data(
         "columns": columns,
         "colourBy": _colour_by(points, columns),
         "suggested": _suggestions(points, labels),
-        "review": ReviewQueue(points).page_data(),
+        "review": queue.page_data(),
         "rules": page_rules(),
         "key": report_key(title, paths, labels),
         "neighbors": _place_neighbors(near, folder, stem),
@@ -204,10 +218,36 @@ def explorer_data(
         "sheets": atlases,
         "cell": thumb_size,
         "cols": ATLAS_COLS,
+        "large": large or None,
         "palette": list(PALETTE),
         "missingColour": MISSING_COLOUR,
     }
     return data
+
+
+def _large(
+    paths: list[str],
+    flagged: list[int],
+    image_root: str | Path,
+    folder: Path | None,
+    stem: str,
+    first: int,
+) -> dict[str, Any]:
+    """The larger cells of the first :data:`MAX_LARGE` flagged rows: their ``sheets`` (to
+    follow the small ones, from sheet ``first`` on), and for the script each such row and its
+    cell number (-2: the original was unreadable); {} when nothing is flagged."""
+    rows = flagged[:MAX_LARGE]
+    if not rows:
+        return {}
+    sheets, cells = large_sheets([paths[r] for r in rows], image_root, folder, stem=f"{stem}large-")
+    return {
+        "sheets": sheets,
+        "first": first,
+        "cell": LARGE_CELL,
+        "cols": LARGE_COLS,
+        "rows": _typed(rows, "i4"),
+        "cells": _typed(cells, "i4"),
+    }
 
 
 def explorer_markup() -> str:

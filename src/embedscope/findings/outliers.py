@@ -42,6 +42,8 @@ def _compute(context: Context) -> pd.DataFrame:
 
 def _reasons(table: pd.DataFrame, at: np.ndarray, context: Context) -> list[str]:
     """ "far from every class: nearest is a cat at 0.41 cosine (most images: 0.83)"."""
+    if not len(at):
+        return []
     sim = np.asarray(context.per_image["similarity"], np.float64)
     idx = np.asarray(context.per_image["neighbors"])
     labels = context.rows["label"].to_numpy(dtype=object)
