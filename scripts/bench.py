@@ -30,8 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_explorer_scale import drag_box, explorer_scale, explorer_scale_table
-from bench_findings import cost, fashion_folder, findings_bench, findings_table, quality_bench
+from bench_findings import cost, fashion_folder, findings_bench, findings_table
 from bench_leaks import leaks_bench, leaks_table
+from bench_outliers import outliers_bench, outliers_table
+from bench_quality import quality_bench, quality_table
 from browser import CHROMIUM_ARGS, ensure_chromium
 from dinov2_small import dinov2_small_dir
 from PIL import Image
@@ -515,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
         "findings",
         "explorer_scale",
         "leaks",
+        "quality",
+        "outliers",
     )
     parser.add_argument("--only", nargs="+", default=list(sections), choices=sections)
     args = parser.parse_args(argv)
@@ -551,10 +555,14 @@ def main(argv: list[str] | None = None) -> int:
         results["findings"] = findings_bench(
             work, images=args.findings_images, seeds=args.findings_seeds, tune=args.findings_tune
         )
-        print("[bench] findings: image quality", flush=True)
-        results["findings"]["quality"] = quality_bench(work)
         print("[bench] findings: cost", flush=True)
         results["findings"]["cost"] = [cost(100_000, 1280, 10), cost(100_000, 1280, 1000)]
+    if "quality" in args.only:
+        print("[bench] quality", flush=True)
+        results["quality"] = quality_bench(out / "quality-work")  # kept: copies made once
+    if "outliers" in args.only:
+        print("[bench] outliers", flush=True)
+        results["outliers"] = outliers_bench(out / "outliers-work", seeds=args.findings_seeds)
     if "leaks" in args.only:
         print("[bench] leaks", flush=True)
         results["leaks"] = leaks_bench(out / "leaks-work")  # kept: a second run embeds nothing
@@ -839,6 +847,10 @@ def table(results: dict) -> str:
         lines += ["", findings_table(results["findings"])]
     if "leaks" in results:
         lines += ["", "## leaks", "", leaks_table(results["leaks"])]
+    if "quality" in results:
+        lines += ["", "## quality", "", quality_table(results["quality"])]
+    if "outliers" in results:
+        lines += ["", "## outliers", "", outliers_table(results["outliers"])]
     if "explorer_scale" in results:
         lines += ["", explorer_scale_table(results["explorer_scale"])]
     return "\n".join(lines) + "\n"

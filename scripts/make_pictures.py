@@ -5,7 +5,9 @@
 - ``docs/gallery.png``: the same page with a box selection in 3D and its gallery
   (``gallery_screenshot.py``);
 - ``docs/live-panel.png``: ``04_explore`` with ``mode="live"`` in a headless JupyterLab, after a
-  real click on a point (larger image and neighbours in the panel).
+  real click on a point (larger image and neighbours in the panel);
+- ``docs/dash.png``: the same report's Dash app (``make serve``) with a box drawn in its 2D
+  selection view and the hover card open (``dash_screenshot.py``, which also runs on its own).
 
 Runs the four notebooks on the sample into a temporary folder, so nothing of the user's
 ``data/`` or ``reports/`` is touched. Needs Chromium (found or provisioned like ``make test``).
@@ -18,11 +20,13 @@ import tempfile
 from pathlib import Path
 
 from browser import CHROMIUM_ARGS, ensure_chromium
+from dash_screenshot import screenshot as dash_picture
 from gallery_screenshot import screenshot as gallery_picture
 from lab_driver import open_and_run_all, parameterized, running_lab
 from playwright.sync_api import sync_playwright
 
 from embedscope.cli import main as embedscope
+from embedscope.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -86,6 +90,7 @@ def main() -> int:
             browser.close()
         gallery = gallery_picture(reports / "sample" / "explorer.html", DOCS / "gallery.png")
         print(f"[pictures] {gallery}")
+        print(f"[pictures] {dash_picture(Layout('sample', data, reports), DOCS / 'dash.png')}")
     return 0
 
 

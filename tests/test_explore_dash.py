@@ -5,6 +5,7 @@ download) both through Dash's own callback endpoint and with a real mouse in Chr
 from __future__ import annotations
 
 import io
+import json
 import socket
 import threading
 import urllib.error
@@ -18,6 +19,7 @@ from helpers import FIRST_POINT_JS, launch_chromium, make_classes
 from helpers import dash_call as _call
 from helpers import plotly_array as _array
 from PIL import Image
+from plotly.utils import PlotlyJSONEncoder
 
 from embedscope.decisions import MESSAGES, read_decisions
 from embedscope.embed import embed
@@ -277,10 +279,10 @@ def test_one_class_with_loose_images_opens_coloured_by_cluster(tmp_path: Path) -
     assert [o.value for o in known] == ["red", "(unlabelled)"]
 
     points = point_table(layout, None, "pca", 3)
-    live = LiveExplorer(points, classes, neighbors=neighbor_rows(points))
-    assert live.colour.value == "cluster" and [t.name for t in live.fig.data] == traces
-    live.colour.value = "label"
-    assert [t.name for t in live.fig.data] == ["red", "(unlabelled)"]
+    live = LiveExplorer(points, classes, neighbors=neighbor_rows(points))  # the page's script
+    data = live._data  # what the panel's explorer.js opens with: the cluster column
+    assert data["columns"][int(data["colourBy"])]["name"] == "cluster"
+    assert data["classes"] == ["red", "(unlabelled)"]  # the labels, to relabel with
     page = write_explorer(points, classes, tmp_path / "explorer.html")
     with sync_playwright() as pw:  # the page opens on the clusters, its legend names them
         browser = launch_chromium(pw)
@@ -291,3 +293,36 @@ def test_one_class_with_loose_images_opens_coloured_by_cluster(tmp_path: Path) -
         browser.close()
     legend = static_plot(points).legends[0].get_texts()
     assert [t.get_text() for t in legend] == traces
+
+
+def test_layout_has_the_pages_look_labelled_views_and_hover_cards(dataset) -> None:
+    """Issue 29: the page's stylesheet (palette, type, buttons) served inline, the map and the
+    side panel as in the page, the two views titled, and a hover card with the picture over
+    either view (the 2D selection view too)."""
+    layout, _ = dataset
+    app = create_app(layout, method="pca", dims=3)
+    page = app.server.test_client().get("/").get_data(as_text=True)
+    assert "--accent:#2f6fde" in page and ".es-view-title" in page  # explorer.css + dash.css
+    text = json.dumps(app.layout.to_plotly_json(), cls=PlotlyJSONEncoder)
+    assert '"3D map"' in text and '"2D selection view"' in text
+    assert {"app", "main", "side", "map", "select-map", "tip", "select-tip"} <= _ids(app.layout)
+    client = app.server.test_client()
+    for graph, tip in (("map", "tip"), ("select-map", "select-tip")):
+        hovered = {"points": [{"curveNumber": 0, "pointNumber": 0, "customdata": 5}]}
+        out = _call(client, [f"{tip}.show", f"{tip}.bbox", f"{tip}.children"],
+                    {f"{graph}.hoverData": hovered})[tip]  # fmt: skip
+        card = json.dumps(out["children"])
+        assert out["show"] is True and '"/thumb/5"' in card and '"es-card"' in card
+    flat = create_app(layout, method="pca", dims=2)
+    flat_text = json.dumps(flat.layout.to_plotly_json(), cls=PlotlyJSONEncoder)
+    assert '"2D map"' in flat_text and "select-map" not in flat_text
+
+
+def _ids(component) -> set:
+    """Every id in a Dash layout."""
+    found = {getattr(component, "id", None)}
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list) else [children]:
+        if hasattr(child, "to_plotly_json"):
+            found |= _ids(child)
+    return found - {None}

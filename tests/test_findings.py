@@ -231,3 +231,21 @@ def test_statistics_of_another_version_are_taken_again(photos, tmp_path) -> None
     old.to_parquet(layout.manifest)
     again = ingest(str(photos / "ok"), layout)
     assert again["blur_effect"].notna().all() and (again["stats_version"] == STATS_VERSION).all()
+
+
+def test_findings_table_passes_the_quality_thresholds_through(photos, tmp_path) -> None:
+    """``quality_thresholds`` (the 03_reduce parameter) reaches the quality family: the default
+    explains its calibrated blur score, ``"cleanvision"`` flags as cleanvision does."""
+    layout = Layout("photos", tmp_path / "data", tmp_path / "reports")
+    manifest = ingest(str(photos), layout).reset_index(drop=True)
+    rows = manifest[["path", "label"]]
+    per_image = _per_image(len(rows))
+    ours = findings_table(rows, per_image, manifest).set_index("path")
+    theirs = findings_table(rows, per_image, manifest, quality_thresholds="cleanvision")
+    theirs = theirs.set_index("path")
+    assert "blur effect" in ours.loc["blurry/photo0.png", "reason"]
+    assert ours.filter(like="blurry/", axis=0)["blurry"].all()
+    expected = quality_findings(manifest, "cleanvision").set_index(manifest["path"])
+    for kind in ("dark", "light", "blurry", "low_information", "grayscale"):
+        assert (theirs[kind] == expected.loc[theirs.index, kind]).all(), kind
+    assert theirs.loc["grayscale/photo0.png", "grayscale"]  # stored in mode L

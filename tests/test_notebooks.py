@@ -325,11 +325,11 @@ def test_decisions_change_the_next_run_and_embed_nothing(messy_run, capsys) -> N
     shown = json.dumps(nbformat.read(out / "01_download.ipynb", as_version=4).cells)
     assert "unknown path (nothing changed): 'nope/not-there.png'" in shown
     assert metrics["ingest"]["labels_file"] == {
-        "file": "[labels folder]/labels.csv",
+        "file": "labels.csv",  # relative to where the run started (its folder)
         "applied": 1,
         "unknown_paths": ["nope/gone.png"],
     }
-    assert "labels file [labels folder]/labels.csv: labelled 1 file" in shown
+    assert "labels file labels.csv: labelled 1 file" in shown
     assert "unknown path (nothing changed): 'nope/gone.png'" in shown
     assert manifest.loc["top-level.png", "label"] == "red"  # named by the labels file
     assert manifest.loc["green/green_0.png", "label"] == "green"  # not named: its folder's

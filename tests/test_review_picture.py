@@ -86,3 +86,15 @@ def test_no_flags_no_large_cells_and_folder_mode_writes_files(tmp_path: Path) ->
     (tmp_path / points["path"][3]).unlink()
     gone = explorer_data(points, tmp_path)
     assert np.frombuffer(base64.b64decode(gone["large"]["cells"]["b64"]), "<i4").tolist() == [-2]
+
+
+def test_the_live_panel_gets_the_large_cells_as_binary_parts_and_sheets(tmp_path: Path) -> None:
+    """The JupyterLab panel runs the page's script on the same data: the large cells' rows
+    travel as binary parts and their sheets are sent on request like the small ones."""
+    from embedscope.explore.live import _binary
+
+    data = explorer_data(_images(tmp_path), tmp_path)
+    head, parts, sheets = _binary(data)
+    rows = head["large"]["rows"]
+    assert rows["dtype"] == "i4" and np.frombuffer(parts[rows["buf"]], "<i4").tolist() == [10, 7, 3]
+    assert len(sheets) == len(data["sheets"]) == 2 and sheets[1][0] == "image/webp"

@@ -21,12 +21,11 @@ from helpers import (
     tiny_clip,
     tiny_vit,
 )
-from plotly.callbacks import InputDeviceState, Points
 
 from embedscope.cli import run_notebook
 from embedscope.embed import embed
 from embedscope.explore.dash import create_app
-from embedscope.explore.live import FOUND, LiveExplorer
+from embedscope.explore.live import LiveExplorer
 from embedscope.ingest import ingest, load_manifest
 from embedscope.layout import Layout
 from embedscope.models import ModelUnavailable
@@ -189,6 +188,8 @@ def test_a_clip_folder_saved_without_its_tokenizer_says_so(clip: str, tmp_path: 
 
 
 def test_live_panel_answers_a_typed_query_and_more_like_this(dataset: Layout, clip: str) -> None:
+    """The panel's search runs in the kernel (the text tower lives there): the top k become the
+    panel's selection, with their scores, sent to the panel's gallery."""
     emb = load_embeddings(dataset, clip)
     _, root = load_manifest(dataset)
     rng = np.random.default_rng(0)
@@ -196,26 +197,23 @@ def test_live_panel_answers_a_typed_query_and_more_like_this(dataset: Layout, cl
     prompt_scores(dataset, clip)  # its own prompt columns, whichever test ran before
     points = points.join(load_prompt_scores(dataset, clip))
     live = LiveExplorer(points, root, searcher=Searcher.from_layout(dataset, clip))
-    assert "prompt: a photo of a red" in live.colour.options
-    live.query.value, live.k.value = "a red square on a sofa", 5
-    live.search_buttons["search"].click()
+    assert "prompt: a photo of a red" in json.dumps(live._data)  # the panel can colour by it
+    sent: list[tuple[dict, list]] = []
+    live.send = lambda content, buffers=None: sent.append((content, buffers or []))
+    found = live.search("a red square on a sofa", k=5)
     sims = _brute_force(clip, dataset, ["a red square on a sofa"])[:, 0]
     expected = np.argsort(-sims, kind="stable")[:5].tolist()
-    assert live.selected.index.tolist() == expected and live.message.value == ""
-    assert len(live.gallery.children) == 5
-    score = live.gallery.children[0].children[-1].value
-    assert score == f"score {sims[expected[0]]:.3f}"
-    ring = [t for t in live.fig.data if t.name == FOUND]
-    assert len(ring) == 1 and sorted(ring[0].customdata) == sorted(expected)
-    trace = live.fig.data[0]
-    trace._dispatch_on_click(Points(point_inds=[1], trace_index=0), InputDeviceState())
-    clicked = int(trace.customdata[1])
-    live.search_buttons["more like this"].click()
-    assert len(live.selected) == 5 and clicked not in live.selected.index
+    assert found.index.tolist() == live.selected.index.tolist() == expected
+    assert live.selected["score"].iloc[0] == pytest.approx(sims[expected[0]], abs=1e-5)
+    ((content, (body,)),) = sent  # the selection, as the panel's box select would make it
+    assert content == {"kind": "select"}
+    assert np.frombuffer(bytes(body), "<i4").tolist() == expected
+    clicked = expected[1]
+    like = live.more_like_this(clicked, k=5)
+    assert len(live.selected) == 5 and like.index.tolist() == live.selected.index.tolist()
+    assert clicked not in live.selected.index  # more like it, not itself
     live.clear_selection()
-    assert not ring[0].showlegend and len(ring[0].customdata) == 0
-    plain = LiveExplorer(points, root)  # no searcher: the box is off and says why
-    assert plain.query.disabled and plain.search_buttons["more like this"].disabled
+    assert live.selected.empty
 
 
 def test_dash_search_fills_the_gallery_with_scores_and_rings_them(

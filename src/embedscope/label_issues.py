@@ -24,11 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from embedscope.confusion import confusion_facts
 from embedscope.knn import labels_unjudged
 from embedscope.vocabulary import UNLABELLED
 
 #: Bumped whenever the scores change, so cached results are recomputed.
-VERSION = 5
+VERSION = 6  # 6: facts carry the confused pairs and each class's label quality
 #: Folds of the out-of-fold probe; a class needs this many images for the probe to learn it.
 FOLDS = 5
 #: Weights of the probe and the neighbour vote in the mean of their probabilities (tuned on
@@ -249,6 +250,8 @@ def label_issues(
         "probe_classes": int(learnt.sum()),
         "small_classes": [c for c, k in zip(classes, counts, strict=True) if k < folds],
         "zero_shot_used": zs_used,
+        # which classes the same probabilities mix up, beside cleanlab's view of them
+        **confusion_facts(given, combined[labelled], classes),
     }
     return LabelIssues(table, facts)
 

@@ -89,9 +89,12 @@ PAGE_HEAD = 1 << 16
 #: Points per neighbour chunk file in folder mode (12 neighbours: ~1 MB of script each).
 NEIGHBOR_CHUNK = 16_384
 #: Flagged images (the review queue's first, most urgent) that also get a larger cell
-#: (:data:`~embedscope.explore.atlas.LARGE_CELL` px, ~8 KB each), so blur and small details can
-#: be judged in the review queue; the rest of the queue shows its 64-px cell enlarged.
-MAX_LARGE = 2_000
+#: (:data:`~embedscope.explore.atlas.LARGE_CELL` px), so blur and small details can be judged in
+#: the review queue; the rest of the queue shows its 64-px cell enlarged. A 192-px cell is
+#: ~2.4 KB (the sample's emoji) to ~5 KB (a photo) against ~0.5 KB for a 64-px one: a one-file
+#: page gains at most ~7 MB (base64), about half of what its 20,000 small cells weigh; in folder
+#: mode the sheets are files the page loads only when the queue shows one of their images.
+MAX_LARGE, MAX_LARGE_FOLDER = 1_000, 20_000
 
 
 def write_explorer(
@@ -233,10 +236,11 @@ def _large(
     stem: str,
     first: int,
 ) -> dict[str, Any]:
-    """The larger cells of the first :data:`MAX_LARGE` flagged rows: their ``sheets`` (to
-    follow the small ones, from sheet ``first`` on), and for the script each such row and its
-    cell number (-2: the original was unreadable); {} when nothing is flagged."""
-    rows = flagged[:MAX_LARGE]
+    """The larger cells of the first :data:`MAX_LARGE` flagged rows (:data:`MAX_LARGE_FOLDER`
+    in folder mode): their ``sheets`` (to follow the small ones, from sheet ``first`` on), and
+    for the script each such row and its cell number (-2: the original was unreadable); {}
+    when nothing is flagged."""
+    rows = flagged[: MAX_LARGE if folder is None else MAX_LARGE_FOLDER]
     if not rows:
         return {}
     sheets, cells = large_sheets([paths[r] for r in rows], image_root, folder, stem=f"{stem}large-")

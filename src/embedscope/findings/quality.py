@@ -30,7 +30,7 @@ TEXT = {
     "light": lambda r: f"light (its darkest pixels are at {r.light_score:.0%} brightness)",
     "blurry": lambda r: f"blurry (blur score {r.blurry_score:.2f})",
     "low_information": lambda r: f"low information (score {r.low_information_score:.2f})",
-    "grayscale": lambda r: "no colour (grey levels only)",
+    "grayscale": lambda r: "no colour (a greyscale file)",
     "odd_aspect_ratio": lambda r: f"odd aspect ratio ({r.width}x{r.height})",
     "odd_size": lambda r: f"odd size for this dataset ({r.width}x{r.height})",
 }
@@ -62,9 +62,10 @@ DOCS = {
 def _compute(context: Context) -> pd.DataFrame:
     facts = context.facts
     stats = facts.reindex(columns=[*STAT_COLUMNS, "width", "height"]).reset_index(drop=True)
-    found = quality_findings(
-        stats.apply(pd.to_numeric, errors="coerce"), context.quality_thresholds
-    )
+    stats = stats.apply(pd.to_numeric, errors="coerce")
+    if "mode" in facts:
+        stats["mode"] = facts["mode"].to_numpy(dtype=object)
+    found = quality_findings(stats, context.quality_thresholds)
     out = pd.DataFrame({"width": facts["width"].to_numpy(), "height": facts["height"].to_numpy()})
     own = [c for c in found.columns if c.removesuffix("_score") in WEIGHTS]
     return pd.concat([out, found[own].reset_index(drop=True)], axis=1)
