@@ -276,6 +276,11 @@ def test_lasso_in_2d_and_every_rule(browser, library, tmp_path) -> None:
     )
     options = p.page.locator("#where-field option").all_text_contents()
     assert "suggested_label" not in options and "suggested label" in options
+    # images of one class that look like another (the confused pairs of 03_reduce), most first
+    look = pts[pts["label"] != pts["suggested_label"]].groupby(["label", "suggested_label"]).size()
+    (a, b), count = look.sort_values(ascending=False, kind="stable").index[0], look.max()
+    want = set(np.flatnonzero((pts["label"] == a) & (pts["suggested_label"] == b)).tolist())
+    assert rule("class that looks like another", f"{a} that look like {b} ({count})") == want
 
     p.search("GREEN/", 8)
     p.page.click("#select-search")

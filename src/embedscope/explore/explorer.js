@@ -345,10 +345,22 @@
     choose(hits, modeOf(ev), t0);
   };
 
+  function lookAlike() {  // "A that look like B": labelled A, suggested B; biggest pairs first
+    let at = new Map();
+    const pair = (i) => { const a = names[current[i]], b = SUG.names[SUG.codes[i]];
+      return a === undefined || b === undefined || a === b ? null : `${a} that look like ${b}`; };
+    return {name: "class that looks like another", names: () => {
+      const count = new Map();
+      for (let i = 0; i < N; i++) { const p = pair(i); if (p !== null) count.set(p, (count.get(p) || 0) + 1); }
+      const order = [...count.keys()].sort((x, y) => count.get(y) - count.get(x) || (x < y ? -1 : 1));
+      at = new Map(order.map((p, k) => [p, k]));
+      return order.map((p) => `${p} (${count.get(p)})`);
+    }, code: (i) => { const p = pair(i); return p === null ? -1 : at.get(p); }};
+  }
   function fields() {  // what "select where" can test: categories by value, numbers by threshold
     const out = [{name: "label", names: () => names, code: (i) => current[i]}];
     if (SUG) out.push({name: "suggested label", names: () => SUG.names, code: (i) => SUG.codes[i]},
-      {name: "suggested share", value: (i) => SUG.share[i]});
+      {name: "suggested share", value: (i) => SUG.share[i]}, lookAlike());
     D.columns.forEach((c) => out.push(c.kind === "category"
       ? {name: c.name, names: () => c.categories, code: (i) => c.codes[i]}
       : {name: c.name, value: (i) => c.values[i]}));

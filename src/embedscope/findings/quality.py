@@ -53,7 +53,7 @@ DOCS = {
     "light": "washed out: its darkest pixels' channels all over 49% (cleanvision: 95%)",
     "blurry": "blurry: blur effect over 0.42 (cleanvision: its edge score)",
     "low_information": "low contrast: brightness spans under 31% (cleanvision: low entropy)",
-    "grayscale": "(almost) no colour: channels differ by under 13% (cleanvision: by 8 levels)",
+    "grayscale": "(almost) no colour: channels differ by under 13% (cleanvision: mode L)",
     "odd_aspect_ratio": "far from square",
     "odd_size": "far from the dataset's usual size",
 }
