@@ -21,17 +21,12 @@ from helpers import (
     tree_digest,
 )
 
-from embedscope.cli import (
-    NOTEBOOKS,
-    RAY_MISSING,
-    NotebookFailed,
-    main,
-    report_app,
-    run_notebook,
-)
+from embedscope.cli import main, report_app
 from embedscope.compare import small_multiples
+from embedscope.execute import NotebookFailed, run_notebook
 from embedscope.explore.palette import class_colour
 from embedscope.points import SCHEMA
+from embedscope.runs import NOTEBOOKS, RAY_MISSING
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 

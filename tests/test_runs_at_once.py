@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from helpers import make_classes, tiny_notebook, tiny_vit
 
-from embedscope import cli
-from embedscope.cli import NotebookFailed, run_notebook
+from embedscope import execute
+from embedscope.execute import NotebookFailed, run_notebook
 from embedscope.layout import read_json, update_json
 
 pytestmark = pytest.mark.faults
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _RUN_NOTEBOOK = """
 import sys
 from pathlib import Path
-from embedscope.cli import run_notebook
+from embedscope.execute import run_notebook
 nb, out = Path(sys.argv[1]), Path(sys.argv[2])
 run_notebook(nb, out, {}, cwd=nb.parent, roots={})
 """
@@ -75,7 +75,7 @@ def test_a_kernel_that_cannot_start_is_one_sentence_after_a_second_try(
     kernel = {"argv": argv, "display_name": "Python 3", "language": "python"}
     (spec / "kernel.json").write_text(json.dumps(kernel))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setattr(cli, "KERNEL_START_TIMEOUT", 1)
+    monkeypatch.setattr(execute, "KERNEL_START_TIMEOUT", 1)
     nb = tiny_notebook(tmp_path / "slow.ipynb", "y = 2")
     with pytest.raises(NotebookFailed) as failed:
         run_notebook(nb, tmp_path / "out" / "slow.ipynb", {}, cwd=tmp_path, roots={})

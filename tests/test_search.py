@@ -22,8 +22,8 @@ from helpers import (
     tiny_vit,
 )
 
-from embedscope.cli import run_notebook
 from embedscope.embed import embed
+from embedscope.execute import run_notebook
 from embedscope.explore.dash import create_app
 from embedscope.explore.live import LiveExplorer
 from embedscope.ingest import ingest, load_manifest

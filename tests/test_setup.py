@@ -24,7 +24,8 @@ from packaging.utils import canonicalize_name
 
 import embedscope.ingest as ingest_mod
 import embedscope.shipped as shipped_mod
-from embedscope.cli import main, report_roots, shareable
+from embedscope.cli import main
+from embedscope.execute import report_roots, shareable
 from embedscope.lab import CONFIG_DIR, lab_command, lab_env
 
 REPO = Path(__file__).resolve().parents[1]

@@ -34,7 +34,7 @@ from embedscope.vocabulary import GENERATED_NAMES
 from embedscope.words import counted
 
 #: The model name the stages see for vectors from a file; also the report's stand-in for the
-#: file's folder (:func:`embedscope.cli.report_roots`): a report never names where it lies.
+#: file's folder (:func:`embedscope.execute.report_roots`): a report never names where it lies.
 VECTORS_MODEL = "[vectors]"
 #: Names the vector column of a parquet file may have (else the only list-valued column).
 VECTOR_COLUMNS = ("vector", "embedding")
