@@ -21,6 +21,7 @@ from helpers import (
     tree_digest,
 )
 
+from embedscope import ingest as ingest_module
 from embedscope.cli import main, report_app
 from embedscope.compare import small_multiples
 from embedscope.execute import NotebookFailed, run_notebook
@@ -187,9 +188,12 @@ def test_run_all_executes_the_four_notebooks_and_writes_every_output(
     assert not [p for p in reports.iterdir() if p.name.startswith(".")]  # no staging left
 
 
-def test_a_source_that_cannot_work_is_refused_before_any_notebook(tmp_path: Path, capsys) -> None:
+def test_a_source_that_cannot_work_is_refused_before_any_notebook(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A missing path, a folder without files, a file that is no archive, a model that is no
-    folder: one sentence each before anything runs, and no report folder made."""
+    folder, a Kaggle dataset neither cached nor reachable: one sentence each before anything
+    runs, and no report folder made."""
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "notes.txt").write_text("hello")
     make_classes(tmp_path / "one", per_class=1)
@@ -204,6 +208,20 @@ def test_a_source_that_cannot_work_is_refused_before_any_notebook(tmp_path: Path
         err = capsys.readouterr().err
         assert rc == 1 and len(err.strip().splitlines()) == 1 and says in err, err
         assert not (tmp_path / "r").exists(), "no report, not even a failed notebook"
+    # Kaggle: the probe goes to a closed local port, whatever this machine's network is
+    monkeypatch.setattr(ingest_module, "KAGGLE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
+    where = ["--data-root", str(tmp_path / "d"), "--reports-root", str(tmp_path / "r")]
+    assert main(["run-all", "--source", "kaggle:owner/data", *where]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "embedscope: error: Kaggle dataset 'owner/data' is not in the local kagglehub cache "
+        "and 127.0.0.1 cannot be reached (offline or behind a firewall): download it where the "
+        "network works and pass its folder as SOURCE\n"
+    ), err
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "kagglehub" / "datasets" / "owner" / "data").mkdir(parents=True)
+    ingest_module.check_source("kaggle:owner/data")  # cached: kagglehub needs no network
 
 
 def test_a_source_of_no_images_says_so_at_the_first_notebook(tmp_path: Path, capsys) -> None:

@@ -23,6 +23,7 @@ import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -40,6 +41,7 @@ from embedscope.layout import (
     write_json,
     write_parquet,
 )
+from embedscope.network import reachable
 from embedscope.quality import STAT_COLUMNS, STATS_VERSION, image_stats, stats_copy
 from embedscope.shipped import SAMPLE_DIR  # the vendored sample: the checkout's or the wheel's
 from embedscope.thumbs import ThumbnailCache, decoded_cell, encode_cell
@@ -97,6 +99,17 @@ def default_name(source: str) -> str:
     return slug(name)
 
 
+#: Where kagglehub downloads from (asked before a run, so an offline run stops at once).
+KAGGLE_URL = "https://www.kaggle.com"
+
+
+def kaggle_cached(handle: str) -> bool:
+    """Whether kagglehub already holds a download of ``owner/dataset`` (it then needs no
+    network): its cache is ``$KAGGLEHUB_CACHE`` or ``~/.cache/kagglehub``."""
+    cache = Path(os.environ.get("KAGGLEHUB_CACHE") or Path.home() / ".cache" / "kagglehub")
+    return (cache / "datasets" / handle).is_dir()
+
+
 def check_source(source: str) -> None:
     """Raise :class:`SourceError` (one sentence) for a source that cannot work, before any
     stage runs: a missing path, a file that is no archive, a folder without a single file, a
@@ -110,6 +123,12 @@ def check_source(source: str) -> None:
         if handle.count("/") != 1 or not all(handle.split("/")):
             raise SourceError(
                 f"kaggle source must look like kaggle:<owner>/<dataset>, got {handle!r}"
+            )
+        if not kaggle_cached(handle) and not reachable(KAGGLE_URL):
+            raise SourceError(
+                f"Kaggle dataset {handle!r} is not in the local kagglehub cache and "
+                f"{urlsplit(KAGGLE_URL).hostname} cannot be reached (offline or behind a "
+                "firewall): download it where the network works and pass its folder as SOURCE"
             )
         return
     path = Path(source).expanduser()

@@ -12,16 +12,16 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from embedscope.network import reachable
 
 if TYPE_CHECKING:
     from transformers import BaseImageProcessor, PreTrainedModel
@@ -318,40 +318,9 @@ def _offline() -> str:
 
     if constants.is_offline_mode():
         return "HF_HUB_OFFLINE is set"
-    if not _reachable(constants.ENDPOINT):
+    if not reachable(constants.ENDPOINT, HUB_PROBE_TIMEOUT_S):
         return f"{urlsplit(constants.ENDPOINT).hostname} cannot be reached"
     return ""
-
-
-def _reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the Hub (or the proxy the HTTP stack would use) opens within
-    ``timeout``; run in a thread because DNS lookups ignore socket timeouts."""
-    from urllib.request import getproxies, proxy_bypass
-
-    url = urlsplit(endpoint)
-    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
-    proxies = getproxies()
-    proxy = proxies.get(url.scheme) or proxies.get("all")
-    if proxy and host and not proxy_bypass(host):
-        parsed = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        if parsed.port is None:
-            return True  # unknown proxy port: let the HTTP stack try
-        host, port = parsed.hostname, parsed.port
-    if not host:
-        return True
-    result: list[bool] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    probe = threading.Thread(target=connect, daemon=True)
-    probe.start()
-    probe.join(timeout)
-    return bool(result and result[0])
 
 
 def _folder_identity(path: Path) -> str:
