@@ -84,7 +84,8 @@ def main() -> int:
                 panel.scroll_into_view_if_needed()
                 page.locator(".embedscope-live #review-open").click()  # the page's queue
                 page.wait_for_timeout(1000)
-                widget = page.locator(".jp-OutputArea-output").filter(has=panel)
+                live = page.locator(".embedscope-live[data-ready='1']")  # inside the output
+                widget = page.locator(".jp-OutputArea-output").filter(has=live)
                 widget.first.screenshot(path=str(DOCS / "live-panel.png"))
                 print(f"[pictures] {DOCS / 'live-panel.png'}")
             browser.close()
