@@ -33,7 +33,8 @@ def main(argv: list[str]) -> int:
             except BlockingIOError:
                 print(f"[embedscope] another make is installing: waiting ({stamp})", flush=True)
                 fcntl.flock(fh, fcntl.LOCK_EX)
-        if stamp.exists() and stamp.stat().st_mtime >= started:
+        # lstat: a stamp may be a link (.venv/bin/python), whose target is old
+        if stamp.exists() and stamp.lstat().st_mtime >= started:
             return 0  # done by the make we waited for
         return subprocess.call(command)
 

@@ -147,3 +147,27 @@ def test_run_all_with_own_vectors_embeds_nothing_and_reports_as_usual(
             assert str(tmp_path).encode() not in blob, path.name
     executed = (out / "02_embed.ipynb").read_text(encoding="utf-8")
     assert "[vectors]/own.parquet" in executed
+
+
+def test_the_same_file_stored_again_adds_no_shard_and_excluded_images_need_no_vector(
+    folder: Path, tmp_path: Path
+) -> None:
+    """Stored like an embedding run's: one shard, reused by a re-run; what ingest leaves out
+    (``exclude``) needs no vector, before the run and in 02_embed."""
+    from embedscope.ingest import ingest
+    from embedscope.layout import Layout
+    from embedscope.store import load_embeddings
+    from embedscope.vectors import store_vectors
+
+    kept = [p for p in discover(folder) if not p.startswith("red/")]
+    vectors = _parquet(tmp_path / "v.parquet", kept, list(_class_vectors(kept)))
+    with pytest.raises(VectorsError, match="has no vector for 4 images"):
+        read_vectors(vectors, folder)
+    read_vectors(vectors, folder, exclude=["red/*"])
+    layout = Layout("mine", tmp_path / "data", tmp_path / "reports")
+    ingest(str(folder), layout, exclude=["red/*"])
+    for _ in range(2):
+        facts = store_vectors(layout, vectors)
+    shards = sorted((layout.data_dir / "embeddings").rglob("shards/*.npz"))
+    assert len(shards) == 1 and facts["images"] == len(kept)
+    assert load_embeddings(layout).rows["path"].tolist() == kept

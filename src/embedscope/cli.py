@@ -196,10 +196,8 @@ def _compare(args: argparse.Namespace) -> int:
         return 1
     models = []
     for spec in args.models:
-        spec = str(Path(spec).resolve()) if Path(spec).exists() else spec
         try:
-            check_model(spec)
-            models.append(spec)
+            models.append(check_model(spec))  # a local folder resolved from here
         except ModelUnavailable as exc:
             print(f"[embedscope] skipped model {spec!r}: {exc}", file=sys.stderr, flush=True)
     if not models:

@@ -142,10 +142,10 @@ def decisions_csv(table: pd.DataFrame) -> str:
     return "".join(",".join(_csv_field(str(v)) for v in row) + "\n" for row in rows)
 
 
-def write_decisions(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write a decisions table to ``path`` atomically."""
+def write_decisions(table: pd.DataFrame, path: str | Path, point: str | None = None) -> Path:
+    """Write a decisions table to ``path`` atomically (``point``: a fault point, for tests)."""
     text = decisions_csv(table)
-    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), len(text), point)
 
 
 def _per_path(table: pd.DataFrame) -> pd.DataFrame:
@@ -219,9 +219,25 @@ def merge_decisions(kept: pd.DataFrame, later: pd.DataFrame) -> pd.DataFrame:
 
 def read_kept(layout: Layout) -> pd.DataFrame:
     """The decisions ``data/<name>/decisions.csv`` keeps (an empty table when it has none)."""
-    if not layout.decisions.is_file():
+    return _read_or_empty(layout.decisions)
+
+
+def _read_or_empty(path: Path) -> pd.DataFrame:
+    if not path.is_file():
         return pd.DataFrame(columns=list(COLUMNS), dtype=str)
-    return read_decisions(layout.decisions)
+    return read_decisions(path)
+
+
+def merge_into(path: str | Path, later: pd.DataFrame, point: str | None = None) -> pd.DataFrame:
+    """Merge ``later`` into the kept decisions file ``path`` (:func:`merge_decisions`), under a
+    lock on its folder, written atomically; returns what the file keeps now. Every writer of a
+    dataset's decisions goes through here: a run's ``DECISIONS=`` and the JupyterLab panel."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path.parent):  # the folder: no lock file among the sample's images
+        kept = merge_decisions(_read_or_empty(path), later)
+        write_decisions(kept, path, point)
+    return kept
 
 
 #: The report of a run without decisions, given or kept.
@@ -246,11 +262,7 @@ def apply_to_dataset(layout: Layout, decisions: str | Path | None) -> tuple[pd.D
     runs under a lock, so concurrent runs of one dataset never lose a merge."""
     manifest, _ = load_manifest(layout)
     given = None if decisions is None or str(decisions) == "" else read_decisions(decisions)
-    with locked(layout.data_dir):  # the folder: no lock file among the sample's images
-        kept = read_kept(layout)
-        if given is not None:
-            kept = merge_decisions(kept, given)
-            write_decisions(kept, layout.decisions)
+    kept = read_kept(layout) if given is None else merge_into(layout.decisions, given)
     if given is None and not len(kept):
         return manifest, dict(NO_DECISIONS)
     manifest, report = apply_decisions(manifest, kept)

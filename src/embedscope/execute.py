@@ -47,7 +47,7 @@ def report_roots(here: Path, *others: tuple[str | Path | None, str]) -> dict[str
         kit.append((sys.prefix, "[python]"))
     for path, alias in [*kit, *others]:
         if path and Path(path).is_absolute() and not (top and Path(path).is_relative_to(top)):
-            roots[str(path)] = alias
+            roots.setdefault(str(path), alias)  # one folder named twice: the first name
     return roots
 
 

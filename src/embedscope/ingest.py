@@ -45,7 +45,7 @@ from embedscope.network import reachable
 from embedscope.quality import STAT_COLUMNS, STATS_VERSION, image_stats, stats_copy
 from embedscope.shipped import SAMPLE_DIR  # the vendored sample: the checkout's or the wheel's
 from embedscope.thumbs import ThumbnailCache, decoded_cell, encode_cell
-from embedscope.vocabulary import DROPPED_REASON, UNLABELLED  # re-exported: older imports
+from embedscope.vocabulary import DROPPED_REASON, UNLABELLED
 from embedscope.words import counted
 
 #: Files the OS leaves in folders on its own: never candidates, and not listed.

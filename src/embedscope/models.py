@@ -38,7 +38,6 @@ _BUILTIN_FILES = ("config.json", "model.safetensors", "preprocessor_config.json"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "spiece.model")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-HUB_PROBE_TIMEOUT_S = 3.0
 # Weight files up to this size are hashed by content (identity survives copies and re-conversion);
 # bigger ones by size and mtime, which costs nothing and can only cause a needless re-embed.
 _HASH_CONTENT_BELOW = 64 * 2**20
@@ -318,7 +317,7 @@ def _offline() -> str:
 
     if constants.is_offline_mode():
         return "HF_HUB_OFFLINE is set"
-    if not reachable(constants.ENDPOINT, HUB_PROBE_TIMEOUT_S):
+    if not reachable(constants.ENDPOINT):
         return f"{urlsplit(constants.ENDPOINT).hostname} cannot be reached"
     return ""
 

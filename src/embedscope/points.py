@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedscope.analyse import analyse
+from embedscope.analyse import Analysis, analyse
 from embedscope.findings import POINT_COLUMNS, read_findings, with_findings
 from embedscope.layout import Damaged, Layout, load_checked, write_parquet
 from embedscope.reduce import project
@@ -66,15 +66,17 @@ def point_table(
     method: str = "pca",
     dims: int = 3,
     random_state: int | None = 0,
+    analysis: Analysis | None = None,
 ) -> pd.DataFrame:
     """The point table of one map (:data:`SCHEMA`), from the stages' files (cached ones reused).
 
     Its ``attrs`` say what it was made from (model folder, method, dims, random state and a
     digest of findings.csv and the prompt scores), so :func:`load_points` can tell a current
     file from a stale one. Without ``findings.csv`` every point gets :data:`NO_FINDINGS`.
+    ``analysis``: this model's :func:`~embedscope.analyse.analyse`, when the caller has it.
     """
     coords, _ = project(layout, method, dims, model=model, random_state=random_state)
-    found = analyse(layout, model)
+    found = analysis if analysis is not None else analyse(layout, model)
     emb = load_embeddings(layout, model)
     table = coords.reset_index(drop=True)
     if "z" not in table:

@@ -25,7 +25,7 @@ from embedscope.layout import (
     write_parquet,
 )
 from embedscope.store import load_embeddings
-from embedscope.vocabulary import METHODS  # re-exported: older imports
+from embedscope.vocabulary import METHODS
 
 
 def reduce(

@@ -111,19 +111,18 @@ def run_all(
         source = str(Path(source).expanduser().resolve())  # notebooks run in notebooks/
     if vectors:  # checked whole before any notebook runs: a bad file costs one line
         vectors = str(Path(vectors).expanduser().resolve())
-        check_source(source)
+        check_source(source)  # the folder must exist before its files are checked
         folder = SAMPLE_DIR if source == "sample" else Path(source)
-        read_vectors(vectors, folder if folder.is_dir() else None)  # an archive: in 02_embed
+        exclude = extra.get("exclude", [])  # the images ingest will leave out need none
+        read_vectors(vectors, folder if folder.is_dir() else None, exclude)  # an archive: 02_embed
         model = VECTORS_MODEL
-    elif Path(model).expanduser().exists():  # a local model folder, from where the user stands
-        model = str(Path(model).expanduser().resolve())
     # each refused here in one sentence, before a notebook runs or a report is touched
     layout = Layout(
         name or default_name(source), Path(data_root).resolve(), Path(reports_root).resolve()
     )
-    check_source(source)
     if not vectors:
-        check_model(model)
+        check_source(source)
+        model = check_model(model)  # a local folder resolved from where the user stands
     roots = report_roots(
         Path.cwd(),
         (notebooks_dir, "[notebooks]"),

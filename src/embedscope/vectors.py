@@ -20,6 +20,7 @@ so that every later stage, the findings and the page read them as usual; no torc
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -27,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from embedscope.ingest import discover, is_hidden, load_manifest
-from embedscope.layout import Layout, write_json, write_npy, write_parquet
+from embedscope.layout import Layout, os_path, write_json
 from embedscope.shipped import SAMPLE_DIR
-from embedscope.store import mark_latest, model_key, write_shard
+from embedscope.store import mark_latest, model_key, read_shards, write_outputs, write_shard
 from embedscope.vocabulary import GENERATED_NAMES
 from embedscope.words import counted
 
@@ -72,8 +73,11 @@ def _named(items: list[str]) -> str:
     return shown + (", …" if len(items) > SHOWN else "")
 
 
-def read_vectors(path: str | Path, folder: str | Path | None = None) -> Vectors:
-    """The vectors of ``path``, checked; with ``folder``, also against the images there.
+def read_vectors(
+    path: str | Path, folder: str | Path | None = None, exclude: Sequence[str] = ()
+) -> Vectors:
+    """The vectors of ``path``, checked; with ``folder``, also against the images there (less
+    those ``exclude``'s patterns leave out, as ingest would).
 
     Raises :class:`VectorsError` with one sentence. Reads the file once and lists the
     folder's names (no image is decoded), so it runs before any notebook."""
@@ -106,7 +110,7 @@ def read_vectors(path: str | Path, folder: str | Path | None = None) -> Vectors:
             f"{where} has NaN or infinite values in {counted(len(rows), 'vector')}: {_named(rows)}"
         )
     if folder is not None:
-        check_folder(paths, Path(folder), where)
+        check_folder(paths, Path(folder), where, exclude)
     digest = hashlib.sha256("\n".join(paths).encode())
     digest.update(np.ascontiguousarray(vectors).tobytes())
     return Vectors(paths=paths, vectors=vectors, digest=digest.hexdigest())
@@ -198,12 +202,12 @@ def _read_npy(path: Path, where: str) -> tuple[list[str], np.ndarray]:
     return paths, np.asarray(vectors, dtype=np.float32)
 
 
-def check_folder(paths: list[str], folder: Path, where: str) -> None:
+def check_folder(paths: list[str], folder: Path, where: str, exclude: Sequence[str] = ()) -> None:
     """The file's paths against ``folder``: each must be a file there, and each image there
-    (a file whose suffix an image format has) must have a vector."""
+    (a file whose suffix an image format has, not left out by ``exclude``) must have a vector."""
     from PIL import Image
 
-    exclude = ["LICENSE.md"] if folder.resolve() == SAMPLE_DIR.resolve() else []
+    exclude = [*exclude, *(["LICENSE.md"] if folder.resolve() == SAMPLE_DIR.resolve() else [])]
     if (folder / "source.json").is_file():  # a dataset's output folder is also its images'
         exclude += [*GENERATED_NAMES, ".*.tmp"]
     found = [p for p in discover(folder, exclude) if not is_hidden(p)]
@@ -233,36 +237,32 @@ def store_vectors(layout: Layout, path: str | Path) -> dict:
     sentence); a vector of a file the manifest skipped (unreadable) is left out, as embedding
     would."""
     manifest, root = load_manifest(layout)
-    given = read_vectors(path, root)
+    given = read_vectors(path)  # against the manifest, which knows what ingest left out
     ok = manifest[manifest["status"] == "ok"]
     where = {p: i for i, p in enumerate(given.paths)}
+    known = set(manifest["path"])
+    absent = [p for p in given.paths if p not in known and not os_path(root, p).is_file()]
+    if absent:
+        raise VectorsError(
+            f"vectors file {Path(path).name!r} names {counted(len(absent), 'path')} that the "
+            f"folder lacks: {_named(absent)}"
+        )
     lacking = [p for p in ok["path"] if p not in where]
     if lacking:
         raise VectorsError(
             f"vectors file {Path(path).name!r} has no vector for {counted(len(lacking), 'image')} "
             f"of the folder: {_named(lacking)}"
         )
-    order = np.array([where[p] for p in ok["path"]], dtype=np.int64)
-    vectors = np.ascontiguousarray(given.vectors[order], dtype=np.float32)
     key = model_key("vectors", f"vectors-file\n{given.digest}", "file")
-    rows = pd.DataFrame(
-        {
-            "row": ok.index.to_numpy(),
-            "path": ok["path"].to_numpy(),
-            "label": ok["label"].to_numpy(),
-            "sha256": ok["sha256"].to_numpy(),
-        }
-    )
-    first = ~rows["sha256"].duplicated().to_numpy()  # a shard holds one vector per content
-    write_shard(
-        layout.embedding_files(key).shards,
-        rows["sha256"][first].tolist(),
-        list(vectors[first]),
-        {},
-        decoder="vectors-file",
-    )
-    write_npy(layout.embedding_files(key).vectors, vectors)
-    write_parquet(layout.embedding_files(key).rows, rows)
+    files = layout.embedding_files(key)
+    # one vector per content, as embedding gives (a copy of an image shares its vector), kept
+    # in a shard like an embedding run's; a re-run of the same file adds no shard
+    by_sha = {s: given.vectors[where[p]] for p, s in zip(ok["path"], ok["sha256"], strict=True)}
+    stored, _ = read_shards(files.shards)
+    new = [s for s in by_sha if s not in stored]
+    if new:
+        write_shard(files.shards, new, [by_sha[s] for s in new], {}, decoder="vectors-file")
+    rows, _ = write_outputs(ok, by_sha, files.dir, force=False)
     facts = {
         "model": VECTORS_MODEL,
         "model_key": key,
@@ -283,6 +283,6 @@ def store_vectors(layout: Layout, path: str | Path) -> dict:
         "skipped_files": [],  # ingest's skipped files are ingest's, listed there
         "seconds_embed": 0.0,
     }
-    write_json(layout.embedding_files(key).facts, facts)
+    write_json(files.facts, facts)
     mark_latest(layout, VECTORS_MODEL, key)
     return facts

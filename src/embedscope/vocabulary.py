@@ -59,12 +59,12 @@ ISSUE_ALIASES = {"label": "mislabel"}
 #: Dimension reductions of ``03_reduce`` (``METHOD=``).
 METHODS = ("pca", "ipca", "umap", "tsne")
 
-#: Precisions of ``02_embed`` (``precision=``), in the one spelling the kit uses everywhere.
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 #: The dtype name of each precision. Accepted as input too ("float32" means "fp32"), and hashed
 #: into the folder of a model's vectors (:func:`embedscope.store.model_key`), which is why it
 #: stays: a cache made before keeps its folder.
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}
+#: Precisions of ``02_embed`` (``precision=``), in the one spelling the kit uses everywhere.
+PRECISIONS = tuple(DTYPE_NAMES)
 
 
 def issue_type(name: str) -> str:

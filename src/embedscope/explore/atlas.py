@@ -202,7 +202,8 @@ def large_sheets(
     their originals (the thumbnail cache holds 64-px cells only), and each one's cell number
     (:data:`UNREADABLE` for an original that is gone or unreadable: the page then shows its
     small cell). With ``folder`` the sheets are files ``folder/thumbs/<stem><k>.webp``."""
-    cells = (thumbnail_cell(os_path(image_root, p), size) for p in paths)
+    files = [os_path(image_root, p) for p in paths]
+    cells = as_images(cells_from_files(files, size), size)  # decoded on every core
     where: dict = {}
     if folder is not None:
         folder = Path(folder)

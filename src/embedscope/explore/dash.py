@@ -47,13 +47,15 @@ from embedscope.decisions import (
     suggestions,
 )
 from embedscope.explore.atlas import point_jpeg
-from embedscope.explore.live import GALLERY_SIZE
 from embedscope.explore.palette import by_cluster, class_order, colour_groups
 from embedscope.ingest import load_manifest
 from embedscope.layout import Layout, os_path
 from embedscope.points import load_points, neighbor_rows
 from embedscope.search import MAX_LIKE, Searcher
 from embedscope.thumbs import ThumbnailCache
+
+#: Tiles a gallery page shows (the page's gallery, and so the live panel's, has its own).
+GALLERY_SIZE = 48
 
 
 def figure(

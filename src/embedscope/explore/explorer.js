@@ -468,7 +468,7 @@
     const c = D.columns[Number(colour.value)];
     if (c.kind !== "category") return null;
     return {key: "c" + colour.value, names: c.categories, codes: c.codes,
-      colours: c.categories.map((_, k) => D.palette[k % D.palette.length])};
+      colours: c.colours || c.categories.map((_, k) => D.palette[k % D.palette.length])};
   }
   const hiddenBy = new Map();  // colouring key -> names its legend hides (kept per colouring)
   const hiddenNames = (key) => { if (!hiddenBy.has(key)) hiddenBy.set(key, new Set()); return hiddenBy.get(key); };

@@ -42,19 +42,16 @@ import traitlets
 from embedscope.decisions import (
     COLUMNS,
     DecisionLog,
-    decisions_csv,
-    merge_decisions,
+    merge_into,
     own_labels,
-    read_decisions,
     validate_decisions,
+    write_decisions,
 )
 from embedscope.explore.page import explorer_data, explorer_markup, labels_of
-from embedscope.layout import Layout, locked, write_atomic
+from embedscope.layout import Layout
 from embedscope.search import Searcher
 from embedscope.thumbs import CELL_SIZE, ThumbnailCache
 
-#: Tiles a gallery page shows (the Dash app's gallery uses it too; the panel's is the page's).
-GALLERY_SIZE = 48
 #: Bytes per data message. 100,000 points of a 3D map with neighbours are ~7 MB of parts:
 #: 7 messages, each far below any websocket limit, and the kernel stays responsive between them.
 CHUNK_BYTES = 1 << 20
@@ -170,8 +167,8 @@ class LiveExplorer(anywidget.AnyWidget):
             self.saved = f"decisions not written: {exc}"
 
     def _write(self, table: pd.DataFrame) -> str:
-        """Merge ``table`` into the decisions file under the lock ``make run-all`` takes
-        (:func:`~embedscope.decisions.apply_to_dataset`), atomically. A decision this panel
+        """Merge ``table`` into the decisions file as a run's ``DECISIONS=`` is merged
+        (:func:`~embedscope.decisions.merge_into`: locked, atomic). A decision this panel
         wrote and then took back (undo) goes in as an empty row, which takes it back."""
         path = self.decisions_file
         assert path is not None
@@ -180,16 +177,7 @@ class LiveExplorer(anywidget.AnyWidget):
         if gone:
             empty = pd.DataFrame({"path": gone, "label": "", "tags": ""})
             later = pd.concat([table, empty], ignore_index=True)
-        with locked(path.parent):
-            kept = read_decisions(path) if path.is_file() else pd.DataFrame(columns=list(COLUMNS))
-            merged = merge_decisions(kept, later)
-            text = decisions_csv(merged)
-            write_atomic(
-                path,
-                lambda tmp: tmp.write_text(text, encoding="utf-8"),
-                len(text),
-                point="decisions:write",
-            )
+        merged = merge_into(path, later, point="decisions:write")
         decided = table["label"].ne("") | table["tags"].ne("")
         self._written = (self._written - set(gone)) | set(table["path"][decided])
         return f"Written to {path} ({len(merged)} kept): the next run applies them."
@@ -203,8 +191,7 @@ class LiveExplorer(anywidget.AnyWidget):
 
     def save_decisions(self, path: str | Path) -> Path:
         """Write the decisions (atomically) as a ``decisions.csv`` for ``make run-all``."""
-        text = decisions_csv(self._table)
-        return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), len(text))
+        return write_decisions(self._table, path)
 
     @property
     def selected(self) -> pd.DataFrame:

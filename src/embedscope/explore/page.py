@@ -59,6 +59,7 @@ from embedscope.explore.palette import (
     by_cluster,
     class_colour,
     class_order,
+    cluster_colours,
 )
 from embedscope.layout import write_atomic
 from embedscope.vocabulary import SUGGESTED_LABEL, SUGGESTED_SHARE, UNLABELLED
@@ -391,9 +392,11 @@ def _extra_columns(points: pd.DataFrame) -> list[dict[str, Any]]:
             out.append({"name": str(name), "kind": "number", "values": values})
         elif 0 < len(distinct) <= MAX_CATEGORIES:
             cats, codes = _categories(col)
-            out.append(
-                {"name": str(name), "kind": "category", "categories": cats, "codes": _typed(codes)}
-            )
+            column = {"name": str(name), "kind": "category", "categories": cats}
+            if name == "cluster":  # the colours Dash and the static picture give each cluster
+                colour = cluster_colours(int(c) for c in cats)
+                column["colours"] = [colour[int(c)] for c in cats]
+            out.append(column | {"codes": _typed(codes)})
     return out
 
 

@@ -61,14 +61,20 @@ def colour_groups(
     if key == "cluster" or (key is None and by_cluster(points)):
         ids = pd.to_numeric(points["cluster"], errors="coerce").fillna(-1).astype(int).tolist()
         names = [NO_CLUSTER if c < 0 else f"cluster {c}" for c in ids]
-        order = [f"cluster {c}" for c in sorted({c for c in ids if c >= 0})]
-        order += [NO_CLUSTER] if min(ids, default=0) < 0 else []
-        return "cluster", names, order, [_cluster_colour(c, k) for k, c in enumerate(order)]
+        colour = cluster_colours(ids)
+        found = sorted(colour, key=lambda c: (c < 0, c))  # clusters in number order, noise last
+        order = [NO_CLUSTER if c < 0 else f"cluster {c}" for c in found]
+        return "cluster", names, order, [colour[c] for c in found]
     labels = points["label"] if "label" in points.columns else pd.Series(UNLABELLED, points.index)
     names = [UNLABELLED if pd.isna(v) or str(v) == "" else str(v) for v in labels.tolist()]
     order = class_order(names)
     return "label", names, order, [class_colour(c, k) for k, c in enumerate(order)]
 
 
-def _cluster_colour(name: str, k: int) -> str:
-    return MISSING_COLOUR if name == NO_CLUSTER else class_colour(name, k)
+def cluster_colours(ids) -> dict[int, str]:
+    """Each cluster id's colour, the same in every view (the page's "colour by cluster" too):
+    the clusters in number order take the palette in order, HDBSCAN's noise (-1) is grey."""
+    found = sorted({int(c) for c in ids})
+    clusters = [c for c in found if c >= 0]
+    out = {c: class_colour(f"cluster {c}", k) for k, c in enumerate(clusters)}
+    return out | ({-1: MISSING_COLOUR} if found and found[0] < 0 else {})

@@ -2,8 +2,8 @@
 
 ``reports/<name>/findings.csv`` joins the columns of every registered family of findings
 (:mod:`embedscope.findings.registry`; one module of this package each: :mod:`.labels`,
-:mod:`.duplicates`, :mod:`.quality`, :mod:`.outliers`), with a one-line reason a person reads
-and a ``review_priority`` to sort by: flagged images first, the surest first. A tag
+:mod:`.duplicates`, :mod:`.quality`, :mod:`.outliers`, :mod:`.leaks`), with a one-line reason a
+person reads and a ``review_priority`` to sort by: flagged images first, the surest first. A tag
 ``keep:<type>`` on an image (a decision, see :mod:`embedscope.decisions`) says a person looked
 and kept it: that issue is no longer flagged for it.
 """

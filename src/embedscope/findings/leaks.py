@@ -262,10 +262,6 @@ def write_leaks(pairs: pd.DataFrame, path: str | Path) -> None:
     write_atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-#: Columns :func:`find_leaks` gives (joined onto the manifest's facts by ``findings_table``).
-FOUND_COLUMNS = ("leak_of", "source_split", "leak_score", "leak", "leak_kind")
-
-
 def _compute(context: Context) -> pd.DataFrame:
     """The split and leak columns; none at all for a dataset without splits."""
     facts = context.facts
