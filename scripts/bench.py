@@ -31,8 +31,11 @@ import numpy as np
 import torch
 from bench_explorer_scale import drag_box, explorer_scale, explorer_scale_table
 from bench_findings import cost, fashion_folder, findings_bench, findings_table
+from bench_first_run import SIZES as FIRST_SIZES
+from bench_first_run import first_run_table, first_runs, race_table, race_under_load
 from bench_leaks import leaks_bench, leaks_table
 from bench_outliers import outliers_bench, outliers_table
+from bench_pipeline_scale import pipeline_scale, pipeline_scale_table
 from bench_quality import quality_bench, quality_table
 from browser import CHROMIUM_ARGS, ensure_chromium
 from dinov2_small import dinov2_small_dir
@@ -52,12 +55,14 @@ from embedscope.embed.precision import (
 from embedscope.images import load_rgb
 from embedscope.ingest import ingest
 from embedscope.knn import knn_vote, neighbors
-from embedscope.layout import Layout, read_json, write_json
+from embedscope.layout import Layout, update_json, write_atomic
 from embedscope.models import builtin_model_dir, load_model
 from embedscope.store import load_embeddings
 from embedscope.vocabulary import precision_name
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The models of the first-run and race-under-load tables (see bench_first_run.py).
+FIRST_MODELS = ["mobilenet_v2", "dinov2-s"]
 
 
 def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
@@ -491,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
         "--models", nargs="+", help="embed and precision_draws: mobilenet_v2 vit-b16 dinov2-s"
     )
     parser.add_argument("--device", default="cpu", help="cpu | cuda | mps (embedding sections)")
+    parser.add_argument(
+        "--first-sizes", nargs="+", type=int, default=list(FIRST_SIZES), help="embed: first runs"
+    )
+    parser.add_argument("--first-repeats", type=int, default=3, help="embed: pairs per size")
+    parser.add_argument("--races", type=int, default=20, help="embed: races beside busy work")
     parser.add_argument("--findings-images", type=int, default=12_000, help="Fashion-MNIST")
     parser.add_argument("--findings-seeds", type=int, default=5)
     parser.add_argument(
@@ -506,6 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale-served", type=int, default=100_000, help="explorer_scale: live/Dash points (0: no)"
     )
+    parser.add_argument(
+        "--scale-lab",
+        type=lambda t: [] if t.strip() in ("", "0") else _counts(t),
+        default="100000,1000000",
+        help="explorer_scale: live panel point counts in a real JupyterLab (0: none)",
+    )
     sections = (
         "embed",
         "precision_draws",
@@ -519,11 +535,18 @@ def main(argv: list[str] | None = None) -> int:
         "leaks",
         "quality",
         "outliers",
+        "pipeline_scale",
+    )
+    parser.add_argument(
+        "--pipeline-sizes",
+        type=_counts,
+        default="1000000",
+        help="pipeline_scale: generated 1,280-d vector counts, comma-separated",
     )
     parser.add_argument("--only", nargs="+", default=list(sections), choices=sections)
     args = parser.parse_args(argv)
     out = Path(args.out)
-    results: dict = read_json(out / "bench.json", default={}) or {}
+    results: dict = {}  # this run's sections, merged into bench.json at the end
     results["torch_threads"] = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         if "manifest" in args.only:
@@ -540,6 +563,11 @@ def main(argv: list[str] | None = None) -> int:
         results["models" if args.device == "cpu" else f"models_{args.device}"] = models
         if memory:
             results["memory"] = memory
+        if args.device == "cpu":  # first runs auto vs fp32 by size; the race beside busy work
+            work = out / "first-run-work"  # kept: the images are made once
+            first = {k: d for k, (d, _) in bench_models(work / "models", FIRST_MODELS).items()}
+            results["first_runs"] = first_runs(work, first, args.first_sizes, args.first_repeats)
+            results["race_under_load"] = race_under_load(first, args.races)
     if "precision_draws" in args.only:
         work = out / "precision-work"  # kept: a second run embeds nothing again
         results["precision_draws"] = precision_draws(
@@ -568,11 +596,21 @@ def main(argv: list[str] | None = None) -> int:
         results["leaks"] = leaks_bench(out / "leaks-work")  # kept: a second run embeds nothing
     if "explorer_scale" in args.only:
         results["explorer_scale"] = explorer_scale(
-            out, args.scale_points, hovers=args.scale_hovers, served=args.scale_served
+            out,
+            args.scale_points,
+            hovers=args.scale_hovers,
+            served=args.scale_served,
+            lab=args.scale_lab,
         )
-    write_json(out / "bench.json", results)
-    (out / "bench.md").write_text(table(results), encoding="utf-8")
-    print(table(results))
+    if "pipeline_scale" in args.only:
+        results["pipeline_scale"] = pipeline_scale(
+            out / "pipeline-scale-work", args.pipeline_sizes, timeout=1800
+        )
+    # sections run at once (each alone, as the budget asks) each keep their part of bench.json
+    results = update_json(out / "bench.json", lambda kept: kept.update(results))
+    text = table(results)
+    write_atomic(out / "bench.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    print(text)
     return 0
 
 
@@ -822,6 +860,10 @@ def table(results: dict) -> str:
                 f"| {r['false_acceptances']} | {r['accepted_before']} |"
             )
         lines.append("")
+    if results.get("first_runs"):
+        lines += [first_run_table(results["first_runs"]), ""]
+    if results.get("race_under_load"):
+        lines += [race_table(results["race_under_load"]), ""]
     if results.get("memory"):
         lines += ["| peak memory | MB |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in results["memory"].items()]
@@ -853,6 +895,8 @@ def table(results: dict) -> str:
         lines += ["", "## outliers", "", outliers_table(results["outliers"])]
     if "explorer_scale" in results:
         lines += ["", explorer_scale_table(results["explorer_scale"])]
+    if "pipeline_scale" in results:
+        lines += ["", pipeline_scale_table(results["pipeline_scale"])]
     return "\n".join(lines) + "\n"
 
 

@@ -312,10 +312,12 @@ def _away(page) -> None:
     page.mouse.move(box["x"] + 5, max(1, box["y"] - 8))
 
 
+#: The hover card (in the page, or in the JupyterLab panel's shadow root: ``window.__esRoot``).
+_CARD = "(window.__esRoot || document).getElementById('hover')"
 #: The hover card shows its picture, for a hover after the ``h``-th.
-_SHOWN = """(h) => { const e = document.getElementById('hover');
+_SHOWN = f"""(h) => {{ const e = {_CARD};
   return !e.hidden && e.dataset.shown !== undefined && e.dataset.shown === e.dataset.index
-    && window.embedscope.timing.hovers > h; }"""
+    && window.embedscope.timing.hovers > h; }}"""
 
 
 def _hover(page, i: int) -> dict | None:
@@ -328,7 +330,7 @@ def _hover(page, i: int) -> dict | None:
     ):
         return None
     _away(page)
-    page.wait_for_function("() => document.getElementById('hover').hidden", timeout=5_000)
+    page.wait_for_function(f"() => {_CARD}.hidden", timeout=5_000)
     before = page.evaluate("() => window.embedscope.timing.hovers")
     t0 = time.perf_counter()
     page.mouse.move(box["x"] + xy[0], box["y"] + xy[1])
@@ -339,7 +341,7 @@ def _hover(page, i: int) -> dict | None:
     wall = (time.perf_counter() - t0) * 1000
     seen = page.evaluate(
         "([x, y]) => { const E = window.embedscope;"
-        " return {shown: Number(document.getElementById('hover').dataset.shown),"
+        f" return {{shown: Number({_CARD}.dataset.shown),"
         " ms: E.timing.hoverMs, at: E.pointAt(x, y)}; }",
         xy,
     )
@@ -602,10 +604,18 @@ def dataset_layout(work: Path, root: Path):
 # ---- the section ----------------------------------------------------------------------------
 
 
-def explorer_scale(out: Path, sizes: list[int], *, hovers: int = 200, served: int = 100_000):
+def explorer_scale(
+    out: Path,
+    sizes: list[int],
+    *,
+    hovers: int = 200,
+    served: int = 100_000,
+    lab: list[int] | None = None,
+):
     """Every measurement of the section. The pages' report folders are written into
     ``out/explorer-scale-work/photo-<n>/`` (replaced on each run, kept afterwards to be opened:
-    about 1.1 GB at a million points); the Dash/live dataset there is kept between runs."""
+    about 1.1 GB at a million points); the Dash/live dataset there is kept between runs.
+    ``lab``: point counts of the live panel in a real JupyterLab (``bench_explorer_lab``)."""
     from playwright.sync_api import sync_playwright
 
     work = out / "explorer-scale-work"
@@ -618,6 +628,10 @@ def explorer_scale(out: Path, sizes: list[int], *, hovers: int = 200, served: in
         try:
             for n in sizes:
                 results[f"{n}_points"] = one_size(browser, work, out, n, hovers, n == sizes[-1])
+            if lab:
+                from bench_explorer_lab import lab_rows
+
+                results["jupyterlab"] = lab_rows(browser, work, lab, hovers)
         finally:
             browser.close()
     emoji_n = min(sizes)
@@ -683,4 +697,13 @@ def explorer_scale_table(results: dict) -> str:
                 lines += [f"| {key}: {k} | {v} |" for k, v in value.items()]
             elif key != "points":
                 lines.append(f"| {key} | {value} |")
+    if results.get("jupyterlab"):
+        rows = results["jupyterlab"]
+        lines += ["", "| live panel in JupyterLab | " + " | ".join(rows) + " |"]
+        lines.append("|---" * (len(rows) + 1) + "|")
+        for key in dict.fromkeys(k for r in rows.values() for k in r):
+            if key not in ("points", "console_error_examples"):
+                lines.append(
+                    f"| {key} | " + " | ".join(str(r.get(key, "")) for r in rows.values()) + " |"
+                )
     return "\n".join(lines) + "\n"

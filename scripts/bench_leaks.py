@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -148,9 +149,10 @@ def build(pool: list[tuple[str, Image.Image]], folder: Path, seed: int, copies_p
     return truth
 
 
-def kit_leaks(folder: Path, work: Path, thresholds: list[float]) -> tuple[pd.DataFrame, dict]:
-    """The kit's leak search on ``folder`` (ingest, MobileNetV2 vectors, :func:`find_leaks`)
-    at each threshold: (scores table at the lowest, seconds)."""
+def kit_leaks(folder: Path, work: Path) -> tuple[pd.DataFrame, dict, np.ndarray]:
+    """The kit's leak search on ``folder`` (ingest, MobileNetV2 vectors, :func:`find_leaks`),
+    every held-out image's best pair kept (threshold 0, so the bench can score any
+    threshold): (table, seconds, vectors row for row)."""
     layout = Layout(folder.name, work / "data", work / "reports")
     t0 = time.perf_counter()
     manifest = ingest(str(folder), layout)
@@ -159,32 +161,48 @@ def kit_leaks(folder: Path, work: Path, thresholds: list[float]) -> tuple[pd.Dat
     emb = load_embeddings(layout, "mobilenet_v2")
     facts = manifest.set_index("path").reindex(emb.rows["path"]).reset_index()
     t0 = time.perf_counter()
-    found = find_leaks(folder, facts, emb.vectors, facts["split"], threshold=min(thresholds))
+    found = find_leaks(folder, facts, emb.vectors, facts["split"], threshold=0.0)
     seconds["leak_search"] = round(time.perf_counter() - t0, 1)
     found.insert(0, "path", facts["path"].to_numpy())
     found["split"] = facts["split"].to_numpy()
-    return found, seconds
+    return found, seconds, np.asarray(emb.vectors, np.float32)
 
 
 def score(found: pd.DataFrame, truth: dict, threshold: float) -> dict:
-    """Per kind (and strength) recall, and false train-test pairs per 1,000 held-out images."""
-    held = found[found["split"] != "train"]
-    flagged = held[held["leak_score"] >= threshold]
-    hits = {p: s for p, s in zip(flagged["path"], flagged["leak_of"], strict=True)}
-    rows = []
-    for path, (kind, strength, source) in truth.items():
-        rows.append({"kind": kind, "strength": strength, "found": hits.get(path) == source})
+    """Per kind (and strength) recall, and false train-test pairs per 1,000 held-out images,
+    of the kit's pairs at ``threshold``."""
+    flagged = found[(found["split"] != "train") & (found["leak_score"] >= threshold)]
+    pairs = list(zip(flagged["path"], flagged["leak_of"], strict=True))
+    return {"threshold": threshold, **score_pairs(pairs, truth, found)}
+
+
+def score_pairs(pairs: list, truth: dict, found: pd.DataFrame) -> dict:
+    """Recall per kind and strength, and false pairs per 1,000 held-out images, of any
+    tool's pairs (either order): only train-test pairs count; a copy is found when it is
+    paired with its own source, and every other train-test pair is false."""
+    split = dict(zip(found["path"], found["split"], strict=True))
+    held = [p for p, s in split.items() if s != "train"]
+    joined: set[tuple[str, str]] = set()
+    for a, b in pairs:
+        if split.get(a) == "train" and split.get(b) not in (None, "train"):
+            a, b = b, a
+        if split.get(b) == "train" and split.get(a) not in (None, "train"):
+            joined.add((a, b))
+    rows = [
+        {"kind": kind, "strength": strength, "found": (path, source) in joined}
+        for path, (kind, strength, source) in truth.items()
+    ]
     table = pd.DataFrame(rows)
-    false = sum(1 for p, s in hits.items() if p not in truth or truth[p][2] != s)
+    false = sum(1 for p, s in joined if p not in truth or truth[p][2] != s)
     return {
-        "threshold": threshold,
         "recall": {k: round(float(g["found"].mean()), 3) for k, g in table.groupby("kind")},
         "recall_by_strength": {
             f"{k} {s}": round(float(g["found"].mean()), 3)
             for (k, s), g in table.groupby(["kind", "strength"])
         },
+        "false_pairs": int(false),
         "false_pairs_per_1000": round(1000 * false / max(len(held), 1), 2),
-        "held_out": int(len(held)),
+        "held_out": len(held),
         "copies": int(len(table)),
     }
 
@@ -197,15 +215,95 @@ def calibrate(found: pd.DataFrame, truth: dict, grid: list[float]) -> float:
     return max(grid)
 
 
-def leaks_bench(work: Path, *, fashion_images: int = 4000, copies_per: int = 4) -> dict:
-    """The ``leaks`` section: calibrate on one half of each source, report the other."""
+#: The anchors' throwaway venv (made once, reused; never the kit's .venv or its lock) and
+#: what it installs. fastdup's licence (CC BY-NC-ND) keeps it a benchmark, never a dependency.
+ANCHORS_VENV = ROOT / "reports" / "bench" / "anchors-venv"
+ANCHOR_PACKAGES = {
+    "cleanvision": ["cleanvision==0.3.7"],
+    "phash": ["imagededup==0.3.3.post2"],
+    "fastdup": ["fastdup==2.54"],
+    "fiftyone": ["fiftyone==1.22.1"],
+}
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "WARNING" not in ln]
+    return (lines[-1] if lines else "no output")[:200]
+
+
+def anchors_venv() -> dict[str, str]:
+    """Make the anchors' venv once and install each anchor into it; returns the anchors that
+    could not be installed, each with its one-line reason."""
+    python = ANCHORS_VENV / "bin" / "python"
+    failed: dict[str, str] = {}
+    if not python.exists():
+        made = subprocess.run(
+            [sys.executable, "-m", "venv", str(ANCHORS_VENV)], capture_output=True, text=True
+        )
+        if made.returncode:
+            return {a: "venv: " + _last_line(made.stderr) for a in ANCHOR_PACKAGES}
+    for anchor, packages in ANCHOR_PACKAGES.items():
+        have = subprocess.run(
+            [str(python), "-m", "pip", "show", "-q", *[p.split("==")[0] for p in packages]],
+            capture_output=True,
+        )
+        if have.returncode == 0:
+            continue
+        done = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *packages], capture_output=True, text=True
+        )
+        if done.returncode:
+            failed[anchor] = "pip install failed: " + _last_line(done.stderr)
+    return failed
+
+
+def run_anchor(anchor: str, folder: Path, found: pd.DataFrame, vectors: np.ndarray) -> dict:
+    """One anchor (``scripts/leak_anchors.py`` in the anchors' venv) on ``folder``: its pairs,
+    or ``{"skipped": reason}``."""
+    out = folder.parent / f"{folder.name}-{anchor}.json"
+    extra = []
+    if anchor == "fiftyone":  # given the kit's own vectors
+        np.save(folder.parent / f"{folder.name}-vectors.npy", vectors)
+        (folder.parent / f"{folder.name}-paths.json").write_text(json.dumps(list(found["path"])))
+        extra = [str(folder.parent / f"{folder.name}-{n}") for n in ("vectors.npy", "paths.json")]
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [
+                str(ANCHORS_VENV / "bin" / "python"),
+                str(ROOT / "scripts" / "leak_anchors.py"),
+                anchor,
+                str(folder),
+                str(out),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=folder.parent,
+        )
+    except subprocess.TimeoutExpired:
+        return {"skipped": "ran past 900 s"}
+    if done.returncode or not out.exists():
+        return {"skipped": _last_line(done.stderr or done.stdout)}
+    return {
+        "pairs": json.loads(out.read_text())["pairs"],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def leaks_bench(
+    work: Path, *, fashion_images: int = 4000, copies_per: int = 6, anchors: bool = True
+) -> dict:
+    """The ``leaks`` section: calibrate the threshold on one half of each source, report the
+    other half, the kit beside every anchor that installs and runs offline."""
     sources = {"emoji": distinct(emoji_pool())}
     fashion = distinct(fashion_pool(fashion_images))
     if fashion:
         sources["fashion-mnist"] = fashion
     else:
         print("[bench] leaks: no Fashion-MNIST (apt-get install dataset-fashion-mnist)")
-    grid = [round(t, 3) for t in np.arange(0.70, 0.995, 0.01)]
+    grid = [round(t, 3) for t in np.arange(0.50, 0.995, 0.01)]
     halves: dict[str, dict] = {}
     for name, pool in sources.items():
         rng = np.random.default_rng(0)
@@ -215,8 +313,14 @@ def leaks_bench(work: Path, *, fashion_images: int = 4000, copies_per: int = 4) 
             folder = work / "sets" / f"{name}-{part}"
             truth = build([pool[i] for i in take], folder, seed=1, copies_per=copies_per)
             print(f"[bench] leaks: {folder.name}: {len(truth)} copies", flush=True)
-            found, seconds = kit_leaks(folder, work, grid)
-            halves[f"{name} {part}"] = {"found": found, "truth": truth, "seconds": seconds}
+            found, seconds, vectors = kit_leaks(folder, work)
+            halves[f"{name} {part}"] = {
+                "found": found,
+                "truth": truth,
+                "seconds": seconds,
+                "vectors": vectors,
+                "folder": folder,
+            }
     # paths repeat between sets: keep them apart by prefixing the set's name
     calibration_found, calibration_truth = [], {}
     for key, h in halves.items():
@@ -229,28 +333,67 @@ def leaks_bench(work: Path, *, fashion_images: int = 4000, copies_per: int = 4) 
                 key + "/" + p: (k, s, key + "/" + src) for p, (k, s, src) in h["truth"].items()
             }
     chosen = calibrate(pd.concat(calibration_found), calibration_truth, grid)
-    results = {"threshold_calibrated": chosen, "threshold_default": THRESHOLD, "sets": {}}
+    skipped = anchors_venv() if anchors else dict.fromkeys(ANCHOR_PACKAGES, "not asked")
+    results = {
+        "threshold_calibrated": chosen,
+        "threshold_default": THRESHOLD,
+        "anchors_skipped": skipped,
+        "sets": {},
+    }
     for key, h in halves.items():
-        results["sets"][key] = {
-            **score(h["found"], h["truth"], THRESHOLD),
-            "at_calibrated": score(h["found"], h["truth"], chosen)["recall"],
+        entry = {
+            "kit": score(h["found"], h["truth"], THRESHOLD),
+            "kit_at_calibrated": score(h["found"], h["truth"], chosen),
             "seconds": h["seconds"],
         }
+        if key.endswith("report"):
+            for anchor in ANCHOR_PACKAGES:
+                if anchor in skipped:
+                    entry[anchor] = {"skipped": skipped[anchor]}
+                    continue
+                print(f"[bench] leaks: {anchor} on {key}", flush=True)
+                ran = run_anchor(anchor, h["folder"], h["found"], h["vectors"])
+                if "pairs" in ran:
+                    ran = score_pairs(ran["pairs"], h["truth"], h["found"]) | {
+                        "seconds": ran["seconds"]
+                    }
+                entry[anchor] = ran
+        results["sets"][key] = entry
     return results
 
 
 def leaks_table(results: dict) -> str:
-    """The section as a markdown table (per set and kind)."""
+    """The section as markdown: per reported set, recall per kind and strength and false
+    pairs per 1,000 held-out images, the kit beside each anchor (skipped ones say why)."""
+    tools = ["kit", "kit_at_calibrated", *ANCHOR_PACKAGES]
     lines = [
-        f"threshold (default) {results['threshold_default']}, calibrated "
-        f"{results['threshold_calibrated']}",
-        "",
-        "| set | " + " | ".join(VARIANTS) + " | false pairs / 1,000 held-out |",
-        "|---|" + "---|" * (len(VARIANTS) + 1),
+        f"leak_threshold default {results['threshold_default']} (calibrated on the calibration "
+        f"halves: {results['threshold_calibrated']})",
     ]
+    for anchor, why in results.get("anchors_skipped", {}).items():
+        lines.append(f"- {anchor} skipped: {why}")
     for key, r in results["sets"].items():
-        cells = [f"{r['recall'].get(k, float('nan')):.2f}" for k in VARIANTS]
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {r['false_pairs_per_1000']} |")
+        if not key.endswith("report"):
+            continue
+        shown = [t for t in tools if "recall" in r.get(t, {})]
+        for t in tools:
+            if t in r and "skipped" in r[t] and t not in results.get("anchors_skipped", {}):
+                lines.append(f"- {key}: {t} skipped: {r[t]['skipped']}")
+        lines += [
+            "",
+            f"**{key}** ({r['kit']['held_out']} held-out images, {r['kit']['copies']} copies)",
+            "",
+            "| kind | strength | " + " | ".join(shown) + " |",
+            "|---|---|" + "---|" * len(shown),
+        ]
+        for name in r["kit"]["recall_by_strength"]:
+            kind, strength = name.rsplit(" ", 1) if name != "exact None" else ("exact", "")
+            if kind == "mirrored jpeg":
+                kind, strength = "mirrored", "jpeg 50"
+            cells = [f"{r[t]['recall_by_strength'][name]:.2f}" for t in shown]
+            lines.append(f"| {kind} | {strength} | " + " | ".join(cells) + " |")
+        cells = [f"{r[t]['false_pairs_per_1000']} ({r[t]['false_pairs']})" for t in shown]
+        lines.append("| false pairs / 1,000 held-out (count) | | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

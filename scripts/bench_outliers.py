@@ -16,7 +16,11 @@ Settings, per seed (>= 5):
 
 Both scores rank the same set: AUROC and average precision against the slipped-in images, mean
 and standard deviation over seeds, and precision/recall of the ``outlier`` flag (the far-out
-fence, :data:`embedscope.findings.outliers.FENCE`).
+fence, :data:`embedscope.findings.outliers.FENCE`). Beside them, the class-aware scores of the
+same images filed under random classes (far) or spread over the other classes (near): the kit's
+:func:`~embedscope.findings.outliers.class_outlier_score` against cleanlab's
+``OutOfDistribution`` on the probe's out-of-fold probabilities with those labels, and "either"
+(the larger rank of the plain and the class-aware score).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 from bench_findings import FASHION, _idx, fashion_folder, vectors_of
 from PIL import Image
 
-from embedscope.findings.outliers import outlier_flags
+from embedscope.findings.outliers import class_outlier_score, outlier_flags
 from embedscope.knn import neighbors
 from embedscope.layout import Layout
 
@@ -79,10 +83,27 @@ def scores(x: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     return kit, 1.0 - theirs
 
 
-def _measure(x: np.ndarray, truth: np.ndarray) -> dict:
+def class_scores(x: np.ndarray, labels: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(the kit's class-aware score, cleanlab's class-aware ``OutOfDistribution`` on the probe's
+    out-of-fold probabilities with the given labels, turned round: higher = outlier)."""
+    from cleanlab.outlier import OutOfDistribution
+
+    from embedscope.label_issues import probe_probabilities
+
+    classes, codes = np.unique(labels, return_inverse=True)
+    probs, _ = probe_probabilities(x, codes, len(classes))
+    theirs = OutOfDistribution().fit_score(pred_probs=probs, labels=codes)
+    return class_outlier_score(x, labels, k), 1.0 - theirs
+
+
+def _measure(x: np.ndarray, truth: np.ndarray, labels: np.ndarray) -> dict:
+    """The measures of one setting; ``labels``: the classes the images are filed under."""
+    from scipy.stats import rankdata
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     kit, theirs = scores(x)
+    own, theirs_own = class_scores(x, labels)
+    both = np.maximum(rankdata(kit), rankdata(own))  # far from everything, or from its class
     flags, threshold = outlier_flags(kit)
     hit = int((flags & truth).sum())
     return {
@@ -93,6 +114,12 @@ def _measure(x: np.ndarray, truth: np.ndarray) -> dict:
         "flag_precision": hit / max(int(flags.sum()), 1),
         "flag_recall": hit / int(truth.sum()),
         "flagged": int(flags.sum()),
+        "class_auroc": roc_auc_score(truth, own),
+        "class_ap": average_precision_score(truth, own),
+        "cleanlab_class_auroc": roc_auc_score(truth, theirs_own),
+        "cleanlab_class_ap": average_precision_score(truth, theirs_own),
+        "either_auroc": roc_auc_score(truth, both),
+        "either_ap": average_precision_score(truth, both),
     }
 
 
@@ -105,16 +132,20 @@ def settings(x: np.ndarray, labels: np.ndarray, foreign: int, seeds: int) -> dic
     runs: dict[str, list[dict]] = {"far": [], "near": []}
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
+        files = np.random.default_rng(1000 + seed)  # the classes they are filed under
         slipped = rng.choice(np.flatnonzero(pool), min(foreign, int(pool.sum())), replace=False)
         rows = np.concatenate([base, slipped])
         truth = np.r_[np.zeros(len(base), bool), np.ones(len(slipped), bool)]
-        runs["far"].append(_measure(x[rows], truth))
+        filed = np.r_[labels[base], files.choice(classes, len(slipped))]  # random classes
+        runs["far"].append(_measure(x[rows], truth, filed))
         held = classes[seed % len(classes)]
         kept = base[labels[base] != held]
         spread = rng.choice(base[labels[base] == held], foreign, replace=False)
         rows = np.concatenate([kept, spread])
         truth = np.r_[np.zeros(len(kept), bool), np.ones(len(spread), bool)]
-        runs["near"].append(_measure(x[rows], truth))
+        others = [c for c in classes if c != held]
+        filed = np.r_[labels[kept], files.choice(others, len(spread))]  # spread over the others
+        runs["near"].append(_measure(x[rows], truth, filed))
     for name, found in runs.items():
         out[name] = {
             key: [round(float(np.mean([r[key] for r in found])), 4),
@@ -183,6 +214,23 @@ def outliers_table(results: dict) -> str:
                 f"| {_ms(m['kit_auroc'])} | {_ms(m['cleanlab_auroc'])} | {_ms(m['kit_ap'])} "
                 f"| {_ms(m['cleanlab_ap'])} | {m['flag_precision'][0]:.2f}/"
                 f"{m['flag_recall'][0]:.2f} | {m['flagged'][0]:.1f} | {r['clean_flagged']} |"
+            )
+    lines += [
+        "",
+        "| class-aware: set | setting | kit class AUROC | cleanlab class AUROC | kit class AP "
+        "| cleanlab class AP | either AUROC | either AP |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        for setting in ("far", "near"):
+            m = r[setting]
+            if "class_auroc" not in m:
+                continue
+            lines.append(
+                f"| {name} | {setting} | {_ms(m['class_auroc'])} "
+                f"| {_ms(m['cleanlab_class_auroc'])} | {_ms(m['class_ap'])} "
+                f"| {_ms(m['cleanlab_class_ap'])} | {_ms(m['either_auroc'])} "
+                f"| {_ms(m['either_ap'])} |"
             )
     return "\n".join(lines) + "\n" + "\n" + confused_table(results)
 

@@ -200,7 +200,14 @@ def quality_bench(work: Path) -> dict:
     ingest_seconds = time.perf_counter() - t0
     stats = manifest.reset_index()
     ours = quality_findings(stats)
-    strict = quality_findings(stats, "cleanvision")
+    # the cleanvision mode's own ingest: full-size decodes, cleanvision's statistics
+    layout = Layout("quality-report-cleanvision", work / "data", work / "rep")
+    t0 = time.perf_counter()
+    full = ingest(str(folder), layout, quality_thresholds="cleanvision")
+    cleanvision_seconds = time.perf_counter() - t0
+    strict = quality_findings(
+        full.set_index("path").reindex(files["path"]).reset_index(), "cleanvision"
+    )
     lab = Imagelab(data_path=str(folder))
     lab.find_issues(issue_types={t: {} for t in TYPES}, verbose=False)
     theirs = lab.issues.copy()
@@ -239,6 +246,7 @@ def quality_bench(work: Path) -> dict:
     out["cost"] = {
         "ingest_seconds": round(ingest_seconds, 2),
         "ingest_ms_per_image": round(1000 * ingest_seconds / len(files), 2),
+        "ingest_ms_per_image (cleanvision mode)": round(1000 * cleanvision_seconds / len(files), 2),
     } | _stats_cost(folder, files)
     return out
 
@@ -252,6 +260,52 @@ def _stats_cost(folder: Path, files: pd.DataFrame) -> dict:
     for im in images:
         image_stats(im)
     return {"stats_ms_per_image": round(1000 * (time.perf_counter() - t0) / len(images), 2)}
+
+
+def stats_vs_embedding(work: Path, rounds: int = 3) -> dict:
+    """The statistics' time against the kit's MobileNetV2 embedding of the same images (the
+    reported originals), float32 and bfloat16, taken in turns (``rounds`` times each, so that a
+    busy machine slows all alike); decoding left out of both sides' statistics part, as ingest
+    decodes anyway. Medians of the rounds, and the ratios."""
+    import shutil
+
+    from embedscope.embed import embed
+    from embedscope.images import decode
+
+    folder = work / "quality-report"
+    files = degraded_folder(folder, "report")
+    originals = files[files["strength"] == "original"]["path"].tolist()
+    images = work / "cost-originals"  # apart: the report folder is ingested whole
+    for rel in originals:
+        (images / rel).parent.mkdir(parents=True, exist_ok=True)
+        if not (images / rel).exists():
+            shutil.copy(folder / rel, images / rel)
+    times: dict[str, list[float]] = {"stats": [], "fp32": [], "bf16": []}
+    for r in range(rounds):
+        seconds = 0.0
+        for rel in originals:
+            im, _ = decode(images / rel, draft=(256, 256))
+            t0 = time.perf_counter()
+            image_stats(stats_copy(im))
+            seconds += time.perf_counter() - t0
+        times["stats"].append(seconds)
+        for precision in ("fp32", "bf16"):
+            layout = Layout(f"cost-{precision}-{r}", work / "cost" / "data", work / "cost" / "rep")
+            shutil.rmtree(layout.data_dir, ignore_errors=True)  # embedded afresh every round
+            ingest(str(images), layout)
+            facts = embed(layout, "mobilenet_v2", precision=precision, progress=False)
+            times[precision].append(facts["seconds_embed"])
+    median = {k: float(np.median(v)) for k, v in times.items()}
+    n = len(originals)
+    return {
+        "images": n,
+        "rounds": rounds,
+        "stats_ms_per_image": round(1000 * median["stats"] / n, 2),
+        "embed_fp32_ms_per_image": round(1000 * median["fp32"] / n, 2),
+        "embed_bf16_ms_per_image": round(1000 * median["bf16"] / n, 2),
+        "stats_share_of_fp32": round(median["stats"] / median["fp32"], 3),
+        "stats_share_of_bf16": round(median["stats"] / median["bf16"], 3),
+    }
 
 
 def quality_table(q: dict) -> str:
@@ -291,9 +345,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="reports/bench/quality-work")
     parser.add_argument("--calibrate", action="store_true", help="only derive the thresholds")
+    parser.add_argument(
+        "--cost", action="store_true", help="only the statistics' time against embedding's"
+    )
     args = parser.parse_args()
     work = Path(args.work)
-    if args.calibrate:
+    if args.cost:
+        print(json.dumps(stats_vs_embedding(work), indent=1))
+    elif args.calibrate:
         print(json.dumps({"derived": calibrate(work), "shipped": CALIBRATED}, indent=1))
     else:
         result = quality_bench(work)

@@ -7,6 +7,7 @@ Cells clicked through the menus in a Playwright page.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import socket
@@ -39,13 +40,18 @@ class RunningLab:
         # ?reset: a fresh workspace, so tabs of an earlier notebook are not reopened beside it
         return f"{self.root}/lab/tree/{quote(notebook)}?reset&token={self.token}"
 
+    def notebook_url(self, notebook: str) -> str:
+        """The address that opens ``notebook`` in Jupyter Notebook 7 (``app="notebook"``)."""
+        return f"{self.root}/notebooks/{quote(notebook)}?token={self.token}"
+
 
 @contextmanager
 def running_lab(
-    notebook_dir: str | Path, *, home: str | Path, timeout: float = 120
+    notebook_dir: str | Path, *, home: str | Path, timeout: float = 120, app: str = "jupyterlab"
 ) -> Iterator[RunningLab]:
     """A headless JupyterLab on a free loopback port, its settings and workspaces kept under
-    ``home`` (never the user's), exactly as ``make lab`` configures it. Stopped on exit."""
+    ``home`` (never the user's), exactly as ``make lab`` configures it. Stopped on exit.
+    ``app="notebook"``: Jupyter Notebook 7 (``jupyter notebook``), with the same settings."""
     port, token = free_port(), secrets.token_hex(16)
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
@@ -58,8 +64,10 @@ def running_lab(
         "JUPYTER_TOKEN": token,
     }
     log = (home / "lab.log").open("wb")
+    cmd = lab_command(notebook_dir, headless=True, port=port)
+    cmd[cmd.index("jupyterlab")] = app  # python -m <app>: both take the same options
     proc = subprocess.Popen(
-        lab_command(notebook_dir, headless=True, port=port),
+        cmd,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -90,13 +98,19 @@ def parameterized(notebook: str | Path, out: str | Path, **parameters) -> Path:
     return Path(out)
 
 
-def open_and_run_all(page, lab: RunningLab, notebook: str, timeout_ms: int = 180_000) -> None:
+def open_and_run_all(
+    page, lab: RunningLab, notebook: str, timeout_ms: int = 180_000, *, classic: bool = False
+) -> None:
     """In a Playwright ``page``: open ``notebook``, wait for its kernel, then Run → Run All
-    Cells through the menus, as a person would (returns once the cells are queued)."""
-    page.goto(lab.url(notebook))
+    Cells through the menus, as a person would (returns once the cells are queued).
+    ``classic``: the server is Jupyter Notebook 7 (one notebook per tab, its own kernel badge)."""
+    page.goto(lab.notebook_url(notebook) if classic else lab.url(notebook))
     page.locator(".jp-Notebook").first.wait_for(timeout=timeout_ms)
-    idle = page.locator(".jp-StatusBar-TextItem").filter(has_text=re.compile(r"\| Idle$"))
-    idle.first.wait_for(timeout=timeout_ms)  # "Python 3 (ipykernel) | Idle": the kernel is up
+    if classic:  # Notebook 7 has no status bar: its server says when the kernel is idle
+        _wait_for_idle_kernel(lab, notebook, timeout_ms / 1000)
+    else:  # "Python 3 (ipykernel) | Idle" in JupyterLab's status bar: the kernel is up
+        idle = page.locator(".jp-StatusBar-TextItem").filter(has_text=re.compile(r"\| Idle$"))
+        idle.first.wait_for(timeout=timeout_ms)
     started = page.locator(".jp-InputPrompt").filter(has_text=re.compile(r"\[(\*|\d+)\]"))
     for attempt in range(3):  # a click that lands while the notebook still settles is lost
         page.locator(".lm-MenuBar-itemLabel").filter(has_text=re.compile("^Run$")).click()
@@ -107,6 +121,19 @@ def open_and_run_all(page, lab: RunningLab, notebook: str, timeout_ms: int = 180
         except Exception:
             if attempt == 2:
                 raise
+
+
+def _wait_for_idle_kernel(lab: RunningLab, notebook: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{lab.root}/api/sessions?token={lab.token}") as r:
+            sessions = json.loads(r.read())
+        if any(
+            s["path"] == notebook and s["kernel"]["execution_state"] == "idle" for s in sessions
+        ):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"no idle kernel for {notebook} within {timeout:.0f} s")
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:

@@ -7,7 +7,9 @@
 - ``docs/live-panel.png``: ``04_explore`` with ``mode="live"`` in a headless JupyterLab, after a
   real click on a point (larger image and neighbours in the panel);
 - ``docs/dash.png``: the same report's Dash app (``make serve``) with a box drawn in its 2D
-  selection view and the hover card open (``dash_screenshot.py``, which also runs on its own).
+  selection view and the hover card open (``dash_screenshot.py``, which also runs on its own);
+- ``docs/leak-review.png``: a leak beside its train image in the page's review queue, from a
+  run of a small train/test set built from the sample (``leak_screenshot.py``, also alone).
 
 Runs the four notebooks on the sample into a temporary folder, so nothing of the user's
 ``data/`` or ``reports/`` is touched. Needs Chromium (found or provisioned like ``make test``).
@@ -23,6 +25,7 @@ from browser import CHROMIUM_ARGS, ensure_chromium
 from dash_screenshot import screenshot as dash_picture
 from gallery_screenshot import screenshot as gallery_picture
 from lab_driver import open_and_run_all, parameterized, running_lab
+from leak_screenshot import screenshot as leak_picture
 from playwright.sync_api import sync_playwright
 
 from embedscope.cli import main as embedscope
@@ -92,6 +95,7 @@ def main() -> int:
         gallery = gallery_picture(reports / "sample" / "explorer.html", DOCS / "gallery.png")
         print(f"[pictures] {gallery}")
         print(f"[pictures] {dash_picture(Layout('sample', data, reports), DOCS / 'dash.png')}")
+    print(f"[pictures] {leak_picture(DOCS / 'leak-review.png')}")
     return 0
 
 

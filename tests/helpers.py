@@ -204,6 +204,14 @@ def killed_at(
     return len(list(embeddings.rglob("shards/*.npz")))
 
 
+#: The live panel's element in a JupyterLab or Notebook 7 output.
+PANEL_JS = "document.querySelector('.jp-OutputArea .embedscope-live')"
+#: [page x, page y, row] of the first point the live panel draws where a hover finds it.
+DRAWN_POINT_JS = f"""() => {{ const el = {PANEL_JS}, api = el.embedscope;
+    const r = el.shadowRoot.getElementById('plot').getBoundingClientRect();
+    const xy = api.screenPositions();
+    for (let i = 0; i < xy.length / 2; i++) {{ const j = api.pointAt(xy[2 * i], xy[2 * i + 1]);
+      if (j === i) return [r.left + xy[2 * i], r.top + xy[2 * i + 1], i]; }} }}"""
 #: Screen position, trace name and row (customdata) of a 2D plotly trace's first point, in the
 #: plot found by the CSS selector (plotly's SVG scatter: every point has a known position).
 FIRST_POINT_JS = """(sel) => { const gd = document.querySelector(sel);

@@ -326,3 +326,42 @@ def _ids(component) -> set:
         if hasattr(child, "to_plotly_json"):
             found |= _ids(child)
     return found - {None}
+
+
+def test_images_of_one_class_that_look_like_another_fill_the_selection(
+    dataset, tmp_path: Path
+) -> None:
+    """Two red images labelled blue: the look-alike list (the page's rule,
+    :func:`embedscope.confusion.look_alikes`) offers "blue that look like red (2)", and
+    choosing it selects exactly those, most red first, scored by their suggestion's share."""
+    import shutil
+
+    from helpers import dash_call
+
+    from embedscope.confusion import look_alikes
+    from embedscope.reduce import project
+
+    shown, root = dataset
+    project(shown, "pca", 2)  # a map cached before the relabel: its coordinates stay valid
+    moved = ["red/red_0.png", "red/red_1.jpg"]
+    (tmp_path / "labels.csv").write_text("path,label\n" + "".join(f"{p},blue\n" for p in moved))
+    layout = Layout("alike", tmp_path / "data", tmp_path / "reports")
+    shutil.copytree(shown.data_dir, layout.data_dir)  # its vectors: nothing to embed again
+    ingest(str(root), layout, labels=tmp_path / "labels.csv")
+    embed(layout, "mobilenet_v2", progress=False)
+    app = create_app(layout, method="pca", dims=2)
+    points = load_points(layout, None, "pca", 2)
+    want = points.index[points["path"].isin(moved)].tolist()
+    assert (points.loc[want, "label"] == "blue").all()  # today's labels, not the cached map's
+    assert (look_alikes(points["label"], points["suggested_label"]) != "").sum() == 2
+    layout_json = json.dumps(app.layout, cls=PlotlyJSONEncoder)
+    assert '"label": "blue that look like red (2)"' in layout_json
+    client = app.server.test_client()
+    # it shares the selection with the box/lasso callback: Dash names its outputs
+    key = next(k for k, v in app.callback_map.items() if v["inputs"][0]["id"] == "look-alike")
+    chosen = {"look-alike.value": "blue that look like red"}
+    out = dash_call(client, key.strip(".").split("..."), chosen)
+    rows = out["selection"]["data"]
+    assert sorted(rows) == sorted(want)
+    shares = [out["scores"]["data"][str(r)] for r in rows]
+    assert shares == sorted(shares, reverse=True) and min(shares) > 0.5

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +88,47 @@ def test_the_panel_gets_the_pages_data_in_chunks_and_sheets_on_demand(
     bundle, _ = live._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "needs a running kernel" in bundle["text/html"]  # shared: a line leads to the page
+
+
+def test_the_kernel_holds_no_sheet_they_are_read_from_disk_when_asked(tmp_path: Path) -> None:
+    """A million points' sheets are ~1 GB: the panel keeps only their files and reads one when
+    the view asks for it; its private folder goes with the widget."""
+    pts, root, nbrs = _points(tmp_path)
+    live = LiveExplorer(pts, root, neighbors=nbrs)
+    assert all(isinstance(src, Path) and src.is_file() for _, src in live._sheets)
+    assert not any(isinstance(src, bytes) for _, src in live._sheets)
+    sent = _capture(live)
+    live._handle_custom_msg({"kind": "hello"}, [])
+    data, parts = _received(sent)
+    near = np.frombuffer(parts[data["neighbors"]["inline"]["buf"]], "<i4")  # not chunk files
+    assert near.reshape(len(pts), -1)[0].tolist() == [1, 2, 3, 4]
+    sheet = live._sheets[0][1]
+    sheet.write_bytes(b"RIFF\0\0\0\0WEBP-on-disk-now")  # read at the request, not before
+    sent.clear()
+    live._handle_custom_msg({"kind": "sheet", "k": 0}, [])
+    assert bytes(sent[0][1][0]) == b"RIFF\0\0\0\0WEBP-on-disk-now"
+    sheet.unlink()  # gone meanwhile: an empty sheet, so the card never waits for ever
+    live._handle_custom_msg({"kind": "sheet", "k": 0}, [])
+    assert bytes(sent[1][1][0]) == b""
+    folder = live.sheets_dir.parent
+    live.close()
+    assert not folder.exists()
+    # a kernel killed with SIGKILL leaves its folder: the next panel removes it, not a live one's
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    orphan = Path(tempfile.gettempdir()) / f"{live_module.PRIVATE_PREFIX}{dead}-x1"
+    (orphan / "live-files").mkdir(parents=True)
+    alive = LiveExplorer(pts, root)
+    assert not orphan.exists() and alive.sheets_dir.is_dir()
+    alive.close()
+    given = LiveExplorer(pts, root, sheets_dir=tmp_path / "sheets")  # a folder of the user's
+    assert given._sheets[0][1].parent == tmp_path / "sheets" / "thumbs"
+    given.close()
+    assert given._sheets[0][1].is_file()  # the user's folder is kept
 
 
 def test_decisions_reach_the_kept_file_merged_atomically(tmp_path: Path) -> None:

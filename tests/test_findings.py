@@ -252,3 +252,27 @@ def test_findings_table_passes_the_quality_thresholds_through(photos, tmp_path) 
     for kind in ("dark", "light", "blurry", "low_information", "grayscale"):
         assert (theirs[kind] == expected.loc[theirs.index, kind]).all(), kind
     assert theirs.loc["grayscale/photo0.png", "grayscale"]  # stored in mode L
+
+
+def test_cleanvision_mode_takes_its_statistics_at_full_size(tmp_path) -> None:
+    """``quality_thresholds="cleanvision"`` reads a file as cleanvision does (full size, its own
+    arithmetic): black with a white line every 30 rows has its brightest 1% white (not dark) and
+    two grey levels (low information), while the 256-pixel copy blurs the lines to dim grey
+    (dark, and more levels). A manifest taken without them is inspected again once."""
+    root = tmp_path / "lines"
+    root.mkdir()
+    arr = np.zeros((1024, 1024, 3), np.uint8)
+    arr[::30] = 255
+    Image.fromarray(arr).save(root / "lines.png")
+    layout = Layout("lines", tmp_path / "data", tmp_path / "reports")
+    plain = ingest(str(root), layout)
+    assert plain["cv_entropy"].isna().all()
+    manifest = ingest(str(root), layout, quality_thresholds="cleanvision").reset_index(drop=True)
+    white = 35 / 1024  # rows 0, 30, ..., 1020
+    entropy = np.log2(3) - white * np.log2(white) - (1 - white) * np.log2(1 - white)
+    assert manifest.loc[0, "cv_brightness_p99"] == 1.0
+    assert manifest.loc[0, "cv_entropy"] == pytest.approx(entropy, abs=1e-6)
+    flags = quality_findings(manifest, "cleanvision").loc[0]
+    assert not flags["dark"] and flags["low_information"]
+    with pytest.raises(RuntimeError, match="calibrated, cleanvision"):
+        ingest(str(root), layout, quality_thresholds="strict")

@@ -111,7 +111,9 @@ def test_rerun_reuses_rows_of_unchanged_files(messy: Path, tmp_path: Path, monke
 
     real = ingest_mod.inspect_file
     monkeypatch.setattr(
-        ingest_mod, "inspect_file", lambda r, rel, mp: calls.append(rel) or real(r, rel, mp)
+        ingest_mod,
+        "inspect_file",
+        lambda r, rel, mp, **kw: calls.append(rel) or real(r, rel, mp, **kw),
     )
     (messy / "green" / "new.png").write_bytes(png_bytes(colour=77))
     os.utime(messy / "red" / "red_1.jpg", ns=(1, 1))

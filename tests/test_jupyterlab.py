@@ -17,7 +17,15 @@ from typing import Any
 
 import nbformat
 import pytest
-from helpers import FIRST_POINT_JS, POINTS_NEAR_JS, launch_chromium, make_classes, tiny_vit
+from helpers import (
+    DRAWN_POINT_JS,
+    FIRST_POINT_JS,
+    PANEL_JS,
+    POINTS_NEAR_JS,
+    launch_chromium,
+    make_classes,
+    tiny_vit,
+)
 from lab_driver import free_port, open_and_run_all, parameterized, running_lab
 
 from embedscope.analyse import analyse
@@ -127,7 +135,6 @@ def _no_dialog(page: Any) -> None:
 
 
 #: The widget's shadow root and its explorer (the page's test interface).
-PANEL_JS = "document.querySelector('.jp-OutputArea .embedscope-live')"
 
 
 def _console_errors(page: Any) -> list[str]:
@@ -155,11 +162,7 @@ def test_live_panel_is_the_pages_explorer_hover_and_box_select(lab) -> None:
     _panel_ready(page)
     _no_dialog(page)
     # a point that is drawn, in page coordinates, and a hover on it
-    x, y, i = page.evaluate(f"""() => {{ const el = {PANEL_JS}, api = el.embedscope;
-        const r = el.shadowRoot.getElementById('plot').getBoundingClientRect();
-        const xy = api.screenPositions();
-        for (let i = 0; i < xy.length / 2; i++) {{ const j = api.pointAt(xy[2 * i], xy[2 * i + 1]);
-          if (j === i) return [r.left + xy[2 * i], r.top + xy[2 * i + 1], i]; }} }}""")
+    x, y, i = page.evaluate(DRAWN_POINT_JS)
     page.mouse.move(x + 40, y + 40)
     page.mouse.move(x, y)
     hover = page.locator(".embedscope-live #hover")  # locators pierce the shadow root

@@ -15,7 +15,15 @@ from PIL import Image, ImageEnhance, ImageOps
 from embedscope.analyse import analyse
 from embedscope.embed import embed
 from embedscope.findings import findings_table, issue_counts
-from embedscope.findings.leaks import dataset_leaks, leak_pairs, match, small_copy, write_leaks
+from embedscope.findings.leaks import (
+    THRESHOLD,
+    dataset_leaks,
+    find_leaks,
+    leak_pairs,
+    match,
+    small_copy,
+    write_leaks,
+)
 from embedscope.ingest import SourceError, build_manifest, check_split, ingest, split_name, split_of
 from embedscope.layout import Layout
 from embedscope.splits import split_report
@@ -125,13 +133,55 @@ def test_splits_become_a_manifest_column_and_labels_stay_the_class(tmp_path: Pat
 
 def test_copies_match_their_source_and_look_alikes_do_not() -> None:
     source = picture(7, (200, 40, 40))
-    mine = (small_copy(source), 64)
+    mine = small_copy(source)
     for kind, edit in COPIES.items():
         copy = edit(source) if edit else source
-        score, found = match((small_copy(copy), 64), mine)
-        assert score > 0.95, kind
-    other, _ = match((small_copy(picture(8, (200, 40, 40))), 64), mine)
-    assert other < 0.9
+        score, found = match(small_copy(copy), mine)
+        assert score > 0.99, kind
+    other, _ = match(small_copy(picture(8, (200, 40, 40))), mine)
+    assert other < 0.95  # smooth random shapes of one tint: alike, yet below every copy
+
+
+def test_heavy_downscales_are_compared_at_their_own_detail_and_colour_counts() -> None:
+    """A 22-pixel copy of a 64-pixel picture (a third of the side) is compared at 22 pixels;
+    a grey-identical picture in another colour (a blue heart beside a red one) is no copy."""
+    source = picture(7, (200, 40, 40))
+    small = source.resize((22, 22), Image.Resampling.BICUBIC)
+    score, kind = match(small_copy(small), small_copy(source))
+    assert score > 0.97 and kind == "resized"
+    grey = np.asarray(source.convert("L"), np.float32)[..., None] / 255
+    red = Image.fromarray((grey * [255, 30, 30]).astype("uint8"))
+    blue = Image.fromarray((grey * [30, 30, 255]).astype("uint8"))
+    assert match(small_copy(blue), small_copy(red))[0] < 0.5
+
+
+def test_a_copy_the_vectors_miss_is_proposed_by_its_tiny_picture(tmp_path: Path) -> None:
+    """Vectors blind to the copy (random) and one candidate per search: the downscaled copy
+    is still found, through the tiny grey picture; a source with its own near duplicate in
+    train stays a confident match (the twin is no runner-up)."""
+    rows = []
+    for i in range(20):
+        (tmp_path / "train").mkdir(exist_ok=True)
+        picture(300 + i, (90, 160, 60)).save(tmp_path / "train" / f"{i}.png")
+        rows.append((f"train/{i}.png", "train"))
+    source = Image.open(tmp_path / "train" / "5.png")
+    source.save(tmp_path / "train" / "5-twin.jpg", quality=90)  # the source's own twin
+    rows.append(("train/5-twin.jpg", "train"))
+    (tmp_path / "test").mkdir()
+    source.resize((24, 24), Image.Resampling.BICUBIC).save(tmp_path / "test" / "small.png")
+    picture(999, (90, 160, 60)).save(tmp_path / "test" / "other.png")
+    rows += [("test/small.png", "test"), ("test/other.png", "test")]
+    table = pd.DataFrame(rows, columns=["path", "split"])
+    vectors = np.random.default_rng(0).normal(size=(len(table), 16))
+    found = find_leaks(tmp_path, table, vectors, table["split"], candidates=1)
+    found.index = table["path"]
+    assert found.loc["test/small.png", "leak"]
+    assert found.loc["test/small.png", "leak_of"] in {"train/5.png", "train/5-twin.jpg"}
+    assert found.loc["test/small.png", "leak_score"] >= THRESHOLD
+    assert (
+        not found.loc["test/other.png", "leak"]
+        and not found["leak"].to_numpy()[table["split"] == "train"].any()
+    )
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from helpers import make_classes
 
 from embedscope import findings
 from embedscope.decisions import ReviewQueue
-from embedscope.findings.outliers import outlier_flags
+from embedscope.findings.outliers import class_outlier_score, outlier_flags
 from embedscope.ingest import ingest
 from embedscope.knn import neighbors
 from embedscope.layout import Layout
@@ -56,7 +56,9 @@ def test_an_image_far_from_every_class_is_flagged_explained_and_can_be_kept(tmp_
     assert table.loc["green/green_3.jpg", "review_priority"] >= 1 + 0.7 * score - 1e-6
     points = rows.assign(x=0.0, y=0.0)
     points = findings.with_findings(points, table.reset_index())
-    assert ("outlier (1)", "outlier") in ReviewQueue(points).options()
+    queue = ReviewQueue(points)  # the page's (page_data) and Dash's queue alike
+    assert ("outlier (1)", "outlier") in queue.page_data()["options"]
+    assert queue.entries("outlier") == [foreign]
 
     kept = manifest.assign(tags=np.where(rows["path"] == "green/green_3.jpg", "keep:outlier", ""))
     again = findings.findings_table(rows, per_image, kept)
@@ -69,3 +71,18 @@ def test_the_fence_needs_a_spread_and_enough_images() -> None:
     flags, threshold = outlier_flags(np.r_[calm, 0.6, np.nan])
     assert flags.tolist()[-2:] == [True, False] and 0.2 < threshold < 0.6
     assert not outlier_flags(np.r_[np.zeros(10), 1.0])[0].any()  # too few to know a spread
+
+
+def test_the_class_aware_score_sees_an_image_that_fits_the_dataset_but_not_its_class() -> None:
+    """An image of class a filed under b is near many images (``outlier_score`` calls it
+    ordinary) but far from its own class's; a class of one has nothing to measure."""
+    rng = np.random.default_rng(0)
+    centres = {c: rng.normal(0, 1, 32) for c in "abc"}
+    labels = np.array([c for c in "abc" for _ in range(20)] + ["d"], dtype=object)
+    x = np.stack([centres.get(c, centres["a"]) + rng.normal(0, 0.3, 32) for c in labels])
+    labels[5] = "b"  # an "a" filed under b
+    own = class_outlier_score(x, labels, k=5)
+    assert np.nanargmax(own) == 5 and np.isnan(own[-1])
+    _, sim = neighbors(x, 5)
+    plain = 1 - sim.mean(axis=1)
+    assert (plain > plain[5]).sum() >= 3 and own[5] > 3 * np.nanmedian(own)

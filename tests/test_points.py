@@ -16,6 +16,7 @@ from embedscope.findings import findings_table, read_findings, write_findings
 from embedscope.ingest import ingest, load_manifest
 from embedscope.layout import Layout
 from embedscope.points import (
+    FINDING_SCHEMA,
     NO_FINDINGS,
     PROMPT_SCHEMA,
     SCHEMA,
@@ -57,9 +58,13 @@ def test_point_table_has_the_declared_schema_and_every_stage_in_it(report) -> No
     layout, clip = report
     table = point_table(layout, clip, "pca", 2, 0)
     prompts = [c for c in table.columns if c.startswith(PROMPT_PREFIX)]
-    assert list(table.columns) == [*SCHEMA, *prompts, "zero_shot_label", "zero_shot_disagrees"]
+    # findings' near-duplicate group rides along; no split or leak columns without splits
+    assert list(table.columns) == [
+        *SCHEMA, *prompts, "zero_shot_label", "zero_shot_disagrees"
+    ]  # fmt: skip
     assert len(prompts) == 3
-    dtypes = SCHEMA | {c: PROMPT_SCHEMA[PROMPT_PREFIX + "*"] for c in prompts} | PROMPT_SCHEMA
+    dtypes = SCHEMA | FINDING_SCHEMA | PROMPT_SCHEMA
+    dtypes |= {c: PROMPT_SCHEMA[PROMPT_PREFIX + "*"] for c in prompts}
     assert {c: str(t) for c, t in table.dtypes.items()} == {c: dtypes[c][0] for c in table}
     assert table["z"].isna().all() and len(table) == 12  # a 2D map
     near = neighbor_rows(table)
@@ -113,4 +118,4 @@ def test_the_docs_column_table_is_the_schema() -> None:
     section = page.read_text(encoding="utf-8").split("## The point table", 1)[1]
     rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| `")]
     documented = {r[0].strip("| `"): (r[1], r[2].removesuffix(" |")) for r in rows}
-    assert documented == SCHEMA | PROMPT_SCHEMA
+    assert documented == SCHEMA | FINDING_SCHEMA | PROMPT_SCHEMA

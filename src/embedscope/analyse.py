@@ -39,22 +39,46 @@ def look_alikes(idx: np.ndarray, sim: np.ndarray, threshold: float = 0.97) -> np
     roots = np.array([find(i) for i in range(len(idx))])
     sizes = np.bincount(roots, minlength=len(idx))
     groups = np.full(len(idx), -1)
-    for g, root in enumerate(np.unique(roots[sizes[roots] > 1])):
-        groups[roots == root] = g
+    grouped = sizes[roots] > 1  # numbered by root, in one pass (a loop per group is n x groups)
+    groups[grouped] = np.unique(roots[grouped], return_inverse=True)[1]
     return groups
+
+
+#: Above this many points HDBSCAN is fitted on a seeded sample of this size and every other
+#: point joins the cluster of its nearest sampled point: HDBSCAN's core distances take
+#: min_cluster_size neighbours per point (n/100), so a fit on all is quadratic in n.
+CLUSTER_SAMPLE = 20_000
 
 
 def clusters(vectors: np.ndarray, *, min_cluster_size: int | None = None) -> np.ndarray:
     """Unsupervised clusters (HDBSCAN on 50 PCA dimensions of the normalised vectors); -1 is
-    noise. They show structure the labels do not name."""
+    noise. They show structure the labels do not name. Beyond :data:`CLUSTER_SAMPLE` points
+    the fit runs on a sample and the rest take their nearest sampled point's cluster."""
     from sklearn.cluster import HDBSCAN
     from sklearn.decomposition import PCA
 
-    x = normalize(vectors)
+    n = len(vectors)
+    fit = np.arange(n)
+    if n > CLUSTER_SAMPLE:
+        fit = np.sort(np.random.default_rng(0).choice(n, CLUSTER_SAMPLE, replace=False))
+    x = normalize(vectors[fit])
+    pca = None
     if x.shape[1] > 50 and len(x) > 50:
-        x = PCA(50, random_state=0).fit_transform(x)
-    size = min_cluster_size or max(5, len(x) // 100)
-    return HDBSCAN(min_cluster_size=size, copy=True).fit_predict(x)
+        pca = PCA(50, random_state=0).fit(x)
+        x = pca.transform(x)
+    size = min_cluster_size or max(5, n // 100)
+    size = max(2, round(size * len(fit) / n))  # the same share of the points
+    found = HDBSCAN(min_cluster_size=size, copy=True).fit_predict(x)
+    if len(fit) == n:
+        return found
+    out = np.empty(n, found.dtype)
+    x = x.astype(np.float32)
+    half_sq = 0.5 * np.einsum("ij,ij->i", x, x)
+    for s in range(0, n, 4096):  # nearest sampled point, Euclidean as HDBSCAN measured
+        block = normalize(vectors[s : s + 4096])
+        block = (pca.transform(block) if pca is not None else block).astype(np.float32)
+        out[s : s + len(block)] = found[np.argmin(half_sq - block @ x.T, axis=1)]
+    return out
 
 
 def cluster_table(labels: np.ndarray, found: np.ndarray) -> pd.DataFrame:

@@ -103,3 +103,28 @@ def confusion_facts(given: np.ndarray, probs: np.ndarray, classes: list[str]) ->
         "confused_pairs": pairs.to_dict(orient="records"),
         "class_label_quality": ranked.to_dict(orient="records"),
     }
+
+
+#: How an image of class A that looks like class B is named, by the page and Dash alike.
+LOOK_ALIKE = "{a} that look like {b}"
+
+
+def look_alikes(labels: pd.Series, suggested: pd.Series) -> pd.Series:
+    """Per image, the pair it stands for, :data:`LOOK_ALIKE` (labelled A, most probably B by
+    the combined evidence: the images :func:`confused_pairs` counts in ``a_as_b``), or '' where
+    its suggestion is its own label or there is none. The page's "class that looks like
+    another" (explorer.js ``lookAlike``) applies the same rule to its labels in the browser."""
+    a = labels.astype(object).where(labels.notna(), "").astype(str).to_numpy(dtype=object)
+    b = suggested.astype(object).where(suggested.notna(), "").astype(str).to_numpy(dtype=object)
+    named = [
+        LOOK_ALIKE.format(a=x, b=y) if x and y and x != y else "" for x, y in zip(a, b, strict=True)
+    ]
+    return pd.Series(named, index=labels.index, dtype=object)
+
+
+def look_alike_counts(pairs: pd.Series) -> pd.Series:
+    """How many images each pair of :func:`look_alikes` has, most first (ties by name), as the
+    page lists them."""
+    counts = pairs[pairs != ""].value_counts()
+    order = sorted(counts.index, key=lambda p: (-counts[p], p))
+    return counts.reindex(order)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,7 @@ MESSAGES = {
     "no_suggestion": "nothing to relabel: no selected image has a suggestion",
     "no_findings": "no findings: the review queue is empty",
     "queue_done": "nothing to review for this issue",
+    "no_other": "nothing shown beside this image to drop",
     "reviewed": "{reviewed} of {total} reviewed",
     "position": "image {position} of {total}",
 }
@@ -440,8 +441,12 @@ class DecisionLog:
         return write_decisions(self.table, path)
 
 
-#: The actions of a review queue: the keys a, k, d (the page binds them) and the typed ones.
-REVIEW_KEYS = {"a": "accept", "k": "keep", "d": "drop"}
+#: The actions of a review queue: the keys a, k, d, t (the page binds them) and the typed ones.
+#: ``drop_other`` drops what the queue shows beside an image (:attr:`ReviewQueue.others`): a
+#: leak's train copy, the other members of its near-duplicate group.
+REVIEW_KEYS = {"a": "accept", "k": "keep", "d": "drop", "t": "drop_other"}
+#: The most members of a near-duplicate group shown beside one of them (and dropped by t).
+MAX_OTHERS = 24
 
 
 class ReviewQueue:
@@ -469,6 +474,33 @@ class ReviewQueue:
         #: Issue types, most frequent first (ties: the first met in queue order).
         self.types = sorted(counts, key=lambda t: -counts[t])
         self.counts = counts
+        #: Row -> the rows shown beside it in the queue (:meth:`_others`).
+        self.others = self._others()
+
+    def _others(self) -> dict[int, list[int]]:
+        """The rows shown beside each flagged image, large: for a leak its source
+        (``leak_of``), for a near duplicate the other members of its group (the first
+        :data:`MAX_OTHERS`, in row order); [] for none."""
+        out: dict[int, list[int]] = {r: [] for r in self.rows}
+        leaks = [r for r in self.rows if "leak" in self.issues[r]]
+        if leaks and "leak_of" in self.points:
+            paths = self.points["path"].astype(str)
+            row_of = dict(zip(paths, range(len(paths)), strict=True))
+            for r in leaks:
+                source = row_of.get(str(self.points["leak_of"].iat[r] or ""))
+                out[r] += [] if source is None else [source]
+        near = [r for r in self.rows if "near_duplicate" in self.issues[r]]
+        if near and "near_duplicate_group" in self.points:
+            raw = pd.to_numeric(self.points["near_duplicate_group"], errors="coerce")
+            group = raw.fillna(-1).to_numpy(np.int64)
+            grouped = np.flatnonzero(group >= 0)
+            members: dict[int, list[int]] = {}
+            for j in grouped[np.argsort(group[grouped], kind="stable")].tolist():
+                members.setdefault(int(group[j]), []).append(j)
+            for r in near:
+                mine = members.get(int(group[r]), [])
+                out[r] += [j for j in mine if j != r][:MAX_OTHERS]
+        return {r: list(dict.fromkeys(v)) for r, v in out.items()}
 
     def _text(self, column: str) -> np.ndarray:
         if column not in self.points:
@@ -501,12 +533,15 @@ class ReviewQueue:
     def decide(self, log: DecisionLog, row: int, issue: str, action: str, text: str = "") -> bool:
         """Record ``action`` for the image at ``row``: accept its suggestion, keep it (tag
         ``keep:<type>`` for the filtered issue, or for each issue it has), drop it, or set the
-        typed ``label`` or ``tag``. True when the queue moves on (accept, keep, drop)."""
+        typed ``label`` or ``tag``; ``drop_other`` drops the images shown beside it
+        (:attr:`others`). True when the queue moves on (accept, keep, drop, drop_other)."""
         path = str(self.points["path"][row])
+        others = self.points["path"].astype(str).to_numpy()[self.others.get(row, [])].tolist()
         act = {
             "accept": lambda: log.relabel_each(suggestions(self.points, [row])),
             "keep": lambda: log.keep(path, [issue] if issue else self.issues[row]),
             "drop": lambda: log.drop([path]),
+            "drop_other": lambda: log.drop(others) if others else _refuse("no_other"),
             "label": lambda: log.relabel([path], text),
             "tag": lambda: log.tag([path], text),
         }[action]
@@ -523,7 +558,13 @@ class ReviewQueue:
             "options": self.options(),
             "issues": [[code[t] for t in self.issues[r]] for r in self.rows],
             "reason": [self.reasons[r] for r in self.rows],
+            "others": [self.others[r] for r in self.rows],
         }
+
+
+def _refuse(message: str) -> NoReturn:
+    """A review action that cannot apply: its one-line message, as the page says it."""
+    raise ValueError(MESSAGES[message])
 
 
 def page_rules() -> dict[str, Any]:

@@ -42,7 +42,14 @@ from embedscope.layout import (
     write_parquet,
 )
 from embedscope.network import reachable
-from embedscope.quality import STAT_COLUMNS, STATS_VERSION, image_stats, stats_copy
+from embedscope.quality import (
+    STAT_COLUMNS,
+    STATS_VERSION,
+    THRESHOLD_MODES,
+    cleanvision_stats,
+    image_stats,
+    stats_copy,
+)
 from embedscope.shipped import SAMPLE_DIR  # the vendored sample: the checkout's or the wheel's
 from embedscope.thumbs import ThumbnailCache, decoded_cell, encode_cell
 from embedscope.vocabulary import DROPPED_REASON, UNLABELLED
@@ -404,10 +411,14 @@ def split_of(rel: str, split: str | int = "auto") -> tuple[str, bool]:
     return "", False
 
 
-def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> dict:
+def inspect_file(
+    root: str | Path, rel: str, max_pixels: int = MAX_PIXELS, *, cleanvision: bool = False
+) -> dict:
     """Facts about one file, and whether it is a usable image (``reason`` says why not), with
     its thumbnail cell (:data:`CELL`, None when it has none) made from the same decode.
-    ``rel`` is a manifest path (:func:`~embedscope.layout.path_text`).
+    ``rel`` is a manifest path (:func:`~embedscope.layout.path_text`). ``cleanvision``: also
+    cleanvision's own statistics (:func:`~embedscope.quality.cleanvision_stats`), on a
+    full-size decode.
 
     ``decoder`` is the :func:`~embedscope.images.decoder_identity` that judged the file, and
     None when the verdict says nothing lasting about it (no permission, an I/O error, memory,
@@ -448,25 +459,31 @@ def inspect_file(root: str | Path, rel: str, max_pixels: int = MAX_PIXELS) -> di
         row["reason"], row["decoder"] = skip_reason(exc), None
         return row
     row["sha256"] = hashlib.sha256(data).hexdigest()
-    row["reason"] = _check_image(path, row, max_pixels)
+    row["reason"] = _check_image(path, row, max_pixels, cleanvision)
     row["status"] = "skipped" if row["reason"] else "ok"
     if not lasting(row["reason"]):
         row["decoder"] = None
     return row
 
 
-def _check_image(path: Path, row: dict, max_pixels: int) -> str:
+def _check_image(path: Path, row: dict, max_pixels: int, cleanvision: bool = False) -> str:
     """Decode the image (reduced-size draft for JPEG) into ``row``, with the image-quality
     statistics of what was decoded and its thumbnail cell, both from one reduced RGB copy
-    (this is the one pass that decodes every file); return a skip reason or ''."""
+    (this is the one pass that decodes every file); return a skip reason or ''.
+    ``cleanvision``: the decode is full size (as cleanvision reads a file) and cleanvision's own
+    statistics are taken on it too; the reduced copy is then shrunk from it."""
     try:
-        im, header = decode(path, max_pixels=max_pixels, draft=(256, 256))
+        draft = None if cleanvision else (256, 256)
+        im, header = decode(path, max_pixels=max_pixels, draft=draft)
     except Exception as exc:  # whatever happens to one file is its reason, never the run's end
         row.update(getattr(exc, "header", {}))
         return skip_reason(exc)
     with im:
         reduced = stats_copy(im)
         row.update(header, **image_stats(reduced))
+        if cleanvision:
+            with contextlib.suppress(Exception):  # a mode it cannot read: the reduced copy's
+                row.update(cleanvision_stats(im))
         t0 = time.perf_counter()
         # a cell that fails is no reason to skip the image: the page then decodes the original
         # for it, as for any image the cache lacks
@@ -487,10 +504,14 @@ def build_manifest(
     previous: pd.DataFrame | None = None,
     workers: int | None = None,
     thumbnails: ThumbnailCache | None = None,
+    quality_thresholds: str = "calibrated",
 ) -> pd.DataFrame:
     """One row per candidate file under ``root``; rows of ``previous`` are reused for files
     whose size and mtime did not change, so re-runs on an unchanged folder read nothing. The
-    thumbnail cells of the files inspected go to ``thumbnails`` as they come."""
+    thumbnail cells of the files inspected go to ``thumbnails`` as they come.
+    ``quality_thresholds="cleanvision"`` takes cleanvision's own statistics too (full-size
+    decodes; a reused row without them is inspected again)."""
+    cleanvision = _cleanvision_mode(quality_thresholds)
     root = Path(root)
     rels = discover(root, exclude)
     reused: dict[str, dict] = {}
@@ -508,13 +529,15 @@ def build_manifest(
         # an ok row whose statistics are of another version (or from before they existed) is
         # inspected again, once
         current = (same["stats_version"] == STATS_VERSION) & same["phash"].notna()
+        if cleanvision:
+            current &= same["cv_entropy"].notna()
         same = same[(same["status"] != "ok") | current]
         reused = {r["path"]: r for r in same.to_dict(orient="records")}
     todo = [rel for rel in rels if rel not in reused]
     rows = dict(reused)
     cells = thumbnails.writer("ingest") if thumbnails else None
     with cells or contextlib.nullcontext():
-        for row in _inspect_all(root, todo, max_pixels, workers):
+        for row in _inspect_all(root, todo, max_pixels, workers, cleanvision):
             cell, seconds = row.pop(CELL), row.pop(CELL_SECONDS)
             if cells:
                 cells.add(row["sha256"], cell, seconds)
@@ -546,20 +569,33 @@ def _stat(path: Path) -> tuple[int | None, int | None]:
 
 
 def _inspect_all(
-    root: Path, rels: list[str], max_pixels: int, workers: int | None
+    root: Path, rels: list[str], max_pixels: int, workers: int | None, cleanvision: bool = False
 ) -> Iterator[dict]:
     """Rows in order, as they come (their cells go to the cache without piling up)."""
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(rels) < 64:
-        yield from (inspect_file(root, rel, max_pixels) for rel in rels)
+        yield from (inspect_file(root, rel, max_pixels, cleanvision=cleanvision) for rel in rels)
         return
     chunk = max(16, len(rels) // (workers * 8))
     with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(_inspect_one, [(root, r, max_pixels) for r in rels], chunksize=chunk)
+        todo = [(root, r, max_pixels, cleanvision) for r in rels]
+        yield from pool.map(_inspect_one, todo, chunksize=chunk)
 
 
-def _inspect_one(args: tuple[Path, str, int]) -> dict:
-    return inspect_file(*args)
+def _inspect_one(args: tuple[Path, str, int, bool]) -> dict:
+    root, rel, max_pixels, cleanvision = args
+    return inspect_file(root, rel, max_pixels, cleanvision=cleanvision)
+
+
+def _cleanvision_mode(quality_thresholds: str) -> bool:
+    """Whether ``quality_thresholds`` asks for cleanvision's own statistics; a mode that is
+    neither is refused in one line."""
+    if quality_thresholds not in THRESHOLD_MODES:
+        raise SourceError(
+            f"quality_thresholds must be one of {', '.join(THRESHOLD_MODES)}, "
+            f"not {quality_thresholds!r}"
+        )
+    return quality_thresholds == "cleanvision"
 
 
 def _labels(paths: pd.Series, label_depth: int | None, labels) -> pd.Series:
@@ -679,12 +715,16 @@ def ingest(
     split: str | int = "auto",
     max_pixels: int = MAX_PIXELS,
     workers: int | None = None,
+    quality_thresholds: str = "calibrated",
 ) -> pd.DataFrame:
     """Resolve ``source``, build (or refresh) ``data/<name>/manifest.parquet`` and return it;
     the thumbnail cells of the files it decodes go to ``data/<name>/thumbs/``. ``split``:
     ``auto`` (split folders such as ``train/``, ``val/``, ``test/``, or a labels file's
-    ``split`` column), ``none``, or the folder depth that holds the split (:func:`split_of`)."""
+    ``split`` column), ``none``, or the folder depth that holds the split (:func:`split_of`).
+    ``quality_thresholds="cleanvision"`` also takes cleanvision's own quality statistics, on
+    full-size decodes, so that 03_reduce's flags in that mode are exactly cleanvision's."""
     split = check_split(split)
+    _cleanvision_mode(quality_thresholds)  # refused before anything is read
     root = resolve_source(source, layout)
     if source == "sample":
         exclude = [*exclude, "LICENSE.md"]  # the sample's attribution file, not a data file
@@ -707,6 +747,7 @@ def ingest(
         previous=previous,
         workers=workers,
         thumbnails=ThumbnailCache(layout),
+        quality_thresholds=quality_thresholds,
     )
     write_parquet(layout.manifest, manifest, point="manifest:write")
     write_json(layout.source_file, {"source": source, "root": str(root)})

@@ -297,7 +297,7 @@ def sweep_temps(folder: str | Path) -> list[Path]:
         return removed
     for entry in entries:
         m = _TEMP.fullmatch(entry.name)
-        if m is None or _alive(int(m["pid"])):
+        if m is None or process_alive(int(m["pid"])):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
@@ -310,7 +310,7 @@ def sweep_temps(folder: str | Path) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     if os.name == "nt":  # os.kill(pid, 0) terminates on Windows: keep everything there
         return True
     try:

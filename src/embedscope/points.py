@@ -40,6 +40,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "neighbors": ("object", "row positions (int32) of its nearest neighbours, nearest first"),
     "cluster": ("int64", "HDBSCAN cluster of the embeddings (-1: noise)"),
     "look_alike_group": ("int64", "embedding near-duplicate group (-1: none)"),
+    "near_duplicate_group": ("int64", "images sharing one perceptual hash (-1: none)"),
     "mislabel_score": ("float32", "1 - the combined probability of its own label"),
     "suggested_label": ("str", "most probable label by probe, neighbours (and zero-shot)"),
     "suggested_share": ("float32", "that label's probability"),
@@ -56,8 +57,21 @@ PROMPT_SCHEMA: dict[str, tuple[str, str]] = {
     "zero_shot_label": ("str", "the class whose prompt the image is closest to"),
     "zero_shot_disagrees": ("bool", "labelled, and the zero-shot label is another"),
 }
+#: ``findings.csv`` columns a point carries when findings has them, after the :data:`SCHEMA`
+#: columns, only in a dataset with splits: the split (the editors colour, filter and select by
+#: it) and a leak's source (the review queue shows it beside the image).
+FINDING_SCHEMA: dict[str, tuple[str, str]] = {
+    "split": ("str", "train, val, test (or the split's own name); only with splits"),
+    "leak_of": ("str", "the earlier-split image it copies (empty: none); only with splits"),
+}
 #: What a point has when ``findings.csv`` is missing or does not name it: nothing to review.
-NO_FINDINGS = {"mislabel": False, "issues": "", "reason": "", "review_priority": 0.0}
+NO_FINDINGS = {
+    "mislabel": False,
+    "issues": "",
+    "reason": "",
+    "review_priority": 0.0,
+    "near_duplicate_group": -1,
+}
 
 
 def point_table(
@@ -92,10 +106,15 @@ def point_table(
     if layout.findings.is_file():
         if missing := sorted(set(POINT_COLUMNS) - set(SCHEMA)):
             raise ValueError(f"findings columns {missing} are not in the point table's SCHEMA")
-        table = with_findings(table, read_findings(layout))
+        found_table = read_findings(layout)
+        table = with_findings(table, found_table)
+        carried = [c for c in FINDING_SCHEMA if c in found_table]
+        table = table.join(found_table.set_index("path")[carried], on="path")
     for col, value in NO_FINDINGS.items():
         table[col] = table[col].fillna(value) if col in table else value
-    table = _typed(table[list(SCHEMA)], SCHEMA)
+    extra = [c for c in FINDING_SCHEMA if c in table]
+    table = table.fillna(dict.fromkeys(extra, ""))
+    table = _typed(table[[*SCHEMA, *extra]], SCHEMA | FINDING_SCHEMA)
     prompts = load_prompt_scores(layout, model).reset_index(drop=True)
     if len(prompts.columns):
         table = pd.concat([table, _typed(prompts, _prompt_dtypes(prompts))], axis=1)

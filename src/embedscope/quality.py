@@ -13,17 +13,21 @@ scores sort the same way.
 Those are the ``"cleanvision"`` thresholds (:data:`THRESHOLD_MODES`): they reproduce
 cleanvision's flags exactly, blind spots included (its blur score keeps the unfiltered one-pixel
 border of its 64-pixel copy, so a blurred photo with a bright border reads as sharp; a photo
-washed 90% toward white is not light). The default, ``"calibrated"``, scores blur, exposure,
-contrast and colour with statistics of the same 256-pixel copy (:data:`CALIBRATED`) whose
-thresholds were chosen on degraded copies of images kept apart from the ones the bench reports
-(``scripts/bench_quality.py``; the grid and the numbers are in docs/findings.md).
+washed 90% toward white is not light). Exactly needs cleanvision's own statistics
+(:func:`cleanvision_stats`: the full-size decode, as it reads a file), which ingest takes only
+when it is run with ``quality_thresholds="cleanvision"`` too; without them the reduced copy's
+stand in, and about one image in 300 lands on the other side of a threshold. The default,
+``"calibrated"``, scores blur, exposure, contrast and colour with statistics of the same
+256-pixel copy (:data:`CALIBRATED`) whose thresholds were chosen on degraded copies of images
+kept apart from the ones the bench reports (``scripts/bench_quality.py``; the grid and the
+numbers are in docs/findings.md).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageChops, ImageFilter
+from PIL import Image, ImageFilter, ImageStat
 from scipy.ndimage import uniform_filter1d
 
 from embedscope.images import to_rgb
@@ -47,7 +51,16 @@ STAT_COLUMNS = (
     "max_channel_p99",
     "min_channel_p5",
     "stats_version",
+    "cv_brightness_p99",
+    "cv_brightness_p5",
+    "cv_entropy",
+    "cv_blurriness",
+    "cv_gray_hist_std",
 )
+#: cleanvision's own statistics (:func:`cleanvision_stats`), which ingest takes only when asked
+#: for ``quality_thresholds="cleanvision"`` (a full-size decode): NaN otherwise, and then
+#: :func:`cleanvision_findings` reads the reduced copy's ``brightness_p99`` etc. instead.
+CLEANVISION_COLUMNS = STAT_COLUMNS[-5:]
 #: Raised whenever a statistic's definition changes: ingest inspects again every file whose
 #: manifest row holds statistics of another version (rows from before it existed included).
 #: 2: ``brightness_p1``, ``blur_effect``, ``chroma_p99``, ``max_channel_p99`` and
@@ -115,34 +128,70 @@ def stats_copy(im: Image.Image) -> Image.Image:
 def image_stats(im: Image.Image) -> dict[str, float | int]:
     """The statistics of one decoded image that the quality scores need."""
     rgb = stats_copy(im)
-    arr = np.asarray(rgb, dtype=np.float32)
+    channels = np.asarray(rgb)
+    arr = channels.astype(np.float32)  # from uint8: faster than PIL straight to float32
     # cleanvision's perceived brightness of each pixel, 0..1
     bright = (
         np.sqrt(0.241 * arr[..., 0] ** 2 + 0.691 * arr[..., 1] ** 2 + 0.068 * arr[..., 2] ** 2)
         / 255
     )
     p1, p5, p99 = np.percentile(bright, [1, 5, 99])
-    channels = np.asarray(rgb)
     red, green, blue = channels[..., 0], channels[..., 1], channels[..., 2]
     top = np.maximum(np.maximum(red, green), blue)  # (n, 3).max(axis=2) is 10x slower
     bottom = np.minimum(np.minimum(red, green), blue)
+    chroma = top - bottom  # each pixel's largest difference between two channels
     tiny = rgb if max(rgb.size) <= BLUR_SIDE else _shrunk(rgb, BLUR_SIDE)
     grey = tiny.convert("L")
     edges = np.asarray(grey.filter(ImageFilter.FIND_EDGES), dtype=np.float64)
+    grey_copy = rgb.convert("L")  # the blur effect's and the perceptual hash's
     return {
         "brightness_p99": float(p99),
         "brightness_p5": float(p5),
         "entropy": float(rgb.entropy()),
         "blurriness": float(np.sqrt(edges.var())),
         "gray_hist_std": float(np.std(grey.histogram())),
-        "colour_spread": _colour_spread(rgb),
-        "phash": phash(rgb),
+        "colour_spread": float(chroma.max()),
+        "phash": phash(grey_copy),
         "brightness_p1": float(p1),
-        "blur_effect": blur_effect(np.asarray(rgb.convert("L"), dtype=np.float32)),
-        "chroma_p99": float(_level_percentile(top - bottom, 99)),
+        "blur_effect": blur_effect(np.asarray(grey_copy, dtype=np.float32)),
+        "chroma_p99": float(_level_percentile(chroma, 99)),
         "max_channel_p99": _level_percentile(top, 99) / 255,
         "min_channel_p5": _level_percentile(bottom, 5) / 255,
         "stats_version": STATS_VERSION,
+    }
+
+
+def cleanvision_stats(im: Image.Image) -> dict[str, float]:
+    """cleanvision 0.3.7's statistics for dark, light, low information and blurry, taken as it
+    takes them, so that its flags come out exactly: on the whole decoded file in the mode it is
+    stored in (no draft, no RGB conversion, no EXIF turn; a 2-D image's brightness is its level
+    / 255), brightness percentiles in float64 on integer channels, the edge variance by
+    ``ImageStat``. The reduced copy's statistics move a pixel's worth across its thresholds for
+    about one image in 300. A mode cleanvision itself cannot read (``LA``) gives NaN."""
+    out = dict.fromkeys(CLEANVISION_COLUMNS, float("nan"))
+    arr = np.asarray(im)
+    if arr.ndim == 3 and arr.shape[2] >= 3:
+        r, g, b = (arr[..., i].astype(int) for i in range(3))
+        bright = np.sqrt(0.241 * (r * r) + 0.691 * (g * g) + 0.068 * (b * b)) / 255
+    elif arr.ndim == 2:
+        bright = arr / 255.0
+    else:
+        return out
+    p5, p99 = np.percentile(bright, [5, 99])
+    ratio = max(im.width, im.height) / BLUR_SIDE
+    small = (
+        im.resize((max(int(im.width // ratio), 1), max(int(im.height // ratio), 1)))
+        if ratio > 1
+        else im.copy()
+    )
+    grey = small.convert("L")
+    edges = grey.filter(ImageFilter.FIND_EDGES)
+    return {
+        "cv_brightness_p99": float(p99),
+        "cv_brightness_p5": float(p5),
+        "cv_entropy": float(im.entropy()),
+        "cv_blurriness": float(np.sqrt(ImageStat.Stat(edges).var[0])),
+        "cv_gray_hist_std": float(np.std(grey.histogram())),
     }
 
 
@@ -173,13 +222,6 @@ def blur_effect(grey: np.ndarray, width: int = BLUR_EFFECT_WIDTH) -> float:
             return 1.0
         worst = max(worst, (total - float(np.maximum(sharp - kept, 0).sum())) / total)
     return worst
-
-
-def _colour_spread(rgb: Image.Image) -> float:
-    """The largest difference between two colour channels of any pixel (0 for a grey image)."""
-    r, g, b = rgb.split()
-    diffs = (ImageChops.difference(r, g), ImageChops.difference(g, b), ImageChops.difference(r, b))
-    return float(max(d.getextrema()[1] for d in diffs))
 
 
 def _shrunk(im: Image.Image, side: int) -> Image.Image:
@@ -243,11 +285,11 @@ def cleanvision_findings(stats: pd.DataFrame) -> pd.DataFrame:
     """Every quality type's score and flag as cleanvision 0.3.7 computes them with its default
     thresholds (its scores turned round), blind spots included."""
     out = pd.DataFrame(index=stats.index)
-    dark = stats["brightness_p99"]
-    light = 1 - stats["brightness_p5"]
-    low_info = np.minimum(0.1 * stats["entropy"], 1.0)
-    blur = 1 - np.exp(-0.01 * stats["blurriness"])
-    std = 1 - np.exp(-0.01 * stats["gray_hist_std"])
+    dark = _theirs(stats, "brightness_p99")
+    light = 1 - _theirs(stats, "brightness_p5")
+    low_info = np.minimum(0.1 * _theirs(stats, "entropy"), 1.0)
+    blur = 1 - np.exp(-0.01 * _theirs(stats, "blurriness"))
+    std = 1 - np.exp(-0.01 * _theirs(stats, "gray_hist_std"))
     blur = np.minimum(blur + np.where(std <= 0.18, 0.0, std), 1.0)
     width, height = stats["width"].astype(float), stats["height"].astype(float)
     aspect = np.minimum(width / height, height / width)
@@ -274,6 +316,15 @@ def cleanvision_findings(stats: pd.DataFrame) -> pd.DataFrame:
     out["near_duplicate_score"] = (groups >= 0).astype(np.float32)
     out["near_duplicate"] = groups >= 0
     return out
+
+
+def _theirs(stats: pd.DataFrame, name: str) -> pd.Series:
+    """cleanvision's statistic ``name`` as it takes it (``cv_<name>``, full size) where ingest
+    took it, else the reduced copy's."""
+    full = f"cv_{name}"
+    if full not in stats:
+        return stats[name]
+    return pd.to_numeric(stats[full], errors="coerce").fillna(stats[name])
 
 
 def _size_scores(size: pd.Series, iqr_factor: float = 3.0) -> tuple[pd.Series, pd.Series]:

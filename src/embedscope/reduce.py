@@ -27,6 +27,11 @@ from embedscope.layout import (
 from embedscope.store import load_embeddings
 from embedscope.vocabulary import METHODS
 
+#: Above this many points UMAP is fitted on a seeded sample of this size and every point is
+#: placed by the fitted model's transform: a fit's neighbour graph and layout grow with n,
+#: placing a point costs a search of the sample's index and a few epochs.
+UMAP_SAMPLE = 200_000
+
 
 def reduce(
     vectors: np.ndarray,
@@ -71,7 +76,12 @@ def reduce(
             init="spectral" if n > 3 * (dims + 1) else "random",
         )
         fault_point("projection:fit")
-        return model.fit_transform(x), {"n_neighbors": model.n_neighbors}
+        if n <= UMAP_SAMPLE:
+            return model.fit_transform(x), {"n_neighbors": model.n_neighbors}
+        fit = np.sort(np.random.default_rng(0).choice(n, UMAP_SAMPLE, replace=False))
+        model.fit(x[fit])
+        coords = np.concatenate([model.transform(x[s : s + 100_000]) for s in range(0, n, 100_000)])
+        return coords, {"n_neighbors": model.n_neighbors, "fitted_on": UMAP_SAMPLE}
     return _tsne(x, dims, perplexity=min(perplexity, (n - 1) / 3), random_state=random_state)
 
 
@@ -150,7 +160,12 @@ def project(
     cached = load_checked(path, lambda p: _read_projection(p, emb.rows, dims))
     facts = read_json(facts_path)
     if cached is not None and facts is not None:
-        return cached, {**facts, "cached": True, "path": shown}
+        # the coordinates depend on the vectors only: the rows' labels (and anything else a
+        # relabel changes) are today's, not those stored with the coordinates
+        current = emb.rows.copy()
+        for axis in "xyz"[:dims]:
+            current[axis] = cached[axis].to_numpy(np.float32)
+        return current, {**facts, "cached": True, "path": shown}
     t0 = time.perf_counter()
     coords, facts = reduce(emb.vectors, method, dims, random_state=random_state, **params)
     facts = {**settings, **facts, "seconds": round(time.perf_counter() - t0, 3)}

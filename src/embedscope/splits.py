@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedscope.knn import knn_vote, normalize
+from embedscope.knn import knn_vote, normalize, top_k
 from embedscope.vocabulary import UNLABELLED
 
 
 def _knn(x_train, y_train, x_test, k: int) -> np.ndarray:
-    k = min(k, len(x_train))
-    sims = x_test @ x_train.T
-    idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return knn_vote(y_train, idx, np.take_along_axis(sims, idx, axis=1))
+    """The vote of each held-out image's k nearest train images (:func:`~embedscope.knn.top_k`:
+    blocks of products or the index, never the whole held x train matrix)."""
+    idx, sim = top_k(x_test, x_train, k)
+    return knn_vote(y_train, idx, sim)
 
 
 def _probe(x_train, y_train, x_test) -> np.ndarray | None:

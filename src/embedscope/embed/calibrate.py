@@ -12,6 +12,11 @@ images, so it is judged per dataset; the decision is kept with the dataset's emb
 (``precision.json``), so every later run embeds at the same precision into the same cache.
 ``precision_race="again"`` forgets both for this run: a new race, a new verdict. A race run
 while the machine was crowded (:data:`MAX_REMEMBERED_LOAD`) is used for its own run only.
+
+A first run with ``auto`` must never be slower than one in float32, so the check runs only
+where it can pay for itself (:func:`unpaid`): before any race, at the best speed-up seen on a
+CPU; after it, at the measured one; before growing, for the images still to embed. A run whose
+check cannot pay embeds in float32 and remembers no decision (a grown dataset may pay).
 """
 
 from __future__ import annotations
@@ -56,6 +61,13 @@ MIN_REMEMBERED_BATCHES = 3
 #: run, but the next one races again rather than inherit it as the machine's truth.
 MAX_REMEMBERED_LOAD = 2.0
 RACES = ("remembered", "again")
+#: The speed-up assumed before this model was ever raced on this hardware: the most a reduced
+#: precision was measured to gain on a CPU (ViT-B/16 under bf16, 3.4x). A check that could not
+#: pay for itself even then is not started: no race, no candidate forward.
+PRIOR_SPEEDUP = 3.4
+#: The share of kNN votes a faithful bf16 flips, either way, on a first sample (4-8% measured):
+#: the check it then needs (:func:`expected_check`, about 1,300 images) is what a run must save.
+EXPECTED_FLIPS = 0.04
 
 
 def calibration_size(images: int) -> int:
@@ -67,6 +79,33 @@ def calibration_limit(images: int) -> int:
     """The most images of ``images`` the precision check may grow to."""
     share = max(MAX_CALIBRATION, images // CALIBRATION_SHARE)
     return min(images, share, MAX_GROWN_CALIBRATION)
+
+
+def expected_check(images: int) -> int:
+    """How many of ``images`` a check of a faithful candidate is likely to embed both ways:
+    what :func:`~embedscope.embed.precision.calibration_needed` asks for when the first
+    sample flips :data:`EXPECTED_FLIPS` of its votes, within :func:`calibration_limit` (all of
+    a dataset of up to 1,024 images)."""
+    flips = round(EXPECTED_FLIPS * MIN_CALIBRATION / 2)
+    seen = {"images": MIN_CALIBRATION, "knn_scored": MIN_CALIBRATION, "neighbour_agreement": 1.0}
+    needed = calibration_needed(seen | {"knn_losses": flips, "knn_gains": flips})
+    return min(max(needed, calibration_size(images)), calibration_limit(images))
+
+
+def unpaid(images: int, checked: int, speedup: float | None) -> str | None:
+    """Why embedding ``checked`` of ``images`` images both ways cannot pay for itself at
+    ``speedup`` (None when it can). Kept, the candidate costs ``checked`` float32 forwards
+    more and saves ``images (1 - 1/speedup)``; rejected, it saved nothing: a first run with
+    ``precision="auto"`` must never be slower than one in float32, so the check runs only
+    where the saving covers it. On up to 1,024 images the check takes every image: it never
+    pays there, and such a set keeps float32 (its later runs read float32's cached vectors)."""
+    saving = images * (1 - 1 / speedup) if speedup and speedup > 1 else 0.0
+    if checked <= saving:
+        return None
+    return (
+        f"float32 kept: checking {checked} of {images} images both ways would cost more "
+        f"forwards than a {speedup or 1.0}x speed-up saves ({round(saving)})"
+    )
 
 
 def calibration_sample(images: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
@@ -88,6 +127,7 @@ def auto_precision(
     num_workers: int | None,
     calibration_images: int | None = None,
     race: str = "remembered",
+    measured: dict | None = None,
 ) -> tuple[Encoder, dict, dict[str, np.ndarray], dict[str, str]]:
     """The encoder ``precision="auto"`` keeps, the check that decided, and the vectors of the
     calibration images (of ``images``: by sha256, with ``path`` and ``label``) at the kept
@@ -97,8 +137,10 @@ def auto_precision(
     unless that count was given, grows once to the size the first verdict needs (up to
     :func:`calibration_limit`) before judging. A decision already taken for this dataset,
     model, pooling and hardware is reused as is (nothing is embedded then), unless
-    ``race="again"``.
+    ``race="again"``. ``measured``: filled with the decode cost the calibration measured
+    (``"decode"``, seconds per image on one core), for the rest of the run to reuse.
     """
+    measured = {} if measured is None else measured
     if race not in RACES:
         raise ValueError(f"precision_race must be one of {RACES}, not {race!r}")
     dev = reference.device
@@ -120,28 +162,49 @@ def auto_precision(
         f"{identity}|{reference.pooling}|batch {batch_size}|{'+'.join(names)}|{hardware(dev)}"
     )
     remembered = races.get(race_key) if race != "again" else None
-    contest = PrecisionRace(reference, {n: low(n) for n in names}, dev, remembered=remembered)
-    if not contest.lows:  # a remembered race: nothing here is faster, nothing to calibrate
+    population = len(images)
+    # a check asked for by size runs whatever it costs; else only where it can pay (see unpaid)
+    paid = calibration_images is not None
+    if not paid and remembered is None:  # not raced here yet: at the best speed-up seen
+        reason = unpaid(population, expected_check(population), PRIOR_SPEEDUP)
+        if reason:  # not remembered: it depends on the dataset's size, which may grow
+            return reference, {"candidate": names[0], "kept": False, "reason": reason}, {}, {}
+    expected = expected_check(population)
+    contest = PrecisionRace(
+        reference,
+        {n: low(n) for n in names},
+        dev,
+        remembered=remembered,
+        unpaid=None if paid else lambda speedup: unpaid(population, expected, speedup),
+    )
+    if not contest.lows and not contest.unpaid_reason:  # remembered: none here is faster
         check = contest.not_faster()
         update_json(cache, lambda d: d.__setitem__(cache_key, check))
         return reference, check, {}, {}
+    if not contest.lows:  # remembered faster, but its check cannot pay at this size
+        return reference, contest.not_faster(), {}, {}
     sample = calibration_sample(images, calibration_images)
     shas, ref, failed = _calibrate(
-        contest, root, sample, batch_size=batch_size, num_workers=num_workers
+        contest, root, sample, batch_size, num_workers, identity, measured
     )
     if len(shas) < 3:
         check = {"candidate": names[0], "kept": False, "reason": "too few readable images to judge"}
         return reference, check, {}, failed
-    population = len(images)
     ref_all = np.concatenate(ref)
     check, kept_vectors = contest.verdict(ref_all, images.loc[shas, "label"].to_numpy(), population)
     if calibration_images is None and "neighbour_agreement" in check:
         needed = calibration_needed(check)
         extra = min(needed, calibration_limit(population)) - len(sample)
+        speedup = check["speedups"].get(check["candidate"])
+        more_unpaid = unpaid(population - len(sample), extra, speedup) if extra > 0 else None
+        if more_unpaid:  # float32's vectors of the sample are the run's: nothing is redone
+            check |= {"kept": False, "reason": f"{more_unpaid} (first {len(sample)} judged)"}
+            kept_vectors, extra = None, 0
+            contest.unpaid_reason = more_unpaid
         if extra > 0:  # the images not seen yet, spread evenly over the dataset
             more = calibration_sample(images.drop(index=sample.index), extra)
             shas2, ref2, failed2 = _calibrate(
-                contest, root, more, batch_size=batch_size, num_workers=num_workers
+                contest, root, more, batch_size, num_workers, identity, measured
             )
             failed |= failed2
             if shas2:  # judged again on all of them; what the first sample said, for the record
@@ -153,7 +216,8 @@ def auto_precision(
     if remember_race(contest.result) and not contest.remembered:
         # shared by every run on this machine: merged under a lock, never overwritten whole
         update_json(races_path, lambda r: r.__setitem__(race_key, contest.result))
-    update_json(cache, lambda d: d.__setitem__(cache_key, check))
+    if not contest.unpaid_reason:  # a check cut for its cost depends on the dataset's size
+        update_json(cache, lambda d: d.__setitem__(cache_key, check))
     kept = contest.lows[check["candidate"]] if check["kept"] else reference
     vectors = ref_all if kept_vectors is None else kept_vectors
     return kept, check, dict(zip(shas, vectors, strict=True)), failed
@@ -171,15 +235,27 @@ def _calibrate(
     contest: PrecisionRace,
     root: Path,
     sample: pd.DataFrame,
-    *,
     batch_size: int,
     num_workers: int | None,
+    identity: str,
+    measured: dict,
 ) -> tuple[list[str], list[np.ndarray], dict[str, str]]:
     """Run ``sample`` through the race (float32 and the candidates, one decode for all): the
-    sha256 of the images read, float32's vectors by batch, and the failures by sha256."""
+    sha256 of the images read, float32's vectors by batch, and the failures by sha256; the
+    decode cost goes to ``measured`` (measured once, see :func:`choose_workers`)."""
     reference = contest.reference
     paths = sample["path"].tolist()
-    workers, costs = choose_workers(num_workers, root, paths, batch_size, reference)
+    workers, costs = choose_workers(
+        num_workers,
+        root,
+        paths,
+        batch_size,
+        reference,
+        decode=measured.get("decode"),
+        identity=identity,
+    )
+    if costs:
+        measured["decode"] = costs[0]
     loader = make_loader(
         root,
         paths,

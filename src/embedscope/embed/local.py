@@ -50,7 +50,15 @@ def embed_local(
     new, new_failed, workers, costs = {}, {}, 0, None
     if job.todo:
         encoder = job.encoder()
-        workers, costs = choose_workers(num_workers, job.root, job.paths, job.batch_size, encoder)
+        workers, costs = choose_workers(
+            num_workers,
+            job.root,
+            job.paths,
+            job.batch_size,
+            encoder,
+            decode=job.decode_seconds,
+            identity=job.identity,
+        )
         loader = make_loader(
             job.root,
             job.paths,

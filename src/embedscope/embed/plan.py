@@ -77,6 +77,7 @@ class Job:
     calibration_failed: dict[str, str]  # and the files it could not read
     seconds_check: float
     kept: Encoder | None = None  # the encoder the precision check kept, when it ran here
+    decode_seconds: float | None = None  # per image on one core, when the check measured it
 
     @property
     def shard_dir(self) -> Path:
@@ -120,7 +121,7 @@ def plan(
     pixels = checked_pixels(processor, probe)
 
     t0 = time.perf_counter()
-    check, calibrated, failed_now, kept = None, {}, {}, None
+    check, calibrated, failed_now, kept, measured = None, {}, {}, None, {}
     if precision == "auto" and not here:
         check = {"candidate": None, "kept": False, "reason": f"no {device.type} here to judge"}
     if precision == "auto" and here:
@@ -135,6 +136,7 @@ def plan(
             num_workers=num_workers,
             calibration_images=calibration_images,
             race=precision_race,
+            measured=measured,
         )
         precision = kept.precision
     precision = "fp32" if precision == "auto" else precision
@@ -179,6 +181,7 @@ def plan(
         calibration_failed=new_failed,
         seconds_check=seconds_check,
         kept=kept,
+        decode_seconds=measured.get("decode"),
     )
 
 

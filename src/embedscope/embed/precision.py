@@ -380,7 +380,10 @@ class PrecisionRace:
     which applies the fidelity rule to them.
 
     ``remembered``: the :attr:`result` of an earlier race of this model on this hardware; the
-    winner is then known before the first batch and nothing is timed.
+    winner is then known before the first batch and nothing is timed. ``unpaid``: why the
+    winner's fidelity check cannot pay for itself at its measured speed-up (None: it can); the
+    winner then stops running, as a loser does, and float32 alone goes on (its vectors are
+    the run's).
     """
 
     def __init__(
@@ -390,8 +393,10 @@ class PrecisionRace:
         device: torch.device,
         race: tuple[int, int] = (RACE_BATCHES, MAX_RACE_BATCHES),
         remembered: dict | None = None,
+        unpaid: Callable[[float], str | None] | None = None,
     ) -> None:
         self.reference, self.lows, self.device, self.race = reference, dict(lows), device, race
+        self.unpaid, self.unpaid_reason = unpaid, None
         self.seconds: dict[str, list[float]] = {name: [] for name in ["fp32", *lows]}
         self.outputs: dict[str, list[np.ndarray]] = {name: [] for name in lows}
         self.batches = 0
@@ -460,6 +465,10 @@ class PrecisionRace:
         }
         best = max(sure, key=sure.get) if sure else None
         self.lows = {best: self.lows[best]} if best else {}
+        if best and self.unpaid is not None:
+            self.unpaid_reason = self.unpaid(speedups[best])
+            if self.unpaid_reason:
+                self.lows = {}
 
     def figures(self) -> dict:
         """The race as ``precision_check`` reports it."""
@@ -495,5 +504,7 @@ class PrecisionRace:
         speedups = self.result.get("speedups") or {}
         best = max(speedups, key=lambda n: speedups[n] or 0) if speedups else None
         low = (self.result.get("speedup_low") or {}).get(best)
-        reason = f"not faster here ({speedups.get(best)}x float32, lower bound {low})"
+        reason = self.unpaid_reason or (
+            f"not faster here ({speedups.get(best)}x float32, lower bound {low})"
+        )
         return {"candidate": best, "kept": False, "reason": reason, **self.figures()}

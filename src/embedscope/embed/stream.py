@@ -15,22 +15,55 @@ import torch
 
 from embedscope.embed.encoder import Encoder
 from embedscope.embed.pixels import cacheable, decode_seconds, resolve_workers
+from embedscope.embed.precision import hardware
 from embedscope.images import decoder_identity
+from embedscope.layout import read_json, update_json
+from embedscope.models import cache_root
 from embedscope.store import write_shard
+
+#: The model's one-thread seconds per image, by model, pooling, precision and hardware, kept in
+#: the kit's cache beside the precision races: like a race, it holds for every dataset.
+FORWARD_COSTS = "forward-costs.json"
 
 
 def choose_workers(
-    num_workers: int | None, root: Path, paths: list[str], batch_size: int, encoder: Encoder
+    num_workers: int | None,
+    root: Path,
+    paths: list[str],
+    batch_size: int,
+    encoder: Encoder,
+    *,
+    decode: float | None = None,
+    identity: str | None = None,
 ) -> tuple[int, tuple[float, float] | None]:
-    """Decoding workers for ``paths``, and the costs measured to decide (seconds per image to
-    decode and to run ``encoder``, each on one core), measured only where they decide: a CPU
-    host, no count asked for, more than one batch."""
+    """Decoding workers for ``paths``, and the costs that decide (seconds per image to decode
+    and to run ``encoder``, each on one core), found only where they decide: a CPU host, no
+    count asked for, more than one batch. Each is measured once: ``decode``, a decode cost
+    this run measured already; the model's cost is remembered for the model ``identity`` on
+    this hardware (:data:`FORWARD_COSTS`; CPU time on one thread, so a busy machine measures
+    the same), and measured only the first time."""
     costs = None
     if num_workers is None and encoder.device.type == "cpu" and len(paths) > batch_size:
-        decode, pictures = decode_seconds(root, paths[:4], encoder.pixels)
-        if pictures:
-            costs = decode, _forward_seconds(encoder, pictures)
+        files = paths[:1] if decode is not None else paths[:4]
+        measured, pictures = decode_seconds(root, files, encoder.pixels)
+        decode = measured if decode is None else decode
+        if pictures and decode is not None:
+            costs = decode, _remembered_forward(encoder, pictures, identity)
     return resolve_workers(num_workers, len(paths), batch_size, encoder.device, costs), costs
+
+
+def _remembered_forward(encoder: Encoder, pictures: list[torch.Tensor], identity: str | None):
+    """:func:`_forward_seconds`, read from :data:`FORWARD_COSTS` when measured before."""
+    if identity is None:
+        return _forward_seconds(encoder, pictures)
+    key = f"{identity}|{encoder.pooling}|{encoder.precision}|{hardware(encoder.device)}"
+    path = cache_root() / FORWARD_COSTS
+    known = (read_json(path, default={}) or {}).get(key)
+    if known:
+        return float(known)
+    seconds = _forward_seconds(encoder, pictures)
+    update_json(path, lambda costs: costs.__setitem__(key, seconds))
+    return seconds
 
 
 def _forward_seconds(encoder: Encoder, pictures: list[torch.Tensor]) -> float:

@@ -15,12 +15,14 @@ along the 3D camera's current line of sight (orthographic), redrawn whenever the
 
 Search: a typed query (CLIP-family models, :mod:`embedscope.search`) or "more like this" from
 the clicked point fills the same selection and gallery with the top k and their scores, ringed
-on the map.
+on the map. So does a pair of "Classes that look like others" ("A that look like B",
+:func:`embedscope.confusion.look_alikes`: the page's rule).
 
 Review: the point table's findings columns (``findings.csv``'s, :mod:`embedscope.points`) feed
 a review queue over the map: one flagged image at a time, large, with its reason and
-neighbours; the keys a, k, d and the arrows press its buttons. The filter and the image shown
-are kept in the browser.
+neighbours (a leak beside its train image); the keys a, k, d, t and the arrows press its
+buttons. The filter and the image shown are kept in the browser. With splits, a "Splits" group
+colours the map by split, shows some splits only and selects one.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from embedscope.decisions import (
     suggestions,
 )
 from embedscope.explore.atlas import point_jpeg
-from embedscope.explore.palette import by_cluster, class_order, colour_groups
+from embedscope.explore.palette import PALETTE, by_cluster, class_order, colour_groups
 from embedscope.ingest import load_manifest
 from embedscope.layout import Layout, os_path
 from embedscope.points import load_points, neighbor_rows
@@ -59,12 +61,21 @@ GALLERY_SIZE = 48
 
 
 def figure(
-    points: pd.DataFrame, labels: list[str] | None = None, selected: list[int] | None = None
+    points: pd.DataFrame,
+    labels: list[str] | None = None,
+    selected: list[int] | None = None,
+    *,
+    splits: list[str] | None = None,
+    by: str = "label",
 ):
     """One trace per label, always in the same order (hidden, not dropped, when filtered out),
     so a hover's curve and point numbers name a row; plotly's own hover label is off. Where the
     labels tell nothing apart (no labels, or one class) one trace per cluster instead
     (:func:`~embedscope.explore.palette.colour_groups`); ``labels`` names the traces shown.
+
+    With a ``split`` column: ``by="split"`` draws one trace per split instead (the labels
+    shown still filter), and ``splits`` names the splits shown (every point keeps its row in
+    ``customdata``, which is what a hover or click names).
 
     ``selected`` rows get ringed by one last trace: in a 3D map, which has no selection
     styling of its own, and for search results (a 2D map highlights its box/lasso selection
@@ -75,8 +86,18 @@ def figure(
     fig = go.Figure()
     _, groups, order, colours = colour_groups(points)
     groups = np.asarray(groups, dtype=object)
+    shown = np.ones(len(points), bool)
+    if "split" in points and splits is not None:
+        shown &= points["split"].astype(str).isin(list(splits)).to_numpy()
+    if "split" in points and by == "split":
+        if labels is not None:
+            shown &= np.isin(groups, list(labels))
+        groups = points["split"].astype(str).to_numpy(dtype=object)
+        order = class_order(groups)
+        colours = [PALETTE[k % len(PALETTE)] for k in range(len(order))]
+        labels = None
     for label, colour in zip(order, colours, strict=True):
-        sel = points[groups == label]
+        sel = points[(groups == label) & shown]
         common = dict(
             visible=labels is None or label in labels,
             name=label,
@@ -186,12 +207,19 @@ def create_app(
     curation = _Curation(app, points, class_order(points["label"]), row_of, kept)
     review = _Review(app, points, neighbors, curation.labels, kept)
     search = _search_controls(app, Searcher.from_layout(layout, model), row_of)
+    search += _look_alike_controls(app, points)
     legend = _legend(shown, colours, "Clusters" if by_cluster(points) else "Classes")
     app.layout = _page(
         f"{layout.name} · {method} {dims}D",
         f"{len(points):,} points",
         _views(points, curation, review),
-        [legend, *search, *curation.controls, _box("Pinned point", [html.Div(id="detail")])],
+        [
+            legend,
+            *_split_controls(app, points),
+            *search,
+            *curation.controls,
+            _box("Pinned point", [html.Div(id="detail")]),
+        ],
         curation.below,
         review.overlay,
     )
@@ -408,23 +436,60 @@ class _Cards:
 
 
 def _redraw_callback(app, points: pd.DataFrame) -> None:
-    """The map follows the legend's checkboxes, the selection (ringed in 3D) and a search."""
+    """The map follows the legend's checkboxes, the selection (ringed in 3D), a search and,
+    with splits, the splits shown and "colour by"."""
     from dash import Input, Output, ctx, no_update
 
     is3d = "z" in points and points["z"].notna().any()
+    by_split = [Input("splits", "value"), Input("colour-by", "value")] if "split" in points else []
 
     @app.callback(
         Output("map", "figure"),
         Input("labels", "value"),
         Input("selection", "data"),
         Input("scores", "data"),
+        *by_split,
         prevent_initial_call=True,
     )
-    def redraw(values, selected, scores):
-        fired = ctx.triggered_prop_ids
-        if not is3d and "labels.value" not in fired and "scores.data" not in fired:
+    def redraw(values, selected, scores, splits=None, by="label"):
+        fired = set(ctx.triggered_prop_ids) - {"selection.data"}
+        if not is3d and not fired:
             return no_update  # plotly keeps and highlights a 2D box/lasso selection itself
-        return figure(points, values, selected if is3d or scores else None)
+        return figure(points, values, selected if is3d or scores else None, splits=splits,
+                      by=by or "label")  # fmt: skip
+
+
+def _split_controls(app, points: pd.DataFrame) -> list:
+    """With a ``split`` column (a dataset with train/val/test): a "Splits" group to colour the
+    map by split, show only some splits and select one split's images; nothing without."""
+    from dash import Input, Output, State, dcc, html
+
+    if "split" not in points:
+        return []
+    names = class_order(points["split"].astype(str))
+    split = points["split"].astype(str).to_numpy(dtype=object)
+
+    @app.callback(
+        Output("selection", "data", allow_duplicate=True),
+        Output("scores", "data", allow_duplicate=True),
+        Input("select-split", "n_clicks"),
+        State("split-pick", "value"),
+        prevent_initial_call=True,
+    )
+    def select_split(_clicks, name):
+        return np.flatnonzero(split == name).tolist(), {}
+
+    return [_box("Splits", [
+        dcc.RadioItems(id="colour-by", value="label", inline=True,
+                       options=[{"label": "colour by label", "value": "label"},
+                                {"label": "colour by split", "value": "split"}]),
+        dcc.Checklist(id="splits", options=names, value=names, inline=True,
+                      className="es-legend"),
+        html.Div([dcc.Dropdown(id="split-pick", options=names, value=names[0], clearable=False,
+                               style={"minWidth": "120px"}),
+                  html.Button("Select split", id="select-split", n_clicks=0,
+                              title="Select every image of this split")], className="row"),
+    ])]  # fmt: skip
 
 
 class _Curation:
@@ -668,7 +733,7 @@ class _Review:
         self.paths = points["path"].astype(str).tolist()
         self.button = html.Button(
             f"Review queue ({len(self.queue.rows)})", id="review-open", n_clicks=0,
-            title="The flagged images one at a time (keys a, k, d, ← →)",
+            title="The flagged images one at a time (keys a, k, d, t, ← →)",
         )  # fmt: skip
         self.overlay = self._overlay()
         self._open_callbacks(app)
@@ -695,10 +760,14 @@ class _Review:
             html.Span(id="review-position", className="muted"),
             html.Span(id="review-progress"),
             html.Span(className="grow"),
-            html.Span("keys: a accept · k keep · d drop · ← → move · Esc close", className="muted"),
+            html.Span("keys: a accept · k keep · d drop · t drop the other copy · ← → move · Esc "
+                      "close", className="muted"),
             button("close", "Close"),
         ])  # fmt: skip
-        acts = [button(name, f"{name.capitalize()} ({key})") for key, name in REVIEW_KEYS.items()]
+        acts = [
+            button(name, f"{name.replace('_', ' ').capitalize()} ({key})")
+            for key, name in REVIEW_KEYS.items()
+        ]
         info = html.Div(id="review-info", children=[
             html.Div(id="review-text"),
             html.Div([button("prev", "← Previous", "Previous (←)"), *acts,
@@ -789,6 +858,24 @@ class _Review:
             return (spot, log.ops, "", "", "" if cleared == "label" else no_update,
                     "" if cleared == "tag" else no_update)  # fmt: skip
 
+    def _pair(self, row: int):
+        """The image beside what the queue shows with it (a leak's train copy, the rest of
+        its near-duplicate group), each the original with its split, label and path."""
+        from dash import html
+
+        split = self.points.get("split")
+        figures = []
+        for j in [row, *self.queue.others[row]]:
+            where = f"{split.iat[j]} · " if split is not None and split.iat[j] else ""
+            what = "this image: " if j == row else "beside it: "
+            figures.append(html.Figure(className="review-copy", children=[
+                html.Img(src=f"/image/{j}", title=self.paths[j],
+                         **({"id": "review-image"} if j == row else {"className": "review-other"})),
+                html.Figcaption(what + where + str(self.labels.get(self.paths[j], ""))),
+                html.Div(self.paths[j], className="path"),
+            ]))  # fmt: skip
+        return html.Div(figures, className="review-pair")
+
     def _render_callback(self, app) -> None:
         """The image shown: the original, its card (label, suggestion, issues, reason, path,
         tags), its neighbours, where it stands in the queue and the progress."""
@@ -828,9 +915,10 @@ class _Review:
                 (tags.replace(";", ", "), "tags"),
             ]
             picture = [
+                self._pair(row) if queue.others[row] else
                 html.Img(src=f"/image/{row}", id="review-image", title=path),
                 html.Div("The original image, from the dataset folder.", className="muted"),
-            ]
+            ]  # fmt: skip
             text = [html.Div(t, className=f"review-line {c}") for t, c in lines if t]
             near = [html.Img(src=f"/thumb/{j}", title=paths[j]) for j in self.neighbors[row][:12]]
             position = MESSAGES["position"].format(position=at + 1, total=len(entries))
@@ -882,5 +970,48 @@ def _search_controls(app, searcher: Searcher, row_of) -> list:
             return no_update, no_update, str(exc)
         scores = {str(r): round(float(v), 4) for r, v in zip(rows, sims, strict=True)}
         return rows.tolist(), scores, ""
+
+    return controls
+
+
+def _look_alike_controls(app, points: pd.DataFrame) -> list:
+    """The list of "images of class A that look like class B" (the page's rule,
+    :func:`embedscope.confusion.look_alikes`; the confused pairs of ``03_reduce``), most
+    first: choosing one fills the selection and gallery with them, the most B-like first, each
+    with its suggestion's share as its score (ringed on the map, as search results are)."""
+    from dash import Input, Output, dcc, no_update
+
+    from embedscope.confusion import look_alike_counts, look_alikes
+
+    suggested = points.get("suggested_label")
+    pairs = look_alikes(points["label"], points["label"] if suggested is None else suggested)
+    counts = look_alike_counts(pairs)
+    options = [{"label": f"{p} ({n})", "value": p} for p, n in counts.items()]
+    share = (
+        pd.to_numeric(points["suggested_share"], errors="coerce").fillna(0).to_numpy(float)
+        if "suggested_share" in points
+        else np.zeros(len(points))
+    )
+    empty = "no image looks like another class" if suggested is not None else "no suggestions"
+    controls = [
+        _box("Classes that look like others", [
+            dcc.Dropdown(id="look-alike", options=options, disabled=not options,
+                         placeholder="A that look like B" if options else empty),
+        ])
+    ]  # fmt: skip
+
+    @app.callback(
+        Output("selection", "data", allow_duplicate=True),
+        Output("scores", "data", allow_duplicate=True),
+        Input("look-alike", "value"),
+        prevent_initial_call=True,
+    )
+    def look_alike(pair):
+        if not pair:
+            return no_update, no_update
+        rows = np.flatnonzero((pairs == pair).to_numpy())
+        rows = rows[np.argsort(-share[rows], kind="stable")]
+        scores = {str(r): round(float(share[r]), 4) for r in rows}
+        return [int(r) for r in rows], scores
 
     return controls

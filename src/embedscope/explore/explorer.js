@@ -804,7 +804,11 @@
     if (empty) return;
     const k = list[review.pos], i = Q.rows[k], card = $("review-card");
     $("review").dataset.index = i;
-    $("review-picture").replaceChildren(picture(i, REVIEW_PX), el("div", "muted", pictureNote(i)));
+    const others = Q.others ? Q.others[k] : [];  // a leak's train copy, a group's members
+    $("review-picture").classList.toggle("paired", others.length > 0);
+    $("review-picture").replaceChildren(others.length ? pairView(i, others) : picture(i, REVIEW_PX), el("div", "muted", pictureNote(i)));
+    $("review-drop_other").hidden = !others.length;
+    $("review-drop_other").textContent = others.length > 1 ? "Drop the " + others.length + " others (t)" : "Drop the other copy (t)";
     card.replaceChildren();
     const name = el("div", "label"), sw = el("span", "swatch");
     sw.style.background = colours[current[i]];
@@ -822,6 +826,17 @@
       const t = thumb(j, 76); t.title = labelOf(j) + " — " + D.path[j];
       t.style.boxShadow = "0 0 0 1px #e2e5ea, inset 0 -3px 0 " + colours[current[j]]; return t; })); });
   }
+  const SPLIT = D.columns.find((c) => c.name === "split" && c.kind === "category");
+  function pairView(i, others) {  // the image and what it copies (or looks the same as), large
+    const box = el("div", "review-pair"), px = others.length === 1 ? REVIEW_PX : D.large ? D.large.cell : REVIEW_PX / 2;
+    [i].concat(others).forEach((j) => {
+      const fig = el("figure", "review-copy"), split = SPLIT && SPLIT.codes[j] >= 0 ? SPLIT.categories[SPLIT.codes[j]] + " · " : "";
+      fig.dataset.index = j;
+      fig.append(picture(j, j === i ? REVIEW_PX : px), el("figcaption", null, (j === i ? "this image: " : "beside it: ") + split + labelOf(j)), pathLine(D.path[j]));
+      box.append(fig);
+    });
+    return box;
+  }
   function reviewMove(by) { say(""); review.pos += by; renderReview(); }
   function reviewAct(action, text) {  // decisions.ReviewQueue.decide, in the page
     const list = queue();
@@ -829,7 +844,8 @@
     const k = list[review.pos], i = Q.rows[k];
     const answer = say(action === "accept" ? acceptSuggestion([i])
       : action === "keep" ? keep(i, review.issue ? [review.issue] : Q.issues[k].map((c) => Q.types[c]))
-      : action === "drop" ? drop([i]) : action === "label" ? setLabel([i], text) : addTag([i], text));
+      : action === "drop" ? drop([i]) : action === "drop_other" ? (Q.others && Q.others[k].length ? drop(Q.others[k]) : M.no_other)
+      : action === "label" ? setLabel([i], text) : addTag([i], text));
     if (!answer && Object.values(R.keys).includes(action)) review.pos++;
     renderReview();
     return answer;

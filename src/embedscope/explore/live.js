@@ -39,7 +39,8 @@ function render({model, el}) {
       parts[msg.part].set(b, msg.offset); got += b.length;
       if (got === need) start();
     } else if (msg.kind === "sheet" && sheets.has(msg.k)) {
-      sheets.get(msg.k)(URL.createObjectURL(new Blob([bytesOf(buffers[0])], {type: msg.mime})));
+      const body = buffers[0] ? bytesOf(buffers[0]) : new Uint8Array(0);  // empty: its file was gone
+      sheets.get(msg.k)(URL.createObjectURL(new Blob([body], {type: msg.mime})));
       sheets.delete(msg.k);
     } else if (msg.kind === "select" && api) {
       api.choose(new Int32Array(bytesOf(buffers[0]).slice().buffer), "replace", performance.now());

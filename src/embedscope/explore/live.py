@@ -7,6 +7,8 @@ gallery, review queue and keys. This module is glue:
 - **Data.** The page's data (:func:`~embedscope.explore.page.explorer_data`) travels as binary
   parts, in custom messages of at most :data:`CHUNK_BYTES` each (never one 100 MB comm
   message); the thumbnail sheets follow one message per sheet, when the panel first needs one.
+  The sheets are files (the page's folder mode, in :attr:`LiveExplorer.sheets_dir`), read from
+  disk when asked for: the kernel never holds them (a million points' sheets are ~1 GB).
 - **Keys.** Key events stop at the widget (``data-lm-suppress-shortcuts`` and no
   propagation), so the review keys a, k, d (and Esc, b, l) never reach JupyterLab's notebook
   shortcuts (``d d`` deletes a cell there).
@@ -30,9 +32,13 @@ import base64
 import io
 import json
 import os
+import shutil
+import tempfile
+import weakref
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import anywidget
 import numpy as np
@@ -47,14 +53,22 @@ from embedscope.decisions import (
     validate_decisions,
     write_decisions,
 )
-from embedscope.explore.page import explorer_data, explorer_markup, labels_of
-from embedscope.layout import Layout
+from embedscope.explore.page import (
+    explorer_data,
+    explorer_markup,
+    labels_of,
+    place_neighbors,
+    valid_neighbors,
+)
+from embedscope.layout import Layout, process_alive
 from embedscope.search import Searcher
 from embedscope.thumbs import CELL_SIZE, ThumbnailCache
 
 #: Bytes per data message. 100,000 points of a 3D map with neighbours are ~7 MB of parts:
 #: 7 messages, each far below any websocket limit, and the kernel stays responsive between them.
 CHUNK_BYTES = 1 << 20
+#: Name of a panel's private sheet folder in the temporary folder: the prefix, the kernel's pid.
+PRIVATE_PREFIX = "embedscope-live-"
 #: Height of the panel in the notebook, in CSS px.
 HEIGHT = 760
 
@@ -103,6 +117,7 @@ class LiveExplorer(anywidget.AnyWidget):
         title: str = "embedscope",
         page: str | Path | None = None,
         thumb_size: int = CELL_SIZE,
+        sheets_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.points = points.reset_index(drop=True)
@@ -111,16 +126,29 @@ class LiveExplorer(anywidget.AnyWidget):
             Path(decisions_file) if decisions_file else layout.decisions if layout else None
         )
         self.page = Path(page) if page else layout.explorer if layout else None
+        near = valid_neighbors(neighbors, len(self.points))  # checked before the slow part
+        #: Where the panel's thumbnail sheets lie (``thumbs/*.webp``, as beside a page): the
+        #: folder given (one per panel), else a private temporary one, removed with the widget.
+        self._remove_sheets: weakref.finalize | None = None
+        if sheets_dir:
+            self.sheets_dir = Path(sheets_dir)
+        else:
+            _sweep_private_folders()
+            private = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-"))
+            self.sheets_dir = private / "live-files"
+            self._remove_sheets = weakref.finalize(self, shutil.rmtree, private, True)
         data = explorer_data(
             self.points,
             image_root,
             title=title,
-            neighbors=neighbors,
             thumb_size=thumb_size,
             thumbnails=thumbnails,
             decisions=decisions,
+            folder=self.sheets_dir,
         )
-        self._data, self._parts, self._sheets = _binary(data)
+        data["neighbors"] = place_neighbors(near, None)  # inline: they travel as one part
+        data["folder"] = None
+        self._data, self._parts, self._sheets = _binary(data, self.sheets_dir.parent)
         labelled = self.points.assign(label=labels_of(self.points))  # a map without labels
         log = DecisionLog(labels=own_labels(labelled, decisions), base=decisions)
         self._table = log.table
@@ -137,7 +165,11 @@ class LiveExplorer(anywidget.AnyWidget):
             self.send_data()
         elif kind == "sheet":
             k = int(content["k"])
-            mime, body = self._sheets[k]
+            mime, src = self._sheets[k]
+            try:  # from disk, when asked
+                body = src.read_bytes() if isinstance(src, Path) else src
+            except OSError:  # gone meanwhile: an empty sheet (no picture), never a hung card
+                body = b""
             self.send({"kind": "sheet", "k": k, "mime": mime}, buffers=[body])
         elif kind == "selected":
             rows = np.frombuffer(bytes(buffers[0]) if buffers else b"", dtype="<i4")
@@ -232,6 +264,13 @@ class LiveExplorer(anywidget.AnyWidget):
         self.select(rows.tolist(), scores=dict(zip(rows.tolist(), scores.tolist(), strict=True)))
         return self.points.loc[rows.tolist()].assign(score=scores)
 
+    def close(self) -> None:
+        """Close the widget; its private sheet folder goes with it (else at kernel exit)."""
+        remove = getattr(self, "_remove_sheets", None)  # None: __init__ failed before it
+        if remove is not None:
+            remove()
+        super().close()
+
     # ---- display -------------------------------------------------------------------------------
     def __repr__(self) -> str:
         return f"LiveExplorer({len(self.points):,} points)"
@@ -261,10 +300,25 @@ def offline_note(page: Path | None, n: int) -> str:
     )
 
 
-def _binary(data: dict) -> tuple[dict, list[bytes], list[tuple[str, bytes]]]:
+def _sweep_private_folders() -> list[Path]:
+    """Remove the private sheet folders of kernels that no longer run (a kernel killed with
+    SIGKILL never cleans up, and a million points' sheets are ~1 GB)."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*-*"):
+        pid = folder.name.removeprefix(PRIVATE_PREFIX).partition("-")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _binary(
+    data: dict, base: Path | None = None
+) -> tuple[dict, list[bytes], list[tuple[str, bytes | Path]]]:
     """The page's data with every typed array ({dtype, b64}) and the path list replaced by
     a binary part ({dtype, buf: k} / {buf: k}), and the thumbnail sheets taken out (sent when
-    the panel asks: ``(mime, bytes)`` each)."""
+    the panel asks): ``(mime, bytes)`` for a data URI, ``(mime, file)`` for a sheet file (its
+    URL relative to ``base``), read only when asked for."""
     parts: list[bytes] = []
 
     def walk(v: Any) -> Any:
@@ -279,6 +333,9 @@ def _binary(data: dict) -> tuple[dict, list[bytes], list[tuple[str, bytes]]]:
 
     sheets = []
     for uri in data["sheets"]:
+        if not uri.startswith("data:"):
+            sheets.append(("image/webp", Path(base or ".") / unquote(uri)))
+            continue
         head, _, b64 = uri.partition(",")
         sheets.append((head.removeprefix("data:").removesuffix(";base64"), base64.b64decode(b64)))
     rest = {k: v for k, v in data.items() if k not in ("sheets", "path")}

@@ -75,8 +75,9 @@ IGNORED_COLUMNS = ("row", "sha256", "neighbors")
 #: Per-point suggestion from analyse (neighbours' weighted majority label and its share): shown
 #: in the gallery and hover card and accepted as a decision, not offered as a colour.
 SUGGESTION_COLUMNS = (SUGGESTED_LABEL, SUGGESTED_SHARE)
-#: Per-point findings text: shown in the review queue, not offered as a colour.
-FINDING_TEXT_COLUMNS = (ISSUES, REASON)
+#: Per-point findings text: shown in the review queue, not offered as a colour; and what the
+#: queue shows beside an image (a leak's source, a near-duplicate group), as rows instead.
+FINDING_TEXT_COLUMNS = (ISSUES, REASON, "leak_of", "near_duplicate_group")
 #: A non-numeric (or small-integer) column with more distinct values than this is not offered.
 MAX_CATEGORIES = 40
 #: Neighbours shown per point: a 4 x 3 grid stays readable.
@@ -188,12 +189,12 @@ def explorer_data(
     classes = class_order(labels)
     classes += [c for c in class_order(own) if c not in set(classes)]  # relabelled away
     code = {c: k for k, c in enumerate(classes)}
-    near = _neighbors(neighbors, n)  # checked before the slow part
+    near = valid_neighbors(neighbors, n)  # checked before the slow part
     atlases, thumbs = thumbnail_sheets(
         points, image_root, thumbnails, folder, size=thumb_size, stem=stem
     )
     queue = ReviewQueue(points)
-    large = _large(paths, queue.rows, image_root, folder, stem, first=len(atlases))
+    large = _large(paths, queue, image_root, folder, stem, first=len(atlases))
     atlases += large.pop("sheets", [])
 
     is3d = "z" in points.columns and bool(points["z"].notna().any())
@@ -217,7 +218,7 @@ def explorer_data(
         "review": queue.page_data(),
         "rules": page_rules(),
         "key": report_key(title, paths, labels),
-        "neighbors": _place_neighbors(near, folder, stem),
+        "neighbors": place_neighbors(near, folder, stem),
         "thumb": _typed(thumbs),
         "sheets": atlases,
         "cell": thumb_size,
@@ -231,17 +232,19 @@ def explorer_data(
 
 def _large(
     paths: list[str],
-    flagged: list[int],
+    queue: ReviewQueue,
     image_root: str | Path,
     folder: Path | None,
     stem: str,
     first: int,
 ) -> dict[str, Any]:
     """The larger cells of the first :data:`MAX_LARGE` flagged rows (:data:`MAX_LARGE_FOLDER`
-    in folder mode): their ``sheets`` (to follow the small ones, from sheet ``first`` on), and
+    in folder mode) and of the images the queue shows beside them (a leak's train copy, a
+    group's members): their ``sheets`` (to follow the small ones, from sheet ``first`` on), and
     for the script each such row and its cell number (-2: the original was unreadable); {}
     when nothing is flagged."""
-    rows = flagged[: MAX_LARGE if folder is None else MAX_LARGE_FOLDER]
+    rows = queue.rows[: MAX_LARGE if folder is None else MAX_LARGE_FOLDER]
+    rows = list(dict.fromkeys([*rows, *(j for r in rows for j in queue.others[r])]))
     if not rows:
         return {}
     sheets, cells = large_sheets([paths[r] for r in rows], image_root, folder, stem=f"{stem}large-")
@@ -443,7 +446,7 @@ def _natural(text: str) -> tuple[int, float | str]:
         return (1, text)
 
 
-def _neighbors(neighbors: np.ndarray | None, n: int) -> np.ndarray | None:
+def valid_neighbors(neighbors: np.ndarray | None, n: int) -> np.ndarray | None:
     """Up to :data:`MAX_NEIGHBORS` valid neighbour rows per point, (N, k) int32 with -1 after
     the last one (self and out-of-range entries dropped, order kept); None without any."""
     if neighbors is None:
@@ -464,7 +467,7 @@ def _neighbors(neighbors: np.ndarray | None, n: int) -> np.ndarray | None:
     return out
 
 
-def _place_neighbors(
+def place_neighbors(
     near: np.ndarray | None, folder: Path | None, stem: str = ""
 ) -> dict[str, Any] | None:
     """The page's neighbour lists: inline, or in folder mode written as ``nbr/<stem><c>.js`` chunks

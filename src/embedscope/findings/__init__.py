@@ -190,7 +190,7 @@ def top_findings(table: pd.DataFrame, n: int = 8) -> dict[str, pd.DataFrame]:
 
 
 #: The findings columns the editors carry per point (the review queue reads them).
-POINT_COLUMNS = ("mislabel", ISSUES, REASON, PRIORITY)
+POINT_COLUMNS = ("mislabel", ISSUES, REASON, PRIORITY, "near_duplicate_group")
 
 
 def read_findings(layout: Layout) -> pd.DataFrame:
@@ -211,5 +211,5 @@ def read_findings(layout: Layout) -> pd.DataFrame:
 
 def with_findings(points: pd.DataFrame, findings: pd.DataFrame) -> pd.DataFrame:
     """``points`` (one row per image, with ``path``) plus the :data:`POINT_COLUMNS`."""
-    extra = findings.set_index("path")[list(POINT_COLUMNS)]
+    extra = findings.set_index("path")[[c for c in POINT_COLUMNS if c in findings]]
     return points.join(extra, on="path")

@@ -40,6 +40,25 @@ def outlier_flags(score: np.ndarray, fence: float = FENCE) -> tuple[np.ndarray, 
     return np.nan_to_num(score, nan=-np.inf) > threshold, threshold
 
 
+def class_outlier_score(vectors: np.ndarray, labels: np.ndarray, k: int = 10) -> np.ndarray:
+    """1 - mean cosine similarity to the ``k`` nearest images **of the image's own label**: the
+    class-aware score, high for an image that fits the dataset but not its class (a class the
+    labels never name, spread over the others), where ``outlier_score`` sees only how far it is
+    from everything. A class of one image has no neighbour to measure: NaN. Measured against
+    cleanlab in ``make bench`` (section ``outliers``); not a findings column yet."""
+    from embedscope.knn import neighbors
+
+    labels = np.asarray(labels, dtype=object)
+    out = np.full(len(labels), np.nan)
+    for label in pd.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        if len(rows) < 2:
+            continue
+        _, sim = neighbors(vectors[rows], min(k, len(rows) - 1))
+        out[rows] = 1.0 - sim.astype(np.float64).mean(axis=1)
+    return out
+
+
 def _compute(context: Context) -> pd.DataFrame:
     score = np.asarray(context.per_image["outlier_score"], np.float32)
     return pd.DataFrame({OUTLIER_SCORE: score, "outlier": outlier_flags(score)[0]})

@@ -1,0 +1,250 @@
+"""`make bench` section ``embed``, two of its tables: a first run with ``precision="auto"``
+against one with ``precision="fp32"`` (``kit_first_over_fp32``, by size), and the precision
+race run beside busy processes (``race_under_load``).
+
+First runs: per model and size, the same images embedded from nothing (no vectors, no
+decision, the race timed anew as on a new machine) with ``auto`` and with ``fp32``, in turn
+(auto, fp32, fp32, auto, ...), each run's wall time from the model load to the last vector
+written; the ratio fp32 time / auto time per pair, and their median (>= 1.0: auto is never
+slower). Which precision ``auto`` kept and why is reported with it, and what a later run of
+the same set keeps.
+
+Race under load: the kit's race (:class:`~embedscope.embed.precision.PrecisionRace`, float32
+against one candidate on the same batches of real images, the kit's batch size) run quiet,
+then ``races`` times beside ``busy`` processes that spin on a core each; counted: races the
+candidate won, and those the kit would remember (none run loaded should be). The candidates:
+bf16 where the CPU has it, and float32 itself under another name (a candidate that truly is
+not faster: float32 must be kept).
+
+Run alone: ``python scripts/bench_first_run.py --sizes 360 512 --models mobilenet_v2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from embedscope.embed import Encoder, embed, resolve_pooling  # noqa: E402
+from embedscope.embed.calibrate import remember_race  # noqa: E402
+from embedscope.embed.pixels import checked_pixels, decode  # noqa: E402
+from embedscope.embed.plan import resolve_batch_size  # noqa: E402
+from embedscope.embed.precision import PrecisionRace, load_per_core  # noqa: E402
+from embedscope.embed.precision import candidates as offered  # noqa: E402
+from embedscope.ingest import ingest  # noqa: E402
+from embedscope.layout import Layout  # noqa: E402
+from embedscope.models import load_model  # noqa: E402
+
+SIZES = (360, 512, 1024, 4096)
+
+
+def first_runs(work: Path, models: dict[str, str], sizes=SIZES, repeats: int = 3) -> dict:
+    """``kit_first_over_fp32`` per model and size (see the module's docstring)."""
+    from bench import cpu_seconds, make_images
+
+    rows = {}
+    for n in sizes:
+        images = work / f"images-{n}"
+        if not images.exists():
+            make_images(images, n)
+        for name, model_dir in models.items():
+            layout = Layout(f"first-{n}", work / "data", work / "reports")
+            ingest(str(images), layout)
+            seconds: dict[str, list[float]] = {"auto": [], "fp32": []}
+            cpu: dict[str, list[float]] = {"auto": [], "fp32": []}
+            facts: dict[str, dict] = {}
+            for i in range(2 * repeats):
+                # auto, fp32, fp32, auto, ...: neither side always runs first after a pause
+                precision = ("auto", "fp32")[(i + i // 2) % 2]
+                shutil.rmtree(layout.data_dir / "embeddings", ignore_errors=True)
+                print(f"[bench] first run: {name}, {n} images, {precision}", flush=True)
+                t0, c0 = time.perf_counter(), cpu_seconds()
+                facts[precision] = embed(
+                    layout, model_dir, precision=precision, precision_race="again", progress=False
+                )
+                seconds[precision].append(time.perf_counter() - t0)
+                cpu[precision].append(cpu_seconds() - c0)
+                kept = facts[precision]["precision"]
+                took = f"{seconds[precision][-1]:.1f} s, CPU {cpu[precision][-1]:.1f} s"
+                print(f"[bench] ... {took}, {kept}", flush=True)
+            ratios = [f / a for f, a in zip(seconds["fp32"], seconds["auto"], strict=True)]
+            # CPU seconds (this process and its ended decoding workers): the work each run did,
+            # which other tenants of a shared machine do not inflate as they do wall time
+            cpu_ratios = [f / a for f, a in zip(cpu["fp32"], cpu["auto"], strict=True)]
+            later = embed(layout, model_dir, precision="auto", progress=False)  # a later run
+            check = facts["auto"]["precision_check"] or {}
+            rows[f"{name} {n}"] = {
+                "model": name,
+                "images": n,
+                "kit_first_over_fp32": round(statistics.median(ratios), 3),
+                "ratios": [round(r, 3) for r in ratios],
+                "cpu_first_over_fp32": round(statistics.median(cpu_ratios), 3),
+                "cpu_ratios": [round(r, 3) for r in cpu_ratios],
+                "seconds_auto": [round(s, 1) for s in seconds["auto"]],
+                "seconds_fp32": [round(s, 1) for s in seconds["fp32"]],
+                "auto_kept": facts["auto"]["precision"],
+                "reason": check.get("reason"),
+                "speedups": check.get("speedups"),
+                "checked_images": check.get("images"),
+                "later_run_kept": later["precision"],
+                "later_from_cache": later["from_cache"],
+                "load_per_core": load_per_core(),
+            }
+            print(f"[bench] {json.dumps(rows[f'{name} {n}'])}", flush=True)
+    return rows
+
+
+def _batches(model_dir: str, count: int = 32) -> tuple[Encoder, list[torch.Tensor]]:
+    """The float32 encoder and ``count`` batches of the sample's images at the kit's batch
+    size, decoded as the kit decodes them."""
+    net, processor, _ = load_model(model_dir)
+    paths = sorted((ROOT / "data" / "sample").rglob("*.webp"))
+    pixels = checked_pixels(processor, paths[0])
+    encoder = Encoder(net, resolve_pooling(net), torch.device("cpu"), pixels, "fp32")
+    batch = resolve_batch_size(None, torch.device("cpu"), net)
+    pictures = [decode(p, pixels)[0] for p in paths[: batch * count]]
+    stacked = [torch.stack(pictures[i : i + batch]) for i in range(0, len(pictures), batch)]
+    return encoder, [b for b in stacked if len(b) == batch]
+
+
+def _race(reference: Encoder, name: str, low, batches: list[torch.Tensor]) -> dict:
+    race = PrecisionRace(reference, {name: low}, reference.device)
+    with torch.inference_mode():
+        for b in batches:
+            race(b)
+            if race.result:
+                break
+    result = race.result
+    return {
+        "kept": bool(race.lows),
+        "speedup": result["speedups"][name],
+        "low": result["speedup_low"][name],
+        "batches": result["batches"],
+        "load_per_core": result["load_per_core"],
+        "remembered": remember_race(result),
+    }
+
+
+#: A busy process: spins on a core until its parent (the bench) is gone.
+SPIN = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
+
+
+def race_under_load(
+    models: dict[str, str], races: int = 20, busy: int = 2, control_races: int | None = None
+) -> dict:
+    """Per model and candidate: the race quiet, then ``races`` races beside ``busy`` spinning
+    processes (``control_races`` for float32 as the candidate; see the module's docstring)."""
+    rows = {}
+    for name, model_dir in models.items():
+        reference, batches = _batches(model_dir)
+        lows = {}
+        if "bf16" in offered(reference.device, reference.net):
+            lows["bf16"] = Encoder(
+                reference.net, reference.pooling, reference.device, reference.pixels, "bf16"
+            )
+        lows["fp32 as candidate (not faster)"] = reference
+        for cand, low in lows.items():
+            print(f"[bench] race under load: {name} {cand}", flush=True)
+            quiet = _race(reference, cand, low, batches)
+            print(f"[bench] ... quiet: {quiet}", flush=True)
+            spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(busy)]
+            count = races if low is not reference or control_races is None else control_races
+            try:
+                loaded = []
+                for _ in range(count):
+                    loaded.append(_race(reference, cand, low, batches))
+                    print(f"[bench] ... busy: {loaded[-1]}", flush=True)
+            finally:
+                for p in spinners:  # only the processes started here
+                    p.kill()
+                    p.wait()
+            rows[f"{name}: {cand}"] = {
+                "quiet_speedup": quiet["speedup"],
+                "quiet_kept": quiet["kept"],
+                "quiet_load_per_core": quiet["load_per_core"],
+                "busy_processes": busy,
+                "races": count,
+                "kept": sum(r["kept"] for r in loaded),
+                "remembered": sum(r["remembered"] for r in loaded),
+                "median_speedup": round(float(np.median([r["speedup"] for r in loaded])), 3),
+                "median_low": round(float(np.median([r["low"] for r in loaded])), 3),
+                "median_batches": float(np.median([r["batches"] for r in loaded])),
+                "load_per_core": [
+                    min(r["load_per_core"] for r in loaded),
+                    max(r["load_per_core"] for r in loaded),
+                ],
+            }
+    return rows
+
+
+def first_run_table(rows: dict) -> str:
+    lines = [
+        "| first run: model, images | auto / fp32 speed (median) | pairs | CPU: fp32 / auto "
+        "| auto kept | why | later run keeps | load/core |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, r in rows.items():
+        lines.append(
+            f"| {key} | {r['kit_first_over_fp32']} | {r['ratios']} "
+            f"| {r.get('cpu_first_over_fp32')} | {r['auto_kept']} "
+            f"| {r['reason']} | {r['later_run_kept']} | {r['load_per_core']} |"
+        )
+    return "\n".join(lines)
+
+
+def race_table(rows: dict) -> str:
+    lines = [
+        "| race: model: candidate | quiet speed-up | busy processes | candidate kept "
+        "| remembered | median speed-up (low) | batches | load/core |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, r in rows.items():
+        lines.append(
+            f"| {key} | {r['quiet_speedup']} | {r['busy_processes']} "
+            f"| {r['kept']} / {r['races']} | {r['remembered']} "
+            f"| {r['median_speedup']} ({r['median_low']}) | {r['median_batches']} "
+            f"| {r['load_per_core']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    from bench import bench_models
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", default=str(ROOT / "reports" / "bench" / "first-run-work"))
+    parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
+    parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "dinov2-s"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--races", type=int, default=20)
+    parser.add_argument("--control-races", type=int, default=None)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["first", "race"])
+    args = parser.parse_args()
+    work = Path(args.work)
+    models = {k: d for k, (d, _) in bench_models(work / "models", args.models).items()}
+    out = {}
+    if "first" not in args.skip:
+        out["first_runs"] = first_runs(work, models, args.sizes, args.repeats)
+        print(first_run_table(out["first_runs"]), flush=True)
+    if "race" not in args.skip:
+        out["race_under_load"] = race_under_load(
+            models, args.races, control_races=args.control_races
+        )
+        print(race_table(out["race_under_load"]), flush=True)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
