@@ -33,6 +33,7 @@ from bench_explorer_scale import drag_box, explorer_scale, explorer_scale_table
 from bench_findings import cost, fashion_folder, findings_bench, findings_table
 from bench_first_run import SIZES as FIRST_SIZES
 from bench_first_run import first_run_table, first_runs, race_table, race_under_load
+from bench_forward import ceiling, encoder_at, pixel_batches, vit_b16_dir
 from bench_leaks import leaks_bench, leaks_table
 from bench_outliers import outliers_bench, outliers_table
 from bench_pipeline_scale import pipeline_scale, pipeline_scale_table
@@ -41,9 +42,9 @@ from browser import CHROMIUM_ARGS, ensure_chromium
 from dinov2_small import dinov2_small_dir
 from PIL import Image
 
-from embedscope.embed import Encoder, embed, embedded, resolve_pooling, start_local_ray
+from embedscope.embed import Encoder, embed, embedded, start_local_ray
 from embedscope.embed.calibrate import calibration_limit, calibration_size
-from embedscope.embed.pixels import checked_pixels, decode
+from embedscope.embed.pixels import decode
 from embedscope.embed.precision import (
     KNN_LOSS_MARGIN,
     MIN_AGREEMENT,
@@ -52,7 +53,6 @@ from embedscope.embed.precision import (
     candidates,
     judge,
 )
-from embedscope.images import load_rgb
 from embedscope.ingest import ingest
 from embedscope.knn import knn_vote, neighbors
 from embedscope.layout import Layout, update_json, write_atomic
@@ -100,17 +100,6 @@ def make_photos(folder: Path, n: int, size: tuple[int, int] = (4000, 3000)) -> l
     return paths
 
 
-def vit_b16_dir(folder: Path) -> Path:
-    """ViT-B/16 with random weights: the FLOPs of google/vit-base-patch16-224, no download."""
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    if not (folder / "config.json").exists():
-        torch.manual_seed(0)
-        ViTModel(ViTConfig(), add_pooling_layer=False).save_pretrained(folder)
-        ViTImageProcessor().save_pretrained(folder)
-    return folder
-
-
 def old_approach(model_dir: str, paths: list[Path], device: str = "cpu") -> float:
     """The older scripts project: PIL decode in the main thread, one image at a time, the
     image processor, float32, and the flattened last_hidden_state kept in memory."""
@@ -135,31 +124,6 @@ def pipeline_approach(model_dir: str, paths: list[Path], batch_size: int, device
     return len(paths) / (time.perf_counter() - t0)
 
 
-def _encoder(model_dir: str, device: str, precision: str) -> Encoder:
-    """The kit's own forward (pooling, layout, precision) without its loader."""
-    net, processor, _ = load_model(model_dir, device=device)
-    pixels = checked_pixels(processor, None)
-    return Encoder(net, resolve_pooling(net), torch.device(device), pixels, precision)
-
-
-def _pixel_batches(encoder: Encoder, paths: list[Path], batch_size: int) -> list[tuple]:
-    """Loader-shaped batches ``(ids, pixels, failures)`` of processor output on the device."""
-    px = encoder.pixels.processor(images=[load_rgb(p) for p in paths], return_tensors="pt")
-    batches = px["pixel_values"].split(batch_size)
-    return [(list(range(len(b))), b.to(encoder.device), []) for b in batches]
-
-
-def ceiling(model_dir: str, paths: list[Path], batch_size: int, device: str, precision: str):
-    """Bare forward passes on already-decoded tensors, already on the device, at the kit's
-    precision and memory layout."""
-    encoder = _encoder(model_dir, device, precision_name(precision))
-    batches = _pixel_batches(encoder, paths, batch_size)
-    list(embedded(batches[:1], encoder))  # warm-up: kernels are picked on the first call
-    t0 = time.perf_counter()
-    list(embedded(batches, encoder))
-    return len(paths) / (time.perf_counter() - t0)
-
-
 def precision_fidelity(
     model_dir: str, paths: list[Path], batch_size: int, device: str, name: str | None
 ) -> dict:
@@ -168,9 +132,9 @@ def precision_fidelity(
     float32."""
     if name is None:
         return {"candidate": None}
-    reference = _encoder(model_dir, device, "fp32")
+    reference = encoder_at(model_dir, device, "fp32")
     low = Encoder(reference.net, reference.pooling, reference.device, reference.pixels, name)
-    batches = _pixel_batches(reference, paths, batch_size)
+    batches = pixel_batches(reference, paths, batch_size)
     ref = np.concatenate([v for _, v, _ in embedded(batches, reference)])
     other = np.concatenate([v for _, v, _ in embedded(batches, low)])
     labels = np.array([p.parent.name for p in paths])
@@ -203,7 +167,7 @@ def precision_draws(
         for name, model_dir in models.items():
             ref, labels = kit_vectors(layout, model_dir, "fp32", device)
             orders = orders or [rng.permutation(len(ref)) for _ in range(draws)]
-            net = _encoder(model_dir, device, "fp32").net
+            net = encoder_at(model_dir, device, "fp32").net
             others = {
                 c: kit_vectors(layout, model_dir, c, device)[0]
                 for c in candidates(torch.device(device), net)
@@ -763,7 +727,7 @@ def floor_costs(
     ``precisions`` on the decoded pictures in batches of ``batch_size`` (after one untimed
     warm-up batch). The model runs on one thread: its work, without the CPU that threads
     waiting on each other burn (2x the CPU time on 2 shared cores)."""
-    ref = _encoder(model_dir, device, "fp32")
+    ref = encoder_at(model_dir, device, "fp32")
     threads = torch.get_num_threads()
     t0 = time.process_time()
     pictures = [decode(p, ref.pixels)[0] for p in paths]
