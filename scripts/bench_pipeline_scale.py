@@ -103,21 +103,11 @@ def _stage(name: str, npy: str) -> dict:
 
         coords, _ = reduce(x, "ipca", 3, chunk_size=50_000)
         return {"points": len(coords)}
-    if name.startswith("umap_sample"):  # UMAP fitted on a sample, applied to all
-        import umap
-        from sklearn.decomposition import PCA
+    if name == "umap":  # the kit's UMAP: fitted on reduce.UMAP_SAMPLE points, applied to all
+        from embedscope.reduce import reduce
 
-        size = int(name.rsplit("_", 1)[1])
-        rng = np.random.default_rng(0)
-        fit = np.sort(rng.choice(n, min(n, size), replace=False))
-        pca = PCA(50, random_state=0).fit(knn.normalize(x[fit]))
-        model = umap.UMAP(n_components=3, metric="cosine", random_state=None, n_jobs=-1)
-        model.fit(pca.transform(knn.normalize(x[fit])))
-        parts = [
-            model.transform(pca.transform(knn.normalize(x[s : s + 100_000])))
-            for s in range(0, n, 100_000)
-        ]
-        return {"fitted_on": len(fit), "points": sum(map(len, parts))}
+        coords, facts = reduce(x, "umap", 3, random_state=None)
+        return {"points": len(coords)} | facts
     if name == "neighbors":  # analysis: every point's 10 nearest others, from the index
         idx, sim = knn.neighbors(x, 10)
         truth_at = np.sort(np.random.default_rng(1).choice(n, 500, replace=False))
@@ -170,19 +160,12 @@ def run_stage(name: str, npy: Path, timeout: float) -> dict:
 
 def machine() -> dict:
     import os
-    import platform
 
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor()
+    from embedscope.embed.precision import cpu_model
+
     return {
         "cores": os.cpu_count(),
-        "cpu": model,
+        "cpu": cpu_model(),
         "load_1min_at_start": round(os.getloadavg()[0], 2),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
     }
@@ -196,7 +179,7 @@ STAGES = (
     "leak_search",
     "pca",
     "ipca",
-    "umap_sample_50000",
+    "umap",
 )
 
 

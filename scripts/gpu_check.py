@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_forward import ceiling, forward_models  # noqa: E402
 
 from embedscope.embed import embed  # noqa: E402
+from embedscope.embed.precision import cpu_model  # noqa: E402
 from embedscope.ingest import ingest  # noqa: E402
 from embedscope.layout import Layout, write_json  # noqa: E402
 from embedscope.models import builtin_model_dir  # noqa: E402
@@ -65,16 +65,6 @@ def kit_run(images: Path, work: Path, model_dir: str, device: str) -> tuple[dict
     return embed(layout, model_dir, device=device, progress=False), seconds_ingest
 
 
-def cpu_name() -> str:
-    """The CPU's model name (``platform.processor()`` is empty on Linux)."""
-    for line in (
-        Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    ):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -83,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reports/bench")
     args = parser.parse_args(argv)
     result = {
-        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else cpu_name(),
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch": torch.__version__,
         "models": {},

@@ -64,8 +64,7 @@ def running_lab(
         "JUPYTER_TOKEN": token,
     }
     log = (home / "lab.log").open("wb")
-    cmd = lab_command(notebook_dir, headless=True, port=port)
-    cmd[cmd.index("jupyterlab")] = app  # python -m <app>: both take the same options
+    cmd = lab_command(notebook_dir, headless=True, port=port, app=app)
     proc = subprocess.Popen(
         cmd,
         env=env,

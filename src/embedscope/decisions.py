@@ -488,7 +488,8 @@ class ReviewQueue:
             row_of = dict(zip(paths, range(len(paths)), strict=True))
             for r in leaks:
                 source = row_of.get(str(self.points["leak_of"].iat[r] or ""))
-                out[r] += [] if source is None else [source]
+                if source is not None:
+                    out[r].append(source)
         near = [r for r in self.rows if "near_duplicate" in self.issues[r]]
         if near and "near_duplicate_group" in self.points:
             raw = pd.to_numeric(self.points["near_duplicate_group"], errors="coerce")
@@ -536,7 +537,7 @@ class ReviewQueue:
         typed ``label`` or ``tag``; ``drop_other`` drops the images shown beside it
         (:attr:`others`). True when the queue moves on (accept, keep, drop, drop_other)."""
         path = str(self.points["path"][row])
-        others = self.points["path"].astype(str).to_numpy()[self.others.get(row, [])].tolist()
+        others = [str(self.points["path"].iat[j]) for j in self.others.get(row, [])]
         act = {
             "accept": lambda: log.relabel_each(suggestions(self.points, [row])),
             "keep": lambda: log.keep(path, [issue] if issue else self.issues[row]),

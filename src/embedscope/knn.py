@@ -45,7 +45,8 @@ def top_k(
     each query's k most similar base vectors.
 
     ``exclude_self``: query i is base i (the same rows), and a row is not its own neighbour.
-    Vectors may be memory-mapped: they are normalised a block at a time, never copied whole.
+    Vectors may be memory-mapped: the index path reads them a block at a time (the exact path,
+    small by definition, normalises its base whole).
     Exact while ``len(queries) * len(base) <= EXACT_LIMIT**2``; above, one faiss index
     (:func:`build_index`) proposes candidates and their similarities are recomputed exactly, so
     a returned similarity is always the true cosine and only a missed neighbour is approximate.

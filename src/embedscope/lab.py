@@ -21,12 +21,15 @@ from pathlib import Path
 CONFIG_DIR = Path(__file__).with_name("jupyter")
 
 
-def lab_command(notebook_dir: str | Path, *, headless: bool = False, port: int = 8888) -> list[str]:
-    """The ``jupyter lab`` command line for ``notebook_dir`` with this interpreter's kernel."""
+def lab_command(
+    notebook_dir: str | Path, *, headless: bool = False, port: int = 8888, app: str = "jupyterlab"
+) -> list[str]:
+    """The ``jupyter lab`` command line for ``notebook_dir`` with this interpreter's kernel;
+    ``app="notebook"``: Jupyter Notebook 7, which takes the same options."""
     cmd = [
         sys.executable,
         "-m",
-        "jupyterlab",
+        app,
         f"--ServerApp.root_dir={Path(notebook_dir).resolve()}",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:

@@ -106,10 +106,7 @@ def point_table(
     if layout.findings.is_file():
         if missing := sorted(set(POINT_COLUMNS) - set(SCHEMA)):
             raise ValueError(f"findings columns {missing} are not in the point table's SCHEMA")
-        found_table = read_findings(layout)
-        table = with_findings(table, found_table)
-        carried = [c for c in FINDING_SCHEMA if c in found_table]
-        table = table.join(found_table.set_index("path")[carried], on="path")
+        table = with_findings(table, read_findings(layout), optional=FINDING_SCHEMA)
     for col, value in NO_FINDINGS.items():
         table[col] = table[col].fillna(value) if col in table else value
     extra = [c for c in FINDING_SCHEMA if c in table]

@@ -51,6 +51,7 @@ def split_report(vectors: np.ndarray, labels, splits, leaked, *, k: int = 10) ->
         out["reason"] = "no labelled train image: held-out splits not judged"
         return out
     x = normalize(vectors)
+    xt, yt = x[train], labels[train]  # one copy of the train split for every held-out one
     for split in sorted(set(splits) - {"", "train"}):
         held = (splits == split) & (labels != UNLABELLED)
         facts: dict = {
@@ -59,8 +60,8 @@ def split_report(vectors: np.ndarray, labels, splits, leaked, *, k: int = 10) ->
         }
         if held.any():
             truth = labels[held]
-            knn = _knn(x[train], labels[train], x[held], k)
-            probe = _probe(x[train], labels[train], x[held])
+            xh = x[held]
+            knn, probe = _knn(xt, yt, xh, k), _probe(xt, yt, xh)
             clean = ~leaked[held]
             facts |= {
                 "scored": int(held.sum()),

@@ -165,11 +165,11 @@ def auto_precision(
     population = len(images)
     # a check asked for by size runs whatever it costs; else only where it can pay (see unpaid)
     paid = calibration_images is not None
+    expected = expected_check(population)
     if not paid and remembered is None:  # not raced here yet: at the best speed-up seen
-        reason = unpaid(population, expected_check(population), PRIOR_SPEEDUP)
+        reason = unpaid(population, expected, PRIOR_SPEEDUP)
         if reason:  # not remembered: it depends on the dataset's size, which may grow
             return reference, {"candidate": names[0], "kept": False, "reason": reason}, {}, {}
-    expected = expected_check(population)
     contest = PrecisionRace(
         reference,
         {n: low(n) for n in names},

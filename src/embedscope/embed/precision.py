@@ -300,11 +300,12 @@ def hardware(device: torch.device) -> str:
         name = f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
     else:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        name = f"{device.type}: {_cpu_model()}, {cores} cores"
+        name = f"{device.type}: {cpu_model()}, {cores} cores"
     return f"{name}, torch {torch.__version__}"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``platform.processor()`` is empty on Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:

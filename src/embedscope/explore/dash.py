@@ -49,7 +49,12 @@ from embedscope.decisions import (
     suggestions,
 )
 from embedscope.explore.atlas import point_jpeg
-from embedscope.explore.palette import PALETTE, by_cluster, class_order, colour_groups
+from embedscope.explore.palette import (
+    by_cluster,
+    class_colour,
+    class_order,
+    colour_groups,
+)
 from embedscope.ingest import load_manifest
 from embedscope.layout import Layout, os_path
 from embedscope.points import load_points, neighbor_rows
@@ -94,7 +99,7 @@ def figure(
             shown &= np.isin(groups, list(labels))
         groups = points["split"].astype(str).to_numpy(dtype=object)
         order = class_order(groups)
-        colours = [PALETTE[k % len(PALETTE)] for k in range(len(order))]
+        colours = [class_colour(c, k) for k, c in enumerate(order)]
         labels = None
     for label, colour in zip(order, colours, strict=True):
         sel = points[(groups == label) & shown]
@@ -161,10 +166,12 @@ def camera_view(points: pd.DataFrame, camera: dict | None = None) -> pd.DataFram
     return points.drop(columns=["z"]).assign(x=xyz @ right, y=xyz @ screen_up)
 
 
-def selection_view(points: pd.DataFrame, camera: dict | None = None, labels=None):
+def selection_view(
+    points: pd.DataFrame, camera: dict | None = None, labels=None, splits=None, by="label"
+):
     """The 2D figure a 3D map is selected in: :func:`camera_view` at equal scale on both axes,
-    lasso ready, its legend left to the 3D map's."""
-    view = figure(camera_view(points, camera), labels)
+    lasso ready, its legend left to the 3D map's (whose splits and colouring it follows)."""
+    view = figure(camera_view(points, camera), labels, splits=splits, by=by or "label")
     return view.update_layout(dragmode="lasso", showlegend=False, yaxis={"scaleanchor": "x"})
 
 
@@ -655,20 +662,28 @@ class _Curation:
             return dcc.send_string(decisions_csv(self.log(ops).table), "decisions.csv")
 
     def _camera_callback(self, app) -> None:
-        """The selection view follows the 3D camera (and the legend's checkboxes)."""
+        """The selection view follows the 3D camera (and the legend's checkboxes and, with
+        splits, the splits shown and "colour by", as the map does)."""
         from dash import Input, Output, ctx, no_update
+
+        by_split = (
+            [Input("splits", "value"), Input("colour-by", "value")]
+            if "split" in self.points
+            else []
+        )
 
         @app.callback(
             Output("select-map", "figure"),
             Input("map", "relayoutData"),
             Input("labels", "value"),
+            *by_split,
             prevent_initial_call=True,
         )
-        def follow_camera(relayout, labels):
+        def follow_camera(relayout, labels, *split_view):
             camera = (relayout or {}).get("scene.camera")
             if camera is None and ctx.triggered_id == "map":
                 return no_update  # a zoom or a legend click: the view stays
-            return selection_view(self.points, camera, labels)
+            return selection_view(self.points, camera, labels, *split_view)
 
     def _tile(self, row: int, decided: pd.DataFrame, score: float | None = None):
         """One gallery tile: thumbnail, label (and its new label), path, tags and a search's

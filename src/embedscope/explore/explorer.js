@@ -804,7 +804,7 @@
     if (empty) return;
     const k = list[review.pos], i = Q.rows[k], card = $("review-card");
     $("review").dataset.index = i;
-    const others = Q.others ? Q.others[k] : [];  // a leak's train copy, a group's members
+    const others = Q.others[k];  // a leak's train copy, a group's members
     $("review-picture").classList.toggle("paired", others.length > 0);
     $("review-picture").replaceChildren(others.length ? pairView(i, others) : picture(i, REVIEW_PX), el("div", "muted", pictureNote(i)));
     $("review-drop_other").hidden = !others.length;
@@ -844,7 +844,7 @@
     const k = list[review.pos], i = Q.rows[k];
     const answer = say(action === "accept" ? acceptSuggestion([i])
       : action === "keep" ? keep(i, review.issue ? [review.issue] : Q.issues[k].map((c) => Q.types[c]))
-      : action === "drop" ? drop([i]) : action === "drop_other" ? (Q.others && Q.others[k].length ? drop(Q.others[k]) : M.no_other)
+      : action === "drop" ? drop([i]) : action === "drop_other" ? (Q.others[k].length ? drop(Q.others[k]) : M.no_other)
       : action === "label" ? setLabel([i], text) : addTag([i], text));
     if (!answer && Object.values(R.keys).includes(action)) review.pos++;
     renderReview();

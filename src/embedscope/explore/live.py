@@ -10,7 +10,7 @@ gallery, review queue and keys. This module is glue:
   The sheets are files (the page's folder mode, in :attr:`LiveExplorer.sheets_dir`), read from
   disk when asked for: the kernel never holds them (a million points' sheets are ~1 GB).
 - **Keys.** Key events stop at the widget (``data-lm-suppress-shortcuts`` and no
-  propagation), so the review keys a, k, d (and Esc, b, l) never reach JupyterLab's notebook
+  propagation), so the review keys a, k, d, t (and Esc, b, l) never reach JupyterLab's notebook
   shortcuts (``d d`` deletes a cell there).
 - **Decisions.** After every change the panel sets ``decisions_csv`` (the page's complete
   ``decisions.csv`` text); Python merges it into the dataset's kept decisions,

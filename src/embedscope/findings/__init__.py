@@ -10,6 +10,8 @@ and kept it: that issue is no longer flagged for it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -203,13 +205,18 @@ def read_findings(layout: Layout) -> pd.DataFrame:
         for old, new in family.legacy.items():
             if new not in table and old in table:
                 table[new] = table[old]
+    if "near_duplicate_group" not in table:  # written before the editors showed groups
+        table["near_duplicate_group"] = -1
     for column in columns():
         if column.text and column.name in table:
             table[column.name] = table[column.name].astype(str)
     return table
 
 
-def with_findings(points: pd.DataFrame, findings: pd.DataFrame) -> pd.DataFrame:
-    """``points`` (one row per image, with ``path``) plus the :data:`POINT_COLUMNS`."""
-    extra = findings.set_index("path")[[c for c in POINT_COLUMNS if c in findings]]
-    return points.join(extra, on="path")
+def with_findings(
+    points: pd.DataFrame, findings: pd.DataFrame, optional: Iterable[str] = ()
+) -> pd.DataFrame:
+    """``points`` (one row per image, with ``path``) plus the :data:`POINT_COLUMNS` and those
+    of ``optional`` that ``findings`` has (columns only some datasets get, such as splits)."""
+    carried = [*POINT_COLUMNS, *(c for c in optional if c in findings)]
+    return points.join(findings.set_index("path")[carried], on="path")

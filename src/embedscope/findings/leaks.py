@@ -28,7 +28,7 @@ from PIL import Image
 from embedscope.decisions import split_tags
 from embedscope.findings.registry import Column, Context, Family, IssueType
 from embedscope.images import load_rgb
-from embedscope.knn import normalize, top_k
+from embedscope.knn import top_k
 from embedscope.layout import os_path, write_atomic
 from embedscope.vocabulary import KEEP_PREFIX, UNLABELLED
 
@@ -192,7 +192,7 @@ def _candidates(
     picture = np.take_along_axis(both, np.argsort(-sims, axis=1, kind="stable"), axis=1)
     out = []
     for r in range(len(held)):
-        near = list(dict.fromkeys(earlier[cosine[r]].tolist()))
+        near = earlier[cosine[r]].tolist()  # top_k's rows are distinct
         seen = list(dict.fromkeys(earlier[picture[r]].tolist()))
         out.append(near + [j for j in seen if j not in near][:k])
     return out
@@ -229,7 +229,6 @@ def find_leaks(
         return out
     paths = rows["path"].astype(str).to_numpy(dtype=object)
     sha = rows["sha256"].astype(str).to_numpy(dtype=object) if "sha256" in rows else paths
-    x = normalize(vectors)
     smalls = {} if smalls is None else smalls
     for p in paths[rank >= 0]:
         if p not in smalls:
@@ -245,7 +244,7 @@ def find_leaks(
     for r in sorted(set(rank[rank > 0])):
         held = np.flatnonzero(rank == r)
         earlier = np.flatnonzero((rank >= 0) & (rank < r))
-        near = _candidates(x, (plain, mirror), held, earlier, min(candidates, len(earlier)))
+        near = _candidates(vectors, (plain, mirror), held, earlier, min(candidates, len(earlier)))
         for row, i in enumerate(held):
             found = (0.0, -1, "")
             same = by_sha.get(sha[i], i)
