@@ -12,7 +12,13 @@ from PIL import Image, ImageEnhance, ImageFilter
 from embedscope.findings import ISSUE_TYPES, findings_table, issue_counts, write_findings
 from embedscope.ingest import ingest
 from embedscope.layout import Layout
-from embedscope.quality import QUALITY_TYPES, image_stats, phash, quality_findings
+from embedscope.quality import (
+    QUALITY_TYPES,
+    cleanvision_stats,
+    image_stats,
+    phash,
+    quality_findings,
+)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +113,8 @@ def _per_image(n: int, **columns) -> dict:
 
 def test_findings_table_sorts_explains_counts_and_honours_keep_tags(photos, tmp_path) -> None:
     layout = Layout("photos", tmp_path / "data", tmp_path / "reports")
-    manifest = ingest(str(photos), layout).reset_index(drop=True)
+    manifest = ingest(str(photos), layout, quality_thresholds="cleanvision")
+    manifest = manifest.reset_index(drop=True)
     rows = manifest[["path", "label"]]
     n = len(rows)
     wrong = int(np.flatnonzero(rows["path"] == "ok/photo9.jpg")[0])
@@ -189,7 +196,13 @@ def _degraded_set(photos: Path) -> pd.DataFrame:
         for kind, change in {"original": lambda im: im, **changes}.items():
             copy = change(im)
             rows.append(
-                {"kind": kind, "width": copy.width, "height": copy.height, **image_stats(copy)}
+                {
+                    "kind": kind,
+                    "width": copy.width,
+                    "height": copy.height,
+                    **image_stats(copy),
+                    **cleanvision_stats(copy),
+                }
             )
     return pd.DataFrame(rows)
 
@@ -218,7 +231,9 @@ def test_the_blur_score_ignores_a_bright_border(photos) -> None:
 
     im = Image.open(sorted((photos / "ok").glob("*.jpg"))[0]).convert("RGB")
     framed = ImageOps.expand(im.filter(ImageFilter.GaussianBlur(6)), border=4, fill="white")
-    stats = pd.DataFrame([{"width": 408, "height": 308, **image_stats(framed)}])
+    stats = pd.DataFrame(
+        [{"width": 408, "height": 308, **image_stats(framed), **cleanvision_stats(framed)}]
+    )
     assert quality_findings(stats)["blurry"].all()
     assert not quality_findings(stats, "cleanvision")["blurry"].any()
 
@@ -240,7 +255,8 @@ def test_findings_table_passes_the_quality_thresholds_through(photos, tmp_path) 
     """``quality_thresholds`` (the 03_reduce parameter) reaches the quality family: the default
     explains its calibrated blur score, ``"cleanvision"`` flags as cleanvision does."""
     layout = Layout("photos", tmp_path / "data", tmp_path / "reports")
-    manifest = ingest(str(photos), layout).reset_index(drop=True)
+    manifest = ingest(str(photos), layout, quality_thresholds="cleanvision")
+    manifest = manifest.reset_index(drop=True)
     rows = manifest[["path", "label"]]
     per_image = _per_image(len(rows))
     ours = findings_table(rows, per_image, manifest).set_index("path")
@@ -267,6 +283,8 @@ def test_cleanvision_mode_takes_its_statistics_at_full_size(tmp_path) -> None:
     layout = Layout("lines", tmp_path / "data", tmp_path / "reports")
     plain = ingest(str(root), layout)
     assert plain["cv_entropy"].isna().all()
+    with pytest.raises(ValueError, match='run 01_download with quality_thresholds="cleanvision"'):
+        quality_findings(plain, "cleanvision")  # refused, not approximated
     manifest = ingest(str(root), layout, quality_thresholds="cleanvision").reset_index(drop=True)
     white = 35 / 1024  # rows 0, 30, ..., 1020
     entropy = np.log2(3) - white * np.log2(white) - (1 - white) * np.log2(1 - white)

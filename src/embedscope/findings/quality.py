@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from embedscope.findings.registry import Column, Context, Family, IssueType
-from embedscope.quality import STAT_COLUMNS, quality_findings
+from embedscope.quality import CALIBRATED, STAT_COLUMNS, THRESHOLDS, quality_findings
 
 #: The types, in the order a row's ``issues`` lists them, with their weight in
 #: ``review_priority``: bad exposure or blur often makes an image useless, while odd shapes,
@@ -36,7 +36,9 @@ TEXT = {
 }
 #: The same, for the calibrated scores where they say something else.
 CALIBRATED_TEXT = {
-    "blurry": lambda r: f"blurry (blur effect {r.blurry_score:.2f}; sharp photos stay under 0.42)",
+    "blurry": lambda r: (
+        f"blurry (blur effect {r.blurry_score:.2f}; sharp photos stay under {CALIBRATED['blurry']})"
+    ),
     "low_information": lambda r: (
         f"low contrast (its brightness spans {1 - r.low_information_score:.0%} of the range)"
     ),
@@ -49,11 +51,23 @@ CALIBRATED_TEXT = {
     "dark": lambda r: f"dark (its brightest pixels' channels reach {1 - r.dark_score:.0%} at most)",
 }
 DOCS = {
-    "dark": "too dark: its brightest pixels' channels all under 73% (cleanvision: 32%)",
-    "light": "washed out: its darkest pixels' channels all over 49% (cleanvision: 95%)",
-    "blurry": "blurry: blur effect over 0.42 (cleanvision: its edge score)",
-    "low_information": "low contrast: brightness spans under 31% (cleanvision: low entropy)",
-    "grayscale": "(almost) no colour: channels differ by under 13% (cleanvision: mode L)",
+    "dark": (
+        f"too dark: its brightest pixels' channels all under {1 - CALIBRATED['dark']:.0%} "
+        f"(cleanvision: {THRESHOLDS['dark']:.0%})"
+    ),
+    "light": (
+        f"washed out: its darkest pixels' channels all over {CALIBRATED['light']:.0%} "
+        f"(cleanvision: {1 - THRESHOLDS['light']:.0%})"
+    ),
+    "blurry": f"blurry: blur effect over {CALIBRATED['blurry']} (cleanvision: its edge score)",
+    "low_information": (
+        f"low contrast: brightness spans under {1 - CALIBRATED['low_information']:.0%} "
+        "(cleanvision: low entropy)"
+    ),
+    "grayscale": (
+        f"(almost) no colour: channels differ by under {1 - CALIBRATED['grayscale']:.0%} "
+        "(cleanvision: mode L)"
+    ),
     "odd_aspect_ratio": "far from square",
     "odd_size": "far from the dataset's usual size",
 }
