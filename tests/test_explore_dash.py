@@ -177,7 +177,7 @@ def test_3d_selection_view_gallery_decisions_and_download(dataset, tmp_path: Pat
     # the 3D map rings the selection (its scenes have no selection styling of their own)
     shown_now = {"labels.value": ["red", "green", "blue"], "selection.data": sorted(blue),
                  "scores.data": {}}  # fmt: skip
-    ringed = _call(client, ["map.figure"], shown_now, changed="selection.data")
+    ringed = _call(client, ["map.figure"], shown_now, {"map.selectedData": None}, "selection.data")
     last = ringed["map"]["figure"]["data"][-1]
     assert last["name"] == "selection (3)" and _array(last["customdata"]).tolist() == sorted(blue)
     inputs = {"selection.data": sorted(blue), "ops.data": ops, "scores.data": {}}

@@ -120,6 +120,8 @@ def test_dash_colours_and_selects_by_split_and_pairs_a_leak(browser, world, dash
         "(n) => document.querySelector('#gallery-note').textContent.endsWith(n + ' selected')",
         arg=n_test,
     )
+    # ... and rings them on the 2D map, as a search's results are
+    page.wait_for_function(f"() => ({traces})().endsWith('selection ({n_test}):{n_test}')")
     # the review queue: a leak beside its train image, both the originals; t drops the source
     page.click("#review-open")
     page.locator("#review-issue label").filter(has_text="leak").first.click()
@@ -179,8 +181,8 @@ def test_page_reviews_a_leak_beside_its_train_image_and_the_next_run_applies_it(
         assert p.page.locator("#review-drop_other").is_visible()
         done.append((copy["index"], key))
         p.page.keyboard.press(key)
-    # reviewed: the images decided (the train copy t dropped is not in the leak queue)
-    assert p.page.locator("#review-progress").text_content() == "2 of 4 reviewed"
+    # reviewed: the images decided, and the one whose train copy t dropped (settled too)
+    assert p.page.locator("#review-progress").text_content() == "3 of 4 reviewed"
     with p.page.expect_download() as info:
         p.page.click("#download-decisions")
     saved = tmp_path / "decisions.csv"
@@ -193,6 +195,7 @@ def test_page_reviews_a_leak_beside_its_train_image_and_the_next_run_applies_it(
     for row, key in done:
         assert queue.decide(log, row, "leak", actions[key])
     assert saved.read_text(encoding="utf-8") == decisions_csv(log.table)
+    assert queue.progress(log.table, "leak") == "3 of 4 reviewed"  # as the page counted
     kept, no_source, dropped = (path[row] for row, _ in done)
     assert pd.read_csv(saved, keep_default_na=False).set_index("path")["tags"].to_dict() == {
         kept: "keep:leak",

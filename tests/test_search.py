@@ -243,9 +243,8 @@ def test_dash_search_fills_the_gallery_with_scores_and_rings_them(
         "selection.data": expected,
         "scores.data": scores,
     }
-    ring = dash_call(client, ["map.figure"], drawn, changed="scores.data")["map"]["figure"]["data"][
-        -1
-    ]
+    box = {"map.selectedData": None}
+    ring = dash_call(client, ["map.figure"], drawn, box, "scores.data")["map"]["figure"]["data"][-1]
     assert ring["name"] == "selection (4)" and plotly_array(ring["customdata"]).tolist() == expected
     clicked = {"points": [{"curveNumber": 0, "pointNumber": 0, "customdata": 2}]}
     like = {"search.n_clicks": 1, "query.n_submit": None, "more-like.n_clicks": 1}

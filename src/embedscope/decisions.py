@@ -524,11 +524,19 @@ class ReviewQueue:
         return paths.index(path) if path in paths else 0
 
     def progress(self, table: pd.DataFrame, issue: str = "") -> str:
-        """``37 of 534 reviewed``: images of the (filtered) queue with a decision."""
+        """``37 of 534 reviewed``: images of the (filtered) queue with a decision, or whose
+        :attr:`others` all have one (``t`` dropped a leak's train copy: that leak is settled)."""
         entries = self.entries(issue)
         decided = set(table["path"][(table["label"] != "") | (table["tags"] != "")])
-        paths = self.points["path"].astype(str).to_numpy()[entries]
-        done = sum(p in decided for p in paths)
+        paths = self.points["path"].astype(str).to_numpy()
+
+        def settled(r: int) -> bool:
+            others = self.others.get(r, [])
+            return paths[r] in decided or (
+                bool(others) and all(paths[j] in decided for j in others)
+            )
+
+        done = sum(settled(r) for r in entries)
         return MESSAGES["reviewed"].format(reviewed=done, total=len(entries))
 
     def decide(self, log: DecisionLog, row: int, issue: str, action: str, text: str = "") -> bool:

@@ -233,7 +233,7 @@ def create_app(
     cards = _Cards(points, neighbors, colours, trace_rows)
     cards.hover_callbacks(app, row_of, ["map", *(["select-map"] if curation.views else [])])
     cards.click_callback(app, row_of, curation.tile_clicks)
-    _redraw_callback(app, points)
+    _redraw_callback(app, points, row_of)
     return app
 
 
@@ -442,10 +442,11 @@ class _Cards:
             ]
 
 
-def _redraw_callback(app, points: pd.DataFrame) -> None:
-    """The map follows the legend's checkboxes, the selection (ringed in 3D), a search and,
-    with splits, the splits shown and "colour by"."""
-    from dash import Input, Output, ctx, no_update
+def _redraw_callback(app, points: pd.DataFrame, row_of) -> None:
+    """The map follows the legend's checkboxes, the selection (ringed in 3D, and in 2D unless
+    it is the map's own box or lasso selection), a search and, with splits, the splits shown
+    and "colour by"."""
+    from dash import Input, Output, State, ctx, no_update
 
     is3d = "z" in points and points["z"].notna().any()
     by_split = [Input("splits", "value"), Input("colour-by", "value")] if "split" in points else []
@@ -456,14 +457,19 @@ def _redraw_callback(app, points: pd.DataFrame) -> None:
         Input("selection", "data"),
         Input("scores", "data"),
         *by_split,
+        State("map", "selectedData"),
         prevent_initial_call=True,
     )
-    def redraw(values, selected, scores, splits=None, by="label"):
+    def redraw(values, selected, scores, *rest):
+        *by_args, box = rest
+        splits, by = by_args if by_args else (None, "label")
         fired = set(ctx.triggered_prop_ids) - {"selection.data"}
-        if not is3d and not fired:
-            return no_update  # plotly keeps and highlights a 2D box/lasso selection itself
-        return figure(points, values, selected if is3d or scores else None, splits=splits,
-                      by=by or "label")  # fmt: skip
+        boxed = {row_of(p) for p in (box or {}).get("points", [])}
+        own = not is3d and set(selected or []) == boxed  # plotly highlights its own selection
+        if not is3d and not fired and own:
+            return no_update
+        ring = selected if is3d or scores or not own else None
+        return figure(points, values, ring, splits=splits, by=by or "label")
 
 
 def _split_controls(app, points: pd.DataFrame) -> list:

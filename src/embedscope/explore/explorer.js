@@ -796,7 +796,8 @@
     $("review-issue").value = review.issue;
     $("review-empty").hidden = !empty; $("review-body").hidden = empty;
     $("review-empty").textContent = Q.rows.length ? M.queue_done : M.no_findings;
-    const done = list.filter((k) => decisions.has(Q.rows[k])).length;
+    // decisions.ReviewQueue.progress: decided, or everything shown beside it decided (t)
+    const done = list.filter((k) => decisions.has(Q.rows[k]) || (Q.others[k].length > 0 && Q.others[k].every((j) => decisions.has(j)))).length;
     $("review-progress").textContent = fill(M.reviewed, {reviewed: done, total: list.length});
     $("review-position").textContent = empty ? "" : fill(M.position, {position: review.pos + 1, total: list.length});
     $("review-prev").disabled = review.pos <= 0; $("review-next").disabled = review.pos >= list.length - 1;
