@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -292,5 +293,17 @@ def test_cleanvision_mode_takes_its_statistics_at_full_size(tmp_path) -> None:
     assert manifest.loc[0, "cv_entropy"] == pytest.approx(entropy, abs=1e-6)
     flags = quality_findings(manifest, "cleanvision").loc[0]
     assert not flags["dark"] and flags["low_information"]
+    # a mode cleanvision cannot read (LA) has no statistics of its, and is not read every run:
+    # its bytes changed behind an unchanged size and date are never seen
+    Image.new("LA", (64, 64), (90, 128)).save(root / "alpha.png")
+    first = ingest(str(root), layout, quality_thresholds="cleanvision").set_index("path")
+    assert first.loc["alpha.png", "status"] == "ok" and np.isnan(
+        first.loc["alpha.png", "cv_entropy"]
+    )
+    st = (root / "alpha.png").stat()
+    (root / "alpha.png").write_bytes(b"x" * st.st_size)
+    os.utime(root / "alpha.png", ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = ingest(str(root), layout, quality_thresholds="cleanvision").set_index("path")
+    assert again.loc["alpha.png", "status"] == "ok"
     with pytest.raises(RuntimeError, match="calibrated, cleanvision"):
         ingest(str(root), layout, quality_thresholds="strict")

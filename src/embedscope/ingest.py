@@ -43,6 +43,7 @@ from embedscope.layout import (
 )
 from embedscope.network import reachable
 from embedscope.quality import (
+    CLEANVISION_UNREAD_MODES,
     STAT_COLUMNS,
     STATS_VERSION,
     THRESHOLD_MODES,
@@ -529,8 +530,8 @@ def build_manifest(
         # an ok row whose statistics are of another version (or from before they existed) is
         # inspected again, once
         current = (same["stats_version"] == STATS_VERSION) & same["phash"].notna()
-        if cleanvision:
-            current &= same["cv_entropy"].notna()
+        if cleanvision:  # taken already, or a mode cleanvision cannot read
+            current &= same["cv_entropy"].notna() | same["mode"].isin(CLEANVISION_UNREAD_MODES)
         same = same[(same["status"] != "ok") | current]
         reused = {r["path"]: r for r in same.to_dict(orient="records")}
     todo = [rel for rel in rels if rel not in reused]

@@ -59,6 +59,9 @@ STAT_COLUMNS = (
 #: for ``quality_thresholds="cleanvision"`` (a full-size decode): NaN otherwise, and then
 #: :func:`quality_findings` refuses that mode rather than approximate it.
 CLEANVISION_COLUMNS = STAT_COLUMNS[-5:]
+#: Image modes whose pixels cleanvision cannot read (two channels): their ``cv_*`` statistics
+#: stay NaN, and ingest does not try them again on every run.
+CLEANVISION_UNREAD_MODES = ("LA", "La", "PA")
 #: Raised whenever a statistic's definition changes: ingest inspects again every file whose
 #: manifest row holds statistics of another version (rows from before it existed included).
 #: 2: ``brightness_p1``, ``blur_effect``, ``chroma_p99``, ``max_channel_p99`` and
