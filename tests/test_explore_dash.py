@@ -360,8 +360,16 @@ def test_images_of_one_class_that_look_like_another_fill_the_selection(
     # it shares the selection with the box/lasso callback: Dash names its outputs
     key = next(k for k, v in app.callback_map.items() if v["inputs"][0]["id"] == "look-alike")
     chosen = {"look-alike.value": "blue that look like red"}
-    out = dash_call(client, key.strip(".").split("..."), chosen)
+    out = dash_call(client, key.strip(".").split("..."), chosen, {"ops.data": []})
     rows = out["selection"]["data"]
     assert sorted(rows) == sorted(want)
     shares = [out["scores"]["data"][str(r)] for r in rows]
     assert shares == sorted(shares, reverse=True) and min(shares) > 0.5
+    # relabelled back to red in this session: the list follows, as the page's does
+    ops = [{"op": "label", "paths": [moved[0]], "value": "red"}]
+    out = dash_call(client, key.strip(".").split("..."), chosen, {"ops.data": ops})
+    assert out["selection"]["data"] == [points.index[points["path"] == moved[1]][0]]
+    listed = dash_call(client, ["look-alike.options", "look-alike.disabled"], {"ops.data": ops})
+    assert listed["look-alike"]["options"] == [
+        {"label": "blue that look like red (1)", "value": "blue that look like red"}
+    ]

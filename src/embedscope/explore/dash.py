@@ -214,7 +214,7 @@ def create_app(
     curation = _Curation(app, points, class_order(points["label"]), row_of, kept)
     review = _Review(app, points, neighbors, curation.labels, kept)
     search = _search_controls(app, Searcher.from_layout(layout, model), row_of)
-    search += _look_alike_controls(app, points)
+    search += _look_alike_controls(app, points, curation.log)
     legend = _legend(shown, colours, "Clusters" if by_cluster(points) else "Classes")
     app.layout = _page(
         f"{layout.name} · {method} {dims}D",
@@ -995,42 +995,65 @@ def _search_controls(app, searcher: Searcher, row_of) -> list:
     return controls
 
 
-def _look_alike_controls(app, points: pd.DataFrame) -> list:
+def _look_alike_controls(app, points: pd.DataFrame, log) -> list:
     """The list of "images of class A that look like class B" (the page's rule,
     :func:`embedscope.confusion.look_alikes`; the confused pairs of ``03_reduce``), most
     first: choosing one fills the selection and gallery with them, the most B-like first, each
-    with its suggestion's share as its score (ringed on the map, as search results are)."""
-    from dash import Input, Output, dcc, no_update
+    with its suggestion's share as its score (ringed on the map, as search results are). It
+    follows this session's relabels (``log``: the decisions so far, from the ``ops`` store),
+    as the page's does."""
+    from dash import Input, Output, State, dcc, no_update
 
     from embedscope.confusion import look_alike_counts, look_alikes
 
     suggested = points.get("suggested_label")
-    pairs = look_alikes(points["label"], points["label"] if suggested is None else suggested)
-    counts = look_alike_counts(pairs)
-    options = [{"label": f"{p} ({n})", "value": p} for p, n in counts.items()]
+    suggested = points["label"] if suggested is None else suggested
+    paths = points["path"].astype(str)
+
+    def pairs_now(ops: list | None) -> pd.Series:
+        table = log(ops).table
+        relabelled = table[table["label"] != ""].set_index("path")["label"]
+        return look_alikes(paths.map(relabelled).fillna(points["label"]), suggested)
+
+    def options(ops: list | None) -> list[dict]:
+        counts = look_alike_counts(pairs_now(ops))
+        return [{"label": f"{p} ({n})", "value": p} for p, n in counts.items()]
+
     share = (
         pd.to_numeric(points["suggested_share"], errors="coerce").fillna(0).to_numpy(float)
         if "suggested_share" in points
         else np.zeros(len(points))
     )
-    empty = "no image looks like another class" if suggested is not None else "no suggestions"
+    first = options(None)
+    empty = "no image looks like another class" if "suggested_label" in points else "no suggestions"
     controls = [
         _box("Classes that look like others", [
-            dcc.Dropdown(id="look-alike", options=options, disabled=not options,
-                         placeholder="A that look like B" if options else empty),
+            dcc.Dropdown(id="look-alike", options=first, disabled=not first,
+                         placeholder="A that look like B" if first else empty),
         ])
     ]  # fmt: skip
+
+    @app.callback(
+        Output("look-alike", "options"),
+        Output("look-alike", "disabled"),
+        Input("ops", "data"),
+        prevent_initial_call=True,
+    )
+    def follow(ops):
+        now = options(ops)
+        return now, not now
 
     @app.callback(
         Output("selection", "data", allow_duplicate=True),
         Output("scores", "data", allow_duplicate=True),
         Input("look-alike", "value"),
+        State("ops", "data"),
         prevent_initial_call=True,
     )
-    def look_alike(pair):
+    def look_alike(pair, ops):
         if not pair:
             return no_update, no_update
-        rows = np.flatnonzero((pairs == pair).to_numpy())
+        rows = np.flatnonzero((pairs_now(ops) == pair).to_numpy())
         rows = rows[np.argsort(-share[rows], kind="stable")]
         scores = {str(r): round(float(share[r]), 4) for r in rows}
         return [int(r) for r in rows], scores
