@@ -289,3 +289,50 @@ def test_zero_shot_labels_join_only_when_they_mean_something() -> None:
     ignored = label_issues(x, labels, idx, sim, zero_shot=noise)
     assert not ignored.facts["zero_shot_used"]
     np.testing.assert_allclose(ignored.table["mislabel_score"], without.table["mislabel_score"])
+
+
+def test_pca_projection_quality_and_the_probe_read_a_memmap_a_block_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 1M x 1,280 the vectors are a 5 GB memory map: the PCA (reduce's, UMAP's PCA-50, the
+    label probe's) and the projection quality read them a block at a time, where a float32 or
+    normalised copy of them all (two or three with scikit-learn's PCA) held 10-15 GB. The
+    streaming PCA is exact: scikit-learn's full-SVD coordinates, signs included."""
+    import tracemalloc
+
+    from sklearn.decomposition import PCA
+
+    from embedscope import label_issues as label_module
+    from embedscope import reduce as reduce_module
+
+    rng = np.random.default_rng(0)
+    n, d = 20_000, 384  # 31 MB
+    centres = rng.normal(size=(4, d)) * 3
+    labels = np.repeat([f"c{i}" for i in range(4)], n // 4).astype(object)
+    x = (centres[np.repeat(np.arange(4), n // 4)] + rng.normal(size=(n, d))).astype(np.float32)
+    np.save(tmp_path / "v.npy", x)
+    mm = np.load(tmp_path / "v.npy", mmap_mode="r")
+    monkeypatch.setattr(reduce_module, "PCA_BLOCK", 1024, raising=False)  # (new) block size
+    monkeypatch.setattr(label_module, "PROBE_DIMS", 32)  # as at 1M images (PROBE_BUDGET)
+
+    def peak_of(call):
+        tracemalloc.start()
+        try:
+            out = call()
+            return out, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    (coords, facts), peak = peak_of(lambda: reduce(mm, "pca", 3))
+    assert peak < x.nbytes / 4, f"PCA: peak {peak / 1e6:.1f} MB for {x.nbytes / 1e6:.1f} MB"
+    full = PCA(3, svd_solver="full").fit(x)
+    np.testing.assert_allclose(coords, full.transform(x), atol=1e-3 * np.abs(coords).max())
+    np.testing.assert_allclose(
+        facts["explained_variance_ratio"], full.explained_variance_ratio_, rtol=1e-4
+    )
+    quality, peak = peak_of(lambda: projection_quality(mm, coords, labels, sample=500))
+    assert peak < x.nbytes / 3 and quality["trustworthiness"] > 0.5, (peak, quality)
+    no_neighbours = np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
+    found, peak = peak_of(lambda: label_issues(mm, labels, *no_neighbours))
+    assert peak < x.nbytes / 2, f"probe: peak {peak / 1e6:.1f} MB for {x.nbytes / 1e6:.1f} MB"
+    assert found.facts["label_issues"] == 0 and found.facts["probe_classes"] == 4

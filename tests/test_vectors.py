@@ -171,3 +171,41 @@ def test_the_same_file_stored_again_adds_no_shard_and_excluded_images_need_no_ve
     shards = sorted((layout.data_dir / "embeddings").rglob("shards/*.npz"))
     assert len(shards) == 1 and facts["images"] == len(kept)
     assert load_embeddings(layout).rows["path"].tolist() == kept
+
+
+def test_a_large_npy_is_stored_a_block_at_a_time_never_whole(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 1M x 1,280 the vectors are 5 GB: storing them (shards, ``vectors.npy``) reads the
+    memory-mapped file a block at a time; stacking them held two or three copies at once."""
+    import tracemalloc
+
+    from embedscope import store, vectors
+    from embedscope.ingest import ingest
+    from embedscope.layout import Layout
+    from embedscope.store import load_embeddings, read_shards
+
+    paths = discover(folder)
+    vecs = _class_vectors(paths, dim=200_000)  # 12 images: 9.6 MB, the blocks one row each
+    np.save(tmp_path / "v.npy", vecs)
+    paths_file(tmp_path / "v.npy").write_text("\n".join(paths) + "\n", encoding="utf-8")
+    layout = Layout("big", tmp_path / "data", tmp_path / "reports")
+    ingest(str(folder), layout)
+    for name, at in ((vectors, "CHECK_ROWS"), (vectors, "SHARD_ROWS"), (store, "COPY_BLOCK")):
+        monkeypatch.setattr(name, at, 1, raising=False)  # (new) block sizes
+    tracemalloc.start()
+    try:
+        facts = vectors.store_vectors(layout, tmp_path / "v.npy")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < vecs.nbytes / 2, f"peak {peak / 1e6:.1f} MB for {vecs.nbytes / 1e6:.1f} MB"
+    got = load_embeddings(layout)
+    assert facts["images"] == len(paths) and isinstance(got.vectors, np.memmap)
+    order = [paths.index(p) for p in got.rows["path"]]
+    assert np.array_equal(np.asarray(got.vectors), vecs[order])
+    shards = sorted((layout.data_dir / "embeddings").rglob("shards"))[0]
+    stored, _ = read_shards(shards)
+    assert len(list(shards.glob("*.npz"))) == len(paths) == len(stored)
+    for sha, p in zip(got.rows["sha256"], got.rows["path"], strict=True):
+        assert np.array_equal(stored[sha], vecs[paths.index(p)])

@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 
 from embedscope.confusion import confusion_facts
-from embedscope.knn import labels_unjudged
+from embedscope.knn import labels_unjudged, normalize
 from embedscope.vocabulary import UNLABELLED
 
 #: Bumped whenever the scores change, so cached results are recomputed.
-VERSION = 6  # 6: facts carry the confused pairs and each class's label quality
+VERSION = 7  # 7: the probe's PCA is exact (streaming), 6: confused pairs in the facts
 #: Folds of the out-of-fold probe; a class needs this many images for the probe to learn it.
 FOLDS = 5
 #: Weights of the probe and the neighbour vote in the mean of their probabilities (tuned on
@@ -103,16 +103,18 @@ def probe_probabilities(
     return probs, learnt
 
 
-def _reduced(x: np.ndarray, n_classes: int) -> np.ndarray:
-    """The leading PCA dimensions of ``x`` the probe is fitted on: :data:`PROBE_DIMS`, fewer
-    when that would cost more than :data:`PROBE_BUDGET` (many classes), never under 32."""
+def _reduced(x: np.ndarray, n_classes: int, *, unit: bool = False) -> np.ndarray:
+    """The leading PCA dimensions of ``x`` (``unit``: of its L2-normalised rows) the probe is
+    fitted on: :data:`PROBE_DIMS`, fewer when that would cost more than :data:`PROBE_BUDGET`
+    (many classes), never under 32. An exact PCA read a block at a time
+    (:func:`embedscope.reduce.streaming_pca`): ``x`` may be a memory map of 5 GB."""
     n, d = x.shape
     keep = min(PROBE_DIMS, max(32, PROBE_BUDGET // max(n * n_classes, 1)))
     if keep >= min(n, d):
-        return x
-    from sklearn.decomposition import PCA
+        return normalize(x) if unit else x
+    from embedscope.reduce import streaming_pca
 
-    return PCA(keep, random_state=0).fit_transform(x).astype(np.float32)
+    return streaming_pca(x, keep, unit=unit)[0]
 
 
 def neighbour_probabilities(
@@ -205,8 +207,7 @@ def label_issues(
     if why is not None:
         return _unjudged(table, facts | {"skipped": why}, labels, zero_shot)
 
-    x = np.asarray(vectors, dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = _reduced(vectors, len(classes), unit=True)  # never a normalised copy of them all
     probe_codes = np.where(labelled & (counts[np.maximum(codes, 0)] >= folds), codes, -1)
     probe, learnt = probe_probabilities(x, probe_codes, len(classes), folds=folds, seed=seed)
     knn = neighbour_probabilities(codes, idx, sim, len(classes))

@@ -56,11 +56,8 @@ def reduce(
     if n < dims + 2:
         raise ValueError(f"{method} needs at least {dims + 2} images, got {n}")
     if method == "pca":
-        from sklearn.decomposition import PCA
-
-        model = PCA(dims, random_state=0)
-        coords = model.fit_transform(np.asarray(vectors, dtype=np.float32))
-        return coords, {"explained_variance_ratio": model.explained_variance_ratio_.tolist()}
+        coords, ratio = streaming_pca(vectors, dims)
+        return coords, {"explained_variance_ratio": ratio.tolist()}
     if method == "ipca":
         return _ipca(vectors, dims, chunk_size)
     x = _pca_50(vectors)
@@ -105,14 +102,59 @@ def _ipca(vectors: np.ndarray, dims: int, chunk_size: int) -> tuple[np.ndarray, 
 
 
 def _pca_50(vectors: np.ndarray) -> np.ndarray:
-    """Neighbour-based methods are faster and no worse on 50 PCA dimensions of wide vectors."""
-    x = np.asarray(vectors, dtype=np.float32)
-    if x.shape[1] <= 50 or len(x) <= 50:
-        return x
-    from sklearn.decomposition import PCA
+    """Neighbour-based methods are faster and no worse on 50 PCA dimensions of wide vectors
+    (of the normalised vectors: cosine geometry), taken without copying the vectors whole."""
+    if vectors.shape[1] <= 50 or len(vectors) <= 50:
+        return np.asarray(vectors, dtype=np.float32)
+    return streaming_pca(vectors, 50, unit=True)[0]
 
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # cosine geometry
-    return PCA(50, random_state=0).fit_transform(x)
+
+#: Rows the streaming PCA reads at once (65,536 x 1,280 float32: 335 MB).
+PCA_BLOCK = 65_536
+
+
+def _rows(vectors: np.ndarray, s: int, e: int, unit: bool) -> np.ndarray:
+    block = np.asarray(vectors[s:e], dtype=np.float32)
+    if unit:
+        block = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+    return block
+
+
+def streaming_pca(
+    vectors: np.ndarray, dims: int, *, unit: bool = False, block: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact PCA of ``vectors`` (``unit``: of their L2-normalised rows) read a block at a time:
+    float32 coordinates (n, dims) and the explained variance ratios.
+
+    Why: scikit-learn's PCA holds the vectors in memory two or three times over (a float32
+    copy of a memory map, a centred copy, the solver's work), 15 GB and more at 1M x 1,280,
+    which the machine may not have. Here the mean and then the d x d covariance are summed
+    over blocks (float64 sums of float32 block products), its top eigenvectors are the
+    components, and the rows are projected block by block: memory is the output plus one
+    block, whatever n. Signs follow scikit-learn's (each component's largest loading is
+    positive), so the coordinates equal ``PCA(dims, svd_solver="full")``'s."""
+    n, d = vectors.shape
+    dims = min(dims, d)
+    block = block or PCA_BLOCK
+    total = np.zeros(d, np.float64)
+    for s in range(0, n, block):
+        total += _rows(vectors, s, s + block, unit).sum(axis=0, dtype=np.float64)
+    mean = (total / n).astype(np.float32)
+    gram = np.zeros((d, d), np.float64)
+    for s in range(0, n, block):
+        centred = _rows(vectors, s, s + block, unit) - mean
+        gram += centred.T @ centred
+    values, vecs = np.linalg.eigh(gram / max(n - 1, 1))
+    values = np.clip(values[::-1], 0.0, None)
+    components = vecs[:, ::-1][:, :dims].T  # (dims, d), largest variance first
+    top = np.argmax(np.abs(components), axis=1)
+    components *= np.sign(components[np.arange(dims), top])[:, None]
+    components = components.astype(np.float32)
+    coords = np.empty((n, dims), np.float32)
+    for s in range(0, n, block):
+        coords[s : s + block] = (_rows(vectors, s, s + block, unit) - mean) @ components.T
+    ratio = values[:dims] / values.sum() if values.sum() > 0 else np.zeros(dims)
+    return coords, ratio
 
 
 def _tsne(x: np.ndarray, dims: int, *, perplexity: float, random_state: int | None):

@@ -36,6 +36,7 @@ from embedscope.layout import (
     set_aside,
     slug,
     update_json,
+    write_atomic,
     write_npy,
     write_npz,
     write_parquet,
@@ -170,12 +171,48 @@ def _read_rows(path: Path) -> pd.DataFrame:
     return rows
 
 
+#: Rows copied at once when ``vectors.npy`` is written from a larger array (65,536 x 1,280
+#: float32: 335 MB).
+COPY_BLOCK = 65_536
+
+
+def write_rows_npy(path: Path, source: np.ndarray, at: np.ndarray) -> None:
+    """``source[at]`` as a float32 ``.npy`` file, atomically, a block of rows at a time (each
+    block read in file order: ``source`` may be a memory map): at 1M x 1,280 the 5 GB never sit
+    in memory, where stacking them for ``np.save`` held them whole."""
+    at = np.asarray(at, np.int64)
+    dim = source.shape[1]
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            header = {"descr": "<f4", "fortran_order": False, "shape": (len(at), dim)}
+            np.lib.format.write_array_header_1_0(fh, header)
+            for s in range(0, len(at), COPY_BLOCK):
+                part = at[s : s + COPY_BLOCK]
+                order = np.argsort(part, kind="stable")
+                block = np.empty((len(part), dim), "<f4")
+                block[order] = source[part[order]]
+                fh.write(memoryview(block))  # a short write (full disk) raises here
+
+    write_atomic(path, save, len(at) * dim * 4 + 128)
+
+
 def write_outputs(
-    ok: pd.DataFrame, done: dict[str, np.ndarray], out_dir: Path, *, force: bool
+    ok: pd.DataFrame,
+    done: dict[str, np.ndarray] | dict[str, int],
+    out_dir: Path,
+    *,
+    force: bool,
+    source: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """``rows.parquet`` and ``vectors.npy`` of the ok images with vectors; written when
     ``force``d or when what is on disk is missing, damaged or other (else a no-op re-run
-    rewrites nothing)."""
+    rewrites nothing).
+
+    With ``source``, ``done`` maps each sha256 to a row of that array (vectors from a file,
+    perhaps memory-mapped) rather than to a vector: ``vectors.npy`` is then copied from it a
+    block at a time (:func:`write_rows_npy`) and the vectors returned are the file's memory
+    map, so no stage holds a million vectors twice."""
     kept = ok[ok["sha256"].isin(done.keys())]
     rows = pd.DataFrame(
         {
@@ -185,6 +222,16 @@ def write_outputs(
             "sha256": kept["sha256"].to_numpy(),
         }
     )
+    if source is not None:
+        stored = None if force else read_embedding_files(out_dir)
+        if stored is None or not stored[1].equals(rows):
+            at = np.fromiter((done[s] for s in rows["sha256"]), np.int64, len(rows))
+            write_rows_npy(EmbeddingFiles(out_dir).vectors, source, at)
+            write_parquet(EmbeddingFiles(out_dir).rows, rows)
+            stored = read_embedding_files(out_dir)
+        if stored is None:
+            raise OSError(f"the vectors written to {out_dir} cannot be read back")
+        return rows, stored[0]
     vectors = np.stack([done[s] for s in rows["sha256"]]) if len(rows) else np.zeros((0, 0))
     stored = None if force else read_embedding_files(out_dir)
     if stored is None or not stored[1].equals(rows):

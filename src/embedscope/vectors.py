@@ -30,7 +30,14 @@ import pandas as pd
 from embedscope.ingest import discover, is_hidden, load_manifest
 from embedscope.layout import Layout, os_path, write_json
 from embedscope.shipped import SAMPLE_DIR
-from embedscope.store import mark_latest, model_key, read_shards, write_outputs, write_shard
+from embedscope.store import (
+    mark_latest,
+    model_key,
+    read_embedding_files,
+    read_shards,
+    write_outputs,
+    write_shard,
+)
 from embedscope.vocabulary import GENERATED_NAMES
 from embedscope.words import counted
 
@@ -41,6 +48,11 @@ VECTORS_MODEL = "[vectors]"
 VECTOR_COLUMNS = ("vector", "embedding")
 #: The paths file beside an ``.npy`` file: ``my.npy`` -> ``my.paths.txt``.
 PATHS_SUFFIX = ".paths.txt"
+#: Rows checked and hashed at once by :func:`read_vectors`.
+CHECK_ROWS = 65_536
+#: Vectors per shard written from a file (16,384 x 1,280 float32: 84 MB, held about four
+#: times over while its shard is stacked, hashed and written).
+SHARD_ROWS = 16_384
 #: How many offending paths a sentence names before "…".
 SHOWN = 3
 
@@ -104,7 +116,7 @@ def read_vectors(
             f"{where} names {counted(len(repeated), 'path')} more than once: {_named(repeated)}"
         )
     # by blocks: at 1M x 1280 a whole-array check or tobytes() would copy the 5 GB once more
-    blocks = [slice(s, s + 65_536) for s in range(0, len(vectors), 65_536)]
+    blocks = [slice(s, s + CHECK_ROWS) for s in range(0, len(vectors), CHECK_ROWS)]
     bad = np.concatenate([~np.isfinite(vectors[b]).all(axis=1) for b in blocks])
     if bad.any():
         rows = [paths[i] for i in np.flatnonzero(bad)]
@@ -115,7 +127,7 @@ def read_vectors(
         check_folder(paths, Path(folder), where, exclude)
     digest = hashlib.sha256("\n".join(paths).encode())
     for b in blocks:
-        digest.update(np.ascontiguousarray(vectors[b]).tobytes())
+        digest.update(np.ascontiguousarray(vectors[b]))  # its buffer: no copy of a memory map
     return Vectors(paths=paths, vectors=vectors, digest=digest.hexdigest())
 
 
@@ -258,14 +270,26 @@ def store_vectors(layout: Layout, path: str | Path) -> dict:
         )
     key = model_key("vectors", f"vectors-file\n{given.digest}", "file")
     files = layout.embedding_files(key)
-    # one vector per content, as embedding gives (a copy of an image shares its vector), kept
-    # in a shard like an embedding run's; a re-run of the same file adds no shard
-    by_sha = {s: given.vectors[where[p]] for p, s in zip(ok["path"], ok["sha256"], strict=True)}
-    stored, _ = read_shards(files.shards)
-    new = [s for s in by_sha if s not in stored]
-    if new:
-        write_shard(files.shards, new, [by_sha[s] for s in new], {}, decoder="vectors-file")
-    rows, _ = write_outputs(ok, by_sha, files.dir, force=False)
+    # one vector per content, as embedding gives (a copy of an image shares its vector): the
+    # file's row of each content. Kept in shards like an embedding run's, a block at a time
+    # (1M x 1,280 float32 is 5 GB: never stacked whole); a re-run of the same file finds the
+    # outputs complete and reads no shard
+    row_of = {s: where[p] for p, s in zip(ok["path"], ok["sha256"], strict=True)}
+    done = read_embedding_files(files.dir)
+    if done is None or set(done[1]["sha256"]) != set(row_of):
+        # shards exist here only after an interrupted run or for another set of the folder's
+        # images (the same file): then they are read, and only what they lack is added
+        stored = read_shards(files.shards)[0] if any(files.shards.glob("*.npz")) else {}
+        new = [s for s in row_of if s not in stored]
+        del stored
+        for s in range(0, len(new), SHARD_ROWS):
+            part = new[s : s + SHARD_ROWS]
+            at = np.array([row_of[h] for h in part])
+            order = np.argsort(at)  # read in file order (a memory map), kept in ``part``'s
+            block = np.empty((len(at), given.dim), np.float32)
+            block[order] = given.vectors[at[order]]
+            write_shard(files.shards, part, list(block), {}, decoder="vectors-file")
+    rows, _ = write_outputs(ok, row_of, files.dir, force=False, source=given.vectors)
     facts = {
         "model": VECTORS_MODEL,
         "model_key": key,
