@@ -3,10 +3,11 @@
 Sets built offline from two sources of real images: the sample's emoji and Fashion-MNIST
 (Debian ``dataset-fashion-mnist``). Each source is de-duplicated (same pixels), split in two
 disjoint halves, one to calibrate the threshold on and one to report, and each half into
-train and test (80/20 per class). Into test go copies of train images of every kind at several
-strengths (crops centred and off-centre); the test split's own images are the look-alikes
-(same class, same style, not copies). Reported per kind: recall (the copy joined to its own
-source) and false train-test pairs per 1,000 held-out images.
+train and test (emoji 80/20; Fashion-MNIST 50/50: thousands of look-alikes, see
+:data:`PLANTED`). Into test go copies of train images of every kind at several strengths
+(crops centred and off-centre); the test split's own images are the look-alikes (same class,
+same style, not copies). Reported per kind: recall (the copy joined to its own source) and
+false train-test pairs per 1,000 held-out images (those searched).
 
 Run alone: ``scripts/bench.py --only leaks`` (or ``python scripts/bench_leaks.py``).
 """
@@ -115,17 +116,23 @@ def fashion_pool(n: int) -> list[tuple[str, Image.Image]]:
     ]
 
 
-def build(pool: list[tuple[str, Image.Image]], folder: Path, seed: int, copies_per: int) -> dict:
-    """A train/test folder from ``pool``; returns the truth: test path -> (kind, strength,
-    source path) for each planted copy."""
+def build(
+    pool: list[tuple[str, Image.Image]],
+    folder: Path,
+    seed: int,
+    copies_per: int,
+    test_share: float = 0.2,
+) -> dict:
+    """A train/test folder from ``pool`` (``test_share`` of it held out: the look-alikes);
+    returns the truth: test path -> (kind, strength, source path) for each planted copy."""
     rng = np.random.default_rng(seed)
     if folder.exists():
         shutil.rmtree(folder)
     order = rng.permutation(len(pool))
-    test_share = {i for i in order[: len(pool) // 5]}
+    held = {i for i in order[: int(len(pool) * test_share + 1e-9)]}
     train_paths = []
     for i, (label, im) in enumerate(pool):
-        split = "test" if i in test_share else "train"
+        split = "test" if i in held else "train"
         rel = f"{split}/{label}/{i:05d}.png"
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         im.save(folder / rel)
@@ -149,10 +156,15 @@ def build(pool: list[tuple[str, Image.Image]], folder: Path, seed: int, copies_p
     return truth
 
 
-def kit_leaks(folder: Path, work: Path) -> tuple[pd.DataFrame, dict, np.ndarray]:
+def kit_leaks(
+    folder: Path, work: Path, truth: dict, searched: int | None = None
+) -> tuple[pd.DataFrame, dict, np.ndarray]:
     """The kit's leak search on ``folder`` (ingest, MobileNetV2 vectors, :func:`find_leaks`),
     every held-out image's best pair kept (threshold 0, so the bench can score any
-    threshold): (table, seconds, vectors row for row)."""
+    threshold): (table, seconds, vectors row for row). ``searched``: held-out images other
+    than the planted copies searched (a seeded sample; None: all); every train image stays a
+    possible source, and the images not searched are left out of the table (so of every
+    tool's count)."""
     layout = Layout(folder.name, work / "data", work / "reports")
     t0 = time.perf_counter()
     manifest = ingest(str(folder), layout)
@@ -160,12 +172,18 @@ def kit_leaks(folder: Path, work: Path) -> tuple[pd.DataFrame, dict, np.ndarray]
     seconds = {"ingest_embed": round(time.perf_counter() - t0, 1)}
     emb = load_embeddings(layout, "mobilenet_v2")
     facts = manifest.set_index("path").reindex(emb.rows["path"]).reset_index()
+    vectors = np.asarray(emb.vectors, np.float32)
+    others = np.flatnonzero((facts["split"] != "train") & ~facts["path"].isin(list(truth)))
+    if searched is not None and searched < len(others):
+        left = np.random.default_rng(2).choice(others, len(others) - searched, replace=False)
+        keep = np.setdiff1d(np.arange(len(facts)), left)
+        facts, vectors = facts.iloc[keep].reset_index(drop=True), vectors[keep]
     t0 = time.perf_counter()
-    found = find_leaks(folder, facts, emb.vectors, facts["split"], threshold=0.0)
+    found = find_leaks(folder, facts, vectors, facts["split"], threshold=0.0)
     seconds["leak_search"] = round(time.perf_counter() - t0, 1)
     found.insert(0, "path", facts["path"].to_numpy())
     found["split"] = facts["split"].to_numpy()
-    return found, seconds, np.asarray(emb.vectors, np.float32)
+    return found, seconds, vectors
 
 
 def score(found: pd.DataFrame, truth: dict, threshold: float) -> dict:
@@ -292,9 +310,16 @@ def run_anchor(anchor: str, folder: Path, found: pd.DataFrame, vectors: np.ndarr
     }
 
 
-def leaks_bench(
-    work: Path, *, fashion_images: int = 4000, copies_per: int = 6, anchors: bool = True
-) -> dict:
+#: Per source: copies planted per kind and strength, the share of each half held out, and how
+#: many held-out images besides the copies the kit searches (None: all). Fashion-MNIST holds
+#: out half of each half (3,500 same-class, same-style look-alikes, all searched among the
+#: 3,500 train images: about 5 minutes per half on 2 cores; SEARCHED = 1500 searches a seeded
+#: sample where time is short), the emoji set (360 images) a fifth.
+SEARCHED: int | None = None
+PLANTED = {"emoji": (6, 0.2, None), "fashion-mnist": (10, 0.5, SEARCHED)}
+
+
+def leaks_bench(work: Path, *, fashion_images: int = 14000, anchors: bool = True) -> dict:
     """The ``leaks`` section: calibrate the threshold on one half of each source, report the
     other half, the kit beside every anchor that installs and runs offline."""
     sources = {"emoji": distinct(emoji_pool())}
@@ -311,9 +336,12 @@ def leaks_bench(
         half = len(pool) // 2
         for part, take in (("calibrate", order[:half]), ("report", order[half:])):
             folder = work / "sets" / f"{name}-{part}"
-            truth = build([pool[i] for i in take], folder, seed=1, copies_per=copies_per)
+            copies_per, test_share, searched = PLANTED[name]
+            truth = build([pool[i] for i in take], folder, 1, copies_per, test_share)
             print(f"[bench] leaks: {folder.name}: {len(truth)} copies", flush=True)
-            found, seconds, vectors = kit_leaks(folder, work)
+            found, seconds, vectors = kit_leaks(folder, work, truth, searched)
+            found.to_parquet(work / "sets" / f"{name}-{part}-found.parquet")
+            print(f"[bench] leaks: {folder.name}: {seconds}", flush=True)
             halves[f"{name} {part}"] = {
                 "found": found,
                 "truth": truth,
@@ -359,6 +387,9 @@ def leaks_bench(
                     }
                 entry[anchor] = ran
         results["sets"][key] = entry
+    from bench_near_duplicates import near_duplicates_bench  # copies within one split
+
+    results["near_duplicates"] = near_duplicates_bench(work, fashion_images=fashion_images)
     return results
 
 
@@ -394,13 +425,17 @@ def leaks_table(results: dict) -> str:
             lines.append(f"| {kind} | {strength} | " + " | ".join(cells) + " |")
         cells = [f"{r[t]['false_pairs_per_1000']} ({r[t]['false_pairs']})" for t in shown]
         lines.append("| false pairs / 1,000 held-out (count) | | " + " | ".join(cells) + " |")
+    if "near_duplicates" in results:
+        from bench_near_duplicates import near_duplicates_table
+
+        lines.append(near_duplicates_table(results["near_duplicates"]))
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     out = ROOT / "reports" / "bench"
     res = leaks_bench(
-        out / "leaks-work", fashion_images=int(sys.argv[1]) if len(sys.argv) > 1 else 4000
+        out / "leaks-work", fashion_images=int(sys.argv[1]) if len(sys.argv) > 1 else 14000
     )
     print(json.dumps(res, indent=1))
     print(leaks_table(res))

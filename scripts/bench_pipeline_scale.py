@@ -21,9 +21,12 @@ LATENT = 256
 SPREAD = 24
 
 
-def realistic_vectors(n: int, d: int = 1280, *, seed: int = 0, out: Path | None = None):
+def realistic_vectors(
+    n: int, d: int = 1280, *, seed: int = 0, out: Path | None = None, clusters_only: bool = False
+):
     """``n`` x ``d`` float32 vectors (a memory-mapped ``.npy`` at ``out`` when given, written a
-    block at a time so 1M x 1280 = 5.1 GB never sits in memory twice), and their cluster ids."""
+    block at a time so 1M x 1280 = 5.1 GB never sits in memory twice), and their cluster ids
+    (``clusters_only``: the ids alone, as the vectors of the same seed have them)."""
     rng = np.random.default_rng(seed)
     clusters = max(10, n // 1000)
     sizes = rng.zipf(1.6, clusters).astype(float)
@@ -32,12 +35,14 @@ def realistic_vectors(n: int, d: int = 1280, *, seed: int = 0, out: Path | None 
     centres = rng.standard_normal((clusters, LATENT)).astype(np.float32)
     bases = (rng.standard_normal((clusters, SPREAD, LATENT)) * 0.35).astype(np.float32)
     mix = (rng.standard_normal((LATENT, d)) / np.sqrt(LATENT)).astype(np.float32)
+    order = rng.permutation(n)  # rows in random order, as files of images arrive
+    cluster = cluster[order]
+    if clusters_only:
+        return None, cluster
     if out is None:
         x = np.empty((n, d), np.float32)
     else:
         x = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, d))
-    order = rng.permutation(n)  # rows in random order, as files of images arrive
-    cluster = cluster[order]
     for s in range(0, n, 50_000):
         e = min(n, s + 50_000)
         c = cluster[s:e]
@@ -93,11 +98,45 @@ def _stage(name: str, npy: str) -> dict:
 
     x = np.load(npy, mmap_mode="r")
     n = len(x)
-    if name == "pca":  # reduce()'s PCA reads all vectors into memory once
+    if name == "pca":  # reduce()'s PCA: exact, streaming (mean and covariance by blocks)
         from embedscope.reduce import reduce
 
         coords, _ = reduce(x, "pca", 3)
+        np.save(Path(npy).with_suffix(".pca.npy"), coords)
         return {"points": len(coords)}
+    if name == "store_vectors":  # 02 with VECTORS=: the file's vectors into the store
+        return _store_vectors(Path(npy), n)
+    if name == "pca_sklearn":  # the old way: scikit-learn's PCA on the vectors in memory
+        from sklearn.decomposition import PCA
+
+        coords = PCA(3, random_state=0).fit_transform(np.asarray(x, dtype=np.float32))
+        return {"points": len(coords)}
+    if name == "label_issues":  # analysis: the label probe (5-fold logistic regression) + vote
+        from embedscope.label_issues import label_issues
+
+        _, cluster = realistic_vectors(n, seed=0, clusters_only=True)
+        labels = np.array([f"c{c % 10}" for c in range(10)], object)[cluster % 10]
+        graph = "the neighbors stage's"
+        if Path(npy).with_suffix(".idx.npy").exists():
+            idx = np.load(Path(npy).with_suffix(".idx.npy"))
+            sim = np.load(Path(npy).with_suffix(".sim.npy"))
+        else:  # the probe's cost does not depend on which rows the neighbours are
+            graph = "a stand-in (row i's neighbours: rows i+1..i+10)"
+            idx = (np.arange(n)[:, None] + np.arange(1, 11)[None, :]) % n
+            sim = np.full(idx.shape, 0.9, np.float32)
+        found = label_issues(x, labels, idx, sim)
+        facts = {"flagged": found.facts["label_issues"], "classes": found.facts["classes"]}
+        return facts | {"graph": graph}
+    if name == "neighbors_rate":
+        return _neighbors_rate(x)
+    if name == "umap_rate":
+        return _umap_rate(x)
+    if name == "projection_quality":  # 03's silhouette and trustworthiness, on 5,000 points
+        from embedscope.analyse import projection_quality
+
+        coords = np.load(Path(npy).with_suffix(".pca.npy"))
+        labels = np.array([f"c{i % 10}" for i in range(n)], object)
+        return projection_quality(x, coords, labels)
     if name == "ipca":  # the streaming PCA, for memory-mapped vectors
         from embedscope.reduce import reduce
 
@@ -134,7 +173,234 @@ def _stage(name: str, npy: str) -> dict:
         test[np.random.default_rng(2).choice(n, n // 5, replace=False)] = True
         idx, _ = knn.top_k(x[np.flatnonzero(test)], x[np.flatnonzero(~test)], 10)
         return {"queries": int(test.sum()), "base": int((~test).sum())}
+    if name == "copy_search":
+        return _copy_search(x)
     raise ValueError(f"unknown stage {name!r}")
+
+
+def _copy_search(x) -> dict:
+    """The leak and near-duplicate search at ``len(x)`` vectors (test 20 %, train 80 %): both
+    candidate steps in full, as ``dataset_leaks`` runs them (cosine and the tiny picture,
+    mirrored or not, through ``knn.top_k``: test among train, then each split among itself;
+    the tiny pictures are stand-ins, 64 random projections of the vectors), and the
+    verification, which costs the same per image at any size, timed on the sample's real emoji
+    (one per row, the generated vectors as theirs) and scaled to every image."""
+    import time
+
+    import pandas as pd
+
+    from embedscope import knn
+    from embedscope.findings.leaks import CANDIDATES, TINY, near_duplicates, small_copy
+    from embedscope.images import load_rgb
+
+    n = len(x)
+    test = np.zeros(n, bool)
+    test[np.random.default_rng(2).choice(n, n // 5, replace=False)] = True
+    held, train = np.flatnonzero(test), np.flatnonzero(~test)
+    rng = np.random.default_rng(3)
+    project = rng.standard_normal((x.shape[1], TINY * TINY)).astype(np.float32)
+    pictures = np.concatenate([x[s : s + 50_000] @ project for s in range(0, n, 50_000)])
+    pictures -= pictures.mean(axis=1, keepdims=True)
+    mirror = pictures[:, ::-1].copy()
+    t = time.perf_counter()
+    knn.top_k(x[held], x[train], CANDIDATES)
+    knn.top_k(pictures[held], pictures[train], CANDIDATES)
+    knn.top_k(mirror[held], pictures[train], CANDIDATES)
+    leak_candidates = time.perf_counter() - t
+    t = time.perf_counter()
+    for rows in (train, held):
+        knn.top_k(x[rows], x[rows], CANDIDATES, exclude_self=True)
+        knn.top_k(pictures[rows], pictures[rows], CANDIDATES, exclude_self=True)
+        knn.top_k(mirror[rows], pictures[rows], CANDIDATES, exclude_self=True)
+    near_candidates = time.perf_counter() - t
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample"
+    files = sorted(sample.glob("*/*.webp"))
+    smalls = {f"e{i}.png": small_copy(load_rgb(f)) for i, f in enumerate(files)}
+    at = np.sort(np.random.default_rng(4).choice(n, len(files), replace=False))
+    t = time.perf_counter()
+    near_duplicates(sample, pd.DataFrame({"path": list(smalls)}), x[at], [""] * len(at),
+                    smalls=smalls)  # fmt: skip
+    per_image = (time.perf_counter() - t) / len(files)
+    return {
+        "leak_images_searched": len(held),
+        "near_duplicate_images_searched": n,
+        "leak_candidate_seconds": round(leak_candidates, 1),
+        "near_duplicate_candidate_seconds": round(near_candidates, 1),
+        "verification_seconds_per_image": round(per_image, 4),
+        "verified_images_timed": len(files),
+        "leak_search_seconds_scaled": round(leak_candidates + per_image * len(held)),
+        "near_duplicate_search_seconds_scaled": round(near_candidates + per_image * n),
+    }
+
+
+def _cpu() -> float:
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def _neighbors_rate(x, queries: int = 20_000) -> dict:
+    """The 10-NN graph of all ``len(x)`` rows, costed where a full run does not fit a session
+    (at 1M on 2 shared cores it takes hours of wall time): the index over every row built
+    once (``knn.build_index``, timed alone), then ``knn.top_k`` of a seeded sample of
+    ``queries`` rows against all rows (the same build again, then the same search and exact
+    re-ranking; each row's own match dropped as ``neighbors`` drops it). Every query costs
+    the same, so the graph costs the build plus ``n / queries`` times the sample's search.
+    Recall@10 of 500 of the sample against the exact neighbours."""
+    import time
+
+    from embedscope import knn
+
+    n = len(x)
+    c, t = _cpu(), time.perf_counter()
+    knn.build_index(x)
+    build_cpu, build_wall = _cpu() - c, time.perf_counter() - t
+    at = np.sort(np.random.default_rng(1).choice(n, min(queries, n), replace=False))
+    c, t = _cpu(), time.perf_counter()
+    idx, _ = knn.top_k(x[at], x, 11)
+    search_cpu = max(_cpu() - c - build_cpu, 0.0)
+    search_wall = max(time.perf_counter() - t - build_wall, 0.0)
+    found = np.stack([row[row != i][:10] for row, i in zip(idx, at, strict=True)])
+    check = np.arange(min(500, len(at)))
+    truth = _exact_truth(x, at[check], 10)
+    graph_cpu = build_cpu + search_cpu * n / len(at)
+    return {
+        "build_cpu_seconds": round(build_cpu, 1),
+        "build_seconds": round(build_wall, 1),
+        "sample_queries": len(at),
+        "sample_search_cpu_seconds": round(search_cpu, 1),
+        "sample_search_seconds": round(search_wall, 1),
+        "graph_cpu_seconds_estimated": round(graph_cpu),
+        "graph_seconds_on_2_idle_cores_estimated": round(graph_cpu / 2),
+        "recall@10_vs_exact_500": round(recall(found[check], truth), 4),
+    }
+
+
+def _umap_rate(x, points: int = 250_000) -> dict:
+    """The kit's UMAP at ``len(x)`` rows, costed from a run on the first ``points`` rows
+    (``reduce(..., "umap")``: fitted on ``reduce.UMAP_SAMPLE`` of them, every one placed by
+    the fitted model's transform): the fit costs the same at any n past the sample, the
+    transform the same per point, so the full run costs the PCA-50 of all rows (timed here
+    on all), the fit, and ``n / points`` times the transform measured."""
+    import time
+
+    import umap
+
+    from embedscope.reduce import UMAP_SAMPLE, reduce, streaming_pca
+
+    n = len(x)
+    spent = {"fit": 0.0, "transform": 0.0}
+    real = {"fit": umap.UMAP.fit, "transform": umap.UMAP.transform}
+
+    def timed(what: str):
+        def call(self, *args, **kwargs):
+            c = _cpu()
+            try:
+                return real[what](self, *args, **kwargs)
+            finally:
+                spent[what] += _cpu() - c
+
+        return call
+
+    c, t = _cpu(), time.perf_counter()
+    streaming_pca(x, 50, unit=True)
+    pca_cpu, pca_wall = _cpu() - c, time.perf_counter() - t
+    umap.UMAP.fit, umap.UMAP.transform = timed("fit"), timed("transform")
+    points = min(points, n)
+    c, t = _cpu(), time.perf_counter()
+    coords, facts = reduce(x[:points], "umap", 3, random_state=None)
+    run_cpu, run_wall = _cpu() - c, time.perf_counter() - t
+    estimate = pca_cpu + spent["fit"] + spent["transform"] * n / points
+    return {
+        "pca50_all_cpu_seconds": round(pca_cpu, 1),
+        "pca50_all_seconds": round(pca_wall, 1),
+        "run_points": points,
+        "fitted_on": min(points, UMAP_SAMPLE),
+        "run_cpu_seconds": round(run_cpu, 1),
+        "run_seconds": round(run_wall, 1),
+        "fit_cpu_seconds": round(spent["fit"], 1),
+        "transform_cpu_seconds": round(spent["transform"], 1),
+        "umap_cpu_seconds_estimated": round(estimate),
+        "umap_seconds_on_2_idle_cores_estimated": round(estimate / 2),
+        "finite": bool(np.isfinite(coords).all()),
+    }
+
+
+def _store_vectors(npy: Path, n: int) -> dict:
+    """``store_vectors`` (02_embed with ``VECTORS=``) of the ``.npy`` at ``npy`` for a dataset
+    of ``n`` images whose manifest is written here (as ingest would write it, without the
+    files: storing reads none), timed alone."""
+    import hashlib
+    import shutil
+    import time
+
+    import pandas as pd
+
+    from embedscope.layout import Layout, write_json, write_parquet
+    from embedscope.vectors import paths_file, store_vectors
+
+    work = npy.parent / f"store-{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    layout = Layout("scale", work / "data", work / "reports")
+    paths = [f"c{i % 10}/img{i:07d}.png" for i in range(n)]
+    paths_file(npy).write_text("\n".join(paths) + "\n", encoding="utf-8")
+    manifest = pd.DataFrame(
+        {
+            "path": paths,
+            "label": [p[:2] for p in paths],
+            "status": "ok",
+            "reason": "",
+            "sha256": [hashlib.sha256(p.encode()).hexdigest() for p in paths],
+            "bytes": 100,
+            "mtime_ns": 0,
+        }
+    )
+    write_parquet(layout.manifest, manifest)
+    write_json(layout.source_file, {"root": str(work / "images")})
+    del manifest, paths
+    t = time.perf_counter()
+    facts = store_vectors(layout, npy)
+    seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    store_vectors(layout, npy)  # a re-run: the outputs are complete, nothing is written
+    again = time.perf_counter() - t
+    shutil.rmtree(work, ignore_errors=True)  # 10 GB of shards and vectors.npy at 1M
+    return {"images": facts["images"], "store_seconds": round(seconds, 1),
+            "again_seconds": round(again, 1)}  # fmt: skip
+
+
+class _AnonPeak:
+    """The peak of this process's anonymous memory (``RssAnon``), sampled every 0.2 s: peak
+    RSS also counts the pages of a memory-mapped vectors file the stage read, which are the
+    kernel's page cache (dropped under pressure, shared), not memory the stage holds."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _now(self) -> int:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.2):
+            self.peak = max(self.peak, self._now())
+
+    def stop(self) -> float | None:
+        self.done.set()
+        self.thread.join()
+        peak = max(self.peak, self._now())
+        return round(peak / 1e9, 2) if peak else None
 
 
 def run_stage(name: str, npy: Path, timeout: float) -> dict:
@@ -176,11 +442,21 @@ STAGES = (
     "hdbscan_all",
     "neighbors",
     "look_alikes",
+    "label_issues",
     "leak_search",
+    "copy_search",
+    "store_vectors",
     "pca",
+    "pca_sklearn",
+    "projection_quality",
     "ipca",
     "umap",
 )
+#: Not run by default (``--stages`` names them): ``neighbors`` and ``umap`` costed from a part
+#: of the work, for a session whose shared cores cannot wait for the full runs.
+RATE_STAGES = ("neighbors_rate", "umap_rate")
+#: Stages of the old ways, kept to show why the new ones exist: run up to this many vectors.
+OLD_WAYS = {"hdbscan_all": 100_000, "pca_sklearn": 300_000}
 
 
 def stages(work: Path, n: int, only: tuple[str, ...] = STAGES, timeout: float = 1800) -> dict:
@@ -276,11 +552,11 @@ def end_to_end(work: Path, n: int, timeout: float = 3600) -> dict:
 
 
 def pipeline_scale(work: Path, sizes: list[int], timeout: float = 1800) -> dict:
-    """The section: :func:`stages` at each size (``hdbscan_all`` only up to 100k: the old way,
-    kept to show why the sample fit exists)."""
+    """The section: :func:`stages` at each size (the old ways of :data:`OLD_WAYS` only up to
+    their sizes: kept to show why the sample fit and the streaming PCA exist)."""
     out = {}
     for n in sizes:
-        names = tuple(s for s in STAGES if s != "hdbscan_all" or n <= 100_000)
+        names = tuple(s for s in STAGES if n <= OLD_WAYS.get(s, n))
         print(f"[bench] pipeline_scale {n:,} vectors", flush=True)
         out[str(n)] = stages(work, n, names, timeout)
     return out
@@ -294,18 +570,26 @@ def pipeline_scale_table(results: dict) -> str:
             f"{int(n):,} x {r['dims']} vectors; {m['cores']} cores, {m['cpu']}, "
             f"{m['memory_gb']} GB, load {m['load_1min_at_start']} at start",
             "",
-            "| stage | seconds | CPU seconds | peak RSS GB | load | facts |",
-            "|---|---|---|---|---|---|",
+            "| stage | seconds | CPU seconds | peak RSS GB | of it anonymous GB | load | facts |",
+            "|---|---|---|---|---|---|---|",
         ]
         for row in r["stages"]:
             facts = {
                 k: v
                 for k, v in row.items()
-                if k not in ("stage", "seconds", "cpu_seconds", "peak_rss_gb", "load_1min")
+                if k
+                not in (
+                    "stage",
+                    "seconds",
+                    "cpu_seconds",
+                    "peak_rss_gb",
+                    "peak_anon_gb",
+                    "load_1min",
+                )
             }
             lines.append(
                 f"| {row['stage']} | {row.get('seconds')} | {row.get('cpu_seconds')} "
-                f"| {row.get('peak_rss_gb')} "
+                f"| {row.get('peak_rss_gb')} | {row.get('peak_anon_gb')} "
                 f"| {row.get('load_1min')} | {facts or ''} |"
             )
         lines.append("")
@@ -328,11 +612,13 @@ if __name__ == "__main__":
         import resource
         import time
 
+        anon = _AnonPeak()
         t = time.perf_counter()
         facts = _stage(args.one, str(args.work))
         facts["seconds"] = round(time.perf_counter() - t, 1)
         use = resource.getrusage(resource.RUSAGE_SELF)
         facts["peak_rss_gb"] = round(use.ru_maxrss / 1e6, 2)
+        facts["peak_anon_gb"] = anon.stop()
         # CPU seconds (all threads): on a shared machine they move far less than wall time
         facts["cpu_seconds"] = round(use.ru_utime + use.ru_stime, 1)
         print("FACTS" + json.dumps(facts))

@@ -24,6 +24,7 @@ from embedscope.findings.leaks import (
     small_copy,
     write_leaks,
 )
+from embedscope.images import load_rgb
 from embedscope.ingest import SourceError, build_manifest, check_split, ingest, split_name, split_of
 from embedscope.layout import Layout
 from embedscope.splits import split_report
@@ -31,6 +32,7 @@ from embedscope.store import load_embeddings
 from embedscope.vocabulary import UNLABELLED
 
 CLASSES = {"red": (200, 40, 40), "blue": (40, 60, 210)}
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
 
 def picture(seed: int, tint: tuple[int, int, int], size: int = 64) -> Image.Image:
@@ -137,9 +139,9 @@ def test_copies_match_their_source_and_look_alikes_do_not() -> None:
     for kind, edit in COPIES.items():
         copy = edit(source) if edit else source
         score, found = match(small_copy(copy), mine)
-        assert score > 0.99, kind
+        assert score > 0.95, kind
     other, _ = match(small_copy(picture(8, (200, 40, 40))), mine)
-    assert other < 0.95  # smooth random shapes of one tint: alike, yet below every copy
+    assert other < 0.6  # smooth random shapes of one tint: alike, yet far below every copy
 
 
 def test_heavy_downscales_are_compared_at_their_own_detail_and_colour_counts() -> None:
@@ -148,11 +150,41 @@ def test_heavy_downscales_are_compared_at_their_own_detail_and_colour_counts() -
     source = picture(7, (200, 40, 40))
     small = source.resize((22, 22), Image.Resampling.BICUBIC)
     score, kind = match(small_copy(small), small_copy(source))
-    assert score > 0.97 and kind == "resized"
+    assert score > 0.95 and kind == "resized"
     grey = np.asarray(source.convert("L"), np.float32)[..., None] / 255
     red = Image.fromarray((grey * [255, 30, 30]).astype("uint8"))
     blue = Image.fromarray((grey * [30, 30, 255]).astype("uint8"))
     assert match(small_copy(blue), small_copy(red))[0] < 0.5
+
+
+def test_a_real_look_alike_is_no_leak_while_a_real_copy_is(tmp_path: Path) -> None:
+    """Two real emoji that differ only in the mouth (slightly smiling, diagonal mouth: their
+    colours correlate 0.98) are no copies: the worst block's residual (the mouth) tells them
+    apart, while an off-centre 85 % crop of the smiley, re-encoded, still matches."""
+    faces = SAMPLE / "smileys-emotion"
+    smiley, diagonal = (load_rgb(faces / f"{c}.webp") for c in ("1F642", "1FAE4"))
+    copy = smiley.crop((0, 30, 218, 248))
+    copy.save(tmp_path / "copy.jpg", quality=50)
+    copy = load_rgb(tmp_path / "copy.jpg")
+    alike, _ = match(small_copy(diagonal), small_copy(smiley))
+    copied, kind = match(small_copy(copy), small_copy(smiley))
+    assert copied > 0.85 > 0.6 > alike and kind == "cropped"
+    # the search: the smiley in train among other emoji, the look-alike and the copy in test
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    rows = []
+    for p in [faces / "1F642.webp", *sorted((SAMPLE / "flags").glob("*.webp"))[:6]]:
+        load_rgb(p).save(tmp_path / "train" / f"{p.stem}.png")
+        rows.append((f"train/{p.stem}.png", "train"))
+    diagonal.save(tmp_path / "test" / "diagonal.png")
+    copy.save(tmp_path / "test" / "copy.png")
+    rows += [("test/diagonal.png", "test"), ("test/copy.png", "test")]
+    table = pd.DataFrame(rows, columns=["path", "split"])
+    vectors = np.random.default_rng(0).normal(size=(len(table), 16))
+    found = find_leaks(tmp_path, table, vectors, table["split"]).set_index(table["path"])
+    assert found.loc["test/copy.png", "leak"]
+    assert found.loc["test/copy.png", "leak_of"] == "train/1F642.png"
+    assert not found.loc["test/diagonal.png", "leak"]
 
 
 def test_a_copy_the_vectors_miss_is_proposed_by_its_tiny_picture(tmp_path: Path) -> None:
@@ -247,7 +279,5 @@ def test_a_dataset_without_splits_is_unchanged(leaked, tmp_path: Path) -> None:
     assert auto.drop(columns=["mtime_ns"]).equals(
         build_manifest(plain, split="none", workers=1).drop(columns=["mtime_ns"])
     )
-    assert (
-        dataset_leaks(plain, auto[["path", "label", "sha256"]], np.zeros((len(auto), 4)), auto)
-        is None
-    )
+    found = dataset_leaks(plain, auto[["path", "label", "sha256"]], np.zeros((len(auto), 4)), auto)
+    assert not {"split", "leak", "leak_of"} & set(found)  # only the near-duplicate columns

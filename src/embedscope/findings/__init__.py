@@ -81,7 +81,8 @@ def findings_table(
     ``review_priority``: every registered family's columns, then ``issues``, ``reason``,
     ``review_priority``. ``quality_thresholds="cleanvision"`` flags image quality exactly as
     cleanvision does (see :mod:`embedscope.quality`). ``leaks``
-    (:func:`embedscope.findings.leaks.find_leaks`, row for row with ``rows``) joins the facts.
+    (:func:`embedscope.findings.leaks.dataset_leaks`: leaks and near-duplicate groups, row for
+    row with ``rows``) joins the facts.
     A family may leave its columns out (the leak family does for a dataset without splits):
     its types then flag nothing and are not counted."""
     facts = manifest.set_index("path").reindex(rows["path"]).reset_index()

@@ -7,17 +7,23 @@ colour changes), joined with as many by a tiny grey picture, mirrored or not (it
 heavy downscales and re-encodes); both searches go through :func:`embedscope.knn.top_k`, the
 kit's one kNN search. Verification: each candidate pair is aligned on small thumbnails at the
 copy's own detail (never upsampled), over mirror, position and every crop size down to
-:data:`SMALLEST_CROP`, and scored by the colour correlation there (brightness and contrast
-invariant); the score is then a ratio test against the runner-up candidate
-(:func:`leak_score`). Same bytes are a leak without looking. A pair at or above ``threshold``
-is a leak.
+:data:`SMALLEST_CROP`, then to a fraction of a pixel, and scored by its worst block: the
+largest local colour residual once brightness and contrast are undone (a copy differs from its
+source a little everywhere, a look-alike a lot somewhere); the score is then a ratio test
+against the runner-up candidate (:func:`leak_score`). Same bytes are a leak without looking.
+A pair at or above ``threshold`` is a leak.
 
 The splits come from the manifest's ``split`` column (:mod:`embedscope.ingest`): a dataset
 without one gets no leak columns at all.
+
+Near-duplicate groups (:func:`near_duplicates`, the duplicates family's) come from the same
+candidates and verification, each image searched once among its own split (the whole dataset
+without splits): a group is the connected copies of one image (:func:`_groups`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,7 +43,7 @@ from embedscope.vocabulary import KEEP_PREFIX, UNLABELLED
 SPLIT_ORDER = ("train", "val", "test")
 #: Default ``leak_threshold`` (chosen by the ``leaks`` bench on its calibration halves, apart
 #: from the halves it reports): the :func:`leak_score` a candidate pair must reach.
-THRESHOLD = 0.78
+THRESHOLD = 0.67
 #: Exponent of the ambiguity in :func:`leak_score` (fitted with the threshold on the
 #: calibration halves): how much a second, nearly as good match lowers the score.
 AMBIGUITY = 0.75
@@ -51,6 +57,8 @@ THUMB = 48
 WORK = 36
 #: Smallest crop sought: a copy that shows this share of its source's side, or more.
 SMALLEST_CROP = 0.78
+#: Blocks per side of an aligned pair: :func:`match` scores the worst block's residual.
+BLOCKS = 4
 #: The kinds of match a reason names, as ``leak_kind`` writes them.
 KINDS = ("same bytes", "mirrored", "cropped", "brightness/contrast", "resized", "re-encoded")
 #: ``leaks.csv``'s columns, most certain pair first.
@@ -119,18 +127,26 @@ def tiny(thumb: Thumb) -> tuple[np.ndarray, np.ndarray]:
     return tuple(_standard(g.ravel()[None])[0].astype(np.float32) for g in (grey, grey[:, ::-1]))
 
 
-def _inside(a: Thumb, b: Thumb) -> tuple[float, np.ndarray, np.ndarray, bool, float]:
+def _grey(x: np.ndarray) -> np.ndarray:
+    """A region's grey pixels, standardised (:func:`_standard`)."""
+    return _standard(x.mean(axis=2).ravel()[None])[0]
+
+
+def _inside(
+    a: Thumb, b: Thumb
+) -> tuple[float, np.ndarray, np.ndarray, bool, float, tuple[float, ...]]:
     """``a`` sought as a region of ``b`` (a crop of :data:`SMALLEST_CROP` of the side or more,
     anywhere, mirrored or not), at ``a``'s own detail: ``b`` is scaled so that the region is
     as many pixels as ``a`` at every whole-pixel size. Returns the best grey correlation, the
-    aligned region of ``b`` and ``a`` (RGB, float), whether mirrored, and the region's share."""
+    aligned region of ``b`` and ``a`` (RGB, float), whether mirrored, the region's share and
+    its box in ``b``'s thumbnail pixels (for :func:`_subpixel`)."""
     (pa, (aw, ah)), (pb, (bw, bh)) = a, b
     f = min(1.0, WORK / max(aw, ah), bw / aw, bh / ah)  # compared pixels per native pixel of a
     cw, ch = max(2, round(aw * f)), max(2, round(ah * f))
     template = _resized(pa, cw, ch)
     grey = template.mean(axis=2)
     pair = _standard(np.stack([grey.ravel(), grey[:, ::-1].ravel()]))
-    best: tuple[float, np.ndarray, np.ndarray, bool, float] = (-2.0, template, template, False, 1)
+    best = (-2.0, template, template, False, 1.0, (0.0, 0.0, 1.0, 1.0))
     for width in range(cw, round(cw / SMALLEST_CROP) + 1):
         height = max(ch, round(bh * width / bw))
         big = _resized(pb, width, height)
@@ -141,19 +157,117 @@ def _inside(a: Thumb, b: Thumb) -> tuple[float, np.ndarray, np.ndarray, bool, fl
             y, x = divmod(int(at[0]), width - cw + 1)
             mirrored = bool(at[1])
             seen = template[:, ::-1] if mirrored else template
-            best = (float(scores[at]), big[y : y + ch, x : x + cw], seen, mirrored, cw / width)
+            sx, sy = pb.shape[1] / width, pb.shape[0] / height
+            box = (x * sx, y * sy, (x + cw) * sx, (y + ch) * sy)
+            best = (float(scores[at]), big[y : y + ch, x : x + cw], seen, mirrored, cw / width, box)
     return best
 
 
+def _subpixel(
+    pixels: np.ndarray, box: tuple[float, ...], seen: np.ndarray, start: float
+) -> tuple[float, np.ndarray]:
+    """The region of ``pixels`` in ``box`` moved and scaled by sub-pixel steps (each edge by
+    at most one compared pixel) to the best grey correlation with ``seen``: whole-pixel sizes
+    and positions leave a crop's edges half a pixel off, which a local statistic would read
+    as a difference. Returns the correlation and the region (``start``: the whole-pixel one's)."""
+    h, w = seen.shape[:2]
+    target = _grey(seen)
+    grey = Image.fromarray(pixels.astype(np.float32).mean(axis=2), "F")
+    limit = (pixels.shape[1], pixels.shape[0], pixels.shape[1], pixels.shape[0])
+    origin = np.asarray(box, np.float64)
+    reach = (origin[2] - origin[0]) / w
+
+    def correlation(b: np.ndarray) -> float:
+        r = np.asarray(grey.resize((w, h), Image.Resampling.BILINEAR, box=tuple(b))).ravel()
+        r = r - r.mean()
+        return float(r @ target) / max(float(np.linalg.norm(r)), 1e-6)
+
+    now, best = origin.copy(), start
+    step = reach / 2
+    for _ in range(2):
+        moved = True
+        while moved:
+            moved = False
+            for k in range(4):
+                for d in (-step, step):
+                    b = now.copy()
+                    b[k] += d
+                    if not (0 <= b[k] <= limit[k] and abs(b[k] - origin[k]) <= reach):
+                        continue
+                    if b[2] - b[0] < 1 or b[3] - b[1] < 1:
+                        continue
+                    g = correlation(b)
+                    if g > best + 1e-6:
+                        best, now, moved = g, b, True
+        step /= 2
+    if best <= start:
+        return start, np.empty(0)
+    return best, np.asarray(
+        Image.fromarray(pixels).resize((w, h), Image.Resampling.BILINEAR, box=tuple(now)),
+        np.float32,
+    )
+
+
+def _monotone(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``x``'s values replaced by ``y``'s of the same rank, one mapping for all channels: any
+    brightness, contrast or gamma change of ``y`` (clipped or not) undone, yet no change of
+    colour (a red and a blue heart of the same shape stay apart)."""
+    _, where, counts = np.unique(x.ravel(), return_inverse=True, return_counts=True)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    # equal values of x (a flat background) take the mean of their share of y, in no order
+    means = np.add.reduceat(np.sort(y.ravel()).astype(np.float64), starts) / counts
+    return means[where].astype(np.float32).reshape(x.shape)
+
+
+def _smooth(x: np.ndarray) -> np.ndarray:
+    """``x`` (h, w, channels) blurred by a [1, 2, 1] / 4 kernel along each side: JPEG's ringing
+    and what is left of a sub-pixel shift are finer than a look-alike's differences."""
+    p = np.pad(x, ((1, 1), (0, 0), (0, 0)), mode="edge")
+    x = (p[:-2] + 2 * p[1:-1] + p[2:]) / 4
+    p = np.pad(x, ((0, 0), (1, 1), (0, 0)), mode="edge")
+    return (p[:, :-2] + 2 * p[:, 1:-1] + p[:, 2:]) / 4
+
+
+def _worst_block(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest residual, over a :data:`BLOCKS` x :data:`BLOCKS` grid of blocks, of two
+    aligned regions (:func:`_smooth`) after :func:`_monotone` (source onto copy or back,
+    whichever fits), as an RMS relative to the livelier region's spread (a copy brightened until
+    it is nearly white keeps its source's structure, not its spread): a copy differs from its
+    source a little everywhere (resampling, JPEG), a look-alike a lot somewhere (a smiley's
+    mouth)."""
+    a, b = _smooth(a), _smooth(b)
+    spread = max(float(a.var()), float(b.var()), 1.0)
+    h, w = a.shape[:2]
+    ys = np.linspace(0, h, BLOCKS + 1).round().astype(int)
+    xs = np.linspace(0, w, BLOCKS + 1).round().astype(int)
+    worst = np.inf
+    for x, y in ((a, b), (b, a)):
+        res = ((_monotone(x, y) - y) ** 2).mean(axis=2) / spread
+        blocks = [
+            res[ys[i] : ys[i + 1], xs[j] : xs[j + 1]].mean()
+            for i in range(BLOCKS)
+            for j in range(BLOCKS)
+            if ys[i + 1] > ys[i] and xs[j + 1] > xs[j]
+        ]
+        worst = min(worst, float(np.sqrt(max(blocks))))
+    return worst
+
+
 def match(copy: Thumb, source: Thumb) -> tuple[float, str]:
-    """How surely ``copy`` copies ``source`` (:func:`small_copy`'s thumbnails), -1..1, and the
-    kind of match its best alignment says: either image may be the crop of the other. The
-    alignment is found on grey; the score is the colour correlation there (a red and a blue
+    """How surely ``copy`` copies ``source`` (:func:`small_copy`'s thumbnails), at most 1, and
+    the kind of match its best alignment says: either image may be the crop of the other.
+    The alignment is found on grey (whole pixels, then :func:`_subpixel`); the score is one
+    less the worst block's residual there (:func:`_worst_block`, in colour: a red and a blue
     heart of the same shape are not copies)."""
     one, other = _inside(copy, source), _inside(source, copy)
-    _, region, seen, mirrored, share = max(one, other, key=lambda r: r[0])
-    u, v = _standard(np.stack([region.ravel(), seen.ravel()]))
-    score = float(u @ v)
+    inside = one[0] >= other[0]
+    grey, region, seen, mirrored, share, box = one if inside else other
+    pixels = (source if inside else copy)[0]
+    if grey > 0.5:  # below, no copy: alignment to a fraction of a pixel would not matter
+        better = _subpixel(pixels, box, seen, grey)[1]
+        if better.size:
+            region = better
+    score = 1.0 - _worst_block(region, seen)
     if mirrored:
         kind = "mirrored"
     elif share < 0.97:
@@ -166,7 +280,7 @@ def match(copy: Thumb, source: Thumb) -> tuple[float, str]:
 
 
 def leak_score(best: float, second: float) -> float:
-    """The pair's score from its correlation ``best`` and the next candidate's ``second``:
+    """The pair's score from its :func:`match` ``best`` and the next candidate's ``second``:
     ``1 - (1 - best) / (1 - second) ** AMBIGUITY``. A copy matches its source far better than
     any other image (a ratio test: its distance is small next to the runner-up's); a
     look-alike of a uniform class (trousers) matches several about as well."""
@@ -180,14 +294,17 @@ def _candidates(
     held: np.ndarray,
     earlier: np.ndarray,
     k: int,
+    *,
+    same: bool = False,
 ) -> list[list[int]]:
     """Per held-out row, its candidate rows of ``earlier`` (cosine first, then the tiny
-    picture's, each mirrored or not), without repeats; all through the kit's one kNN search."""
+    picture's, each mirrored or not), without repeats; all through the kit's one kNN search.
+    ``same``: ``held`` is ``earlier`` (a split searched within itself), no row its own."""
     plain, mirror = pictures
-    cosine = top_k(x[held], x[earlier], k)[0]
+    cosine = top_k(x[held], x[earlier], k, exclude_self=same)[0]
     # the tiny picture mirrored or not: the k best of both lists together
-    ia, sa = top_k(plain[held], plain[earlier], k)
-    ib, sb = top_k(mirror[held], plain[earlier], k)
+    ia, sa = top_k(plain[held], plain[earlier], k, exclude_self=same)
+    ib, sb = top_k(mirror[held], plain[earlier], k, exclude_self=same)
     both, sims = np.concatenate([ia, ib], axis=1), np.concatenate([sa, sb], axis=1)
     picture = np.take_along_axis(both, np.argsort(-sims, axis=1, kind="stable"), axis=1)
     out = []
@@ -252,18 +369,7 @@ def find_leaks(
             if same != i and rank[same] < r:
                 found = (1.0, same, "same bytes")
             elif mine is not None:
-                tried = [
-                    (*match(mine, smalls[paths[j]]), int(j))
-                    for j in near[row]
-                    if smalls.get(paths[j]) is not None
-                ]
-                if tried:
-                    tried.sort(key=lambda t: -t[0])
-                    found = (
-                        leak_score(tried[0][0], _runner_up(tried, smalls, paths)),
-                        tried[0][2],
-                        tried[0][1],
-                    )
+                found = _verified(mine, near[row], smalls, paths)
             score, j, kind = found
             if j < 0:
                 continue
@@ -275,8 +381,207 @@ def find_leaks(
     return out
 
 
+def _verified(
+    mine: Thumb,
+    near: Sequence[int],
+    smalls: dict[str, Thumb | None],
+    paths: np.ndarray,
+    cache: dict[tuple[int, int], tuple[float, str]] | None = None,
+    me: int = -1,
+    at_least: float = -np.inf,
+) -> tuple[float, int, str]:
+    """The surest copy among the candidate rows ``near`` of the image ``mine``: (its
+    :func:`leak_score` against the runner-up, its row, the kind of match); (0, -1, "") for
+    none. ``cache`` keeps :func:`match` by unordered pair of rows (``me`` is this image's row):
+    within one split both images of a pair propose each other, and a match is symmetric.
+    A best match whose score could not reach ``at_least`` even without a runner-up is
+    returned with that upper bound, its runner-up unsought (each check costs a match)."""
+    tried = []
+    for j in near:
+        if smalls.get(paths[j]) is None:
+            continue
+        key = (min(me, int(j)), max(me, int(j)))
+        if cache is None or me < 0 or key not in cache:
+            found = match(mine, smalls[paths[j]])
+            if cache is not None and me >= 0:
+                cache[key] = found
+        else:
+            found = cache[key]
+        tried.append((*found, int(j)))
+    if not tried:
+        return (0.0, -1, "")
+    tried.sort(key=lambda t: -t[0])
+    if leak_score(tried[0][0], 0.0) < at_least:
+        return (leak_score(tried[0][0], 0.0), tried[0][2], tried[0][1])
+    return (leak_score(tried[0][0], _runner_up(tried, smalls, paths)), tried[0][2], tried[0][1])
+
+
+def near_duplicates(
+    root: str | Path,
+    rows: pd.DataFrame,
+    vectors: np.ndarray,
+    scopes: Sequence[str],
+    *,
+    threshold: float = THRESHOLD,
+    candidates: int = CANDIDATES,
+    smalls: dict[str, Thumb | None] | None = None,
+) -> pd.DataFrame:
+    """Near-duplicate groups within each scope (``scopes``: each row's split, or one value for
+    a dataset without splits), found as leaks are: the same candidates (:func:`_candidates`,
+    one search per image among its own scope) and the same verification and ratio test
+    (:func:`match`, :func:`leak_score` at or above ``threshold``), same bytes without
+    looking. A group is a connected component of verified pairs, each image adding one pair
+    (its surest copy), cut by :func:`_groups` so that a chain of look-alikes cannot merge a
+    class. Columns, row for row with ``rows``: ``near_duplicate_group`` (-1: none),
+    ``near_duplicate_of`` (its surest copy in the group), ``near_duplicate_score`` and
+    ``near_duplicate_kind``."""
+    scopes = np.asarray([str(s) for s in scopes], dtype=object)
+    n = len(rows)
+    paths = rows["path"].astype(str).to_numpy(dtype=object)
+    sha = rows["sha256"].astype(str).to_numpy(dtype=object) if "sha256" in rows else paths
+    smalls = {} if smalls is None else smalls
+    for p in paths:
+        if p not in smalls:
+            smalls[p] = load_small(root, p)
+    flat = np.zeros(TINY * TINY, np.float32)
+    pictures = [tiny(smalls[p]) if smalls.get(p) is not None else (flat, flat) for p in paths]
+    plain = np.stack([p[0] for p in pictures]) if n else np.zeros((0, TINY * TINY), np.float32)
+    mirror = np.stack([p[1] for p in pictures]) if n else plain
+    edges: dict[int, tuple[float, int, str]] = {}
+    cache: dict[tuple[int, int], tuple[float, str]] = {}
+    for scope in dict.fromkeys(scopes):
+        members = np.flatnonzero(scopes == scope)
+        if len(members) < 2:
+            continue
+        twins: dict[str, list[int]] = {}
+        for i in members:
+            twins.setdefault(sha[i], []).append(int(i))
+        k = min(candidates, len(members) - 1)
+        near = _candidates(vectors, (plain, mirror), members, members, k, same=True)
+        for row, i in enumerate(members):
+            same = twins[sha[i]]
+            if len(same) > 1:  # the same bytes: a pair without looking
+                edges[int(i)] = (1.0, same[1] if same[0] == i else same[0], "same bytes")
+                continue
+            mine = smalls.get(paths[i])
+            if mine is None:
+                continue
+            others = [j for j in near[row] if j != i]
+            score, j, kind = _verified(mine, others, smalls, paths, cache, int(i), threshold)
+            if j >= 0 and score >= threshold:
+                edges[int(i)] = (score, j, _refined(kind, rows, int(i), j))
+    group, partner = _groups(n, edges, smalls, paths, threshold)
+    out = pd.DataFrame(
+        {
+            "near_duplicate_group": group,
+            "near_duplicate_of": np.full(n, "", object),
+            "near_duplicate_score": np.zeros(n, np.float32),
+            "near_duplicate_kind": np.full(n, "", object),
+        }
+    )
+    for i, (score, j, kind) in partner.items():
+        out.loc[i, ["near_duplicate_of", "near_duplicate_kind"]] = [paths[j], kind]
+        out.loc[i, "near_duplicate_score"] = np.float32(score)
+    return out
+
+
+def _groups(
+    n: int,
+    edges: dict[int, tuple[float, int, str]],
+    smalls: dict[str, Thumb | None],
+    paths: np.ndarray,
+    threshold: float,
+) -> tuple[np.ndarray, dict[int, tuple[float, int, str]]]:
+    """Group numbers (-1: none) of the connected components of ``edges`` (row -> its verified
+    copy), and each grouped row's (score, partner row, kind). Against chaining (a crop of a
+    look-alike of a mirror of ...): a component of three or more is kept whole only where each
+    member also matches the component's hub (the member with most verified pairs) at or above
+    ``threshold`` itself, or is the hub's own pair; the others are cut off and grouped among
+    themselves the same way. A group is so the copies of one image, never a chain through a
+    class."""
+    parent = list(range(n))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for i, (_, j, _) in edges.items():
+        parent[root(i)] = root(j)
+    components: dict[int, list[int]] = {}
+    for i in sorted({i for i in edges} | {e[1] for e in edges.values()}):
+        components.setdefault(root(i), []).append(i)
+    pending = list(components.values())
+    groups: list[list[int]] = []
+    partner: dict[int, tuple[float, int, str]] = {}
+    while pending:
+        members = pending.pop()
+        inside = set(members)
+        pairs = [(i, edges[i]) for i in members if i in edges and edges[i][1] in inside]
+        if len(members) < 2 or not pairs:
+            continue
+        degree = dict.fromkeys(members, 0)
+        for i, (_, j, _) in pairs:
+            degree[i] += 1
+            degree[j] += 1
+        hub = max(members, key=lambda m: (degree[m], -m))
+        kept = [hub]
+        for m in members:
+            if m == hub:
+                continue
+            if (m in edges and edges[m][1] == hub) or (hub in edges and edges[hub][1] == m):
+                kept.append(m)
+            elif len(members) > 2 and smalls.get(paths[m]) is not None:
+                score, kind = match(smalls[paths[m]], smalls[paths[hub]])
+                if score >= threshold:
+                    kept.append(m)
+                    partner[m] = (score, hub, kind)
+        if len(kept) > 1:
+            groups.append(sorted(kept))
+        rest = [m for m in members if m not in set(kept)]
+        if len(rest) > 1:  # the cut-off members, grouped among themselves by their own pairs
+            sub = {i: e for i, e in edges.items() if i in set(rest) and e[1] in set(rest)}
+            pending += [list(c) for c in _components(rest, sub)]
+    group = np.full(n, -1, np.int64)
+    for number, members in enumerate(sorted(groups)):
+        group[members] = number
+    out: dict[int, tuple[float, int, str]] = {}
+    for i in np.flatnonzero(group >= 0).tolist():
+        if i in edges and group[edges[i][1]] == group[i]:
+            out[i] = edges[i]
+        elif i in partner:
+            out[i] = partner[i]
+        else:  # the source of the group's pairs: its surest pair pointing at it
+            into = [(e[0], k, e[2]) for k, e in edges.items() if e[1] == i and group[k] == group[i]]
+            out[i] = max(into)
+    return group, out
+
+
+def _components(members: list[int], edges: dict[int, tuple[float, int, str]]) -> list[set[int]]:
+    """The connected components of ``edges`` among ``members`` (lone members left out)."""
+    linked: dict[int, set[int]] = {m: set() for m in members}
+    for i, (_, j, _) in edges.items():
+        linked[i].add(j)
+        linked[j].add(i)
+    seen: set[int] = set()
+    out = []
+    for m in members:
+        if m in seen or not linked[m]:
+            continue
+        stack, part = [m], set()
+        while stack:
+            a = stack.pop()
+            if a not in part:
+                part.add(a)
+                stack += list(linked[a] - part)
+        seen |= part
+        out.append(part)
+    return out
+
+
 def _runner_up(tried: list[tuple[float, str, int]], smalls: dict, paths: np.ndarray) -> float:
-    """The best correlation among the other candidates that are not copies of the best one
+    """The best :func:`match` among the other candidates that are not copies of the best one
     themselves (a source with its own near duplicate in train stays unambiguous); 0 for none.
     At most two others are checked against the best (each check costs a match)."""
     best = smalls[paths[tried[0][2]]]
@@ -411,18 +716,34 @@ def dataset_leaks(
     manifest: pd.DataFrame,
     *,
     threshold: float = THRESHOLD,
-) -> pd.DataFrame | None:
-    """:func:`find_leaks` of the embedded images ``rows`` with the manifest's splits and
-    sizes, row for row with ``rows`` plus ``path`` and ``split``; None for a dataset without
-    splits (it then gets no split or leak columns)."""
-    if "split" not in manifest:
-        return None
+) -> pd.DataFrame:
+    """The copies among the embedded images ``rows``, row for row with ``rows`` plus
+    ``path``: :func:`near_duplicates` within each split (within the whole dataset without
+    splits), and with splits ``split`` and :func:`find_leaks`' columns (a dataset without
+    splits gets no split or leak columns). One thumbnail per image serves both searches.
+    ``attrs["search"]`` holds what the searches cost, for ``metrics.json``: wall seconds and
+    images searched of each."""
     if not 0.0 < float(threshold) <= 1.0:
         raise ValueError(f"leak_threshold must be in (0, 1], not {threshold!r}")
     facts = manifest.set_index("path").reindex(rows["path"]).reset_index()
-    splits = facts["split"].fillna("").astype(str)
-    found = find_leaks(root, facts, vectors, splits, threshold=float(threshold))
-    found["leak"] &= ~kept_leaks(facts)  # a person kept it: no leak in leaks.csv or the numbers
+    smalls: dict[str, Thumb | None] = {}
+    cost: dict[str, float | int] = {"images": len(facts)}
+    found = pd.DataFrame(index=range(len(facts)))
+    if "split" in manifest:
+        splits = facts["split"].fillna("").astype(str)
+        start = time.perf_counter()
+        found = find_leaks(root, facts, vectors, splits, threshold=float(threshold), smalls=smalls)
+        cost["leak_search_seconds"] = round(time.perf_counter() - start, 2)
+        cost["leak_images_searched"] = int((splits.map(split_rank) > 0).sum())
+        found["leak"] &= ~kept_leaks(facts)  # a person kept it: no leak in leaks.csv or numbers
+        found.insert(0, "split", splits.to_numpy())
+    scopes = found["split"] if "split" in found else np.full(len(facts), "", object)
+    start = time.perf_counter()
+    near = near_duplicates(root, facts, vectors, scopes, threshold=float(threshold), smalls=smalls)
+    cost["near_duplicate_search_seconds"] = round(time.perf_counter() - start, 2)
+    cost["near_duplicate_images_searched"] = len(facts)
+    cost["near_duplicate_groups"] = int(near["near_duplicate_group"].max() + 1) if len(near) else 0
+    found = pd.concat([found.reset_index(drop=True), near], axis=1)
     found.insert(0, "path", facts["path"].to_numpy())
-    found.insert(1, "split", splits.to_numpy())
+    found.attrs["search"] = cost
     return found
