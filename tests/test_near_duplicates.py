@@ -91,7 +91,16 @@ def _run(root: Path, tmp: Path) -> tuple:
     embed(layout, model, progress=False)
     emb = load_embeddings(layout, model)
     found = dataset_leaks(root, emb.rows, emb.vectors, manifest)
-    table = findings_table(emb.rows, analyse(layout, model), manifest, leaks=found)
+    analysis = analyse(layout, model)
+    table = findings_table(emb.rows, analysis, manifest, leaks=found)
+    # over the limit: no search, cleanvision's groups (identical perceptual hashes), said why
+    over = dataset_leaks(root, emb.rows, emb.vectors, manifest, near_duplicate_limit=8)
+    assert "near_duplicate_group" not in over
+    assert over.attrs["search"]["near_duplicate_search"].startswith(f"skipped: {len(emb.rows)}")
+    hashed = findings_table(emb.rows, analysis, manifest, leaks=over).set_index("path")
+    assert (
+        hashed.loc[hashed["near_duplicate"], "near_duplicate_kind"] == "same perceptual hash"
+    ).all()
     return found, table.set_index("path")
 
 
