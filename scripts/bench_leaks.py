@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -137,20 +138,35 @@ def build(
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         im.save(folder / rel)
         if split == "train":
-            train_paths.append((rel, label, im))
+            train_paths.append((rel, im))
+    return plant_copies(
+        folder, train_paths, lambda rel: f"test/{rel.split('/')[1]}", rng, copies_per
+    )
+
+
+def plant_copies(
+    folder: Path,
+    sources: list[tuple[str, Image.Image]],
+    into: Callable[[str], str],
+    rng: np.random.Generator,
+    copies_per: int,
+) -> dict:
+    """``copies_per`` copies of each kind and strength of :data:`VARIANTS`, each of the next
+    of ``sources`` ((path, image) pairs, in a seeded order), written into the folder
+    ``into(source path)``; returns copy path -> (kind, strength, source path)."""
     truth = {}
-    picks = rng.permutation(len(train_paths))
+    picks = rng.permutation(len(sources))
     at = 0
     for kind, strengths in VARIANTS.items():
         for strength in strengths:
             for _ in range(copies_per):
-                rel, label, im = train_paths[picks[at % len(picks)]]
+                rel, im = sources[picks[at % len(picks)]]
                 at += 1
                 if kind == "exact":
                     data, suffix = (folder / rel).read_bytes(), ".png"
                 else:
                     data, suffix = copy_of(im, kind, strength, rng)
-                dest = f"test/{label}/copy-{at:05d}{suffix}"
+                dest = f"{into(rel)}/copy-{at:05d}{suffix}"
                 (folder / dest).write_bytes(data)
                 truth[dest] = (kind, str(strength), rel)
     return truth

@@ -29,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_leaks import VARIANTS, copy_of, distinct, emoji_pool, fashion_pool  # noqa: E402
+from bench_leaks import distinct, emoji_pool, fashion_pool, plant_copies  # noqa: E402
 
 from embedscope.embed import embed  # noqa: E402
 from embedscope.findings.leaks import dataset_leaks  # noqa: E402
@@ -55,22 +55,7 @@ def build_within(pool: list[tuple[str, Image.Image]], folder: Path, copies_per: 
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         im.save(folder / rel)
         sources.append((rel, im))
-    picks = rng.permutation(len(sources))
-    truth = {}
-    at = 0
-    for kind, strengths in VARIANTS.items():
-        for strength in strengths:
-            for _ in range(copies_per):
-                rel, im = sources[picks[at % len(picks)]]
-                at += 1
-                if kind == "exact":
-                    data, suffix = (folder / rel).read_bytes(), ".png"
-                else:
-                    data, suffix = copy_of(im, kind, strength, rng)
-                dest = f"{rel.rsplit('/', 1)[0]}/copy-{at:05d}{suffix}"
-                (folder / dest).write_bytes(data)
-                truth[dest] = (kind, str(strength), rel)
-    return truth
+    return plant_copies(folder, sources, lambda rel: rel.rsplit("/", 1)[0], rng, copies_per)
 
 
 def score_groups(paths: list[str], groups: np.ndarray, truth: dict) -> dict:
