@@ -36,6 +36,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from bench_markdown import markdown_table  # noqa: E402
+
 from embedscope.embed import Encoder, embed, resolve_pooling  # noqa: E402
 from embedscope.embed.calibrate import remember_race  # noqa: E402
 from embedscope.embed.pixels import checked_pixels, decode  # noqa: E402
@@ -191,34 +193,24 @@ def race_under_load(
 
 
 def first_run_table(rows: dict) -> str:
-    lines = [
-        "| first run: model, images | auto / fp32 speed (median) | pairs | CPU: fp32 / auto "
-        "| auto kept | why | later run keeps | load/core |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for key, r in rows.items():
-        lines.append(
-            f"| {key} | {r['kit_first_over_fp32']} | {r['ratios']} "
-            f"| {r.get('cpu_first_over_fp32')} | {r['auto_kept']} "
-            f"| {r['reason']} | {r['later_run_kept']} | {r['load_per_core']} |"
-        )
-    return "\n".join(lines)
+    header = ["first run: model, images", "auto / fp32 speed (median)", "pairs",
+              "CPU: fp32 / auto", "auto kept", "why", "later run keeps", "load/core"]  # fmt: skip
+    return "\n".join(markdown_table(header, (
+        [key, r["kit_first_over_fp32"], r["ratios"], r.get("cpu_first_over_fp32"),
+         r["auto_kept"], r["reason"], r["later_run_kept"], r["load_per_core"]]
+        for key, r in rows.items()
+    )))  # fmt: skip
 
 
 def race_table(rows: dict) -> str:
-    lines = [
-        "| race: model: candidate | quiet speed-up | busy processes | candidate kept "
-        "| remembered | median speed-up (low) | batches | load/core |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for key, r in rows.items():
-        lines.append(
-            f"| {key} | {r['quiet_speedup']} | {r['busy_processes']} "
-            f"| {r['kept']} / {r['races']} | {r['remembered']} "
-            f"| {r['median_speedup']} ({r['median_low']}) | {r['median_batches']} "
-            f"| {r['load_per_core']} |"
-        )
-    return "\n".join(lines)
+    header = ["race: model: candidate", "quiet speed-up", "busy processes", "candidate kept",
+              "remembered", "median speed-up (low)", "batches", "load/core"]  # fmt: skip
+    return "\n".join(markdown_table(header, (
+        [key, r["quiet_speedup"], r["busy_processes"], f"{r['kept']} / {r['races']}",
+         r["remembered"], f"{r['median_speedup']} ({r['median_low']})", r["median_batches"],
+         r["load_per_core"]]
+        for key, r in rows.items()
+    )))  # fmt: skip
 
 
 def main() -> int:

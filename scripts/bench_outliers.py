@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_findings import FASHION, _idx, fashion_folder, vectors_of
+from bench_markdown import markdown_table
 from PIL import Image
 
 from embedscope.findings.outliers import class_outlier_score, outlier_flags
@@ -201,37 +202,25 @@ def confused_table(results: dict) -> str:
 
 
 def outliers_table(results: dict) -> str:
-    lines = [
-        "| outliers: set | setting | kit AUROC | cleanlab AUROC | kit AP | cleanlab AP "
-        "| flag P/R | flagged | flagged with none slipped in |",
-        "|---|---|---|---|---|---|---|---|---|",
+    plain = ["outliers: set", "setting", "kit AUROC", "cleanlab AUROC", "kit AP", "cleanlab AP",
+             "flag P/R", "flagged", "flagged with none slipped in"]  # fmt: skip
+    aware = ["class-aware: set", "setting", "kit class AUROC", "cleanlab class AUROC",
+             "kit class AP", "cleanlab class AP", "either AUROC", "either AP"]  # fmt: skip
+    cells = [
+        (name, r, setting, r[setting]) for name, r in results.items() for setting in ("far", "near")
     ]
-    for name, r in results.items():
-        for setting in ("far", "near"):
-            m = r[setting]
-            lines.append(
-                f"| {name} ({r['images']} + {r['foreign']}) | {setting} "
-                f"| {_ms(m['kit_auroc'])} | {_ms(m['cleanlab_auroc'])} | {_ms(m['kit_ap'])} "
-                f"| {_ms(m['cleanlab_ap'])} | {m['flag_precision'][0]:.2f}/"
-                f"{m['flag_recall'][0]:.2f} | {m['flagged'][0]:.1f} | {r['clean_flagged']} |"
-            )
-    lines += [
-        "",
-        "| class-aware: set | setting | kit class AUROC | cleanlab class AUROC | kit class AP "
-        "| cleanlab class AP | either AUROC | either AP |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in results.items():
-        for setting in ("far", "near"):
-            m = r[setting]
-            if "class_auroc" not in m:
-                continue
-            lines.append(
-                f"| {name} | {setting} | {_ms(m['class_auroc'])} "
-                f"| {_ms(m['cleanlab_class_auroc'])} | {_ms(m['class_ap'])} "
-                f"| {_ms(m['cleanlab_class_ap'])} | {_ms(m['either_auroc'])} "
-                f"| {_ms(m['either_ap'])} |"
-            )
+    lines = markdown_table(plain, (
+        [f"{name} ({r['images']} + {r['foreign']})", setting, _ms(m["kit_auroc"]),
+         _ms(m["cleanlab_auroc"]), _ms(m["kit_ap"]), _ms(m["cleanlab_ap"]),
+         f"{m['flag_precision'][0]:.2f}/{m['flag_recall'][0]:.2f}", f"{m['flagged'][0]:.1f}",
+         r["clean_flagged"]]
+        for name, r, setting, m in cells
+    ))  # fmt: skip
+    lines += ["", *markdown_table(aware, (
+        [name, setting, *(_ms(m[k]) for k in ("class_auroc", "cleanlab_class_auroc", "class_ap",
+                                              "cleanlab_class_ap", "either_auroc", "either_ap"))]
+        for name, r, setting, m in cells if "class_auroc" in m
+    ))]  # fmt: skip
     return "\n".join(lines) + "\n" + "\n" + confused_table(results)
 
 
