@@ -131,6 +131,30 @@ def tiny(thumb: Thumb) -> tuple[np.ndarray, np.ndarray]:
     return tuple(_standard(g.ravel()[None])[0].astype(np.float32) for g in (grey, grey[:, ::-1]))
 
 
+def _tiny_pictures(
+    root: str | Path,
+    paths: np.ndarray,
+    smalls: dict[str, Thumb | None],
+    tinies: dict[str, tuple[np.ndarray, np.ndarray]],
+    load: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every path's :func:`tiny` pictures, plain and mirrored, stacked (flat zeros without a
+    thumbnail); thumbnails of the paths ``load`` marks (default all) read into ``smalls``, and
+    the pictures kept in ``tinies``, so that the leak and near-duplicate searches of one run
+    read and shrink each image once."""
+    for p in paths if load is None else paths[load]:
+        if p not in smalls:
+            smalls[p] = load_small(root, p)
+    flat = np.zeros(TINY * TINY, np.float32)
+    for p in paths:
+        if p in smalls and p not in tinies:
+            tinies[p] = tiny(smalls[p]) if smalls[p] is not None else (flat, flat)
+    if not len(paths):
+        return np.zeros((0, TINY * TINY), np.float32), np.zeros((0, TINY * TINY), np.float32)
+    pictures = [tinies.get(p, (flat, flat)) for p in paths]
+    return np.stack([a for a, _ in pictures]), np.stack([b for _, b in pictures])
+
+
 def _grey(x: np.ndarray) -> np.ndarray:
     """A region's grey pixels, standardised (:func:`_standard`)."""
     return _standard(x.mean(axis=2).ravel()[None])[0]
@@ -328,36 +352,28 @@ def find_leaks(
     threshold: float = THRESHOLD,
     candidates: int = CANDIDATES,
     smalls: dict[str, Thumb | None] | None = None,
+    tinies: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """Per embedded image (``rows``: path, label, sha256, sizes optional; ``vectors`` row for
     row; ``splits`` each row's split): ``leak_of`` (the earlier-split image it copies most
     surely, empty for none), ``source_split``, ``leak_score`` (0..1), ``leak`` and
     ``leak_kind``. Train images are never flagged; a val image is searched among train, a test
-    image among train and val. ``smalls`` caches thumbnails by path across calls."""
+    image among train and val. ``smalls`` and ``tinies`` keep thumbnails and tiny pictures by
+    path across calls."""
     splits = np.asarray([str(s) for s in splits], dtype=object)
     n = len(rows)
     rank = np.array([split_rank(s) for s in splits])
-    out = pd.DataFrame(
-        {
-            "leak_of": np.full(n, "", object),
-            "source_split": np.full(n, "", object),
-            "leak_score": np.zeros(n, np.float32),
-            "leak": np.zeros(n, bool),
-            "leak_kind": np.full(n, "", object),
-        }
-    )
+    of, source = np.full(n, "", object), np.full(n, "", object)
+    scores, leak, kinds = np.zeros(n, np.float32), np.zeros(n, bool), np.full(n, "", object)
+    columns = {"leak_of": of, "source_split": source, "leak_score": scores, "leak": leak}
+    columns["leak_kind"] = kinds  # filled in place below, one DataFrame at the end
     if n == 0 or not (rank > 0).any() or not (rank == 0).any():
-        return out
+        return pd.DataFrame(columns)
     paths = rows["path"].astype(str).to_numpy(dtype=object)
     sha = rows["sha256"].astype(str).to_numpy(dtype=object) if "sha256" in rows else paths
     smalls = {} if smalls is None else smalls
-    for p in paths[rank >= 0]:
-        if p not in smalls:
-            smalls[p] = load_small(root, p)
-    flat = np.zeros(TINY * TINY, np.float32)
-    pictures = [tiny(smalls[p]) if smalls.get(p) is not None else (flat, flat) for p in paths]
-    plain = np.stack([p[0] for p in pictures])
-    mirror = np.stack([p[1] for p in pictures])
+    tinies = {} if tinies is None else tinies
+    plain, mirror = _tiny_pictures(root, paths, smalls, tinies, load=rank >= 0)
 
     by_sha: dict[str, int] = {}
     for i in np.flatnonzero(rank >= 0)[np.argsort(rank[rank >= 0], kind="stable")]:
@@ -377,12 +393,12 @@ def find_leaks(
             score, j, kind = found
             if j < 0:
                 continue
-            out.loc[i, ["leak_score", "leak_kind"]] = [np.float32(max(score, 0.0)), kind]
+            scores[i], kinds[i] = max(score, 0.0), kind
             if score >= threshold:
-                out.loc[i, ["leak_of", "source_split", "leak"]] = [paths[j], splits[j], True]
-            if kind != "same bytes" and score >= threshold:
-                out.loc[i, "leak_kind"] = _refined(kind, rows, i, j)
-    return out
+                of[i], source[i], leak[i] = paths[j], splits[j], True
+                if kind != "same bytes":
+                    kinds[i] = _refined(kind, rows, i, j)
+    return pd.DataFrame(columns)
 
 
 def _verified(
@@ -429,6 +445,7 @@ def near_duplicates(
     threshold: float = THRESHOLD,
     candidates: int = CANDIDATES,
     smalls: dict[str, Thumb | None] | None = None,
+    tinies: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """Near-duplicate groups within each scope (``scopes``: each row's split, or one value for
     a dataset without splits), found as leaks are: the same candidates (:func:`_candidates`,
@@ -444,13 +461,8 @@ def near_duplicates(
     paths = rows["path"].astype(str).to_numpy(dtype=object)
     sha = rows["sha256"].astype(str).to_numpy(dtype=object) if "sha256" in rows else paths
     smalls = {} if smalls is None else smalls
-    for p in paths:
-        if p not in smalls:
-            smalls[p] = load_small(root, p)
-    flat = np.zeros(TINY * TINY, np.float32)
-    pictures = [tiny(smalls[p]) if smalls.get(p) is not None else (flat, flat) for p in paths]
-    plain = np.stack([p[0] for p in pictures]) if n else np.zeros((0, TINY * TINY), np.float32)
-    mirror = np.stack([p[1] for p in pictures]) if n else plain
+    tinies = {} if tinies is None else tinies
+    plain, mirror = _tiny_pictures(root, paths, smalls, tinies)
     edges: dict[int, tuple[float, int, str]] = {}
     cache: dict[tuple[int, int], tuple[float, str]] = {}
     for scope in dict.fromkeys(scopes):
@@ -475,18 +487,17 @@ def near_duplicates(
             if j >= 0 and score >= threshold:
                 edges[int(i)] = (score, j, _refined(kind, rows, int(i), j))
     group, partner = _groups(n, edges, smalls, paths, threshold)
-    out = pd.DataFrame(
+    of, scores, kinds = np.full(n, "", object), np.zeros(n, np.float32), np.full(n, "", object)
+    for i, (score, j, kind) in partner.items():
+        of[i], scores[i], kinds[i] = paths[j], score, kind
+    return pd.DataFrame(
         {
             "near_duplicate_group": group,
-            "near_duplicate_of": np.full(n, "", object),
-            "near_duplicate_score": np.zeros(n, np.float32),
-            "near_duplicate_kind": np.full(n, "", object),
+            "near_duplicate_of": of,
+            "near_duplicate_score": scores,
+            "near_duplicate_kind": kinds,
         }
     )
-    for i, (score, j, kind) in partner.items():
-        out.loc[i, ["near_duplicate_of", "near_duplicate_kind"]] = [paths[j], kind]
-        out.loc[i, "near_duplicate_score"] = np.float32(score)
-    return out
 
 
 def _groups(
@@ -733,12 +744,15 @@ def dataset_leaks(
         raise ValueError(f"leak_threshold must be in (0, 1], not {threshold!r}")
     facts = manifest.set_index("path").reindex(rows["path"]).reset_index()
     smalls: dict[str, Thumb | None] = {}
-    cost: dict[str, float | int] = {"images": len(facts)}
+    tinies: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    cost: dict[str, float | int | str] = {"images": len(facts)}
     found = pd.DataFrame(index=range(len(facts)))
     if "split" in manifest:
         splits = facts["split"].fillna("").astype(str)
         start = time.perf_counter()
-        found = find_leaks(root, facts, vectors, splits, threshold=float(threshold), smalls=smalls)
+        found = find_leaks(
+            root, facts, vectors, splits, threshold=float(threshold), smalls=smalls, tinies=tinies
+        )
         cost["leak_search_seconds"] = round(time.perf_counter() - start, 2)
         cost["leak_images_searched"] = int((splits.map(split_rank) > 0).sum())
         found["leak"] &= ~kept_leaks(facts)  # a person kept it: no leak in leaks.csv or numbers
@@ -748,16 +762,17 @@ def dataset_leaks(
             f"skipped: {len(facts):,} images, over the limit of {near_duplicate_limit:,}; "
             "near duplicates are identical perceptual hashes instead"
         )
-        found.insert(0, "path", facts["path"].to_numpy())
-        found.attrs["search"] = cost
-        return found
-    scopes = found["split"] if "split" in found else np.full(len(facts), "", object)
-    start = time.perf_counter()
-    near = near_duplicates(root, facts, vectors, scopes, threshold=float(threshold), smalls=smalls)
-    cost["near_duplicate_search_seconds"] = round(time.perf_counter() - start, 2)
-    cost["near_duplicate_images_searched"] = len(facts)
-    cost["near_duplicate_groups"] = int(near["near_duplicate_group"].max() + 1) if len(near) else 0
-    found = pd.concat([found.reset_index(drop=True), near], axis=1)
+    else:
+        scopes = found["split"] if "split" in found else np.full(len(facts), "", object)
+        start = time.perf_counter()
+        near = near_duplicates(
+            root, facts, vectors, scopes, threshold=float(threshold), smalls=smalls, tinies=tinies
+        )
+        cost["near_duplicate_search_seconds"] = round(time.perf_counter() - start, 2)
+        cost["near_duplicate_images_searched"] = len(facts)
+        groups = near["near_duplicate_group"]
+        cost["near_duplicate_groups"] = int(groups.max() + 1) if len(near) else 0
+        found = pd.concat([found.reset_index(drop=True), near], axis=1)
     found.insert(0, "path", facts["path"].to_numpy())
     found.attrs["search"] = cost
     return found
