@@ -40,7 +40,10 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "neighbors": ("object", "row positions (int32) of its nearest neighbours, nearest first"),
     "cluster": ("int64", "HDBSCAN cluster of the embeddings (-1: noise)"),
     "look_alike_group": ("int64", "embedding near-duplicate group (-1: none)"),
-    "near_duplicate_group": ("int64", "copies of one image within one split (-1: none)"),
+    "near_duplicate_group": (
+        "int64",
+        "copies of one image within one split; same pHash where unsearched (-1: none)",
+    ),
     "mislabel_score": ("float32", "1 - the combined probability of its own label"),
     "suggested_label": ("str", "most probable label by probe, neighbours (and zero-shot)"),
     "suggested_share": ("float32", "that label's probability"),

@@ -1,14 +1,15 @@
-"""Image-quality findings as cleanvision defines them: dark, light, blurry, low information,
-grayscale, odd aspect ratio, odd size, and near duplicates by perceptual hash.
+"""Image-quality findings of cleanvision's types: dark, light, blurry, low information,
+grayscale, odd aspect ratio, odd size, and (where no copy search runs) near duplicates by
+perceptual hash.
 
 The per-image statistics (:func:`image_stats`) are taken on the image ingest already decodes
 to check it (a JPEG at its reduced draft size), shrunk to at most :data:`STATS_SIDE` pixels a
-side, so a 12-megapixel photo costs a few milliseconds more and a cached re-run decodes
-nothing: the statistics live in the manifest beside the file's size and date. The dataset-level
-scores and flags (:func:`quality_findings`) follow cleanvision 0.3.7's formulas and default
-thresholds, with one change of direction: every ``<type>_score`` here is 0..1 with **higher =
-more of a problem** (cleanvision's scores are the other way round), so that all the kit's
-scores sort the same way.
+side (exposure and colour on :data:`EXPOSURE_SIDE`), so a 12-megapixel photo costs a few
+milliseconds more and a cached re-run decodes nothing: the statistics live in the manifest
+beside the file's size and date. The dataset-level scores and flags (:func:`quality_findings`)
+are calibrated or cleanvision 0.3.7's, with one change of direction: every ``<type>_score``
+here is 0..1 with **higher = more of a problem** (cleanvision's scores are the other way
+round), so that all the kit's scores sort the same way.
 
 Those are the ``"cleanvision"`` thresholds (:data:`THRESHOLD_MODES`): they reproduce
 cleanvision's flags exactly, blind spots included (its blur score keeps the unfiltered one-pixel
@@ -227,8 +228,8 @@ def blur_effect(grey: np.ndarray, width: int = BLUR_EFFECT_WIDTH) -> float:
 
 
 def _shrunk(im: Image.Image, side: int, reducing_gap: float | None = None) -> Image.Image:
-    """``im`` resized so its longest side is ``side`` (as cleanvision resizes for blur, which
-    ``reducing_gap`` of Pillow's ``resize`` speeds up at a tiny cost in fidelity)."""
+    """``im`` resized so its longest side is ``side``, as cleanvision resizes for blur
+    (``reducing_gap``, Pillow's box reduction first: faster, for the kit's own copy only)."""
     ratio = max(im.size) / side
     size = (max(int(im.width // ratio), 1), max(int(im.height // ratio), 1))
     return im.resize(size, reducing_gap=reducing_gap)
@@ -254,7 +255,7 @@ def phash(im: Image.Image) -> int:
 def quality_findings(stats: pd.DataFrame, thresholds: str = "calibrated") -> pd.DataFrame:
     """Per-image ``<type>_score`` (0..1, higher = worse) and ``<type>`` flags for every quality
     type, from the :data:`STAT_COLUMNS` plus ``width``, ``height`` and ``mode`` (the file's
-    image mode, which cleanvision's grayscale reads; without it, no colour at all) of each
+    image mode, which cleanvision's grayscale reads; without it, grey by colour spread) of each
     image, with the ``thresholds`` of :data:`THRESHOLD_MODES` (``"cleanvision"``: its flags
     exactly, from the statistics ingest takes in that mode; refused without them).
 

@@ -82,7 +82,10 @@ FAMILY = Family(
         ),
         Column("exact_duplicate", "the same bytes as an earlier image"),
         Column("exact_duplicate_score", "1 for an exact duplicate, else 0"),
-        Column("near_duplicate_group", "copies of one image within one split (-1: none)"),
+        Column(
+            "near_duplicate_group",
+            "copies of one image within one split; same pHash where unsearched (-1: none)",
+        ),
         Column("near_duplicate_of", "its surest copy in the group", text=True),
         Column("near_duplicate_kind", "the kind of match: " + ", ".join(KINDS), text=True),
         Column("near_duplicate_score", "the verified match with that copy (0..1)"),
