@@ -203,10 +203,12 @@ def first_run_table(rows: dict) -> str:
 
 
 def race_table(rows: dict) -> str:
-    header = ["race: model: candidate", "quiet speed-up", "busy processes", "candidate kept",
-              "remembered", "median speed-up (low)", "batches", "load/core"]  # fmt: skip
+    header = ["race: model: candidate", "quiet speed-up (load/core)", "busy processes",
+              "candidate kept", "remembered", "median speed-up (low)", "batches",
+              "load/core"]  # fmt: skip
     return "\n".join(markdown_table(header, (
-        [key, r["quiet_speedup"], r["busy_processes"], f"{r['kept']} / {r['races']}",
+        [key, f"{r['quiet_speedup']} ({r['quiet_load_per_core']})", r["busy_processes"],
+         f"{r['kept']} / {r['races']}",
          r["remembered"], f"{r['median_speedup']} ({r['median_low']})", r["median_batches"],
          r["load_per_core"]]
         for key, r in rows.items()

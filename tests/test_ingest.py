@@ -21,6 +21,7 @@ from embedscope.ingest import (
     UNLABELLED,
     SourceError,
     build_manifest,
+    decode_cost,
     default_name,
     discover,
     ingest,
@@ -120,6 +121,25 @@ def test_rerun_reuses_rows_of_unchanged_files(messy: Path, tmp_path: Path, monke
     second = ingest(str(messy), layout, workers=1)
     assert sorted(calls) == ["green/new.png", "red/red_1.jpg"]
     assert len(second) == len(first) + 1
+
+
+def test_ingest_records_the_decode_cost_of_its_own_pass(tmp_path: Path) -> None:
+    """Before: the embed stage decoded files again to learn what decoding costs. After: ingest,
+    which decodes every file, records the median CPU seconds of its draft-scale decodes; a
+    re-run that decodes only a file or two keeps the record of the pass that decoded them all,
+    and cleanvision's full-size decodes record none (not what the embed stage's workers do)."""
+    images = make_classes(tmp_path / "images", per_class=4)
+    layout = Layout("costs", tmp_path / "data", tmp_path / "reports")
+    ingest(str(images), layout, workers=1)
+    record = json.loads(layout.source_file.read_text())["decode"]
+    assert record["images"] == 12 and record["seconds"] > 0
+    assert decode_cost(layout) == record["seconds"]
+    (images / "red" / "extra.png").write_bytes(png_bytes(colour=77))
+    ingest(str(images), layout, workers=1)  # one file decoded: the pass over 12 stands
+    assert json.loads(layout.source_file.read_text())["decode"] == record
+    full = Layout("full", tmp_path / "data", tmp_path / "reports")
+    ingest(str(images), full, workers=1, quality_thresholds="cleanvision")
+    assert decode_cost(full) is None
 
 
 def test_exclude_and_label_depth_and_labels_file(tmp_path: Path) -> None:

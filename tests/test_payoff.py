@@ -16,7 +16,7 @@ import embedscope.embed.precision
 from embedscope.embed import embed
 from embedscope.embed.calibrate import PRIOR_SPEEDUP, expected_check, unpaid
 from embedscope.embed.precision import PrecisionRace
-from embedscope.ingest import ingest
+from embedscope.ingest import decode_cost, ingest
 from embedscope.layout import Layout, read_json
 
 CPU = torch.device("cpu")
@@ -126,9 +126,10 @@ def test_the_check_grows_only_when_the_rest_of_the_run_repays_it(
 def test_worker_costs_are_measured_once_per_run_and_the_models_once_per_machine(
     small_set: tuple[Layout, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Before: the check and the stream each timed 4 decodes and the model's forward (three
-    times on a grown check). After: 4 decodes once per run (the stream decodes one picture to
-    time nothing new), the model's forward once for the model on this machine."""
+    """Before: the check and the stream each timed decodes (4, then 1) though ingest had
+    decoded every file. After: the decode cost is ingest's (no file is decoded to time it);
+    four pictures are decoded only to time a model's forward, once per model and precision
+    on this machine, and a later dataset decodes nothing before its workers start."""
     import embedscope.embed.stream as stream
 
     layout, model = small_set
@@ -146,11 +147,21 @@ def test_worker_costs_are_measured_once_per_run_and_the_models_once_per_machine(
     )
     monkeypatch.setattr(stream, "cache_root", lambda: layout.data_root / "kit-cache")
     first = embed(layout, model, progress=False, batch_size=4, calibration_images=16)
-    assert first["num_workers"] is not None and first["ms_decode_per_image"] > 0
-    assert decoded == [4, 1] and forwards == ["fp32"] + (
-        ["int8"] if first["precision"] == "int8" else []
-    )
+    ingested = decode_cost(layout)
+    assert ingested and first["ms_decode_per_image"] == round(ingested * 1000, 2)
+    int8 = first["precision"] == "int8"
+    assert forwards == ["fp32"] + (["int8"] if int8 else [])
+    assert decoded == [4] + ([4] if int8 else [])  # pictures to time a forward, no more
     again = Layout("again", layout.data_root, layout.reports_root)
     ingest(str(layout.data_root.parent / "images"), again)
-    embed(again, model, progress=False, batch_size=4, precision="fp32")
-    assert decoded == [4, 1, 4] and len(forwards) == len(set(forwards))  # remembered
+    facts = embed(again, model, progress=False, batch_size=4, precision="fp32")
+    assert decoded == [4] + ([4] if int8 else []) and len(forwards) == len(set(forwards))
+    assert facts["ms_model_per_image"] > 0  # remembered, and no file decoded to find it
+    # workers decoding at a finer scale than ingest's (a larger model input) time their own
+    import embedscope.embed.plan as plan
+
+    monkeypatch.setattr(plan, "INGEST_DRAFT", (8, 8))
+    finer = Layout("finer", layout.data_root, layout.reports_root)
+    ingest(str(layout.data_root.parent / "images"), finer)
+    embed(finer, model, progress=False, batch_size=4, precision="fp32")
+    assert decoded[-1] == 1 and len(decoded) == len(set(forwards)) + 1

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -128,3 +130,39 @@ def test_the_stream_starts_with_small_batches_and_covers_every_image_once() -> N
     assert ramped_batches(3, 8, workers=2) == [[0, 1], [2]]
     plain = [list(range(0, 8)), list(range(8, 16)), [16, 17, 18, 19]]
     assert ramped_batches(20, 8, workers=0) == plain
+
+
+def test_the_model_takes_the_cores_the_workers_leave_once_every_file_is_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a model started on the cores the decoding workers left (one of 2) kept that
+    count to the end, the other core idle once the workers were done. After: the workers
+    count the files they decoded in shared memory, and once all are, the model takes every
+    core nothing else runs on (:func:`tail_threads`, here 2)."""
+    import embedscope.embed.stream as stream
+
+    for i in range(24):
+        Image.fromarray(np.full((40, 40, 3), i * 9, np.uint8)).save(tmp_path / f"{i:02d}.png")
+    paths = sorted(p.name for p in tmp_path.glob("*.png"))
+    fast = FastPixels(load_model("mobilenet_v2")[1])
+    loader = make_loader(
+        tmp_path, paths, fast, batch_size=4, num_workers=1, device="cpu", ramp=True
+    )
+    monkeypatch.setattr(stream, "tail_threads", lambda: 2)
+    seen: list[tuple[int, bool]] = []
+
+    def model(pixels: torch.Tensor) -> torch.Tensor:
+        if not seen:  # a slow first batch: the worker decodes ahead, as beside a real model
+            time.sleep(0.5)
+        seen.append((torch.get_num_threads(), loader.dataset.all_decoded()))
+        return pixels.float().mean(dim=(1, 2))
+
+    before = torch.get_num_threads()
+    ids = [i for batch, _, _ in stream.embedded(loader, model, threads=[1]) for i in batch]
+    assert sorted(ids) == list(range(24)) and loader.dataset.all_decoded()
+    assert seen[0][0] == 1 and (2, True) in seen  # one thread first, two once all decoded
+    assert all(threads == 1 for threads, decoded in seen if not decoded)
+    assert torch.get_num_threads() == before  # restored after the loop
+    assert 1 <= stream.tail_threads() <= len(os.sched_getaffinity(0))
+    plain = make_loader(tmp_path, paths, fast, batch_size=4, num_workers=1, device="cpu")
+    assert not plain.dataset.all_decoded()  # not counted: never widened (the race's loader)

@@ -4,6 +4,10 @@ under load is not remembered as the machine's truth."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -80,6 +84,32 @@ def test_the_race_times_both_sides_in_turn_and_records_the_load() -> None:
     assert calls == ["fp32", "bf16", "bf16", "fp32"] * 2 + ["fp32", "bf16"]
     assert race.result["batches"] == 4 and race.result["load_per_core"] >= 0
     assert race.figures()["race_load_per_core"] == race.result["load_per_core"]
+
+
+def test_a_race_beside_busy_processes_just_started_is_not_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the race's load was the 1-minute load average, which busy processes started
+    seconds before the race had not yet raised (here: an average still at 0), so the race was
+    remembered as the machine's truth. After: the instant count of runnable threads, sampled
+    at every timed batch, sees them."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # not risen yet
+    cores = len(os.sched_getaffinity(0))
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
+    busy = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2 * cores)]
+    try:
+        time.sleep(0.5)  # running, not yet in any minute's average
+        net = torch.nn.Linear(64, 64)
+        race = PrecisionRace(net, {"bf16": net}, CPU, race=(4, 4))
+        with torch.inference_mode():
+            for _ in range(5):
+                race(torch.randn(8, 64))
+    finally:
+        for p in busy:  # only the processes started here
+            p.kill()
+            p.wait()
+    assert race.result["load_per_core"] >= MAX_REMEMBERED_LOAD
+    assert not remember_race(race.result)
 
 
 def test_a_race_run_under_heavy_load_is_not_remembered() -> None:

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import stat
+import statistics
 import tarfile
 import tempfile
 import time
@@ -86,8 +87,13 @@ MANIFEST_COLUMNS = [
     *STAT_COLUMNS,
 ]
 #: Keys of an :func:`inspect_file` row that are not manifest columns: the image's encoded
-#: thumbnail cell and the seconds it took, for the thumbnail cache.
-CELL, CELL_SECONDS = "cell", "cell_seconds"
+#: thumbnail cell and the seconds it took, for the thumbnail cache; and the CPU seconds its
+#: decode took (None where it was not decoded at draft scale), for :func:`decode_cost`.
+CELL, CELL_SECONDS, DECODE_SECONDS = "cell", "cell_seconds", "decode_seconds"
+#: Draft decodes a run must time before its median replaces one a bigger run recorded.
+MIN_DECODE_TIMINGS = 8
+#: The JPEG draft size ingest decodes at (statistics and thumbnails need no more).
+INGEST_DRAFT = (256, 256)
 
 
 class SourceError(RuntimeError):
@@ -440,6 +446,7 @@ def inspect_file(
         "decoder": decoder_identity(),
         CELL: None,
         CELL_SECONDS: 0.0,
+        DECODE_SECONDS: None,
     }
     if is_hidden(rel):  # listed, never read: dot-files are settings, caches, resource forks
         row["reason"] = HIDDEN_REASON
@@ -474,8 +481,10 @@ def _check_image(path: Path, row: dict, max_pixels: int, cleanvision: bool = Fal
     ``cleanvision``: the decode is full size (as cleanvision reads a file) and cleanvision's own
     statistics are taken on it too; the reduced copy is then shrunk from it."""
     try:
-        draft = None if cleanvision else (256, 256)
+        draft = None if cleanvision else INGEST_DRAFT
+        t0 = time.thread_time()  # CPU time: what a decoding worker spends, whatever else runs
         im, header = decode(path, max_pixels=max_pixels, draft=draft)
+        row[DECODE_SECONDS] = time.thread_time() - t0 if draft else None
     except Exception as exc:  # whatever happens to one file is its reason, never the run's end
         row.update(getattr(exc, "header", {}))
         return skip_reason(exc)
@@ -506,10 +515,12 @@ def build_manifest(
     workers: int | None = None,
     thumbnails: ThumbnailCache | None = None,
     quality_thresholds: str = "calibrated",
+    decode_times: list[float] | None = None,
 ) -> pd.DataFrame:
     """One row per candidate file under ``root``; rows of ``previous`` are reused for files
     whose size and mtime did not change, so re-runs on an unchanged folder read nothing. The
-    thumbnail cells of the files inspected go to ``thumbnails`` as they come.
+    thumbnail cells of the files inspected go to ``thumbnails`` as they come; the CPU seconds
+    of each draft-scale decode to ``decode_times`` (see :func:`decode_cost`).
     ``quality_thresholds="cleanvision"`` takes cleanvision's own statistics too (full-size
     decodes; a reused row without them is inspected again)."""
     cleanvision = _cleanvision_mode(quality_thresholds)
@@ -539,7 +550,9 @@ def build_manifest(
     cells = thumbnails.writer("ingest") if thumbnails else None
     with cells or contextlib.nullcontext():
         for row in _inspect_all(root, todo, max_pixels, workers, cleanvision):
-            cell, seconds = row.pop(CELL), row.pop(CELL_SECONDS)
+            cell, seconds, decoded = row.pop(CELL), row.pop(CELL_SECONDS), row.pop(DECODE_SECONDS)
+            if decode_times is not None and decoded is not None and row["status"] == "ok":
+                decode_times.append(decoded)
             if cells:
                 cells.add(row["sha256"], cell, seconds)
             rows[row["path"]] = row
@@ -735,9 +748,10 @@ def ingest(
         exclude = [*exclude, *layout.generated_names, ".*.tmp"]
     if (root / ARCHIVE_MARKER).is_file():
         exclude = [*exclude, ARCHIVE_MARKER]  # an unpacked archive's own note, not a data file
-    previous = None
-    if (read_json(layout.source_file) or {}).get("root") == str(root):
+    previous, known = None, read_json(layout.source_file) or {}
+    if known.get("root") == str(root):
         previous = load_checked(layout.manifest, read_manifest)  # damaged: rebuilt in full
+    decode_times: list[float] = []
     manifest = build_manifest(
         root,
         exclude=exclude,
@@ -749,10 +763,34 @@ def ingest(
         workers=workers,
         thumbnails=ThumbnailCache(layout),
         quality_thresholds=quality_thresholds,
+        decode_times=decode_times,
     )
     write_parquet(layout.manifest, manifest, point="manifest:write")
-    write_json(layout.source_file, {"source": source, "root": str(root)})
+    cost = _decode_record(decode_times, known.get("decode") if previous is not None else None)
+    write_json(layout.source_file, {"source": source, "root": str(root), "decode": cost})
     return manifest
+
+
+def _decode_record(times: list[float], before: dict | None) -> dict | None:
+    """What :func:`decode_cost` reads: the median CPU seconds of this run's draft-scale decodes
+    and how many were timed; a record of more decodes stands against a run that timed only a
+    few new files (under :data:`MIN_DECODE_TIMINGS`), and one that timed none."""
+    if before and len(times) < min(MIN_DECODE_TIMINGS, before.get("images", 0)):
+        return before
+    if not times:
+        return None
+    return {"seconds": round(statistics.median(times), 6), "images": len(times)}
+
+
+def decode_cost(layout: Layout) -> float | None:
+    """CPU seconds per image to decode one of the dataset's files at draft scale, as ingest's
+    pass measured it on every file it decoded (None when it decoded none that way, e.g. with
+    cleanvision's full-size decodes): the embed stage plans its decoding workers from it rather
+    than decode files again to find out (on 48 camera photos that re-measure cost 4 decodes
+    before the first batch)."""
+    record = (read_json(layout.source_file) or {}).get("decode")
+    seconds = record.get("seconds") if isinstance(record, dict) else None
+    return float(seconds) if isinstance(seconds, int | float) and seconds > 0 else None
 
 
 def read_manifest(path: Path) -> pd.DataFrame:

@@ -122,17 +122,19 @@ class FastPixels:
 
 def checked_pixels(processor, probe: Path | None) -> FastPixels:
     """:class:`FastPixels` for ``processor``, switched to the processor's own code unless it
-    reproduces the processor on ``probe`` (a real image of the dataset) and on odd-sized noise."""
+    reproduces the processor on ``probe`` (a real image of the dataset, decoded at the draft
+    scale the workers will decode it at: a 12 MP photo decoded and resized whole by the
+    processor took 0.25 s of CPU) and on odd-sized noise."""
     fast = FastPixels(processor)
-    fast.ok = fast.matches([_probe_image(probe), _probe_image(None)])
+    fast.ok = fast.matches([_probe_image(probe, fast.draft), _probe_image(None)])
     return fast
 
 
-def _probe_image(path: Path | None) -> Image.Image:
+def _probe_image(path: Path | None, draft: tuple[int, int] | None = None) -> Image.Image:
     """A real image of the dataset when readable, else (and also) odd-sized noise."""
     if path is not None:
         try:
-            return load_rgb(path)
+            return load_rgb(path, draft=draft)
         except ValueError:
             pass
     noise = np.random.default_rng(0).integers(0, 256, (207, 301, 3), dtype=np.uint8)
@@ -160,17 +162,30 @@ def decode(path: Path, pixels: FastPixels, stamp: tuple[int, int] | None = None)
 
 class Images(Dataset):
     """``(i, picture, reason)`` per file, decoded (:func:`decode`) in worker processes; a bad
-    file yields its reason, not an error. ``stamps``: see :func:`decode`."""
+    file yields its reason, not an error. ``stamps``: see :func:`decode`. ``counted``: the
+    files decoded are counted in memory the workers share, so that the process running the
+    model knows when they are all decoded (:meth:`all_decoded`)."""
 
-    def __init__(self, root: Path, paths: list[str], pixels: FastPixels, stamps=None) -> None:
+    def __init__(
+        self, root: Path, paths: list[str], pixels: FastPixels, stamps=None, counted=False
+    ) -> None:
         self.root, self.paths, self.pixels, self.stamps = root, paths, pixels, stamps
+        self.decoded = torch.multiprocessing.Value("i", 0) if counted else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         stamp = self.stamps[i] if self.stamps is not None else None
-        return (i, *decode(os_path(self.root, self.paths[i]), self.pixels, stamp))
+        item = (i, *decode(os_path(self.root, self.paths[i]), self.pixels, stamp))
+        if self.decoded is not None:
+            with self.decoded.get_lock():
+                self.decoded.value += 1
+        return item
+
+    def all_decoded(self) -> bool:
+        """Whether every file was decoded (False when not counted)."""
+        return self.decoded is not None and self.decoded.value >= len(self.paths)
 
 
 #: Start of the reason given to files that are not as the manifest hashed them; such a skip
@@ -218,15 +233,16 @@ def collate(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int
 def decode_seconds(
     root: Path, paths: list[str], pixels: FastPixels
 ) -> tuple[float | None, list[torch.Tensor]]:
-    """Median seconds to decode one of ``paths`` and fit it to the model's geometry, timed here
-    (what a worker spends per image), and the pictures made; None when none was readable."""
+    """Median CPU seconds to decode one of ``paths`` and fit it to the model's geometry, timed
+    here (what a worker spends per image, whatever else the machine runs: like the model's
+    cost, see :func:`resolve_workers`), and the pictures made; None when none was readable."""
     times, pictures = [], []
     for rel in paths:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         picture, _ = decode(os_path(root, rel), pixels)
         if picture is None:  # an unreadable file is the loader's to report, not this estimate's
             continue
-        times.append(time.perf_counter() - t0)
+        times.append(time.thread_time() - t0)
         pictures.append(picture)
     return (float(np.median(times)) if times else None), pictures
 
@@ -288,12 +304,13 @@ def make_loader(
 ) -> DataLoader:
     """Batches ``(ids, pixels, failures)``: uint8 pixels decoded in worker processes, pinned
     for an asynchronous copy when the model lives on CUDA. ``ramp``: smaller first batches
-    (:func:`ramped_batches`; not for the precision race, whose batches must be alike). About
+    (:func:`ramped_batches`; not for the precision race, whose batches must be alike), and
+    decoded files counted (:meth:`Images.all_decoded`). About
     eight batches wait in the queues whatever the worker count (at least two per worker): with
     15 workers and batch 256, four each would hold 2.3 GB of shared memory, more than many
     containers' /dev/shm."""
     return DataLoader(
-        Images(root, paths, pixels, stamps),
+        Images(root, paths, pixels, stamps, counted=ramp and num_workers > 0),
         batch_sampler=ramped_batches(len(paths), batch_size, num_workers if ramp else 0),
         num_workers=num_workers,
         collate_fn=collate,

@@ -20,7 +20,7 @@ from embedscope.embed.encoder import Encoder, resolve_pooling
 from embedscope.embed.pixels import FastPixels, cacheable, checked_pixels, stamps_of
 from embedscope.embed.precision import PRECISIONS, check_precision, is_convolutional
 from embedscope.images import decoder_identity
-from embedscope.ingest import load_manifest
+from embedscope.ingest import INGEST_DRAFT, decode_cost, load_manifest
 from embedscope.layout import EmbeddingFiles, Layout, os_path, write_json
 from embedscope.models import load_model
 from embedscope.store import mark_latest, model_key, read_shards, write_outputs, write_shard
@@ -77,7 +77,7 @@ class Job:
     calibration_failed: dict[str, str]  # and the files it could not read
     seconds_check: float
     kept: Encoder | None = None  # the encoder the precision check kept, when it ran here
-    decode_seconds: float | None = None  # per image on one core, when the check measured it
+    decode_seconds: float | None = None  # CPU s per image, as ingest or the check measured it
 
     @property
     def shard_dir(self) -> Path:
@@ -122,6 +122,12 @@ def plan(
 
     t0 = time.perf_counter()
     check, calibrated, failed_now, kept, measured = None, {}, {}, None, {}
+    # ingest decoded every file already: its cost is not timed again, where the workers decode
+    # at its draft scale or coarser (a finer one, for a larger model input, costs more)
+    coarse = pixels.draft is not None and max(pixels.draft) <= max(INGEST_DRAFT)
+    ingested = decode_cost(layout) if coarse else None
+    if ingested is not None:
+        measured["decode"] = ingested
     if precision == "auto" and not here:
         check = {"candidate": None, "kept": False, "reason": f"no {device.type} here to judge"}
     if precision == "auto" and here:

@@ -15,7 +15,7 @@ import torch
 
 from embedscope.embed.encoder import Encoder
 from embedscope.embed.pixels import cacheable, decode_seconds, resolve_workers
-from embedscope.embed.precision import hardware
+from embedscope.embed.precision import hardware, runnable_elsewhere
 from embedscope.images import decoder_identity
 from embedscope.layout import read_json, update_json
 from embedscope.models import cache_root
@@ -38,32 +38,49 @@ def choose_workers(
 ) -> tuple[int, tuple[float, float] | None]:
     """Decoding workers for ``paths``, and the costs that decide (seconds per image to decode
     and to run ``encoder``, each on one core), found only where they decide: a CPU host, no
-    count asked for, more than one batch. Each is measured once: ``decode``, a decode cost
-    this run measured already; the model's cost is remembered for the model ``identity`` on
+    count asked for, more than one batch. Neither is measured again where it is known:
+    ``decode``, the decode cost ingest's pass recorded (:func:`~embedscope.ingest.decode_cost`)
+    or this run measured already; the model's cost is remembered for the model ``identity`` on
     this hardware (:data:`FORWARD_COSTS`; CPU time on one thread, so a busy machine measures
-    the same), and measured only the first time."""
+    the same), and measured only the first time. Both known, no file is decoded here: the
+    workers start at once (on 48 camera photos the four decodes of the old re-measure ran
+    before the first batch, alone on one core)."""
     costs = None
     if num_workers is None and encoder.device.type == "cpu" and len(paths) > batch_size:
-        files = paths[:1] if decode is not None else paths[:4]
-        measured, pictures = decode_seconds(root, files, encoder.pixels)
-        decode = measured if decode is None else decode
-        if pictures and decode is not None:
-            costs = decode, _remembered_forward(encoder, pictures, identity)
+        forward = remembered_forward(encoder, identity)
+        if decode is None or forward is None:  # pictures to time what is not known
+            files = paths[:4] if forward is None else paths[:1]  # a forward on 4, as remembered
+            measured, pictures = decode_seconds(root, files, encoder.pixels)
+            decode = measured if decode is None else decode
+            if pictures and forward is None:
+                forward = _forward_seconds(encoder, pictures)
+                _remember_forward(encoder, identity, forward)
+        if decode is not None and forward is not None:
+            costs = decode, forward
     return resolve_workers(num_workers, len(paths), batch_size, encoder.device, costs), costs
 
 
-def _remembered_forward(encoder: Encoder, pictures: list[torch.Tensor], identity: str | None):
-    """:func:`_forward_seconds`, read from :data:`FORWARD_COSTS` when measured before."""
+def _forward_key(encoder: Encoder, identity: str) -> str:
+    return f"{identity}|{encoder.pooling}|{encoder.precision}|{hardware(encoder.device)}"
+
+
+def remembered_forward(encoder: Encoder, identity: str | None) -> float | None:
+    """The model's one-thread seconds per image as :data:`FORWARD_COSTS` remembers it for
+    ``encoder`` on this hardware, or None (never measured here; or no ``identity``)."""
     if identity is None:
-        return _forward_seconds(encoder, pictures)
-    key = f"{identity}|{encoder.pooling}|{encoder.precision}|{hardware(encoder.device)}"
-    path = cache_root() / FORWARD_COSTS
-    known = (read_json(path, default={}) or {}).get(key)
-    if known:
-        return float(known)
-    seconds = _forward_seconds(encoder, pictures)
-    update_json(path, lambda costs: costs.__setitem__(key, seconds))
-    return seconds
+        return None
+    known = (read_json(cache_root() / FORWARD_COSTS, default={}) or {}).get(
+        _forward_key(encoder, identity)
+    )
+    return float(known) if isinstance(known, int | float) and known > 0 else None
+
+
+def _remember_forward(encoder: Encoder, identity: str | None, seconds: float) -> None:
+    """Keep ``seconds`` for every later run of this model on this hardware (merged under a
+    lock: other runs share the file)."""
+    if identity is not None:
+        key = _forward_key(encoder, identity)
+        update_json(cache_root() / FORWARD_COSTS, lambda costs: costs.__setitem__(key, seconds))
 
 
 def _forward_seconds(encoder: Encoder, pictures: list[torch.Tensor]) -> float:
@@ -90,9 +107,13 @@ def embedded(
     """``(ids, vectors, failures)`` per loader batch. A batch's vectors are fetched from the
     device only once the next batch has been launched, so a GPU never idles while the host
     copies results back. ``threads``: CPU thread counts to try for the model (see
-    :func:`thread_options`); the fastest measured is kept for the rest of the loop."""
+    :func:`thread_options`); the fastest measured is kept for the rest of the loop, until the
+    workers have decoded every file (a loader of :func:`~embedscope.embed.pixels.make_loader`
+    with ``ramp``): the model then takes the cores they left (:func:`tail_threads`)."""
     pending = None
     trial = _ThreadTrial(threads)
+    dataset = getattr(loader, "dataset", None)
+    widen = bool(threads) and callable(getattr(dataset, "all_decoded", None))
     try:
         with torch.inference_mode():
             for ids, pixels, bad in loader:
@@ -101,10 +122,24 @@ def embedded(
                     yield _fetched(*pending)
                 pending = ids, out, bad
                 trial.tick(len(ids) + len(bad))
+                if widen and trial.settled and dataset.all_decoded():
+                    more = tail_threads()  # a worker still handing its last batch over counts
+                    widen = more <= torch.get_num_threads()  # as busy: tried again next batch
+                    torch.set_num_threads(max(torch.get_num_threads(), more))
             if pending is not None:
                 yield _fetched(*pending)
     finally:
         trial.restore()
+
+
+def tail_threads() -> int:
+    """The model's threads once the decoding workers are done: every core nothing else runs
+    on. Until then they share the cores (:func:`thread_options`); after, a model left on the
+    cores the workers had left it idled the rest (on 48 camera photos with 2 workers, the
+    last half of the images ran on one of 2 cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    others = runnable_elsewhere()
+    return max(1, (cores or 2) - (others or 0)) if others is not None else 1
 
 
 def thread_options(device: torch.device, workers: int, measured: bool = False) -> list[int]:
@@ -138,8 +173,13 @@ class _ThreadTrial:
         self.batches = self.images = 0
         self.start = 0.0
 
+    @property
+    def settled(self) -> bool:
+        """Whether the thread count is decided (a single option, or every one timed)."""
+        return len(self.options) < 2 or len(self.rates) == len(self.options)
+
     def tick(self, images: int) -> None:
-        if len(self.options) < 2 or len(self.rates) == len(self.options):
+        if self.settled:
             return
         self.batches += 1
         if self.batches > self.warmup:
