@@ -498,10 +498,67 @@ def small_images(folder: Path, n: int, classes: int = 10) -> list[str]:
     return paths
 
 
-def end_to_end(work: Path, n: int, timeout: float = 3600) -> dict:
-    """``embedscope run-all`` on ``n`` generated images and vectors (no embedding), with the
-    peak RSS of each kernel (one per notebook), sampled every 0.5 s with psutil, and the
-    notebooks' own seconds from metrics.json."""
+def real_images(folder: Path, n: int = 100_000, seed: int = 0) -> dict:
+    """``n`` real images in ``train/<class>/`` and ``test/<class>/`` (the commonest public
+    layout, so the leak search runs too): Fashion-MNIST's 70,000 (60,000 train, 10,000 test,
+    28 x 28 PNGs), then crops of other real images up to ``n`` (the sample's emoji and
+    scikit-learn's two photos; random boxes of 30-70% of the side, so few are copies of each
+    other; JPEG at quality 90; 80/20 train/test). Written once; the counts per kind."""
+    from bench_findings import FASHION, FASHION_CLASSES, _idx
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    done = folder / ".complete"
+    counts = {"fashion_train": 0, "fashion_test": 0, "crops": 0}
+    if done.exists():
+        import json
+
+        return json.loads(done.read_text())
+    fashion = FASHION.is_dir()
+    for split, file, take in (("train", "train", 60_000), ("test", "t10k", 10_000)):
+        if not fashion:
+            break
+        images = _idx(FASHION / f"{file}-images-idx3-ubyte.gz")[: min(take, n)]
+        labels = _idx(FASHION / f"{file}-labels-idx1-ubyte.gz")[: len(images)]
+        for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+            dest = folder / split / FASHION_CLASSES[label] / f"fm-{i:05d}.png"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(dest)
+        counts[f"fashion_{split}"] = len(images)
+    sources = [
+        (p.parent.name, Image.open(p).convert("RGB"))
+        for p in sorted((Path(__file__).resolve().parents[1] / "data" / "sample").glob("*/*.webp"))
+    ]
+    sources += [
+        (name, Image.fromarray(x))
+        for name, x in zip(("china", "flower"), load_sample_images().images, strict=True)
+    ]
+    rng = np.random.default_rng(seed)
+    for i in range(n - sum(counts.values())):
+        label, im = sources[int(rng.integers(len(sources)))]
+        w, h = im.size
+        share = rng.uniform(0.3, 0.7)
+        cw, ch = max(8, round(w * share)), max(8, round(h * share))
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        crop = im.crop((x, y, x + cw, y + ch))
+        if max(crop.size) > 256:
+            crop.thumbnail((256, 256))
+        split = "train" if rng.random() < 0.8 else "test"
+        dest = folder / split / f"crop-{label}" / f"crop-{i:06d}.jpg"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        crop.save(dest, quality=90)
+        counts["crops"] += 1
+    import json
+
+    done.write_text(json.dumps(counts))
+    return counts
+
+
+def end_to_end(work: Path, n: int, timeout: float = 3600, *, real: bool = False) -> dict:
+    """``embedscope run-all`` on ``n`` images, with the peak RSS of each kernel (one per
+    notebook), sampled every 0.5 s with psutil, and the notebooks' own seconds from
+    metrics.json. ``real``: :func:`real_images`, embedded by the kit's default model; else
+    generated images with generated vectors (no embedding)."""
     import json
     import subprocess
     import sys
@@ -509,14 +566,22 @@ def end_to_end(work: Path, n: int, timeout: float = 3600) -> dict:
 
     import psutil
 
-    images = work / f"images-{n}"
-    paths = small_images(images, n)
-    npy = work / f"e2e-vectors-{n}.npy"
-    if not npy.exists():
-        realistic_vectors(n, out=npy)
-    npy.with_name(npy.name[:-4] + ".paths.txt").write_text("\n".join(paths) + "\n")
-    cmd = [sys.executable, "-m", "embedscope.cli", "run-all", "--source", str(images)]
-    cmd += ["--vectors", str(npy), "--name", f"scale{n}", "--data-root", str(work / "data")]
+    cmd = [sys.executable, "-m", "embedscope.cli", "run-all"]
+    if real:
+        images = work / f"real-{n}"
+        built = real_images(images, n)
+        cmd += ["--source", str(images)]
+    else:
+        images = work / f"images-{n}"
+        paths = small_images(images, n)
+        npy = work / f"e2e-vectors-{n}.npy"
+        if not npy.exists():
+            realistic_vectors(n, out=npy)
+        npy.with_name(npy.name[:-4] + ".paths.txt").write_text("\n".join(paths) + "\n")
+        cmd += ["--source", str(images), "--vectors", str(npy)]
+        built = {"generated": n}
+    name = f"{'real' if real else 'scale'}{n}"
+    cmd += ["--name", name, "--data-root", str(work / "data")]
     cmd += ["--reports-root", str(work / "reports")]
     t = time.perf_counter()
     proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -537,11 +602,12 @@ def end_to_end(work: Path, n: int, timeout: float = 3600) -> dict:
         proc.kill()
         return {"images": n, "missed": f"not done in {timeout:.0f} s (stopped)"}
     tail = proc.stdout.read().strip().splitlines()[-3:]
-    metrics = work / "reports" / f"scale{n}" / "metrics.json"
+    metrics = work / "reports" / name / "metrics.json"
     facts = json.loads(metrics.read_text()) if metrics.exists() else {}
     kernels = [round(rss / 1e9, 2) for what, rss in peaks.values() if what != "run-all"]
     return {
         "images": n,
+        "built": built,
         "returncode": proc.returncode,
         "seconds": round(time.perf_counter() - t, 1),
         "notebook_seconds": facts.get("notebook_seconds"),
@@ -606,6 +672,7 @@ if __name__ == "__main__":
     parser.add_argument("--stages", nargs="+", default=list(STAGES))
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--end-to-end", action="store_true", help="run-all on --n images")
+    parser.add_argument("--real", action="store_true", help="--end-to-end on real images")
     parser.add_argument("--one", help="run this one stage on the vectors at --work (a .npy)")
     args = parser.parse_args()
     if args.one:  # a child of run_stage: its own peak memory is the stage's
@@ -624,7 +691,7 @@ if __name__ == "__main__":
         print("FACTS" + json.dumps(facts))
         raise SystemExit(0)
     if args.end_to_end:
-        out = end_to_end(args.work, args.n, args.timeout)
+        out = end_to_end(args.work, args.n, args.timeout, real=args.real)
     else:
         out = stages(args.work, args.n, tuple(args.stages), args.timeout)
     print(json.dumps(out, indent=1))

@@ -176,3 +176,22 @@ def test_selection_both_ways(tmp_path: Path) -> None:
         live.search("a dog")
     out = live.save_decisions(tmp_path / "curated" / "decisions.csv")
     assert out.read_text() == "path,label,tags\n"
+
+
+def test_the_panel_gives_large_cells_to_as_many_flagged_images_as_a_one_file_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The panel sends every sheet at start: it keeps a one-file page's cap of large cells,
+    not the 20x larger one of a folder-mode page, which loads a sheet only when shown."""
+    pts, root, _ = _points(tmp_path)
+    pts["issues"] = "mislabel"  # every image flagged
+    monkeypatch.setattr(live_module, "MAX_LARGE", 3)
+    live = LiveExplorer(pts, root)
+    sent = _capture(live)
+    live._handle_custom_msg({"kind": "hello"}, [])
+    data, parts = _received(sent)
+    rows = np.frombuffer(parts[data["large"]["rows"]["buf"]], "<i4")
+    assert len(rows) == 3
+    page = explorer_data(pts, root, folder=tmp_path / "page-files")  # a folder-mode page
+    assert len(base64.b64decode(page["large"]["rows"]["b64"])) == 4 * len(pts)
+    live.close()

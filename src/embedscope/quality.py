@@ -39,6 +39,16 @@ STATS_SIDE = 256
 BLUR_SIDE = 64
 #: Longest side, in pixels, of the copy exposure and colour are measured on.
 EXPOSURE_SIDE = 128
+#: cleanvision's own statistics (:func:`cleanvision_stats`), which ingest takes only when asked
+#: for ``quality_thresholds="cleanvision"`` (a full-size decode): NaN otherwise, and then
+#: :func:`quality_findings` refuses that mode rather than approximate it.
+CLEANVISION_COLUMNS = (
+    "cv_brightness_p99",
+    "cv_brightness_p5",
+    "cv_entropy",
+    "cv_blurriness",
+    "cv_gray_hist_std",
+)
 #: The statistics ingest stores per image (manifest columns, floats; ``phash`` an int64).
 STAT_COLUMNS = (
     "brightness_p99",
@@ -50,16 +60,8 @@ STAT_COLUMNS = (
     "max_channel_p99",
     "min_channel_p5",
     "stats_version",
-    "cv_brightness_p99",
-    "cv_brightness_p5",
-    "cv_entropy",
-    "cv_blurriness",
-    "cv_gray_hist_std",
+    *CLEANVISION_COLUMNS,
 )
-#: cleanvision's own statistics (:func:`cleanvision_stats`), which ingest takes only when asked
-#: for ``quality_thresholds="cleanvision"`` (a full-size decode): NaN otherwise, and then
-#: :func:`quality_findings` refuses that mode rather than approximate it.
-CLEANVISION_COLUMNS = STAT_COLUMNS[-5:]
 #: Image modes whose pixels cleanvision cannot read (two channels): their ``cv_*`` statistics
 #: stay NaN, and ingest does not try them again on every run.
 CLEANVISION_UNREAD_MODES = ("LA", "La", "PA")

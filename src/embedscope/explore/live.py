@@ -54,6 +54,7 @@ from embedscope.decisions import (
     write_decisions,
 )
 from embedscope.explore.page import (
+    MAX_LARGE,
     explorer_data,
     explorer_markup,
     labels_of,
@@ -145,6 +146,7 @@ class LiveExplorer(anywidget.AnyWidget):
             thumbnails=thumbnails,
             decisions=decisions,
             folder=self.sheets_dir,
+            max_large=MAX_LARGE,  # every sheet is sent at start: a one-file page's cap
         )
         data["neighbors"] = place_neighbors(near, None)  # inline: they travel as one part
         data["folder"] = None

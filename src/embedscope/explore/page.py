@@ -172,10 +172,14 @@ def explorer_data(
     decisions: pd.DataFrame | None = None,
     folder: Path | None = None,
     stem: str = "",
+    max_large: int | None = None,
 ) -> dict[str, Any]:
     """What ``explorer.js`` draws (:func:`write_explorer`'s arguments): the page inlines it as
     JSON, the JupyterLab panel (:mod:`~embedscope.explore.live`) sends it as binary parts.
-    ``folder``: the thumbnail sheets and neighbour chunks go there as files (else inline)."""
+    ``folder``: the thumbnail sheets and neighbour chunks go there as files (else inline).
+    ``max_large``: flagged rows given a larger cell (default :data:`MAX_LARGE`, or
+    :data:`MAX_LARGE_FOLDER` in folder mode, where a page loads a sheet only when shown; the
+    panel sends every sheet at start, so it keeps the one-file cap)."""
     missing = {"x", "y", "path"} - set(points.columns)
     if missing:
         raise ValueError(f"points lacks column(s) {sorted(missing)}")
@@ -194,7 +198,9 @@ def explorer_data(
         points, image_root, thumbnails, folder, size=thumb_size, stem=stem
     )
     queue = ReviewQueue(points)
-    large = _large(paths, queue, image_root, folder, stem, first=len(atlases))
+    if max_large is None:
+        max_large = MAX_LARGE if folder is None else MAX_LARGE_FOLDER
+    large = _large(paths, queue, image_root, folder, stem, first=len(atlases), limit=max_large)
     atlases += large.pop("sheets", [])
 
     is3d = "z" in points.columns and bool(points["z"].notna().any())
@@ -237,13 +243,13 @@ def _large(
     folder: Path | None,
     stem: str,
     first: int,
+    limit: int,
 ) -> dict[str, Any]:
-    """The larger cells of the first :data:`MAX_LARGE` flagged rows (:data:`MAX_LARGE_FOLDER`
-    in folder mode) and of the images the queue shows beside them (a leak's train copy, a
-    group's members): their ``sheets`` (to follow the small ones, from sheet ``first`` on), and
-    for the script each such row and its cell number (-2: the original was unreadable); {}
-    when nothing is flagged."""
-    rows = queue.rows[: MAX_LARGE if folder is None else MAX_LARGE_FOLDER]
+    """The larger cells of the first ``limit`` flagged rows and of the images the queue shows
+    beside them (a leak's train copy, a group's members): their ``sheets`` (to follow the small
+    ones, from sheet ``first`` on), and for the script each such row and its cell number (-2:
+    the original was unreadable); {} when nothing is flagged."""
+    rows = queue.rows[:limit]
     rows = list(dict.fromkeys([*rows, *(j for r in rows for j in queue.others[r])]))
     if not rows:
         return {}
