@@ -36,7 +36,12 @@ from bench_first_run import first_run_table, first_runs, race_table, race_under_
 from bench_forward import ceiling, encoder_at, pixel_batches, vit_b16_dir
 from bench_leaks import leaks_bench, leaks_table
 from bench_outliers import outliers_bench, outliers_table
-from bench_pipeline_scale import pipeline_scale, pipeline_scale_table
+from bench_pipeline_scale import (
+    end_to_end,
+    images_table,
+    pipeline_scale,
+    pipeline_scale_table,
+)
 from bench_quality import quality_bench, quality_table
 from browser import CHROMIUM_ARGS, ensure_chromium
 from dinov2_small import dinov2_small_dir
@@ -500,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         "quality",
         "outliers",
         "pipeline_scale",
+        "pipeline_images",
     )
     parser.add_argument(
         "--pipeline-sizes",
@@ -569,6 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     if "pipeline_scale" in args.only:
         results["pipeline_scale"] = pipeline_scale(
             out / "pipeline-scale-work", args.pipeline_sizes, timeout=1800
+        )
+    if "pipeline_images" in args.only:  # run-all on 100,000 real images: its own hour
+        print("[bench] pipeline_images: run-all on 100,000 real images", flush=True)
+        results["pipeline_images"] = end_to_end(
+            out / "pipeline-images-work", 100_000, timeout=3600, real=True
         )
     # sections run at once (each alone, as the budget asks) each keep their part of bench.json
     results = update_json(out / "bench.json", lambda kept: kept.update(results))
@@ -865,6 +876,8 @@ def table(results: dict) -> str:
         lines += ["", explorer_scale_table(results["explorer_scale"])]
     if "pipeline_scale" in results:
         lines += ["", pipeline_scale_table(results["pipeline_scale"])]
+    if "pipeline_images" in results:
+        lines += ["", images_table(results["pipeline_images"])]
     return "\n".join(lines) + "\n"
 
 

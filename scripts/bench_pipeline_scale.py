@@ -560,6 +560,7 @@ def end_to_end(work: Path, n: int, timeout: float = 3600, *, real: bool = False)
     metrics.json. ``real``: :func:`real_images`, embedded by the kit's default model; else
     generated images with generated vectors (no embedding)."""
     import json
+    import os
     import subprocess
     import sys
     import time
@@ -583,8 +584,11 @@ def end_to_end(work: Path, n: int, timeout: float = 3600, *, real: bool = False)
     name = f"{'real' if real else 'scale'}{n}"
     cmd += ["--name", name, "--data-root", str(work / "data")]
     cmd += ["--reports-root", str(work / "reports")]
+    load = os.getloadavg()[0]
     t = time.perf_counter()
-    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = work / f"{name}.log"  # a file, not a pipe: nothing waits on a reader
+    with log.open("w") as out:
+        proc = psutil.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
     peaks: dict[str, list] = {}  # kernel (or process) -> [what, peak rss]
     while proc.poll() is None and time.perf_counter() - t < timeout:
         for child in [proc, *proc.children(recursive=True)]:
@@ -599,9 +603,10 @@ def end_to_end(work: Path, n: int, timeout: float = 3600, *, real: bool = False)
             peak[1] = max(peak[1], rss)
         time.sleep(0.5)
     if proc.poll() is None:
-        proc.kill()
+        for child in [*proc.children(recursive=True), proc]:  # its kernels too
+            child.kill()
         return {"images": n, "missed": f"not done in {timeout:.0f} s (stopped)"}
-    tail = proc.stdout.read().strip().splitlines()[-3:]
+    tail = log.read_text().strip().splitlines()[-3:]
     metrics = work / "reports" / name / "metrics.json"
     facts = json.loads(metrics.read_text()) if metrics.exists() else {}
     kernels = [round(rss / 1e9, 2) for what, rss in peaks.values() if what != "run-all"]
@@ -610,11 +615,32 @@ def end_to_end(work: Path, n: int, timeout: float = 3600, *, real: bool = False)
         "built": built,
         "returncode": proc.returncode,
         "seconds": round(time.perf_counter() - t, 1),
+        "load_1min_at_start": round(load, 2),
+        "load_1min_at_end": round(os.getloadavg()[0], 2),
         "notebook_seconds": facts.get("notebook_seconds"),
         "kernel_peak_rss_gb_in_order": kernels,
         "run_all_peak_rss_gb": round(max(r for w, r in peaks.values() if w == "run-all") / 1e9, 2),
         "tail": tail,
     }
+
+
+def images_table(r: dict) -> str:
+    """The ``pipeline_images`` section: each notebook's seconds and its kernel's peak RSS."""
+    lines = ["## pipeline_images", ""]
+    if "missed" in r:
+        return "\n".join([*lines, f"{r['images']:,} images: {r['missed']}", ""])
+    lines += [
+        f"{r['images']:,} images ({r.get('built')}), return code {r.get('returncode')}, "
+        f"{r.get('seconds')} s in all; load {r.get('load_1min_at_start')} at start, "
+        f"{r.get('load_1min_at_end')} at the end",
+        "",
+        "| notebook | seconds | kernel peak RSS GB |",
+        "|---|---|---|",
+    ]
+    peaks = r.get("kernel_peak_rss_gb_in_order") or []
+    for k, (nb, sec) in enumerate((r.get("notebook_seconds") or {}).items()):
+        lines.append(f"| {nb} | {sec} | {peaks[k] if k < len(peaks) else ''} |")
+    return "\n".join([*lines, ""])
 
 
 def pipeline_scale(work: Path, sizes: list[int], timeout: float = 1800) -> dict:
