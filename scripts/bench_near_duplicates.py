@@ -29,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_leaks import distinct, emoji_pool, fashion_pool, plant_copies  # noqa: E402
+from bench_leaks import plant_copies, source_halves  # noqa: E402
 
 from embedscope.embed import embed  # noqa: E402
 from embedscope.findings.leaks import dataset_leaks  # noqa: E402
@@ -106,19 +106,17 @@ def kit_groups(folder: Path, work: Path) -> tuple[list[str], np.ndarray, np.ndar
     return paths, found["near_duplicate_group"].to_numpy(), np.asarray(hashed), cost
 
 
-def near_duplicates_bench(work: Path, *, fashion_images: int = 14000) -> dict:
+def near_duplicates_bench(
+    work: Path, *, fashion_images: int = 14000, only: tuple[str, ...] = ()
+) -> dict:
     """The near-duplicate rows of the ``leaks`` section: per source's report half, the kit's
-    groups beside the perceptual-hash groups, with the search's cost and the load."""
-    sources = {"emoji": distinct(emoji_pool())}
-    fashion = distinct(fashion_pool(fashion_images))
-    if fashion:
-        sources["fashion-mnist"] = fashion
-    else:
-        print("[bench] near duplicates: no Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+    groups beside the perceptual-hash groups, with the search's cost and the load. ``only``:
+    these sources alone (default all)."""
     out: dict = {}
-    for name, pool in sources.items():
-        order = np.random.default_rng(0).permutation(len(pool))  # bench_leaks' halves
-        report = order[len(pool) // 2 :]
+    for name, source in source_halves(work, fashion_images).items():
+        if only and name not in only:
+            continue
+        pool, report = source["pool"], source["report"]  # bench_leaks' halves, de-duplicated
         copies_per, cap = PLANTED[name]
         take = report[:cap] if cap else report
         folder = work / "sets" / f"{name}-within"

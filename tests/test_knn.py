@@ -59,6 +59,19 @@ def test_exclude_self_drops_the_row_but_keeps_its_exact_copy(monkeypatch, limit:
         top_k(x[:10], x, 3, exclude_self=True)
 
 
+@pytest.mark.parametrize("limit", [20_000, 10])
+def test_exclude_self_searches_the_queries_given_not_the_base(monkeypatch, limit: int) -> None:
+    """Row i of the queries is another picture of base row i (the leak search's mirrored tiny
+    pictures among the plain ones): its neighbours are those of the query, never of the base."""
+    x = clustered(400, 48, seed=2)
+    mirrored = x[:, ::-1].copy()
+    monkeypatch.setattr(knn, "EXACT_LIMIT", limit)
+    idx, sim = top_k(mirrored, x, 5, exclude_self=True)
+    truth, truth_sim = brute(mirrored, x, 5, exclude_self=True)
+    assert np.mean(idx == truth) >= 0.9
+    np.testing.assert_allclose(sim[idx == truth], truth_sim[idx == truth], atol=1e-5)
+
+
 def test_queries_against_another_base_in_small_blocks_match_brute_force(
     monkeypatch, tmp_path: Path
 ) -> None:

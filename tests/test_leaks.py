@@ -61,6 +61,19 @@ COPIES = {
 }
 
 
+def test_a_lively_picture_squashed_onto_a_nearly_flat_one_is_no_copy() -> None:
+    """The sample's pale exclamation mark: any lively emoji mapped onto it left a residual small
+    next to the lively one's spread, so a standing person, a chess pawn and a plug matched it
+    at 0.67-0.71 (a false leak on the bench's emoji half); a brightened copy of the mark, nearly
+    white, stays a copy."""
+    mark = load_rgb(SAMPLE / "symbols" / "2755.webp")
+    for name in ("people-body/1F9CD-200D-2642-FE0F", "activities/265F", "objects/1F50C"):
+        lively = small_copy(load_rgb(SAMPLE / f"{name}.webp"))
+        assert match(lively, small_copy(mark))[0] < 0.5, name
+    brighter = ImageEnhance.Brightness(mark).enhance(1.25)
+    assert match(small_copy(brighter), small_copy(mark))[0] >= THRESHOLD
+
+
 def make_splits(root: Path) -> dict[str, str]:
     """train/<class>/ (8 each), test/<class>/ (3 distinct each) and 4 copies of train images
     into test/, one of them filed under the other class; returns copy path -> source path."""

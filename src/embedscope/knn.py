@@ -84,7 +84,7 @@ def _exact(queries, base, k: int, exclude_self: bool, chunk_size: int):
     idx = np.empty((n, k), np.int64)
     sim = np.empty((n, k), np.float32)
     for s, e in _blocks(n, rows_at_once):
-        block = (b[s:e] if exclude_self else normalize(queries[s:e])) @ b.T
+        block = normalize(queries[s:e]) @ b.T  # the queries' own rows, even with exclude_self
         if exclude_self:  # leave-one-out: a point is not its own neighbour
             rows = np.arange(e - s)
             block[rows, rows + s] = -np.inf

@@ -23,8 +23,13 @@ without splits): a group is the connected copies of one image (:func:`_groups`).
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
+import os
+import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +68,14 @@ WORK = 36
 SMALLEST_CROP = 0.78
 #: Blocks per side of an aligned pair: :func:`match` scores the worst block's residual.
 BLOCKS = 4
+#: Share of an image's variance that a tone map from the other must explain before
+#: :func:`_worst_block` measures the residual against the livelier image's spread: every
+#: bench copy explains 0.93 or more (a near-white brightened emoji included), while any lively
+#: image mapped onto a nearly flat one (a pale exclamation mark) explains at most about 0.6.
+#: Below, the residual is measured against that image's own spread, but at least FLOOR of the
+#: livelier one's (a pale image brightened until nearly white stays a copy of itself).
+EXPLAINED = 0.8
+FLOOR = 0.25
 #: The kinds of match a reason names, as ``leak_kind`` writes them.
 KINDS = ("same bytes", "mirrored", "cropped", "brightness/contrast", "resized", "re-encoded")
 #: ``leaks.csv``'s columns, most certain pair first.
@@ -79,6 +92,29 @@ LEAK_COLUMNS = (
 
 #: A thumbnail: uint8 RGB pixels (at most THUMB on the longer side) and the native (w, h).
 Thumb = tuple[np.ndarray, tuple[int, int]]
+
+#: The cheap first test of a pair (:func:`could_match`): :func:`_inside`'s grey alignment with
+#: the copy at most COARSE pixels on its longer side, on whole pixels, then :func:`_worst_block`
+#: on that coarse region. A pair whose coarse grey correlation stays below COARSE_GREY (neither
+#: image flat: grey spread under FLAT, where a correlation means nothing) or whose coarse score
+#: stays below COARSE_SCORE is not matched in full. Chosen on all 30,000 candidate pairs of the
+#: ``leaks`` bench's emoji and Fashion-MNIST sets: no pair whose :func:`match` reaches
+#: SCREEN_FROM fails it (the lowest such pair's coarse score: -0.03). Only for thumbnails of
+#: COARSE_FROM pixels or more on both sides' longer side: at Fashion-MNIST's 28 pixels it
+#: stopped 6 % of the pairs for a fifth of a match each, a loss; at the emoji's 48, half.
+COARSE = 12
+COARSE_GREY = 0.0
+COARSE_SCORE = -0.1
+FLAT = 15.0
+COARSE_FROM = 36
+#: The lowest ``threshold`` at which the first test is used: below, every candidate pair is
+#: matched in full (the ``leaks`` bench's threshold 0 keeps every score exact).
+SCREEN_FROM = 0.5
+#: Candidate pairs from which the checks are spread over the machine's cores (the workers'
+#: start took 2-4 s on 2 loaded cores; below, the checks run in this process).
+PARALLEL_MIN = 5000
+#: Pairs a worker is handed at a time (with their thumbnails).
+PARALLEL_CHUNK = 256
 
 
 def split_rank(split: str) -> int:
@@ -262,7 +298,9 @@ def _worst_block(a: np.ndarray, b: np.ndarray) -> float:
     whichever fits), as an RMS relative to the livelier region's spread (a copy brightened until
     it is nearly white keeps its source's structure, not its spread): a copy differs from its
     source a little everywhere (resampling, JPEG), a look-alike a lot somewhere (a smiley's
-    mouth)."""
+    mouth). A map that explains less than :data:`EXPLAINED` of its target's variance is measured
+    against the target's own spread (at least :data:`FLOOR` of the livelier one's): squashed
+    onto a nearly flat image, any picture leaves a residual small next to its own spread."""
     a, b = _smooth(a), _smooth(b)
     spread = max(float(a.var()), float(b.var()), 1.0)
     h, w = a.shape[:2]
@@ -270,7 +308,9 @@ def _worst_block(a: np.ndarray, b: np.ndarray) -> float:
     xs = np.linspace(0, w, BLOCKS + 1).round().astype(int)
     worst = np.inf
     for x, y in ((a, b), (b, a)):
-        res = ((_monotone(x, y) - y) ** 2).mean(axis=2) / spread
+        res = ((_monotone(x, y) - y) ** 2).mean(axis=2)
+        own = max(float(y.var()), 1.0)
+        res /= spread if 1.0 - float(res.mean()) / own >= EXPLAINED else max(own, FLOOR * spread)
         blocks = [
             res[ys[i] : ys[i + 1], xs[j] : xs[j + 1]].mean()
             for i in range(BLOCKS)
@@ -316,6 +356,138 @@ def leak_score(best: float, second: float) -> float:
     return float(np.clip(1.0 - (1.0 - best) / (1.0 - second) ** AMBIGUITY, 0.0, 1.0))
 
 
+def _coarse_inside(a: Thumb, b: Thumb) -> tuple[float, np.ndarray, np.ndarray]:
+    """:func:`_inside` at :data:`COARSE` pixels, on whole pixels: ``a`` sought as a region of
+    ``b`` (mirrored or not, every crop size down to :data:`SMALLEST_CROP`) on grey pictures;
+    returns the best grey correlation, the aligned region of ``b`` and ``a`` (RGB, float)."""
+    (pa, (aw, ah)), (pb, (bw, bh)) = a, b
+    f = min(1.0, COARSE / max(aw, ah), bw / aw, bh / ah)
+    cw, ch = max(2, round(aw * f)), max(2, round(ah * f))
+    template = _resized(pa, cw, ch)
+    grey = template.mean(axis=2)
+    pair = _standard(np.stack([grey.ravel(), grey[:, ::-1].ravel()]))
+    picture = Image.fromarray(pb.astype(np.float32).mean(axis=2), "F")
+    best, where = -2.0, (cw, ch, 0, 0, False)
+    for width in range(cw, round(cw / SMALLEST_CROP) + 1):
+        height = max(ch, round(bh * width / bw))
+        big = np.asarray(picture.resize((width, height), Image.Resampling.BOX))
+        windows = np.lib.stride_tricks.sliding_window_view(big, (ch, cw))
+        scores = _standard(windows.reshape(-1, ch * cw)) @ pair.T
+        at = np.unravel_index(int(scores.argmax()), scores.shape)
+        if scores[at] > best + 1e-6:
+            y, x = divmod(int(at[0]), width - cw + 1)
+            best, where = float(scores[at]), (width, height, x, y, bool(at[1]))
+    width, height, x, y, mirrored = where
+    region = _resized(pb, width, height)[y : y + ch, x : x + cw]
+    return best, region, template[:, ::-1] if mirrored else template
+
+
+def could_match(a: Thumb, b: Thumb) -> bool:
+    """The cheap first test of a pair (about a tenth of a :func:`match`): False where the
+    pair's coarse alignment (:func:`_coarse_inside`, either image inside the other) shows no
+    copy, by its grey correlation (:data:`COARSE_GREY`, unless an image is flat) or by its
+    worst block (:data:`COARSE_SCORE`). Most candidate pairs are look-alikes, not copies: they
+    stop here. Chosen conservative: no bench pair that :func:`match` scores at or above
+    :data:`SCREEN_FROM` fails it (tests/test_leak_speed.py keeps real copies passing)."""
+    if min(max(a[0].shape[:2]), max(b[0].shape[:2])) < COARSE_FROM:
+        return True  # too few pixels for a coarse picture to tell (measured: a loss)
+    one, other = _coarse_inside(a, b), _coarse_inside(b, a)
+    grey, region, seen = one if one[0] >= other[0] else other
+    flat = min(float(a[0].mean(axis=2).std()), float(b[0].mean(axis=2).std())) < FLAT
+    if grey < COARSE_GREY and not flat:
+        return False
+    return 1.0 - _worst_block(region, seen) >= COARSE_SCORE
+
+
+def _checked(a: Thumb, b: Thumb, screen: bool) -> tuple[float, str] | None:
+    """:func:`match` of a pair; None where ``screen`` is on and :func:`could_match` rejects it
+    (its match is then below :data:`SCREEN_FROM`)."""
+    if screen and not could_match(a, b):
+        return None
+    return match(a, b)
+
+
+def _check_chunk(
+    thumbs: dict[int, Thumb], pairs: list[tuple[int, int]], screen: bool
+) -> list[tuple[float, str] | None]:
+    """A worker's share of :func:`_match_pairs` (thumbnails by row, shipped with the pairs)."""
+    return [_checked(thumbs[i], thumbs[j], screen) for i, j in pairs]
+
+
+def _workers(pairs: int, workers: int | None) -> int:
+    """Processes for ``pairs`` checks: ``workers`` where given, else every core this process
+    may run on (``os.sched_getaffinity``) once there are :data:`PARALLEL_MIN` pairs, else 1."""
+    if workers is not None:
+        return max(1, int(workers))
+    if pairs < PARALLEL_MIN:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
+def _match_pairs(
+    pairs: list[tuple[int, int]],
+    smalls: dict[str, Thumb | None],
+    paths: np.ndarray,
+    screen: bool,
+    workers: int | None = None,
+) -> list[tuple[float, str] | None]:
+    """:func:`_checked` of each (row, row) pair, in order: in this process, or spread over
+    :func:`_workers` processes, with the same result, started the safe way for the caller
+    (:func:`_start_method`); each chunk of pairs travels with its thumbnails only."""
+    n = _workers(len(pairs), workers)
+    if n == 1 or len(pairs) < 2:
+        return [_checked(smalls[paths[i]], smalls[paths[j]], screen) for i, j in pairs]
+    chunks = [pairs[s : s + PARALLEL_CHUNK] for s in range(0, len(pairs), PARALLEL_CHUNK)]
+    out: list[tuple[float, str] | None] = []
+    with ProcessPoolExecutor(n, mp_context=_start_method()) as pool:
+        for s in range(0, len(chunks), 4 * n):  # a bounded number of chunks waits in memory
+            window = chunks[s : s + 4 * n]
+            thumbs = [{r: smalls[paths[r]] for pair in c for r in pair} for c in window]
+            for done in pool.map(_check_chunk, thumbs, window, [screen] * len(window)):
+                out += done
+    return out
+
+
+def _start_method() -> multiprocessing.context.BaseContext:
+    """How the workers start. From a notebook kernel, a REPL or ``python -m``: forked from a
+    ``forkserver`` process that imported this module once (a kernel has torch and threads: a
+    plain fork of it could hang); its workers start in about a second, later ones faster.
+    From a script file: a plain fork, as the kit's other pools do (a forkserver or spawned
+    worker would run the script's unguarded top level again); spawn where neither exists."""
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None) and getattr(main, "__spec__", None) is None
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods and not script:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _prefilled(
+    searches: list[tuple[int, Sequence[int]]],
+    smalls: dict[str, Thumb | None],
+    paths: np.ndarray,
+    screen: bool,
+    workers: int | None = None,
+) -> dict[tuple[int, int], tuple[float, str] | None]:
+    """The pair cache :func:`_verified` reads, filled with every candidate pair of the
+    searches ((row, candidate rows), in the order they run) at once, so that the checks can
+    spread over the cores (:func:`_match_pairs`): each unordered pair once, matched the way
+    round the first search to meet it would match it."""
+    keys: dict[tuple[int, int], tuple[int, int]] = {}
+    for i, near in searches:
+        if smalls.get(paths[i]) is None:
+            continue
+        for j in near:
+            key = (min(i, int(j)), max(i, int(j)))
+            if int(j) != i and key not in keys and smalls.get(paths[j]) is not None:
+                keys[key] = (i, int(j))
+    pairs = list(keys.values())
+    return dict(zip(keys, _match_pairs(pairs, smalls, paths, screen, workers), strict=True))
+
+
 def _candidates(
     x: np.ndarray,
     pictures: tuple[np.ndarray, np.ndarray],
@@ -353,13 +525,17 @@ def find_leaks(
     candidates: int = CANDIDATES,
     smalls: dict[str, Thumb | None] | None = None,
     tinies: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Per embedded image (``rows``: path, label, sha256, sizes optional; ``vectors`` row for
     row; ``splits`` each row's split): ``leak_of`` (the earlier-split image it copies most
     surely, empty for none), ``source_split``, ``leak_score`` (0..1), ``leak`` and
     ``leak_kind``. Train images are never flagged; a val image is searched among train, a test
     image among train and val. ``smalls`` and ``tinies`` keep thumbnails and tiny pictures by
-    path across calls."""
+    path across calls. Below ``threshold`` a score is an upper bound (its best match, no
+    runner-up sought; 0 where no candidate passed :func:`could_match`): the leaks and their
+    scores are those of matching every pair in full. ``workers``: processes for the pair
+    checks (None: :func:`_workers` decides; the result is the same)."""
     splits = np.asarray([str(s) for s in splits], dtype=object)
     n = len(rows)
     rank = np.array([split_rank(s) for s in splits])
@@ -378,10 +554,25 @@ def find_leaks(
     by_sha: dict[str, int] = {}
     for i in np.flatnonzero(rank >= 0)[np.argsort(rank[rank >= 0], kind="stable")]:
         by_sha.setdefault(sha[i], int(i))
+    searches = []
     for r in sorted(set(rank[rank > 0])):
         held = np.flatnonzero(rank == r)
         earlier = np.flatnonzero((rank >= 0) & (rank < r))
         near = _candidates(vectors, (plain, mirror), held, earlier, min(candidates, len(earlier)))
+        searches.append((r, held, near))
+    cache = _prefilled(
+        [
+            (int(i), near[row])
+            for r, held, near in searches
+            for row, i in enumerate(held)
+            if not (by_sha.get(sha[i], i) != i and rank[by_sha[sha[i]]] < r)
+        ],
+        smalls,
+        paths,
+        threshold >= SCREEN_FROM,
+        workers,
+    )
+    for r, held, near in searches:
         for row, i in enumerate(held):
             found = (0.0, -1, "")
             same = by_sha.get(sha[i], i)
@@ -389,7 +580,7 @@ def find_leaks(
             if same != i and rank[same] < r:
                 found = (1.0, same, "same bytes")
             elif mine is not None:
-                found = _verified(mine, near[row], smalls, paths)
+                found = _verified(mine, near[row], smalls, paths, cache, int(i), threshold)
             score, j, kind = found
             if j < 0:
                 continue
@@ -415,25 +606,44 @@ def _verified(
     none. ``cache`` keeps :func:`match` by unordered pair of rows (``me`` is this image's row):
     within one split both images of a pair propose each other, and a match is symmetric.
     A best match whose score could not reach ``at_least`` even without a runner-up is
-    returned with that upper bound, its runner-up unsought (each check costs a match)."""
-    tried = []
+    returned with that upper bound, its runner-up unsought (each check costs a match).
+    From ``at_least`` :data:`SCREEN_FROM` on, a pair first passes :func:`could_match` (a pair
+    that fails it matches below ``at_least``; no candidate passing: (0, -1, "")); where the
+    best match may reach ``at_least`` and the runner-up found is below :data:`SCREEN_FROM`,
+    the pairs that failed are matched in full after all (one of them may be the runner-up),
+    so a score that may reach ``at_least`` is the one matching every pair gives."""
+    screen = at_least >= SCREEN_FROM
+    found: list[tuple[float, str] | None] = []
+    rows: list[int] = []
     for j in near:
         if smalls.get(paths[j]) is None:
             continue
-        key = (min(me, int(j)), max(me, int(j)))
-        if cache is None or me < 0 or key not in cache:
-            found = match(mine, smalls[paths[j]])
-            if cache is not None and me >= 0:
-                cache[key] = found
+        key = (min(me, int(j)), max(me, int(j))) if cache is not None and me >= 0 else None
+        if key is not None and key in cache and (cache[key] is not None or screen):
+            found.append(cache[key])
         else:
-            found = cache[key]
-        tried.append((*found, int(j)))
+            found.append(_checked(mine, smalls[paths[j]], screen))
+            if key is not None:
+                cache[key] = found[-1]
+        rows.append(int(j))
+    tried = sorted(
+        ((*f, j) for f, j in zip(found, rows, strict=True) if f is not None), key=lambda t: -t[0]
+    )
     if not tried:
         return (0.0, -1, "")
-    tried.sort(key=lambda t: -t[0])
     if leak_score(tried[0][0], 0.0) < at_least:
         return (leak_score(tried[0][0], 0.0), tried[0][2], tried[0][1])
-    return (leak_score(tried[0][0], _runner_up(tried, smalls, paths)), tried[0][2], tried[0][1])
+    memo: dict[tuple[int, int], tuple[float, str] | None] = {}
+    second = _runner_up(tried, smalls, paths, screen, memo)
+    if second < SCREEN_FROM and len(tried) < len(rows):  # a failed pair may be the runner-up
+        for k, j in enumerate(rows):
+            if found[k] is None:
+                found[k] = match(mine, smalls[paths[j]])
+                if cache is not None and me >= 0:
+                    cache[(min(me, j), max(me, j))] = found[k]
+        tried = sorted(((*f, j) for f, j in zip(found, rows, strict=True)), key=lambda t: -t[0])
+        second = _runner_up(tried, smalls, paths, screen, memo)
+    return (leak_score(tried[0][0], second), tried[0][2], tried[0][1])
 
 
 def near_duplicates(
@@ -446,6 +656,7 @@ def near_duplicates(
     candidates: int = CANDIDATES,
     smalls: dict[str, Thumb | None] | None = None,
     tinies: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Near-duplicate groups within each scope (``scopes``: each row's split, or one value for
     a dataset without splits), found as leaks are: the same candidates (:func:`_candidates`,
@@ -455,7 +666,8 @@ def near_duplicates(
     (its surest copy), cut by :func:`_groups` so that a chain of look-alikes cannot merge a
     class. Columns, row for row with ``rows``: ``near_duplicate_group`` (-1: none),
     ``near_duplicate_of`` (its surest copy in the group), ``near_duplicate_score`` and
-    ``near_duplicate_kind``."""
+    ``near_duplicate_kind``. The pair checks go first (:func:`_prefilled`: a cheap first test,
+    on ``workers`` processes; the result is the same as one by one)."""
     scopes = np.asarray([str(s) for s in scopes], dtype=object)
     n = len(rows)
     paths = rows["path"].astype(str).to_numpy(dtype=object)
@@ -464,7 +676,7 @@ def near_duplicates(
     tinies = {} if tinies is None else tinies
     plain, mirror = _tiny_pictures(root, paths, smalls, tinies)
     edges: dict[int, tuple[float, int, str]] = {}
-    cache: dict[tuple[int, int], tuple[float, str]] = {}
+    searches = []
     for scope in dict.fromkeys(scopes):
         members = np.flatnonzero(scopes == scope)
         if len(members) < 2:
@@ -474,6 +686,20 @@ def near_duplicates(
             twins.setdefault(sha[i], []).append(int(i))
         k = min(candidates, len(members) - 1)
         near = _candidates(vectors, (plain, mirror), members, members, k, same=True)
+        searches.append((members, twins, near))
+    cache = _prefilled(
+        [
+            (int(i), near[row])
+            for members, twins, near in searches
+            for row, i in enumerate(members)
+            if len(twins[sha[i]]) == 1
+        ],
+        smalls,
+        paths,
+        threshold >= SCREEN_FROM,
+        workers,
+    )
+    for members, twins, near in searches:
         for row, i in enumerate(members):
             same = twins[sha[i]]
             if len(same) > 1:  # the same bytes: a pair without looking
@@ -486,7 +712,7 @@ def near_duplicates(
             score, j, kind = _verified(mine, others, smalls, paths, cache, int(i), threshold)
             if j >= 0 and score >= threshold:
                 edges[int(i)] = (score, j, _refined(kind, rows, int(i), j))
-    group, partner = _groups(n, edges, smalls, paths, threshold)
+    group, partner = _groups(n, edges, smalls, paths, threshold, cache)
     of, scores, kinds = np.full(n, "", object), np.zeros(n, np.float32), np.full(n, "", object)
     for i, (score, j, kind) in partner.items():
         of[i], scores[i], kinds[i] = paths[j], score, kind
@@ -506,6 +732,7 @@ def _groups(
     smalls: dict[str, Thumb | None],
     paths: np.ndarray,
     threshold: float,
+    cache: dict[tuple[int, int], tuple[float, str] | None] | None = None,
 ) -> tuple[np.ndarray, dict[int, tuple[float, int, str]]]:
     """Group numbers (-1: none) of the connected components of ``edges`` (row -> its verified
     copy), and each grouped row's (score, partner row, kind). Against chaining (a crop of a
@@ -513,8 +740,11 @@ def _groups(
     member also matches the component's hub (the member with most verified pairs) at or above
     ``threshold`` itself, or is the hub's own pair; the others are cut off and grouped among
     themselves the same way. A group is so the copies of one image, never a chain through a
-    class."""
+    class. ``cache``: :func:`_verified`'s pair cache (a member's match with the hub is often
+    known); from ``threshold`` :data:`SCREEN_FROM` on, a pair first passes :func:`could_match`."""
     parent = list(range(n))
+    cache = {} if cache is None else cache
+    screen = threshold >= SCREEN_FROM
 
     def root(a: int) -> int:
         while parent[a] != a:
@@ -548,7 +778,10 @@ def _groups(
             if (m in edges and edges[m][1] == hub) or (hub in edges and edges[hub][1] == m):
                 kept.append(m)
             elif len(members) > 2 and smalls.get(paths[m]) is not None:
-                score, kind = match(smalls[paths[m]], smalls[paths[hub]])
+                key = (min(m, hub), max(m, hub))
+                if key not in cache or (cache[key] is None and not screen):
+                    cache[key] = _checked(smalls[paths[m]], smalls[paths[hub]], screen)
+                score, kind = cache[key] or (-np.inf, "")
                 if score >= threshold:
                     kept.append(m)
                     partner[m] = (score, hub, kind)
@@ -595,13 +828,27 @@ def _components(members: list[int], edges: dict[int, tuple[float, int, str]]) ->
     return out
 
 
-def _runner_up(tried: list[tuple[float, str, int]], smalls: dict, paths: np.ndarray) -> float:
+def _runner_up(
+    tried: list[tuple[float, str, int]],
+    smalls: dict,
+    paths: np.ndarray,
+    screen: bool = False,
+    memo: dict[tuple[int, int], tuple[float, str] | None] | None = None,
+) -> float:
     """The best :func:`match` among the other candidates that are not copies of the best one
     themselves (a source with its own near duplicate in train stays unambiguous); 0 for none.
-    At most two others are checked against the best (each check costs a match)."""
+    At most two others are checked against the best (each check costs a match; ``memo`` keeps
+    them by pair of rows for a second call). ``screen``: the best reaches :data:`SCREEN_FROM`, so a
+    pair failing :func:`could_match` is below it."""
     best = smalls[paths[tried[0][2]]]
+    memo = {} if memo is None else memo
     for checked, (score, _, j) in enumerate(tried[1:]):
-        if checked >= 2 or match(smalls[paths[j]], best)[0] < tried[0][0]:
+        if checked >= 2:
+            return score
+        if (j, tried[0][2]) not in memo:
+            memo[(j, tried[0][2])] = _checked(smalls[paths[j]], best, screen)
+        found = memo[(j, tried[0][2])]
+        if found is None or found[0] < tried[0][0]:
             return score
     return 0.0
 

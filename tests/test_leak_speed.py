@@ -1,0 +1,106 @@
+"""The copy search's speed-ups change nothing it finds: the cheap first test of a pair
+(``could_match``) passes every real copy (sample emoji edited with PIL the ways leaks are:
+re-encoded, resized, cropped centred and off-centre, mirrored, brightness and contrast, also
+as small grey pictures like Fashion-MNIST's), and the pair checks spread over processes give
+exactly the one-process result."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageEnhance, ImageOps
+from test_near_duplicates import SAMPLE, make_plain
+
+from embedscope.findings.leaks import (
+    SCREEN_FROM,
+    _tiny_pictures,
+    could_match,
+    find_leaks,
+    match,
+    near_duplicates,
+    small_copy,
+)
+from embedscope.images import load_rgb
+
+
+def _encoded(im: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _crop(im: Image.Image, share: float, corner: bool) -> Image.Image:
+    w, h = im.size
+    cw, ch = round(w * share), round(h * share)
+    x, y = (w - cw, 0) if corner else ((w - cw) // 2, (h - ch) // 2)
+    return im.crop((x, y, x + cw, y + ch))
+
+
+#: The leaks bench's kinds at their hardest strengths.
+EDITS = {
+    "jpeg 20": lambda im: _encoded(im, 20),
+    "resized 0.35": lambda im: im.resize((round(im.width * 0.35), round(im.height * 0.35))),
+    "crop 0.85": lambda im: _crop(im, 0.85, False),
+    "crop corner 0.85": lambda im: _crop(im, 0.85, True),
+    "mirrored jpeg 50": lambda im: _encoded(ImageOps.mirror(im), 50),
+    "brightness 0.75": lambda im: ImageEnhance.Brightness(im).enhance(0.75),
+    "brightness 1.25": lambda im: ImageEnhance.Brightness(im).enhance(1.25),
+    "contrast 0.7": lambda im: ImageEnhance.Contrast(im).enhance(0.7),
+    "contrast 1.3": lambda im: ImageEnhance.Contrast(im).enhance(1.3),
+}
+
+
+def test_the_first_test_passes_every_real_copy_and_stops_look_alikes() -> None:
+    folders = sorted(p for p in SAMPLE.iterdir() if p.is_dir())
+    files = [sorted(f.glob("*.webp"))[k] for f in folders[:4] for k in (0, 5)]
+    sources = [load_rgb(f) for f in files]
+    # and as 28-pixel grey pictures, Fashion-MNIST's kind (its weak spot: few pixels)
+    sources += [
+        im.convert("L").resize((28, 28), Image.Resampling.BOX).convert("RGB") for im in sources[:4]
+    ]
+    checked = 0
+    for source in sources:
+        original = small_copy(source)
+        for name, edit in EDITS.items():
+            copy = small_copy(edit(source))
+            if match(copy, original)[0] >= SCREEN_FROM:
+                checked += 1
+                assert could_match(copy, original) and could_match(original, copy), name
+    assert checked >= 0.9 * len(sources) * len(EDITS)
+    # different emoji (no copies): many stop at the first test (the 28-pixel ones all pass it)
+    smalls = [small_copy(im) for im in sources[:8]]
+    pairs = [(a, b) for k, a in enumerate(smalls) for b in smalls[k + 1 :]]
+    assert sum(not could_match(a, b) for a, b in pairs) >= len(pairs) / 3
+    assert could_match(smalls[-1], small_copy(sources[-1]))  # 28-pixel: never stopped
+
+
+def _splits(root: Path, truth: dict[str, str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The plain set's rows, sources as train and copies as test, with the tiny pictures as
+    vectors (no model needed: they propose the candidates as the kit's vectors would)."""
+    paths = sorted(str(p.relative_to(root)) for p in root.rglob("*.*"))
+    rows = pd.DataFrame({"path": paths, "label": [p.split("/")[0] for p in paths]})
+    rows["split"] = ["test" if p in truth else "train" for p in paths]
+    plain, _ = _tiny_pictures(root, rows["path"].to_numpy(dtype=object), {}, {})
+    return rows, plain + 1e-3 * np.random.default_rng(0).standard_normal(plain.shape).astype(
+        np.float32
+    )
+
+
+def test_spread_over_processes_the_checks_give_the_one_process_result(tmp_path: Path) -> None:
+    root = tmp_path / "plain"
+    truth = make_plain(root)
+    rows, vectors = _splits(root, truth)
+    cached = {"smalls": {}, "tinies": {}}  # thumbnails read once for every run below
+    split = rows["split"]
+    one = find_leaks(root, rows, vectors, split, workers=1, **cached)
+    two = find_leaks(root, rows, vectors, split, workers=2, **cached)
+    pd.testing.assert_frame_equal(one, two, check_exact=True)
+    assert one["leak"].sum() == len(truth)
+    scopes = [""] * len(rows)
+    one = near_duplicates(root, rows, vectors, scopes, workers=1, **cached)
+    two = near_duplicates(root, rows, vectors, scopes, workers=2, **cached)
+    pd.testing.assert_frame_equal(one, two, check_exact=True)
+    assert (one["near_duplicate_group"] >= 0).sum() >= len(truth)
