@@ -187,7 +187,7 @@ def test_a_chain_of_look_alikes_cannot_merge_a_class(tmp_path: Path) -> None:
     # a chain 0-1-2-3-4-5 of look-alike pairs at 0.9, and the mirror's pair with 0
     chain = {i: (0.9, i + 1, "cropped") for i in range(len(files) - 1)}
     chain[len(paths) - 1] = (0.99, 0, "mirrored")
-    cut, partner = _groups(len(paths), chain, smalls, np.array(paths, dtype=object), 0.78)
+    cut, partner = _groups(len(paths), chain, smalls, np.array(paths, dtype=object), 0.78, {})
     sizes = np.bincount(cut[cut >= 0])
     assert sizes.max() <= 3 and cut[0] == cut[-1] >= 0, cut  # a component would be all 7
     assert partner[len(paths) - 1][1] == 0

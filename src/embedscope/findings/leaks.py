@@ -197,15 +197,16 @@ def _grey(x: np.ndarray) -> np.ndarray:
 
 
 def _inside(
-    a: Thumb, b: Thumb
+    a: Thumb, b: Thumb, side: int = WORK
 ) -> tuple[float, np.ndarray, np.ndarray, bool, float, tuple[float, ...]]:
     """``a`` sought as a region of ``b`` (a crop of :data:`SMALLEST_CROP` of the side or more,
-    anywhere, mirrored or not), at ``a``'s own detail: ``b`` is scaled so that the region is
-    as many pixels as ``a`` at every whole-pixel size. Returns the best grey correlation, the
-    aligned region of ``b`` and ``a`` (RGB, float), whether mirrored, the region's share and
-    its box in ``b``'s thumbnail pixels (for :func:`_subpixel`)."""
+    anywhere, mirrored or not), at ``a``'s own detail but at most ``side`` pixels on its longer
+    side: ``b`` is scaled so that the region is as many pixels as ``a`` at every whole-pixel
+    size. Returns the best grey correlation, the aligned region of ``b`` and ``a`` (RGB,
+    float), whether mirrored, the region's share and its box in ``b``'s thumbnail pixels (for
+    :func:`_subpixel`)."""
     (pa, (aw, ah)), (pb, (bw, bh)) = a, b
-    f = min(1.0, WORK / max(aw, ah), bw / aw, bh / ah)  # compared pixels per native pixel of a
+    f = min(1.0, side / max(aw, ah), bw / aw, bh / ah)  # compared pixels per native pixel of a
     cw, ch = max(2, round(aw * f)), max(2, round(ah * f))
     template = _resized(pa, cw, ch)
     grey = template.mean(axis=2)
@@ -356,43 +357,18 @@ def leak_score(best: float, second: float) -> float:
     return float(np.clip(1.0 - (1.0 - best) / (1.0 - second) ** AMBIGUITY, 0.0, 1.0))
 
 
-def _coarse_inside(a: Thumb, b: Thumb) -> tuple[float, np.ndarray, np.ndarray]:
-    """:func:`_inside` at :data:`COARSE` pixels, on whole pixels: ``a`` sought as a region of
-    ``b`` (mirrored or not, every crop size down to :data:`SMALLEST_CROP`) on grey pictures;
-    returns the best grey correlation, the aligned region of ``b`` and ``a`` (RGB, float)."""
-    (pa, (aw, ah)), (pb, (bw, bh)) = a, b
-    f = min(1.0, COARSE / max(aw, ah), bw / aw, bh / ah)
-    cw, ch = max(2, round(aw * f)), max(2, round(ah * f))
-    template = _resized(pa, cw, ch)
-    grey = template.mean(axis=2)
-    pair = _standard(np.stack([grey.ravel(), grey[:, ::-1].ravel()]))
-    picture = Image.fromarray(pb.astype(np.float32).mean(axis=2), "F")
-    best, where = -2.0, (cw, ch, 0, 0, False)
-    for width in range(cw, round(cw / SMALLEST_CROP) + 1):
-        height = max(ch, round(bh * width / bw))
-        big = np.asarray(picture.resize((width, height), Image.Resampling.BOX))
-        windows = np.lib.stride_tricks.sliding_window_view(big, (ch, cw))
-        scores = _standard(windows.reshape(-1, ch * cw)) @ pair.T
-        at = np.unravel_index(int(scores.argmax()), scores.shape)
-        if scores[at] > best + 1e-6:
-            y, x = divmod(int(at[0]), width - cw + 1)
-            best, where = float(scores[at]), (width, height, x, y, bool(at[1]))
-    width, height, x, y, mirrored = where
-    region = _resized(pb, width, height)[y : y + ch, x : x + cw]
-    return best, region, template[:, ::-1] if mirrored else template
-
-
 def could_match(a: Thumb, b: Thumb) -> bool:
     """The cheap first test of a pair (about a tenth of a :func:`match`): False where the
-    pair's coarse alignment (:func:`_coarse_inside`, either image inside the other) shows no
+    pair's coarse alignment (:func:`_inside` at :data:`COARSE` pixels, either image inside the
+    other, on whole pixels) shows no
     copy, by its grey correlation (:data:`COARSE_GREY`, unless an image is flat) or by its
     worst block (:data:`COARSE_SCORE`). Most candidate pairs are look-alikes, not copies: they
     stop here. Chosen conservative: no bench pair that :func:`match` scores at or above
     :data:`SCREEN_FROM` fails it (tests/test_leak_speed.py keeps real copies passing)."""
     if min(max(a[0].shape[:2]), max(b[0].shape[:2])) < COARSE_FROM:
         return True  # too few pixels for a coarse picture to tell (measured: a loss)
-    one, other = _coarse_inside(a, b), _coarse_inside(b, a)
-    grey, region, seen = one if one[0] >= other[0] else other
+    one, other = _inside(a, b, COARSE), _inside(b, a, COARSE)
+    grey, region, seen = (one if one[0] >= other[0] else other)[:3]
     flat = min(float(a[0].mean(axis=2).std()), float(b[0].mean(axis=2).std())) < FLAT
     if grey < COARSE_GREY and not flat:
         return False
@@ -405,6 +381,23 @@ def _checked(a: Thumb, b: Thumb, screen: bool) -> tuple[float, str] | None:
     if screen and not could_match(a, b):
         return None
     return match(a, b)
+
+
+def _pair(
+    cache: dict[tuple[int, int], tuple[float, str] | None],
+    smalls: dict[str, Thumb | None],
+    paths: np.ndarray,
+    i: int,
+    j: int,
+    screen: bool,
+) -> tuple[float, str] | None:
+    """:func:`_checked` of rows ``i`` and ``j``, kept in ``cache`` by unordered pair (a match is
+    symmetric: within one split both images of a pair propose each other); a pair the first
+    test stopped (None) is matched in full once asked without ``screen``."""
+    key = (min(i, j), max(i, j))
+    if key not in cache or (cache[key] is None and not screen):
+        cache[key] = _checked(smalls[paths[i]], smalls[paths[j]], screen)
+    return cache[key]
 
 
 def _check_chunk(
@@ -576,11 +569,10 @@ def find_leaks(
         for row, i in enumerate(held):
             found = (0.0, -1, "")
             same = by_sha.get(sha[i], i)
-            mine = smalls.get(paths[i])
             if same != i and rank[same] < r:
                 found = (1.0, same, "same bytes")
-            elif mine is not None:
-                found = _verified(mine, near[row], smalls, paths, cache, int(i), threshold)
+            elif smalls.get(paths[i]) is not None:
+                found = _verified(int(i), near[row], smalls, paths, cache, threshold)
             score, j, kind = found
             if j < 0:
                 continue
@@ -593,56 +585,39 @@ def find_leaks(
 
 
 def _verified(
-    mine: Thumb,
+    me: int,
     near: Sequence[int],
     smalls: dict[str, Thumb | None],
     paths: np.ndarray,
-    cache: dict[tuple[int, int], tuple[float, str]] | None = None,
-    me: int = -1,
+    cache: dict[tuple[int, int], tuple[float, str] | None],
     at_least: float = -np.inf,
 ) -> tuple[float, int, str]:
-    """The surest copy among the candidate rows ``near`` of the image ``mine``: (its
+    """The surest copy of row ``me`` among its candidate rows ``near``: (its
     :func:`leak_score` against the runner-up, its row, the kind of match); (0, -1, "") for
-    none. ``cache`` keeps :func:`match` by unordered pair of rows (``me`` is this image's row):
-    within one split both images of a pair propose each other, and a match is symmetric.
-    A best match whose score could not reach ``at_least`` even without a runner-up is
-    returned with that upper bound, its runner-up unsought (each check costs a match).
-    From ``at_least`` :data:`SCREEN_FROM` on, a pair first passes :func:`could_match` (a pair
-    that fails it matches below ``at_least``; no candidate passing: (0, -1, "")); where the
-    best match may reach ``at_least`` and the runner-up found is below :data:`SCREEN_FROM`,
-    the pairs that failed are matched in full after all (one of them may be the runner-up),
-    so a score that may reach ``at_least`` is the one matching every pair gives."""
+    none. Matches come through ``cache`` (:func:`_pair`). A best match whose score could not
+    reach ``at_least`` even without a runner-up is returned with that upper bound, its
+    runner-up unsought (each check costs a match). From ``at_least`` :data:`SCREEN_FROM` on, a
+    pair first passes :func:`could_match` (a pair that fails it matches below ``at_least``; no
+    candidate passing: (0, -1, "")); where the best match may reach ``at_least`` and the
+    runner-up found is below :data:`SCREEN_FROM`, the pairs that failed are matched in full
+    after all (one of them may be the runner-up), so a score that may reach ``at_least`` is the
+    one matching every pair gives."""
     screen = at_least >= SCREEN_FROM
-    found: list[tuple[float, str] | None] = []
-    rows: list[int] = []
-    for j in near:
-        if smalls.get(paths[j]) is None:
-            continue
-        key = (min(me, int(j)), max(me, int(j))) if cache is not None and me >= 0 else None
-        if key is not None and key in cache and (cache[key] is not None or screen):
-            found.append(cache[key])
-        else:
-            found.append(_checked(mine, smalls[paths[j]], screen))
-            if key is not None:
-                cache[key] = found[-1]
-        rows.append(int(j))
-    tried = sorted(
-        ((*f, j) for f, j in zip(found, rows, strict=True) if f is not None), key=lambda t: -t[0]
-    )
+    rows = [int(j) for j in near if smalls.get(paths[j]) is not None]
+
+    def ranked(screened: bool) -> list[tuple[float, str, int]]:
+        found = [(_pair(cache, smalls, paths, me, j, screened), j) for j in rows]
+        return sorted(((*f, j) for f, j in found if f is not None), key=lambda t: -t[0])
+
+    tried = ranked(screen)
     if not tried:
         return (0.0, -1, "")
     if leak_score(tried[0][0], 0.0) < at_least:
         return (leak_score(tried[0][0], 0.0), tried[0][2], tried[0][1])
-    memo: dict[tuple[int, int], tuple[float, str] | None] = {}
-    second = _runner_up(tried, smalls, paths, screen, memo)
+    second = _runner_up(tried, smalls, paths, cache, screen)
     if second < SCREEN_FROM and len(tried) < len(rows):  # a failed pair may be the runner-up
-        for k, j in enumerate(rows):
-            if found[k] is None:
-                found[k] = match(mine, smalls[paths[j]])
-                if cache is not None and me >= 0:
-                    cache[(min(me, j), max(me, j))] = found[k]
-        tried = sorted(((*f, j) for f, j in zip(found, rows, strict=True)), key=lambda t: -t[0])
-        second = _runner_up(tried, smalls, paths, screen, memo)
+        tried = ranked(False)
+        second = _runner_up(tried, smalls, paths, cache, screen)
     return (leak_score(tried[0][0], second), tried[0][2], tried[0][1])
 
 
@@ -705,11 +680,10 @@ def near_duplicates(
             if len(same) > 1:  # the same bytes: a pair without looking
                 edges[int(i)] = (1.0, same[1] if same[0] == i else same[0], "same bytes")
                 continue
-            mine = smalls.get(paths[i])
-            if mine is None:
+            if smalls.get(paths[i]) is None:
                 continue
             others = [j for j in near[row] if j != i]
-            score, j, kind = _verified(mine, others, smalls, paths, cache, int(i), threshold)
+            score, j, kind = _verified(int(i), others, smalls, paths, cache, threshold)
             if j >= 0 and score >= threshold:
                 edges[int(i)] = (score, j, _refined(kind, rows, int(i), j))
     group, partner = _groups(n, edges, smalls, paths, threshold, cache)
@@ -732,7 +706,7 @@ def _groups(
     smalls: dict[str, Thumb | None],
     paths: np.ndarray,
     threshold: float,
-    cache: dict[tuple[int, int], tuple[float, str] | None] | None = None,
+    cache: dict[tuple[int, int], tuple[float, str] | None],
 ) -> tuple[np.ndarray, dict[int, tuple[float, int, str]]]:
     """Group numbers (-1: none) of the connected components of ``edges`` (row -> its verified
     copy), and each grouped row's (score, partner row, kind). Against chaining (a crop of a
@@ -740,10 +714,10 @@ def _groups(
     member also matches the component's hub (the member with most verified pairs) at or above
     ``threshold`` itself, or is the hub's own pair; the others are cut off and grouped among
     themselves the same way. A group is so the copies of one image, never a chain through a
-    class. ``cache``: :func:`_verified`'s pair cache (a member's match with the hub is often
-    known); from ``threshold`` :data:`SCREEN_FROM` on, a pair first passes :func:`could_match`."""
+    class. ``cache``: :func:`_verified`'s pairs (:func:`_pair`; a member's match with the hub
+    is often known); from ``threshold`` :data:`SCREEN_FROM` on, a pair first passes
+    :func:`could_match`."""
     parent = list(range(n))
-    cache = {} if cache is None else cache
     screen = threshold >= SCREEN_FROM
 
     def root(a: int) -> int:
@@ -778,10 +752,7 @@ def _groups(
             if (m in edges and edges[m][1] == hub) or (hub in edges and edges[hub][1] == m):
                 kept.append(m)
             elif len(members) > 2 and smalls.get(paths[m]) is not None:
-                key = (min(m, hub), max(m, hub))
-                if key not in cache or (cache[key] is None and not screen):
-                    cache[key] = _checked(smalls[paths[m]], smalls[paths[hub]], screen)
-                score, kind = cache[key] or (-np.inf, "")
+                score, kind = _pair(cache, smalls, paths, m, hub, screen) or (-np.inf, "")
                 if score >= threshold:
                     kept.append(m)
                     partner[m] = (score, hub, kind)
@@ -830,24 +801,20 @@ def _components(members: list[int], edges: dict[int, tuple[float, int, str]]) ->
 
 def _runner_up(
     tried: list[tuple[float, str, int]],
-    smalls: dict,
+    smalls: dict[str, Thumb | None],
     paths: np.ndarray,
-    screen: bool = False,
-    memo: dict[tuple[int, int], tuple[float, str] | None] | None = None,
+    cache: dict[tuple[int, int], tuple[float, str] | None],
+    screen: bool,
 ) -> float:
     """The best :func:`match` among the other candidates that are not copies of the best one
     themselves (a source with its own near duplicate in train stays unambiguous); 0 for none.
-    At most two others are checked against the best (each check costs a match; ``memo`` keeps
-    them by pair of rows for a second call). ``screen``: the best reaches :data:`SCREEN_FROM`, so a
-    pair failing :func:`could_match` is below it."""
-    best = smalls[paths[tried[0][2]]]
-    memo = {} if memo is None else memo
+    At most two others are checked against the best (each check costs a match; through
+    ``cache``, :func:`_pair`). ``screen``: the best reaches :data:`SCREEN_FROM`, so a pair
+    failing :func:`could_match` is below it."""
     for checked, (score, _, j) in enumerate(tried[1:]):
         if checked >= 2:
             return score
-        if (j, tried[0][2]) not in memo:
-            memo[(j, tried[0][2])] = _checked(smalls[paths[j]], best, screen)
-        found = memo[(j, tried[0][2])]
+        found = _pair(cache, smalls, paths, j, tried[0][2], screen)
         if found is None or found[0] < tried[0][0]:
             return score
     return 0.0
