@@ -9,7 +9,6 @@ blocking on CUDA), and rescale + normalise run on the model's device, where they
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from embedscope.faults import fault_point
 from embedscope.images import lasting, load_rgb, skip_reason
 from embedscope.layout import os_path
+from embedscope.machine import usable_cores
 
 
 class FastPixels:
@@ -265,8 +265,7 @@ def resolve_workers(
         return int(num_workers)
     if images <= batch_size:
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 2
+    cores = usable_cores()
     if torch.device(device).type != "cpu":
         return max(1, cores - 1)
     if not costs:

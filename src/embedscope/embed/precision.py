@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from embedscope.knn import knn_vote, neighbors
+from embedscope.machine import runnable_elsewhere, usable_cores
 from embedscope.vocabulary import DTYPE_NAMES, UNLABELLED, precision_name
 
 #: What ``precision=`` accepts (:data:`embedscope.vocabulary.PRECISIONS`, the dtype names too),
@@ -299,8 +300,7 @@ def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         name = f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
     else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        name = f"{device.type}: {cpu_model()}, {cores} cores"
+        name = f"{device.type}: {cpu_model()}, {usable_cores()} cores"
     return f"{name}, torch {torch.__version__}"
 
 
@@ -357,25 +357,10 @@ def load_per_core() -> float:
     """Runnable work per core this process may use: the 1-minute load average over the
     cores (the race's own threads count too, so about 1 on an otherwise idle machine while it
     runs). A race timed while others crowd the cores is no measure of the machine."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
-        return round(os.getloadavg()[0] / max(cores or 1, 1), 2)
+        return round(os.getloadavg()[0] / usable_cores(), 2)
     except OSError:  # no load average on this system
         return 0.0
-
-
-def runnable_elsewhere() -> int | None:
-    """Threads runnable on the machine right now besides the one asking (``procs_running`` of
-    ``/proc/stat``, an instant count, where the load average is a minute's mean that lags a
-    change by tens of seconds); None where the system does not say."""
-    try:
-        with open("/proc/stat", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("procs_running"):
-                    return max(0, int(line.split()[1]) - 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def load_now() -> float | None:
@@ -387,8 +372,7 @@ def load_now() -> float | None:
     others = runnable_elsewhere()
     if others is None:
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return round((others + torch.get_num_threads()) / max(cores or 1, 1), 2)
+    return round((others + torch.get_num_threads()) / usable_cores(), 2)
 
 
 def synchronize(device: torch.device) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -15,9 +14,10 @@ import torch
 
 from embedscope.embed.encoder import Encoder
 from embedscope.embed.pixels import cacheable, decode_seconds, resolve_workers
-from embedscope.embed.precision import hardware, runnable_elsewhere
+from embedscope.embed.precision import hardware
 from embedscope.images import decoder_identity
 from embedscope.layout import read_json, update_json
+from embedscope.machine import runnable_elsewhere, usable_cores
 from embedscope.models import cache_root
 from embedscope.store import write_shard
 
@@ -137,9 +137,8 @@ def tail_threads() -> int:
     on. Until then they share the cores (:func:`thread_options`); after, a model left on the
     cores the workers had left it idled the rest (on 48 camera photos with 2 workers, the
     last half of the images ran on one of 2 cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     others = runnable_elsewhere()
-    return max(1, (cores or 2) - (others or 0)) if others is not None else 1
+    return max(1, usable_cores() - others) if others is not None else 1
 
 
 def thread_options(device: torch.device, workers: int, measured: bool = False) -> list[int]:
@@ -152,8 +151,7 @@ def thread_options(device: torch.device, workers: int, measured: bool = False) -
     6.9-9.9 images/s, against 18.7-20.8 on 2 shared cores)."""
     if device.type != "cpu" or not workers:
         return []
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    now, free = torch.get_num_threads(), max(1, (cores or 2) - workers)
+    now, free = torch.get_num_threads(), max(1, usable_cores() - workers)
     if free >= now:
         return []
     return [free] if measured else [now, free]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ from embedscope.findings.registry import Column, Context, Family, IssueType
 from embedscope.images import load_rgb
 from embedscope.knn import top_k
 from embedscope.layout import os_path, write_atomic
+from embedscope.machine import usable_cores
 from embedscope.vocabulary import KEEP_PREFIX, UNLABELLED
 
 #: The split every held-out split is compared with, then the order in which later splits are
@@ -414,8 +414,7 @@ def _workers(pairs: int, workers: int | None) -> int:
         return max(1, int(workers))
     if pairs < PARALLEL_MIN:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1)
+    return usable_cores()
 
 
 def _match_pairs(
