@@ -504,32 +504,23 @@ def real_images(folder: Path, n: int = 100_000, seed: int = 0) -> dict:
     28 x 28 PNGs), then crops of other real images up to ``n`` (the sample's emoji and
     scikit-learn's two photos; random boxes of 30-70% of the side, so few are copies of each
     other; JPEG at quality 90; 80/20 train/test). Written once; the counts per kind."""
-    from bench_findings import FASHION, FASHION_CLASSES, _idx
+    import json
+
+    from bench_findings import FASHION, fashion_folder
+    from bench_leaks import emoji_pool
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
     done = folder / ".complete"
-    counts = {"fashion_train": 0, "fashion_test": 0, "crops": 0}
     if done.exists():
-        import json
-
         return json.loads(done.read_text())
-    fashion = FASHION.is_dir()
-    for split, file, take in (("train", "train", 60_000), ("test", "t10k", 10_000)):
-        if not fashion:
-            break
-        images = _idx(FASHION / f"{file}-images-idx3-ubyte.gz")[: min(take, n)]
-        labels = _idx(FASHION / f"{file}-labels-idx1-ubyte.gz")[: len(images)]
-        for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
-            dest = folder / split / FASHION_CLASSES[label] / f"fm-{i:05d}.png"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(dest)
-        counts[f"fashion_{split}"] = len(images)
-    sources = [
-        (p.parent.name, Image.open(p).convert("RGB"))
-        for p in sorted((Path(__file__).resolve().parents[1] / "data" / "sample").glob("*/*.webp"))
-    ]
-    sources += [
+    counts = {"fashion_train": 0, "fashion_test": 0, "crops": 0}
+    for split, file, most in (("train", "train", 60_000), ("test", "t10k", 10_000)):
+        take = min(most, n - sum(counts.values())) if FASHION.is_dir() else 0
+        if take > 0:
+            fashion_folder(folder / split, file, take)
+            counts[f"fashion_{split}"] = take
+    sources = emoji_pool() + [
         (name, Image.fromarray(x))
         for name, x in zip(("china", "flower"), load_sample_images().images, strict=True)
     ]
@@ -548,8 +539,6 @@ def real_images(folder: Path, n: int = 100_000, seed: int = 0) -> dict:
         dest.parent.mkdir(parents=True, exist_ok=True)
         crop.save(dest, quality=90)
         counts["crops"] += 1
-    import json
-
     done.write_text(json.dumps(counts))
     return counts
 
