@@ -34,7 +34,7 @@ from embedscope.embed import embed  # noqa: E402
 from embedscope.findings.leaks import THRESHOLD, find_leaks  # noqa: E402
 from embedscope.images import load_rgb  # noqa: E402
 from embedscope.ingest import ingest  # noqa: E402
-from embedscope.layout import Layout  # noqa: E402
+from embedscope.layout import Layout, write_json  # noqa: E402
 from embedscope.store import load_embeddings  # noqa: E402
 
 #: kind -> strengths of the copies planted (every kind at each strength, same count).
@@ -151,8 +151,7 @@ def without_twins(
             dropped.add(i)
     kept = [i for i in range(len(pool)) if i not in dropped]
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"key": key, "kept": kept}))
+        write_json(cache, {"key": key, "kept": kept})
     return kept, len(dropped)
 
 

@@ -57,8 +57,8 @@ AMBIGUITY = 0.75
 #: or not (finds heavy downscales and re-encodes a network sees as a different picture).
 CANDIDATES = 6
 #: Images above which the near-duplicate search (one more candidate search and about 12
-#: checks per image: 0.07-0.09 s per image on 2 cores, 26 s for the 360-image sample) is not
-#: run: 20,000 images take about half an hour. Leaks between splits are always searched.
+#: checks per image: about 0.1 s per image on 2 cores, 28 s for the bench's 299 emoji, quiet)
+#: is not run: 20,000 images take about half an hour. Leaks between splits are always searched.
 NEAR_DUPLICATE_LIMIT = 20_000
 TINY = 8
 #: Longest side of the RGB thumbnail kept per image, and longest side of the copy when compared.
@@ -358,7 +358,7 @@ def leak_score(best: float, second: float) -> float:
 
 
 def could_match(a: Thumb, b: Thumb) -> bool:
-    """The cheap first test of a pair (about a tenth of a :func:`match`): False where the
+    """The cheap first test of a pair (about a quarter of a :func:`match`): False where the
     pair's coarse alignment (:func:`_inside` at :data:`COARSE` pixels, either image inside the
     other, on whole pixels) shows no
     copy, by its grey correlation (:data:`COARSE_GREY`, unless an image is flat) or by its
