@@ -76,6 +76,11 @@ BLOCKS = 4
 #: livelier one's (a pale image brightened until nearly white stays a copy of itself).
 EXPLAINED = 0.8
 FLOOR = 0.25
+#: Grey correlations closer than this are a tie (the copy inside the source wins): two
+#: same-size images aligned whole correlate equally either way round, up to rounding.
+TIE = 1e-6
+#: An RGB pixel's weights in the grey picture the alignment is found on.
+THIRDS = np.full(3, 1 / 3)
 #: The kinds of match a reason names, as ``leak_kind`` writes them.
 KINDS = ("same bytes", "mirrored", "cropped", "brightness/contrast", "resized", "re-encoded")
 #: ``leaks.csv``'s columns, most certain pair first.
@@ -196,6 +201,32 @@ def _grey(x: np.ndarray) -> np.ndarray:
     return _standard(x.mean(axis=2).ravel()[None])[0]
 
 
+def _window_scores(grey: np.ndarray, weights: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The correlation of every ``h`` x ``w`` window of ``grey`` (float64) with each picture
+    of ``weights`` (:func:`_weights`), windows in reading order: the pictures' zero mean lets
+    the raw windows' dot products stand for the centred ones, and a last column of ones gives
+    each window's sum, so no window is centred or normed one by one (a flat window scores 0,
+    as :func:`_standard` makes it)."""
+    n = h * w
+    rows, cols = grey.shape[0] - h + 1, grey.shape[1] - w + 1
+    step = grey.strides
+    windows = np.lib.stride_tricks.as_strided(
+        grey, (rows, cols, h, w), (*step, *step), writeable=False
+    ).reshape(-1, n)
+    dots = windows @ weights
+    squares = np.einsum("ij,ij->i", windows, windows)
+    spread = np.sqrt(np.maximum(squares - dots[:, -1] ** 2 / n, 0.0))[:, None]
+    lively = spread > 1e-3 * np.sqrt(n)
+    return np.where(lively, dots[:, :-1] / np.where(lively, spread, 1.0), 0.0)
+
+
+def _weights(grey: np.ndarray) -> np.ndarray:
+    """A grey picture and its mirror, standardised, as the columns :func:`_window_scores`
+    multiplies windows by, with a column of ones."""
+    pair = _standard(np.stack([grey.ravel(), grey[:, ::-1].ravel()]))
+    return np.vstack([pair, np.ones(grey.size)]).T
+
+
 def _inside(
     a: Thumb, b: Thumb, side: int = WORK
 ) -> tuple[float, np.ndarray, np.ndarray, bool, float, tuple[float, ...]]:
@@ -209,14 +240,14 @@ def _inside(
     f = min(1.0, side / max(aw, ah), bw / aw, bh / ah)  # compared pixels per native pixel of a
     cw, ch = max(2, round(aw * f)), max(2, round(ah * f))
     template = _resized(pa, cw, ch)
-    grey = template.mean(axis=2)
-    pair = _standard(np.stack([grey.ravel(), grey[:, ::-1].ravel()]))
+    weights = _weights(template.mean(axis=2))
     best = (-2.0, template, template, False, 1.0, (0.0, 0.0, 1.0, 1.0))
+    source = Image.fromarray(pb)
     for width in range(cw, round(cw / SMALLEST_CROP) + 1):
         height = max(ch, round(bh * width / bw))
-        big = _resized(pb, width, height)
-        windows = np.lib.stride_tricks.sliding_window_view(big.mean(axis=2), (ch, cw))
-        scores = _standard(windows.reshape(-1, ch * cw)) @ pair.T
+        same = pb.shape[1] == width and pb.shape[0] == height
+        big = pb if same else np.asarray(source.resize((width, height), Image.Resampling.BOX))
+        scores = _window_scores(big @ THIRDS, weights, ch, cw)
         at = np.unravel_index(int(scores.argmax()), scores.shape)
         if scores[at] > best[0] + 1e-6:
             y, x = divmod(int(at[0]), width - cw + 1)
@@ -224,7 +255,8 @@ def _inside(
             seen = template[:, ::-1] if mirrored else template
             sx, sy = pb.shape[1] / width, pb.shape[0] / height
             box = (x * sx, y * sy, (x + cw) * sx, (y + ch) * sy)
-            best = (float(scores[at]), big[y : y + ch, x : x + cw], seen, mirrored, cw / width, box)
+            region = big[y : y + ch, x : x + cw].astype(np.float32)
+            best = (float(scores[at]), region, seen, mirrored, cw / width, box)
     return best
 
 
@@ -243,9 +275,10 @@ def _subpixel(
     reach = (origin[2] - origin[0]) / w
 
     def correlation(b: np.ndarray) -> float:
-        r = np.asarray(grey.resize((w, h), Image.Resampling.BILINEAR, box=tuple(b))).ravel()
-        r = r - r.mean()
-        return float(r @ target) / max(float(np.linalg.norm(r)), 1e-6)
+        r = np.asarray(grey.resize((w, h), Image.Resampling.BILINEAR, box=tuple(b)), np.float64)
+        r = r.ravel()
+        spread = float(r @ r) - float(r.sum()) ** 2 / r.size  # target has zero mean
+        return float(r @ target) / max(np.sqrt(max(spread, 0.0)), 1e-6)
 
     now, best = origin.copy(), start
     step = reach / 2
@@ -277,19 +310,24 @@ def _monotone(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``x``'s values replaced by ``y``'s of the same rank, one mapping for all channels: any
     brightness, contrast or gamma change of ``y`` (clipped or not) undone, yet no change of
     colour (a red and a blue heart of the same shape stay apart)."""
-    _, where, counts = np.unique(x.ravel(), return_inverse=True, return_counts=True)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    flat = x.ravel()
+    order = np.argsort(flat, kind="stable")
+    ranked = flat[order]
+    starts = np.flatnonzero(np.concatenate([[True], ranked[1:] != ranked[:-1]]))
+    counts = np.diff(np.append(starts, len(flat)))
     # equal values of x (a flat background) take the mean of their share of y, in no order
     means = np.add.reduceat(np.sort(y.ravel()).astype(np.float64), starts) / counts
-    return means[where].astype(np.float32).reshape(x.shape)
+    out = np.empty(len(flat), np.float32)
+    out[order] = np.repeat(means, counts)
+    return out.reshape(x.shape)
 
 
 def _smooth(x: np.ndarray) -> np.ndarray:
     """``x`` (h, w, channels) blurred by a [1, 2, 1] / 4 kernel along each side: JPEG's ringing
     and what is left of a sub-pixel shift are finer than a look-alike's differences."""
-    p = np.pad(x, ((1, 1), (0, 0), (0, 0)), mode="edge")
+    p = np.concatenate([x[:1], x, x[-1:]], axis=0)
     x = (p[:-2] + 2 * p[1:-1] + p[2:]) / 4
-    p = np.pad(x, ((0, 0), (1, 1), (0, 0)), mode="edge")
+    p = np.concatenate([x[:, :1], x, x[:, -1:]], axis=1)
     return (p[:, :-2] + 2 * p[:, 1:-1] + p[:, 2:]) / 4
 
 
@@ -307,18 +345,16 @@ def _worst_block(a: np.ndarray, b: np.ndarray) -> float:
     h, w = a.shape[:2]
     ys = np.linspace(0, h, BLOCKS + 1).round().astype(int)
     xs = np.linspace(0, w, BLOCKS + 1).round().astype(int)
+    valid = (np.diff(ys)[:, None] > 0) & (np.diff(xs)[None, :] > 0)
+    counts = np.maximum(np.diff(ys)[:, None] * np.diff(xs)[None, :], 1)
+    starts = np.minimum(ys[:-1], h - 1), np.minimum(xs[:-1], w - 1)
     worst = np.inf
     for x, y in ((a, b), (b, a)):
         res = ((_monotone(x, y) - y) ** 2).mean(axis=2)
         own = max(float(y.var()), 1.0)
         res /= spread if 1.0 - float(res.mean()) / own >= EXPLAINED else max(own, FLOOR * spread)
-        blocks = [
-            res[ys[i] : ys[i + 1], xs[j] : xs[j + 1]].mean()
-            for i in range(BLOCKS)
-            for j in range(BLOCKS)
-            if ys[i + 1] > ys[i] and xs[j + 1] > xs[j]
-        ]
-        worst = min(worst, float(np.sqrt(max(blocks))))
+        sums = np.add.reduceat(np.add.reduceat(res, starts[0], axis=0), starts[1], axis=1)
+        worst = min(worst, float(np.sqrt((sums / counts)[valid].max())))
     return worst
 
 
@@ -329,7 +365,7 @@ def match(copy: Thumb, source: Thumb) -> tuple[float, str]:
     less the worst block's residual there (:func:`_worst_block`, in colour: a red and a blue
     heart of the same shape are not copies)."""
     one, other = _inside(copy, source), _inside(source, copy)
-    inside = one[0] >= other[0]
+    inside = one[0] >= other[0] - TIE
     grey, region, seen, mirrored, share, box = one if inside else other
     pixels = (source if inside else copy)[0]
     if grey > 0.5:  # below, no copy: alignment to a fraction of a pixel would not matter
@@ -368,7 +404,7 @@ def could_match(a: Thumb, b: Thumb) -> bool:
     if min(max(a[0].shape[:2]), max(b[0].shape[:2])) < COARSE_FROM:
         return True  # too few pixels for a coarse picture to tell (measured: a loss)
     one, other = _inside(a, b, COARSE), _inside(b, a, COARSE)
-    grey, region, seen = (one if one[0] >= other[0] else other)[:3]
+    grey, region, seen = (one if one[0] >= other[0] - TIE else other)[:3]
     flat = min(float(a[0].mean(axis=2).std()), float(b[0].mean(axis=2).std())) < FLAT
     if grey < COARSE_GREY and not flat:
         return False
