@@ -76,8 +76,8 @@ BLOCKS = 4
 #: livelier one's (a pale image brightened until nearly white stays a copy of itself).
 EXPLAINED = 0.8
 FLOOR = 0.25
-#: Grey correlations closer than this are a tie (the copy inside the source wins): two
-#: same-size images aligned whole correlate equally either way round, up to rounding.
+#: Grey correlations closer than this are a tie (:func:`_first_inside`): two images aligned
+#: whole correlate equally either way round, up to rounding.
 TIE = 1e-6
 #: An RGB pixel's weights in the grey picture the alignment is found on.
 THIRDS = np.full(3, 1 / 3)
@@ -358,6 +358,18 @@ def _worst_block(a: np.ndarray, b: np.ndarray) -> float:
     return worst
 
 
+def _first_inside(a: Thumb, b: Thumb, one: float, other: float) -> bool:
+    """Whether the alignment of ``a`` inside ``b`` (grey correlation ``one``) is kept rather
+    than ``b`` inside ``a`` (``other``). On a tie (:data:`TIE`: both aligned whole) the image
+    with fewer native pixels is the template, as its own detail is what is compared: the
+    larger is then resampled to a fraction of a pixel, never the smaller (a copy at 0.75 of
+    its source's side scored 0.95 one way, 0.69 the other), and the pair scores the same
+    whichever image a search meets first; at equal size ``a`` stays the template."""
+    if abs(one - other) > TIE:
+        return one > other
+    return a[1][0] * a[1][1] <= b[1][0] * b[1][1]
+
+
 def match(copy: Thumb, source: Thumb) -> tuple[float, str]:
     """How surely ``copy`` copies ``source`` (:func:`small_copy`'s thumbnails), at most 1, and
     the kind of match its best alignment says: either image may be the crop of the other.
@@ -365,7 +377,7 @@ def match(copy: Thumb, source: Thumb) -> tuple[float, str]:
     less the worst block's residual there (:func:`_worst_block`, in colour: a red and a blue
     heart of the same shape are not copies)."""
     one, other = _inside(copy, source), _inside(source, copy)
-    inside = one[0] >= other[0] - TIE
+    inside = _first_inside(copy, source, one[0], other[0])
     grey, region, seen, mirrored, share, box = one if inside else other
     pixels = (source if inside else copy)[0]
     if grey > 0.5:  # below, no copy: alignment to a fraction of a pixel would not matter
@@ -404,7 +416,7 @@ def could_match(a: Thumb, b: Thumb) -> bool:
     if min(max(a[0].shape[:2]), max(b[0].shape[:2])) < COARSE_FROM:
         return True  # too few pixels for a coarse picture to tell (measured: a loss)
     one, other = _inside(a, b, COARSE), _inside(b, a, COARSE)
-    grey, region, seen = (one if one[0] >= other[0] - TIE else other)[:3]
+    grey, region, seen = (one if _first_inside(a, b, one[0], other[0]) else other)[:3]
     flat = min(float(a[0].mean(axis=2).std()), float(b[0].mean(axis=2).std())) < FLAT
     if grey < COARSE_GREY and not flat:
         return False
