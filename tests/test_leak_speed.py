@@ -16,7 +16,10 @@ from test_near_duplicates import SAMPLE, make_plain
 
 from embedscope.findings.leaks import (
     SCREEN_FROM,
+    _standard,
     _tiny_pictures,
+    _weights,
+    _window_scores,
     could_match,
     find_leaks,
     match,
@@ -104,3 +107,19 @@ def test_spread_over_processes_the_checks_give_the_one_process_result(tmp_path: 
     two = near_duplicates(root, rows, vectors, scopes, workers=2, **cached)
     pd.testing.assert_frame_equal(one, two, check_exact=True)
     assert (one["near_duplicate_group"] >= 0).sum() >= len(truth)
+
+
+def test_every_windows_correlation_comes_out_as_centring_each_window_gives() -> None:
+    """The alignment's fast path (one product with the picture, its mirror and a column of
+    ones; spreads from the sums) gives each window's correlation as centring and norming
+    that window does, flat windows (a blank margin) at 0."""
+    rng = np.random.default_rng(0)
+    grey = rng.uniform(0, 255, (30, 26))
+    grey[:12, :12] = 200.0  # a flat corner: windows inside it have no spread
+    template = rng.uniform(0, 255, (9, 7))
+    windows = np.lib.stride_tricks.sliding_window_view(grey, (9, 7)).reshape(-1, 63)
+    pair = _standard(np.stack([template.ravel(), template[:, ::-1].ravel()]))
+    expected = _standard(windows) @ pair.T
+    got = _window_scores(grey, _weights(template), 9, 7)
+    assert got.shape == expected.shape and (expected == 0).any()
+    np.testing.assert_allclose(got, expected, atol=1e-9)
