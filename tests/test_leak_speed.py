@@ -96,9 +96,17 @@ def test_spread_over_processes_the_checks_give_the_one_process_result(tmp_path: 
     root = tmp_path / "plain"
     truth = make_plain(root)
     rows, vectors = _splits(root, truth)
-    cached = {"smalls": {}, "tinies": {}}  # thumbnails read once for every run below
+    paths = rows["path"].to_numpy(dtype=object)
+    alone: dict = {"smalls": {}, "tinies": {}}
+    cached: dict = {"smalls": {}, "tinies": {}}  # read on 2 workers, then kept for every run below
+    pictures = [_tiny_pictures(root, paths, c["smalls"], c["tinies"], workers=w)
+                for c, w in ((alone, 1), (cached, 2))]  # fmt: skip
+    for a, b in zip(*pictures, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for p in paths:
+        np.testing.assert_array_equal(alone["smalls"][p][0], cached["smalls"][p][0])
     split = rows["split"]
-    one = find_leaks(root, rows, vectors, split, workers=1, **cached)
+    one = find_leaks(root, rows, vectors, split, workers=1, **alone)
     two = find_leaks(root, rows, vectors, split, workers=2, **cached)
     pd.testing.assert_frame_equal(one, two, check_exact=True)
     assert one["leak"].sum() == len(truth)

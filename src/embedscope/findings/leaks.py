@@ -178,14 +178,17 @@ def _tiny_pictures(
     smalls: dict[str, Thumb | None],
     tinies: dict[str, tuple[np.ndarray, np.ndarray]],
     load: np.ndarray | None = None,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every path's :func:`tiny` pictures, plain and mirrored, stacked (flat zeros without a
     thumbnail); thumbnails of the paths ``load`` marks (default all) read into ``smalls``, and
     the pictures kept in ``tinies``, so that the leak and near-duplicate searches of one run
-    read and shrink each image once."""
-    for p in paths if load is None else paths[load]:
-        if p not in smalls:
-            smalls[p] = load_small(root, p)
+    read and shrink each image once (on ``workers`` processes, :func:`_read_thumbs`)."""
+    todo = [p for p in (paths if load is None else paths[load]) if p not in smalls]
+    for p, (thumb, pictures) in zip(todo, _read_thumbs(root, todo, workers), strict=True):
+        smalls[p] = thumb
+        if pictures is not None:
+            tinies[p] = pictures
     flat = np.zeros(TINY * TINY, np.float32)
     for p in paths:
         if p in smalls and p not in tinies:
@@ -194,6 +197,29 @@ def _tiny_pictures(
         return np.zeros((0, TINY * TINY), np.float32), np.zeros((0, TINY * TINY), np.float32)
     pictures = [tinies.get(p, (flat, flat)) for p in paths]
     return np.stack([a for a, _ in pictures]), np.stack([b for _, b in pictures])
+
+
+def _read_chunk(root: str | Path, paths: list[str]) -> list[tuple[Thumb | None, tuple | None]]:
+    """A worker's share of :func:`_read_thumbs`: each path's thumbnail and tiny pictures."""
+    thumbs = [load_small(root, p) for p in paths]
+    return [(t, tiny(t) if t is not None else None) for t in thumbs]
+
+
+def _read_thumbs(
+    root: str | Path, paths: list[str], workers: int | None = None
+) -> list[tuple[Thumb | None, tuple | None]]:
+    """:func:`_read_chunk` of ``paths``, in order: in this process, or spread over
+    :func:`_workers` processes once there are :data:`PARALLEL_MIN` files (at 100,000 images
+    reading every file was a minute on one core)."""
+    n = _workers(len(paths), workers)
+    if n == 1 or len(paths) < 2:
+        return _read_chunk(root, paths)
+    chunks = [paths[s : s + 4 * PARALLEL_CHUNK] for s in range(0, len(paths), 4 * PARALLEL_CHUNK)]
+    out: list[tuple[Thumb | None, tuple | None]] = []
+    with ProcessPoolExecutor(n, mp_context=_start_method()) as pool:
+        for done in pool.map(_read_chunk, [root] * len(chunks), chunks):
+            out += done
+    return out
 
 
 def _grey(x: np.ndarray) -> np.ndarray:
@@ -589,7 +615,7 @@ def find_leaks(
     sha = rows["sha256"].astype(str).to_numpy(dtype=object) if "sha256" in rows else paths
     smalls = {} if smalls is None else smalls
     tinies = {} if tinies is None else tinies
-    plain, mirror = _tiny_pictures(root, paths, smalls, tinies, load=rank >= 0)
+    plain, mirror = _tiny_pictures(root, paths, smalls, tinies, rank >= 0, workers)
 
     by_sha: dict[str, int] = {}
     for i in np.flatnonzero(rank >= 0)[np.argsort(rank[rank >= 0], kind="stable")]:
@@ -696,7 +722,7 @@ def near_duplicates(
     sha = rows["sha256"].astype(str).to_numpy(dtype=object) if "sha256" in rows else paths
     smalls = {} if smalls is None else smalls
     tinies = {} if tinies is None else tinies
-    plain, mirror = _tiny_pictures(root, paths, smalls, tinies)
+    plain, mirror = _tiny_pictures(root, paths, smalls, tinies, workers=workers)
     edges: dict[int, tuple[float, int, str]] = {}
     searches = []
     for scope in dict.fromkeys(scopes):
