@@ -27,7 +27,7 @@ import multiprocessing
 import multiprocessing.context
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -470,8 +470,59 @@ def _pair(
     test stopped (None) is matched in full once asked without ``screen``."""
     key = (min(i, j), max(i, j))
     if key not in cache or (cache[key] is None and not screen):
+        if getattr(cache, "defer", False):
+            raise _Deferred(i, j, screen)
         cache[key] = _checked(smalls[paths[i]], smalls[paths[j]], screen)
     return cache[key]
+
+
+class _Deferred(Exception):
+    """A pair :func:`_pair` lacks while :func:`_settled` gathers them: (row, row, screen)."""
+
+
+class _Pairs(dict):
+    """The pair cache: unordered row pair -> :func:`_checked`'s answer. While ``defer`` is on,
+    :func:`_pair` raises :class:`_Deferred` for a pair it lacks instead of matching it."""
+
+    defer = False
+
+
+def _settled(
+    items: Sequence[int],
+    verify: Callable[[int], tuple[float, int, str]],
+    cache: _Pairs,
+    smalls: dict[str, Thumb | None],
+    paths: np.ndarray,
+    workers: int | None = None,
+) -> dict[int, tuple[float, int, str]]:
+    """``verify(item)`` of each item, where the pairs it asks beyond ``cache`` (a runner-up's
+    check against the best, a stopped pair matched in full after all) are matched in rounds on
+    the workers (:func:`_match_pairs`), not one by one in this process: each round runs every
+    pending item up to its first missing pair. Every answer is the one asking each pair as it
+    comes gives (at 100,000 images the runner-ups' checks took about a minute on one core)."""
+    out: dict[int, tuple[float, int, str]] = {}
+    pending = list(items)
+    cache.defer = True
+    try:
+        while pending:
+            wanted: dict[tuple[tuple[int, int], bool], tuple[int, int]] = {}
+            again = []
+            for item in pending:
+                try:
+                    out[item] = verify(item)
+                except _Deferred as missing:
+                    i, j, screen = missing.args
+                    wanted.setdefault(((min(i, j), max(i, j)), screen), (i, j))
+                    again.append(item)
+            for screen in (True, False):  # a pair matched in full replaces its stopped answer
+                keys = [key for key, s in wanted if s == screen]
+                pairs = [wanted[(key, screen)] for key in keys]
+                found = _match_pairs(pairs, smalls, paths, screen, workers)
+                cache.update(zip(keys, found, strict=True))
+            pending = again
+    finally:
+        cache.defer = False
+    return out
 
 
 def _check_chunk(
@@ -537,7 +588,7 @@ def _prefilled(
     paths: np.ndarray,
     screen: bool,
     workers: int | None = None,
-) -> dict[tuple[int, int], tuple[float, str] | None]:
+) -> _Pairs:
     """The pair cache :func:`_verified` reads, filled with every candidate pair of the
     searches ((row, candidate rows), in the order they run) at once, so that the checks can
     spread over the cores (:func:`_match_pairs`): each unordered pair once, matched the way
@@ -551,7 +602,7 @@ def _prefilled(
             if int(j) != i and key not in keys and smalls.get(paths[j]) is not None:
                 keys[key] = (i, int(j))
     pairs = list(keys.values())
-    return dict(zip(keys, _match_pairs(pairs, smalls, paths, screen, workers), strict=True))
+    return _Pairs(zip(keys, _match_pairs(pairs, smalls, paths, screen, workers), strict=True))
 
 
 def _candidates(
@@ -626,26 +677,27 @@ def find_leaks(
         earlier = np.flatnonzero((rank >= 0) & (rank < r))
         near = _candidates(vectors, (plain, mirror), held, earlier, min(candidates, len(earlier)))
         searches.append((r, held, near))
-    cache = _prefilled(
-        [
-            (int(i), near[row])
-            for r, held, near in searches
-            for row, i in enumerate(held)
-            if not (by_sha.get(sha[i], i) != i and rank[by_sha[sha[i]]] < r)
-        ],
+    looked = {
+        int(i): near[row]
+        for r, held, near in searches
+        for row, i in enumerate(held)
+        if not (by_sha.get(sha[i], i) != i and rank[by_sha[sha[i]]] < r)
+    }
+    cache = _prefilled(list(looked.items()), smalls, paths, threshold >= SCREEN_FROM, workers)
+    verified = _settled(
+        [i for i in looked if smalls.get(paths[i]) is not None],
+        lambda i: _verified(i, looked[i], smalls, paths, cache, threshold),
+        cache,
         smalls,
         paths,
-        threshold >= SCREEN_FROM,
         workers,
     )
-    for r, held, near in searches:
-        for row, i in enumerate(held):
-            found = (0.0, -1, "")
+    for r, held, _ in searches:
+        for i in held:
+            found = verified.get(int(i), (0.0, -1, ""))
             same = by_sha.get(sha[i], i)
             if same != i and rank[same] < r:
                 found = (1.0, same, "same bytes")
-            elif smalls.get(paths[i]) is not None:
-                found = _verified(int(i), near[row], smalls, paths, cache, threshold)
             score, j, kind = found
             if j < 0:
                 continue
@@ -735,28 +787,30 @@ def near_duplicates(
         k = min(candidates, len(members) - 1)
         near = _candidates(vectors, (plain, mirror), members, members, k, same=True)
         searches.append((members, twins, near))
-    cache = _prefilled(
-        [
-            (int(i), near[row])
-            for members, twins, near in searches
-            for row, i in enumerate(members)
-            if len(twins[sha[i]]) == 1
-        ],
+    looked = {
+        int(i): [j for j in near[row] if j != i]
+        for members, twins, near in searches
+        for row, i in enumerate(members)
+        if len(twins[sha[i]]) == 1
+    }
+    cache = _prefilled(list(looked.items()), smalls, paths, threshold >= SCREEN_FROM, workers)
+    verified = _settled(
+        [i for i in looked if smalls.get(paths[i]) is not None],
+        lambda i: _verified(i, looked[i], smalls, paths, cache, threshold),
+        cache,
         smalls,
         paths,
-        threshold >= SCREEN_FROM,
         workers,
     )
-    for members, twins, near in searches:
-        for row, i in enumerate(members):
+    for members, twins, _ in searches:
+        for i in members:
             same = twins[sha[i]]
             if len(same) > 1:  # the same bytes: a pair without looking
                 edges[int(i)] = (1.0, same[1] if same[0] == i else same[0], "same bytes")
                 continue
-            if smalls.get(paths[i]) is None:
+            if int(i) not in verified:
                 continue
-            others = [j for j in near[row] if j != i]
-            score, j, kind = _verified(int(i), others, smalls, paths, cache, threshold)
+            score, j, kind = verified[int(i)]
             if j >= 0 and score >= threshold:
                 edges[int(i)] = (score, j, _refined(kind, rows, int(i), j))
     group, partner = _groups(n, edges, smalls, paths, threshold, cache)
