@@ -57,8 +57,9 @@ AMBIGUITY = 0.75
 #: or not (finds heavy downscales and re-encodes a network sees as a different picture).
 CANDIDATES = 6
 #: Images above which the near-duplicate search (one more candidate search and about 12
-#: checks per image: about 0.1 s per image on 2 cores, 28 s for the bench's 299 emoji, quiet)
-#: is not run: 20,000 images take about half an hour. Leaks between splits are always searched.
+#: checks per image: 0.02-0.06 s per image on 2 quiet cores, 16 s for the bench's 299 emoji,
+#: 34 s for its 2,120 Fashion-MNIST images) is not run: 20,000 images take 7-20 minutes, on
+#: top of the leak search. Leaks between splits are always searched.
 NEAR_DUPLICATE_LIMIT = 20_000
 TINY = 8
 #: Longest side of the RGB thumbnail kept per image, and longest side of the copy when compared.
