@@ -483,13 +483,17 @@ def stages(work: Path, n: int, only: tuple[str, ...] = STAGES, timeout: float = 
 
 
 def small_images(folder: Path, n: int, classes: int = 10) -> list[str]:
-    """``n`` distinct 32x32 PNGs in ``classes`` folders (thumbnails and quality run on them)."""
+    """``n`` distinct 32x32 PNGs in ``classes`` folders (thumbnails and quality run on them).
+    An image's folder is its vector's cluster (:func:`realistic_vectors`, modulo ``classes``),
+    so labels agree with the vectors as a real dataset's mostly do; only the vectors' 1% of
+    copies of another cluster's rows disagree."""
     from PIL import Image
 
+    _, cluster = realistic_vectors(n, clusters_only=True)
     rng = np.random.default_rng(0)
     paths = []
     for i in range(n):
-        rel = f"c{i % classes}/img{i:07d}.png"
+        rel = f"c{cluster[i] % classes}/img{i:07d}.png"
         dest = folder / rel
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
