@@ -888,9 +888,11 @@ def _groups(
                     partner[m] = (score, hub, kind)
         if len(kept) > 1:
             groups.append(sorted(kept))
-        rest = [m for m in members if m not in set(kept)]
+        held = set(kept)
+        rest = [m for m in members if m not in held]
         if len(rest) > 1:  # the cut-off members, grouped among themselves by their own pairs
-            sub = {i: e for i, e in edges.items() if i in set(rest) and e[1] in set(rest)}
+            cut = set(rest)
+            sub = {i: edges[i] for i in rest if i in edges and edges[i][1] in cut}
             pending += [list(c) for c in _components(rest, sub)]
     group = np.full(n, -1, np.int64)
     for number, members in enumerate(sorted(groups)):
