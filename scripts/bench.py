@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_explorer_scale import drag_box, explorer_scale, explorer_scale_table
+from bench_explorer_scale import drag_box, explorer_scale, explorer_scale_table, probe_report
 from bench_findings import cost, fashion_folder, findings_bench, findings_table
 from bench_first_run import SIZES as FIRST_SIZES
 from bench_first_run import first_run_table, first_runs, race_table, race_under_load
@@ -505,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         "quality",
         "outliers",
         "pipeline_scale",
+        "pipeline_vectors",
         "pipeline_images",
     )
     parser.add_argument(
@@ -576,6 +577,12 @@ def main(argv: list[str] | None = None) -> int:
         results["pipeline_scale"] = pipeline_scale(
             out / "pipeline-scale-work", args.pipeline_sizes, timeout=1800
         )
+    if "pipeline_vectors" in args.only:  # run-all with VECTORS= at 1M: about 45 minutes
+        print("[bench] pipeline_vectors: run-all on 1,000,000 files with their vectors", flush=True)
+        run = end_to_end(out / "pipeline-vectors-work", 1_000_000, timeout=3600)
+        if "missed" not in run:
+            run["page"] = probe_report(Path(run["report"]), Path(run["source"]))
+        results["pipeline_vectors"] = run
     if "pipeline_images" in args.only:  # run-all on 100,000 real images: its own hour
         print("[bench] pipeline_images: run-all on 100,000 real images", flush=True)
         results["pipeline_images"] = end_to_end(
@@ -876,6 +883,8 @@ def table(results: dict) -> str:
         lines += ["", explorer_scale_table(results["explorer_scale"])]
     if "pipeline_scale" in results:
         lines += ["", pipeline_scale_table(results["pipeline_scale"])]
+    if "pipeline_vectors" in results:
+        lines += ["", images_table(results["pipeline_vectors"], "pipeline_vectors")]
     if "pipeline_images" in results:
         lines += ["", images_table(results["pipeline_images"])]
     return "\n".join(lines) + "\n"

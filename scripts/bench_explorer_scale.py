@@ -97,6 +97,46 @@ class NumberedCells(Sequence[Image.Image]):
         return i * 2654435761 % len(self.bases)
 
 
+class FileCells:
+    """A written report's points as cells, for :func:`probe_page`: point ``i`` is the image
+    file of the points table's row ``i`` (the page's order). Every file differs (the bench's
+    generated images are noise), so a "twin" of ``i`` is simply another file."""
+
+    def __init__(self, report: Path, root: Path, size: int = 32) -> None:
+        table = next(report.glob("points-*.parquet"))
+        self.paths = pd.read_parquet(table, columns=["path"])["path"].astype(str).tolist()
+        self.root, self.size = root, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        if not 0 <= i < len(self.paths):
+            raise IndexError(i)
+        return Image.open(self.root / self.paths[int(i)]).convert("RGB")
+
+    def draw(self, base: int, number: int) -> Image.Image:
+        return self[number % len(self.paths)]
+
+    def base_of(self, i: int) -> int:
+        return i
+
+
+def probe_report(report: Path, root: Path, hovers: int = 20) -> dict:
+    """:func:`probe_page` on the page ``run-all`` wrote into ``report`` for the images under
+    ``root``: all points on screen, hovers to the right file's picture, selection, a decision."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(ensure_chromium()), args=CHROMIUM_ARGS)
+        try:
+            return probe_page(
+                browser, report / "explorer.html", FileCells(report, root), hovers=hovers, shot=None
+            )
+        finally:
+            browser.close()
+
+
 def _glyph(text: str, font: ImageFont.FreeTypeFont, stroke: int) -> tuple[Image.Image, Image.Image]:
     """``text``'s outline and fill as two masks of the same size."""
     left, top, right, bottom = font.getbbox(text, stroke_width=stroke)

@@ -587,18 +587,21 @@ def end_to_end(work: Path, n: int, timeout: float = 3600, *, real: bool = False)
     log = work / f"{name}.log"  # a file, not a pipe: nothing waits on a reader
     with log.open("w") as out:
         proc = psutil.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
-    peaks: dict[str, list] = {}  # kernel (or process) -> [what, peak rss]
+    # kernel (or process) -> [what, peak RSS, peak anonymous RSS]: RSS counts the pages of a
+    # memory-mapped file read (the vectors), which the kernel can drop; RSS less its file-backed
+    # and shared pages is what the process itself holds
+    peaks: dict[str, list] = {}
     while proc.poll() is None and time.perf_counter() - t < timeout:
         for child in [proc, *proc.children(recursive=True)]:
             try:
-                rss = child.memory_info().rss
+                mem = child.memory_info()
                 line = child.cmdline()
             except psutil.Error:
                 continue
             # a kernel is named by its connection file (its launcher's threads share it)
             what = next((a for a in line if a.endswith(".json")), "") if "-f" in line else ""
-            peak = peaks.setdefault(what or f"run-all {child.pid}", [what or "run-all", 0])
-            peak[1] = max(peak[1], rss)
+            peak = peaks.setdefault(what or f"run-all {child.pid}", [what or "run-all", 0, 0])
+            peak[1], peak[2] = max(peak[1], mem.rss), max(peak[2], mem.rss - mem.shared)
         time.sleep(0.5)
     if proc.poll() is None:
         for child in [*proc.children(recursive=True), proc]:  # its kernels too
@@ -607,7 +610,8 @@ def end_to_end(work: Path, n: int, timeout: float = 3600, *, real: bool = False)
     tail = log.read_text().strip().splitlines()[-3:]
     metrics = work / "reports" / name / "metrics.json"
     facts = json.loads(metrics.read_text()) if metrics.exists() else {}
-    kernels = [round(rss / 1e9, 2) for what, rss in peaks.values() if what != "run-all"]
+    kernels = [p for p in peaks.values() if p[0] != "run-all"]
+    run_all = [p for p in peaks.values() if p[0] == "run-all"]
     return {
         "images": n,
         "built": built,
@@ -616,15 +620,20 @@ def end_to_end(work: Path, n: int, timeout: float = 3600, *, real: bool = False)
         "load_1min_at_start": round(load, 2),
         "load_1min_at_end": round(os.getloadavg()[0], 2),
         "notebook_seconds": facts.get("notebook_seconds"),
-        "kernel_peak_rss_gb_in_order": kernels,
-        "run_all_peak_rss_gb": round(max(r for w, r in peaks.values() if w == "run-all") / 1e9, 2),
+        "kernel_peak_rss_gb_in_order": [round(p[1] / 1e9, 2) for p in kernels],
+        "kernel_peak_anon_gb_in_order": [round(p[2] / 1e9, 2) for p in kernels],
+        "run_all_peak_rss_gb": round(max(p[1] for p in run_all) / 1e9, 2),
+        "run_all_peak_anon_gb": round(max(p[2] for p in run_all) / 1e9, 2),
         "tail": tail,
+        "report": str(work / "reports" / name),
+        "source": str(images),
     }
 
 
-def images_table(r: dict) -> str:
-    """The ``pipeline_images`` section: each notebook's seconds and its kernel's peak RSS."""
-    lines = ["## pipeline_images", ""]
+def images_table(r: dict, section: str = "pipeline_images") -> str:
+    """An end-to-end section: each notebook's seconds and its kernel's peak RSS, and what a
+    real browser measured on the page written (``page``, where probed)."""
+    lines = [f"## {section}", ""]
     if "missed" in r:
         return "\n".join([*lines, f"{r['images']:,} images: {r['missed']}", ""])
     lines += [
@@ -632,12 +641,18 @@ def images_table(r: dict) -> str:
         f"{r.get('seconds')} s in all; load {r.get('load_1min_at_start')} at start, "
         f"{r.get('load_1min_at_end')} at the end",
         "",
-        "| notebook | seconds | kernel peak RSS GB |",
-        "|---|---|---|",
+        "| notebook | seconds | kernel peak RSS GB | of it anonymous GB |",
+        "|---|---|---|---|",
     ]
     peaks = r.get("kernel_peak_rss_gb_in_order") or []
+    anon = r.get("kernel_peak_anon_gb_in_order") or []
     for k, (nb, sec) in enumerate((r.get("notebook_seconds") or {}).items()):
-        lines.append(f"| {nb} | {sec} | {peaks[k] if k < len(peaks) else ''} |")
+        lines.append(
+            f"| {nb} | {sec} | {peaks[k] if k < len(peaks) else ''} "
+            f"| {anon[k] if k < len(anon) else ''} |"
+        )
+    if "page" in r:
+        lines += ["", f"The page in Chromium: {r['page']}"]
     return "\n".join([*lines, ""])
 
 
