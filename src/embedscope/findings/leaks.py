@@ -517,11 +517,12 @@ def _settled(
                     i, j, screen = missing.args
                     wanted.setdefault(((min(i, j), max(i, j)), screen), (i, j))
                     again.append(item)
-            for screen in (True, False):  # a pair matched in full replaces its stopped answer
-                keys = [key for key, s in wanted if s == screen]
-                pairs = [wanted[(key, screen)] for key in keys]
-                found = _match_pairs(pairs, smalls, paths, screen, workers)
-                cache.update(zip(keys, found, strict=True))
+            # one spread for both kinds (one pool); screened first, so that a pair matched in
+            # full replaces its stopped answer
+            asked = sorted(wanted, key=lambda want: not want[1])
+            pairs = [wanted[want] for want in asked]
+            found = _match_pairs(pairs, smalls, paths, [screen for _, screen in asked], workers)
+            cache.update(zip((key for key, _ in asked), found, strict=True))
             pending = again
     finally:
         cache.defer = False
@@ -529,10 +530,10 @@ def _settled(
 
 
 def _check_chunk(
-    thumbs: dict[int, Thumb], pairs: list[tuple[int, int]], screen: bool
+    thumbs: dict[int, Thumb], pairs: list[tuple[int, int]], screens: list[bool]
 ) -> list[tuple[float, str] | None]:
     """A worker's share of :func:`_match_pairs` (thumbnails by row, shipped with the pairs)."""
-    return [_checked(thumbs[i], thumbs[j], screen) for i, j in pairs]
+    return [_checked(thumbs[i], thumbs[j], s) for (i, j), s in zip(pairs, screens, strict=True)]
 
 
 def _workers(pairs: int, workers: int | None) -> int:
@@ -549,22 +550,26 @@ def _match_pairs(
     pairs: list[tuple[int, int]],
     smalls: dict[str, Thumb | None],
     paths: np.ndarray,
-    screen: bool,
+    screen: bool | Sequence[bool],
     workers: int | None = None,
 ) -> list[tuple[float, str] | None]:
-    """:func:`_checked` of each (row, row) pair, in order: in this process, or spread over
-    :func:`_workers` processes, with the same result, started the safe way for the caller
-    (:func:`_start_method`); each chunk of pairs travels with its thumbnails only."""
+    """:func:`_checked` of each (row, row) pair, in order (``screen``: for all of them, or one
+    per pair): in this process, or spread over :func:`_workers` processes, with the same
+    result, started the safe way for the caller (:func:`_start_method`); each chunk of pairs
+    travels with its thumbnails only."""
+    screens = [screen] * len(pairs) if isinstance(screen, bool) else list(screen)
     n = _workers(len(pairs), workers)
     if n == 1 or len(pairs) < 2:
-        return [_checked(smalls[paths[i]], smalls[paths[j]], screen) for i, j in pairs]
-    chunks = [pairs[s : s + PARALLEL_CHUNK] for s in range(0, len(pairs), PARALLEL_CHUNK)]
+        return _check_chunk({r: smalls[paths[r]] for pair in pairs for r in pair}, pairs, screens)
+    starts = range(0, len(pairs), PARALLEL_CHUNK)
+    chunks = [pairs[s : s + PARALLEL_CHUNK] for s in starts]
+    flags = [screens[s : s + PARALLEL_CHUNK] for s in starts]
     out: list[tuple[float, str] | None] = []
     with ProcessPoolExecutor(n, mp_context=_start_method()) as pool:
         for s in range(0, len(chunks), 4 * n):  # a bounded number of chunks waits in memory
             window = chunks[s : s + 4 * n]
             thumbs = [{r: smalls[paths[r]] for pair in c for r in pair} for c in window]
-            for done in pool.map(_check_chunk, thumbs, window, [screen] * len(window)):
+            for done in pool.map(_check_chunk, thumbs, window, flags[s : s + 4 * n]):
                 out += done
     return out
 
