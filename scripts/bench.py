@@ -70,10 +70,11 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRST_MODELS = ["mobilenet_v2", "dinov2-s"]
 
 
-def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
-    """The sample's images, topped up with generated 640x480 JPEG 'photos' to reach ``n``."""
+def make_images(folder: Path, n: int, seed: int = 0, sample: bool = True) -> list[Path]:
+    """The sample's images (unless not ``sample``), topped up with generated 640x480 JPEG
+    'photos' to reach ``n``."""
     rng = np.random.default_rng(seed)
-    paths = sorted((ROOT / "data" / "sample").rglob("*.webp"))[:n]
+    paths = sorted((ROOT / "data" / "sample").rglob("*.webp"))[:n] if sample else []
     for i, src in enumerate(paths):
         dest = folder / src.parent.name / src.name
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -469,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         "--first-sizes", nargs="+", type=int, default=list(FIRST_SIZES), help="embed: first runs"
     )
     parser.add_argument("--first-repeats", type=int, default=3, help="embed: pairs per size")
+    parser.add_argument(
+        "--first-memory", type=int, default=0, help="embed: pairs after another dataset"
+    )
     parser.add_argument("--races", type=int, default=20, help="embed: races beside busy work")
     parser.add_argument("--findings-images", type=int, default=12_000, help="Fashion-MNIST")
     parser.add_argument("--findings-seeds", type=int, default=5)
@@ -537,7 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.device == "cpu":  # first runs auto vs fp32 by size; the race beside busy work
             work = out / "first-run-work"  # kept: the images are made once
             first = {k: d for k, (d, _) in bench_models(work / "models", FIRST_MODELS).items()}
-            results["first_runs"] = first_runs(work, first, args.first_sizes, args.first_repeats)
+            results["first_runs"] = first_runs(
+                work, first, args.first_sizes, args.first_repeats, args.first_memory
+            )
             results["race_under_load"] = race_under_load(first, args.races)
     if "precision_draws" in args.only:
         work = out / "precision-work"  # kept: a second run embeds nothing again

@@ -9,6 +9,14 @@ written; the ratio fp32 time / auto time per pair, and their median (>= 1.0: aut
 slower). Which precision ``auto`` kept and why is reported with it, and what a later run of
 the same set keeps.
 
+With ``--memory``, each row is run again as a new dataset on a machine that has embedded
+another one: a kit cache of the row's own (``$EMBEDSCOPE_CACHE``) first holds what an ``auto``
+run on other images (``make_images`` seed 1, none of the sample's) remembered (its race, and a
+clear-cut fidelity rejection if it made one), then auto (remembered) and fp32 first runs
+alternate as above. The row shows whether the other set's verdict was reused, and the set's
+own verdict from the new-machine runs beside it: a remembered rejection must be one the set's
+own check also makes.
+
 Race under load: the kit's race (:class:`~embedscope.embed.precision.PrecisionRace`, float32
 against one candidate on the same batches of real images, the kit's batch size) run quiet,
 then ``races`` times beside ``busy`` processes that spin on a core each; counted: races the
@@ -23,11 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +62,12 @@ from embedscope.models import load_model  # noqa: E402
 SIZES = (360, 512, 1024, 4096)
 
 
-def first_runs(work: Path, models: dict[str, str], sizes=SIZES, repeats: int = 3) -> dict:
-    """``kit_first_over_fp32`` per model and size (see the module's docstring)."""
-    from bench import cpu_seconds, make_images
+def first_runs(
+    work: Path, models: dict[str, str], sizes=SIZES, repeats: int = 3, memory: int = 0
+) -> dict:
+    """``kit_first_over_fp32`` per model and size, on a new machine and, in ``memory`` pairs,
+    on one that embedded another dataset (see the module's docstring)."""
+    from bench import make_images
 
     rows = {}
     for n in sizes:
@@ -63,50 +77,97 @@ def first_runs(work: Path, models: dict[str, str], sizes=SIZES, repeats: int = 3
         for name, model_dir in models.items():
             layout = Layout(f"first-{n}", work / "data", work / "reports")
             ingest(str(images), layout)
-            seconds: dict[str, list[float]] = {"auto": [], "fp32": []}
-            cpu: dict[str, list[float]] = {"auto": [], "fp32": []}
-            facts: dict[str, dict] = {}
             # untimed: the process's first embed pays torch's start-up and the page cache
             embed(layout, model_dir, precision="fp32", progress=False)
-            for i in range(2 * repeats):
-                # auto, fp32, fp32, auto, ...: neither side always runs first after a pause
-                precision = ("auto", "fp32")[(i + i // 2) % 2]
-                shutil.rmtree(layout.data_dir / "embeddings", ignore_errors=True)
-                print(f"[bench] first run: {name}, {n} images, {precision}", flush=True)
-                t0, c0 = time.perf_counter(), cpu_seconds()
-                facts[precision] = embed(
-                    layout, model_dir, precision=precision, precision_race="again", progress=False
-                )
-                seconds[precision].append(time.perf_counter() - t0)
-                cpu[precision].append(cpu_seconds() - c0)
-                kept = facts[precision]["precision"]
-                took = f"{seconds[precision][-1]:.1f} s, CPU {cpu[precision][-1]:.1f} s"
-                print(f"[bench] ... {took}, {kept}", flush=True)
-            ratios = [f / a for f, a in zip(seconds["fp32"], seconds["auto"], strict=True)]
-            # CPU seconds (this process and its ended decoding workers): the work each run did,
-            # which other tenants of a shared machine do not inflate as they do wall time
-            cpu_ratios = [f / a for f, a in zip(cpu["fp32"], cpu["auto"], strict=True)]
+            row = _pairs(layout, model_dir, f"{name}, {n} images", repeats, "again")
             later = embed(layout, model_dir, precision="auto", progress=False)  # a later run
-            check = facts["auto"]["precision_check"] or {}
-            rows[f"{name} {n}"] = {
-                "model": name,
-                "images": n,
-                "kit_first_over_fp32": round(statistics.median(ratios), 3),
-                "ratios": [round(r, 3) for r in ratios],
-                "cpu_first_over_fp32": round(statistics.median(cpu_ratios), 3),
-                "cpu_ratios": [round(r, 3) for r in cpu_ratios],
-                "seconds_auto": [round(s, 1) for s in seconds["auto"]],
-                "seconds_fp32": [round(s, 1) for s in seconds["fp32"]],
-                "auto_kept": facts["auto"]["precision"],
-                "reason": check.get("reason"),
-                "speedups": check.get("speedups"),
-                "checked_images": check.get("images"),
+            rows[f"{name} {n}"] = {"model": name, "images": n, **row} | {
                 "later_run_kept": later["precision"],
                 "later_from_cache": later["from_cache"],
-                "load_per_core": load_per_core(),
             }
             print(f"[bench] {json.dumps(rows[f'{name} {n}'])}", flush=True)
+            if not memory:
+                continue
+            other = work / f"other-images-{n}"
+            if not other.exists():
+                make_images(other, n, seed=1, sample=False)
+            cache = work / f"kit-cache-{name}-{n}"
+            shutil.rmtree(cache, ignore_errors=True)
+            with _environ(EMBEDSCOPE_CACHE=str(cache)):
+                seen = Layout(f"other-{n}", work / "data", work / "reports")
+                ingest(str(other), seen)
+                shutil.rmtree(seen.data_dir / "embeddings", ignore_errors=True)
+                print(f"[bench] another dataset first: {name}, {n} images", flush=True)
+                before = embed(seen, model_dir, precision="auto", progress=False)["precision_check"]
+                label = f"{name}, {n} images, after another dataset"
+                row = _pairs(layout, model_dir, label, memory, "remembered")
+            own = rows[f"{name} {n}"]
+            rows[f"{name} {n}, after another dataset"] = {"model": name, "images": n, **row} | {
+                "other_dataset_check": {k: (before or {}).get(k) for k in CHECK_FIGURES},
+                "own_check": {k: own.get(k) for k in ("reason", "checked_images")},
+            }
+            print(f"[bench] {json.dumps(rows[f'{name} {n}, after another dataset'])}", flush=True)
     return rows
+
+
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """``os.environ`` with ``values`` set, as it was afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+#: What the first-run rows keep of a precision check.
+CHECK_FIGURES = ("candidate", "kept", "reason", "images", "neighbour_agreement", "clear_cut")
+
+
+def _pairs(layout: Layout, model_dir: str, label: str, repeats: int, race: str) -> dict:
+    """``repeats`` pairs of first runs of ``layout``'s images, auto (``precision_race=race``)
+    and fp32 alternating: their times, ratios and what auto kept."""
+    from bench import cpu_seconds
+
+    seconds: dict[str, list[float]] = {"auto": [], "fp32": []}
+    cpu: dict[str, list[float]] = {"auto": [], "fp32": []}
+    facts: dict[str, dict] = {}
+    for i in range(2 * repeats):
+        # auto, fp32, fp32, auto, ...: neither side always runs first after a pause
+        precision = ("auto", "fp32")[(i + i // 2) % 2]
+        shutil.rmtree(layout.data_dir / "embeddings", ignore_errors=True)
+        print(f"[bench] first run: {label}, {precision}", flush=True)
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        facts[precision] = embed(
+            layout, model_dir, precision=precision, precision_race=race, progress=False
+        )
+        seconds[precision].append(time.perf_counter() - t0)
+        cpu[precision].append(cpu_seconds() - c0)
+        took = f"{seconds[precision][-1]:.1f} s, CPU {cpu[precision][-1]:.1f} s"
+        print(f"[bench] ... {took}, {facts[precision]['precision']}", flush=True)
+    ratios = [f / a for f, a in zip(seconds["fp32"], seconds["auto"], strict=True)]
+    # CPU seconds (this process and its ended decoding workers): the work each run did,
+    # which other tenants of a shared machine do not inflate as they do wall time
+    cpu_ratios = [f / a for f, a in zip(cpu["fp32"], cpu["auto"], strict=True)]
+    check = facts["auto"]["precision_check"] or {}
+    return {
+        "kit_first_over_fp32": round(statistics.median(ratios), 3),
+        "ratios": [round(r, 3) for r in ratios],
+        "cpu_first_over_fp32": round(statistics.median(cpu_ratios), 3),
+        "cpu_ratios": [round(r, 3) for r in cpu_ratios],
+        "seconds_auto": [round(s, 1) for s in seconds["auto"]],
+        "seconds_fp32": [round(s, 1) for s in seconds["fp32"]],
+        "auto_kept": facts["auto"]["precision"],
+        "reason": check.get("reason"),
+        "speedups": check.get("speedups"),
+        "checked_images": check.get("images"),
+        "load_per_core": load_per_core(),
+    }
 
 
 def _batches(model_dir: str, count: int = 32) -> tuple[Encoder, list[torch.Tensor]]:
@@ -197,7 +258,7 @@ def first_run_table(rows: dict) -> str:
               "CPU: fp32 / auto", "auto kept", "why", "later run keeps", "load/core"]  # fmt: skip
     return "\n".join(markdown_table(header, (
         [key, r["kit_first_over_fp32"], r["ratios"], r.get("cpu_first_over_fp32"),
-         r["auto_kept"], r["reason"], r["later_run_kept"], r["load_per_core"]]
+         r["auto_kept"], r["reason"], r.get("later_run_kept", ""), r["load_per_core"]]
         for key, r in rows.items()
     )))  # fmt: skip
 
@@ -226,12 +287,13 @@ def main() -> int:
     parser.add_argument("--races", type=int, default=20)
     parser.add_argument("--control-races", type=int, default=None)
     parser.add_argument("--skip", nargs="*", default=[], choices=["first", "race"])
+    parser.add_argument("--memory", type=int, default=0, help="pairs after another dataset")
     args = parser.parse_args()
     work = Path(args.work)
     models = {k: d for k, (d, _) in bench_models(work / "models", args.models).items()}
     out = {}
     if "first" not in args.skip:
-        out["first_runs"] = first_runs(work, models, args.sizes, args.repeats)
+        out["first_runs"] = first_runs(work, models, args.sizes, args.repeats, args.memory)
         print(first_run_table(out["first_runs"]), flush=True)
     if "race" not in args.skip:
         out["race_under_load"] = race_under_load(

@@ -16,8 +16,10 @@ import embedscope.embed.precision
 from embedscope.embed import embed, pool
 from embedscope.embed.calibrate import calibration_limit, calibration_size
 from embedscope.embed.precision import (
+    CLEAR_AGREEMENT,
     KNN_LOSS_MARGIN,
     MIN_AGREEMENT,
+    SCREEN_IMAGES,
     Z_95,
     PrecisionRace,
     agreement,
@@ -191,6 +193,8 @@ def test_auto_falls_back_to_float32_when_the_candidate_disagrees(
     layout = Layout("twins", tmp_path / "data", tmp_path / "reports")
     ingest(str(_near_twins(tmp_path / "images")), layout)
     model = str(_vit(tmp_path / "vit", patch_bias=20.0))
+    # a kit cache of its own: an earlier parameter's clear-cut verdict is not reused (below)
+    monkeypatch.setenv("EMBEDSCOPE_CACHE", str(tmp_path / "cache"))
     facts = embed(layout, model, progress=False)
     check = facts["precision_check"]
     assert check["candidate"] in ("bf16", "int8") and check["images"] == 40
@@ -259,6 +263,61 @@ def test_auto_grows_the_calibration_to_what_its_first_verdict_needs(
     precision = "bf16" if check["kept"] else "fp32"
     forced = embed(layout, model, progress=False, precision=precision)
     assert forced["from_cache"] == 360
+
+
+def test_a_clearly_lossy_candidate_stops_after_its_first_images() -> None:
+    """Two candidates race float32 on 12 batches of 32: one adds a little noise (faithful),
+    one returns unrelated vectors. The unrelated one is dropped once 128 images ran both
+    ways (it is not run again) and its speed-up comes from the batches it ran; the faithful
+    one runs to the end."""
+    torch.manual_seed(0)
+    centres = torch.randn(8, 48)
+    batches = [centres[torch.arange(32) % 8] + 0.5 * torch.randn(32, 48) for _ in range(12)]
+    runs = {"noisy": 0, "unrelated": 0}
+
+    def noisy(pixels: torch.Tensor) -> torch.Tensor:
+        runs["noisy"] += 1
+        return pixels + 0.02 * torch.randn_like(pixels)
+
+    def unrelated(pixels: torch.Tensor) -> torch.Tensor:
+        runs["unrelated"] += 1
+        return torch.randn_like(pixels)
+
+    lows = {"noisy": noisy, "unrelated": unrelated}
+    contest = PrecisionRace(torch.nn.Identity(), lows, CPU, race=(20, 24))
+    for pixels in batches:
+        contest(pixels)
+    assert runs == {"noisy": 12, "unrelated": SCREEN_IMAGES // 32}
+    dropped = contest.unfaithful["unrelated"]
+    assert dropped["images"] == SCREEN_IMAGES and dropped["neighbour_agreement"] < CLEAR_AGREEMENT
+    assert set(contest.lows) == {"noisy"}
+    measured = contest._measured()
+    assert measured["batches"] == 11 and measured["speedups"]["unrelated"] > 0
+
+
+def test_a_clear_cut_rejection_is_remembered_for_every_dataset_until_asked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ViT whose int8 forward scrambles its neighbours (agreement near 0.1): the first
+    dataset's check stops after 128 of its 160 images and keeps float32; a second dataset
+    neither races nor checks int8 (nothing is embedded twice); ``"again"`` checks anew."""
+    monkeypatch.setattr(embedscope.embed.calibrate, "candidates", lambda device, net: ["int8"])
+    monkeypatch.setattr(embedscope.embed.precision, "MIN_SPEEDUP", 0.0)  # fidelity decides
+    monkeypatch.setenv("EMBEDSCOPE_CACHE", str(tmp_path / "cache"))  # no earlier verdicts
+    model = str(_vit(tmp_path / "vit", patch_bias=20.0))
+    checks = []
+    for name, race in (("first", "remembered"), ("second", "remembered"), ("third", "again")):
+        layout = Layout(name, tmp_path / "data", tmp_path / "reports")
+        ingest(str(_near_twins(tmp_path / name, n=160)), layout)
+        facts = embed(layout, model, progress=False, batch_size=16, precision_race=race)
+        assert facts["precision"] == "fp32" and facts["images"] == 160
+        checks.append(facts["precision_check"])
+    first, second, third = checks
+    for check in (first, third):
+        assert check["images"] == SCREEN_IMAGES and check["clear_cut"] and not check["kept"]
+        assert check["neighbour_agreement"] < CLEAR_AGREEMENT and "int8 dropped" in check["reason"]
+    assert second["fidelity"] == "remembered" and "images" not in second
+    assert "clearly lossy" in second["reason"] and not second["kept"]
 
 
 def _twins_and_vit(tmp_path: Path) -> tuple[Layout, str]:

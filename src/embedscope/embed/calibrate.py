@@ -10,13 +10,21 @@ only, so they are kept for every dataset in ``precision-races.json`` of the kit'
 calibrates only the winner, or nothing when no candidate was faster. Fidelity depends on the
 images, so it is judged per dataset; the decision is kept with the dataset's embeddings
 (``precision.json``), so every later run embeds at the same precision into the same cache.
-``precision_race="again"`` forgets both for this run: a new race, a new verdict. A race run
-while the machine was crowded (:data:`MAX_REMEMBERED_LOAD`) is used for its own run only.
+One fidelity verdict does reach every dataset: a *clear-cut* rejection (neighbour agreement
+under :data:`~embedscope.embed.precision.CLEAR_AGREEMENT`, where faithful candidates measured
+0.86-0.92), kept per model, pooling, candidate and hardware in ``precision-fidelity.json``
+beside the races. A later dataset does not race or check that candidate again; it can only
+keep float32 by it, never a lossy precision. A rejection near the line (agreement under 0.85
+but not far, or a kNN loss) depends on the images, and every new dataset checks again.
+``precision_race="again"`` forgets all of these for this run: a new race, a new verdict. A race
+run while the machine was crowded (:data:`MAX_REMEMBERED_LOAD`) is used for its own run only.
 
 A first run with ``auto`` must never be slower than one in float32, so the check runs only
 where it can pay for itself (:func:`unpaid`): before any race, at the best speed-up seen on a
 CPU; after it, at the measured one; before growing, for the images still to embed. A run whose
-check cannot pay embeds in float32 and remembers no decision (a grown dataset may pay).
+check cannot pay embeds in float32 and remembers no decision (a grown dataset may pay). A
+candidate clearly lossy on the first images is dropped there (see
+:class:`~embedscope.embed.precision.PrecisionRace`), not run to the sample's end.
 """
 
 from __future__ import annotations
@@ -144,13 +152,26 @@ def auto_precision(
     if race not in RACES:
         raise ValueError(f"precision_race must be one of {RACES}, not {race!r}")
     dev = reference.device
-    names = candidates(dev, reference.net)
+    offered = candidates(dev, reference.net)
+    fidelity_path = cache_root() / "precision-fidelity.json"
+    memory = (read_json(fidelity_path, default={}) or {}) if race != "again" else {}
+    lossy = [memory.get(f"{identity}|{reference.pooling}|{n}|{hardware(dev)}") for n in offered]
+    names = [n for n, bad in zip(offered, lossy, strict=True) if bad is None]
     kind = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
     cache = layout.precision_decisions
     decisions = read_json(cache, default={}) or {}
     cache_key = f"{identity}|{reference.pooling}|{kind}|{'+'.join(names)}"
-    if not names:
+    if not offered:
         check = {"candidate": None, "kept": False, "reason": "no faster precision here"}
+        return reference, check, {}, {}
+    if not names:  # every candidate clearly lossy on an earlier dataset: no race, no check
+        earlier = lossy[0]
+        reason = (
+            f"{offered[0]} was clearly lossy here before (neighbour agreement "
+            f"{earlier['neighbour_agreement']} among {earlier['images']} images of another "
+            "dataset): not checked again"
+        )
+        check = {"candidate": offered[0], "kept": False, "reason": reason, "fidelity": "remembered"}
         return reference, check, {}, {}
     low = lambda name: Encoder(reference.net, reference.pooling, dev, reference.pixels, name)  # noqa: E731
     if cache_key in decisions and race != "again":
@@ -216,6 +237,10 @@ def auto_precision(
     if remember_race(contest.result) and not contest.remembered:
         # shared by every run on this machine: merged under a lock, never overwritten whole
         update_json(races_path, lambda r: r.__setitem__(race_key, contest.result))
+    if check.get("clear_cut"):  # for every dataset: it can only keep float32 (see above)
+        verdict = {k: check.get(k) for k in ("neighbour_agreement", "images", "k")}
+        key = f"{identity}|{reference.pooling}|{check['candidate']}|{hardware(dev)}"
+        update_json(fidelity_path, lambda r: r.__setitem__(key, verdict))
     if not contest.unpaid_reason:  # a check cut for its cost depends on the dataset's size
         update_json(cache, lambda d: d.__setitem__(cache_key, check))
     kept = contest.lows[check["candidate"]] if check["kept"] else reference
