@@ -166,6 +166,9 @@ def _pairs(layout: Layout, model_dir: str, label: str, repeats: int, race: str) 
         "reason": check.get("reason"),
         "speedups": check.get("speedups"),
         "checked_images": check.get("images"),
+        # the check's cost, counted: images a candidate embedded beside float32 (0: auto did
+        # float32's work exactly, and its ratio is 1.0 up to the machine's noise)
+        "candidate_images": check.get("candidate_images", 0),
         "load_per_core": load_per_core(),
     }
 
@@ -255,10 +258,12 @@ def race_under_load(
 
 def first_run_table(rows: dict) -> str:
     header = ["first run: model, images", "auto / fp32 speed (median)", "pairs",
-              "CPU: fp32 / auto", "auto kept", "why", "later run keeps", "load/core"]  # fmt: skip
+              "CPU: fp32 / auto", "candidate forwards", "auto kept", "why", "later run keeps",
+              "load/core"]  # fmt: skip
     return "\n".join(markdown_table(header, (
         [key, r["kit_first_over_fp32"], r["ratios"], r.get("cpu_first_over_fp32"),
-         r["auto_kept"], r["reason"], r.get("later_run_kept", ""), r["load_per_core"]]
+         r.get("candidate_images", ""), r["auto_kept"], r["reason"],
+         r.get("later_run_kept", ""), r["load_per_core"]]
         for key, r in rows.items()
     )))  # fmt: skip
 

@@ -288,6 +288,7 @@ def test_a_clearly_lossy_candidate_stops_after_its_first_images() -> None:
     for pixels in batches:
         contest(pixels)
     assert runs == {"noisy": 12, "unrelated": SCREEN_IMAGES // 32}
+    assert contest.figures()["candidate_images"] == 12 * 32 + SCREEN_IMAGES  # the check's cost
     dropped = contest.unfaithful["unrelated"]
     assert dropped["images"] == SCREEN_IMAGES and dropped["neighbour_agreement"] < CLEAR_AGREEMENT
     assert set(contest.lows) == {"noisy"}

@@ -431,6 +431,7 @@ class PrecisionRace:
         #: candidates dropped as clearly lossy on the first images: their agreement figures
         self.unfaithful: dict[str, dict] = {}
         self.screened: list[np.ndarray] = []  # float32's vectors until the screen
+        self.ran: dict[str, int] = {}  # images each candidate embedded: the check's cost
         self.remembered = remembered is not None
         if remembered is not None:
             self._decide(remembered)
@@ -451,6 +452,7 @@ class PrecisionRace:
             self.instants.append(now)
         for name, _ in lows:
             self.outputs[name].append(outs[name].float().cpu().numpy())
+            self.ran[name] = self.ran.get(name, 0) + len(pixels)
         if lows and self.screened is not None:
             self.screened.append(outs["fp32"].float().cpu().numpy())
             self._screen()
@@ -539,6 +541,7 @@ class PrecisionRace:
             "race_batches": self.result.get("batches", 0),
             "race": "remembered" if self.remembered else "measured",
             "race_load_per_core": self.result.get("load_per_core"),
+            "candidate_images": sum(self.ran.values()),
         }
 
     def verdict(
