@@ -53,9 +53,11 @@ from embedscope.embed.pixels import decode
 from embedscope.embed.precision import (
     KNN_LOSS_MARGIN,
     MIN_AGREEMENT,
+    SCREEN_IMAGES,
     agreement,
     calibration_needed,
     candidates,
+    clearly_lossy,
     judge,
 )
 from embedscope.ingest import decode_cost, ingest
@@ -199,11 +201,15 @@ def kit_decision(ref: np.ndarray, other: np.ndarray, labels: np.ndarray, order: 
     """The kit's verdict (calibrate.auto_precision) on a calibration drawn in ``order``, a
     random order of the whole set: the first :func:`calibration_size` images, grown to what
     their verdict needs (at most :func:`calibration_limit`), judged as a sample of the set.
-    Returns (kept, images judged, the former rule's verdict on the first sample)."""
+    Returns (kept, images judged, the former rule's verdict on the first sample). As in the
+    kit's race, a candidate clearly lossy on the first :data:`SCREEN_IMAGES` is dropped there."""
     population = len(order)
     first = order[: calibration_size(population)]
-    figures = agreement(ref[first], other[first], labels[first], population=population)
+    screened = first[:SCREEN_IMAGES]
     before = judge(agreement(ref[first], other[first], labels[first]))[0]
+    if len(screened) >= SCREEN_IMAGES and clearly_lossy(ref[screened], other[screened]):
+        return False, len(screened), before
+    figures = agreement(ref[first], other[first], labels[first], population=population)
     n = min(calibration_needed(figures), calibration_limit(population))
     if n > len(first):
         pick = order[:n]

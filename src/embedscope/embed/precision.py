@@ -219,6 +219,16 @@ def agreement(
     }
 
 
+def clearly_lossy(reference: np.ndarray, other: np.ndarray) -> dict | None:
+    """The screen of a candidate on its first images (``other``, ``reference``'s at float32):
+    their neighbour agreement figures when it is under :data:`CLEAR_AGREEMENT` (no more images
+    could make it faithful), else None."""
+    figures = agreement(reference, other, np.full(len(reference), UNLABELLED, dtype=object))
+    if figures["neighbour_agreement"] is None or figures["neighbour_agreement"] >= CLEAR_AGREEMENT:
+        return None
+    return {k: figures[k] for k in ("neighbour_agreement", "images", "k")}
+
+
 def paired_loss_upper(losses: int, gains: int, n: int, z: float = Z_95) -> float:
     """One-sided upper confidence bound (``z``: 95%) of the accuracy lost, p(right only
     before) - p(right only after), from ``n`` paired verdicts of which ``losses`` were right
@@ -472,13 +482,10 @@ class PrecisionRace:
         if sum(map(len, self.screened)) < SCREEN_IMAGES:
             return
         reference, self.screened = np.concatenate(self.screened), None
-        unlabelled = np.full(len(reference), UNLABELLED, dtype=object)
         for name in list(self.lows):
-            figures = agreement(reference, np.concatenate(self.outputs[name]), unlabelled)
-            if figures["neighbour_agreement"] < CLEAR_AGREEMENT:
-                self.unfaithful[name] = {
-                    k: figures[k] for k in ("neighbour_agreement", "images", "k")
-                }
+            lossy = clearly_lossy(reference, np.concatenate(self.outputs[name]))
+            if lossy:
+                self.unfaithful[name] = lossy
                 del self.lows[name]
         if self.unfaithful and not self.lows and not self.result:
             self.loads.append(load_per_core())
