@@ -11,11 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image, ImageEnhance, ImageOps
 from test_near_duplicates import SAMPLE, make_plain
 
+import embedscope.findings.leaks
 from embedscope.findings.leaks import (
     SCREEN_FROM,
+    _Spread,
     _standard,
     _tiny_pictures,
     _weights,
@@ -92,27 +95,45 @@ def _splits(root: Path, truth: dict[str, str]) -> tuple[pd.DataFrame, np.ndarray
     )
 
 
-def test_spread_over_processes_the_checks_give_the_one_process_result(tmp_path: Path) -> None:
+def test_spread_over_processes_the_checks_give_the_one_process_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """... and a search starts one pool for its reads, its first checks and every round of
+    the checks that follow (a pool's start is 1-4 s from a loaded notebook kernel)."""
+    pools = []
+
+    class Counted(embedscope.findings.leaks.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs) -> None:
+            pools.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(embedscope.findings.leaks, "ProcessPoolExecutor", Counted)
     root = tmp_path / "plain"
     truth = make_plain(root)
     rows, vectors = _splits(root, truth)
     paths = rows["path"].to_numpy(dtype=object)
     alone: dict = {"smalls": {}, "tinies": {}}
     cached: dict = {"smalls": {}, "tinies": {}}  # read on 2 workers, then kept for every run below
-    pictures = [_tiny_pictures(root, paths, c["smalls"], c["tinies"], workers=w)
-                for c, w in ((alone, 1), (cached, 2))]  # fmt: skip
+    pictures = []
+    for c, w in ((alone, 1), (cached, 2)):
+        with _Spread(w) as spread:
+            pictures.append(_tiny_pictures(root, paths, c["smalls"], c["tinies"], spread=spread))
     for a, b in zip(*pictures, strict=True):
         np.testing.assert_array_equal(a, b)
     for p in paths:
         np.testing.assert_array_equal(alone["smalls"][p][0], cached["smalls"][p][0])
     split = rows["split"]
     one = find_leaks(root, rows, vectors, split, workers=1, **alone)
+    pools.clear()
     two = find_leaks(root, rows, vectors, split, workers=2, **cached)
+    assert len(pools) == 1  # the thumbnails were read above: the checks' pool alone
     pd.testing.assert_frame_equal(one, two, check_exact=True)
     assert one["leak"].sum() == len(truth)
     scopes = [""] * len(rows)
     one = near_duplicates(root, rows, vectors, scopes, workers=1, **cached)
+    pools.clear()
     two = near_duplicates(root, rows, vectors, scopes, workers=2, **cached)
+    assert len(pools) == 1
     pd.testing.assert_frame_equal(one, two, check_exact=True)
     assert (one["near_duplicate_group"] >= 0).sum() >= len(truth)
 

@@ -23,11 +23,12 @@ without splits): a group is the connected copies of one image (:func:`_groups`).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import multiprocessing.context
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -179,14 +180,15 @@ def _tiny_pictures(
     smalls: dict[str, Thumb | None],
     tinies: dict[str, tuple[np.ndarray, np.ndarray]],
     load: np.ndarray | None = None,
-    workers: int | None = None,
+    spread: _Spread | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every path's :func:`tiny` pictures, plain and mirrored, stacked (flat zeros without a
     thumbnail); thumbnails of the paths ``load`` marks (default all) read into ``smalls``, and
     the pictures kept in ``tinies``, so that the leak and near-duplicate searches of one run
-    read and shrink each image once (on ``workers`` processes, :func:`_read_thumbs`)."""
+    read and shrink each image once (on ``spread``'s processes, :func:`_read_thumbs`)."""
     todo = [p for p in (paths if load is None else paths[load]) if p not in smalls]
-    for p, (thumb, pictures) in zip(todo, _read_thumbs(root, todo, workers), strict=True):
+    reads = _read_thumbs(root, todo, spread or _Spread(1))  # None: in this process
+    for p, (thumb, pictures) in zip(todo, reads, strict=True):
         smalls[p] = thumb
         if pictures is not None:
             tinies[p] = pictures
@@ -207,20 +209,15 @@ def _read_chunk(root: str | Path, paths: list[str]) -> list[tuple[Thumb | None, 
 
 
 def _read_thumbs(
-    root: str | Path, paths: list[str], workers: int | None = None
+    root: str | Path, paths: list[str], spread: _Spread
 ) -> list[tuple[Thumb | None, tuple | None]]:
-    """:func:`_read_chunk` of ``paths``, in order: in this process, or spread over
-    :func:`_workers` processes once there are :data:`PARALLEL_MIN` files (at 100,000 images
-    reading every file was a minute on one core)."""
-    n = _workers(len(paths), workers)
-    if n == 1 or len(paths) < 2:
+    """:func:`_read_chunk` of ``paths``, in order: in this process, or on ``spread``'s
+    processes once there are :data:`PARALLEL_MIN` files (at 100,000 images reading every file
+    was a minute on one core)."""
+    if not spread.spreads(len(paths)):
         return _read_chunk(root, paths)
     chunks = [paths[s : s + 4 * PARALLEL_CHUNK] for s in range(0, len(paths), 4 * PARALLEL_CHUNK)]
-    out: list[tuple[Thumb | None, tuple | None]] = []
-    with ProcessPoolExecutor(n, mp_context=_start_method()) as pool:
-        for done in pool.map(_read_chunk, [root] * len(chunks), chunks):
-            out += done
-    return out
+    return spread.map(_read_chunk, [(root, c) for c in chunks])
 
 
 def _grey(x: np.ndarray) -> np.ndarray:
@@ -496,13 +493,14 @@ def _settled(
     cache: _Pairs,
     smalls: dict[str, Thumb | None],
     paths: np.ndarray,
-    workers: int | None = None,
+    spread: _Spread,
 ) -> dict[int, tuple[float, int, str]]:
     """``verify(item)`` of each item, where the pairs it asks beyond ``cache`` (a runner-up's
     check against the best, a stopped pair matched in full after all) are matched in rounds on
-    the workers (:func:`_match_pairs`), not one by one in this process: each round runs every
-    pending item up to its first missing pair. Every answer is the one asking each pair as it
-    comes gives (at 100,000 images the runner-ups' checks took about a minute on one core)."""
+    ``spread``'s workers (:func:`_match_pairs`), not one by one in this process: each round
+    runs every pending item up to its first missing pair. Every answer is the one asking each
+    pair as it comes gives (at 100,000 images the runner-ups' checks took about a minute on one
+    core)."""
     out: dict[int, tuple[float, int, str]] = {}
     pending = list(items)
     cache.defer = True
@@ -521,7 +519,7 @@ def _settled(
             # full replaces its stopped answer
             asked = sorted(wanted, key=lambda want: not want[1])
             pairs = [wanted[want] for want in asked]
-            found = _match_pairs(pairs, smalls, paths, [screen for _, screen in asked], workers)
+            found = _match_pairs(pairs, smalls, paths, [screen for _, screen in asked], spread)
             cache.update(zip((key for key, _ in asked), found, strict=True))
             pending = again
     finally:
@@ -551,27 +549,55 @@ def _match_pairs(
     smalls: dict[str, Thumb | None],
     paths: np.ndarray,
     screen: bool | Sequence[bool],
-    workers: int | None = None,
+    spread: _Spread,
 ) -> list[tuple[float, str] | None]:
     """:func:`_checked` of each (row, row) pair, in order (``screen``: for all of them, or one
-    per pair): in this process, or spread over :func:`_workers` processes, with the same
-    result, started the safe way for the caller (:func:`_start_method`); each chunk of pairs
-    travels with its thumbnails only."""
+    per pair): in this process, or on ``spread``'s processes with the same result; each chunk
+    of pairs travels with its thumbnails only."""
     screens = [screen] * len(pairs) if isinstance(screen, bool) else list(screen)
-    n = _workers(len(pairs), workers)
-    if n == 1 or len(pairs) < 2:
-        return _check_chunk({r: smalls[paths[r]] for pair in pairs for r in pair}, pairs, screens)
-    starts = range(0, len(pairs), PARALLEL_CHUNK)
-    chunks = [pairs[s : s + PARALLEL_CHUNK] for s in starts]
-    flags = [screens[s : s + PARALLEL_CHUNK] for s in starts]
-    out: list[tuple[float, str] | None] = []
-    with ProcessPoolExecutor(n, mp_context=_start_method()) as pool:
-        for s in range(0, len(chunks), 4 * n):  # a bounded number of chunks waits in memory
-            window = chunks[s : s + 4 * n]
-            thumbs = [{r: smalls[paths[r]] for pair in c for r in pair} for c in window]
-            for done in pool.map(_check_chunk, thumbs, window, flags[s : s + 4 * n]):
+    spreads = spread.spreads(len(pairs))
+    size = PARALLEL_CHUNK if spreads else max(len(pairs), 1)
+    chunks = [(pairs[s : s + size], screens[s : s + size]) for s in range(0, len(pairs), size)]
+    jobs = (({r: smalls[paths[r]] for pair in c for r in pair}, c, f) for c, f in chunks)
+    if spreads:
+        return spread.map(_check_chunk, jobs)
+    return [found for job in jobs for found in _check_chunk(*job)]
+
+
+class _Spread:
+    """The processes one search shares for its reads and pair checks (:func:`_read_thumbs`,
+    :func:`_match_pairs`, every round of :func:`_settled`): a pool of ``workers``
+    (:func:`_workers`) started on first need, the safe way for the caller
+    (:func:`_start_method`; 1-4 s on loaded cores from a kernel), and closed with the search."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers, self.pool = workers, None
+        self.size = _workers(PARALLEL_MIN, workers)  # the pool's, once it runs
+
+    def __enter__(self) -> _Spread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+    def spreads(self, jobs: int) -> bool:
+        """Whether ``jobs`` items are worth the processes (:func:`_workers`)."""
+        return jobs > 1 and _workers(jobs, self.workers) > 1
+
+    def map(self, func: Callable, jobs: Iterable[tuple]) -> list:
+        """``func(*job)`` of every job, in order, the results' lists joined; a bounded number
+        of jobs (with their data) waits in memory at a time."""
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(self.size, mp_context=_start_method())
+        window = 4 * self.size
+        out: list = []
+        jobs = iter(jobs)
+        while batch := list(itertools.islice(jobs, window)):
+            for done in self.pool.map(func, *zip(*batch, strict=True)):
                 out += done
-    return out
+        return out
 
 
 def _start_method() -> multiprocessing.context.BaseContext:
@@ -595,7 +621,7 @@ def _prefilled(
     smalls: dict[str, Thumb | None],
     paths: np.ndarray,
     screen: bool,
-    workers: int | None = None,
+    spread: _Spread,
 ) -> _Pairs:
     """The pair cache :func:`_verified` reads, filled with every candidate pair of the
     searches ((row, candidate rows), in the order they run) at once, so that the checks can
@@ -610,7 +636,7 @@ def _prefilled(
             if int(j) != i and key not in keys and smalls.get(paths[j]) is not None:
                 keys[key] = (i, int(j))
     pairs = list(keys.values())
-    return _Pairs(zip(keys, _match_pairs(pairs, smalls, paths, screen, workers), strict=True))
+    return _Pairs(zip(keys, _match_pairs(pairs, smalls, paths, screen, spread), strict=True))
 
 
 def _candidates(
@@ -674,32 +700,34 @@ def find_leaks(
     sha = rows["sha256"].astype(str).to_numpy(dtype=object) if "sha256" in rows else paths
     smalls = {} if smalls is None else smalls
     tinies = {} if tinies is None else tinies
-    plain, mirror = _tiny_pictures(root, paths, smalls, tinies, rank >= 0, workers)
-
-    by_sha: dict[str, int] = {}
-    for i in np.flatnonzero(rank >= 0)[np.argsort(rank[rank >= 0], kind="stable")]:
-        by_sha.setdefault(sha[i], int(i))
-    searches = []
-    for r in sorted(set(rank[rank > 0])):
-        held = np.flatnonzero(rank == r)
-        earlier = np.flatnonzero((rank >= 0) & (rank < r))
-        near = _candidates(vectors, (plain, mirror), held, earlier, min(candidates, len(earlier)))
-        searches.append((r, held, near))
-    looked = {
-        int(i): near[row]
-        for r, held, near in searches
-        for row, i in enumerate(held)
-        if not (by_sha.get(sha[i], i) != i and rank[by_sha[sha[i]]] < r)
-    }
-    cache = _prefilled(list(looked.items()), smalls, paths, threshold >= SCREEN_FROM, workers)
-    verified = _settled(
-        [i for i in looked if smalls.get(paths[i]) is not None],
-        lambda i: _verified(i, looked[i], smalls, paths, cache, threshold),
-        cache,
-        smalls,
-        paths,
-        workers,
-    )
+    with _Spread(workers) as spread:
+        plain, mirror = _tiny_pictures(root, paths, smalls, tinies, rank >= 0, spread)
+        by_sha: dict[str, int] = {}
+        for i in np.flatnonzero(rank >= 0)[np.argsort(rank[rank >= 0], kind="stable")]:
+            by_sha.setdefault(sha[i], int(i))
+        searches = []
+        for r in sorted(set(rank[rank > 0])):
+            held = np.flatnonzero(rank == r)
+            earlier = np.flatnonzero((rank >= 0) & (rank < r))
+            near = _candidates(
+                vectors, (plain, mirror), held, earlier, min(candidates, len(earlier))
+            )
+            searches.append((r, held, near))
+        looked = {
+            int(i): near[row]
+            for r, held, near in searches
+            for row, i in enumerate(held)
+            if not (by_sha.get(sha[i], i) != i and rank[by_sha[sha[i]]] < r)
+        }
+        cache = _prefilled(list(looked.items()), smalls, paths, threshold >= SCREEN_FROM, spread)
+        verified = _settled(
+            [i for i in looked if smalls.get(paths[i]) is not None],
+            lambda i: _verified(i, looked[i], smalls, paths, cache, threshold),
+            cache,
+            smalls,
+            paths,
+            spread,
+        )
     for r, held, _ in searches:
         for i in held:
             found = verified.get(int(i), (0.0, -1, ""))
@@ -782,34 +810,35 @@ def near_duplicates(
     sha = rows["sha256"].astype(str).to_numpy(dtype=object) if "sha256" in rows else paths
     smalls = {} if smalls is None else smalls
     tinies = {} if tinies is None else tinies
-    plain, mirror = _tiny_pictures(root, paths, smalls, tinies, workers=workers)
-    edges: dict[int, tuple[float, int, str]] = {}
-    searches = []
-    for scope in dict.fromkeys(scopes):
-        members = np.flatnonzero(scopes == scope)
-        if len(members) < 2:
-            continue
-        twins: dict[str, list[int]] = {}
-        for i in members:
-            twins.setdefault(sha[i], []).append(int(i))
-        k = min(candidates, len(members) - 1)
-        near = _candidates(vectors, (plain, mirror), members, members, k, same=True)
-        searches.append((members, twins, near))
-    looked = {
-        int(i): [j for j in near[row] if j != i]
-        for members, twins, near in searches
-        for row, i in enumerate(members)
-        if len(twins[sha[i]]) == 1
-    }
-    cache = _prefilled(list(looked.items()), smalls, paths, threshold >= SCREEN_FROM, workers)
-    verified = _settled(
-        [i for i in looked if smalls.get(paths[i]) is not None],
-        lambda i: _verified(i, looked[i], smalls, paths, cache, threshold),
-        cache,
-        smalls,
-        paths,
-        workers,
-    )
+    with _Spread(workers) as spread:
+        plain, mirror = _tiny_pictures(root, paths, smalls, tinies, spread=spread)
+        edges: dict[int, tuple[float, int, str]] = {}
+        searches = []
+        for scope in dict.fromkeys(scopes):
+            members = np.flatnonzero(scopes == scope)
+            if len(members) < 2:
+                continue
+            twins: dict[str, list[int]] = {}
+            for i in members:
+                twins.setdefault(sha[i], []).append(int(i))
+            k = min(candidates, len(members) - 1)
+            near = _candidates(vectors, (plain, mirror), members, members, k, same=True)
+            searches.append((members, twins, near))
+        looked = {
+            int(i): [j for j in near[row] if j != i]
+            for members, twins, near in searches
+            for row, i in enumerate(members)
+            if len(twins[sha[i]]) == 1
+        }
+        cache = _prefilled(list(looked.items()), smalls, paths, threshold >= SCREEN_FROM, spread)
+        verified = _settled(
+            [i for i in looked if smalls.get(paths[i]) is not None],
+            lambda i: _verified(i, looked[i], smalls, paths, cache, threshold),
+            cache,
+            smalls,
+            paths,
+            spread,
+        )
     for members, twins, _ in searches:
         for i in members:
             same = twins[sha[i]]
