@@ -68,6 +68,10 @@ from embedscope.store import load_embeddings
 from embedscope.vocabulary import precision_name
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Each section's budget when run alone (seconds), and what the embed section keeps of it for
+#: the race under load after the first runs (whose rows past the rest are skipped, and say so).
+SECTION_BUDGET = 3600
+RACE_RESERVE = 600
 #: The models of the first-run and race-under-load tables (see bench_first_run.py).
 FIRST_MODELS = ["mobilenet_v2", "dinov2-s"]
 
@@ -540,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes = [n for n in (1_000, 10_000, 100_000) if n <= args.scale]
             results["explorer"] = explorer_speed(Path(tmp) / "explorer", sizes)
     if "embed" in args.only:
+        started = time.monotonic()
         models, memory = embedding_speed(args)
         results["models" if args.device == "cpu" else f"models_{args.device}"] = models
         if memory:
@@ -547,8 +552,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.device == "cpu":  # first runs auto vs fp32 by size; the race beside busy work
             work = out / "first-run-work"  # kept: the images are made once
             first = {k: d for k, (d, _) in bench_models(work / "models", FIRST_MODELS).items()}
+            # the section's hour, less what the race under load takes (about 10 minutes)
+            deadline = started + SECTION_BUDGET - RACE_RESERVE
             results["first_runs"] = first_runs(
-                work, first, args.first_sizes, args.first_repeats, args.first_memory
+                work, first, args.first_sizes, args.first_repeats, args.first_memory, deadline
             )
             results["race_under_load"] = race_under_load(first, args.races)
     if "precision_draws" in args.only:

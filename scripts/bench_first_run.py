@@ -63,18 +63,36 @@ SIZES = (360, 512, 1024, 4096)
 
 
 def first_runs(
-    work: Path, models: dict[str, str], sizes=SIZES, repeats: int = 3, memory: int = 0
+    work: Path,
+    models: dict[str, str],
+    sizes=SIZES,
+    repeats: int = 3,
+    memory: int = 0,
+    deadline: float | None = None,
 ) -> dict:
     """``kit_first_over_fp32`` per model and size, on a new machine and, in ``memory`` pairs,
-    on one that embedded another dataset (see the module's docstring)."""
+    on one that embedded another dataset (see the module's docstring). ``deadline``
+    (``time.monotonic()``): a row whose runs would end past it, at the seconds per image the
+    model's last row took, is skipped and says so (the row's runs cannot stop half-way)."""
     from bench import make_images
 
-    rows = {}
+    rows: dict[str, dict] = {}
+    per_image: dict[str, float] = {}
     for n in sizes:
         images = work / f"images-{n}"
-        if not images.exists():
-            make_images(images, n)
         for name, model_dir in models.items():
+            runs = 2 * repeats + 2 + (2 * memory + 1 if memory else 0)  # + warm-up, later run
+            cost = per_image.get(name, 0.0) * n * runs
+            if deadline is not None and time.monotonic() + cost > deadline:
+                left = max(deadline - time.monotonic(), 0) / 60
+                rows[f"{name} {n}"] = {"model": name, "images": n, "skipped": (
+                    f"over the section's budget: about {cost / 60:.0f} min, {left:.0f} left; "
+                    f"alone: python scripts/bench_first_run.py --sizes {n} --skip race"
+                )}  # fmt: skip
+                print(f"[bench] first runs {name} {n}: {rows[f'{name} {n}']['skipped']}")
+                continue
+            if not images.exists():
+                make_images(images, n)
             layout = Layout(f"first-{n}", work / "data", work / "reports")
             ingest(str(images), layout)
             # untimed: the process's first embed pays torch's start-up and the page cache
@@ -86,6 +104,7 @@ def first_runs(
                 "later_from_cache": later["from_cache"],
             }
             print(f"[bench] {json.dumps(rows[f'{name} {n}'])}", flush=True)
+            per_image[name] = statistics.median(row["seconds_fp32"]) / n
             if not memory:
                 continue
             other = work / f"other-images-{n}"
@@ -264,6 +283,7 @@ def first_run_table(rows: dict) -> str:
         [key, r["kit_first_over_fp32"], r["ratios"], r.get("cpu_first_over_fp32"),
          r.get("candidate_images", ""), r["auto_kept"], r["reason"],
          r.get("later_run_kept", ""), r["load_per_core"]]
+        if "skipped" not in r else [key, "skipped", "", "", "", "", r["skipped"], "", ""]
         for key, r in rows.items()
     )))  # fmt: skip
 
