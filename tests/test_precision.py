@@ -296,6 +296,44 @@ def test_a_clearly_lossy_candidate_stops_after_its_first_images() -> None:
     assert measured["batches"] == 11 and measured["speedups"]["unrelated"] > 0
 
 
+def test_a_clearly_lossy_winner_leaves_the_next_fastest_candidate_not_float32() -> None:
+    """The race decides after 7 batches of 16 (112 images), before the screen at 128: the
+    fastest candidate returns unrelated vectors, the next is faithful and also surely faster
+    than float32. Both run until the screen; it drops the lossy one, and the faithful one runs
+    on, is judged on every image and kept (before, the race narrowed to the lossy winner, the
+    screen dropped it and float32 was kept)."""
+    import time
+
+    torch.manual_seed(0)
+    centres = torch.randn(8, 48)
+    batches = [centres[torch.arange(16) % 8] + 0.5 * torch.randn(16, 48) for _ in range(14)]
+    runs = {"lossy": 0, "faithful": 0}
+
+    def slow(pixels: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.03)
+        return pixels
+
+    def lossy(pixels: torch.Tensor) -> torch.Tensor:
+        runs["lossy"] += 1
+        time.sleep(0.002)
+        return torch.randn_like(pixels)
+
+    def faithful(pixels: torch.Tensor) -> torch.Tensor:
+        runs["faithful"] += 1
+        time.sleep(0.008)
+        return pixels + 0.02 * torch.randn_like(pixels)
+
+    contest = PrecisionRace(slow, {"lossy": lossy, "faithful": faithful}, CPU, race=(6, 24))
+    reference = np.concatenate([contest(b).numpy() for b in batches])
+    assert contest.result["batches"] == 6 and contest.result["speedups"]["lossy"] > 2
+    assert runs == {"lossy": SCREEN_IMAGES // 16, "faithful": 14}
+    assert set(contest.unfaithful) == {"lossy"} and set(contest.lows) == {"faithful"}
+    labels = np.array([f"c{i % 8}" for i in range(len(reference))], dtype=object)
+    check, vectors = contest.verdict(reference, labels)
+    assert check["candidate"] == "faithful" and check["kept"] and len(vectors) == 14 * 16
+    assert check["candidate_images"] == SCREEN_IMAGES + 14 * 16
+
+
 def test_a_clear_cut_rejection_is_remembered_for_every_dataset_until_asked_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -319,6 +357,9 @@ def test_a_clear_cut_rejection_is_remembered_for_every_dataset_until_asked_again
         assert check["neighbour_agreement"] < CLEAR_AGREEMENT and "int8 dropped" in check["reason"]
     assert second["fidelity"] == "remembered" and "images" not in second
     assert "clearly lossy" in second["reason"] and not second["kept"]
+    # the first dataset again: its own decision stands (no race, no check), its vectors read
+    again = embed(Layout("first", tmp_path / "data", tmp_path / "reports"), model, progress=False)
+    assert again["from_cache"] == 160 and again["precision_check"] == first
 
 
 def _twins_and_vit(tmp_path: Path) -> tuple[Layout, str]:

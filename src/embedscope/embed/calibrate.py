@@ -12,7 +12,7 @@ images, so it is judged per dataset; the decision is kept with the dataset's emb
 (``precision.json``), so every later run embeds at the same precision into the same cache.
 One fidelity verdict does reach every dataset: a *clear-cut* rejection (neighbour agreement
 under :data:`~embedscope.embed.precision.CLEAR_AGREEMENT`, where faithful candidates measured
-0.86-0.92), kept per model, pooling, candidate and hardware in ``precision-fidelity.json``
+0.86-0.98), kept per model, pooling, candidate and hardware in ``precision-fidelity.json``
 beside the races. A later dataset does not race or check that candidate again; it can only
 keep float32 by it, never a lossy precision. A rejection near the line (agreement under 0.85
 but not far, or a kNN loss) depends on the images, and every new dataset checks again.
@@ -160,10 +160,15 @@ def auto_precision(
     kind = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
     cache = layout.precision_decisions
     decisions = read_json(cache, default={}) or {}
-    cache_key = f"{identity}|{reference.pooling}|{kind}|{'+'.join(names)}"
+    # the dataset's own decision stands whatever was remembered since: its vectors are cached
+    cache_key = f"{identity}|{reference.pooling}|{kind}|{'+'.join(offered)}"
     if not offered:
         check = {"candidate": None, "kept": False, "reason": "no faster precision here"}
         return reference, check, {}, {}
+    low = lambda name: Encoder(reference.net, reference.pooling, dev, reference.pixels, name)  # noqa: E731
+    if cache_key in decisions and race != "again":
+        check = decisions[cache_key]
+        return (low(check["candidate"]) if check["kept"] else reference), check, {}, {}
     if not names:  # every candidate clearly lossy on an earlier dataset: no race, no check
         earlier = lossy[0]
         reason = (
@@ -173,10 +178,6 @@ def auto_precision(
         )
         check = {"candidate": offered[0], "kept": False, "reason": reason, "fidelity": "remembered"}
         return reference, check, {}, {}
-    low = lambda name: Encoder(reference.net, reference.pooling, dev, reference.pixels, name)  # noqa: E731
-    if cache_key in decisions and race != "again":
-        check = decisions[cache_key]
-        return (low(check["candidate"]) if check["kept"] else reference), check, {}, {}
     races_path = cache_root() / "precision-races.json"
     races = read_json(races_path, default={}) or {}
     race_key = (
