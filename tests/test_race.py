@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,3 +119,20 @@ def test_a_race_run_under_heavy_load_is_not_remembered() -> None:
     assert remember_race(result | {"load_per_core": 1.0})
     assert not remember_race(result | {"load_per_core": MAX_REMEMBERED_LOAD + 0.5})
     assert not remember_race(result | {"batches": 2, "load_per_core": 1.0})
+
+
+def test_the_hardware_key_names_the_cpu_generation_where_the_system_gives_it() -> None:
+    """A VM may call two CPU generations "AMD EPYC"; their races differ, so the key that
+    remembers a race carries the family and model numbers of /proc/cpuinfo's first CPU."""
+    from embedscope.embed.precision import hardware
+
+    info = Path("/proc/cpuinfo")
+    text = info.read_text() if info.exists() else ""
+    family = re.search(r"^cpu family\s*:\s*(\d+)", text, re.M)
+    model = re.search(r"^model\s*:\s*(\d+)", text, re.M)
+    key = hardware(torch.device("cpu"))
+    if family and model:
+        assert f"(family {family.group(1)}, model {model.group(1)})" in key
+    else:
+        assert "family" not in key
+    assert key.endswith(f"torch {torch.__version__}")

@@ -327,15 +327,26 @@ def hardware(device: torch.device) -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``platform.processor()`` is empty on Linux)."""
+    """The CPU's model name (``platform.processor()`` is empty on Linux), with its family and
+    model numbers where the system gives them: a cloud VM may name only "AMD EPYC", and two
+    generations under that name race differently (bf16 DINOv2-S slower than float32 on one,
+    2.3x faster on the next)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:  # the first processor's block is enough
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def order_bound_rank(n: int, alpha: float = RACE_ALPHA) -> int:
