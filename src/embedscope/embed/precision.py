@@ -329,8 +329,8 @@ def hardware(device: torch.device) -> str:
 def cpu_model() -> str:
     """The CPU's model name (``platform.processor()`` is empty on Linux), with its family and
     model numbers where the system gives them: a cloud VM may name only "AMD EPYC", and two
-    generations under that name race differently (bf16 DINOv2-S slower than float32 on one,
-    2.3x faster on the next)."""
+    machines under that name raced bf16 DINOv2-S differently (slower than float32 on one,
+    2.3x faster on a family-26 one)."""
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
