@@ -30,7 +30,7 @@ from embedscope.embed.precision import (
 from embedscope.images import load_rgb
 from embedscope.ingest import UNLABELLED, ingest
 from embedscope.knn import knn_vote, neighbors
-from embedscope.layout import Layout
+from embedscope.layout import Layout, read_json
 from embedscope.models import load_model
 from embedscope.store import load_embeddings
 
@@ -360,6 +360,29 @@ def test_a_clear_cut_rejection_is_remembered_for_every_dataset_until_asked_again
     # the first dataset again: its own decision stands (no race, no check), its vectors read
     again = embed(Layout("first", tmp_path / "data", tmp_path / "reports"), model, progress=False)
     assert again["from_cache"] == 160 and again["precision_check"] == first
+
+
+def test_every_candidate_dropped_at_the_screen_is_remembered_not_only_the_one_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bf16 and int8 both race a ViT that both scramble: the screen drops both, the check
+    reports one, and both clear-cut rejections are remembered, so a second dataset races and
+    checks neither."""
+    monkeypatch.setattr(
+        embedscope.embed.calibrate, "candidates", lambda device, net: ["bf16", "int8"]
+    )
+    monkeypatch.setattr(embedscope.embed.precision, "MIN_SPEEDUP", 0.0)  # fidelity decides
+    monkeypatch.setenv("EMBEDSCOPE_CACHE", str(tmp_path / "cache"))
+    model = str(_vit(tmp_path / "vit", patch_bias=20.0))
+    checks = []
+    for name in ("first", "second"):
+        layout = Layout(name, tmp_path / "data", tmp_path / "reports")
+        ingest(str(_near_twins(tmp_path / name, n=160)), layout)
+        checks.append(embed(layout, model, progress=False, batch_size=16)["precision_check"])
+    memory = read_json(tmp_path / "cache" / "precision-fidelity.json", default={})
+    assert sorted(k.split("|")[2] for k in memory) == ["bf16", "int8"]
+    assert set(checks[0]["speedups"]) == {"bf16", "int8"} and checks[0]["clear_cut"]
+    assert checks[1]["fidelity"] == "remembered" and "speedups" not in checks[1]
 
 
 def _twins_and_vit(tmp_path: Path) -> tuple[Layout, str]:

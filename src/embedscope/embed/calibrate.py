@@ -38,6 +38,7 @@ import torch
 from embedscope.embed.encoder import Encoder
 from embedscope.embed.pixels import make_loader, stamps_of
 from embedscope.embed.precision import (
+    CLEAR_FIGURES,
     PrecisionRace,
     calibration_needed,
     candidates,
@@ -238,10 +239,14 @@ def auto_precision(
     if remember_race(contest.result) and not contest.remembered:
         # shared by every run on this machine: merged under a lock, never overwritten whole
         update_json(races_path, lambda r: r.__setitem__(race_key, contest.result))
-    if check.get("clear_cut"):  # for every dataset: it can only keep float32 (see above)
-        verdict = {k: check.get(k) for k in ("neighbour_agreement", "images", "k")}
-        key = f"{identity}|{reference.pooling}|{check['candidate']}|{hardware(dev)}"
-        update_json(fidelity_path, lambda r: r.__setitem__(key, verdict))
+    # for every dataset (it can only keep float32, see above): the candidates the screen
+    # dropped, whichever was judged in the end, and the judged one if clearly lossy too
+    clear = dict(contest.unfaithful)
+    if check.get("clear_cut"):
+        clear[check["candidate"]] = {k: check.get(k) for k in CLEAR_FIGURES}
+    if clear:
+        known = {f"{identity}|{reference.pooling}|{n}|{hardware(dev)}": v for n, v in clear.items()}
+        update_json(fidelity_path, lambda r: r.update(known))
     if not contest.unpaid_reason:  # a check cut for its cost depends on the dataset's size
         update_json(cache, lambda d: d.__setitem__(cache_key, check))
     kept = contest.lows[check["candidate"]] if check["kept"] else reference

@@ -82,6 +82,8 @@ CLEAR_AGREEMENT = 0.6
 #: on fewer (a dataset that small) is never clear-cut: 40 near-identical images put a tiny
 #: ViT's int8 at 0.46, which says more about the images than about int8.
 SCREEN_IMAGES = 128
+#: What a clear-cut rejection keeps of its check (and the kit remembers).
+CLEAR_FIGURES = ("neighbour_agreement", "images", "k")
 
 
 def check_precision(precision: str) -> str:
@@ -226,7 +228,7 @@ def clearly_lossy(reference: np.ndarray, other: np.ndarray) -> dict | None:
     figures = agreement(reference, other, np.full(len(reference), UNLABELLED, dtype=object))
     if figures["neighbour_agreement"] is None or figures["neighbour_agreement"] >= CLEAR_AGREEMENT:
         return None
-    return {k: figures[k] for k in ("neighbour_agreement", "images", "k")}
+    return {k: figures[k] for k in CLEAR_FIGURES}
 
 
 def paired_loss_upper(losses: int, gains: int, n: int, z: float = Z_95) -> float:
