@@ -527,6 +527,28 @@ def _settled(
     return out
 
 
+def _verify_all(
+    looked: dict[int, list[int]],
+    smalls: dict[str, Thumb | None],
+    paths: np.ndarray,
+    threshold: float,
+    spread: _Spread,
+) -> tuple[dict[int, tuple[float, int, str]], _Pairs]:
+    """:func:`_verified` of every looked-up row with a thumbnail against its candidates: the
+    pairs matched up front (:func:`_prefilled`), the rest in rounds (:func:`_settled`); and
+    the pairs matched, for what asks more of them."""
+    cache = _prefilled(list(looked.items()), smalls, paths, threshold >= SCREEN_FROM, spread)
+    verified = _settled(
+        [i for i in looked if smalls.get(paths[i]) is not None],
+        lambda i: _verified(i, looked[i], smalls, paths, cache, threshold),
+        cache,
+        smalls,
+        paths,
+        spread,
+    )
+    return verified, cache
+
+
 def _check_chunk(
     thumbs: dict[int, Thumb], pairs: list[tuple[int, int]], screens: list[bool]
 ) -> list[tuple[float, str] | None]:
@@ -719,15 +741,7 @@ def find_leaks(
             for row, i in enumerate(held)
             if not (by_sha.get(sha[i], i) != i and rank[by_sha[sha[i]]] < r)
         }
-        cache = _prefilled(list(looked.items()), smalls, paths, threshold >= SCREEN_FROM, spread)
-        verified = _settled(
-            [i for i in looked if smalls.get(paths[i]) is not None],
-            lambda i: _verified(i, looked[i], smalls, paths, cache, threshold),
-            cache,
-            smalls,
-            paths,
-            spread,
-        )
+        verified, _ = _verify_all(looked, smalls, paths, threshold, spread)
     for r, held, _ in searches:
         for i in held:
             found = verified.get(int(i), (0.0, -1, ""))
@@ -830,15 +844,7 @@ def near_duplicates(
             for row, i in enumerate(members)
             if len(twins[sha[i]]) == 1
         }
-        cache = _prefilled(list(looked.items()), smalls, paths, threshold >= SCREEN_FROM, spread)
-        verified = _settled(
-            [i for i in looked if smalls.get(paths[i]) is not None],
-            lambda i: _verified(i, looked[i], smalls, paths, cache, threshold),
-            cache,
-            smalls,
-            paths,
-            spread,
-        )
+        verified, cache = _verify_all(looked, smalls, paths, threshold, spread)
     for members, twins, _ in searches:
         for i in members:
             same = twins[sha[i]]
