@@ -518,10 +518,16 @@ class PrecisionRace:
         speedups = self.result["speedups"]
         best = max(self.lows, key=lambda n: speedups.get(n) or 0)
         self.lows = {best: self.lows[best]}
-        if self.unpaid is not None and speedups.get(best):
-            self.unpaid_reason = self.unpaid(speedups[best])
-            if self.unpaid_reason:
-                self.lows = {}
+        if speedups.get(best) and not self._pays(speedups[best]):
+            self.lows = {}
+
+    def _pays(self, speedup: float) -> bool:
+        """Whether a check of a candidate ``speedup`` times faster can pay for itself
+        (``unpaid``); where not, :attr:`unpaid_reason` says why."""
+        if self.unpaid is None:
+            return True
+        self.unpaid_reason = self.unpaid(speedup)
+        return not self.unpaid_reason
 
     @staticmethod
     def _clear(measured: dict, running: set[str]) -> bool:
@@ -566,10 +572,8 @@ class PrecisionRace:
             n: v for n, v in speedups.items() if (v if lows[n] is None else lows[n]) >= MIN_SPEEDUP
         }
         self.lows = {n: self.lows[n] for n in sure}
-        if self.lows and self.unpaid is not None:  # the fastest cannot pay: none can
-            self.unpaid_reason = self.unpaid(max(sure.values()))
-            if self.unpaid_reason:
-                self.lows = {}
+        if self.lows and not self._pays(max(sure.values())):  # the fastest cannot: none can
+            self.lows = {}
         self._narrow()
 
     def figures(self) -> dict:
