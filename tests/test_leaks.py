@@ -21,6 +21,7 @@ from embedscope.findings.leaks import (
     find_leaks,
     leak_pairs,
     match,
+    near_duplicates,
     small_copy,
     write_leaks,
 )
@@ -72,6 +73,57 @@ def test_a_lively_picture_squashed_onto_a_nearly_flat_one_is_no_copy() -> None:
         assert match(lively, small_copy(mark))[0] < 0.5, name
     brighter = ImageEnhance.Brightness(mark).enhance(1.25)
     assert match(small_copy(brighter), small_copy(mark))[0] >= THRESHOLD
+
+
+def test_a_blank_frame_is_no_source_of_every_picture_yet_a_copy_of_a_blank_frame(
+    tmp_path: Path,
+) -> None:
+    """A map onto a blank image explains it whatever the other shows: a black frame and a
+    frame of JPEG-like noise in train were each the "source" of every held-out emoji they were
+    proposed for (at 0.89-1.0), and took a real copy's leak from its true source. Now a
+    picture and a blank frame are no copies either way round, a copy still finds its source
+    with the blank frames among its candidates, and a blank frame of the same colour in test is
+    a copy of the blank one in train (of another colour it is not). A single pixel or a strip
+    two pixels high is no copy of anything (a red pixel matched a patch of any emoji at 1.0)."""
+    rng = np.random.default_rng(3)
+    noise = np.clip(200 + rng.normal(0, 8, (64, 64, 3)), 0, 255).astype(np.uint8)
+    blanks = {
+        "black.png": Image.new("RGB", (64, 64)),
+        "noise.png": Image.fromarray(noise),
+    }
+    emoji = sorted((SAMPLE / "smileys-emotion").glob("*.webp"))[:6]
+    for blank in blanks.values():
+        for p in emoji:
+            lively = small_copy(load_rgb(p))
+            assert match(lively, small_copy(blank))[0] < 0.5, p.name
+            assert match(small_copy(blank), lively)[0] < 0.5, p.name
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+    rows = []
+    for name, blank in blanks.items():
+        blank.save(tmp_path / "train" / name)
+        rows.append((f"train/{name}", "train"))
+    for p in emoji:
+        load_rgb(p).save(tmp_path / "train" / f"{p.stem}.png")
+        rows.append((f"train/{p.stem}.png", "train"))
+    ImageOps.mirror(load_rgb(emoji[0])).save(tmp_path / "test" / "mirrored.png")
+    load_rgb(emoji[1]).save(tmp_path / "test" / "resaved.jpg", quality=40)
+    Image.new("RGB", (40, 40), (1, 2, 0)).save(tmp_path / "test" / "black.jpg")
+    Image.new("RGB", (64, 64), (120, 40, 40)).save(tmp_path / "test" / "red.png")
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(tmp_path / "test" / "pixel.png")
+    Image.fromarray(noise[:2].repeat(10, axis=1)).save(tmp_path / "test" / "strip.png")
+    held = ["mirrored.png", "resaved.jpg", "black.jpg", "red.png", "pixel.png", "strip.png"]
+    rows += [(f"test/{name}", "test") for name in held]
+    table = pd.DataFrame(rows, columns=["path", "split"])
+    vectors = np.random.default_rng(0).normal(size=(len(table), 16))
+    found = find_leaks(tmp_path, table, vectors, table["split"]).set_index(table["path"])
+    assert found.loc["test/mirrored.png", "leak_of"] == f"train/{emoji[0].stem}.png"
+    assert found.loc["test/resaved.jpg", "leak_of"] == f"train/{emoji[1].stem}.png"
+    assert found.loc["test/black.jpg", "leak_of"] == "train/black.png"
+    assert not found.loc[["test/red.png", "test/pixel.png", "test/strip.png"], "leak"].any()
+    # within one split, the blank frames join no group of pictures
+    groups = near_duplicates(tmp_path, table, vectors, table["split"])["near_duplicate_group"]
+    assert (groups.to_numpy()[table["split"] == "train"] == -1).all()
 
 
 def make_splits(root: Path) -> dict[str, str]:
