@@ -166,6 +166,13 @@ def test_split_folders_are_recognised_at_any_depth_in_any_spelling() -> None:
             "cats",
         )
     ] == ["train", "train", "val", "val", "val", "test", "test", None]
+    assert [split_name(n) for n in ("TrainingSet", "testImages", "trainval", "evaluation")] == [
+        "train",
+        "test",
+        "train",
+        "val",
+    ]
+    assert split_name("Sunset") is None and split_name("contest") is None
     assert split_of("data/train/cat/a.png") == ("train", False)
     assert split_of("seg_test/seg_test/forest/1.jpg") == ("test", False)
     assert split_of("train/a.png") == ("train", True)  # a split folder, no class folder

@@ -366,20 +366,25 @@ def label_of(rel: str, label_depth: int | None = None) -> str:
 #: Words of a split folder's name (``seg_train``, ``train2017``, ``Validation`` ...) -> the split
 #: it names: the kit's split words are ``train``, ``val`` and ``test``.
 SPLIT_WORDS = {
-    **dict.fromkeys(("train", "training", "trainset", "trn"), "train"),
-    **dict.fromkeys(("val", "valid", "validation", "validset", "valset", "dev"), "val"),
-    **dict.fromkeys(("test", "testing", "testset", "tst", "holdout", "heldout"), "test"),
+    **dict.fromkeys(("train", "training", "trn", "trainval"), "train"),
+    **dict.fromkeys(("val", "valid", "validate", "validation", "dev", "eval", "evaluation"), "val"),
+    **dict.fromkeys(("test", "tests", "testing", "tst", "holdout", "heldout"), "test"),
 }
+#: Endings a split word may carry in one word (``trainset``, ``testimages``, ``valdata``).
+SPLIT_ENDINGS = re.compile(r"(?:set|sets|data|images|imgs)$")
 #: ``split`` parameter values besides a folder depth.
 SPLIT_MODES = ("auto", "none")
 
 
 def split_name(name: str) -> str | None:
     """The split a folder name (or a labels file's ``split`` cell) names, or None: any case,
-    any word of it (``seg_train`` -> train, ``val2017`` -> val, ``Holdout`` -> test)."""
-    for word in re.findall(r"[a-z]+", str(name).lower()):
-        if word in SPLIT_WORDS:
-            return SPLIT_WORDS[word]
+    any word of it (``seg_train`` -> train, ``val2017`` -> val, ``Holdout`` -> test,
+    ``TrainingSet`` and ``testimages`` -> train and test; ``trainval`` -> train)."""
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", str(name)).lower()
+    for word in re.findall(r"[a-z]+", words):
+        word = SPLIT_WORDS.get(word) or SPLIT_WORDS.get(SPLIT_ENDINGS.sub("", word))
+        if word:
+            return word
     return None
 
 
