@@ -126,6 +126,26 @@ def test_a_blank_frame_is_no_source_of_every_picture_yet_a_copy_of_a_blank_frame
     assert (groups.to_numpy()[table["split"] == "train"] == -1).all()
 
 
+def test_without_a_train_split_test_images_are_searched_among_val(tmp_path: Path) -> None:
+    """val/ and test/ alone: a test copy of a val image is a leak from val (the search once
+    needed a train split and found nothing); val images are the sources, never flagged."""
+    rows = []
+    for split in ("val", "test"):
+        (tmp_path / split).mkdir()
+    for i in range(8):
+        picture(40 + i, (90, 160, 60)).save(tmp_path / "val" / f"{i}.png")
+        rows.append((f"val/{i}.png", "val"))
+    ImageOps.mirror(Image.open(tmp_path / "val" / "3.png")).save(tmp_path / "test" / "copy.png")
+    picture(99, (90, 160, 60)).save(tmp_path / "test" / "other.png")
+    rows += [("test/copy.png", "test"), ("test/other.png", "test")]
+    table = pd.DataFrame(rows, columns=["path", "split"])
+    vectors = np.random.default_rng(0).normal(size=(len(table), 16))
+    found = find_leaks(tmp_path, table, vectors, table["split"]).set_index(table["path"])
+    assert found.loc["test/copy.png", "leak_of"] == "val/3.png"
+    assert found.loc["test/copy.png", "source_split"] == "val"
+    assert found["leak"].sum() == 1
+
+
 def make_splits(root: Path) -> dict[str, str]:
     """train/<class>/ (8 each), test/<class>/ (3 distinct each) and 4 copies of train images
     into test/, one of them filed under the other class; returns copy path -> source path."""

@@ -732,7 +732,7 @@ def find_leaks(
     row; ``splits`` each row's split): ``leak_of`` (the earlier-split image it copies most
     surely, empty for none), ``source_split``, ``leak_score`` (0..1), ``leak`` and
     ``leak_kind``. Train images are never flagged; a val image is searched among train, a test
-    image among train and val. ``smalls`` and ``tinies`` keep thumbnails and tiny pictures by
+    image among train and val (without a train split, val is the source and never flagged). ``smalls`` and ``tinies`` keep thumbnails and tiny pictures by
     path across calls. Below ``threshold`` a score is an upper bound (its best match, no
     runner-up sought; 0 where no candidate passed :func:`could_match`): the leaks and their
     scores are those of matching every pair in full. ``workers``: processes for the pair
@@ -744,7 +744,8 @@ def find_leaks(
     scores, leak, kinds = np.zeros(n, np.float32), np.zeros(n, bool), np.full(n, "", object)
     columns = {"leak_of": of, "source_split": source, "leak_score": scores, "leak": leak}
     columns["leak_kind"] = kinds  # filled in place below, one DataFrame at the end
-    if n == 0 or not (rank > 0).any() or not (rank == 0).any():
+    present = sorted(set(rank[rank >= 0].tolist()))
+    if len(present) < 2:  # no earlier split to copy from (val and test alone: test among val)
         return pd.DataFrame(columns)
     paths = rows["path"].astype(str).to_numpy(dtype=object)
     sha = rows["sha256"].astype(str).to_numpy(dtype=object) if "sha256" in rows else paths
@@ -756,7 +757,7 @@ def find_leaks(
         for i in np.flatnonzero(rank >= 0)[np.argsort(rank[rank >= 0], kind="stable")]:
             by_sha.setdefault(sha[i], int(i))
         searches = []
-        for r in sorted(set(rank[rank > 0])):
+        for r in present[1:]:
             held = np.flatnonzero(rank == r)
             earlier = np.flatnonzero((rank >= 0) & (rank < r))
             near = _candidates(
@@ -1168,7 +1169,9 @@ def dataset_leaks(
             root, facts, vectors, splits, threshold=float(threshold), smalls=smalls, tinies=tinies
         )
         cost["leak_search_seconds"] = round(time.perf_counter() - start, 2)
-        cost["leak_images_searched"] = int((splits.map(split_rank) > 0).sum())
+        ranks = splits.map(split_rank).to_numpy()
+        first = ranks[ranks >= 0].min(initial=0)  # the earliest split present is only a source
+        cost["leak_images_searched"] = int((ranks > first).sum())
         found["leak"] &= ~kept_leaks(facts)  # a person kept it: no leak in leaks.csv or numbers
         found.insert(0, "split", splits.to_numpy())
     if len(facts) > near_duplicate_limit:
