@@ -728,15 +728,16 @@ def find_leaks(
     tinies: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     workers: int | None = None,
 ) -> pd.DataFrame:
-    """Per embedded image (``rows``: path, label, sha256, sizes optional; ``vectors`` row for
-    row; ``splits`` each row's split): ``leak_of`` (the earlier-split image it copies most
-    surely, empty for none), ``source_split``, ``leak_score`` (0..1), ``leak`` and
-    ``leak_kind``. Train images are never flagged; a val image is searched among train, a test
-    image among train and val (without a train split, val is the source and never flagged).
-    ``smalls`` and ``tinies`` keep thumbnails and tiny pictures by path across calls. Below ``threshold`` a score is an upper bound (its best match, no
-    runner-up sought; 0 where no candidate passed :func:`could_match`): the leaks and their
-    scores are those of matching every pair in full. ``workers``: processes for the pair
-    checks (None: :func:`_workers` decides; the result is the same)."""
+    """Per embedded image (``rows``: path, label, sha256, sizes optional; ``vectors`` row for row;
+    ``splits`` each row's split): ``leak_of`` (the earlier-split image it copies most surely,
+    empty for none), ``source_split``, ``leak_score`` (0..1), ``leak`` and ``leak_kind``. Train
+    images are never flagged; a val image is searched among train, a test image among train and
+    val (without a train split, val is the source and never flagged). ``smalls`` and ``tinies``
+    keep thumbnails and tiny pictures by path across calls. Below ``threshold`` a score is an
+    upper bound (its best match, no runner-up sought; 0 where no candidate passed
+    :func:`could_match`): the leaks and their scores are those of matching every pair in full.
+    ``workers``: processes for the pair checks (None: :func:`_workers` decides; the result is
+    the same)."""
     splits = np.asarray([str(s) for s in splits], dtype=object)
     n = len(rows)
     rank = np.array([split_rank(s) for s in splits])
