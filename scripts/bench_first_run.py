@@ -157,8 +157,9 @@ def _pairs(layout: Layout, model_dir: str, label: str, repeats: int, race: str) 
     cpu: dict[str, list[float]] = {"auto": [], "fp32": []}
     facts: dict[str, dict] = {}
     for i in range(2 * repeats):
-        # auto, fp32, fp32, auto, ...: neither side always runs first after a pause
-        precision = ("auto", "fp32")[(i + i // 2) % 2]
+        # fp32, auto, auto, fp32, ...: neither side always runs first after a pause, and the
+        # last run is auto's, so that the later run after the pairs reads what a user's would
+        precision = ("fp32", "auto")[(i + i // 2) % 2]
         shutil.rmtree(layout.data_dir / "embeddings", ignore_errors=True)
         print(f"[bench] first run: {label}, {precision}", flush=True)
         t0, c0 = time.perf_counter(), cpu_seconds()
