@@ -146,6 +146,36 @@ def test_without_a_train_split_test_images_are_searched_among_val(tmp_path: Path
     assert found["leak"].sum() == 1
 
 
+def test_a_copy_in_val_is_no_runner_up_of_a_test_copy_of_the_same_train_image(
+    tmp_path: Path,
+) -> None:
+    """One train image copied twice: cropped and re-encoded into val, brightened and halved
+    into test. The val copy, a copy of the test copy's source, was taken as its runner-up
+    (it matched the source a little less well than the test copy did), and the ratio test
+    dropped the test copy to 0.55."""
+    emoji = sorted(SAMPLE.rglob("*.webp"))[:20]
+    rows = []
+    for split in ("train", "val", "test"):
+        (tmp_path / split).mkdir()
+    for i, p in enumerate(emoji):
+        load_rgb(p).save(tmp_path / "train" / f"{i}.png")
+        rows.append((f"train/{i}.png", "train"))
+    copied = [1, 3, 6]
+    for i in copied:
+        image = load_rgb(emoji[i])
+        image.crop((20, 10, 236, 226)).save(tmp_path / "val" / f"crop{i}.jpg", quality=40)
+        brighter = ImageEnhance.Brightness(image.resize((128, 128))).enhance(1.2)
+        brighter.save(tmp_path / "test" / f"bright{i}.webp")
+        rows += [(f"val/crop{i}.jpg", "val"), (f"test/bright{i}.webp", "test")]
+    table = pd.DataFrame(rows, columns=["path", "split"])
+    vectors = np.random.default_rng(0).normal(size=(len(table), 16))
+    found = find_leaks(tmp_path, table, vectors, table["split"]).set_index(table["path"])
+    for i in copied:
+        assert found.loc[f"val/crop{i}.jpg", "leak_of"] == f"train/{i}.png"
+        assert found.loc[f"test/bright{i}.webp", "leak"], found.loc[f"test/bright{i}.webp"]
+        assert found.loc[f"test/bright{i}.webp", "leak_of"] in {f"train/{i}.png", f"val/crop{i}.jpg"}
+
+
 def make_splits(root: Path) -> dict[str, str]:
     """train/<class>/ (8 each), test/<class>/ (3 distinct each) and 4 copies of train images
     into test/, one of them filed under the other class; returns copy path -> source path."""

@@ -561,14 +561,16 @@ def _verify_all(
     paths: np.ndarray,
     threshold: float,
     spread: _Spread,
+    family: dict[int, int] | None = None,
 ) -> tuple[dict[int, tuple[float, int, str]], _Pairs]:
     """:func:`_verified` of every looked-up row with a thumbnail against its candidates: the
     pairs matched up front (:func:`_prefilled`), the rest in rounds (:func:`_settled`); and
-    the pairs matched, for what asks more of them."""
+    the pairs matched, for what asks more of them. ``family``: row -> the row it is a known
+    copy of (:func:`_runner_up`)."""
     cache = _prefilled(list(looked.items()), smalls, paths, threshold >= SCREEN_FROM, spread)
     verified = _settled(
         [i for i in looked if smalls.get(paths[i]) is not None],
-        lambda i: _verified(i, looked[i], smalls, paths, cache, threshold),
+        lambda i: _verified(i, looked[i], smalls, paths, cache, threshold, family),
         cache,
         smalls,
         paths,
@@ -757,35 +759,33 @@ def find_leaks(
         by_sha: dict[str, int] = {}
         for i in np.flatnonzero(rank >= 0)[np.argsort(rank[rank >= 0], kind="stable")]:
             by_sha.setdefault(sha[i], int(i))
-        searches = []
-        for r in present[1:]:
+        family: dict[int, int] = {}  # a leak -> its source's own source (or the source)
+        for r in present[1:]:  # split by split: a later one knows an earlier one's leaks
             held = np.flatnonzero(rank == r)
             earlier = np.flatnonzero((rank >= 0) & (rank < r))
             near = _candidates(
                 vectors, (plain, mirror), held, earlier, min(candidates, len(earlier))
             )
-            searches.append((r, held, near))
-        looked = {
-            int(i): near[row]
-            for r, held, near in searches
-            for row, i in enumerate(held)
-            if not (by_sha.get(sha[i], i) != i and rank[by_sha[sha[i]]] < r)
-        }
-        verified, _ = _verify_all(looked, smalls, paths, threshold, spread)
-    for r, held, _ in searches:
-        for i in held:
-            found = verified.get(int(i), (0.0, -1, ""))
-            same = by_sha.get(sha[i], i)
-            if same != i and rank[same] < r:
-                found = (1.0, same, "same bytes")
-            score, j, kind = found
-            if j < 0:
-                continue
-            scores[i], kinds[i] = max(score, 0.0), kind
-            if score >= threshold:
-                of[i], source[i], leak[i] = paths[j], splits[j], True
-                if kind != "same bytes":
-                    kinds[i] = _refined(kind, rows, i, j)
+            looked = {
+                int(i): near[row]
+                for row, i in enumerate(held)
+                if not (by_sha.get(sha[i], i) != i and rank[by_sha[sha[i]]] < r)
+            }
+            verified, _ = _verify_all(looked, smalls, paths, threshold, spread, family)
+            for i in held:
+                found = verified.get(int(i), (0.0, -1, ""))
+                same = by_sha.get(sha[i], i)
+                if same != i and rank[same] < r:
+                    found = (1.0, same, "same bytes")
+                score, j, kind = found
+                if j < 0:
+                    continue
+                scores[i], kinds[i] = max(score, 0.0), kind
+                if score >= threshold:
+                    of[i], source[i], leak[i] = paths[j], splits[j], True
+                    family[int(i)] = family.get(j, j)
+                    if kind != "same bytes":
+                        kinds[i] = _refined(kind, rows, i, j)
     return pd.DataFrame(columns)
 
 
@@ -796,6 +796,7 @@ def _verified(
     paths: np.ndarray,
     cache: dict[tuple[int, int], tuple[float, str] | None],
     at_least: float = -np.inf,
+    family: dict[int, int] | None = None,
 ) -> tuple[float, int, str]:
     """The surest copy of row ``me`` among its candidate rows ``near``: (its
     :func:`leak_score` against the runner-up, its row, the kind of match); (0, -1, "") for
@@ -819,10 +820,10 @@ def _verified(
         return (0.0, -1, "")
     if leak_score(tried[0][0], 0.0) < at_least:
         return (leak_score(tried[0][0], 0.0), tried[0][2], tried[0][1])
-    second = _runner_up(tried, smalls, paths, cache, screen)
+    second = _runner_up(tried, smalls, paths, cache, screen, family)
     if second < SCREEN_FROM and len(tried) < len(rows):  # a failed pair may be the runner-up
         tried = ranked(False)
-        second = _runner_up(tried, smalls, paths, cache, screen)
+        second = _runner_up(tried, smalls, paths, cache, screen, family)
     return (leak_score(tried[0][0], second), tried[0][2], tried[0][1])
 
 
@@ -1007,13 +1008,20 @@ def _runner_up(
     paths: np.ndarray,
     cache: dict[tuple[int, int], tuple[float, str] | None],
     screen: bool,
+    family: dict[int, int] | None = None,
 ) -> float:
     """The best :func:`match` among the other candidates that are not copies of the best one
     themselves (a source with its own near duplicate in train stays unambiguous); 0 for none.
     At most two others are checked against the best (each check costs a match; through
     ``cache``, :func:`_pair`). ``screen``: the best reaches :data:`SCREEN_FROM`, so a pair
-    failing :func:`could_match` is below it."""
-    for checked, (score, _, j) in enumerate(tried[1:]):
+    failing :func:`could_match` is below it. ``family``: row -> the row it is a known copy of
+    (an earlier held-out split's leak): one of the best's family is no runner-up, unchecked
+    (a val copy of a train image matched that image a little less well than the test copy
+    did, and was its runner-up)."""
+    family = family or {}
+    root = family.get(tried[0][2], tried[0][2])
+    others = [t for t in tried[1:] if family.get(t[2], t[2]) != root]
+    for checked, (score, _, j) in enumerate(others):
         if checked >= 2:
             return score
         found = _pair(cache, smalls, paths, j, tried[0][2], screen)
