@@ -172,8 +172,8 @@ def test_a_copy_in_val_is_no_runner_up_of_a_test_copy_of_the_same_train_image(
     found = find_leaks(tmp_path, table, vectors, table["split"]).set_index(table["path"])
     for i in copied:
         assert found.loc[f"val/crop{i}.jpg", "leak_of"] == f"train/{i}.png"
-        assert found.loc[f"test/bright{i}.webp", "leak"], found.loc[f"test/bright{i}.webp"]
-        assert found.loc[f"test/bright{i}.webp", "leak_of"] in {f"train/{i}.png", f"val/crop{i}.jpg"}
+        copy = found.loc[f"test/bright{i}.webp"]
+        assert copy["leak"] and copy["leak_of"] in {f"train/{i}.png", f"val/crop{i}.jpg"}, copy
 
 
 def make_splits(root: Path) -> dict[str, str]:
