@@ -191,3 +191,29 @@ def test_a_chain_of_look_alikes_cannot_merge_a_class(tmp_path: Path) -> None:
     sizes = np.bincount(cut[cut >= 0])
     assert sizes.max() <= 3 and cut[0] == cut[-1] >= 0, cut  # a component would be all 7
     assert partner[len(paths) - 1][1] == 0
+
+
+def test_a_look_alike_of_a_heavy_downscale_is_judged_at_its_detail(tmp_path: Path) -> None:
+    """The sample's 40 faces and 10-pixel copies of 8 of them: at 10 pixels most faces look
+    alike, so a face whose best candidate was another face's 10-pixel copy matched it at 0.73
+    while its runner-ups, judged at full detail, stayed far lower, and the ratio test grouped
+    the smiling face with the kissing face's copy. Every copy is grouped with its own source,
+    and with nothing else."""
+    faces = sorted((SAMPLE / "smileys-emotion").glob("*.webp"))
+    rows = []
+    for p in faces:
+        load_rgb(p).save(tmp_path / f"{p.stem}.png")
+        rows.append(f"{p.stem}.png")
+    small = {f"small-{p.stem}.png": f"{p.stem}.png" for p in faces[::5]}
+    for name, source in small.items():
+        load_rgb(tmp_path / source).resize((10, 10), Image.Resampling.BOX).save(tmp_path / name)
+    rows += list(small)
+    table = pd.DataFrame({"path": rows})
+    vectors = np.random.default_rng(0).normal(size=(len(rows), 16))
+    found = near_duplicates(tmp_path, table, vectors, [""] * len(rows))
+    group = dict(zip(rows, found["near_duplicate_group"].tolist(), strict=True))
+    members: dict[int, set[str]] = {}
+    for path, g in group.items():
+        if g >= 0:
+            members.setdefault(g, set()).add(path)
+    assert sorted(map(sorted, members.values())) == sorted(sorted(p) for p in small.items())

@@ -815,16 +815,39 @@ def _verified(
         found = [(_pair(cache, smalls, paths, me, j, screened), j) for j in rows]
         return sorted(((*f, j) for f, j in found if f is not None), key=lambda t: -t[0])
 
+    def runner_up(tried: list[tuple[float, str, int]]) -> float:
+        shrunk = _at_detail_of(smalls[paths[me]], smalls[paths[tried[0][2]]])
+        if shrunk is not None:  # the best was judged at its coarser detail: so are the others
+            again = [(match(shrunk, smalls[paths[k]])[0], kind, k) for _, kind, k in tried[1:]]
+            tried = [tried[0], *sorted(again, key=lambda t: -t[0])]
+        return _runner_up(tried, smalls, paths, cache, screen, family)
+
     tried = ranked(screen)
     if not tried:
         return (0.0, -1, "")
     if leak_score(tried[0][0], 0.0) < at_least:
         return (leak_score(tried[0][0], 0.0), tried[0][2], tried[0][1])
-    second = _runner_up(tried, smalls, paths, cache, screen, family)
+    second = runner_up(tried)
     if second < SCREEN_FROM and len(tried) < len(rows):  # a failed pair may be the runner-up
         tried = ranked(False)
-        second = _runner_up(tried, smalls, paths, cache, screen, family)
+        second = runner_up(tried)
     return (leak_score(tried[0][0], second), tried[0][2], tried[0][1])
+
+
+def _at_detail_of(me: Thumb, best: Thumb) -> Thumb | None:
+    """``me`` shrunk to the detail its :func:`match` with ``best`` was judged at, where
+    ``best`` has fewer pixels on its longer side than ``me`` is compared at (:data:`WORK`);
+    None where the pair was judged at ``me``'s own detail. At 10 pixels every sneaker looks
+    like every other: a 28-pixel look-alike whose best candidate was a 10-pixel copy matched
+    it at 0.73 while its runner-ups, judged at 28 pixels, stayed far lower, and the ratio test
+    passed a false near duplicate; its runner-ups are judged at 10 pixels too."""
+    (pixels, (w, h)), (_, (bw, bh)) = me, best
+    theirs = max(bw, bh)
+    if theirs >= 0.9 * min(WORK, max(w, h)):
+        return None
+    scale = theirs / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BOX), np.uint8), size
 
 
 def near_duplicates(
