@@ -759,7 +759,7 @@ def find_leaks(
         by_sha: dict[str, int] = {}
         for i in np.flatnonzero(rank >= 0)[np.argsort(rank[rank >= 0], kind="stable")]:
             by_sha.setdefault(sha[i], int(i))
-        family: dict[int, int] = {}  # a leak -> its source's own source (or the source)
+        family: dict[int, int] = {}  # a leak -> the train image it copies (or its source)
         for r in present[1:]:  # split by split: a later one knows an earlier one's leaks
             held = np.flatnonzero(rank == r)
             earlier = np.flatnonzero((rank >= 0) & (rank < r))
@@ -771,7 +771,7 @@ def find_leaks(
                 for row, i in enumerate(held)
                 if not (by_sha.get(sha[i], i) != i and rank[by_sha[sha[i]]] < r)
             }
-            verified, _ = _verify_all(looked, smalls, paths, threshold, spread, family)
+            verified, cache = _verify_all(looked, smalls, paths, threshold, spread, family)
             for i in held:
                 found = verified.get(int(i), (0.0, -1, ""))
                 same = by_sha.get(sha[i], i)
@@ -782,10 +782,12 @@ def find_leaks(
                     continue
                 scores[i], kinds[i] = max(score, 0.0), kind
                 if score >= threshold:
+                    if j in family:  # a copy of a val copy: the train image is what leaked
+                        j, direct = family[j], cache.get((min(i, family[j]), max(i, family[j])))
+                        kind = direct[1] if direct and kind != "same bytes" else kind
                     of[i], source[i], leak[i] = paths[j], splits[j], True
-                    family[int(i)] = family.get(j, j)
-                    if kind != "same bytes":
-                        kinds[i] = _refined(kind, rows, i, j)
+                    family[int(i)] = j
+                    kinds[i] = kind if kind == "same bytes" else _refined(kind, rows, i, j)
     return pd.DataFrame(columns)
 
 
