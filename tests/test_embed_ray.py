@@ -60,7 +60,9 @@ def test_ray_auto_precision_is_decided_on_the_driver_and_applied_by_the_actors(
     mine = embed(local, vit, progress=False, calibration_images=6)
     facts = embed(on_ray, vit, progress=False, calibration_images=6, engine="ray", concurrency=1)
     assert facts["precision"] == mine["precision"]
-    assert facts["precision_check"] == mine["precision_check"]
+    # the same check but for the machine's load when each run's (single-batch) race ran
+    same = lambda check: {k: v for k, v in check.items() if k != "race_load_per_core"}  # noqa: E731
+    assert same(facts["precision_check"]) == same(mine["precision_check"])
     assert facts["embedded_now"] == 18 and facts["from_cache"] == 0
     a, b = load_embeddings(local), load_embeddings(on_ray)
     assert list(a.rows["sha256"]) == list(b.rows["sha256"])
