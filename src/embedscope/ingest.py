@@ -382,9 +382,9 @@ def split_name(name: str) -> str | None:
     ``TrainingSet`` and ``testimages`` -> train and test; ``trainval`` -> train)."""
     words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", str(name)).lower()
     for word in re.findall(r"[a-z]+", words):
-        word = SPLIT_WORDS.get(word) or SPLIT_WORDS.get(SPLIT_ENDINGS.sub("", word))
-        if word:
-            return word
+        split = SPLIT_WORDS.get(word) or SPLIT_WORDS.get(SPLIT_ENDINGS.sub("", word))
+        if split:
+            return split
     return None
 
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -148,6 +149,16 @@ def split_rank(split: str) -> int:
     if not split:
         return -1
     return SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER)
+
+
+def _held_out(rank: np.ndarray) -> np.ndarray:
+    """Which rows (by :func:`split_rank`) the leak search looks at: every split after the
+    earliest one present (train, else val: val and test alone search test among val); none
+    with fewer than two splits, where nothing can copy an earlier split."""
+    present = rank[rank >= 0]
+    if len(np.unique(present)) < 2:
+        return np.zeros(len(rank), bool)
+    return rank > present.min()
 
 
 def small_copy(image: Image.Image) -> Thumb:
@@ -496,7 +507,7 @@ def _pair(
     """:func:`_checked` of rows ``i`` and ``j``, kept in ``cache`` by unordered pair (a match is
     symmetric: within one split both images of a pair propose each other); a pair the first
     test stopped (None) is matched in full once asked without ``screen``."""
-    key = (min(i, j), max(i, j))
+    key = _key(i, j)
     if key not in cache or (cache[key] is None and not screen):
         if getattr(cache, "defer", False):
             raise _Deferred(i, j, screen)
@@ -508,11 +519,23 @@ class _Deferred(Exception):
     """A pair :func:`_pair` lacks while :func:`_settled` gathers them: (row, row, screen)."""
 
 
+def _key(i: int, j: int) -> tuple[int, int]:
+    """A pair's key in :class:`_Pairs`: a match is symmetric, so the pair is unordered."""
+    return (min(i, j), max(i, j))
+
+
 class _Pairs(dict):
-    """The pair cache: unordered row pair -> :func:`_checked`'s answer. While ``defer`` is on,
-    :func:`_pair` raises :class:`_Deferred` for a pair it lacks instead of matching it."""
+    """The pair cache: unordered row pair (:func:`_key`) -> :func:`_checked`'s answer. While
+    ``defer`` is on, :func:`_pair` raises :class:`_Deferred` for a pair it lacks instead of
+    matching it. ``at_detail``: (row, its best candidate, another candidate) -> the match of
+    the row, shrunk to its best candidate's detail, with the other (:func:`_verified`), kept
+    across the rounds of :func:`_settled`."""
 
     defer = False
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.at_detail: dict[tuple[int, int, int], float] = {}
 
 
 def _settled(
@@ -541,7 +564,7 @@ def _settled(
                     out[item] = verify(item)
                 except _Deferred as missing:
                     i, j, screen = missing.args
-                    wanted.setdefault(((min(i, j), max(i, j)), screen), (i, j))
+                    wanted.setdefault((_key(i, j), screen), (i, j))
                     again.append(item)
             # one spread for both kinds (one pool); screened first, so that a pair matched in
             # full replaces its stopped answer
@@ -684,7 +707,7 @@ def _prefilled(
         if smalls.get(paths[i]) is None:
             continue
         for j in near:
-            key = (min(i, int(j)), max(i, int(j)))
+            key = _key(i, int(j))
             if int(j) != i and key not in keys and smalls.get(paths[j]) is not None:
                 keys[key] = (i, int(j))
     pairs = list(keys.values())
@@ -747,8 +770,8 @@ def find_leaks(
     scores, leak, kinds = np.zeros(n, np.float32), np.zeros(n, bool), np.full(n, "", object)
     columns = {"leak_of": of, "source_split": source, "leak_score": scores, "leak": leak}
     columns["leak_kind"] = kinds  # filled in place below, one DataFrame at the end
-    present = sorted(set(rank[rank >= 0].tolist()))
-    if len(present) < 2:  # no earlier split to copy from (val and test alone: test among val)
+    searched = _held_out(rank)
+    if not searched.any():
         return pd.DataFrame(columns)
     paths = rows["path"].astype(str).to_numpy(dtype=object)
     sha = rows["sha256"].astype(str).to_numpy(dtype=object) if "sha256" in rows else paths
@@ -760,7 +783,7 @@ def find_leaks(
         for i in np.flatnonzero(rank >= 0)[np.argsort(rank[rank >= 0], kind="stable")]:
             by_sha.setdefault(sha[i], int(i))
         family: dict[int, int] = {}  # a leak -> the train image it copies (or its source)
-        for r in present[1:]:  # split by split: a later one knows an earlier one's leaks
+        for r in sorted(set(rank[searched].tolist())):  # a later split knows an earlier's leaks
             held = np.flatnonzero(rank == r)
             earlier = np.flatnonzero((rank >= 0) & (rank < r))
             near = _candidates(
@@ -773,21 +796,22 @@ def find_leaks(
             }
             verified, cache = _verify_all(looked, smalls, paths, threshold, spread, family)
             for i in held:
-                found = verified.get(int(i), (0.0, -1, ""))
+                score, j, kind = verified.get(int(i), (0.0, -1, ""))
                 same = by_sha.get(sha[i], i)
                 if same != i and rank[same] < r:
-                    found = (1.0, same, "same bytes")
-                score, j, kind = found
+                    score, j, kind = 1.0, same, "same bytes"
                 if j < 0:
                     continue
                 scores[i], kinds[i] = max(score, 0.0), kind
-                if score >= threshold:
-                    if j in family:  # a copy of a val copy: the train image is what leaked
-                        j, direct = family[j], cache.get((min(i, family[j]), max(i, family[j])))
-                        kind = direct[1] if direct and kind != "same bytes" else kind
-                    of[i], source[i], leak[i] = paths[j], splits[j], True
-                    family[int(i)] = j
-                    kinds[i] = kind if kind == "same bytes" else _refined(kind, rows, i, j)
+                if score < threshold:
+                    continue
+                if j in family:  # a copy of a val copy: the train image is what leaked
+                    j = family[j]
+                    direct = cache.get(_key(i, j))  # its own match with it, where one was made
+                    kind = direct[1] if direct and kind != "same bytes" else kind
+                of[i], source[i], leak[i] = paths[j], splits[j], True
+                family[int(i)] = j
+                kinds[i] = kind if kind == "same bytes" else _refined(kind, rows, i, j)
     return pd.DataFrame(columns)
 
 
@@ -796,7 +820,7 @@ def _verified(
     near: Sequence[int],
     smalls: dict[str, Thumb | None],
     paths: np.ndarray,
-    cache: dict[tuple[int, int], tuple[float, str] | None],
+    cache: _Pairs,
     at_least: float = -np.inf,
     family: dict[int, int] | None = None,
 ) -> tuple[float, int, str]:
@@ -818,9 +842,13 @@ def _verified(
         return sorted(((*f, j) for f, j in found if f is not None), key=lambda t: -t[0])
 
     def runner_up(tried: list[tuple[float, str, int]]) -> float:
-        shrunk = _at_detail_of(smalls[paths[me]], smalls[paths[tried[0][2]]])
+        best = tried[0][2]
+        shrunk = _at_detail_of(smalls[paths[me]], smalls[paths[best]])
         if shrunk is not None:  # the best was judged at its coarser detail: so are the others
-            again = [(match(shrunk, smalls[paths[k]])[0], kind, k) for _, kind, k in tried[1:]]
+            for _, _, k in tried[1:]:
+                if (me, best, k) not in cache.at_detail:
+                    cache.at_detail[me, best, k] = match(shrunk, smalls[paths[k]])[0]
+            again = [(cache.at_detail[me, best, k], kind, k) for _, kind, k in tried[1:]]
             tried = [tried[0], *sorted(again, key=lambda t: -t[0])]
         return _runner_up(tried, smalls, paths, cache, screen, family)
 
@@ -1203,9 +1231,7 @@ def dataset_leaks(
             root, facts, vectors, splits, threshold=float(threshold), smalls=smalls, tinies=tinies
         )
         cost["leak_search_seconds"] = round(time.perf_counter() - start, 2)
-        ranks = splits.map(split_rank).to_numpy()
-        first = ranks[ranks >= 0].min(initial=0)  # the earliest split present is only a source
-        cost["leak_images_searched"] = int((ranks > first).sum())
+        cost["leak_images_searched"] = int(_held_out(splits.map(split_rank).to_numpy()).sum())
         found["leak"] &= ~kept_leaks(facts)  # a person kept it: no leak in leaks.csv or numbers
         found.insert(0, "split", splits.to_numpy())
     if len(facts) > near_duplicate_limit:
