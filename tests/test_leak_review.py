@@ -234,3 +234,57 @@ def test_a_near_duplicate_is_shown_with_its_whole_group_and_t_drops_the_others()
     assert log.table["path"].tolist() == ["b.png", "c.png"] and set(log.table["tags"]) == {"drop"}
     with pytest.raises(ValueError, match="nothing shown beside this image to drop"):
         queue.decide(log, 3, "", "drop_other")
+
+
+def test_a_leak_in_a_near_duplicate_group_shows_all_three_within_the_page_and_t_follows_the_filter(
+    browser, world, tmp_path: Path
+) -> None:
+    """A test copy of a train image that has a near duplicate of its own in test: unfiltered
+    the queue shows all three and the card goes below them (at 1,200 px it ran past the
+    map's width); reviewing leaks, t drops only the train copy; near duplicates, only the
+    group's other member; the page and decisions.ReviewQueue agree on each."""
+    points, truth = world["points"].copy(), world["truth"]
+    path = points["path"].tolist()
+    copy = next(iter(truth))
+    me, source = path.index(copy), path.index(truth[copy])
+    twin = next(i for i, p in enumerate(path) if p.startswith("test/") and p not in truth)
+    points["near_duplicate_group"] = -1
+    points.loc[[me, twin], "near_duplicate_group"] = 0
+    points.loc[me, "issues"] = points.loc[me, "issues"] + ";near_duplicate"
+    points.loc[twin, "issues"] = "near_duplicate"
+    points.loc[me, "review_priority"] = points["review_priority"].max() + 1
+    queue = ReviewQueue(points)
+    assert queue.beside(me) == [source, twin]
+    assert queue.beside(me, "leak") == [source] and queue.beside(me, "near_duplicate") == [twin]
+    page_file = tmp_path / "explorer.html"
+    write_explorer(points, world["source"], page_file, neighbors=neighbor_rows(points),
+                   thumbnails=ThumbnailCache(world["layout"]))  # fmt: skip
+    p = base.Page(browser, page_file)
+    p.page.click("#review-open")
+    shown = _review_box(p.page, "#review-picture .review-copy")
+    assert [s["index"] for s in shown] == [me, source, twin]
+    fits = p.page.evaluate(
+        """() => { const b = document.getElementById('review-body'), r = b.getBoundingClientRect(),
+            shown = [...b.querySelectorAll('button')].filter((x) => x.offsetParent);
+            return {over: b.scrollWidth - b.clientWidth,
+                    right: shown.every((x) => x.getBoundingClientRect().right <= r.right)}; }"""
+    )
+    assert fits == {"over": 0, "right": True}
+    assert p.page.locator("#review-drop_other").text_content() == "Drop the 2 others (t)"
+    for issue, expected in (("leak", [source]), ("near_duplicate", [twin])):
+        p.page.select_option("#review-issue", value=issue)
+        assert [s["index"] for s in _review_box(p.page, "#review-picture .review-copy")] == [
+            me,
+            *expected,
+        ]
+        assert p.page.locator("#review-drop_other").text_content() == "Drop the other copy (t)"
+    p.page.select_option("#review-issue", value="leak")
+    p.page.keyboard.press("t")
+    with p.page.expect_download() as info:
+        p.page.click("#download-decisions")
+    saved = Path(info.value.path()).read_text(encoding="utf-8")
+    log = DecisionLog(labels=own_labels(points))
+    assert queue.decide(log, me, "leak", "drop_other")
+    assert saved == decisions_csv(log.table) == f"path,label,tags\n{path[source]},,drop\n"
+    p.assert_safe()
+    p.close()

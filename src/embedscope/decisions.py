@@ -442,7 +442,7 @@ class DecisionLog:
 
 
 #: The actions of a review queue: the keys a, k, d, t (the page binds them) and the typed ones.
-#: ``drop_other`` drops what the queue shows beside an image (:attr:`ReviewQueue.others`): a
+#: ``drop_other`` drops what the queue shows beside an image (:meth:`ReviewQueue.beside`): a
 #: leak's train copy, the other members of its near-duplicate group.
 REVIEW_KEYS = {"a": "accept", "k": "keep", "d": "drop", "t": "drop_other"}
 #: The most members of a near-duplicate group shown beside one of them (and dropped by t).
@@ -474,8 +474,19 @@ class ReviewQueue:
         #: Issue types, most frequent first (ties: the first met in queue order).
         self.types = sorted(counts, key=lambda t: -counts[t])
         self.counts = counts
-        #: Row -> the rows shown beside it in the queue (:meth:`_others`).
+        #: Row -> the rows shown beside it in the queue (:meth:`_others`): its leak's
+        #: source first (``sources`` of them: 0 or 1), then its near-duplicate group.
+        self.sources: dict[int, int] = {r: 0 for r in self.rows}
         self.others = self._others()
+
+    def beside(self, row: int, issue: str = "") -> list[int]:
+        """The rows shown beside ``row`` (and dropped by ``t``) under the filter ``issue``:
+        reviewing leaks, only its train copy; near duplicates, only the rest of its group;
+        else both (a leak that is also in a near-duplicate group in its own split)."""
+        others, cut = self.others.get(row, []), self.sources.get(row, 0)
+        if issue == "leak":
+            return others[:cut]
+        return others[cut:] if issue == "near_duplicate" else others
 
     def _others(self) -> dict[int, list[int]]:
         """The rows shown beside each flagged image, large: for a leak its source
@@ -490,6 +501,7 @@ class ReviewQueue:
                 source = row_of.get(str(self.points["leak_of"].iat[r] or ""))
                 if source is not None:
                     out[r].append(source)
+                    self.sources[r] = 1
         near = [r for r in self.rows if "near_duplicate" in self.issues[r]]
         if near and "near_duplicate_group" in self.points:
             raw = pd.to_numeric(self.points["near_duplicate_group"], errors="coerce")
@@ -500,8 +512,8 @@ class ReviewQueue:
                 members.setdefault(int(group[j]), []).append(j)
             for r in near:
                 mine = members.get(int(group[r]), [])
-                out[r] += [j for j in mine if j != r][:MAX_OTHERS]
-        return {r: list(dict.fromkeys(v)) for r, v in out.items()}
+                out[r] += [j for j in mine if j != r and j not in out[r]][:MAX_OTHERS]
+        return out
 
     def _text(self, column: str) -> np.ndarray:
         if column not in self.points:
@@ -525,13 +537,13 @@ class ReviewQueue:
 
     def progress(self, table: pd.DataFrame, issue: str = "") -> str:
         """``37 of 534 reviewed``: images of the (filtered) queue with a decision, or whose
-        :attr:`others` all have one (``t`` dropped a leak's train copy: that leak is settled)."""
+        :meth:`beside` it all have one (``t`` dropped a leak's train copy: that leak is settled)."""
         entries = self.entries(issue)
         decided = set(table["path"][(table["label"] != "") | (table["tags"] != "")])
         paths = self.points["path"].astype(str).to_numpy()
 
         def settled(r: int) -> bool:
-            others = self.others.get(r, [])
+            others = self.beside(r, issue)
             return paths[r] in decided or (
                 bool(others) and all(paths[j] in decided for j in others)
             )
@@ -543,9 +555,9 @@ class ReviewQueue:
         """Record ``action`` for the image at ``row``: accept its suggestion, keep it (tag
         ``keep:<type>`` for the filtered issue, or for each issue it has), drop it, or set the
         typed ``label`` or ``tag``; ``drop_other`` drops the images shown beside it
-        (:attr:`others`). True when the queue moves on (accept, keep, drop, drop_other)."""
+        (:meth:`beside`). True when the queue moves on (accept, keep, drop, drop_other)."""
         path = str(self.points["path"][row])
-        others = [str(self.points["path"].iat[j]) for j in self.others.get(row, [])]
+        others = [str(self.points["path"].iat[j]) for j in self.beside(row, issue)]
         act = {
             "accept": lambda: log.relabel_each(suggestions(self.points, [row])),
             "keep": lambda: log.keep(path, [issue] if issue else self.issues[row]),
@@ -568,6 +580,7 @@ class ReviewQueue:
             "issues": [[code[t] for t in self.issues[r]] for r in self.rows],
             "reason": [self.reasons[r] for r in self.rows],
             "others": [self.others[r] for r in self.rows],
+            "sources": [self.sources[r] for r in self.rows],
         }
 
 

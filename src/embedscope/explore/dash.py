@@ -879,14 +879,14 @@ class _Review:
             return (spot, log.ops, "", "", "" if cleared == "label" else no_update,
                     "" if cleared == "tag" else no_update)  # fmt: skip
 
-    def _pair(self, row: int):
+    def _pair(self, row: int, issue: str):
         """The image beside what the queue shows with it (a leak's train copy, the rest of
         its near-duplicate group), each the original with its split, label and path."""
         from dash import html
 
         split = self.points.get("split")
         figures = []
-        for j in [row, *self.queue.others[row]]:
+        for j in [row, *self.queue.beside(row, issue)]:
             where = f"{split.iat[j]} · " if split is not None and split.iat[j] else ""
             what = "this image: " if j == row else "beside it: "
             figures.append(html.Figure(className="review-copy", children=[
@@ -936,7 +936,7 @@ class _Review:
                 (tags.replace(";", ", "), "tags"),
             ]
             picture = [
-                self._pair(row) if queue.others[row] else
+                self._pair(row, issue) if queue.beside(row, issue) else
                 html.Img(src=f"/image/{row}", id="review-image", title=path),
                 html.Div("The original image, from the dataset folder.", className="muted"),
             ]  # fmt: skip

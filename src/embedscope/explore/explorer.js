@@ -777,6 +777,10 @@
     Q.rows.forEach((_, k) => { if (code < 0 || Q.issues[k].includes(code)) out.push(k); });
     return out;
   }
+  function beside(k) {  // decisions.ReviewQueue.beside: what is shown beside it, and t drops
+    const cut = Q.sources[k];
+    return review.issue === "leak" ? Q.others[k].slice(0, cut) : review.issue === "near_duplicate" ? Q.others[k].slice(cut) : Q.others[k];
+  }
   function rememberSpot() {
     const list = queue(), at = list.length ? D.path[Q.rows[list[review.pos]]] : null;
     try { localStorage.setItem(SPOT, JSON.stringify({issue: review.issue, path: at})); } catch (err) { /* no storage */ }
@@ -797,7 +801,7 @@
     $("review-empty").hidden = !empty; $("review-body").hidden = empty;
     $("review-empty").textContent = Q.rows.length ? M.queue_done : M.no_findings;
     // decisions.ReviewQueue.progress: decided, or everything shown beside it decided (t)
-    const done = list.filter((k) => decisions.has(Q.rows[k]) || (Q.others[k].length > 0 && Q.others[k].every((j) => decisions.has(j)))).length;
+    const done = list.filter((k) => decisions.has(Q.rows[k]) || (beside(k).length > 0 && beside(k).every((j) => decisions.has(j)))).length;
     $("review-progress").textContent = fill(M.reviewed, {reviewed: done, total: list.length});
     $("review-position").textContent = empty ? "" : fill(M.position, {position: review.pos + 1, total: list.length});
     $("review-prev").disabled = review.pos <= 0; $("review-next").disabled = review.pos >= list.length - 1;
@@ -805,7 +809,7 @@
     if (empty) return;
     const k = list[review.pos], i = Q.rows[k], card = $("review-card");
     $("review").dataset.index = i;
-    const others = Q.others[k];  // a leak's train copy, a group's members
+    const others = beside(k);  // a leak's train copy, a group's members
     $("review-picture").classList.toggle("paired", others.length > 0);
     $("review-picture").replaceChildren(others.length ? pairView(i, others) : picture(i, REVIEW_PX), el("div", "muted", pictureNote(i)));
     $("review-drop_other").hidden = !others.length;
@@ -845,7 +849,7 @@
     const k = list[review.pos], i = Q.rows[k];
     const answer = say(action === "accept" ? acceptSuggestion([i])
       : action === "keep" ? keep(i, review.issue ? [review.issue] : Q.issues[k].map((c) => Q.types[c]))
-      : action === "drop" ? drop([i]) : action === "drop_other" ? (Q.others[k].length ? drop(Q.others[k]) : M.no_other)
+      : action === "drop" ? drop([i]) : action === "drop_other" ? (beside(k).length ? drop(beside(k)) : M.no_other)
       : action === "label" ? setLabel([i], text) : addTag([i], text));
     if (!answer && Object.values(R.keys).includes(action)) review.pos++;
     renderReview();
