@@ -263,6 +263,7 @@ def test_a_leak_in_a_near_duplicate_group_shows_all_three_within_the_page_and_t_
     p.page.click("#review-open")
     shown = _review_box(p.page, "#review-picture .review-copy")
     assert [s["index"] for s in shown] == [me, source, twin]
+    assert shown[0]["top"] == shown[1]["top"] == shown[2]["top"]  # one row: the card below
     fits = p.page.evaluate(
         """() => { const b = document.getElementById('review-body'), r = b.getBoundingClientRect(),
             shown = [...b.querySelectorAll('button')].filter((x) => x.offsetParent);
