@@ -171,8 +171,17 @@ def _stage(name: str, npy: str) -> dict:
     if name == "leak_search":  # the leak search's candidate step: test (20%) vs train (80%)
         test = np.zeros(n, bool)
         test[np.random.default_rng(2).choice(n, n // 5, replace=False)] = True
-        idx, _ = knn.top_k(x[np.flatnonzero(test)], x[np.flatnonzero(~test)], 10)
+        held, train = knn.Rows(x, np.flatnonzero(test)), knn.Rows(x, np.flatnonzero(~test))
+        idx, _ = knn.top_k(held, train, 10)
         return {"queries": int(test.sum()), "base": int((~test).sum())}
+    if name == "honest_numbers":  # 03's per-split kNN and probe (splits.split_report), 80/20
+        from embedscope.splits import split_report
+
+        _, cluster = realistic_vectors(n, seed=0, clusters_only=True)
+        labels = np.array([f"c{c}" for c in range(10)], object)[cluster % 10]
+        split = np.full(n, "train", object)
+        split[np.random.default_rng(2).choice(n, n // 5, replace=False)] = "test"
+        return split_report(x, labels, split, np.zeros(n, bool))["test"]
     if name == "copy_search":
         return _copy_search(x)
     raise ValueError(f"unknown stage {name!r}")
@@ -203,13 +212,13 @@ def _copy_search(x) -> dict:
     pictures -= pictures.mean(axis=1, keepdims=True)
     mirror = pictures[:, ::-1].copy()
     t = time.perf_counter()
-    knn.top_k(x[held], x[train], CANDIDATES)
+    knn.top_k(knn.Rows(x, held), knn.Rows(x, train), CANDIDATES)  # as leaks._candidates
     knn.top_k(pictures[held], pictures[train], CANDIDATES)
     knn.top_k(mirror[held], pictures[train], CANDIDATES)
     leak_candidates = time.perf_counter() - t
     t = time.perf_counter()
     for rows in (train, held):
-        knn.top_k(x[rows], x[rows], CANDIDATES, exclude_self=True)
+        knn.top_k(knn.Rows(x, rows), knn.Rows(x, rows), CANDIDATES, exclude_self=True)
         knn.top_k(pictures[rows], pictures[rows], CANDIDATES, exclude_self=True)
         knn.top_k(mirror[rows], pictures[rows], CANDIDATES, exclude_self=True)
     near_candidates = time.perf_counter() - t
@@ -445,6 +454,7 @@ STAGES = (
     "label_issues",
     "leak_search",
     "copy_search",
+    "honest_numbers",
     "store_vectors",
     "pca",
     "pca_sklearn",

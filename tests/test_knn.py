@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import embedscope.knn as knn
-from embedscope.knn import normalize, top_k
-from embedscope.splits import _knn
+from embedscope.knn import Rows, normalize, top_k
+from embedscope.splits import _knn, split_report
 
 
 def clustered(n: int, d: int, *, seed: int = 0) -> np.ndarray:
@@ -88,17 +88,62 @@ def test_queries_against_another_base_in_small_blocks_match_brute_force(
 
 def test_held_out_knn_never_holds_the_whole_held_by_train_matrix(monkeypatch) -> None:
     rng = np.random.default_rng(3)
-    train, held = normalize(clustered(6000, 32, seed=3)), normalize(clustered(1500, 32, seed=4))
+    x = np.concatenate([clustered(6000, 32, seed=3), clustered(1500, 32, seed=4)])
+    train, held = np.arange(6000), np.arange(6000, 7500)
     labels = rng.choice(np.array(["a", "b", "c"], dtype=object), 6000)
     monkeypatch.setattr(knn, "BLOCK_BYTES", 1 << 20)
     tracemalloc.start()
     try:
-        guess = _knn(train, labels, held, 10)
+        guess = _knn(x, labels, train, held, 10)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < 0.5 * len(held) * len(train) * 4  # the full matrix would be 36 MB
     assert len(guess) == len(held) and set(guess) <= {"a", "b", "c"}
+
+
+def test_rows_of_memory_mapped_vectors_give_top_k_without_a_copy_of_them(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """A split handed to top_k as Rows: the same neighbours as its copy, on the exact path and
+    on the index's, and the index path holds no copy of the splits (x[train] at 1M: 4.1 GB)."""
+    x = clustered(12_000, 64, seed=6)
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    rng = np.random.default_rng(7)
+    held = np.sort(rng.choice(len(x), 2000, replace=False))
+    train = np.setdiff1d(np.arange(len(x)), held)
+
+    def traced(search):
+        tracemalloc.start()
+        try:
+            return search(), tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    for limit in (knn.EXACT_LIMIT, 1000):  # exact, then the index (above 1000 x 1000 pairs)
+        monkeypatch.setattr(knn, "EXACT_LIMIT", limit)
+        want, copied = traced(lambda: top_k(mapped[held], mapped[train], 5))
+        got, read = traced(lambda: top_k(Rows(mapped, held), Rows(mapped, train), 5))
+        np.testing.assert_allclose(got[1], want[1], atol=1e-5)
+        assert (got[0] == want[0]).mean() > 0.99
+        if limit == 1000:  # the index reads blocks: the copies of both splits are not made
+            assert read < copied - 0.9 * x.nbytes
+    assert np.asarray(Rows(mapped, held[:3])).tolist() == x[held[:3]].tolist()
+
+
+def test_the_honest_probe_above_its_train_limit_fits_a_seeded_sample(monkeypatch) -> None:
+    import embedscope.splits as splits
+
+    centres = np.random.default_rng(8).normal(size=(3, 16)) * 5
+    x = np.concatenate([c + np.random.default_rng(9).normal(size=(400, 16)) for c in centres])
+    labels = np.repeat(np.array(["a", "b", "c"], dtype=object), 400)
+    split = np.where(np.arange(1200) % 4 == 0, "test", "train")
+    whole = split_report(x, labels, split, np.zeros(1200, bool))["test"]
+    monkeypatch.setattr(splits, "PROBE_TRAIN", 60)
+    sampled = split_report(x, labels, split, np.zeros(1200, bool))["test"]
+    assert whole["probe_accuracy_all"] == 1.0 and sampled["probe_accuracy_all"] >= 0.95
+    assert sampled["knn_accuracy_all"] == whole["knn_accuracy_all"]  # kNN: every train image
 
 
 def test_clusters_beyond_the_sample_size_fit_a_sample_and_assign_the_rest(monkeypatch) -> None:

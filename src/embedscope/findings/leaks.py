@@ -40,7 +40,7 @@ from PIL import Image
 from embedscope.decisions import split_tags
 from embedscope.findings.registry import Column, Context, Family, IssueType
 from embedscope.images import load_rgb
-from embedscope.knn import top_k
+from embedscope.knn import Rows, top_k
 from embedscope.layout import os_path, write_atomic
 from embedscope.machine import usable_cores
 from embedscope.vocabulary import KEEP_PREFIX, UNLABELLED
@@ -727,7 +727,7 @@ def _candidates(
     picture's, each mirrored or not), without repeats; all through the kit's one kNN search.
     ``same``: ``held`` is ``earlier`` (a split searched within itself), no row its own."""
     plain, mirror = pictures
-    cosine = top_k(x[held], x[earlier], k, exclude_self=same)[0]
+    cosine = top_k(Rows(x, held), Rows(x, earlier), k, exclude_self=same)[0]
     # the tiny picture mirrored or not: the k best of both lists together
     ia, sa = top_k(plain[held], plain[earlier], k, exclude_self=same)
     ib, sb = top_k(mirror[held], plain[earlier], k, exclude_self=same)
