@@ -228,7 +228,7 @@ def test_split_folders_are_recognised_at_any_depth_in_any_spelling() -> None:
     assert split_of("data/train/cat/a.png") == ("train", False)
     assert split_of("seg_test/seg_test/forest/1.jpg") == ("test", False)
     assert split_of("train/a.png") == ("train", True)  # a split folder, no class folder
-    assert split_of("cats/test/a.png") == ("", False)  # the class folder is never the split
+    assert split_of("cats/test/a.png") == ("", False)  # a path alone: the parent is the class
     assert split_of("fold_a/cat/x.png", 1) == ("fold_a", False)
     assert split_of("train/cat/a.png", "none") == ("", False)
     assert check_split("2") == 2 and check_split(None) == "none"
@@ -255,6 +255,33 @@ def test_splits_become_a_manifest_column_and_labels_stay_the_class(tmp_path: Pat
         (flat / split).mkdir(parents=True)
         picture(1 if split == "train" else 2, (90, 90, 90)).save(flat / split / "a.png")
     assert set(build_manifest(flat, workers=1)["label"]) == {UNLABELLED}
+
+
+def test_split_folders_under_the_class_folders_are_splits_when_every_image_sits_in_one(
+    tmp_path: Path,
+) -> None:
+    """cat/train/, cat/test/, dog/train/ ...: the labels were train and test, and no split.
+    A class named like a split beside others (a vehicles set's train, bus, car) stays a class,
+    and one folder above the splits is a wrapper, no class."""
+
+    def tree(root: Path, folders: list[str]) -> Path:
+        for n, folder in enumerate(folders):
+            (root / folder).mkdir(parents=True)
+            for i in range(2):
+                picture(10 * n + i, (90, 90, 90)).save(root / folder / f"{i}.png")
+        return root
+
+    below = tree(tmp_path / "below", ["cat/train", "cat/test", "dog/Training", "dog/valid"])
+    m = build_manifest(below, workers=1).set_index("path")
+    assert m.loc["cat/test/0.png", ["label", "split"]].tolist() == ["cat", "test"]
+    assert m.loc["dog/Training/1.png", ["label", "split"]].tolist() == ["dog", "train"]
+    assert set(m["split"]) == {"train", "val", "test"} and set(m["label"]) == {"cat", "dog"}
+    assert "split" not in build_manifest(below, split="none", workers=1)
+    vehicles = tree(tmp_path / "vehicles", ["transport/train", "transport/bus", "land/test"])
+    plain = build_manifest(vehicles, workers=1)
+    assert "split" not in plain and set(plain["label"]) == {"train", "bus", "test"}
+    wrapper = build_manifest(tree(tmp_path / "wrapper", ["data/train", "data/test"]), workers=1)
+    assert set(wrapper["split"]) == {"train", "test"} and set(wrapper["label"]) == {UNLABELLED}
 
 
 def test_copies_match_their_source_and_look_alikes_do_not() -> None:

@@ -637,6 +637,9 @@ def _add_splits(df: pd.DataFrame, split: str | int, label_depth: int | None, lab
     if split == "none":
         return
     found = [split_of(rel, split) for rel in df["path"]]
+    below = _splits_below_classes(df, found) if split == "auto" else None
+    if below is not None:
+        found = [(s, False) for s in below]
     splits = pd.Series([s for s, _ in found], index=df.index, dtype=object)
     given = read_splits(labels) if labels is not None and not isinstance(labels, dict) else {}
     if given:
@@ -648,11 +651,31 @@ def _add_splits(df: pd.DataFrame, split: str | int, label_depth: int | None, lab
     named = (
         set(read_labels(labels)) if labels is not None and not isinstance(labels, dict) else set()
     )
-    flat = [
-        bool(f) and label_depth is None and rel not in named
-        for rel, (_, f) in zip(df["path"], found, strict=True)
-    ]
+    mine = [label_depth is None and rel not in named for rel in df["path"]]
+    if below is not None:  # the class is the folder above the split (one class: a wrapper)
+        folders = df["path"].map(lambda rel: PurePosixPath(rel).parts[:-2])
+        classes = folders.map(lambda f: f[-1] if f else UNLABELLED)
+        several = classes[df["status"] == "ok"].nunique() > 1
+        df.loc[mine, "label"] = classes[mine] if several else UNLABELLED
+        return
+    flat = [bool(f) and m for m, (_, f) in zip(mine, found, strict=True)]
     df.loc[flat, "label"] = UNLABELLED
+
+
+def _splits_below_classes(df: pd.DataFrame, found: list[tuple[str, bool]]) -> list[str] | None:
+    """Each image's split where the split folders sit under the class folders
+    (``cat/train/1.png``, ``cat/test/2.png``): only where no split was found above any class,
+    every usable image's parent folder names a split, at least two different ones, with a
+    folder above it; else None (a class that happens to be called ``train`` beside ``bus`` and
+    ``car`` stays a class)."""
+    if any(s for s, _ in found):
+        return None
+    parents = [PurePosixPath(rel).parts[:-1] for rel in df["path"]]
+    splits = [split_name(p[-1]) if len(p) >= 2 else None for p in parents]
+    ok = [s for s, status in zip(splits, df["status"], strict=True) if status == "ok"]
+    if not ok or None in ok or len(set(ok)) < 2:
+        return None
+    return [s or "" for s in splits]
 
 
 def read_splits(labels: str | Path | pd.DataFrame) -> dict[str, str]:
