@@ -476,8 +476,7 @@ class ReviewQueue:
         self.counts = counts
         #: Row -> the rows shown beside it in the queue (:meth:`_others`): its leak's
         #: source first (``sources`` of them: 0 or 1), then its near-duplicate group.
-        self.sources: dict[int, int] = {r: 0 for r in self.rows}
-        self.others = self._others()
+        self.others, self.sources = self._others()
 
     def beside(self, row: int, issue: str = "") -> list[int]:
         """The rows shown beside ``row`` (and dropped by ``t``) under the filter ``issue``:
@@ -488,11 +487,13 @@ class ReviewQueue:
             return others[:cut]
         return others[cut:] if issue == "near_duplicate" else others
 
-    def _others(self) -> dict[int, list[int]]:
+    def _others(self) -> tuple[dict[int, list[int]], dict[int, int]]:
         """The rows shown beside each flagged image, large: for a leak its source
         (``leak_of``), for a near duplicate the other members of its group (the first
-        :data:`MAX_OTHERS`, in row order); [] for none."""
+        :data:`MAX_OTHERS`, in row order); [] for none. And how many of them lead as the
+        leak's source (0 or 1)."""
         out: dict[int, list[int]] = {r: [] for r in self.rows}
+        sources = dict.fromkeys(self.rows, 0)
         leaks = [r for r in self.rows if "leak" in self.issues[r]]
         if leaks and "leak_of" in self.points:
             paths = self.points["path"].astype(str)
@@ -501,7 +502,7 @@ class ReviewQueue:
                 source = row_of.get(str(self.points["leak_of"].iat[r] or ""))
                 if source is not None:
                     out[r].append(source)
-                    self.sources[r] = 1
+                    sources[r] = 1
         near = [r for r in self.rows if "near_duplicate" in self.issues[r]]
         if near and "near_duplicate_group" in self.points:
             raw = pd.to_numeric(self.points["near_duplicate_group"], errors="coerce")
@@ -513,7 +514,7 @@ class ReviewQueue:
             for r in near:
                 mine = members.get(int(group[r]), [])
                 out[r] += [j for j in mine if j != r and j not in out[r]][:MAX_OTHERS]
-        return out
+        return out, sources
 
     def _text(self, column: str) -> np.ndarray:
         if column not in self.points:
