@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedscope.knn import knn_report, neighbors, normalize
+from embedscope.knn import knn_report, neighbors, normalize, sample_rows
 from embedscope.label_issues import VERSION as LABEL_ISSUES_VERSION
 from embedscope.label_issues import label_issues
 from embedscope.layout import Damaged, Layout, load_checked, write_npz
@@ -58,9 +58,7 @@ def clusters(vectors: np.ndarray, *, min_cluster_size: int | None = None) -> np.
     from sklearn.decomposition import PCA
 
     n = len(vectors)
-    fit = np.arange(n)
-    if n > CLUSTER_SAMPLE:
-        fit = np.sort(np.random.default_rng(0).choice(n, CLUSTER_SAMPLE, replace=False))
+    fit = sample_rows(n, CLUSTER_SAMPLE)
     x = normalize(vectors[fit])
     pca = None
     if x.shape[1] > 50 and len(x) > 50:
@@ -108,8 +106,7 @@ def projection_quality(
     from sklearn.metrics import silhouette_score
 
     labels = np.asarray(labels, dtype=object)
-    rng = np.random.default_rng(seed)
-    take = np.sort(rng.choice(len(vectors), min(sample, len(vectors)), replace=False))
+    take = sample_rows(len(vectors), sample, seed)
     # the sample's rows only: normalising all first copied every vector (5 GB at 1M x 1,280)
     x, c, y = normalize(vectors[take]), np.asarray(coords)[take], labels[take]
     out: dict = {}

@@ -45,6 +45,14 @@ class Rows:
         return np.asarray(self.x[self.at], dtype=dtype)
 
 
+def sample_rows(n: int, limit: int, seed: int = 0) -> np.ndarray:
+    """The rows a fit above ``limit`` points takes: all ``n`` up to it, else a seeded sample of
+    ``limit`` of them in file order (memory maps read forward), the same on every run."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
 def neighbors(
     vectors: np.ndarray, k: int = 10, *, chunk_size: int = 2048
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -141,8 +149,7 @@ def build_index(base: np.ndarray, *, seed: int = 0):
     ivf.cp.seed = seed
     ivf.cp.niter = 10
     index = faiss.IndexPreTransform(faiss.PCAMatrix(d, dims), ivf) if dims < d else ivf
-    sample = np.random.default_rng(seed).choice(m, size=min(m, 40 * nlist), replace=False)
-    index.train(normalize(base[np.sort(sample)]))
+    index.train(normalize(base[sample_rows(m, 40 * nlist, seed)]))
     for s, e in _blocks(m, 65_536):
         index.add(normalize(base[s:e]))
     faiss.extract_index_ivf(index).nprobe = min(NPROBE, nlist)

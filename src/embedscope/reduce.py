@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from embedscope.faults import fault_point
+from embedscope.knn import sample_rows
 from embedscope.layout import (
     Damaged,
     Layout,
@@ -75,8 +76,7 @@ def reduce(
         fault_point("projection:fit")
         if n <= UMAP_SAMPLE:
             return model.fit_transform(x), {"n_neighbors": model.n_neighbors}
-        fit = np.sort(np.random.default_rng(0).choice(n, UMAP_SAMPLE, replace=False))
-        model.fit(x[fit])
+        model.fit(x[sample_rows(n, UMAP_SAMPLE)])
         coords = np.concatenate([model.transform(x[s : s + 100_000]) for s in range(0, n, 100_000)])
         return coords, {"n_neighbors": model.n_neighbors, "fitted_on": UMAP_SAMPLE}
     return _tsne(x, dims, perplexity=min(perplexity, (n - 1) / 3), random_state=random_state)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedscope.knn import Rows, knn_vote, normalize, top_k
+from embedscope.knn import Rows, knn_vote, normalize, sample_rows, top_k
 from embedscope.vocabulary import UNLABELLED
 
 #: Train images the probe is fitted on, at most (a seeded sample above, as UMAP and HDBSCAN
@@ -38,9 +38,7 @@ def _probe(x, y_train, train: np.ndarray, held: np.ndarray) -> np.ndarray | None
 
     if len(set(y_train)) < 2:
         return None
-    fit = np.arange(len(train))
-    if len(fit) > PROBE_TRAIN:
-        fit = np.sort(np.random.default_rng(0).choice(len(fit), PROBE_TRAIN, replace=False))
+    fit = sample_rows(len(train), PROBE_TRAIN)
     model = LogisticRegression(max_iter=2000).fit(normalize(x[train[fit]]), y_train[fit])
     return np.concatenate(
         [model.predict(normalize(x[held[s : s + BLOCK]])) for s in range(0, len(held), BLOCK)]
@@ -67,24 +65,26 @@ def split_report(vectors: np.ndarray, labels, splits, leaked, *, k: int = 10) ->
         out["reason"] = "no labelled train image: held-out splits not judged"
         return out
     train_rows, yt = np.flatnonzero(train), labels[train]
+    # every held-out split at once: one search among train and one probe fit for all of them
+    rows = np.flatnonzero((splits != "") & (splits != "train") & (labels != UNLABELLED))
+    knn = _knn(vectors, yt, train_rows, rows, k) if len(rows) else None
+    probe = _probe(vectors, yt, train_rows, rows) if len(rows) else None
     for split in sorted(set(splits) - {"", "train"}):
-        held = (splits == split) & (labels != UNLABELLED)
         facts: dict = {
             "images": int((splits == split).sum()),
             "leaks": int((leaked & (splits == split)).sum()),
         }
-        if held.any():
-            truth = labels[held]
-            rows = np.flatnonzero(held)
-            knn = _knn(vectors, yt, train_rows, rows, k)
-            probe = _probe(vectors, yt, train_rows, rows)
-            clean = ~leaked[held]
+        mine = splits[rows] == split
+        if mine.any():
+            truth, clean = labels[rows][mine], ~leaked[rows][mine]
+            everything = np.ones(len(truth), bool)
+            guess = probe[mine] if probe is not None else None
             facts |= {
-                "scored": int(held.sum()),
-                "knn_accuracy_all": _accuracy(truth, knn, np.ones(len(truth), bool)),
-                "knn_accuracy_without_leaks": _accuracy(truth, knn, clean),
-                "probe_accuracy_all": _accuracy(truth, probe, np.ones(len(truth), bool)),
-                "probe_accuracy_without_leaks": _accuracy(truth, probe, clean),
+                "scored": int(mine.sum()),
+                "knn_accuracy_all": _accuracy(truth, knn[mine], everything),
+                "knn_accuracy_without_leaks": _accuracy(truth, knn[mine], clean),
+                "probe_accuracy_all": _accuracy(truth, guess, everything),
+                "probe_accuracy_without_leaks": _accuracy(truth, guess, clean),
             }
         out[split] = facts
     return out
