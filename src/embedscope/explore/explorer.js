@@ -801,7 +801,7 @@
     $("review-empty").hidden = !empty; $("review-body").hidden = empty;
     $("review-empty").textContent = Q.rows.length ? M.queue_done : M.no_findings;
     // decisions.ReviewQueue.progress: decided, or everything shown beside it decided (t)
-    const done = list.filter((k) => decisions.has(Q.rows[k]) || (beside(k).length > 0 && beside(k).every((j) => decisions.has(j)))).length;
+    const done = list.filter((k) => { const b = beside(k); return decisions.has(Q.rows[k]) || (b.length > 0 && b.every((j) => decisions.has(j))); }).length;
     $("review-progress").textContent = fill(M.reviewed, {reviewed: done, total: list.length});
     $("review-position").textContent = empty ? "" : fill(M.position, {position: review.pos + 1, total: list.length});
     $("review-prev").disabled = review.pos <= 0; $("review-next").disabled = review.pos >= list.length - 1;
@@ -846,10 +846,10 @@
   function reviewAct(action, text) {  // decisions.ReviewQueue.decide, in the page
     const list = queue();
     if (!list.length) return say(Q.rows.length ? M.queue_done : M.no_findings);
-    const k = list[review.pos], i = Q.rows[k];
+    const k = list[review.pos], i = Q.rows[k], others = beside(k);
     const answer = say(action === "accept" ? acceptSuggestion([i])
       : action === "keep" ? keep(i, review.issue ? [review.issue] : Q.issues[k].map((c) => Q.types[c]))
-      : action === "drop" ? drop([i]) : action === "drop_other" ? (beside(k).length ? drop(beside(k)) : M.no_other)
+      : action === "drop" ? drop([i]) : action === "drop_other" ? (others.length ? drop(others) : M.no_other)
       : action === "label" ? setLabel([i], text) : addTag([i], text));
     if (!answer && Object.values(R.keys).includes(action)) review.pos++;
     renderReview();
