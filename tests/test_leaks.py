@@ -24,6 +24,7 @@ from embedscope.findings.leaks import (
     match,
     near_duplicates,
     small_copy,
+    split_rank,
     write_leaks,
 )
 from embedscope.images import load_rgb
@@ -232,6 +233,10 @@ def test_split_folders_are_recognised_at_any_depth_in_any_spelling() -> None:
     assert split_of("cats/test/a.png") == ("", False)  # a path alone: the parent is the class
     assert split_of("fold_a/cat/x.png", 1) == ("fold_a", False)
     assert split_of("train/cat/a.png", "none") == ("", False)
+    # below the split folder only the split again or a container: no class folder
+    assert split_of("seg_pred/seg_pred/1.jpg") == ("pred", True)
+    assert split_of("valid/images/a.jpg") == ("val", True)
+    assert split_of("train/cat/images/a.jpg") == ("train", False)
     assert check_split("2") == 2 and check_split(None) == "none"
     with pytest.raises(SourceError, match="split must be auto, none or a folder depth"):
         check_split("sideways")
@@ -283,6 +288,46 @@ def test_split_folders_under_the_class_folders_are_splits_when_every_image_sits_
     assert "split" not in plain and set(plain["label"]) == {"train", "bus", "test"}
     wrapper = build_manifest(tree(tmp_path / "wrapper", ["data/train", "data/test"]), workers=1)
     assert set(wrapper["split"]) == {"train", "test"} and set(wrapper["label"]) == {UNLABELLED}
+
+
+def test_public_layouts_keep_their_classes_and_a_set_to_predict_is_a_held_out_split(
+    tmp_path: Path,
+) -> None:
+    """Intel Image Classification (seg_train/seg_train/<class>/, seg_pred/seg_pred/ unlabelled),
+    Roboflow's YOLO export (train/images/, valid/images/) and STL-10 (train/<class>/,
+    unlabeled/): before, seg_pred, images and unlabeled were each taken for a class (and
+    seg_pred for no split, so its copies of train images were never searched)."""
+
+    def tree(root: Path, folders: list[str]) -> pd.DataFrame:
+        for n, folder in enumerate(folders):
+            (root / folder).mkdir(parents=True)
+            for i in range(2):
+                picture(10 * n + i, (90, 90, 90)).save(root / folder / f"{i}.png")
+        return build_manifest(root, workers=1).set_index("path")
+
+    intel = tree(
+        tmp_path / "intel",
+        [
+            "seg_train/seg_train/sea",
+            "seg_train/seg_train/street",
+            "seg_test/seg_test/sea",
+            "seg_pred/seg_pred",
+        ],
+    )
+    assert intel.loc["seg_pred/seg_pred/0.png", ["split", "label"]].tolist() == [
+        "pred",
+        UNLABELLED,
+    ]
+    assert set(intel["label"]) == {"sea", "street", UNLABELLED}
+    assert split_rank("pred") > split_rank("test")  # searched among train, val and test
+    yolo = tree(tmp_path / "yolo", ["train/images", "valid/images", "test/images"])
+    assert set(yolo["split"]) == {"train", "val", "test"} and set(yolo["label"]) == {UNLABELLED}
+    stl = tree(tmp_path / "stl", ["train/cat", "test/dog", "unlabeled"])
+    assert stl.loc["unlabeled/1.png", "label"] == UNLABELLED
+    assert set(stl["label"]) == {"cat", "dog", UNLABELLED}
+    # a container under a class folder: the class is the folder above it
+    nested = tree(tmp_path / "nested", ["cats/images", "dogs/images"])
+    assert set(nested["label"]) == {"cats", "dogs"} and "split" not in nested
 
 
 def test_copies_match_their_source_and_look_alikes_do_not() -> None:

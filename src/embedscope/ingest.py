@@ -352,23 +352,45 @@ def _excluded(rel: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(rel, p.strip("/")) for p in patterns)
 
 
+#: Folder names that hold pictures without naming what they show (Roboflow's ``train/images/``,
+#: Pascal VOC's ``JPEGImages/``): an image's class is the folder above such a folder.
+CONTAINERS = frozenset({"images", "image", "imgs", "img", "jpegimages", "pictures", "pics"})
+#: Words of a folder name that say its images carry no label (STL-10's ``unlabeled/``).
+NO_LABEL = frozenset({"unlabeled", "unlabelled", "nolabel", "unannotated"})
+
+
+def is_container(name: str) -> bool:
+    """Whether a folder name is a :data:`CONTAINERS` name (any case, ``_`` and ``-`` aside)."""
+    return re.sub(r"[^a-z]", "", name.lower()) in CONTAINERS
+
+
+def says_unlabelled(name: str) -> bool:
+    """Whether a word of a folder name is a :data:`NO_LABEL` word (``unlabeled_images``)."""
+    return bool(NO_LABEL.intersection(re.findall(r"[a-z]+", name.lower())))
+
+
 def label_of(rel: str, label_depth: int | None = None) -> str:
-    """Label from the folders of ``rel``: the parent folder by default, or the folder at
-    ``label_depth`` (1 = first folder under the root) for nested trees."""
+    """Label from the folders of ``rel``: by default the nearest folder above the file that is
+    not a :func:`is_container` (``cats/images/1.jpg`` is a cat; none: unlabelled), unlabelled in a
+    folder that says so (:func:`says_unlabelled`); or the folder at ``label_depth`` (1 = first
+    folder under the root) for nested trees."""
     parts = PurePosixPath(rel).parts[:-1]
-    if not parts:
+    if label_depth is not None and parts:
+        return parts[min(label_depth, len(parts)) - 1]
+    named = [p for p in parts if not is_container(p)]
+    if not named or says_unlabelled(named[-1]):
         return UNLABELLED
-    if label_depth is None:
-        return parts[-1]
-    return parts[min(label_depth, len(parts)) - 1]
+    return named[-1]
 
 
 #: Words of a split folder's name (``seg_train``, ``train2017``, ``Validation`` ...) -> the split
-#: it names: the kit's split words are ``train``, ``val`` and ``test``.
+#: it names: the kit's split words are ``train``, ``val``, ``test`` and ``pred``.
 SPLIT_WORDS = {
     **dict.fromkeys(("train", "training", "trn", "trainval"), "train"),
     **dict.fromkeys(("val", "valid", "validate", "validation", "dev", "eval", "evaluation"), "val"),
     **dict.fromkeys(("test", "tests", "testing", "tst", "holdout", "heldout"), "test"),
+    # a set to predict, unlabelled (Intel Image Classification's seg_pred/): held out, after test
+    **dict.fromkeys(("pred", "predict", "prediction", "predictions", "inference"), "pred"),
 }
 #: Endings a split word may carry in one word (``trainset``, ``testimages``, ``valdata``).
 SPLIT_ENDINGS = re.compile(r"(?:set|sets|data|images|imgs)$")
@@ -402,11 +424,12 @@ def check_split(split: str | int | None) -> str | int:
 
 
 def split_of(rel: str, split: str | int = "auto") -> tuple[str, bool]:
-    """The split of a manifest path ('' for none) and whether its split folder is its parent
-    (then the image sits in no class folder). ``auto``: the first folder from the root whose
-    name is a split word, above the class folder (the parent folder counts only for a file
-    one folder deep: ``train/img.png``); a depth: that folder, its name as the split (a split
-    word in it as that word)."""
+    """The split of a manifest path ('' for none) and whether the image sits in no class folder:
+    below its split folder only split folders again and containers (``train/a.png``,
+    ``seg_pred/seg_pred/a.jpg``, ``valid/images/a.jpg``: :func:`is_container`). ``auto``: the
+    first folder from the root whose name is a split word, above the class folder (the parent
+    folder counts only for a file one folder deep: ``train/img.png``); a depth: that folder,
+    its name as the split (a split word in it as that word)."""
     folders = PurePosixPath(rel).parts[:-1]
     if split == "none" or not folders:
         return "", False
@@ -414,13 +437,18 @@ def split_of(rel: str, split: str | int = "auto") -> tuple[str, bool]:
         if len(folders) < split:
             return "", False
         name = folders[split - 1]
-        return split_name(name) or name, split == len(folders)
+        return split_name(name) or name, _classless(folders[split:])
     above = folders if len(folders) == 1 else folders[:-1]
     for depth, name in enumerate(above, 1):
         found = split_name(name)
         if found:
-            return found, depth == len(folders)
+            return found, _classless(folders[depth:])
     return "", False
+
+
+def _classless(folders: Sequence[str]) -> bool:
+    """Whether none of ``folders`` (those below a split folder) can be a class folder."""
+    return all(split_name(f) or is_container(f) or says_unlabelled(f) for f in folders)
 
 
 def inspect_file(
