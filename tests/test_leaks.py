@@ -489,6 +489,11 @@ def test_held_out_copies_get_leak_columns_pairs_and_honest_numbers(leaked) -> No
     # a higher threshold finds fewer
     strict = dataset_leaks(root, emb.rows, emb.vectors, manifest, threshold=0.9999)
     assert strict["leak"].sum() < 4
+    # a parameter of the wrong kind is refused in one line, before any search
+    with pytest.raises(ValueError, match="near_duplicate_limit must be a whole number, not 'lots'"):
+        dataset_leaks(root, emb.rows, emb.vectors, manifest, near_duplicate_limit="lots")
+    with pytest.raises(ValueError, match=r"leak_threshold must be in \(0, 1\], not 2"):
+        dataset_leaks(root, emb.rows, emb.vectors, manifest, threshold=2)
 
 
 def test_a_dataset_without_splits_is_unchanged(leaked, tmp_path: Path) -> None:

@@ -101,13 +101,13 @@ def _run(root: Path, tmp: Path) -> tuple:
     assert (
         hashed.loc[hashed["near_duplicate"], "near_duplicate_kind"] == "same perceptual hash"
     ).all()
-    return found, table.set_index("path")
+    return found, table.set_index("path"), hashed
 
 
 def test_every_kind_of_copy_is_grouped_with_its_source_without_splits(tmp_path: Path) -> None:
     root = tmp_path / "plain"
     truth = make_plain(root)
-    found, table = _run(root, tmp_path)
+    found, table, _ = _run(root, tmp_path)
     group = table["near_duplicate_group"]
     for (copy, source), (name, (_, kind)) in zip(truth.items(), COPIES.items(), strict=True):
         assert group[copy] >= 0 and group[copy] == group[source], (name, table.loc[copy, "reason"])
@@ -154,15 +154,26 @@ def test_groups_stay_within_one_split_and_a_leak_is_no_near_duplicate(tmp_path: 
     ImageEnhance.Brightness(Image.open(root / leak_source).convert("RGB")).enhance(1.25).save(
         root / "test/food/bright.png"
     )
-    found, table = _run(root, tmp_path)
+    same_source = f"train/food/{files[2].stem}.png"
+    (root / "test/food/same.png").write_bytes((root / same_source).read_bytes())
+    found, table, hashed = _run(root, tmp_path)
     group = table["near_duplicate_group"]
     assert group["train/food/mirror.png"] == group[train0] >= 0
     assert group["test/food/crop.png"] == group[test0] >= 0 and group[test0] != group[train0]
     assert table.loc["test/food/bright.png", "leak_of"] == leak_source
     assert group["test/food/bright.png"] == -1 and group[leak_source] == -1
     assert (group >= 0).sum() == 4
+    assert table.loc["test/food/same.png", ["leak_of", "leak_kind"]].tolist() == [
+        same_source,
+        "same bytes",
+    ]
+    assert group["test/food/same.png"] == -1
     cost = found.attrs["search"]
-    assert cost["leak_images_searched"] == 6 and cost["near_duplicate_images_searched"] == 17
+    assert cost["leak_images_searched"] == 7 and cost["near_duplicate_images_searched"] == 18
+    # over the limit, the perceptual-hash groups stay within one split too (the same bytes in
+    # train and test were one group, a leak twice over)
+    assert not hashed.loc["test/food/same.png", "near_duplicate"]
+    assert hashed.loc["test/food/same.png", "leak"]
 
 
 def test_a_chain_of_look_alikes_cannot_merge_a_class(tmp_path: Path) -> None:

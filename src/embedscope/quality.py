@@ -352,15 +352,23 @@ def _size_scores(size: pd.Series, iqr_factor: float = 3.0) -> tuple[pd.Series, p
     return score, (score < (THRESHOLDS["odd_size"] if gap > 0 else 1.0)).fillna(False)
 
 
-def near_duplicate_groups(hashes: pd.Series) -> np.ndarray:
+def near_duplicate_groups(hashes: pd.Series, within: pd.Series | None = None) -> np.ndarray:
     """Group number per image (-1: none) of images sharing one perceptual hash, as cleanvision
-    groups near duplicates; images without a hash are never grouped."""
+    groups near duplicates; images without a hash are never grouped. ``within``: each image's
+    split, row for row: images group only within one (a copy across splits is a leak)."""
     valid = hashes.notna().to_numpy()
     values = hashes.fillna(0).astype("int64").to_numpy()
     groups = np.full(len(values), -1)
     if not valid.any():
         return groups
-    codes, counts = np.unique(values[valid], return_inverse=True, return_counts=True)[1:]
+    scope = (
+        np.zeros(len(values), np.int64)
+        if within is None
+        else pd.factorize(within.fillna("").astype(str).to_numpy())[0]
+    )
+    keys = np.stack([scope[valid], values[valid]], axis=1)
+    codes, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)[1:]
+    codes = codes.reshape(-1)
     shared = counts[codes] > 1
     _, numbered = np.unique(codes[shared], return_inverse=True)
     at = np.flatnonzero(valid)

@@ -27,9 +27,10 @@ def _compute(context: Context) -> pd.DataFrame:
         scores = pd.to_numeric(facts["near_duplicate_score"]).fillna(0).to_numpy(np.float32)
         of = facts["near_duplicate_of"].fillna("").astype(str).to_numpy(dtype=object)
         kind = facts["near_duplicate_kind"].fillna("").astype(str).to_numpy(dtype=object)
-    else:  # no search: cleanvision's groups, one perceptual hash
+    else:  # no search: cleanvision's groups, one perceptual hash, within one split
         hashes = facts["phash"] if "phash" in facts else pd.Series(np.nan, index=facts.index)
-        groups = near_duplicate_groups(pd.to_numeric(hashes, errors="coerce"))
+        within = facts.get("split")
+        groups = near_duplicate_groups(pd.to_numeric(hashes, errors="coerce"), within)
         scores = (groups >= 0).astype(np.float32)
         of = np.full(len(groups), "", object)
         kind = np.where(groups >= 0, HASH_KIND, "").astype(object)

@@ -1230,6 +1230,10 @@ def dataset_leaks(
     for ``metrics.json``: wall seconds and images searched of each."""
     if not 0.0 < float(threshold) <= 1.0:
         raise ValueError(f"leak_threshold must be in (0, 1], not {threshold!r}")
+    if isinstance(near_duplicate_limit, bool) or not isinstance(near_duplicate_limit, int):
+        raise ValueError(
+            f"near_duplicate_limit must be a whole number, not {near_duplicate_limit!r}"
+        )
     facts = manifest.set_index("path").reindex(rows["path"]).reset_index()
     smalls: dict[str, Thumb | None] = {}
     tinies: dict[str, tuple[np.ndarray, np.ndarray]] = {}
