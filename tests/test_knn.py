@@ -144,6 +144,17 @@ def test_the_honest_probe_above_its_train_limit_fits_a_seeded_sample(monkeypatch
     sampled = split_report(x, labels, split, np.zeros(1200, bool))["test"]
     assert whole["probe_accuracy_all"] == 1.0 and sampled["probe_accuracy_all"] >= 0.95
     assert sampled["knn_accuracy_all"] == whole["knn_accuracy_all"]  # kNN: every train image
+    assert "classes_not_in_train" not in whole
+
+
+def test_held_out_classes_that_train_lacks_are_named_with_their_case_twins() -> None:
+    """A test folder "Cat" beside train's "cat" (and a class train has not at all): the honest
+    figures cannot be right on them, and the report says which they are."""
+    x = np.random.default_rng(3).normal(size=(12, 4))
+    labels = np.array(["cat", "dog"] * 4 + ["Cat", "dog", "fox", "dog"], dtype=object)
+    split = np.array(["train"] * 8 + ["test"] * 4, dtype=object)
+    test = split_report(x, labels, split, np.zeros(12, bool))["test"]
+    assert test["classes_not_in_train"] == ["Cat (train: cat)", "fox"]
 
 
 def test_clusters_beyond_the_sample_size_fit_a_sample_and_assign_the_rest(monkeypatch) -> None:

@@ -54,8 +54,9 @@ def _accuracy(truth: np.ndarray, guess: np.ndarray | None, keep: np.ndarray) -> 
 def split_report(vectors: np.ndarray, labels, splits, leaked, *, k: int = 10) -> dict:
     """Per split: its image count; per held-out split (every split but train): how many of its
     images leak, and kNN (among train images only) and linear-probe (fitted on train only)
-    accuracy, ``*_all`` on every labelled image and ``*_without_leaks`` on those not leaked.
-    Unlabelled images are neither fitted on nor scored."""
+    accuracy, ``*_all`` on every labelled image and ``*_without_leaks`` on those not leaked;
+    ``classes_not_in_train`` where it has classes train lacks (:func:`_unseen`). Unlabelled
+    images are neither fitted on nor scored."""
     labels = np.asarray(labels, dtype=object).astype(str)
     splits = np.asarray(splits, dtype=object).astype(str)
     leaked = np.asarray(leaked, dtype=bool)
@@ -77,6 +78,9 @@ def split_report(vectors: np.ndarray, labels, splits, leaked, *, k: int = 10) ->
         mine = splits[rows] == split
         if mine.any():
             truth, clean = labels[rows][mine], ~leaked[rows][mine]
+            unseen = _unseen(truth, yt)
+            if unseen:
+                facts["classes_not_in_train"] = unseen
             everything = np.ones(len(truth), bool)
             guess = probe[mine] if probe is not None else None
             facts |= {
@@ -87,4 +91,17 @@ def split_report(vectors: np.ndarray, labels, splits, leaked, *, k: int = 10) ->
                 "probe_accuracy_without_leaks": _accuracy(truth, guess, clean),
             }
         out[split] = facts
+    return out
+
+
+def _unseen(truth: np.ndarray, train_labels: np.ndarray) -> list[str]:
+    """The classes of a held-out split that no train image has (no train image can vote for
+    them, nor the probe predict them: its figures are lower by their share), each named with
+    the train class it differs from only in case or spaces (``cat (train: Cat)``)."""
+    known = set(train_labels)
+    folded = {" ".join(k.split()).casefold(): k for k in known}
+    out = []
+    for label in sorted(set(truth) - known):
+        near = folded.get(" ".join(label.split()).casefold())
+        out.append(f"{label} (train: {near})" if near else label)
     return out
