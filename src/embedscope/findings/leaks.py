@@ -23,6 +23,7 @@ without splits): a group is the connected copies of one image (:func:`_groups`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import multiprocessing
 import multiprocessing.context
@@ -328,11 +329,16 @@ def _subpixel(
     origin = np.asarray(box, np.float64)
     reach = (origin[2] - origin[0]) / w
 
+    tried: dict[tuple[float, ...], float] = {}  # the descent meets many boxes again
+
     def correlation(b: np.ndarray) -> float:
-        r = np.asarray(grey.resize((w, h), Image.Resampling.BILINEAR, box=tuple(b)), np.float64)
-        r = r.ravel()
-        spread = float(r @ r) - float(r.sum()) ** 2 / r.size  # target has zero mean
-        return float(r @ target) / max(np.sqrt(max(spread, 0.0)), 1e-6)
+        key = tuple(b.tolist())
+        if key not in tried:
+            r = np.asarray(grey.resize((w, h), Image.Resampling.BILINEAR, box=key), np.float64)
+            r = r.ravel()
+            spread = float(r @ r) - float(r.sum()) ** 2 / r.size  # target has zero mean
+            tried[key] = float(r @ target) / max(np.sqrt(max(spread, 0.0)), 1e-6)
+        return tried[key]
 
     now, best = origin.copy(), start
     step = reach / 2
@@ -401,22 +407,30 @@ def _worst_block(a: np.ndarray, b: np.ndarray, structure: bool = True) -> float:
     if max(float(a.mean(axis=2).std()), float(b.mean(axis=2).std())) < BLANK:
         colours = np.abs(a.mean(axis=(0, 1)) - b.mean(axis=(0, 1)))
         return 0.0 if float(colours.max()) <= SHIFT else 1.0
-    spread = max(float(a.var()), float(b.var()), 1.0)
-    h, w = a.shape[:2]
-    ys = np.linspace(0, h, BLOCKS + 1).round().astype(int)
-    xs = np.linspace(0, w, BLOCKS + 1).round().astype(int)
-    valid = (np.diff(ys)[:, None] > 0) & (np.diff(xs)[None, :] > 0)
-    counts = np.maximum(np.diff(ys)[:, None] * np.diff(xs)[None, :], 1)
-    starts = np.minimum(ys[:-1], h - 1), np.minimum(xs[:-1], w - 1)
+    variances = {id(a): float(a.var()), id(b): float(b.var())}
+    spread = max(*variances.values(), 1.0)
+    valid, counts, starts = _grid(*a.shape[:2])
     worsts, explained = [], []
     for x, y in ((a, b), (b, a)):
         res = ((_monotone(x, y) - y) ** 2).mean(axis=2)
-        own = max(float(y.var()), 1.0)
+        own = max(variances[id(y)], 1.0)
         explained.append(1.0 - float(res.mean()) / own)
         res /= spread if explained[-1] >= EXPLAINED else max(own, FLOOR * spread)
         sums = np.add.reduceat(np.add.reduceat(res, starts[0], axis=0), starts[1], axis=1)
         worsts.append(float(np.sqrt((sums / counts)[valid].max())))
     return max(worsts) if structure and min(explained) < STRUCTURE else min(worsts)
+
+
+@functools.cache
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The :data:`BLOCKS` x :data:`BLOCKS` blocks of an ``h`` x ``w`` region, as
+    :func:`_worst_block` sums them: which are not empty, their pixel counts, their first rows
+    and columns (a few sizes recur in every pair)."""
+    ys = np.linspace(0, h, BLOCKS + 1).round().astype(int)
+    xs = np.linspace(0, w, BLOCKS + 1).round().astype(int)
+    valid = (np.diff(ys)[:, None] > 0) & (np.diff(xs)[None, :] > 0)
+    counts = np.maximum(np.diff(ys)[:, None] * np.diff(xs)[None, :], 1)
+    return valid, counts, (np.minimum(ys[:-1], h - 1), np.minimum(xs[:-1], w - 1))
 
 
 def _first_inside(a: Thumb, b: Thumb, one: float, other: float) -> bool:
