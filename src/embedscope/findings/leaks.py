@@ -1265,8 +1265,8 @@ def dataset_leaks(
         found.insert(0, "split", splits.to_numpy())
     if len(facts) > near_duplicate_limit:
         cost["near_duplicate_search"] = (
-            f"skipped: {len(facts):,} images, over the limit of {near_duplicate_limit:,}; "
-            "near duplicates are identical perceptual hashes instead"
+            f"skipped: {len(facts):,} images, over near_duplicate_limit "
+            f"({near_duplicate_limit:,}); near duplicates are identical perceptual hashes instead"
         )
     else:
         scopes = found["split"] if "split" in found else np.full(len(facts), "", object)
