@@ -24,6 +24,7 @@ from embedscope.findings.leaks import (
     _weights,
     _window_scores,
     could_match,
+    dataset_leaks,
     find_leaks,
     match,
     near_duplicates,
@@ -152,3 +153,60 @@ def test_every_windows_correlation_comes_out_as_centring_each_window_gives() -> 
     got = _window_scores(grey, _weights(template), 9, 7)
     assert got.shape == expected.shape and (expected == 0).any()
     np.testing.assert_allclose(got, expected, atol=1e-9)
+
+
+def test_a_rerun_takes_its_pair_checks_from_the_last_run_with_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pair checks kept across runs (data/<name>/analysis/pair-checks.parquet): a rerun
+    matches no pair again and finds exactly the same; a renamed file keeps its verdicts (they
+    follow the picture); under another code digest, or from a damaged file (set aside), every
+    pair is matched again, with the same result."""
+    matched = []
+    real = embedscope.findings.leaks._checked
+
+    def counted(*args):
+        matched.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(embedscope.findings.leaks, "_checked", counted)
+    root = tmp_path / "plain"
+    truth = make_plain(root)
+    rows, vectors = _splits(root, truth)
+    store = tmp_path / "data" / "analysis" / "pair-checks.parquet"
+
+    def run(rows: pd.DataFrame) -> tuple[pd.DataFrame, int, dict]:
+        matched.clear()
+        found = dataset_leaks(root, rows, vectors, rows, checks=store)  # in one process
+        return found, len(matched), found.attrs["search"]
+
+    first, count, cost = run(rows)
+    assert count == cost["pair_checks_matched"] > 0 and store.is_file()
+    within = cost["pair_checks_reused"]  # a picture met twice (an exact copy) in one run
+    assert first["leak"].sum() == len(truth)
+    again, count, cost = run(rows)
+    assert count == 0 and cost["pair_checks_matched"] == 0
+    assert cost["pair_checks_reused"] > 0
+    pd.testing.assert_frame_equal(first, again, check_exact=True)
+    # a copy renamed: its picture's verdicts stay
+    old = next(iter(truth))
+    (root / old).rename(root / old.replace("copy-", "renamed-"))
+    renamed = rows.assign(path=rows["path"].str.replace(old, old.replace("copy-", "renamed-")))
+    moved, count, _ = run(renamed)
+    assert count == 0
+    pd.testing.assert_frame_equal(
+        moved.drop(columns=["path", "near_duplicate_of"]),
+        first.drop(columns=["path", "near_duplicate_of"]),
+        check_exact=True,
+    )
+    (root / old.replace("copy-", "renamed-")).rename(root / old)
+    # other code: every pair again
+    monkeypatch.setattr(embedscope.findings.leaks, "CHECKS_DIGEST", "other-code")
+    fresh, count, cost = run(rows)
+    assert count == cost["pair_checks_matched"] > 0 and cost["pair_checks_reused"] == within
+    pd.testing.assert_frame_equal(first, fresh, check_exact=True)
+    # a damaged file is set aside in one line, and the pairs matched again
+    store.write_bytes(b"PAR1 not a table")
+    damaged, count, _ = run(rows)
+    assert count > 0 and list(store.parent.glob("pair-checks.parquet.damaged-*"))
+    pd.testing.assert_frame_equal(first, damaged, check_exact=True)

@@ -171,6 +171,12 @@ class Layout:
         """Coordinates; ``digest`` covers the parameters and the vectors they came from."""
         return self.data_dir / "projections" / model_key / f"{method}-{dims}d-{digest}.parquet"
 
+    @property
+    def pair_checks(self) -> Path:
+        """The leak and near-duplicate searches' pair checks, kept across runs (any model's
+        candidates: a pair's verdict depends on its two pictures only)."""
+        return self.data_dir / "analysis" / "pair-checks.parquet"
+
     def neighbors(self, model_key: str) -> Path:
         return self.data_dir / "analysis" / model_key / "neighbors.npz"
 

@@ -1013,7 +1013,8 @@ def _look_alike_controls(app, points: pd.DataFrame, log) -> list:
     def pairs_now(ops: list | None) -> pd.Series:
         table = log(ops).table
         relabelled = table[table["label"] != ""].set_index("path")["label"]
-        return look_alikes(paths.map(relabelled).fillna(points["label"]), suggested)
+        # a label relabelled, else the point's own (object: with none relabelled, map gives NaN)
+        return look_alikes(paths.map(relabelled).astype(object).fillna(points["label"]), suggested)
 
     def options(ops: list | None) -> list[dict]:
         counts = look_alike_counts(pairs_now(ops))

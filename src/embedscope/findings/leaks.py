@@ -24,6 +24,7 @@ without splits): a group is the connected copies of one image (:func:`_groups`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import multiprocessing
 import multiprocessing.context
@@ -36,9 +37,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import PIL
 from PIL import Image
 
 from embedscope.decisions import split_tags
+from embedscope.findings.pair_store import MISSING, PairStore
 from embedscope.findings.registry import Column, Context, Family, IssueType
 from embedscope.images import load_rgb
 from embedscope.knn import Rows, top_k
@@ -143,6 +146,11 @@ SCREEN_FROM = 0.5
 PARALLEL_MIN = 5000
 #: Pairs a worker is handed at a time (with their thumbnails).
 PARALLEL_CHUNK = 256
+#: What the pair checks kept across runs (:class:`~embedscope.findings.pair_store.PairStore`)
+#: were matched by: this module's source and the libraries that resample and sum the pixels.
+CHECKS_DIGEST = hashlib.sha256(
+    Path(__file__).read_bytes() + f"{PIL.__version__} {np.__version__}".encode()
+).hexdigest()[:16]
 
 
 def split_rank(split: str) -> int:
@@ -570,6 +578,7 @@ def _settled(
     smalls: dict[str, Thumb | None],
     paths: np.ndarray,
     spread: _Spread,
+    store: PairStore | None = None,
 ) -> dict[int, tuple[float, int, str]]:
     """``verify(item)`` of each item, where the pairs it asks beyond ``cache`` (a runner-up's
     check against the best, a stopped pair matched in full after all) are matched in rounds on
@@ -595,7 +604,8 @@ def _settled(
             # full replaces its stopped answer
             asked = sorted(wanted, key=lambda want: not want[1])
             pairs = [wanted[want] for want in asked]
-            found = _match_pairs(pairs, smalls, paths, [screen for _, screen in asked], spread)
+            screens = [screen for _, screen in asked]
+            found = _match_pairs(pairs, smalls, paths, screens, spread, store)
             cache.update(zip((key for key, _ in asked), found, strict=True))
             pending = again
     finally:
@@ -610,12 +620,14 @@ def _verify_all(
     threshold: float,
     spread: _Spread,
     family: dict[int, int] | None = None,
+    store: PairStore | None = None,
 ) -> tuple[dict[int, tuple[float, int, str]], _Pairs]:
     """:func:`_verified` of every looked-up row with a thumbnail against its candidates: the
     pairs matched up front (:func:`_prefilled`), the rest in rounds (:func:`_settled`); and
     the pairs matched, for what asks more of them. ``family``: row -> the row it is a known
-    copy of (:func:`_runner_up`)."""
-    cache = _prefilled(list(looked.items()), smalls, paths, threshold >= SCREEN_FROM, spread)
+    copy of (:func:`_runner_up`). ``store``: verdicts kept across runs (:func:`_match_pairs`)."""
+    screen = threshold >= SCREEN_FROM
+    cache = _prefilled(list(looked.items()), smalls, paths, screen, spread, store)
     verified = _settled(
         [i for i in looked if smalls.get(paths[i]) is not None],
         lambda i: _verified(i, looked[i], smalls, paths, cache, threshold, family),
@@ -623,6 +635,7 @@ def _verify_all(
         smalls,
         paths,
         spread,
+        store,
     )
     return verified, cache
 
@@ -650,11 +663,27 @@ def _match_pairs(
     paths: np.ndarray,
     screen: bool | Sequence[bool],
     spread: _Spread,
+    store: PairStore | None = None,
 ) -> list[tuple[float, str] | None]:
     """:func:`_checked` of each (row, row) pair, in order (``screen``: for all of them, or one
     per pair): in this process, or on ``spread``'s processes with the same result; each chunk
-    of pairs travels with its thumbnails only."""
+    of pairs travels with its thumbnails only. ``store``: verdicts kept from earlier runs are
+    taken from it, and the new ones put in it."""
     screens = [screen] * len(pairs) if isinstance(screen, bool) else list(screen)
+    if store is not None:
+        keys = [
+            (store.key(paths[i], smalls[paths[i]]), store.key(paths[j], smalls[paths[j]]))
+            for i, j in pairs
+        ]
+        known = [store.get(a, b, s) for (a, b), s in zip(keys, screens, strict=True)]
+        todo = [n for n, verdict in enumerate(known) if verdict is MISSING]
+        found = _match_pairs(
+            [pairs[n] for n in todo], smalls, paths, [screens[n] for n in todo], spread
+        )
+        for n, verdict in zip(todo, found, strict=True):
+            known[n] = verdict
+            store.put(*keys[n], screens[n], verdict)
+        return known  # type: ignore[return-value]
     spreads = spread.spreads(len(pairs))
     size = PARALLEL_CHUNK if spreads else max(len(pairs), 1)
     chunks = [(pairs[s : s + size], screens[s : s + size]) for s in range(0, len(pairs), size)]
@@ -722,6 +751,7 @@ def _prefilled(
     paths: np.ndarray,
     screen: bool,
     spread: _Spread,
+    store: PairStore | None = None,
 ) -> _Pairs:
     """The pair cache :func:`_verified` reads, filled with every candidate pair of the
     searches ((row, candidate rows), in the order they run) at once, so that the checks can
@@ -736,7 +766,8 @@ def _prefilled(
             if int(j) != i and key not in keys and smalls.get(paths[j]) is not None:
                 keys[key] = (i, int(j))
     pairs = list(keys.values())
-    return _Pairs(zip(keys, _match_pairs(pairs, smalls, paths, screen, spread), strict=True))
+    found = _match_pairs(pairs, smalls, paths, screen, spread, store)
+    return _Pairs(zip(keys, found, strict=True))
 
 
 def _candidates(
@@ -777,6 +808,7 @@ def find_leaks(
     smalls: dict[str, Thumb | None] | None = None,
     tinies: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     workers: int | None = None,
+    store: PairStore | None = None,
 ) -> pd.DataFrame:
     """Per embedded image (``rows``: path, label, sha256, sizes optional; ``vectors`` row for row;
     ``splits`` each row's split): ``leak_of`` (the earlier-split image it copies most surely,
@@ -787,7 +819,7 @@ def find_leaks(
     upper bound (its best match, no runner-up sought; 0 where no candidate passed
     :func:`could_match`): the leaks and their scores are those of matching every pair in full.
     ``workers``: processes for the pair checks (None: :func:`_workers` decides; the result is
-    the same)."""
+    the same); ``store``: pair checks kept across runs (the same result)."""
     splits = np.asarray([str(s) for s in splits], dtype=object)
     n = len(rows)
     rank = np.array([split_rank(s) for s in splits])
@@ -819,7 +851,7 @@ def find_leaks(
                 for row, i in enumerate(held)
                 if not (by_sha.get(sha[i], i) != i and rank[by_sha[sha[i]]] < r)
             }
-            verified, cache = _verify_all(looked, smalls, paths, threshold, spread, family)
+            verified, cache = _verify_all(looked, smalls, paths, threshold, spread, family, store)
             for i in held:
                 score, j, kind = verified.get(int(i), (0.0, -1, ""))
                 same = by_sha.get(sha[i], i)
@@ -916,6 +948,7 @@ def near_duplicates(
     smalls: dict[str, Thumb | None] | None = None,
     tinies: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     workers: int | None = None,
+    store: PairStore | None = None,
 ) -> pd.DataFrame:
     """Near-duplicate groups within each scope (``scopes``: each row's split, or one value for
     a dataset without splits), found as leaks are: the same candidates (:func:`_candidates`,
@@ -926,7 +959,8 @@ def near_duplicates(
     class. Columns, row for row with ``rows``: ``near_duplicate_group`` (-1: none),
     ``near_duplicate_of`` (its surest copy in the group), ``near_duplicate_score`` and
     ``near_duplicate_kind``. The pair checks go first (:func:`_prefilled`: a cheap first test,
-    on ``workers`` processes; the result is the same as one by one)."""
+    on ``workers`` processes; the result is the same as one by one); ``store``: pair checks
+    kept across runs (the same result)."""
     scopes = np.asarray([str(s) for s in scopes], dtype=object)
     n = len(rows)
     paths = rows["path"].astype(str).to_numpy(dtype=object)
@@ -953,7 +987,7 @@ def near_duplicates(
             for row, i in enumerate(members)
             if len(twins[sha[i]]) == 1
         }
-        verified, cache = _verify_all(looked, smalls, paths, threshold, spread)
+        verified, cache = _verify_all(looked, smalls, paths, threshold, spread, store=store)
     for members, twins, _ in searches:
         for i in members:
             same = twins[sha[i]]
@@ -1234,14 +1268,18 @@ def dataset_leaks(
     *,
     threshold: float = THRESHOLD,
     near_duplicate_limit: int = NEAR_DUPLICATE_LIMIT,
+    checks: str | Path | None = None,
 ) -> pd.DataFrame:
     """The copies among the embedded images ``rows``, row for row with ``rows`` plus
     ``path``: :func:`near_duplicates` within each split (within the whole dataset without
     splits; above ``near_duplicate_limit`` images not searched: the findings then group
     identical perceptual hashes, as cleanvision does), and with splits ``split`` and
     :func:`find_leaks`' columns (a dataset without splits gets no split or leak columns). One
-    thumbnail per image serves both searches. ``attrs["search"]`` holds what the searches cost,
-    for ``metrics.json``: wall seconds and images searched of each."""
+    thumbnail per image serves both searches. ``checks``: the file the pair checks are kept in
+    across runs (:class:`~embedscope.findings.pair_store.PairStore`; a rerun matches only the
+    pairs it has not met, with the same result). ``attrs["search"]`` holds what the searches
+    cost, for ``metrics.json``: wall seconds and images searched of each, and the pair checks
+    matched and reused (from earlier runs, or from this one where two images are one picture)."""
     if not 0.0 < float(threshold) <= 1.0:
         raise ValueError(f"leak_threshold must be in (0, 1], not {threshold!r}")
     if isinstance(near_duplicate_limit, bool) or not isinstance(near_duplicate_limit, int):
@@ -1252,12 +1290,20 @@ def dataset_leaks(
     smalls: dict[str, Thumb | None] = {}
     tinies: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     cost: dict[str, float | int | str] = {"images": len(facts)}
+    store = PairStore(checks, CHECKS_DIGEST)
     found = pd.DataFrame(index=range(len(facts)))
     if "split" in manifest:
         splits = facts["split"].fillna("").astype(str)
         start = time.perf_counter()
         found = find_leaks(
-            root, facts, vectors, splits, threshold=float(threshold), smalls=smalls, tinies=tinies
+            root,
+            facts,
+            vectors,
+            splits,
+            threshold=float(threshold),
+            smalls=smalls,
+            tinies=tinies,
+            store=store,
         )
         cost["leak_search_seconds"] = round(time.perf_counter() - start, 2)
         cost["leak_images_searched"] = int(_held_out(splits.map(split_rank).to_numpy()).sum())
@@ -1272,13 +1318,28 @@ def dataset_leaks(
         scopes = found["split"] if "split" in found else np.full(len(facts), "", object)
         start = time.perf_counter()
         near = near_duplicates(
-            root, facts, vectors, scopes, threshold=float(threshold), smalls=smalls, tinies=tinies
+            root,
+            facts,
+            vectors,
+            scopes,
+            threshold=float(threshold),
+            smalls=smalls,
+            tinies=tinies,
+            store=store,
         )
         cost["near_duplicate_search_seconds"] = round(time.perf_counter() - start, 2)
         cost["near_duplicate_images_searched"] = len(facts)
         groups = near["near_duplicate_group"]
         cost["near_duplicate_groups"] = int(groups.max() + 1) if len(near) else 0
         found = pd.concat([found.reset_index(drop=True), near], axis=1)
+    cost["pair_checks_matched"], cost["pair_checks_reused"] = (
+        store.added,
+        store.found,
+    )
+    try:
+        store.save()
+    except OSError as exc:  # a cache: the report stands without it
+        cost["pair_checks_not_kept"] = f"{type(exc).__name__}: {exc}"
     found.insert(0, "path", facts["path"].to_numpy())
     found.attrs["search"] = cost
     return found
