@@ -235,7 +235,8 @@ def test_split_folders_are_recognised_at_any_depth_in_any_spelling() -> None:
     assert split_of("train/cat/a.png", "none") == ("", False)
     # below the split folder only the split again or a container: no class folder
     assert split_of("seg_pred/seg_pred/1.jpg") == ("pred", True)
-    assert split_of("valid/images/a.jpg") == ("val", True)
+    assert split_of("valid/images/a.jpg", containers=True) == ("val", True)
+    assert split_of("train/image/a.png") == ("train", False)  # a class named image
     assert split_of("train/cat/images/a.jpg") == ("train", False)
     assert check_split("2") == 2 and check_split(None) == "none"
     with pytest.raises(SourceError, match="split must be auto, none or a folder depth"):
@@ -325,9 +326,12 @@ def test_public_layouts_keep_their_classes_and_a_set_to_predict_is_a_held_out_sp
     stl = tree(tmp_path / "stl", ["train/cat", "test/dog", "unlabeled"])
     assert stl.loc["unlabeled/1.png", "label"] == UNLABELLED
     assert set(stl["label"]) == {"cat", "dog", UNLABELLED}
-    # a container under a class folder: the class is the folder above it
+    # a container under every class folder: the class is the folder above it
     nested = tree(tmp_path / "nested", ["cats/images", "dogs/images"])
     assert set(nested["label"]) == {"cats", "dogs"} and "split" not in nested
+    # but a class called image beside others stays one, split or not
+    documents = tree(tmp_path / "documents", ["train/image", "train/text", "test/image"])
+    assert set(documents["label"]) == {"image", "text"}
 
 
 def test_copies_match_their_source_and_look_alikes_do_not() -> None:

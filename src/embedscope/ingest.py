@@ -353,7 +353,9 @@ def _excluded(rel: str, patterns: Iterable[str]) -> bool:
 
 
 #: Folder names that hold pictures without naming what they show (Roboflow's ``train/images/``,
-#: Pascal VOC's ``JPEGImages/``): an image's class is the folder above such a folder.
+#: Pascal VOC's ``JPEGImages/``): where every image's parent folder is one, an image's class is
+#: the folder above it (:func:`containers_hold_all`; a document set's ``image`` class beside
+#: ``text`` and ``table`` stays a class).
 CONTAINERS = frozenset({"images", "image", "imgs", "img", "jpegimages", "pictures", "pics"})
 #: Words of a folder name that say its images carry no label (STL-10's ``unlabeled/``).
 NO_LABEL = frozenset({"unlabeled", "unlabelled", "nolabel", "unannotated"})
@@ -369,15 +371,22 @@ def says_unlabelled(name: str) -> bool:
     return bool(NO_LABEL.intersection(re.findall(r"[a-z]+", name.lower())))
 
 
-def label_of(rel: str, label_depth: int | None = None) -> str:
-    """Label from the folders of ``rel``: by default the nearest folder above the file that is
-    not a :func:`is_container` (``cats/images/1.jpg`` is a cat; none: unlabelled), unlabelled in a
-    folder that says so (:func:`says_unlabelled`); or the folder at ``label_depth`` (1 = first
-    folder under the root) for nested trees."""
+def containers_hold_all(paths: Iterable[str]) -> bool:
+    """Whether every file sits straight in a :data:`CONTAINERS` folder (``train/images/``,
+    ``cats/images/``): those folders then name no class."""
+    parents = [PurePosixPath(rel).parts[:-1] for rel in paths]
+    return bool(parents) and all(p and is_container(p[-1]) for p in parents)
+
+
+def label_of(rel: str, label_depth: int | None = None, containers: bool = False) -> str:
+    """Label from the folders of ``rel``: by default its parent folder, unlabelled in a folder
+    that says so (:func:`says_unlabelled`); with ``containers``, the nearest folder above it
+    that is not :func:`is_container` (``cats/images/1.jpg`` is a cat; none: unlabelled); or
+    the folder at ``label_depth`` (1 = first folder under the root) for nested trees."""
     parts = PurePosixPath(rel).parts[:-1]
     if label_depth is not None and parts:
         return parts[min(label_depth, len(parts)) - 1]
-    named = [p for p in parts if not is_container(p)]
+    named = [p for p in parts if not (containers and is_container(p))]
     if not named or says_unlabelled(named[-1]):
         return UNLABELLED
     return named[-1]
@@ -423,10 +432,11 @@ def check_split(split: str | int | None) -> str | int:
     raise SourceError(f"split must be auto, none or a folder depth (1, 2, ...), not {split!r}")
 
 
-def split_of(rel: str, split: str | int = "auto") -> tuple[str, bool]:
+def split_of(rel: str, split: str | int = "auto", containers: bool = False) -> tuple[str, bool]:
     """The split of a manifest path ('' for none) and whether the image sits in no class folder:
-    below its split folder only split folders again and containers (``train/a.png``,
-    ``seg_pred/seg_pred/a.jpg``, ``valid/images/a.jpg``: :func:`is_container`). ``auto``: the
+    below its split folder only split folders again (``train/a.png``,
+    ``seg_pred/seg_pred/a.jpg``), a folder that says unlabelled, or with ``containers``
+    containers (``valid/images/a.jpg``: :func:`containers_hold_all`). ``auto``: the
     first folder from the root whose name is a split word, above the class folder (the parent
     folder counts only for a file one folder deep: ``train/img.png``); a depth: that folder,
     its name as the split (a split word in it as that word)."""
@@ -437,18 +447,20 @@ def split_of(rel: str, split: str | int = "auto") -> tuple[str, bool]:
         if len(folders) < split:
             return "", False
         name = folders[split - 1]
-        return split_name(name) or name, _classless(folders[split:])
+        return split_name(name) or name, _classless(folders[split:], containers)
     above = folders if len(folders) == 1 else folders[:-1]
     for depth, name in enumerate(above, 1):
         found = split_name(name)
         if found:
-            return found, _classless(folders[depth:])
+            return found, _classless(folders[depth:], containers)
     return "", False
 
 
-def _classless(folders: Sequence[str]) -> bool:
+def _classless(folders: Sequence[str], containers: bool) -> bool:
     """Whether none of ``folders`` (those below a split folder) can be a class folder."""
-    return all(split_name(f) or is_container(f) or says_unlabelled(f) for f in folders)
+    return all(
+        split_name(f) or (containers and is_container(f)) or says_unlabelled(f) for f in folders
+    )
 
 
 def inspect_file(
@@ -648,7 +660,8 @@ def _cleanvision_mode(quality_thresholds: str) -> bool:
 def _labels(paths: pd.Series, label_depth: int | None, labels) -> pd.Series:
     """Each path's folder label, replaced by the labels file's for the paths it names: a file
     naming a few images relabels those few, not the rest of the folder."""
-    folder = paths.map(lambda rel: label_of(rel, label_depth))
+    containers = containers_hold_all(paths)
+    folder = paths.map(lambda rel: label_of(rel, label_depth, containers))
     if labels is None:
         return folder
     mapping = read_labels(labels) if not isinstance(labels, dict) else labels
@@ -664,7 +677,8 @@ def _add_splits(df: pd.DataFrame, split: str | int, label_depth: int | None, lab
     from it (unless the labels file gives one): labels stay the class folder."""
     if split == "none":
         return
-    found = [split_of(rel, split) for rel in df["path"]]
+    containers = containers_hold_all(df["path"])
+    found = [split_of(rel, split, containers) for rel in df["path"]]
     below = _splits_below_classes(df, found) if split == "auto" else None
     if below is not None:
         found = [(s, False) for s in below]
