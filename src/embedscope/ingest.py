@@ -602,8 +602,9 @@ def build_manifest(
                 cells.add(row["sha256"], cell, seconds)
             rows[row["path"]] = row
     df = pd.DataFrame([rows[rel] for rel in rels], columns=MANIFEST_COLUMNS)
-    df["label"] = _labels(df["path"], label_depth, labels)
-    _add_splits(df, check_split(split), label_depth, labels)
+    containers = containers_hold_all(df["path"])  # one decision for the dataset, used twice
+    df["label"] = _labels(df["path"], label_depth, labels, containers)
+    _add_splits(df, check_split(split), label_depth, labels, containers)
     df["tags"] = ""  # set by decisions only
     for col in ("bytes", "mtime_ns", "width", "height"):
         df[col] = df[col].astype("Int64")
@@ -657,10 +658,11 @@ def _cleanvision_mode(quality_thresholds: str) -> bool:
     return quality_thresholds == "cleanvision"
 
 
-def _labels(paths: pd.Series, label_depth: int | None, labels) -> pd.Series:
-    """Each path's folder label, replaced by the labels file's for the paths it names: a file
-    naming a few images relabels those few, not the rest of the folder."""
-    containers = containers_hold_all(paths)
+def _labels(
+    paths: pd.Series, label_depth: int | None, labels, containers: bool = False
+) -> pd.Series:
+    """Each path's folder label (:func:`label_of`), replaced by the labels file's for the paths
+    it names: a file naming a few images relabels those few, not the rest of the folder."""
     folder = paths.map(lambda rel: label_of(rel, label_depth, containers))
     if labels is None:
         return folder
@@ -670,14 +672,15 @@ def _labels(paths: pd.Series, label_depth: int | None, labels) -> pd.Series:
     return paths.map(mapping).fillna(folder)
 
 
-def _add_splits(df: pd.DataFrame, split: str | int, label_depth: int | None, labels) -> None:
+def _add_splits(
+    df: pd.DataFrame, split: str | int, label_depth: int | None, labels, containers: bool = False
+) -> None:
     """A ``split`` column (:func:`split_of`, replaced by the labels file's ``split`` for the
     paths it names), only when the dataset has splits: with ``auto``, at least two different
     ones among its images. An image whose parent folder is the split folder gets no label
     from it (unless the labels file gives one): labels stay the class folder."""
     if split == "none":
         return
-    containers = containers_hold_all(df["path"])
     found = [split_of(rel, split, containers) for rel in df["path"]]
     below = _splits_below_classes(df, found) if split == "auto" else None
     if below is not None:
