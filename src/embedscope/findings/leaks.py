@@ -51,7 +51,7 @@ from embedscope.vocabulary import KEEP_PREFIX, UNLABELLED
 
 #: The split every held-out split is compared with, then the order in which later splits are
 #: compared with earlier ones (a test image copying a val image leaks too).
-SPLIT_ORDER = ("train", "val", "test")
+SPLIT_ORDER = ("train", "val", "test", "pred")
 #: Default ``leak_threshold`` (chosen by the ``leaks`` bench on its calibration halves, apart
 #: from the halves it reports): the :func:`leak_score` a candidate pair must reach.
 THRESHOLD = 0.67
@@ -154,7 +154,7 @@ CHECKS_DIGEST = hashlib.sha256(
 
 
 def split_rank(split: str) -> int:
-    """Where a split comes in :data:`SPLIT_ORDER` (an unknown held-out split after test; -1
+    """Where a split comes in :data:`SPLIT_ORDER` (an unknown held-out split after pred; -1
     for no split: such an image is neither searched nor a source)."""
     if not split:
         return -1
@@ -415,13 +415,12 @@ def _worst_block(a: np.ndarray, b: np.ndarray, structure: bool = True) -> float:
     if max(float(a.mean(axis=2).std()), float(b.mean(axis=2).std())) < BLANK:
         colours = np.abs(a.mean(axis=(0, 1)) - b.mean(axis=(0, 1)))
         return 0.0 if float(colours.max()) <= SHIFT else 1.0
-    variances = {id(a): float(a.var()), id(b): float(b.var())}
-    spread = max(*variances.values(), 1.0)
+    va, vb = float(a.var()), float(b.var())
+    spread = max(va, vb, 1.0)
     valid, counts, starts = _grid(*a.shape[:2])
     worsts, explained = [], []
-    for x, y in ((a, b), (b, a)):
+    for x, y, own in ((a, b, max(vb, 1.0)), (b, a, max(va, 1.0))):
         res = ((_monotone(x, y) - y) ** 2).mean(axis=2)
-        own = max(variances[id(y)], 1.0)
         explained.append(1.0 - float(res.mean()) / own)
         res /= spread if explained[-1] >= EXPLAINED else max(own, FLOOR * spread)
         sums = np.add.reduceat(np.add.reduceat(res, starts[0], axis=0), starts[1], axis=1)
@@ -1332,10 +1331,8 @@ def dataset_leaks(
         groups = near["near_duplicate_group"]
         cost["near_duplicate_groups"] = int(groups.max() + 1) if len(near) else 0
         found = pd.concat([found.reset_index(drop=True), near], axis=1)
-    cost["pair_checks_matched"], cost["pair_checks_reused"] = (
-        store.added,
-        store.found,
-    )
+    cost["pair_checks_matched"] = store.added
+    cost["pair_checks_reused"] = store.found
     try:
         store.save()
     except OSError as exc:  # a cache: the report stands without it

@@ -14,7 +14,6 @@ the pairs matched again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +51,6 @@ class PairStore:
         self.added = 0  # verdicts this run matched
         if self.path is not None:
             self.verdicts = load_checked(self.path, self._read) or {}
-        self.loaded = len(self.verdicts)
 
     def _read(self, path: Path) -> dict[tuple[int, int, bool], Verdict]:
         table = pq.read_table(path)
@@ -89,17 +87,15 @@ class PairStore:
         if self.path is None:
             return
         live = set(self.keys.values())
-        kept = [(k, v) for k, v in self.verdicts.items() if k[0] in live and k[1] in live]
-        columns: Sequence = (
-            [k[0] for k, _ in kept],
-            [k[1] for k, _ in kept],
-            [k[2] for k, _ in kept],
-            [np.nan if v is None else v[0] for _, v in kept],
-            ["" if v is None else v[1] for _, v in kept],
-        )
+        rows = [
+            (*key, np.nan, "") if verdict is None else (*key, *verdict)
+            for key, verdict in self.verdicts.items()
+            if key[0] in live and key[1] in live
+        ]
         types = (pa.int64(), pa.int64(), pa.bool_(), pa.float64(), pa.string())
+        columns = zip(*rows, strict=True) if rows else [()] * len(COLUMNS)
         table = pa.table(
-            {c: pa.array(v, t) for c, v, t in zip(COLUMNS, columns, types, strict=True)}
+            {c: pa.array(list(v), t) for c, v, t in zip(COLUMNS, columns, types, strict=True)}
         ).replace_schema_metadata({"embedscope.pair-checks": self.digest})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, lambda tmp: pq.write_table(table, tmp))
