@@ -10,7 +10,7 @@ import pytest
 
 import embedscope.knn as knn
 from embedscope.knn import Rows, normalize, top_k
-from embedscope.splits import _knn, split_report
+from embedscope.splits import _knn, split_report, split_table
 
 
 def clustered(n: int, d: int, *, seed: int = 0) -> np.ndarray:
@@ -153,8 +153,14 @@ def test_held_out_classes_that_train_lacks_are_named_with_their_case_twins() -> 
     x = np.random.default_rng(3).normal(size=(12, 4))
     labels = np.array(["cat", "dog"] * 4 + ["Cat", "dog", "fox", "dog"], dtype=object)
     split = np.array(["train"] * 8 + ["test"] * 4, dtype=object)
-    test = split_report(x, labels, split, np.zeros(12, bool))["test"]
+    report = split_report(x, labels, split, np.zeros(12, bool))
+    test = report["test"]
     assert test["classes_not_in_train"] == ["Cat (train: cat)", "fox"]
+    # as 03_reduce shows it: counts whole, the classes as text in the last column
+    shown = split_table(report)
+    assert shown.loc["test", "classes_not_in_train"] == "Cat (train: cat), fox"
+    assert shown.columns[-1] == "classes_not_in_train" and shown.loc["test", "scored"] == 4
+    assert type(shown.loc["test", "images"]) is int  # not 4.0 beside a split with no score
 
 
 def test_clusters_beyond_the_sample_size_fit_a_sample_and_assign_the_rest(monkeypatch) -> None:

@@ -10,6 +10,7 @@ copy an earlier split, so the user sees how much the leaks inflate the number.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from embedscope.knn import Rows, knn_vote, normalize, sample_rows, top_k
 from embedscope.vocabulary import UNLABELLED
@@ -105,3 +106,21 @@ def _unseen(truth: np.ndarray, train_labels: np.ndarray) -> list[str]:
         near = folded.get(" ".join(label.split()).casefold())
         out.append(f"{label} (train: {near})" if near else label)
     return out
+
+
+def split_table(report: dict) -> pd.DataFrame:
+    """:func:`split_report` as a table to show, a held-out split a row: counts as whole numbers,
+    the accuracies, the classes train lacks last as text, and blank where a split has no
+    labelled image to score (a set to predict)."""
+    table = pd.DataFrame.from_dict(
+        {s: v for s, v in report.items() if isinstance(v, dict) and s != "images"}, orient="index"
+    )
+    for column in ("images", "leaks", "scored"):
+        if column in table:
+            table[column] = table[column].astype("Int64")
+    if "classes_not_in_train" in table:
+        unseen = table.pop("classes_not_in_train")
+        table["classes_not_in_train"] = unseen.map(
+            lambda c: ", ".join(c) if isinstance(c, list) else ""
+        )
+    return table.astype(object).where(table.notna(), "")
